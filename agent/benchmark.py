@@ -1,0 +1,134 @@
+"""One benchmark job, start to finish. Runs inside the child process.
+
+``execute(spec)`` is a plain function: tests call it directly, the child
+process (:mod:`agent.child`) calls it for the Celery task and for bundles.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+import numpy as np
+
+from agent import backends
+from agent.artifacts import local_path
+from agent.errors import JobError
+from agent.host import host_facts
+from agent.measure import measure_latency, timed
+from protocol import JobSpec, LatencyStats, ResultRecord, Validity, utc_now
+from protocol.stats import summarize_ns
+
+
+def _load_dataset(spec: JobSpec) -> tuple[np.ndarray, np.ndarray | None] | None:
+    if spec.dataset is None:
+        return None
+    path = local_path(spec.dataset)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data:
+                raise JobError("bad-dataset", f"dataset {path} has no array 'x' (inputs)")
+            x = data["x"]
+            y = data["y"] if "y" in data else None
+    except (ValueError, OSError) as exc:
+        raise JobError("bad-dataset", f"dataset {path} is not a readable .npz: {exc}") from None
+    if y is not None and len(y) != len(x):
+        raise JobError("bad-dataset", f"dataset {path}: {len(x)} inputs but {len(y)} labels")
+    if len(x) == 0:
+        raise JobError("bad-dataset", f"dataset {path} is empty")
+    return x, y
+
+
+def _latency_inputs(backend, dataset) -> list[np.ndarray]:
+    """Inputs for the latency loop: the first real sample when there is one."""
+    specs = backend.input_specs()
+    if dataset is not None and len(specs) == 1:
+        return [dataset[0][:1]]
+    rng = np.random.default_rng(0)
+    out = []
+    for s in specs:
+        dtype = np.dtype(s.dtype)
+        if dtype.kind == "f":
+            out.append(rng.random(s.shape, dtype=np.float32).astype(dtype))
+        else:
+            info = np.iinfo(dtype)
+            out.append(rng.integers(info.min, info.max, size=s.shape, dtype=dtype, endpoint=True))
+    return out
+
+
+def _top1(backend, x: np.ndarray, y: np.ndarray) -> float:
+    batch = backend.input_specs()[0].shape[0] if backend.input_specs()[0].shape else 1
+    if batch != 1:
+        raise JobError("bad-dataset", f"accuracy needs a batch-1 model input, got batch {batch}")
+    correct = 0
+    for i in range(len(x)):
+        backend.prepare([x[i : i + 1]])
+        backend.run()
+        pred = int(np.argmax(backend.outputs()[0].reshape(-1)))
+        correct += int(pred == int(y[i]))
+    return correct / len(x)
+
+
+def _peak_rss_bytes() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss) if sys.platform == "darwin" else int(rss) * 1024
+
+
+def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
+    problems = spec.settings.problems()
+    if problems:
+        raise JobError("bad-spec", "invalid benchmark settings: " + "; ".join(problems))
+    runtime, sep, device = spec.capability.partition(":")
+    if not sep or not device:
+        raise JobError("bad-spec", f"capability '{spec.capability}' is not of the form <runtime>:<device>")
+    try:
+        backend = backends.create(runtime)
+    except backends.Unavailable as exc:
+        raise JobError("unsupported-device", str(exc)) from None
+
+    started_at = utc_now()
+    model_path = local_path(spec.artifact)
+    dataset = _load_dataset(spec)
+
+    _, load_ns = timed(lambda: backend.load(str(model_path), device, spec.settings))
+    backend.prepare(_latency_inputs(backend, dataset))
+    try:
+        m = measure_latency(backend.run, spec.settings)
+    except Exception as exc:  # a runtime error during invoke is the model's fault, not the agent's
+        raise JobError("inference-failed", f"inference failed on {spec.capability}: {exc}") from None
+
+    accuracy, n_acc = None, 0
+    if dataset is not None and dataset[1] is not None:
+        accuracy = _top1(backend, dataset[0], dataset[1])
+        n_acc = len(dataset[1])
+
+    summary = summarize_ns(m.samples_ns)
+    reasons = tuple(summary.invalid_reasons) + tuple(m.problems(spec.settings))
+    stats = LatencyStats.from_summary(summary, load_ms=load_ns / 1e6, first_inference_ms=m.first_inference_ns / 1e6)
+    return ResultRecord(
+        job_id=spec.job_id,
+        attempt=spec.attempt,
+        model_id=spec.model_id,
+        model_name=spec.model_name,
+        artifact_sha256=spec.artifact.sha256,
+        variant=spec.variant,
+        runtime=runtime,
+        runtime_version=backend.version,
+        capability=spec.capability,
+        device=device,
+        device_name=backend.device_name(device),
+        agent_id=agent_id,
+        host=host_facts(),
+        settings=spec.settings,
+        samples_ns=tuple(int(v) for v in m.samples_ns),
+        stats=stats,
+        validity=Validity(valid=not reasons, reasons=reasons),
+        throughput_ips=1000.0 / summary.mean_ms if summary.mean_ms > 0 else 0.0,
+        throughput_mode="single-stream",
+        accuracy_top1=accuracy,
+        accuracy_samples=n_acc,
+        peak_rss_bytes=_peak_rss_bytes(),
+        model_size_bytes=model_path.stat().st_size,
+        started_at=started_at,
+        finished_at=utc_now(),
+    )

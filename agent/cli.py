@@ -1,0 +1,92 @@
+"""``python -m agent``: discover capabilities and serve them from a broker.
+
+Standard-library argparse only, so a bare device needs nothing extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import uuid
+
+from agent.backends import probe_all
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fleetbench-agent", description="Run a fleetbench agent on this device.")
+    p.add_argument(
+        "--broker",
+        default=os.environ.get("FLEETBENCH_BROKER_URL"),
+        help="Redis URL of the broker (env FLEETBENCH_BROKER_URL), e.g. redis://:PASSWORD@controller:6379/0",
+    )
+    p.add_argument("--agent-id", default=os.environ.get("FLEETBENCH_AGENT_ID"), help="unique name of this agent")
+    p.add_argument(
+        "--capability",
+        action="append",
+        default=[],
+        help="serve only this capability (repeatable); default: every capability found",
+    )
+    p.add_argument("--loglevel", default="INFO")
+    p.add_argument("--probe", action="store_true", help="print the capabilities found and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    caps, missing = probe_all()
+    for cap in caps:
+        print(f"capability {cap.name}: {cap.runtime} {cap.runtime_version}, {cap.device_name}", flush=True)
+    for runtime, reason in missing.items():
+        print(f"runtime {runtime} unavailable: {reason}", flush=True)
+    if args.capability:
+        wanted = set(args.capability)
+        unknown = wanted - {c.name for c in caps}
+        if unknown:
+            print(f"error: this device does not offer {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        caps = [c for c in caps if c.name in wanted]
+    if args.probe:
+        return 0 if caps else 1
+    if not caps:
+        print("error: no runtime on this device offers any capability; install one (see above)", file=sys.stderr)
+        return 2
+    if not args.broker:
+        print("error: no broker given; pass --broker redis://HOST:6379/0 or set FLEETBENCH_BROKER_URL", file=sys.stderr)
+        return 2
+
+    from agent.host import host_facts
+    from agent.presence import Heartbeat
+    from protocol import AgentInventory, queue_for, utc_now
+
+    agent_id = args.agent_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    os.environ["FLEETBENCH_AGENT_ID"] = agent_id
+    from agent.worker import app
+
+    app.conf.broker_url = args.broker
+    app.conf.result_backend = args.broker
+    queues = [queue_for(c.name) for c in caps] + [f"fleetbench.agent.{agent_id}"]
+    inventory = AgentInventory(
+        agent_id=agent_id, host=host_facts(), capabilities=tuple(caps), started_at=utc_now(), heartbeat_at=utc_now()
+    )
+    heartbeat = Heartbeat(args.broker, inventory)
+    heartbeat.start()
+    print(f"agent {agent_id} serving {', '.join(c.name for c in caps)}", flush=True)
+    try:
+        app.worker_main(
+            [
+                "worker",
+                f"--hostname={agent_id}@%h",
+                f"--queues={','.join(queues)}",
+                # One job at a time: a device measured while busy gives false numbers.
+                "--pool=solo",
+                "--concurrency=1",
+                "--without-gossip",
+                "--without-mingle",
+                f"--loglevel={args.loglevel}",
+            ]
+        )
+    finally:
+        heartbeat.stop()
+    return 0

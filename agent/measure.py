@@ -1,0 +1,86 @@
+"""The one place that times inference. Backends never time themselves.
+
+Single-stream latency, the way the vendor tools measure it:
+
+1. the first inference is timed on its own (it often pays for lazy
+   allocation and kernel selection);
+2. ``warmup_iterations`` more inferences are run and discarded;
+3. steady-state inferences are timed one by one, each sample covering only
+   the ``run()`` call on inputs prepared once, until BOTH ``min_iterations``
+   and ``min_duration_s`` are reached, or a safety cap (``max_iterations``,
+   ``max_duration_s``) stops the run early; the stop reason is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from protocol import BenchmarkSettings
+
+#: Why sampling stopped.
+STOP_MET = "minimums-met"
+STOP_MAX_ITERATIONS = "max-iterations"
+STOP_MAX_DURATION = "max-duration"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    first_inference_ns: int
+    samples_ns: list[int]
+    stop_reason: str
+    elapsed_ns: int
+
+    def problems(self, settings: BenchmarkSettings) -> list[str]:
+        """Reasons the run fell short of its own minimums (empty when it did not)."""
+        if self.stop_reason == STOP_MET:
+            return []
+        return [
+            f"sampling stopped at the {self.stop_reason.replace('-', '_')} cap after "
+            f"{len(self.samples_ns)} samples in {self.elapsed_ns / 1e9:.2f} s, before "
+            f"min_iterations={settings.min_iterations} and min_duration_s={settings.min_duration_s} were both met"
+        ]
+
+
+def timed(fn: Callable[[], object], clock: Callable[[], int] = time.perf_counter_ns) -> tuple[object, int]:
+    """Call ``fn`` once; return its result and the nanoseconds it took."""
+    start = clock()
+    result = fn()
+    return result, clock() - start
+
+
+def measure_latency(
+    run: Callable[[], object],
+    settings: BenchmarkSettings,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> Measurement:
+    """Measure ``run`` following the module's rules."""
+    _, first_ns = timed(run, clock)
+    for _ in range(settings.warmup_iterations):
+        run()
+
+    min_n = settings.min_iterations
+    max_n = settings.max_iterations
+    min_ns = int(settings.min_duration_s * 1e9)
+    max_ns = int(settings.max_duration_s * 1e9)
+    samples: list[int] = []
+    append = samples.append
+    start = clock()
+    while True:
+        t0 = clock()
+        run()
+        t1 = clock()
+        append(t1 - t0)
+        n = len(samples)
+        elapsed = t1 - start
+        if n >= min_n and elapsed >= min_ns:
+            reason = STOP_MET
+            break
+        if n >= max_n:
+            reason = STOP_MAX_ITERATIONS
+            break
+        if elapsed >= max_ns:
+            reason = STOP_MAX_DURATION
+            break
+    return Measurement(first_inference_ns=first_ns, samples_ns=samples, stop_reason=reason, elapsed_ns=elapsed)

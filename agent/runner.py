@@ -1,0 +1,112 @@
+"""Run one job in a child process, so a crashing runtime never takes the agent down.
+
+The child (``python -m agent.child``) writes a :class:`JobOutcome` file. A
+child killed by a signal (a segfault in native code), one that outlives
+``settings.timeout_s``, or one that exits without an outcome becomes a failed
+outcome with a clear error; the agent process carries on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from protocol import ContractError, JobOutcome, JobSpec
+
+_STDERR_TAIL = 2000
+
+
+def _signal_name(returncode: int) -> str:
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+def _tail(path: Path) -> str:
+    try:
+        data = path.read_bytes()[-_STDERR_TAIL:]
+    except OSError:
+        return ""
+    return data.decode("utf-8", errors="replace").strip()
+
+
+def _failed(spec: dict | JobSpec, kind: str, error: str, agent_id: str) -> JobOutcome:
+    if isinstance(spec, JobSpec):
+        job_id, attempt = spec.job_id, spec.attempt
+    else:
+        job_id, attempt = str(spec.get("job_id", "?")), spec.get("attempt", 0)
+        attempt = attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else 0
+    return JobOutcome(job_id=job_id, attempt=attempt, ok=False, error=error, error_kind=kind, agent_id=agent_id)
+
+
+def run_job(
+    spec_data: dict,
+    agent_id: str,
+    *,
+    child_argv: Sequence[str] | None = None,
+) -> JobOutcome:
+    """Run the job described by ``spec_data`` (a JobSpec dict) in a child process.
+
+    ``child_argv`` replaces the child command; tests use it to run a child
+    that crashes for real.
+    """
+    try:
+        spec = JobSpec.from_dict(spec_data)
+    except ContractError as exc:
+        return _failed(spec_data if isinstance(spec_data, dict) else {}, "bad-spec", str(exc), agent_id)
+    problems = spec.settings.problems()
+    if problems:
+        return _failed(spec, "bad-spec", "invalid benchmark settings: " + "; ".join(problems), agent_id)
+
+    with tempfile.TemporaryDirectory(prefix="fleetbench-job-") as tmp:
+        tmpdir = Path(tmp)
+        spec_path, out_path, err_path = tmpdir / "spec.json", tmpdir / "outcome.json", tmpdir / "stderr.log"
+        spec_path.write_text(spec.to_json(), encoding="utf-8")
+        argv = list(child_argv or [sys.executable, "-m", "agent.child"]) + [str(spec_path), str(out_path), agent_id]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+        what = f"{spec.model_name} {spec.variant} on {spec.capability}"
+        with open(err_path, "wb") as err:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, start_new_session=True
+            )
+            try:
+                returncode = proc.wait(timeout=spec.settings.timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return _failed(
+                    spec,
+                    "timeout",
+                    f"benchmark of {what} ran past timeout_s={spec.settings.timeout_s:g} s and was killed; "
+                    "raise the timeout, or lower min_duration_s / min_iterations for this model",
+                    agent_id,
+                )
+        if returncode < 0:
+            tail = _tail(err_path)
+            return _failed(
+                spec,
+                "crashed",
+                f"benchmark process for {what} was killed by {_signal_name(returncode)}: the runtime crashed on "
+                "this model (the agent itself is fine). Try another variant or runtime version"
+                + (f". Last output:\n{tail}" if tail else ""),
+                agent_id,
+            )
+        if not out_path.exists():
+            tail = _tail(err_path)
+            return _failed(
+                spec,
+                "crashed",
+                f"benchmark process for {what} exited with code {returncode} without a result"
+                + (f". Last output:\n{tail}" if tail else ""),
+                agent_id,
+            )
+        try:
+            return JobOutcome.from_json(out_path.read_text(encoding="utf-8"))
+        except ContractError as exc:
+            return _failed(spec, "internal", f"benchmark child wrote an unreadable outcome: {exc}", agent_id)

@@ -1,0 +1,1 @@
+"""The fleetbench controller: converts models, dispatches jobs, stores records."""

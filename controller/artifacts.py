@@ -1,0 +1,55 @@
+"""Content-addressed artifact store: files named by their sha256, written atomically.
+
+A file is written to a temporary name in the same directory, fsynced, then
+renamed into place, so a crash never leaves a half-written file under a valid
+name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from protocol import ArtifactRef
+from protocol.hashing import sha256_bytes, sha256_file
+
+
+class ArtifactStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def _ref(self, sha256: str, filename: str) -> ArtifactRef:
+        path = self.path_for(sha256)
+        return ArtifactRef(sha256=sha256, uri=path.as_uri(), size_bytes=path.stat().st_size, filename=filename)
+
+    def put_bytes(self, data: bytes, filename: str) -> ArtifactRef:
+        sha = sha256_bytes(data)
+        target = self.path_for(sha)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return self._ref(sha, filename)
+
+    def put_file(self, path: Path, filename: str | None = None) -> ArtifactRef:
+        return self.put_bytes(Path(path).read_bytes(), filename or Path(path).name)
+
+    def get(self, sha256: str, filename: str = "") -> ArtifactRef | None:
+        """The artifact if present and intact, else None."""
+        path = self.path_for(sha256)
+        if not path.is_file() or sha256_file(path) != sha256:
+            return None
+        return self._ref(sha256, filename)

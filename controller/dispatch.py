@@ -1,0 +1,126 @@
+"""Sending benchmark jobs to agents through Celery, and waiting for outcomes.
+
+The controller never imports agent code: it sends the task by name to the
+queue of the job's capability.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from protocol import AGENT_KEY_PREFIX, BENCHMARK_TASK, CELERY_SETTINGS, AgentInventory, JobOutcome, JobSpec, queue_for
+from protocol.records import ContractError
+
+#: States reported to ``on_state`` while waiting.
+WAITING_FOR_DEVICE = "waiting-for-device"
+QUEUED = "queued"
+RUNNING = "running"
+
+
+class DispatchError(RuntimeError):
+    """The job could not be sent or its outcome not received; the message says what to do."""
+
+
+def celery_client(broker_url: str) -> Celery:
+    app = Celery("fleetbench-controller", broker=broker_url, backend=broker_url)
+    app.conf.update(CELERY_SETTINGS)
+    app.conf.broker_connection_timeout = 5
+    app.conf.broker_connection_max_retries = 3
+    app.conf.task_publish_retry_policy = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5}
+    return app
+
+
+class Dispatcher:
+    def __init__(self, broker_url: str):
+        self.broker_url = broker_url
+        self.app = celery_client(broker_url)
+        self.redis = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5)
+
+    def close(self) -> None:
+        self.app.close()
+        self.redis.close()
+
+    def live_agents(self) -> list[AgentInventory]:
+        """Agents whose heartbeat has not expired, by agent id."""
+        agents = []
+        try:
+            for key in self.redis.scan_iter(match=AGENT_KEY_PREFIX + "*", count=500):
+                raw = self.redis.get(key)
+                if raw is None:  # expired between scan and get
+                    continue
+                try:
+                    agents.append(AgentInventory.from_json(raw))
+                except ContractError:
+                    continue  # an agent of another schema version; it cannot take our jobs
+        except redis.exceptions.RedisError as exc:
+            raise DispatchError(self._broker_down(exc)) from None
+        return sorted(agents, key=lambda a: a.agent_id)
+
+    def agents_offering(self, capability: str) -> list[str]:
+        """Ids of live agents offering ``capability``."""
+        return [a.agent_id for a in self.live_agents() if any(c.name == capability for c in a.capabilities)]
+
+    def submit(self, spec: JobSpec):
+        try:
+            return self.app.send_task(
+                BENCHMARK_TASK,
+                args=[spec.to_dict()],
+                queue=queue_for(spec.capability),
+                task_id=f"{spec.job_id}.{spec.attempt}",
+            )
+        except OperationalError as exc:
+            raise DispatchError(self._broker_down(exc)) from None
+
+    def wait(
+        self,
+        result,
+        spec: JobSpec,
+        on_state: Callable[[str], None] = lambda s: None,
+        check: Callable[[], None] = lambda: None,
+        poll_s: float = 0.2,
+        device_check_s: float = 2.0,
+    ) -> JobOutcome:
+        """Wait for the job's outcome, reporting its state; ``check`` may raise to abort."""
+        deadline = time.monotonic() + spec.settings.timeout_s + 60.0
+        next_device_check = 0.0
+        state = None
+        while True:
+            try:
+                ready = result.ready()
+                celery_state = result.state
+            except OperationalError as exc:
+                raise DispatchError(self._broker_down(exc)) from None
+            if ready:
+                break
+            now = time.monotonic()
+            if celery_state == "STARTED":
+                new_state = RUNNING
+            elif now >= next_device_check:
+                next_device_check = now + device_check_s
+                new_state = QUEUED if self.agents_offering(spec.capability) else WAITING_FOR_DEVICE
+            else:
+                new_state = state or QUEUED
+            if new_state != state:
+                state = new_state
+                on_state(state)
+            check()
+            if now > deadline:
+                raise DispatchError(
+                    f"no outcome for job {spec.job_id} within {spec.settings.timeout_s + 60:g} s "
+                    f"(last state: {state}); is an agent with {spec.capability} running?"
+                )
+            time.sleep(poll_s)
+        if result.failed():
+            raise DispatchError(f"job {spec.job_id} failed inside the agent's task: {result.result!r}")
+        try:
+            return JobOutcome.from_dict(result.get(timeout=5))
+        except ContractError as exc:
+            raise DispatchError(f"agent answered job {spec.job_id} with a malformed outcome: {exc}") from None
+
+    def _broker_down(self, exc: Exception) -> str:
+        return f"cannot reach the broker at {self.broker_url} ({exc}); start Redis or pass the right --broker URL"

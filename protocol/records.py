@@ -1,0 +1,348 @@
+"""The wire contract: job specs and result records.
+
+Plain frozen dataclasses with ``to_dict``/``from_dict``; JSON only. The same
+record travels as the Celery message, the SQL JSON column and the CSV/pandas
+export. ``from_dict`` validates types and names the offending field, so a bad
+message fails with a clear error instead of half-storing.
+
+Versioning: every top-level message carries ``schema_version``. A reader
+accepts its own major version and refuses others with a message that says to
+upgrade the older side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import types
+import typing
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from protocol.stats import Summary, summarize_ns
+
+SCHEMA_VERSION = 1
+
+
+class ContractError(ValueError):
+    """A message does not follow the wire contract."""
+
+
+def utc_now() -> str:
+    """Timestamp in the contract's format: ISO 8601, UTC, microseconds."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+# --------------------------------------------------------------------------
+# Generic conversion between frozen dataclasses and JSON-safe dicts.
+
+
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    return value
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ContractError(f"{where}: must not be null")
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise ContractError(f"{where}: unsupported union type {tp}")
+        return _convert(inner[0], value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ContractError(f"{where}: expected a list, got {type(value).__name__}")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_convert(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ContractError(f"{where}: expected an object, got {type(value).__name__}")
+        key_tp, val_tp = typing.get_args(tp)
+        return {str(k): _convert(val_tp, v, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, where)
+    if tp is Any:
+        return value
+    if value is None:
+        raise ContractError(f"{where}: must not be null")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ContractError(f"{where}: expected a number, got {type(value).__name__}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ContractError(f"{where}: expected an integer, got {type(value).__name__}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ContractError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
+        return value
+    raise ContractError(f"{where}: unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def _from_dict(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ContractError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                continue
+            raise ContractError(f"{where}: missing field '{f.name}'")
+        kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}")
+    return cls(**kwargs)
+
+
+class _Contract:
+    """Mixin: ``to_dict``/``from_dict``/``to_json``/``from_json``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Any):
+        if isinstance(data, dict) and "schema_version" in data:
+            check_version(data["schema_version"], cls.__name__)
+        return _from_dict(cls, data, cls.__name__)
+
+    @classmethod
+    def from_json(cls, text: str | bytes):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ContractError(f"{cls.__name__}: not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+
+def check_version(version: Any, what: str) -> None:
+    if version != SCHEMA_VERSION:
+        raise ContractError(
+            f"{what} has schema_version {version!r}, this fleetbench speaks {SCHEMA_VERSION}: "
+            "upgrade the controller and agents to the same fleetbench release"
+        )
+
+
+# --------------------------------------------------------------------------
+# The messages.
+
+
+@dataclass(frozen=True)
+class ArtifactRef(_Contract):
+    """A file the agent fetches and verifies by sha256 before use."""
+
+    sha256: str
+    uri: str
+    size_bytes: int
+    filename: str = ""
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings(_Contract):
+    """How a variant is measured. Stored verbatim on every record."""
+
+    #: Inference threads; 0 lets the runtime choose.
+    threads: int = 1
+    warmup_iterations: int = 10
+    #: Steady-state sampling stops only when BOTH minimums are met...
+    min_iterations: int = 1000
+    min_duration_s: float = 1.0
+    #: ...or when either safety cap is hit (then the record says so).
+    max_iterations: int = 200_000
+    max_duration_s: float = 300.0
+    #: Wall-clock limit for the whole benchmark child process.
+    timeout_s: float = 900.0
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.threads < 0:
+            out.append("threads must be >= 0")
+        if self.warmup_iterations < 0:
+            out.append("warmup_iterations must be >= 0")
+        if self.min_iterations < 1:
+            out.append("min_iterations must be >= 1")
+        if self.min_duration_s < 0:
+            out.append("min_duration_s must be >= 0")
+        if self.max_iterations < self.min_iterations:
+            out.append("max_iterations must be >= min_iterations")
+        if self.max_duration_s < self.min_duration_s:
+            out.append("max_duration_s must be >= min_duration_s")
+        if self.timeout_s <= 0:
+            out.append("timeout_s must be > 0")
+        return out
+
+
+@dataclass(frozen=True)
+class JobSpec(_Contract):
+    """One benchmark of one variant on one capability."""
+
+    job_id: str
+    model_id: str
+    model_name: str
+    variant: str
+    capability: str
+    artifact: ArtifactRef
+    settings: BenchmarkSettings = field(default_factory=BenchmarkSettings)
+    #: Labelled validation set (``.npz`` with ``x`` and ``y``), already
+    #: preprocessed to the model's input layout; optional.
+    dataset: Optional[ArtifactRef] = None
+    attempt: int = 1
+    created_at: str = field(default_factory=utc_now)
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class HostFacts(_Contract):
+    hostname: str
+    cpu_model: str
+    cpu_cores: int
+    ram_bytes: int
+    os: str
+    python: str
+
+
+@dataclass(frozen=True)
+class LatencyStats(_Contract):
+    """Everything derived from ``samples_ns``, plus load and first inference."""
+
+    load_ms: float
+    first_inference_ms: float
+    count: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+
+    @classmethod
+    def from_summary(cls, s: Summary, *, load_ms: float, first_inference_ms: float) -> "LatencyStats":
+        return cls(
+            load_ms=load_ms,
+            first_inference_ms=first_inference_ms,
+            count=s.count,
+            p50_ms=s.p50_ms,
+            p90_ms=s.p90_ms,
+            p95_ms=s.p95_ms,
+            p99_ms=s.p99_ms,
+            mean_ms=s.mean_ms,
+            std_ms=s.std_ms,
+            min_ms=s.min_ms,
+            max_ms=s.max_ms,
+        )
+
+
+@dataclass(frozen=True)
+class Validity(_Contract):
+    valid: bool
+    #: Every reason the record's statistics are not fully trustworthy.
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResultRecord(_Contract):
+    """One measured benchmark. Statistics are always derived from ``samples_ns``."""
+
+    job_id: str
+    attempt: int
+    model_id: str
+    model_name: str
+    artifact_sha256: str
+    variant: str
+    runtime: str
+    runtime_version: str
+    capability: str
+    device: str
+    device_name: str
+    agent_id: str
+    host: HostFacts
+    settings: BenchmarkSettings
+    #: Raw per-inference latencies, steady state only, integer nanoseconds.
+    samples_ns: tuple[int, ...]
+    stats: LatencyStats
+    validity: Validity
+    #: Inferences per second and how it was measured (``single-stream`` = 1/mean).
+    throughput_ips: float
+    throughput_mode: str
+    #: Top-1 on the labelled set, or None without labels.
+    accuracy_top1: Optional[float]
+    accuracy_samples: int
+    peak_rss_bytes: int
+    model_size_bytes: int
+    started_at: str
+    finished_at: str
+    schema_version: int = SCHEMA_VERSION
+
+    def check_consistent(self) -> None:
+        """Raise ContractError if the stored statistics do not follow from the samples."""
+        if len(self.samples_ns) != self.stats.count:
+            raise ContractError(
+                f"ResultRecord {self.job_id}: stats.count={self.stats.count} but {len(self.samples_ns)} samples"
+            )
+        s = summarize_ns(self.samples_ns)
+        for name in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms"):
+            if not _close(getattr(s, name), getattr(self.stats, name)):
+                raise ContractError(f"ResultRecord {self.job_id}: stats.{name} does not match its raw samples")
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
+@dataclass(frozen=True)
+class CapabilityInfo(_Contract):
+    """One capability an agent offers, as its runtime reported it."""
+
+    name: str  # "<runtime>:<device>", e.g. "litert:cpu", "openvino:MYRIAD"
+    runtime: str
+    runtime_version: str
+    device: str
+    device_name: str
+
+
+@dataclass(frozen=True)
+class AgentInventory(_Contract):
+    """What an agent publishes at start-up and on every heartbeat."""
+
+    agent_id: str
+    host: HostFacts
+    capabilities: tuple[CapabilityInfo, ...]
+    started_at: str
+    heartbeat_at: str
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class JobOutcome(_Contract):
+    """What a benchmark task returns: a record, or an error that says what to do."""
+
+    job_id: str
+    attempt: int
+    ok: bool
+    record: Optional[ResultRecord] = None
+    error: Optional[str] = None
+    #: Machine-readable error kind: bad-artifact, load-failed, crashed, timeout, ...
+    error_kind: Optional[str] = None
+    agent_id: str = ""
+    schema_version: int = SCHEMA_VERSION
