@@ -90,7 +90,11 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
     model_path = local_path(spec.artifact)
     dataset = _load_dataset(spec)
 
-    _, load_ns = timed(lambda: backend.load(str(model_path), device, spec.settings))
+    try:
+        _, load_ns = timed(lambda: backend.load(str(model_path), device, spec.settings))
+    except JobError as exc:
+        name = spec.artifact.filename or spec.variant
+        raise JobError(exc.kind, f"{name} ({spec.variant}, sha256 {spec.artifact.sha256[:12]}): {exc.message}") from None
     backend.prepare(_latency_inputs(backend, dataset))
     try:
         m = measure_latency(backend.run, spec.settings)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 import uuid
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from agent.host import host_facts
     from agent.presence import Heartbeat
-    from protocol import AgentInventory, queue_for, utc_now
+    from protocol import AgentInventory, agent_queue, queue_for, utc_now
 
     agent_id = args.agent_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     os.environ["FLEETBENCH_AGENT_ID"] = agent_id
@@ -66,10 +67,13 @@ def main(argv: list[str] | None = None) -> int:
 
     app.conf.broker_url = args.broker
     app.conf.result_backend = args.broker
-    queues = [queue_for(c.name) for c in caps] + [f"fleetbench.agent.{agent_id}"]
+    queues = [queue_for(c.name) for c in caps] + [agent_queue(agent_id)]
     inventory = AgentInventory(
         agent_id=agent_id, host=host_facts(), capabilities=tuple(caps), started_at=utc_now(), heartbeat_at=utc_now()
     )
+    # Until Celery installs its own handlers, SIGTERM must still unwind through
+    # the `finally` below so the heartbeat key is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     heartbeat = Heartbeat(args.broker, inventory)
     heartbeat.start()
     print(f"agent {agent_id} serving {', '.join(c.name for c in caps)}", flush=True)

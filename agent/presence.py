@@ -42,6 +42,8 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout=10)  # a beat in flight must not re-create the key after the delete
         try:
             self.client.delete(self.key)
         except redis.exceptions.RedisError:

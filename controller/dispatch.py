@@ -65,7 +65,15 @@ class Dispatcher:
         """Ids of live agents offering ``capability``."""
         return [a.agent_id for a in self.live_agents() if any(c.name == capability for c in a.capabilities)]
 
+    def ping(self) -> None:
+        """Fail fast, with advice, when the broker does not answer."""
+        try:
+            self.redis.ping()
+        except redis.exceptions.RedisError as exc:
+            raise DispatchError(self._broker_down(exc)) from None
+
     def submit(self, spec: JobSpec):
+        self.ping()  # Celery's own reconnect loop would retry for ~20 s, then fail obscurely
         try:
             return self.app.send_task(
                 BENCHMARK_TASK,
@@ -84,9 +92,14 @@ class Dispatcher:
         check: Callable[[], None] = lambda: None,
         poll_s: float = 0.2,
         device_check_s: float = 2.0,
+        grace_s: float = 60.0,
     ) -> JobOutcome:
-        """Wait for the job's outcome, reporting its state; ``check`` may raise to abort."""
-        deadline = time.monotonic() + spec.settings.timeout_s + 60.0
+        """Wait for the job's outcome, reporting its state; ``check`` may raise to abort.
+
+        Gives up ``grace_s`` after the job's own timeout.
+        """
+        limit_s = spec.settings.timeout_s + grace_s
+        deadline = time.monotonic() + limit_s
         next_device_check = 0.0
         state = None
         while True:
@@ -111,7 +124,7 @@ class Dispatcher:
             check()
             if now > deadline:
                 raise DispatchError(
-                    f"no outcome for job {spec.job_id} within {spec.settings.timeout_s + 60:g} s "
+                    f"no outcome for job {spec.job_id} within {limit_s:g} s "
                     f"(last state: {state}); is an agent with {spec.capability} running?"
                 )
             time.sleep(poll_s)

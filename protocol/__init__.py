@@ -55,6 +55,13 @@ def queue_for(capability: str) -> str:
     return f"fleetbench.cap.{capability}"
 
 
+def agent_queue(agent_id: str) -> str:
+    """The queue of one agent, for jobs pinned to it."""
+    if not agent_id or " " in agent_id:
+        raise ValueError(f"not an agent id: {agent_id!r}")
+    return f"fleetbench.agent.{agent_id}"
+
+
 __all__ = [
     "SCHEMA_VERSION",
     "AGENT_KEY_PREFIX",
@@ -73,6 +80,7 @@ __all__ = [
     "LatencyStats",
     "ResultRecord",
     "Validity",
+    "agent_queue",
     "new_job_id",
     "queue_for",
     "utc_now",

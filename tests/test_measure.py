@@ -1,0 +1,95 @@
+"""The measurement module's stopping rule, on a deterministic clock."""
+
+import pytest
+
+from agent.measure import STOP_MAX_DURATION, STOP_MAX_ITERATIONS, STOP_MET, measure_latency, timed
+from protocol import BenchmarkSettings
+
+MS = 1_000_000
+
+
+class FakeWorkload:
+    """run() advances a virtual clock by ``cost_ns``; the first call may cost more."""
+
+    def __init__(self, cost_ns: int, first_cost_ns: int | None = None):
+        self.now = 0
+        self.calls = 0
+        self.cost_ns = cost_ns
+        self.first_cost_ns = first_cost_ns if first_cost_ns is not None else cost_ns
+
+    def clock(self) -> int:
+        return self.now
+
+    def run(self) -> None:
+        self.now += self.first_cost_ns if self.calls == 0 else self.cost_ns
+        self.calls += 1
+
+
+def settings(**kw) -> BenchmarkSettings:
+    base = dict(warmup_iterations=5, min_iterations=10, min_duration_s=0.0, max_iterations=10_000, max_duration_s=100.0)
+    base.update(kw)
+    return BenchmarkSettings(**base)
+
+
+@pytest.mark.parametrize(
+    "cost_ms,kw,expected_samples,expected_reason",
+    [
+        # min_iterations dominates
+        (1, dict(min_iterations=100, min_duration_s=0.01), 100, STOP_MET),
+        # min_duration dominates: 50 samples of 1 ms reach 0.05 s
+        (1, dict(min_iterations=10, min_duration_s=0.05), 50, STOP_MET),
+        # both equal
+        (2, dict(min_iterations=25, min_duration_s=0.05), 25, STOP_MET),
+        # max_iterations cap before min_duration
+        (1, dict(min_iterations=10, min_duration_s=10.0, max_duration_s=20.0, max_iterations=200), 200, STOP_MAX_ITERATIONS),
+        # max_duration cap before min_iterations
+        (1, dict(min_iterations=5000, min_duration_s=0.3, max_duration_s=0.3, max_iterations=10_000), 300, STOP_MAX_DURATION),
+    ],
+)
+def test_stopping_rule(cost_ms, kw, expected_samples, expected_reason):
+    w = FakeWorkload(cost_ms * MS)
+    s = settings(**kw)
+    m = measure_latency(w.run, s, clock=w.clock)
+    assert len(m.samples_ns) == expected_samples
+    assert m.stop_reason == expected_reason
+    assert all(v == cost_ms * MS for v in m.samples_ns)
+    assert bool(m.problems(s)) == (expected_reason != STOP_MET)
+
+
+def test_warmup_and_first_inference_are_kept_out_of_the_samples():
+    w = FakeWorkload(cost_ns=1 * MS, first_cost_ns=50 * MS)
+    s = settings(warmup_iterations=7, min_iterations=20)
+    m = measure_latency(w.run, s, clock=w.clock)
+    assert m.first_inference_ns == 50 * MS
+    assert max(m.samples_ns) == 1 * MS
+    assert w.calls == 1 + 7 + len(m.samples_ns)
+
+
+def test_samples_time_only_the_run_call():
+    """Work between calls (the loop itself) must not show up in the samples."""
+    state = {"now": 0}
+
+    def clock():
+        state["now"] += 10  # every clock read costs 10 ns of "loop overhead"
+        return state["now"]
+
+    def run():
+        state["now"] += 1000
+
+    m = measure_latency(run, settings(min_iterations=5), clock=clock)
+    # t0 read, run (1000), t1 read (+10) -> exactly 1010 per sample, whatever else the loop does
+    assert set(m.samples_ns) == {1010}
+
+
+def test_problems_say_which_cap_stopped_the_run():
+    w = FakeWorkload(1 * MS)
+    s = settings(min_iterations=10, min_duration_s=10.0, max_duration_s=20.0, max_iterations=50)
+    m = measure_latency(w.run, s, clock=w.clock)
+    (msg,) = m.problems(s)
+    assert "max_iterations" in msg and "50 samples" in msg and "min_duration_s=10.0" in msg
+
+
+def test_timed_returns_result_and_duration():
+    w = FakeWorkload(3 * MS)
+    result, ns = timed(lambda: (w.run(), "loaded")[1], clock=w.clock)
+    assert result == "loaded" and ns == 3 * MS

@@ -1,0 +1,123 @@
+"""A real agent worker process consuming jobs from a real Redis through Celery."""
+
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from controller.artifacts import ArtifactStore
+from controller.dispatch import QUEUED, RUNNING, WAITING_FOR_DEVICE, Dispatcher, DispatchError
+from controller.embedded import LocalAgent
+from protocol import BENCHMARK_TASK, BenchmarkSettings, JobSpec, agent_queue, new_job_id
+
+FAST = BenchmarkSettings(threads=1, warmup_iterations=5, min_iterations=100, min_duration_s=0.0, timeout_s=120)
+
+
+@pytest.fixture(scope="module")
+def agent(redis_url, tmp_path_factory):
+    agent_id = f"test-agent-{uuid.uuid4().hex[:6]}"
+    log = tmp_path_factory.mktemp("agent") / "agent.log"
+    proc = LocalAgent(redis_url, agent_id, log, capabilities=("litert:cpu",)).start()
+    dispatcher = Dispatcher(redis_url)
+    try:
+        proc.wait_ready(lambda: agent_id in dispatcher.agents_offering("litert:cpu"), timeout_s=60)
+        yield proc
+    finally:
+        dispatcher.close()
+        proc.stop()
+
+
+@pytest.fixture
+def dispatcher(redis_url):
+    d = Dispatcher(redis_url)
+    yield d
+    d.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, tiny_model):
+    store = ArtifactStore(tmp_path_factory.mktemp("artifacts"))
+    return store, store.put_file(tiny_model["path"])
+
+
+def _spec(model_ref, **kw):
+    base = dict(
+        job_id=new_job_id(), model_id="tiny", model_name="tiny", variant="tflite-fp32",
+        capability="litert:cpu", artifact=model_ref, settings=FAST,
+    )  # fmt: skip
+    base.update(kw)
+    return JobSpec(**base)
+
+
+def test_agent_publishes_its_inventory(agent, dispatcher):
+    inv = next(a for a in dispatcher.live_agents() if a.agent_id == agent.agent_id)
+    cap = next(c for c in inv.capabilities if c.name == "litert:cpu")
+    assert cap.runtime == "litert" and cap.runtime_version and cap.device_name
+    assert inv.host.cpu_cores >= 1 and inv.host.python
+
+
+def test_job_runs_through_celery_and_comes_back_as_a_record(agent, dispatcher, artifacts):
+    _, model = artifacts
+    spec = _spec(model)
+    states = []
+    outcome = dispatcher.wait(dispatcher.submit(spec), spec, on_state=states.append, check=agent.check_alive)
+    assert outcome.ok, outcome.error
+    r = outcome.record
+    assert r.job_id == spec.job_id and r.agent_id == agent.agent_id
+    assert r.stats.count >= 100 and r.stats.p50_ms > 0
+    assert r.artifact_sha256 == model.sha256
+    assert set(states) <= {QUEUED, RUNNING}
+
+
+def test_bad_job_fails_with_its_reason_and_the_agent_keeps_serving(agent, dispatcher, artifacts, tmp_path):
+    _, model = artifacts
+    garbage = ArtifactStore(tmp_path).put_bytes(np.arange(100, dtype=np.uint8).tobytes(), "garbage.tflite")
+    bad = _spec(garbage, variant="tflite-fp32")
+    outcome = dispatcher.wait(dispatcher.submit(bad), bad, check=agent.check_alive)
+    assert not outcome.ok and outcome.error_kind in ("load-failed", "crashed")
+    assert "garbage.tflite" in outcome.error or "killed by" in outcome.error
+    good = _spec(model)
+    assert dispatcher.wait(dispatcher.submit(good), good, check=agent.check_alive).ok
+    assert agent.alive()
+
+
+def test_capability_nobody_offers_waits_for_a_device(agent, dispatcher, artifacts):
+    _, model = artifacts
+    spec = _spec(model, capability="openvino:MYRIAD", settings=BenchmarkSettings(timeout_s=1.0))
+    states = []
+    start = time.monotonic()
+    with pytest.raises(DispatchError, match="is an agent with openvino:MYRIAD running"):
+        dispatcher.wait(dispatcher.submit(spec), spec, on_state=states.append, grace_s=2.0)
+    assert states == [WAITING_FOR_DEVICE]
+    assert time.monotonic() - start < 30
+
+
+@pytest.mark.parametrize("serve_a_job_first", [False, True], ids=["stopped-while-starting", "stopped-after-a-job"])
+def test_stopped_agent_leaves_the_inventory(redis_url, dispatcher, tmp_path, artifacts, serve_a_job_first):
+    agent_id = f"short-lived-{uuid.uuid4().hex[:6]}"
+    a = LocalAgent(redis_url, agent_id, tmp_path / "a.log", capabilities=("litert:cpu",)).start()
+    try:
+        a.wait_ready(lambda: agent_id in dispatcher.agents_offering("litert:cpu"), timeout_s=60)
+        if serve_a_job_first:  # pinned to this agent's own queue
+            spec = _spec(artifacts[1])
+            result = dispatcher.app.send_task(BENCHMARK_TASK, args=[spec.to_dict()], queue=agent_queue(agent_id))
+            assert dispatcher.wait(result, spec, check=a.check_alive).agent_id == agent_id
+    finally:
+        a.stop()
+    assert a.proc.returncode is not None
+    # removed at once on a clean stop, not merely left to expire after HEARTBEAT_TTL_S
+    assert agent_id not in [x.agent_id for x in dispatcher.live_agents()]
+
+
+def test_dead_broker_gives_a_clear_error(artifacts):
+    from controller.embedded import free_port
+
+    d = Dispatcher(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with pytest.raises(DispatchError, match="cannot reach the broker at redis://127.0.0.1"):
+            d.agents_offering("litert:cpu")
+        with pytest.raises(DispatchError, match="start Redis or pass the right --broker URL"):
+            d.submit(_spec(artifacts[1]))
+    finally:
+        d.close()
