@@ -97,6 +97,8 @@ def demo(
         min_duration_s=min_duration,
         max_iterations=max(200_000, min_iterations),
         max_duration_s=max(300.0, min_duration * 2),
+        # room for load, warm-up and the accuracy pass beyond the sampling cap
+        timeout_s=max(900.0, min_duration * 2 + 600.0),
     )
     problems = settings.problems()
     if problems:
