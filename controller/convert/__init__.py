@@ -1,0 +1,1 @@
+"""Conversion and quantization of a source model into deployable variants."""

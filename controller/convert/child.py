@@ -1,0 +1,88 @@
+"""The sandboxed conversion process: ``python -m controller.convert.child REQUEST.json OUTDIR``.
+
+It reports progress as JSON lines on a private copy of stdout; everything
+else that writes to stdout (TensorFlow, NNCF progress bars) is sent to stderr
+so it cannot corrupt the event stream. Resource limits are set by the parent
+before exec (see :mod:`controller.convert.runner`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+
+    def emit(**event) -> None:
+        events.write(json.dumps(event) + "\n")
+        events.flush()
+
+    req = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    outdir = Path(argv[1])
+    import numpy as np
+
+    from controller.convert.engine import ConversionError, SourceModel
+
+    def load_x(path):
+        if not path:
+            return None
+        with np.load(path, allow_pickle=False) as d:
+            return d["x"]
+
+    calibration = load_x(req.get("calibration"))
+    validation = load_x(req.get("validation"))
+    src = SourceModel(req["kind"], Path(req["path"]), req["name"], req.get("input_shape"), outdir)
+    try:
+        src.settle_shape()
+        if validation is not None and tuple(validation.shape[1:]) != tuple(src.input_shape[1:]):
+            raise ConversionError(
+                "bad-shape",
+                f"the data set's samples are {tuple(validation.shape[1:])} but the model input is "
+                f"{tuple(src.input_shape)}; check the data set's layout (NHWC/NCHW) and size",
+            )
+    except ConversionError as exc:
+        emit(event="fatal", kind=exc.kind, error=exc.message)
+        return 0
+    except Exception as exc:  # noqa: BLE001
+        emit(event="fatal", kind="failed", error=f"{type(exc).__name__}: {exc}")
+        return 0
+    emit(event="source", input_shape=list(src.input_shape), input_dtype=src.input_dtype)
+
+    if validation is not None:
+        try:
+            ref = src.reference_outputs(validation)
+            ref_path = outdir / "reference.npz"
+            np.savez(ref_path, outputs=ref)
+            emit(event="reference", file=str(ref_path))
+        except Exception as exc:  # noqa: BLE001 - variants can still be made
+            emit(event="reference-failed", error=f"{type(exc).__name__}: {exc}")
+
+    for variant in req["variants"]:
+        emit(event="start", variant=variant)
+        t0 = time.perf_counter()
+        try:
+            data = src.convert(variant, calibration)
+        except ConversionError as exc:
+            emit(event="failed", variant=variant, kind=exc.kind, error=exc.message)
+            continue
+        except Exception as exc:  # noqa: BLE001
+            tb = traceback.format_exc(limit=3)
+            emit(event="failed", variant=variant, kind="failed", error=f"{variant}: {type(exc).__name__}: {exc}\n{tb}")
+            continue
+        seconds = time.perf_counter() - t0
+        out = outdir / f"{variant}.bin"
+        out.write_bytes(data)
+        emit(event="done", variant=variant, file=str(out), seconds=seconds)
+    emit(event="end")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

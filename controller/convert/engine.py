@@ -1,0 +1,327 @@
+"""Conversion work. Runs only inside the sandboxed child (:mod:`controller.convert.child`).
+
+One :class:`SourceModel` per request: it loads the source once (Keras with
+``safe_mode=True``), settles a static input shape, and produces each variant's
+bytes and the fp32 reference outputs. TensorFlow, OpenVINO and NNCF are
+imported only when a step needs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from controller.convert.sources import H5, KERAS, ONNX, OPENVINO_IR, SAVEDMODEL, TFLITE
+from controller.convert.variants import VARIANTS
+from protocol.packing import pack_files
+
+
+class ConversionError(Exception):
+    """kind: unsafe-model, bad-model, bad-shape, unsupported-op, failed."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def _tf():
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]
+
+
+def _static(shape, given: tuple[int, ...] | None, what: str) -> tuple[int, ...]:
+    """A fully static input shape: the one given, else the model's with batch 1."""
+    dims = [None if d is None or (isinstance(d, int) and d < 0) else int(d) for d in shape]
+    if given:
+        if len(given) != len(dims):
+            raise ConversionError("bad-shape", f"{what} input has rank {len(dims)} ({_fmt(dims)}) but the shape given is {_fmt(given)}")
+        for g, d in zip(given[1:], dims[1:]):
+            if d is not None and d != g:
+                raise ConversionError(
+                    "bad-shape", f"{what} input is {_fmt(dims)} but the shape given (or implied by the data set) is {_fmt(given)}"
+                )
+        return tuple(given)
+    if dims and dims[0] is None:
+        dims[0] = 1
+    if any(d is None for d in dims):
+        raise ConversionError(
+            "bad-shape",
+            f"{what} input has dynamic dimensions {_fmt(dims)}; give a static shape with --input-shape "
+            "(e.g. 1,224,224,3) or a data set whose samples imply it",
+        )
+    return tuple(dims)
+
+
+def _fmt(dims) -> str:
+    return "(" + ",".join("?" if d is None else str(d) for d in dims) + ")"
+
+
+_OP_PATTERNS = [
+    re.compile(r"TF Select ops: ([\w, ]+)"),
+    re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op"),
+    re.compile(r"[Qq]uantization (?:is )?not (?:yet )?supported for op:? '?([\w.]+)"),
+    re.compile(r"op '?([\w.]+)'? (?:is not supported|cannot be quantized)"),
+]
+
+
+def unsupported_ops(message: str) -> list[str]:
+    """Op names a converter error complains about, in order, without repeats."""
+    found: list[str] = []
+    for pat in _OP_PATTERNS:
+        for m in pat.finditer(message):
+            for op in m.group(1).split(","):
+                op = op.strip()
+                if op and op not in found:
+                    found.append(op)
+    return found
+
+
+class SourceModel:
+    def __init__(self, kind: str, path: Path, name: str, input_shape: tuple[int, ...] | None, workdir: Path):
+        self.kind = kind
+        self.path = Path(path)
+        self.name = name
+        self.given_shape = tuple(input_shape) if input_shape else None
+        self.workdir = Path(workdir)
+        self._tf_fn = None
+        self._ov_model = None
+        self.input_shape: tuple[int, ...] | None = None
+        self.input_dtype = "float32"
+
+    # ------------------------------------------------------------ TensorFlow
+
+    def _load_keras(self):
+        import keras
+
+        try:
+            return keras.models.load_model(self.path, safe_mode=True, compile=False)
+        except ValueError as exc:
+            text = str(exc)
+            if "safe_mode" in text or "arbitrary code" in text:
+                raise ConversionError(
+                    "unsafe-model",
+                    f"{self.path.name}: refused: {_first_line(exc)}. fleetbench loads Keras models with "
+                    "safe_mode=True because a Lambda layer or other Python code in the file would run on this "
+                    "machine. Replace it with built-in layers, or export a SavedModel, and convert that",
+                ) from None
+            raise ConversionError("bad-model", f"{self.path.name}: not a loadable Keras model: {_first_line(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - h5py/zip errors on corrupt or truncated files
+            raise ConversionError(
+                "bad-model", f"{self.path.name}: corrupt or truncated Keras model ({type(exc).__name__}: {_first_line(exc)})"
+            ) from None
+
+    def tf_function(self):
+        """(concrete function with a static input, object that owns its variables)."""
+        if self._tf_fn is not None:
+            return self._tf_fn
+        if self.kind not in (KERAS, H5, SAVEDMODEL):
+            raise ConversionError("failed", f"no TensorFlow graph in a {self.kind} source")
+        tf = _tf()
+        saved_dir = self.path
+        if self.kind in (KERAS, H5):
+            model = self._load_keras()
+            if len(model.inputs) != 1:
+                raise ConversionError("bad-model", f"{self.path.name}: {len(model.inputs)} inputs; fleetbench converts single-input models")
+            # Keras's own exporter; a tf.function around a Keras 3 model would leave its weights as
+            # resource variables that the TFLite converter cannot freeze.
+            saved_dir = self.workdir / "keras-export"
+            with contextlib.redirect_stdout(io.StringIO()):
+                model.export(str(saved_dir))
+        try:
+            loaded = tf.saved_model.load(str(saved_dir))
+        except Exception as exc:  # noqa: BLE001
+            raise ConversionError("bad-model", f"{self.name}: not a loadable SavedModel: {_first_line(exc)}") from None
+        sig = loaded.signatures.get("serving_default")
+        if sig is None:
+            raise ConversionError("bad-model", f"{self.name}: the SavedModel has no 'serving_default' signature")
+        _, kwargs = sig.structured_input_signature
+        if len(kwargs) != 1:
+            raise ConversionError("bad-model", f"{self.name}: {len(kwargs)} inputs; fleetbench converts single-input models")
+        ((arg, spec),) = kwargs.items()
+        out_key = sorted(sig.structured_outputs)[0]
+        self.input_shape = _static(spec.shape, self.given_shape, self.name)
+        self.input_dtype = tf.as_dtype(spec.dtype).name
+        fn = tf.function(lambda x: sig(**{arg: x})[out_key])
+        concrete = fn.get_concrete_function(tf.TensorSpec(self.input_shape, spec.dtype))
+        self._tf_fn = (concrete, loaded)
+        return self._tf_fn
+
+    def static_savedmodel(self) -> Path:
+        """The source as a SavedModel with one static-shape signature; both converters start here."""
+        export_dir = self.workdir / "savedmodel-static"
+        if not export_dir.exists():
+            tf = _tf()
+            concrete, owner = self.tf_function()
+            module = tf.Module()
+            module.owner = owner  # tracks the variables so they are saved (and frozen by the converters)
+            tf.saved_model.save(module, str(export_dir), signatures=concrete)
+        return export_dir
+
+    def tflite(self, variant: str, calibration: np.ndarray | None) -> bytes:
+        recipe = VARIANTS[variant]
+        if self.kind == TFLITE:
+            return self._tflite_passthrough()
+        tf = _tf()
+        conv = tf.lite.TFLiteConverter.from_saved_model(str(self.static_savedmodel()))
+        params = recipe.params
+        if "DEFAULT" in params.get("optimizations", []):
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        if params.get("supported_types") == ["float16"]:
+            conv.target_spec.supported_types = [tf.float16]
+        int8 = params.get("io_type") == "int8"
+        if int8:
+            if calibration is None:
+                raise ConversionError("failed", f"{variant} needs a calibration set: pass --data")
+            cal = calibration.astype(np.float32)
+            conv.representative_dataset = lambda: ([cal[i : i + 1]] for i in range(len(cal)))
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                return conv.convert()
+        except Exception as exc:  # noqa: BLE001 - the converter raises many types
+            ops = unsupported_ops(str(exc))
+            if ops:
+                where = "TFLite int8 builtins (TFLITE_BUILTINS_INT8)" if int8 else "TFLite builtins"
+                raise ConversionError(
+                    "unsupported-op",
+                    f"{variant}: op {', '.join(ops)} cannot be converted to {where}; replace it in the model "
+                    "or use another variant",
+                ) from None
+            raise ConversionError("failed", f"{variant}: TFLite converter failed: {_first_line(exc, 500)}") from None
+
+    def _tflite_passthrough(self) -> bytes:
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            interp = Interpreter(model_path=str(self.path))
+        except (ValueError, RuntimeError) as exc:
+            raise ConversionError("bad-model", f"{self.path.name}: not a loadable TFLite model: {_first_line(exc)}") from None
+        quantized = sorted({np.dtype(t["dtype"]).name for t in interp.get_tensor_details()} & {"int8", "uint8", "float16", "int16"})
+        if quantized:
+            raise ConversionError(
+                "failed",
+                f"{self.path.name} is already quantized ({', '.join(quantized)} tensors), so it is not a tflite-fp32 "
+                "variant; convert the original float model instead",
+            )
+        (inp,) = interp.get_input_details()
+        self.input_shape = _static(list(inp["shape"]), self.given_shape, self.path.name)
+        return self.path.read_bytes()
+
+    # ------------------------------------------------------------ OpenVINO
+
+    def ov_model(self):
+        if self._ov_model is not None:
+            return self._ov_model
+        import openvino as ov
+
+        try:
+            if self.kind in (KERAS, H5, SAVEDMODEL):
+                model = ov.convert_model(str(self.static_savedmodel()), input=[list(self.input_shape)])
+            elif self.kind == OPENVINO_IR:
+                model = ov.Core().read_model(str(self.path))
+            else:  # TFLITE, ONNX: OpenVINO reads both directly
+                model = ov.convert_model(str(self.path))
+        except ConversionError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ConversionError("bad-model", f"{self.path.name}: OpenVINO cannot read it: {_first_line(exc, 500)}") from None
+        if len(model.inputs) != 1:
+            raise ConversionError("bad-model", f"{self.path.name}: {len(model.inputs)} inputs; fleetbench converts single-input models")
+        pshape = model.inputs[0].get_partial_shape()
+        dims = [d.get_length() if d.is_static else None for d in pshape]
+        shape = _static(dims, self.given_shape, self.path.name)
+        if pshape.is_dynamic or tuple(dims) != shape:
+            model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
+        self.input_shape = shape
+        self.input_dtype = model.inputs[0].get_element_type().to_dtype().name
+        self._ov_model = model
+        return model
+
+    def openvino(self, variant: str, calibration: np.ndarray | None) -> bytes:
+        import openvino as ov
+
+        recipe = VARIANTS[variant]
+        model = self.ov_model()
+        if recipe.params.get("nncf") == "quantize":
+            if calibration is None:
+                raise ConversionError("failed", f"{variant} needs a calibration set: pass --data")
+            import nncf
+
+            items = [calibration[i : i + 1] for i in range(len(calibration))]
+            try:
+                model = nncf.quantize(
+                    model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(items)
+                )
+            except Exception as exc:  # noqa: BLE001
+                raise ConversionError("failed", f"{variant}: NNCF quantization failed: {_first_line(exc, 500)}") from None
+        out = Path(tempfile.mkdtemp(dir=self.workdir)) / "model.xml"
+        ov.save_model(model, str(out), compress_to_fp16=bool(recipe.params.get("compress_to_fp16")))
+        return pack_files({"model.xml": out, "model.bin": out.with_suffix(".bin")})
+
+    # ------------------------------------------------------------ dispatch
+
+    def convert(self, variant: str, calibration: np.ndarray | None) -> bytes:
+        family = VARIANTS[variant].family
+        return self.tflite(variant, calibration) if family == "tflite" else self.openvino(variant, calibration)
+
+    def settle_shape(self) -> None:
+        """Load the source and fix its input shape (fails early on bad files and shapes)."""
+        if self.kind in (KERAS, H5, SAVEDMODEL):
+            self.tf_function()
+        elif self.kind == TFLITE:
+            from ai_edge_litert.interpreter import Interpreter
+
+            try:
+                interp = Interpreter(model_path=str(self.path))
+            except (ValueError, RuntimeError) as exc:
+                raise ConversionError("bad-model", f"{self.path.name}: not a loadable TFLite model: {_first_line(exc)}") from None
+            (inp,) = interp.get_input_details()
+            self.input_shape = _static(list(inp["shape"]), self.given_shape, self.path.name)
+            self.input_dtype = np.dtype(inp["dtype"]).name
+        else:
+            self.ov_model()
+
+    def reference_outputs(self, x: np.ndarray) -> np.ndarray:
+        """fp32 outputs of the source model on ``x``, one sample at a time."""
+        outs = []
+        if self.kind in (KERAS, H5, SAVEDMODEL):
+            tf = _tf()
+            concrete, _ = self.tf_function()
+            for i in range(len(x)):
+                outs.append(np.asarray(concrete(tf.constant(x[i : i + 1]))))
+        elif self.kind == TFLITE:
+            from ai_edge_litert.interpreter import Interpreter
+
+            interp = Interpreter(model_path=str(self.path))
+            interp.allocate_tensors()
+            (inp,), (out,) = interp.get_input_details(), interp.get_output_details()[:1]
+            for i in range(len(x)):
+                interp.set_tensor(inp["index"], x[i : i + 1].astype(inp["dtype"]))
+                interp.invoke()
+                outs.append(interp.get_tensor(out["index"]).copy())
+        else:
+            import openvino as ov
+
+            compiled = ov.Core().compile_model(self.ov_model(), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+            request = compiled.create_infer_request()
+            for i in range(len(x)):
+                request.infer({0: x[i : i + 1]})
+                outs.append(request.get_output_tensor(0).data.copy())
+        return np.concatenate(outs, axis=0).astype(np.float32)
