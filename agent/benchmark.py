@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import resource
 import sys
+import zipfile
 
 import numpy as np
 
@@ -30,7 +31,9 @@ def _load_dataset(spec: JobSpec) -> tuple[np.ndarray, np.ndarray | None] | None:
                 raise JobError("bad-dataset", f"dataset {path} has no array 'x' (inputs)")
             x = data["x"]
             y = data["y"] if "y" in data else None
-    except (ValueError, OSError) as exc:
+    except JobError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise JobError("bad-dataset", f"dataset {path} is not a readable .npz: {exc}") from None
     if y is not None and len(y) != len(x):
         raise JobError("bad-dataset", f"dataset {path}: {len(x)} inputs but {len(y)} labels")

@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from protocol import ArtifactRef
 from protocol.hashing import sha256_bytes, sha256_file
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    sha256: str
+    path: Path
+    size_bytes: int
 
 
 class ArtifactStore:
@@ -53,3 +63,32 @@ class ArtifactStore:
         if not path.is_file() or sha256_file(path) != sha256:
             return None
         return self._ref(sha256, filename)
+
+    def iter_files(self) -> Iterator[StoredFile]:
+        for sub in sorted(self.root.iterdir()):
+            if not sub.is_dir() or len(sub.name) != 2:
+                continue
+            for f in sorted(sub.iterdir()):
+                if f.is_file() and not f.name.startswith(".incoming-"):
+                    yield StoredFile(f.name, f, f.stat().st_size)
+
+    def verify(self) -> list[tuple[StoredFile, str]]:
+        """Files whose content no longer matches their name: (file, actual sha256)."""
+        bad = []
+        for f in self.iter_files():
+            actual = sha256_file(f.path)
+            if actual != f.sha256:
+                bad.append((f, actual))
+        return bad
+
+    def gc(self, keep: set[str], dry_run: bool = False, stale_incoming_s: float = 3600.0) -> list[StoredFile]:
+        """Delete artifacts not in ``keep`` (and temp files of crashed writes); return what went."""
+        removed = [f for f in self.iter_files() if f.sha256 not in keep]
+        if not dry_run:
+            for f in removed:
+                f.path.unlink(missing_ok=True)
+            cutoff = time.time() - stale_incoming_s
+            for tmp in self.root.glob("*/.incoming-*"):
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink(missing_ok=True)
+        return removed

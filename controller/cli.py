@@ -28,7 +28,7 @@ DbOpt = typer.Option(None, "--db", help="SQLAlchemy database URL (env FLEETBENCH
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -81,13 +81,14 @@ def demo(
     min_iterations: int = typer.Option(1000, help="Minimum steady-state inferences."),
     min_duration: float = typer.Option(1.0, help="Minimum steady-state seconds."),
     warmup: int = typer.Option(20, help="Warm-up inferences, not timed."),
-    rebuild: bool = typer.Option(False, help="Retrain and reconvert the demo model instead of reusing it."),
+    rebuild: bool = typer.Option(False, help="Retrain the demo model instead of reusing it."),
+    variants: Optional[str] = typer.Option(None, help="Comma-separated variants (default: all seven)."),
 ) -> None:
-    """Train the bundled digits CNN, convert it to TFLite, benchmark it on a local agent."""
+    """Train the bundled digits CNN, convert it into every variant, benchmark each on a local agent."""
     from controller.config import Paths
+    from controller.convert.service import ConvertError, parse_variants
     from controller.demo import DemoError, run_demo
-    from controller.dispatch import DispatchError
-    from controller.embedded import ServiceError
+    from controller.errors import DispatchError, ServiceError
     from controller.store import StoreError
 
     settings = BenchmarkSettings(
@@ -108,6 +109,7 @@ def demo(
     db_url = paths.db_url(db)
     console.print(f"fleetbench demo: data in [bold]{paths.root}[/]")
     try:
+        wanted = parse_variants(variants)
         with _progress() as progress:
             task = progress.add_task("starting", total=None)
 
@@ -115,16 +117,19 @@ def demo(
                 console.print(f"  · {message}", highlight=False)
                 progress.update(task, description=message)
 
-            run = run_demo(paths, db_url, settings, rebuild=rebuild, on_step=on_step)
-    except (DemoError, DispatchError, ServiceError, StoreError) as exc:
+            run = run_demo(paths, db_url, settings, rebuild=rebuild, variants=wanted, on_step=on_step)
+    except (ConvertError, DemoError, DispatchError, ServiceError, StoreError) as exc:
         _fail(str(exc))
-    m = run.model
-    how = "reused from an earlier run" if run.model_reused else f"trained in {m.train_s:.1f} s"
+    f = run.files
+    how = "reused from an earlier run" if f.reused else f"trained in {f.train_s:.1f} s"
     console.print(
-        f"model [bold]{m.name}[/] ({m.model_id[:12]}), {how}; Keras accuracy on the held-out split "
-        f"{m.keras_accuracy:.4f}"
+        f"model [bold]digits-cnn[/] ({run.model_id[:12]}), {how}; Keras accuracy on the held-out split "
+        f"{f.keras_accuracy:.4f}"
     )
+    console.print(conversion_table(run.convert))
     console.print(results_table(run.records, title="Benchmark"))
+    for variant, error in run.failures:
+        err_console.print(f"[yellow]{variant} not benchmarked:[/] {error}", highlight=False)
     console.print(
         f"Stored {len(run.records)} record(s) in [bold]{_display_url(run.db_url)}[/] "
         f"({run.total_records} in total). See them again with `fleetbench results`."
@@ -141,6 +146,289 @@ def _display_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def conversion_table(report) -> Table:
+    table = Table(title=f"Variants of {report.name} ({report.model_id[:12]}, {report.kind})", title_justify="left")
+    for col, justify in [("variant", "left"), ("status", "left"), ("size KiB", "right"), ("vs fp32", "right"),
+                         ("convert s", "right"), ("cached", "left")]:  # fmt: skip
+        table.add_column(col, justify=justify)
+    fp32 = {o.variant.split("-")[0]: o.size_bytes for o in report.outcomes if o.variant.endswith("-fp32") and o.size_bytes}
+    for o in report.outcomes:
+        base = fp32.get(o.variant.split("-")[0])
+        rel = f"{o.size_bytes / base:.2f}" if (o.size_bytes and base) else "-"
+        status = {"converted": "[green]ok[/]", "cached": "[green]ok[/]", "refused": "[yellow]refused[/]",
+                  "failed": "[red]failed[/]"}[o.status]  # fmt: skip
+        if o.error:
+            status += f": {o.error}"
+        table.add_row(
+            o.variant,
+            status,
+            f"{o.size_bytes / 1024:,.1f}" if o.size_bytes else "-",
+            rel,
+            f"{o.seconds:.2f}" if o.seconds is not None else "-",
+            "yes" if o.status == "cached" else "no",
+        )
+    return table
+
+
+def _parse_shape(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    if not text:
+        return None
+    try:
+        dims = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        _fail(f"--input-shape must be integers like 1,224,224,3; got '{text}'", code=2)
+    if any(d <= 0 for d in dims):
+        _fail(f"--input-shape dimensions must be positive; got '{text}'", code=2)
+    return dims
+
+
+def _floats(text: Optional[str], what: str) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        _fail(f"{what} must be comma-separated numbers; got '{text}'", code=2)
+
+
+@app.command()
+def convert(
+    model: str = typer.Argument(..., help="Keras .keras/.h5, SavedModel dir, .tflite, OpenVINO .xml or .onnx."),
+    variants: Optional[str] = typer.Option(None, help="Comma-separated variants, or 'all' (default)."),
+    data: Optional[str] = typer.Option(None, help="Data set: .npz with x (and y), or an image folder (one sub-folder per class)."),
+    input_shape: Optional[str] = typer.Option(None, help="Static input shape, e.g. 1,224,224,3 (default: from the data set or the model)."),
+    name: Optional[str] = typer.Option(None, help="Display name of the model (default: the file name)."),
+    scale: float = typer.Option(1.0, help="Preprocessing: multiply raw values by this (e.g. 0.00392157 for 1/255)."),
+    mean: Optional[str] = typer.Option(None, help="Preprocessing: per-channel mean, e.g. 0.485,0.456,0.406."),
+    std: Optional[str] = typer.Option(None, help="Preprocessing: per-channel std."),
+    layout: str = typer.Option("NHWC", help="Model input layout: NHWC or NCHW."),
+    resize: Optional[str] = typer.Option(None, help="Image folders: resize to HxW, e.g. 224x224."),
+    grayscale: bool = typer.Option(False, help="Image folders: load as one channel."),
+    seed: int = typer.Option(0, help="Seed of the calibration/validation split."),
+    calibration_size: int = typer.Option(100, help="Samples in the calibration split; the rest validate."),
+    broker: Optional[str] = typer.Option(None, help="Use converter workers on this broker instead of a local one."),
+    memory_limit_gb: float = typer.Option(12.0, help="Address-space limit of the conversion process."),
+    step_timeout: float = typer.Option(600.0, help="Seconds allowed to load the model, and again for each variant."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Convert and quantize a model into deployable variants (cached by content)."""
+    from controller.artifacts import ArtifactStore
+    from controller.config import Paths
+    from controller.convert import service
+    from controller.datasets import Preprocessing
+    from controller.errors import DispatchError, ServiceError
+    from controller.store import Store, StoreError
+
+    size = None
+    if resize:
+        try:
+            h, w = (int(v) for v in resize.lower().split("x"))
+            size = (h, w)
+        except ValueError:
+            _fail(f"--resize must look like 224x224; got '{resize}'", code=2)
+    pre = Preprocessing(resize=size, scale=scale, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+                        layout=layout.upper(), channels=1 if grayscale else 3)  # fmt: skip
+    if pre.problems():
+        _fail("; ".join(pre.problems()), code=2)
+    signal.signal(signal.SIGTERM, _term_as_exit)
+    paths = Paths.resolve(data_dir)
+    store = Store(paths.db_url(db))
+    try:
+        wanted = service.parse_variants(variants)
+        store.migrate()
+        artifacts = ArtifactStore(paths.artifacts)
+        with console.status("reading the model and data set…"):
+            plan = service.plan(
+                model, wanted, store, artifacts, dataset_path=data, preprocessing=pre, seed=seed,
+                n_calibration=calibration_size, input_shape=_parse_shape(input_shape), name=name,
+            )  # fmt: skip
+        console.print(f"{plan.name}: {plan.source.kind}, id {plan.model_id[:12]}; "
+                      f"{len(plan.todo)} to convert, {sum(v.status == 'cached' for v in plan.variants)} cached")  # fmt: skip
+        limits = {"memory_bytes": int(memory_limit_gb * 2**30), "step_timeout_s": step_timeout}
+        report = _run_conversion(plan, store, paths, broker, limits)
+    except (service.ConvertError, DispatchError, ServiceError, StoreError) as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    console.print(conversion_table(report))
+    if any(o.status == "failed" for o in report.outcomes):
+        raise typer.Exit(1)
+
+
+def _run_conversion(plan, store, paths, broker, limits):
+    """Convert the plan's missing variants with a progress bar per variant."""
+    from controller.convert import service
+
+    if not plan.todo:
+        return service.execute(plan, store, runner=None)
+
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from controller.dispatch import Dispatcher
+    from controller.embedded import EmbeddedFleet
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description:<22}"), BarColumn(bar_width=20),
+                        TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console)  # fmt: skip
+    with progress:
+        tasks = {v.variant: progress.add_task(v.variant, total=1, note="queued", start=False) for v in plan.todo}
+
+        def on_event(e: dict) -> None:
+            t = tasks.get(e.get("variant"))
+            if t is None:
+                return
+            if e["event"] == "start":
+                progress.start_task(t)
+                progress.update(t, note="converting")
+            elif e["event"] == "done":
+                progress.update(t, completed=1, note=f"[green]done[/] {e.get('size_bytes', 0) / 1024:,.1f} KiB")
+            elif e["event"] == "failed":
+                progress.update(t, completed=1, note="[red]failed[/]")
+
+        if broker:
+            dispatcher = Dispatcher(broker)
+            try:
+                return service.execute(plan, store, lambda job, ev: dispatcher.convert(job, ev), on_event, limits)
+            finally:
+                dispatcher.close()
+        with EmbeddedFleet(paths) as fleet:
+            return service.execute(plan, store, fleet.convert, on_event, limits)
+
+
+@app.command()
+def models(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt) -> None:
+    """List stored source models."""
+    from controller.config import Paths
+    from controller.store import Store, StoreError
+
+    paths = Paths.resolve(data_dir)
+    store = Store(paths.db_url(db))
+    try:
+        store.migrate()
+        rows = [(m, len(store.variants(m.model_id))) for m in store.models()]
+    except StoreError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    if not rows:
+        console.print("No models yet: run `fleetbench convert MODEL` or `fleetbench demo`.")
+        return
+    table = Table(title="Models", title_justify="left")
+    for col in ("id", "name", "kind", "file", "size KiB", "variants", "added"):
+        table.add_column(col)
+    for m, n in rows:
+        table.add_row(m.model_id[:12], m.name, m.kind, m.filename, f"{m.size_bytes / 1024:,.1f}", str(n),
+                      m.created_at.strftime("%Y-%m-%d %H:%M"))  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def variants(
+    model: str = typer.Argument(..., help="Model id, id prefix or name."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """List the stored variants of one model, with their recipes and tool versions."""
+    from controller.config import Paths
+    from controller.store import Store, StoreError
+
+    paths = Paths.resolve(data_dir)
+    store = Store(paths.db_url(db))
+    try:
+        store.migrate()
+        m = store.find_model(model)
+        rows = store.variants(m.model_id)
+    except StoreError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    table = Table(title=f"Variants of {m.name} ({m.model_id[:12]})", title_justify="left")
+    for col in ("variant", "size KiB", "convert s", "input", "artifact", "tools", "recipe"):
+        table.add_column(col)
+    for r in rows:
+        tools = ", ".join(f"{k} {v}" for k, v in sorted(r.tool_versions.items()))
+        table.add_row(r.variant, f"{r.size_bytes / 1024:,.1f}", f"{r.conversion_s:.2f}",
+                      f"{tuple(r.input_shape)} {r.input_dtype}", r.artifact["sha256"][:12], tools, r.recipe["how"])  # fmt: skip
+    console.print(table if rows else f"{m.name} has no variants yet: `fleetbench convert` it.")
+
+
+artifacts_app = typer.Typer(help="The content-addressed artifact store.", no_args_is_help=True)
+app.add_typer(artifacts_app, name="artifacts")
+
+
+def _artifact_ctx(data_dir, db):
+    from controller.artifacts import ArtifactStore
+    from controller.config import Paths
+    from controller.store import Store
+
+    paths = Paths.resolve(data_dir)
+    return paths, ArtifactStore(paths.artifacts), Store(paths.db_url(db))
+
+
+@artifacts_app.command("list")
+def artifacts_list(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt) -> None:
+    """List stored artifacts and whether a record references them."""
+    paths, arts, store = _artifact_ctx(data_dir, db)
+    try:
+        store.migrate()
+        keep = store.referenced_artifacts()
+    finally:
+        store.close()
+    table = Table(title=f"Artifacts in {paths.artifacts}", title_justify="left")
+    for col in ("sha256", "size KiB", "referenced"):
+        table.add_column(col)
+    total = 0
+    for f in arts.iter_files():
+        total += f.size_bytes
+        table.add_row(f.sha256[:16], f"{f.size_bytes / 1024:,.1f}", "yes" if f.sha256 in keep else "no")
+    console.print(table)
+    console.print(f"{total / 2**20:,.1f} MiB in all")
+
+
+@artifacts_app.command("verify")
+def artifacts_verify(data_dir: Optional[str] = DataDirOpt) -> None:
+    """Re-hash every artifact; exit 1 if any no longer matches its name."""
+    from controller.artifacts import ArtifactStore
+    from controller.config import Paths
+
+    arts = ArtifactStore(Paths.resolve(data_dir).artifacts)
+    bad = arts.verify()
+    n = sum(1 for _ in arts.iter_files())
+    for f, actual in bad:
+        err_console.print(f"[red]corrupt:[/] {f.path} hashes to {actual[:16]}…; delete it and convert again")
+    console.print(f"{n - len(bad)} of {n} artifacts intact")
+    if bad:
+        raise typer.Exit(1)
+
+
+@artifacts_app.command("gc")
+def artifacts_gc(
+    dry_run: bool = typer.Option(False, help="Only list what would be deleted."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Delete artifacts that no stored model, data set, variant or record references."""
+    paths, arts, store = _artifact_ctx(data_dir, db)
+    try:
+        store.migrate()
+        keep = store.referenced_artifacts()
+    finally:
+        store.close()
+    removed = arts.gc(keep, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"{verb} {len(removed)} artifact(s), {sum(f.size_bytes for f in removed) / 2**20:,.2f} MiB")
+
+
+@app.command()
+def worker(
+    broker: str = typer.Option(..., envvar="FLEETBENCH_BROKER_URL", help="Redis URL of the broker."),
+    data_dir: Optional[str] = DataDirOpt,
+) -> None:
+    """Run a converter worker (conversions from the fleetbench.convert queue)."""
+    from controller.worker import serve
+
+    serve(broker, data_dir)
 
 
 @app.command()

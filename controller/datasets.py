@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,9 +101,9 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...
             if "x" not in data:
                 raise DatasetError(f"{path}: an .npz data set needs an array named 'x' (found: {', '.join(data.files)})")
             x, y = data["x"], (data["y"] if "y" in data else None)
-    except (ValueError, OSError, EOFError) as exc:
-        if isinstance(exc, DatasetError):
-            raise
+    except DatasetError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DatasetError(f"{path}: not a readable .npz file ({exc})") from None
     if y is not None and len(y) != len(x):
         raise DatasetError(f"{path}: 'x' has {len(x)} samples but 'y' has {len(y)} labels")

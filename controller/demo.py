@@ -1,38 +1,41 @@
 """``fleetbench demo``: the main job on embedded defaults, as plain functions.
 
-Build (or reuse) the demo model, start a private Redis and a local agent
-process, send the benchmark job through Celery, store the record, stop
-everything it started.
+Build (or reuse) the demo model, convert it into every variant through the
+conversion pipeline (a converter worker behind a private Redis; cached
+variants are not converted again), benchmark each variant on a local agent
+through Celery, store the records, stop everything it started.
 """
 
 from __future__ import annotations
 
-import socket
-import uuid
 from dataclasses import dataclass
 from typing import Callable
 
 from controller import demo_model
 from controller.artifacts import ArtifactStore
 from controller.config import Paths
-from controller.dispatch import Dispatcher
-from controller.embedded import LocalAgent, RedisServer
+from controller.convert import service
+from controller.convert.variants import FAMILY_CAPABILITY, VARIANTS
+from controller.datasets import Preprocessing
+from controller.embedded import EmbeddedFleet
 from controller.store import Store
 from protocol import BenchmarkSettings, JobSpec, ResultRecord, new_job_id
 
-CAPABILITY = "litert:cpu"
-VARIANT = "tflite-fp32"
+#: Calibration images taken from the held-out set; the rest measure accuracy.
+N_CALIBRATION = 64
 
 
 class DemoError(RuntimeError):
-    """The demo job failed; the message is the agent's error."""
+    """The demo failed as a whole; the message says why."""
 
 
 @dataclass(frozen=True)
 class DemoRun:
-    model: demo_model.DemoModel
-    model_reused: bool
+    files: demo_model.DemoFiles
+    model_id: str
+    convert: service.ConvertReport
     records: list[ResultRecord]
+    failures: list[tuple[str, str]]  # (variant, error)
     db_url: str
     total_records: int
 
@@ -43,6 +46,7 @@ def run_demo(
     settings: BenchmarkSettings,
     *,
     rebuild: bool = False,
+    variants: list[str] | None = None,
     on_step: Callable[[str], None] = lambda msg: None,
 ) -> DemoRun:
     store = Store(db_url)
@@ -50,49 +54,54 @@ def run_demo(
         on_step("opening the database")
         store.migrate()
         artifacts = ArtifactStore(paths.artifacts)
-        model = None if rebuild else demo_model.load_cached(paths, artifacts)
-        reused = model is not None
-        if model is None:
-            model = demo_model.build(paths, artifacts, on_step=on_step)
-
-        spec = JobSpec(
-            job_id=new_job_id(),
-            model_id=model.model_id,
-            model_name=model.name,
-            variant=VARIANT,
-            capability=CAPABILITY,
-            artifact=model.tflite_fp32,
-            dataset=model.validation,
-            settings=settings,
-        )
-        on_step("starting the embedded broker (redis-server)")
-        with RedisServer(paths.run / "redis", paths.logs / "redis.log") as redis:
-            agent_id = f"local-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
-            on_step(f"starting a local agent ({agent_id})")
-            with LocalAgent(redis.url, agent_id, paths.logs / "agent.log", capabilities=(CAPABILITY,)) as agent:
-                dispatcher = Dispatcher(redis.url)
-                try:
-                    agent.wait_ready(lambda: agent_id in dispatcher.agents_offering(CAPABILITY))
-                    on_step(f"sending the {VARIANT} job to {CAPABILITY}")
-                    result = dispatcher.submit(spec)
-                    outcome = dispatcher.wait(
-                        result,
-                        spec,
-                        on_state=lambda s: on_step(f"job {spec.job_id[:8]}: {s.replace('-', ' ')}"),
-                        check=agent.check_alive,
-                    )
-                finally:
-                    dispatcher.close()
-                on_step("stopping the local agent and broker")
-        if not outcome.ok:
-            raise DemoError(f"{outcome.error_kind}: {outcome.error}")
-        store.add_result(outcome.record)
+        files = demo_model.ensure(paths, rebuild=rebuild, on_step=on_step)
+        plan = service.plan(
+            files.keras, variants or list(VARIANTS), store, artifacts,
+            dataset_path=files.holdout, preprocessing=Preprocessing(scale=demo_model.SCALE),
+            n_calibration=N_CALIBRATION, name=demo_model.MODEL_NAME,
+        )  # fmt: skip
+        cached = [v.variant for v in plan.variants if v.status == "cached"]
+        if cached:
+            on_step(f"reusing {len(cached)} converted variant(s) from the cache")
+        records: list[ResultRecord] = []
+        failures: list[tuple[str, str]] = []
+        with EmbeddedFleet(paths, on_step) as fleet:
+            report = service.execute(plan, store, fleet.convert, on_event=lambda e: _conversion_step(e, on_step))
+            ready = [o for o in report.outcomes if o.status in ("converted", "cached")]
+            failures += [(o.variant, o.error or o.status) for o in report.outcomes if o not in ready]
+            if not ready:
+                raise DemoError("no variant converted: " + "; ".join(f"{v}: {e}" for v, e in failures))
+            caps = tuple(sorted({FAMILY_CAPABILITY[VARIANTS[o.variant].family] for o in ready}))
+            agent = fleet.ensure_agent(caps)
+            dispatcher = fleet.dispatcher()
+            for o in ready:
+                spec = JobSpec(
+                    job_id=new_job_id(), model_id=plan.model_id, model_name=plan.name, variant=o.variant,
+                    capability=FAMILY_CAPABILITY[VARIANTS[o.variant].family], artifact=o.artifact,
+                    dataset=plan.dataset.validation, settings=settings,
+                )  # fmt: skip
+                on_step(f"benchmarking {o.variant} on {spec.capability}")
+                outcome = dispatcher.wait(dispatcher.submit(spec), spec, check=agent.check_alive)
+                if outcome.ok:
+                    store.add_result(outcome.record)
+                    records.append(outcome.record)
+                else:
+                    failures.append((o.variant, f"{outcome.error_kind}: {outcome.error}"))
+        if not records:
+            raise DemoError("every benchmark failed: " + "; ".join(f"{v}: {e}" for v, e in failures))
         return DemoRun(
-            model=model,
-            model_reused=reused,
-            records=[outcome.record],
-            db_url=db_url,
-            total_records=store.count_results(),
-        )
+            files=files, model_id=plan.model_id, convert=report, records=records, failures=failures,
+            db_url=db_url, total_records=store.count_results(),
+        )  # fmt: skip
+    except service.ConvertError as exc:
+        raise DemoError(str(exc)) from None
     finally:
         store.close()
+
+
+def _conversion_step(event: dict, on_step: Callable[[str], None]) -> None:
+    kind = event.get("event")
+    if kind == "done":
+        on_step(f"converted {event['variant']} in {event['seconds']:.1f} s")
+    elif kind == "failed":
+        on_step(f"could not convert {event['variant']}: {event['error']}")

@@ -13,17 +13,18 @@ import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from controller.errors import DispatchError
 from protocol import AGENT_KEY_PREFIX, BENCHMARK_TASK, CELERY_SETTINGS, AgentInventory, JobOutcome, JobSpec, queue_for
 from protocol.records import ContractError
+
+#: The controller-side conversion task and its queue (served by `fleetbench worker`).
+CONVERT_TASK = "fleetbench.convert"
+CONVERT_QUEUE = "fleetbench.convert"
 
 #: States reported to ``on_state`` while waiting.
 WAITING_FOR_DEVICE = "waiting-for-device"
 QUEUED = "queued"
 RUNNING = "running"
-
-
-class DispatchError(RuntimeError):
-    """The job could not be sent or its outcome not received; the message says what to do."""
 
 
 def celery_client(broker_url: str) -> Celery:
@@ -84,6 +85,15 @@ class Dispatcher:
         except OperationalError as exc:
             raise DispatchError(self._broker_down(exc)) from None
 
+    def convert(self, job: dict, on_event: Callable[[dict], None] = lambda e: None, check: Callable[[], None] = lambda: None) -> dict:
+        """Send a conversion job to the converter workers and wait for it."""
+        self.ping()
+        try:
+            result = self.app.send_task(CONVERT_TASK, args=[job], queue=CONVERT_QUEUE)
+        except OperationalError as exc:
+            raise DispatchError(self._broker_down(exc)) from None
+        return wait_conversion(self.app, result, on_event=on_event, check=check)
+
     def wait(
         self,
         result,
@@ -137,3 +147,48 @@ class Dispatcher:
 
     def _broker_down(self, exc: Exception) -> str:
         return f"cannot reach the broker at {self.broker_url} ({exc}); start Redis or pass the right --broker URL"
+
+
+def wait_conversion(
+    app: Celery,
+    result,
+    on_event: Callable[[dict], None] = lambda e: None,
+    check: Callable[[], None] = lambda: None,
+    timeout_s: float = 3600.0,
+    poll_s: float = 0.2,
+) -> dict:
+    """Wait for a ``fleetbench.convert`` task, passing each new progress event to ``on_event``."""
+    seen = 0
+    finished: set[str] = set()  # variants whose done/failed event was passed on
+    deadline = time.monotonic() + timeout_s
+
+    def forward(event: dict) -> None:
+        if event.get("event") in ("done", "failed"):
+            finished.add(event["variant"])
+        on_event(event)
+
+    while True:
+        try:
+            state, info = result.state, result.info
+        except OperationalError as exc:
+            raise DispatchError(f"lost the broker while converting ({exc})") from None
+        if state == "PROGRESS" and isinstance(info, dict):
+            events = info.get("events", [])
+            for event in events[seen:]:
+                forward(event)
+            seen = max(seen, len(events))
+        if state == "SUCCESS":
+            out = result.get(timeout=5)
+            # the task may finish between two polls: report what the last poll missed
+            for name, v in out.get("variants", {}).items():
+                if name not in finished:
+                    forward({"event": "done" if v["status"] == "converted" else "failed", "variant": name, **v})
+            return out
+        if state in ("FAILURE", "REVOKED"):
+            raise DispatchError(f"the conversion task failed in the converter worker: {info!r}")
+        check()
+        if time.monotonic() > deadline:
+            raise DispatchError(
+                f"no conversion result within {timeout_s:g} s; is a converter worker running (`fleetbench worker`)?"
+            )
+        time.sleep(poll_s)

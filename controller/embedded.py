@@ -19,9 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-
-class ServiceError(RuntimeError):
-    """An embedded service could not start; the message says why and what to do."""
+from controller.errors import ServiceError
 
 
 def free_port() -> int:
@@ -156,22 +154,21 @@ class RedisServer:
         self.stop()
 
 
-class LocalAgent:
-    """A real agent process (``python -m agent``) serving the given broker."""
+class LocalWorker:
+    """A real worker process started by the CLI; subclasses give its command line."""
 
-    def __init__(self, broker_url: str, agent_id: str, log_path: Path, capabilities: tuple[str, ...] = ()):
-        self.broker_url = broker_url
-        self.agent_id = agent_id
+    what = "worker"
+
+    def __init__(self, log_path: Path):
         self.log_path = Path(log_path)
-        self.capabilities = capabilities
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "LocalAgent":
-        argv = [sys.executable, "-m", "agent", "--broker", self.broker_url, "--agent-id", self.agent_id]
-        for cap in self.capabilities:
-            argv += ["--capability", cap]
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        self.proc = _spawn(argv, self.log_path, env=env)
+        self.proc = _spawn(self.argv(), self.log_path, env=env)
         return self
 
     def alive(self) -> bool:
@@ -180,22 +177,110 @@ class LocalAgent:
     def check_alive(self) -> None:
         if not self.alive():
             code = self.proc.returncode if self.proc else None
-            raise ServiceError(f"the local agent exited (code {code}):\n{log_tail(self.log_path)}")
+            raise ServiceError(f"the {self.what} exited (code {code}):\n{log_tail(self.log_path)}")
 
     def wait_ready(self, is_ready: Callable[[], bool], timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         while not is_ready():
             self.check_alive()
             if time.monotonic() > deadline:
-                raise ServiceError(f"the local agent did not come online within {timeout_s:g} s; see {self.log_path}")
+                raise ServiceError(f"the {self.what} did not come online within {timeout_s:g} s; see {self.log_path}")
             time.sleep(0.2)
 
     def stop(self) -> None:
         # Celery's warm shutdown waits for the running job; a second signal makes it cold.
         _stop(self.proc, grace_s=20.0)
 
-    def __enter__(self) -> "LocalAgent":
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class LocalAgent(LocalWorker):
+    """A real agent process (``python -m agent``) serving the given broker."""
+
+    what = "local agent"
+
+    def __init__(self, broker_url: str, agent_id: str, log_path: Path, capabilities: tuple[str, ...] = ()):
+        super().__init__(log_path)
+        self.broker_url = broker_url
+        self.agent_id = agent_id
+        self.capabilities = capabilities
+
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "agent", "--broker", self.broker_url, "--agent-id", self.agent_id]
+        for cap in self.capabilities:
+            argv += ["--capability", cap]
+        return argv
+
+
+class LocalConverter(LocalWorker):
+    """A real converter worker process (``python -m controller.worker``)."""
+
+    what = "local converter worker"
+
+    def __init__(self, broker_url: str, data_dir: Path, log_path: Path):
+        super().__init__(log_path)
+        self.broker_url = broker_url
+        self.data_dir = Path(data_dir)
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "controller.worker", "--broker", self.broker_url, "--data-dir", str(self.data_dir)]
+
+
+class EmbeddedFleet:
+    """The embedded default: a private Redis, a converter worker and a local agent,
+    each started on first need and all stopped on exit."""
+
+    def __init__(self, paths, on_step: Callable[[str], None] = lambda msg: None):
+        self.paths = paths
+        self.on_step = on_step
+        self.redis: RedisServer | None = None
+        self.converter: LocalConverter | None = None
+        self.agent: LocalAgent | None = None
+        self._dispatcher = None
+
+    def dispatcher(self):
+        from controller.dispatch import Dispatcher
+
+        if self.redis is None:
+            self.on_step("starting the embedded broker (redis-server)")
+            self.redis = RedisServer(self.paths.run / "redis", self.paths.logs / "redis.log").start()
+        if self._dispatcher is None:
+            self._dispatcher = Dispatcher(self.redis.url)
+        return self._dispatcher
+
+    def convert(self, job: dict, on_event: Callable[[dict], None]) -> dict:
+        """A conversion runner (see controller.convert.service) that uses a local converter worker."""
+        dispatcher = self.dispatcher()
+        if self.converter is None:
+            self.on_step("starting a local converter worker")
+            self.converter = LocalConverter(self.redis.url, self.paths.root, self.paths.logs / "converter.log").start()
+        return dispatcher.convert(job, on_event=on_event, check=self.converter.check_alive)
+
+    def ensure_agent(self, capabilities: tuple[str, ...]) -> LocalAgent:
+        dispatcher = self.dispatcher()
+        if self.agent is None:
+            import uuid
+
+            agent_id = f"local-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+            self.on_step(f"starting a local agent ({agent_id})")
+            self.agent = LocalAgent(self.redis.url, agent_id, self.paths.logs / "agent.log", capabilities).start()
+            self.agent.wait_ready(lambda: agent_id in dispatcher.agents_offering(capabilities[0]))
+        return self.agent
+
+    def __enter__(self) -> "EmbeddedFleet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.close()
+        started = [p for p in (self.agent, self.converter) if p is not None]
+        if started or self.redis is not None:
+            self.on_step("stopping the processes it started")
+        for proc in started:
+            proc.stop()
+        if self.redis is not None:
+            self.redis.stop()

@@ -19,13 +19,17 @@ def _add(tar: tarfile.TarFile, arcname: str, data: bytes) -> None:
 
 
 def pack_files(files: dict[str, Path | bytes]) -> bytes:
-    """A deterministic tar of ``{arcname: path or bytes}``: same content, same bytes."""
+    """A deterministic tar of ``{arcname: path or bytes}``: same content, same bytes.
+
+    The padding tar adds after the end-of-archive blocks (up to 10 KiB) is cut,
+    so an artifact's size reflects its content.
+    """
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for arcname in sorted(files):
             src = files[arcname]
             _add(tar, arcname, src if isinstance(src, bytes) else Path(src).read_bytes())
-    return buf.getvalue()
+    return buf.getvalue()[: tar.offset]
 
 
 def unpack(data_path: Path, dest: Path) -> Path:

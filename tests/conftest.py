@@ -76,8 +76,11 @@ def store(request, tmp_path):
     if request.param == "postgresql":
         import sqlalchemy as sa
 
-        with s.engine.begin() as conn:  # leave the schema empty for the next test
-            conn.execute(sa.text("DROP TABLE IF EXISTS results, alembic_version CASCADE"))
+        from controller.store.models import Base
+
+        Base.metadata.drop_all(s.engine)  # leave the schema empty for the next test
+        with s.engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
     s.close()
 
 
@@ -94,9 +97,9 @@ def tiny_model(tmp_path_factory):
     """A small real Keras model, its TFLite fp32 conversion and Keras's own outputs."""
     import numpy as np
 
-    from controller.demo_model import _import_tf, to_tflite_fp32
+    from controller.demo_model import import_tf
 
-    tf = _import_tf()
+    tf = import_tf()
     tf.keras.utils.set_random_seed(1)
     model = tf.keras.Sequential(
         [
@@ -109,6 +112,6 @@ def tiny_model(tmp_path_factory):
     x = np.random.default_rng(2).random((12, 6, 6, 2), dtype=np.float32)
     expected = model.predict(x, verbose=0)
     path = tmp_path_factory.mktemp("tiny") / "tiny.tflite"
-    path.write_bytes(to_tflite_fp32(model))
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     y = expected.argmax(axis=1)
     return {"path": path, "x": x, "y": y, "expected": expected}

@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from controller.convert.variants import VARIANTS
+
 pytestmark = pytest.mark.slow
 
 FLEETBENCH = [sys.executable, "-m", "controller.cli"]
@@ -60,45 +62,51 @@ def test_demo_twice(tmp_path):
     first = _demo(data)
     assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout
-    assert "digits-cnn" in out and "tflite-fp32" in out and "litert:cpu" in out
+    assert "digits-cnn" in out and "litert:cpu" in out and "openvino:CPU" in out
     assert str(data / "fleetbench.db") in out  # says where the database is
     assert "trained in" in out
-    for header in ("accuracy", "p50 ms", "p90 ms", "throughput inf/s", "size KiB"):
+    for header in ("accuracy", "p50 ms", "p90 ms", "throughput inf/s", "size KiB", "vs fp32", "cached"):
         assert header in out
 
-    (rec,) = _rows(data)
-    assert rec["accuracy_top1"] > 0.9 and rec["accuracy_samples"] == 359
-    assert rec["stats"]["p50_ms"] > 0 and rec["stats"]["p90_ms"] >= rec["stats"]["p50_ms"]
-    assert rec["throughput_ips"] > 0 and rec["model_size_bytes"] > 0
-    assert rec["validity"]["valid"] and len(rec["samples_ns"]) >= 700
+    rows = _rows(data)
+    assert sorted(r["variant"] for r in rows) == sorted(VARIANTS)
+    for rec in rows:
+        assert rec["accuracy_top1"] > 0.9 and rec["accuracy_samples"] == 359 - 64, rec["variant"]
+        assert rec["stats"]["p50_ms"] > 0 and rec["stats"]["p90_ms"] >= rec["stats"]["p50_ms"]
+        assert rec["throughput_ips"] > 0 and rec["model_size_bytes"] > 0
+        assert rec["validity"]["valid"] and len(rec["samples_ns"]) >= 700
+        assert rec["capability"] == ("litert:cpu" if rec["variant"].startswith("tflite") else "openvino:CPU")
     assert _leftovers(_agent_id(out)) == [] and _leftovers(str(data)) == []
 
     second = _demo(data)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "reused from an earlier run" in second.stdout and "(2 in total)" in second.stdout
+    assert "reused from an earlier run" in second.stdout and "(14 in total)" in second.stdout
+    assert "reusing 7 converted variant(s) from the cache" in second.stdout
     rows = _rows(data)
-    assert len(rows) == 2 and rows[0]["job_id"] != rows[1]["job_id"]
-    assert rows[0]["model_id"] == rows[1]["model_id"]
+    assert len(rows) == 14 and len({r["job_id"] for r in rows}) == 14
+    assert len({r["model_id"] for r in rows}) == 1
     assert _leftovers(_agent_id(second.stdout)) == [] and _leftovers(str(data)) == []
 
     shown = subprocess.run(FLEETBENCH + ["results", "--data-dir", str(data)], capture_output=True, text=True, env=_env())
-    assert shown.returncode == 0 and shown.stdout.count("digits-cnn") == 2
+    assert shown.returncode == 0 and shown.stdout.count("digits-cnn") == 14
 
 
 def test_interrupted_demo_stops_what_it_started(tmp_path):
     data = tmp_path / "fb"
-    assert _demo(data).returncode == 0  # build the model first so the next run reaches the benchmark fast
+    # build and convert first so the next run reaches the benchmark fast
+    assert _demo(data, "--variants", "tflite-fp32").returncode == 0
     proc = subprocess.Popen(
-        FLEETBENCH + ["demo", "--data-dir", str(data), "--min-duration", "120"],
+        FLEETBENCH + ["demo", "--data-dir", str(data), "--min-duration", "120", "--variants", "tflite-fp32"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
     )  # fmt: skip
     seen = []
     deadline = time.monotonic() + 120
     for line in proc.stdout:
         seen.append(line)
-        if "running" in line or time.monotonic() > deadline:
+        if "benchmarking" in line or time.monotonic() > deadline:
             break
-    assert any("running" in line for line in seen), "".join(seen)
+    assert any("benchmarking" in line for line in seen), "".join(seen)
+    time.sleep(2)  # let the job reach the agent
     agent_id = _agent_id("".join(seen))
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)

@@ -64,3 +64,38 @@ def test_sqlite_in_a_missing_directory_is_created(tmp_path, golden_record):
     store.migrate()
     assert store.add_result(golden_record)
     store.close()
+
+
+def test_head_revision_matches_the_migration_scripts():
+    """migrate() skips Alembic when the database is at HEAD_REVISION: it must be the scripts' head."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from controller.store.store import HEAD_REVISION, MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION
+
+
+def test_models_datasets_and_variants(store):
+    import datetime as dt
+
+    from controller.store.models import VariantRow
+
+    assert store.add_model("a" * 64, "net", "keras", "net.keras", 10) is True
+    assert store.add_model("a" * 64, "net", "keras", "net.keras", 10) is False
+    assert store.find_model("aaaaaa").name == "net" and store.find_model("net").model_id == "a" * 64
+    with pytest.raises(StoreError, match="no stored model matches 'zzz'"):
+        store.find_model("zzz")
+    art = {"sha256": "b" * 64, "uri": "file:///x", "size_bytes": 5, "filename": "x.tflite"}
+    row = VariantRow(cache_key="k" * 64, model_id="a" * 64, variant="tflite-fp32", dataset_id=None, artifact=art,
+                     reference=None, size_bytes=5, conversion_s=0.5, tool_versions={"tensorflow": "2"},
+                     recipe={"variant": "tflite-fp32"}, input_shape=[1, 8, 8, 1], input_dtype="float32",
+                     created_at=dt.datetime.now(dt.timezone.utc))  # fmt: skip
+    assert store.add_variant(row) is True and store.add_variant(row) is False
+    assert [v.variant for v in store.variants("a" * 64)] == ["tflite-fp32"]
+    assert store.get_variant("k" * 64).input_shape == [1, 8, 8, 1]
+    assert {"a" * 64, "b" * 64} <= store.referenced_artifacts()
+    store.delete_variant("k" * 64)
+    assert store.get_variant("k" * 64) is None

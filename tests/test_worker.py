@@ -121,3 +121,28 @@ def test_dead_broker_gives_a_clear_error(artifacts):
             d.submit(_spec(artifacts[1]))
     finally:
         d.close()
+
+
+def test_conversion_runs_on_a_converter_worker(redis_url, tmp_path, tiny_model):
+    from controller.config import Paths
+    from controller.convert import service
+    from controller.embedded import LocalConverter
+    from controller.store import Store
+
+    paths = Paths.resolve(tmp_path / "fb")
+    store = Store(paths.db_url())
+    store.migrate()
+    plan = service.plan(tiny_model["path"], ["tflite-fp32", "openvino-fp16"], store, ArtifactStore(paths.artifacts))
+    converter = LocalConverter(redis_url, paths.root, tmp_path / "converter.log").start()
+    d = Dispatcher(redis_url)
+    events = []
+    try:
+        report = service.execute(plan, store, lambda job, ev: d.convert(job, ev, check=converter.check_alive), events.append)
+    finally:
+        d.close()
+        converter.stop()
+        store.close()
+    assert [o.status for o in report.outcomes] == ["converted", "converted"], [o.error for o in report.outcomes]
+    done = [e["variant"] for e in events if e.get("event") == "done"]
+    assert sorted(done) == ["openvino-fp16", "tflite-fp32"]
+    assert ArtifactStore(paths.artifacts).get(report.outcome("openvino-fp16").artifact.sha256) is not None

@@ -24,6 +24,7 @@ from protocol import CapabilityInfo as Capability
 #: that happens in ``probe``/``load`` so an agent without it still starts.
 REGISTRY: dict[str, str] = {
     "litert": "agent.backends.litert",
+    "openvino": "agent.backends.openvino",
 }
 
 

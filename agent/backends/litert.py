@@ -88,19 +88,36 @@ class Backend:
         if len(inputs) != len(self._inputs):
             raise JobError("bad-dataset", f"model has {len(self._inputs)} inputs, got {len(inputs)}")
         for detail, array in zip(self._inputs, inputs):
-            want = np.dtype(detail["dtype"])
-            if array.dtype != want:
-                if want.kind in "iu" and array.dtype.kind == "f":
-                    raise JobError(
-                        "bad-dataset",
-                        f"input '{detail['name']}' is {want.name} (quantized) but the data is "
-                        f"{array.dtype.name}; quantized model IO is not supported by this agent yet",
-                    )
-                array = array.astype(want)
+            array = quantize(array, detail)
             self._interp.set_tensor(detail["index"], np.ascontiguousarray(array.reshape(detail["shape"])))
 
     def run(self) -> None:
         self._interp.invoke()
 
     def outputs(self) -> list[np.ndarray]:
-        return [self._interp.get_tensor(d["index"]) for d in self._outputs]
+        return [dequantize(self._interp.get_tensor(d["index"]), d) for d in self._outputs]
+
+
+def quantize(array: np.ndarray, detail: dict) -> np.ndarray:
+    """Float data into an integer (int8/uint8) input with the model's own scale and zero point."""
+    want = np.dtype(detail["dtype"])
+    if array.dtype == want:
+        return array
+    if want.kind in "iu" and array.dtype.kind == "f":
+        scale, zero_point = detail.get("quantization", (0.0, 0))
+        if not scale:
+            raise JobError("bad-dataset", f"input '{detail['name']}' is {want.name} without quantization parameters")
+        info = np.iinfo(want)
+        q = np.round(array.astype(np.float32) / np.float32(scale)) + zero_point
+        return np.clip(q, info.min, info.max).astype(want)
+    return array.astype(want)
+
+
+def dequantize(array: np.ndarray, detail: dict) -> np.ndarray:
+    """An integer output back to float with its scale and zero point; float outputs unchanged."""
+    if array.dtype.kind not in "iu":
+        return array
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    if not scale:
+        return array
+    return (array.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)

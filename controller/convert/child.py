@@ -16,6 +16,24 @@ import traceback
 from pathlib import Path
 
 
+_OOM_SIGNS = ("failed to map segment", "Cannot allocate memory", "bad_alloc", "out of memory")
+
+
+def describe(exc: BaseException) -> tuple[str, str]:
+    """(kind, message) for an unexpected error; running out of the memory limit says so."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MemoryError) or any(sign in text for sign in _OOM_SIGNS):
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        shown = "unlimited" if limit == resource.RLIM_INFINITY else f"{limit / 2**30:.1f} GiB"
+        return "out-of-memory", (
+            f"the conversion ran out of memory (address-space limit {shown}): {text.splitlines()[0]}. "
+            "Raise the limit with --memory-limit-gb, or convert on a bigger converter worker"
+        )
+    return "failed", text
+
+
 def main(argv: list[str]) -> int:
     events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)
@@ -51,7 +69,8 @@ def main(argv: list[str]) -> int:
         emit(event="fatal", kind=exc.kind, error=exc.message)
         return 0
     except Exception as exc:  # noqa: BLE001
-        emit(event="fatal", kind="failed", error=f"{type(exc).__name__}: {exc}")
+        kind, message = describe(exc)
+        emit(event="fatal", kind=kind, error=message)
         return 0
     emit(event="source", input_shape=list(src.input_shape), input_dtype=src.input_dtype)
 
@@ -73,8 +92,9 @@ def main(argv: list[str]) -> int:
             emit(event="failed", variant=variant, kind=exc.kind, error=exc.message)
             continue
         except Exception as exc:  # noqa: BLE001
-            tb = traceback.format_exc(limit=3)
-            emit(event="failed", variant=variant, kind="failed", error=f"{variant}: {type(exc).__name__}: {exc}\n{tb}")
+            kind, message = describe(exc)
+            tail = "" if kind == "out-of-memory" else "\n" + traceback.format_exc(limit=3)
+            emit(event="failed", variant=variant, kind=kind, error=f"{variant}: {message}{tail}")
             continue
         seconds = time.perf_counter() - t0
         out = outdir / f"{variant}.bin"

@@ -50,3 +50,54 @@ class Result(Base):
     finished_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     stored_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     record: Mapped[dict] = mapped_column(JSONType, nullable=False)
+
+
+class ModelRow(Base):
+    """A source model, identified by the sha256 of its content (or canonical tar)."""
+
+    __tablename__ = "models"
+
+    model_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    filename: Mapped[str] = mapped_column(String(400), nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class DatasetRow(Base):
+    __tablename__ = "datasets"
+
+    dataset_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    source_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    preprocessing: Mapped[dict] = mapped_column(JSONType, nullable=False)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    n_calibration: Mapped[int] = mapped_column(Integer, nullable=False)
+    n_validation: Mapped[int] = mapped_column(Integer, nullable=False)
+    labelled: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    calibration: Mapped[dict] = mapped_column(JSONType, nullable=False)  # ArtifactRef
+    validation: Mapped[dict] = mapped_column(JSONType, nullable=False)  # ArtifactRef
+    sample_shape: Mapped[list] = mapped_column(JSONType, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class VariantRow(Base):
+    """One converted variant. ``cache_key`` decides whether a convert does any work."""
+
+    __tablename__ = "variants"
+    __table_args__ = (Index("ix_variants_model", "model_id", "variant"),)
+
+    cache_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    variant: Mapped[str] = mapped_column(String(64), nullable=False)
+    dataset_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    artifact: Mapped[dict] = mapped_column(JSONType, nullable=False)  # ArtifactRef
+    reference: Mapped[dict | None] = mapped_column(JSONType, nullable=True)  # ArtifactRef of fp32 outputs
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    conversion_s: Mapped[float] = mapped_column(Float, nullable=False)
+    tool_versions: Mapped[dict] = mapped_column(JSONType, nullable=False)
+    recipe: Mapped[dict] = mapped_column(JSONType, nullable=False)
+    input_shape: Mapped[list] = mapped_column(JSONType, nullable=False)
+    input_dtype: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)

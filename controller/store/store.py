@@ -5,16 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine, func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.orm import sessionmaker
 
-from controller.store.models import Result
+from controller.store.models import DatasetRow, ModelRow, Result, VariantRow
 from protocol import ResultRecord
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: The newest Alembic revision. `migrate()` skips Alembic (a slow import) when
+#: the database is already there; a test keeps this equal to the scripts' head.
+HEAD_REVISION = "0002"
 
 
 class StoreError(RuntimeError):
@@ -40,15 +41,33 @@ class Store:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(url, **engine_kwargs)
+        # Rows handed to callers stay readable after their session commits and closes.
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
         self.engine.dispose()
 
+    def current_revision(self) -> str | None:
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except OperationalError as exc:
+            if "alembic_version" in str(exc.orig):  # SQLite: no such table
+                return None
+            raise
+        except ProgrammingError:  # PostgreSQL: undefined table
+            return None
+
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
         try:
+            if self.current_revision() == HEAD_REVISION:
+                return
+            from alembic import command
+            from alembic.config import Config
+
+            cfg = Config()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
             with self.engine.begin() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
@@ -88,7 +107,7 @@ class Store:
             record=record.to_dict(),
         )
         try:
-            with Session(self.engine) as session, session.begin():
+            with self._session() as session, session.begin():
                 session.add(row)
         except IntegrityError:
             existing = self.get_result(record.job_id, record.attempt)
@@ -100,7 +119,7 @@ class Store:
         return True
 
     def get_result(self, job_id: str, attempt: int) -> ResultRecord | None:
-        with Session(self.engine) as session:
+        with self._session() as session:
             row = session.scalar(select(Result).where(Result.job_id == job_id, Result.attempt == attempt))
             return ResultRecord.from_dict(row.record) if row else None
 
@@ -111,9 +130,89 @@ class Store:
             stmt = stmt.where(Result.model_id == model_id)
         if limit:
             stmt = stmt.limit(limit)
-        with Session(self.engine) as session:
+        with self._session() as session:
             return [ResultRecord.from_dict(r) for r in session.scalars(stmt)]
 
     def count_results(self) -> int:
-        with Session(self.engine) as session:
+        with self._session() as session:
             return session.scalar(select(func.count()).select_from(Result)) or 0
+
+    # ------------------------------------------------------------ models, datasets, variants
+
+    def _add_once(self, row, key) -> bool:
+        """Insert ``row`` unless a row with primary key ``key`` exists. True if inserted."""
+        try:
+            with self._session() as session, session.begin():
+                if session.get(type(row), key) is not None:
+                    return False
+                session.add(row)
+        except IntegrityError:  # a concurrent writer inserted it first
+            return False
+        except OperationalError as exc:
+            raise StoreError(f"cannot write to {_redact(self.url)}: {exc.orig}") from None
+        return True
+
+    def add_model(self, model_id: str, name: str, kind: str, filename: str, size_bytes: int) -> bool:
+        return self._add_once(
+            ModelRow(model_id=model_id, name=name, kind=kind, filename=filename, size_bytes=size_bytes,
+                     created_at=dt.datetime.now(dt.timezone.utc)),
+            model_id,
+        )  # fmt: skip
+
+    def models(self) -> list[ModelRow]:
+        with self._session() as session:
+            return list(session.scalars(select(ModelRow).order_by(ModelRow.created_at.desc())))
+
+    def find_model(self, ref: str) -> ModelRow:
+        """A model by id, unique id prefix (>= 6 characters) or unique name."""
+        with self._session() as session:
+            rows = list(session.scalars(select(ModelRow).where(ModelRow.model_id == ref)))
+            if not rows and len(ref) >= 6:
+                rows = list(session.scalars(select(ModelRow).where(ModelRow.model_id.startswith(ref))))
+            if not rows:
+                rows = list(session.scalars(select(ModelRow).where(ModelRow.name == ref)))
+        if len(rows) == 1:
+            return rows[0]
+        if not rows:
+            raise StoreError(f"no stored model matches '{ref}'; `fleetbench models` lists them")
+        ids = ", ".join(r.model_id[:12] for r in rows)
+        raise StoreError(f"'{ref}' matches {len(rows)} models ({ids}); give more of the id")
+
+    def add_dataset(self, row: DatasetRow) -> bool:
+        return self._add_once(row, row.dataset_id)
+
+    def get_dataset(self, dataset_id: str) -> DatasetRow | None:
+        with self._session() as session:
+            return session.get(DatasetRow, dataset_id)
+
+    def add_variant(self, row: VariantRow) -> bool:
+        return self._add_once(row, row.cache_key)
+
+    def get_variant(self, cache_key: str) -> VariantRow | None:
+        with self._session() as session:
+            return session.get(VariantRow, cache_key)
+
+    def delete_variant(self, cache_key: str) -> None:
+        with self._session() as session, session.begin():
+            row = session.get(VariantRow, cache_key)
+            if row is not None:
+                session.delete(row)
+
+    def variants(self, model_id: str) -> list[VariantRow]:
+        with self._session() as session:
+            stmt = select(VariantRow).where(VariantRow.model_id == model_id).order_by(VariantRow.created_at)
+            return list(session.scalars(stmt))
+
+    def referenced_artifacts(self) -> set[str]:
+        """sha256 of every artifact a stored row points at (what gc must keep)."""
+        keep: set[str] = set()
+        with self._session() as session:
+            keep.update(session.scalars(select(ModelRow.model_id)))
+            for cal, val in session.execute(select(DatasetRow.calibration, DatasetRow.validation)):
+                keep.update((cal["sha256"], val["sha256"]))
+            for art, ref in session.execute(select(VariantRow.artifact, VariantRow.reference)):
+                keep.add(art["sha256"])
+                if ref:
+                    keep.add(ref["sha256"])
+            keep.update(session.scalars(select(Result.artifact_sha256)))
+        return keep

@@ -1,0 +1,134 @@
+"""OpenVINO backend: every device ``Core().available_devices`` reports.
+
+Capabilities are ``openvino:<DEVICE>`` (CPU, GPU, NPU, and MYRIAD on the
+2022.3 LTS line for NCS2). Artifacts are IR tars (``model.xml`` +
+``model.bin``) made by :func:`protocol.packing.pack_files`.
+
+API versions: the current ``openvino`` package exposes ``Core`` at the top
+level; the 2022.3 LTS line (the last with the MYRIAD plugin, Python <= 3.10)
+has it in ``openvino.runtime``. :func:`_core_class` picks whichever exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from agent.backends import Capability, TensorSpec, Unavailable
+from agent.errors import JobError
+from protocol.packing import unpack
+
+
+def _core_class():
+    """``Core`` from ``openvino`` (2023.1+) or ``openvino.runtime`` (2022.3 LTS)."""
+    for module in ("openvino", "openvino.runtime"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        core = getattr(mod, "Core", None)
+        if core is not None:
+            return core
+    raise Unavailable(
+        "openvino is not importable; install it with `pip install 'fleetbench[agent]'` "
+        "(NCS2 hosts: `pip install openvino==2022.3.2` on Python <= 3.10)"
+    )
+
+
+def _version() -> str:
+    for dist in ("openvino", "openvino-dev"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+class Backend:
+    runtime = "openvino"
+
+    def __init__(self) -> None:
+        self._core = None
+        self._request = None
+        self._compiled = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def version(self) -> str:
+        return _version()
+
+    def core(self):
+        if self._core is None:
+            self._core = _core_class()()
+        return self._core
+
+    def probe(self) -> list[Capability]:
+        core = self.core()
+        caps = []
+        for device in core.available_devices:
+            caps.append(
+                Capability(
+                    name=f"openvino:{device}",
+                    runtime=self.runtime,
+                    runtime_version=_version(),
+                    device=device,
+                    device_name=self.device_name(device),
+                )
+            )
+        if not caps:
+            raise Unavailable("OpenVINO is installed but reports no devices")
+        return caps
+
+    def device_name(self, device: str) -> str:
+        try:
+            return str(self.core().get_property(device.split(":")[0].split(".")[0], "FULL_DEVICE_NAME"))
+        except Exception:  # noqa: BLE001 - HETERO/AUTO have no single name
+            return device
+
+    def load(self, artifact_path: str, device: str, settings) -> None:
+        core = self.core()
+        self._tmp = tempfile.TemporaryDirectory(prefix="fleetbench-ir-")
+        try:
+            root = unpack(Path(artifact_path), Path(self._tmp.name))
+        except Exception as exc:  # noqa: BLE001 - tarfile raises several types
+            raise JobError("load-failed", f"not an OpenVINO IR archive: {exc}") from None
+        xml = root / "model.xml"
+        if not xml.is_file() or not xml.with_suffix(".bin").is_file():
+            raise JobError("load-failed", "the IR archive lacks model.xml or model.bin; re-convert it with `fleetbench convert`")
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if settings.threads > 0 and device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = settings.threads
+        try:
+            model = core.read_model(str(xml))
+            self._compiled = core.compile_model(model, device, config)
+        except RuntimeError as exc:
+            text = str(exc).strip().splitlines()
+            if device not in core.available_devices and ":" not in device:
+                raise JobError("unsupported-device", f"OpenVINO has no device '{device}' here; it has {', '.join(core.available_devices)}") from None
+            raise JobError("load-failed", f"OpenVINO could not compile the model for {device}: {text[0] if text else exc}") from None
+        self._request = self._compiled.create_infer_request()
+
+    def input_specs(self) -> list[TensorSpec]:
+        out = []
+        for port in self._compiled.inputs:
+            shape = tuple(int(d) for d in port.get_shape())
+            out.append(TensorSpec(port.get_any_name() if port.get_names() else "input", shape, port.get_element_type().to_dtype().name))
+        return out
+
+    def prepare(self, inputs: list[np.ndarray]) -> None:
+        specs = self.input_specs()
+        if len(inputs) != len(specs):
+            raise JobError("bad-dataset", f"model has {len(specs)} inputs, got {len(inputs)}")
+        for i, (spec, array) in enumerate(zip(specs, inputs)):
+            array = np.ascontiguousarray(array.astype(np.dtype(spec.dtype), copy=False).reshape(spec.shape))
+            self._request.get_input_tensor(i).data[...] = array
+
+    def run(self) -> None:
+        self._request.infer()
+
+    def outputs(self) -> list[np.ndarray]:
+        return [self._request.get_output_tensor(i).data for i in range(len(self._compiled.outputs))]

@@ -1,0 +1,221 @@
+"""``convert``: plan what a request needs, run only that, record it.
+
+Plain functions: the CLI, the demo and tests call them; the conversion itself
+runs through a ``runner`` (in-process child, or a Celery converter worker).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from controller import datasets
+from controller.artifacts import ArtifactStore
+from controller.convert.sources import Source, SourceError, identify
+from controller.convert.variants import VARIANTS, cache_key, refusal, tool_versions
+from controller.store import Store
+from controller.store.models import DatasetRow, VariantRow
+from protocol import ArtifactRef
+
+Runner = Callable[[dict, Callable[[dict], None]], dict]
+
+
+class ConvertError(RuntimeError):
+    """The request as a whole cannot go ahead; the message says why."""
+
+
+@dataclass
+class VariantPlan:
+    variant: str
+    status: str  # "todo", "cached", "refused"
+    cache_key: str | None = None
+    reason: str | None = None
+    row: VariantRow | None = None
+
+
+@dataclass
+class Plan:
+    source: Source
+    name: str
+    model_ref: ArtifactRef
+    dataset: datasets.PreparedDataset | None
+    input_shape: tuple[int, ...] | None
+    tools: dict[str, str]
+    variants: list[VariantPlan] = field(default_factory=list)
+
+    @property
+    def model_id(self) -> str:
+        return self.model_ref.sha256
+
+    @property
+    def todo(self) -> list[VariantPlan]:
+        return [v for v in self.variants if v.status == "todo"]
+
+
+@dataclass(frozen=True)
+class VariantOutcome:
+    variant: str
+    status: str  # converted, cached, refused, failed
+    size_bytes: int | None = None
+    seconds: float | None = None
+    error: str | None = None
+    artifact: ArtifactRef | None = None
+    reference: ArtifactRef | None = None
+
+
+@dataclass(frozen=True)
+class ConvertReport:
+    model_id: str
+    name: str
+    kind: str
+    dataset_id: str | None
+    input_shape: tuple[int, ...] | None
+    outcomes: list[VariantOutcome]
+
+    def outcome(self, variant: str) -> VariantOutcome:
+        return next(o for o in self.outcomes if o.variant == variant)
+
+
+def parse_variants(spec: str | None) -> list[str]:
+    if not spec or spec == "all":
+        return list(VARIANTS)
+    names = [v.strip() for v in spec.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        raise ConvertError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    return names
+
+
+def plan(
+    source_path: str | Path,
+    variants: list[str],
+    store: Store,
+    artifacts: ArtifactStore,
+    *,
+    dataset_path: str | Path | None = None,
+    preprocessing: datasets.Preprocessing = datasets.Preprocessing(),
+    seed: int = 0,
+    n_calibration: int = 100,
+    input_shape: tuple[int, ...] | None = None,
+    name: str | None = None,
+) -> Plan:
+    try:
+        source = identify(source_path)
+    except SourceError as exc:
+        raise ConvertError(str(exc)) from None
+    payload, filename = source.payload()
+    model_ref = artifacts.put_bytes(payload, filename)
+    display = name or source.name
+    store.add_model(model_ref.sha256, display, source.kind, filename, model_ref.size_bytes)
+
+    dataset = None
+    if dataset_path is not None:
+        try:
+            dataset = datasets.prepare(dataset_path, artifacts, preprocessing, seed=seed, n_calibration=n_calibration)
+        except datasets.DatasetError as exc:
+            raise ConvertError(str(exc)) from None
+        store.add_dataset(
+            DatasetRow(
+                dataset_id=dataset.dataset_id, name=dataset.name, source_sha256=dataset.source_sha256,
+                preprocessing=preprocessing.to_dict(), seed=seed, n_calibration=dataset.n_calibration,
+                n_validation=dataset.n_validation, labelled=dataset.labelled,
+                calibration=dataset.calibration.to_dict(), validation=dataset.validation.to_dict(),
+                sample_shape=list(dataset.sample_shape), created_at=dt.datetime.now(dt.timezone.utc),
+            )
+        )  # fmt: skip
+        if input_shape is None:
+            input_shape = (1, *dataset.sample_shape)
+
+    tools = tool_versions()
+    p = Plan(source=source, name=display, model_ref=model_ref, dataset=dataset, input_shape=input_shape, tools=tools)
+    calibration_sha = dataset.calibration.sha256 if dataset else None
+    for v in variants:
+        why = refusal(source.kind, v)
+        if why is None and VARIANTS[v].needs_calibration and dataset is None:
+            why = f"{v} needs calibration data: pass --data DATASET (an .npz or an image folder)"
+        if why:
+            p.variants.append(VariantPlan(v, "refused", reason=why))
+            continue
+        key = cache_key(model_ref.sha256, v, input_shape, calibration_sha, tools)
+        row = store.get_variant(key)
+        if row is not None and artifacts.get(row.artifact["sha256"]) is not None:
+            p.variants.append(VariantPlan(v, "cached", cache_key=key, row=row))
+        else:
+            if row is not None:  # its file is gone or corrupt: convert again
+                store.delete_variant(key)
+            p.variants.append(VariantPlan(v, "todo", cache_key=key))
+    return p
+
+
+def job_for(p: Plan, limits: dict | None = None) -> dict:
+    """The JSON job a runner converts (the Celery task's argument)."""
+    return {
+        "limits": dict(limits or {}),
+        "source": p.model_ref.to_dict(),
+        "kind": p.source.kind,
+        "name": p.source.name,
+        "variants": [v.variant for v in p.todo],
+        "input_shape": list(p.input_shape) if p.input_shape else None,
+        "calibration": p.dataset.calibration.to_dict() if p.dataset else None,
+        "validation": p.dataset.validation.to_dict() if p.dataset else None,
+    }
+
+
+def execute(
+    p: Plan,
+    store: Store,
+    runner: Runner,
+    on_event: Callable[[dict], None] = lambda e: None,
+    limits: dict | None = None,
+) -> ConvertReport:
+    """Run the plan's missing variants through ``runner`` and record them.
+
+    ``limits`` (see :class:`controller.convert.runner.Limits`) travel with the job.
+    """
+    result = runner(job_for(p, limits), on_event) if p.todo else {"variants": {}, "reference": None}
+    reference = ArtifactRef.from_dict(result["reference"]) if result.get("reference") else None
+    shape = tuple(result["input_shape"]) if result.get("input_shape") else p.input_shape
+    outcomes = []
+    for vp in p.variants:
+        if vp.status == "refused":
+            outcomes.append(VariantOutcome(vp.variant, "refused", error=vp.reason))
+        elif vp.status == "cached":
+            row = vp.row
+            outcomes.append(
+                VariantOutcome(vp.variant, "cached", size_bytes=row.size_bytes, seconds=row.conversion_s,
+                               artifact=ArtifactRef.from_dict(row.artifact),
+                               reference=ArtifactRef.from_dict(row.reference) if row.reference else None)
+            )  # fmt: skip
+            if shape is None:
+                shape = tuple(row.input_shape)
+        else:
+            r = result["variants"].get(vp.variant, {"status": "failed", "error": "no result from the converter"})
+            if r["status"] != "converted":
+                outcomes.append(VariantOutcome(vp.variant, "failed", error=r.get("error")))
+                continue
+            art = ArtifactRef.from_dict(r["artifact"])
+            store.add_variant(
+                VariantRow(
+                    cache_key=vp.cache_key, model_id=p.model_id, variant=vp.variant,
+                    dataset_id=p.dataset.dataset_id if p.dataset else None, artifact=art.to_dict(),
+                    reference=reference.to_dict() if reference else None, size_bytes=art.size_bytes,
+                    conversion_s=float(r["seconds"]), tool_versions=p.tools, recipe=VARIANTS[vp.variant].to_dict(),
+                    input_shape=list(result["input_shape"]), input_dtype=result["input_dtype"],
+                    created_at=dt.datetime.now(dt.timezone.utc),
+                )
+            )  # fmt: skip
+            outcomes.append(VariantOutcome(vp.variant, "converted", size_bytes=art.size_bytes, seconds=float(r["seconds"]),
+                                           artifact=art, reference=reference))  # fmt: skip
+    return ConvertReport(
+        model_id=p.model_id, name=p.name, kind=p.source.kind,
+        dataset_id=p.dataset.dataset_id if p.dataset else None, input_shape=shape, outcomes=outcomes,
+    )  # fmt: skip
+
+
+def local_runner(artifacts: ArtifactStore) -> Runner:
+    """Run conversions in a sandboxed child of this process (no broker)."""
+    from controller.convert.runner import Limits, run_conversion
+
+    return lambda job, on_event: run_conversion(job, artifacts, on_event, Limits(**job.get("limits", {})))

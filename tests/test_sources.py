@@ -1,0 +1,158 @@
+"""Identifying model files by content, with one clear line for bad ones; packing; recipes."""
+
+import io
+import tarfile
+
+import pytest
+
+from controller.convert.engine import unsupported_ops
+from controller.convert.sources import HDF5_MAGIC, SourceError, identify
+from controller.convert.variants import VARIANTS, cache_key, refusal
+from protocol.packing import pack_files, unpack
+
+TFLITE_HEAD = b"\x1c\x00\x00\x00TFL3" + b"\x00" * 56
+
+
+@pytest.mark.parametrize(
+    "name,content,kind",
+    [
+        ("m.tflite", TFLITE_HEAD, "tflite"),
+        ("m.h5", HDF5_MAGIC + b"\x00" * 64, "h5"),
+        ("m.hdf5", HDF5_MAGIC + b"\x00" * 64, "h5"),
+        ("m.onnx", b"\x08\x07\x12\x07pytorch", "onnx"),
+        ("weights", HDF5_MAGIC + b"\x00" * 8, "h5"),  # no extension: the content decides
+    ],
+)
+def test_identify_by_content(tmp_path, name, content, kind):
+    p = tmp_path / name
+    p.write_bytes(content)
+    assert identify(p).kind == kind
+
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("empty.keras", b"", "the file is empty (0 bytes)"),
+        ("m.tflite", HDF5_MAGIC + b"\x00" * 64, "the name says TFLite flatbuffer but the content is a Keras HDF5 (.h5) file"),
+        ("m.keras", TFLITE_HEAD, "the name says Keras .keras archive but the content is a TFLite flatbuffer"),
+        ("m.tflite", b"just some text, not a model" * 4, "not a TFLite flatbuffer"),
+        ("m.h5", b"\x00" * 100, "not a Keras HDF5 (.h5) file"),
+        ("m.pt", b"\x80\x02pickle", "unknown model format (extension '.pt')"),
+        ("m.keras", b"PK\x03\x04" + b"\x00" * 40, "truncated or corrupt .keras archive"),
+    ],
+)
+def test_bad_files_get_one_clear_line(tmp_path, name, content, message):
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(SourceError) as err:
+        identify(p)
+    text = str(err.value)
+    assert message in text and str(p) in text and "\n" not in text
+
+
+def test_zip_without_keras_config_is_not_a_keras_model(tmp_path):
+    import zipfile
+
+    p = tmp_path / "notes.keras"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("readme.txt", "hello")
+    with pytest.raises(SourceError, match="no config.json inside"):
+        identify(p)
+
+
+def test_openvino_ir_needs_its_bin(tmp_path):
+    xml = tmp_path / "net.xml"
+    xml.write_text('<?xml version="1.0"?><net name="x" version="11"></net>')
+    with pytest.raises(SourceError, match="weights file net.bin is missing"):
+        identify(xml)
+    (tmp_path / "net.bin").write_bytes(b"\x00")
+    assert identify(xml).kind == "openvino-ir"
+
+
+def test_directory_must_be_a_savedmodel(tmp_path):
+    with pytest.raises(SourceError, match="not a TensorFlow SavedModel"):
+        identify(tmp_path)
+    (tmp_path / "saved_model.pb").write_bytes(b"\x00")
+    assert identify(tmp_path).kind == "savedmodel"
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(SourceError, match="no such file"):
+        identify(tmp_path / "nope.keras")
+
+
+def test_packing_is_deterministic_and_round_trips(tmp_path):
+    (tmp_path / "a").write_bytes(b"alpha")
+    one = pack_files({"model.xml": tmp_path / "a", "model.bin": b"beta"})
+    two = pack_files({"model.bin": b"beta", "model.xml": tmp_path / "a"})
+    assert one == two
+    tar = tmp_path / "x.tar"
+    tar.write_bytes(one)
+    out = unpack(tar, tmp_path / "out")
+    assert (out / "model.xml").read_bytes() == b"alpha" and (out / "model.bin").read_bytes() == b"beta"
+
+
+def test_unpack_refuses_path_traversal(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 3
+        t.addfile(info, io.BytesIO(b"bad"))
+    tar = tmp_path / "evil.tar"
+    tar.write_bytes(buf.getvalue())
+    with pytest.raises(Exception):
+        unpack(tar, tmp_path / "dest")
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "kind,variant,refused_with",
+    [
+        ("keras", "tflite-int8", None),
+        ("h5", "openvino-int8", None),
+        ("savedmodel", "tflite-fp16", None),
+        ("tflite", "tflite-fp32", None),
+        ("tflite", "tflite-int8", "cannot be re-quantized"),
+        ("tflite", "openvino-fp16", None),
+        ("openvino-ir", "tflite-fp32", "no TFLite variant from an OpenVINO IR"),
+        ("openvino-ir", "openvino-int8", None),
+        ("onnx", "tflite-dynamic-int8", "no TFLite variant from ONNX"),
+        ("onnx", "openvino-fp32", None),
+        ("keras", "tflite-int4", "unknown variant 'tflite-int4'"),
+    ],
+)
+def test_which_variants_make_sense(kind, variant, refused_with):
+    why = refusal(kind, variant)
+    if refused_with is None:
+        assert why is None
+    else:
+        assert refused_with in why
+
+
+def test_cache_key_follows_every_input():
+    tools = {"tensorflow": "2.21.0", "openvino": "2026.4.1", "nncf": "3.4.0"}
+    base = cache_key("a" * 64, "tflite-int8", (1, 8, 8, 1), "c" * 64, tools)
+    assert base == cache_key("a" * 64, "tflite-int8", (1, 8, 8, 1), "c" * 64, dict(tools))
+    assert base != cache_key("b" * 64, "tflite-int8", (1, 8, 8, 1), "c" * 64, tools)
+    assert base != cache_key("a" * 64, "tflite-fp16", (1, 8, 8, 1), "c" * 64, tools)
+    assert base != cache_key("a" * 64, "tflite-int8", (1, 16, 16, 1), "c" * 64, tools)
+    assert base != cache_key("a" * 64, "tflite-int8", (1, 8, 8, 1), "d" * 64, tools)
+    assert base != cache_key("a" * 64, "tflite-int8", (1, 8, 8, 1), "c" * 64, dict(tools, tensorflow="2.22.0"))
+    # calibration data does not matter to a recipe that does not use it; another tool's version neither
+    fp32 = cache_key("a" * 64, "tflite-fp32", None, "c" * 64, tools)
+    assert fp32 == cache_key("a" * 64, "tflite-fp32", None, "d" * 64, dict(tools, nncf="9"))
+    assert set(VARIANTS) == {"tflite-fp32", "tflite-dynamic-int8", "tflite-fp16", "tflite-int8",
+                             "openvino-fp32", "openvino-fp16", "openvino-int8"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "message,ops",
+    [
+        ("error: 'tf.Erf' op is neither a custom op nor a flex op\nTF Select ops: Erf\nDetails:", ["Erf"]),
+        ("Some ops are not supported\nTF Select ops: Atan, Erf\n", ["Atan", "Erf"]),
+        ("Quantization not yet supported for op: 'CUMSUM'", ["CUMSUM"]),
+        ("failed for an unrelated reason", []),
+    ],
+)
+def test_unsupported_op_names_are_found_in_converter_errors(message, ops):
+    assert unsupported_ops(message) == ops
