@@ -1,12 +1,12 @@
-"""Time `fleetbench demo` cold and warm, and check the agent's numbers.
+"""Time `fleetbench demo` (seven variants) cold and warm, and check the agent's numbers.
 
     .venv/bin/python bench/demo.py [--runs 3]
 
-- cold: a fresh data directory (trains and converts the model);
-- warm: the same data directory again (reuses the model);
-- agent vs direct: the median the agent stored, against a plain in-process
-  LiteRT loop on the same .tflite with the same thread count, interleaved so
-  both see the same machine load. The ratio should sit near 1.0: the agent
+- cold: a fresh data directory (trains, converts all seven variants, benchmarks each);
+- warm: the same data directory again (reuses the model and the cached variants);
+- agent vs direct: the tflite-fp32 median the agent stored, against a plain
+  in-process LiteRT loop on the same .tflite with the same thread count,
+  interleaved so both see the same machine load. The ratio should sit near 1.0: the agent
   adds a child process and Celery around the loop, never inside it.
 
 Prints one table; copy it to docs/benchmarks.md.
@@ -65,22 +65,22 @@ def main() -> None:
         data = Path(tmp) / "fb"
         cold = run_demo(data)
         warm, direct = [], []
-        manifest = json.loads((data / "demo" / "manifest.json").read_text())
-        sha = manifest["tflite_fp32"]["sha256"]
+        con = sqlite3.connect(data / "fleetbench.db")
+        sha = con.execute("SELECT artifact_sha256 FROM results WHERE variant = 'tflite-fp32'").fetchone()[0]
         model = data / "artifacts" / sha[:2] / sha
         for _ in range(args.runs):
             warm.append(run_demo(data))
             direct.append(direct_median_ms(model))
-        con = sqlite3.connect(data / "fleetbench.db")
-        agent = [json.loads(r[0])["stats"]["p50_ms"] for r in con.execute("SELECT record FROM results ORDER BY id")]
+        rows = con.execute("SELECT record FROM results WHERE variant = 'tflite-fp32' ORDER BY id").fetchall()
+        agent = [json.loads(r[0])["stats"]["p50_ms"] for r in rows]
         con.close()
     agent_warm = agent[1:]
     print(f"machine: {os.cpu_count()} cores; runs: 1 cold + {args.runs} warm")
     print("| figure | value |")
     print("|---|---|")
-    print(f"| demo, cold (train + convert + benchmark), wall s | {cold:.1f} |")
-    print(f"| demo, warm (model reused), wall s, median of {args.runs} | {statistics.median(warm):.1f} |")
-    print(f"| agent p50, ms, median of warm runs | {statistics.median(agent_warm):.4f} |")
+    print(f"| demo, cold (train + convert 7 + benchmark 7), wall s | {cold:.1f} |")
+    print(f"| demo, warm (model and variants reused), wall s, median of {args.runs} | {statistics.median(warm):.1f} |")
+    print(f"| agent tflite-fp32 p50, ms, median of warm runs | {statistics.median(agent_warm):.4f} |")
     print(f"| direct LiteRT loop p50, ms, median | {statistics.median(direct):.4f} |")
     ratios = [a / d for a, d in zip(agent_warm, direct)]
     print(f"| agent / direct p50 ratio, median (min-max) | {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}) |")
