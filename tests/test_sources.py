@@ -156,3 +156,28 @@ def test_cache_key_follows_every_input():
 )
 def test_unsupported_op_names_are_found_in_converter_errors(message, ops):
     assert unsupported_ops(message) == ops
+
+
+def test_artifact_store_verify_and_gc(tmp_path):
+    import os
+    import time
+
+    from controller.artifacts import ArtifactStore
+
+    store = ArtifactStore(tmp_path)
+    keep = store.put_bytes(b"keep me", "a.bin")
+    drop = store.put_bytes(b"drop me", "b.bin")
+    assert store.put_bytes(b"keep me", "again.bin").sha256 == keep.sha256  # content-addressed, stored once
+    stale = tmp_path / keep.sha256[:2] / ".incoming-crashed"
+    stale.write_bytes(b"half a file")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    assert store.verify() == []
+    store.path_for(drop.sha256).write_bytes(b"tampered")
+    (bad, actual), = store.verify()
+    assert bad.sha256 == drop.sha256 and actual != drop.sha256
+    assert store.get(drop.sha256) is None  # a corrupt artifact is never handed out
+    assert [f.sha256 for f in store.gc({keep.sha256}, dry_run=True)] == [drop.sha256]
+    assert store.path_for(drop.sha256).exists()
+    store.gc({keep.sha256})
+    assert not store.path_for(drop.sha256).exists() and store.get(keep.sha256) is not None
+    assert not stale.exists()

@@ -136,8 +136,15 @@ def test_conversion_runs_on_a_converter_worker(redis_url, tmp_path, tiny_model):
     converter = LocalConverter(redis_url, paths.root, tmp_path / "converter.log").start()
     d = Dispatcher(redis_url)
     events = []
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(tiny_model["path"].read_bytes()[:600])
+    bad_plan = service.plan(cut, ["openvino-fp32"], store, ArtifactStore(paths.artifacts))
     try:
-        report = service.execute(plan, store, lambda job, ev: d.convert(job, ev, check=converter.check_alive), events.append)
+        runner = lambda job, ev: d.convert(job, ev, check=converter.check_alive)  # noqa: E731
+        (bad,) = service.execute(bad_plan, store, runner).outcomes
+        assert bad.status == "failed" and "cut.tflite" in bad.error
+        # the same worker goes on to the next job
+        report = service.execute(plan, store, runner, events.append)
     finally:
         d.close()
         converter.stop()
