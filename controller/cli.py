@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from typing import Optional
@@ -25,6 +26,23 @@ err_console = Console(stderr=True)
 
 DataDirOpt = typer.Option(None, "--data-dir", help="Data directory (env FLEETBENCH_HOME; default ~/.local/share/fleetbench).")
 DbOpt = typer.Option(None, "--db", help="SQLAlchemy database URL (env FLEETBENCH_DB_URL; default SQLite in the data dir).")
+
+
+@contextlib.contextmanager
+def _open_store(data_dir: Optional[str], db: Optional[str]):
+    """(paths, migrated store) for a command; a database error becomes one clear line."""
+    from controller.config import Paths
+    from controller.store import Store, StoreError
+
+    paths = Paths.resolve(data_dir)
+    store = Store(paths.db_url(db))
+    try:
+        store.migrate()
+        yield paths, store
+    except StoreError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -299,18 +317,8 @@ def _run_conversion(plan, store, paths, broker, limits):
 @app.command()
 def models(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt) -> None:
     """List stored source models."""
-    from controller.config import Paths
-    from controller.store import Store, StoreError
-
-    paths = Paths.resolve(data_dir)
-    store = Store(paths.db_url(db))
-    try:
-        store.migrate()
+    with _open_store(data_dir, db) as (_, store):
         rows = [(m, len(store.variants(m.model_id))) for m in store.models()]
-    except StoreError as exc:
-        _fail(str(exc))
-    finally:
-        store.close()
     if not rows:
         console.print("No models yet: run `fleetbench convert MODEL` or `fleetbench demo`.")
         return
@@ -330,19 +338,9 @@ def variants(
     db: Optional[str] = DbOpt,
 ) -> None:
     """List the stored variants of one model, with their recipes and tool versions."""
-    from controller.config import Paths
-    from controller.store import Store, StoreError
-
-    paths = Paths.resolve(data_dir)
-    store = Store(paths.db_url(db))
-    try:
-        store.migrate()
+    with _open_store(data_dir, db) as (_, store):
         m = store.find_model(model)
         rows = store.variants(m.model_id)
-    except StoreError as exc:
-        _fail(str(exc))
-    finally:
-        store.close()
     table = Table(title=f"Variants of {m.name} ({m.model_id[:12]})", title_justify="left")
     for col in ("variant", "size KiB", "convert s", "input", "artifact", "tools", "recipe"):
         table.add_column(col)
@@ -357,24 +355,14 @@ artifacts_app = typer.Typer(help="The content-addressed artifact store.", no_arg
 app.add_typer(artifacts_app, name="artifacts")
 
 
-def _artifact_ctx(data_dir, db):
-    from controller.artifacts import ArtifactStore
-    from controller.config import Paths
-    from controller.store import Store
-
-    paths = Paths.resolve(data_dir)
-    return paths, ArtifactStore(paths.artifacts), Store(paths.db_url(db))
-
-
 @artifacts_app.command("list")
 def artifacts_list(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt) -> None:
     """List stored artifacts and whether a record references them."""
-    paths, arts, store = _artifact_ctx(data_dir, db)
-    try:
-        store.migrate()
+    from controller.artifacts import ArtifactStore
+
+    with _open_store(data_dir, db) as (paths, store):
         keep = store.referenced_artifacts()
-    finally:
-        store.close()
+    arts = ArtifactStore(paths.artifacts)
     table = Table(title=f"Artifacts in {paths.artifacts}", title_justify="left")
     for col in ("sha256", "size KiB", "referenced"):
         table.add_column(col)
@@ -409,13 +397,11 @@ def artifacts_gc(
     db: Optional[str] = DbOpt,
 ) -> None:
     """Delete artifacts that no stored model, data set, variant or record references."""
-    paths, arts, store = _artifact_ctx(data_dir, db)
-    try:
-        store.migrate()
+    from controller.artifacts import ArtifactStore
+
+    with _open_store(data_dir, db) as (paths, store):
         keep = store.referenced_artifacts()
-    finally:
-        store.close()
-    removed = arts.gc(keep, dry_run=dry_run)
+    removed = ArtifactStore(paths.artifacts).gc(keep, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     console.print(f"{verb} {len(removed)} artifact(s), {sum(f.size_bytes for f in removed) / 2**20:,.2f} MiB")
 
@@ -439,18 +425,8 @@ def results(
     model: Optional[str] = typer.Option(None, help="Only records of this model id."),
 ) -> None:
     """Show stored benchmark records."""
-    from controller.config import Paths
-    from controller.store import Store, StoreError
-
-    paths = Paths.resolve(data_dir)
-    store = Store(paths.db_url(db))
-    try:
-        store.migrate()
+    with _open_store(data_dir, db) as (_, store):
         records = store.results(model_id=model, limit=limit)
-    except StoreError as exc:
-        _fail(str(exc))
-    finally:
-        store.close()
     if not records:
         console.print("No records yet: run `fleetbench demo` first.")
         return

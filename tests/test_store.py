@@ -57,6 +57,7 @@ def test_dead_database_gives_a_clear_error():
     msg = str(err.value)
     assert "cannot open the database" in msg and "127.0.0.1:1" in msg and "FLEETBENCH_DB_URL" in msg
     assert "secret" not in msg  # the password is redacted
+    assert "\n" not in msg
 
 
 def test_sqlite_in_a_missing_directory_is_created(tmp_path, golden_record):

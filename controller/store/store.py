@@ -26,6 +26,10 @@ def _parse_ts(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -73,7 +77,7 @@ class Store:
                 command.upgrade(cfg, "head")
         except OperationalError as exc:
             raise StoreError(
-                f"cannot open the database {_redact(self.url)}: {exc.orig}. "
+                f"cannot open the database {_redact(self.url)}: {_one_line(exc.orig)}. "
                 "Check that the server is running and the URL (--db / FLEETBENCH_DB_URL) is right"
             ) from None
 
@@ -115,7 +119,7 @@ class Store:
                 raise
             return False
         except OperationalError as exc:
-            raise StoreError(f"cannot write to {_redact(self.url)}: {exc.orig}") from None
+            raise StoreError(f"cannot write to {_redact(self.url)}: {_one_line(exc.orig)}") from None
         return True
 
     def get_result(self, job_id: str, attempt: int) -> ResultRecord | None:
@@ -149,7 +153,7 @@ class Store:
         except IntegrityError:  # a concurrent writer inserted it first
             return False
         except OperationalError as exc:
-            raise StoreError(f"cannot write to {_redact(self.url)}: {exc.orig}") from None
+            raise StoreError(f"cannot write to {_redact(self.url)}: {_one_line(exc.orig)}") from None
         return True
 
     def add_model(self, model_id: str, name: str, kind: str, filename: str, size_bytes: int) -> bool:
