@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     caps, missing = probe_all()
     for cap in caps:
         print(f"capability {cap.name}: {cap.runtime} {cap.runtime_version}, {cap.device_name}", flush=True)
-    for runtime, reason in missing.items():
-        print(f"runtime {runtime} unavailable: {reason}", flush=True)
+    for what, reason in missing.items():
+        print(f"{'capability' if ':' in what else 'runtime'} {what} unavailable: {reason}", flush=True)
     if args.capability:
         wanted = set(args.capability)
         unknown = wanted - {c.name for c in caps}

@@ -52,16 +52,19 @@ def create(runtime: str):
 def probe_all() -> tuple[list[Capability], dict[str, str]]:
     """Ask every registered runtime what it offers.
 
-    Returns the capabilities found, and for each runtime that offers nothing,
-    the reason.
+    Returns the capabilities found, and what is not offered with the reason:
+    keyed by runtime when the runtime is missing, by capability when a runtime
+    is there but one of its devices is not (e.g. ``litert:gpu``).
     """
     found: list[Capability] = []
     missing: dict[str, str] = {}
     for runtime in REGISTRY:
+        backend = create(runtime)
         try:
-            caps = create(runtime).probe()
+            caps = backend.probe()
         except Unavailable as exc:
             missing[runtime] = str(exc)
             continue
         found.extend(caps)
+        missing.update(getattr(backend, "unavailable", {}))
     return found, missing

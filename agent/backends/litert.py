@@ -1,18 +1,33 @@
-"""LiteRT (``ai_edge_litert``) backend: the interpreter on the CPU with XNNPACK.
+"""LiteRT (``ai_edge_litert``) backend.
 
-Capability ``litert:cpu``. The GPU accelerator (``litert:gpu``) and external
-delegates arrive with the agent issue; they are not offered here yet.
+- ``litert:cpu``: the interpreter with XNNPACK and a thread count.
+- ``litert:gpu``: the CompiledModel API with the GPU accelerator only (no CPU
+  fallback), offered only when the probe really compiles a bundled model fully
+  on the GPU. On Linux the accelerator reaches the GPU through WebGPU/Vulkan,
+  so the Vulkan loader (Debian: ``libvulkan1``) and a GPU driver with a Vulkan
+  ICD must be installed. The probe runs in a child process with a time limit,
+  so a crashing driver cannot take the agent down.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
 from agent.backends import Capability, TensorSpec, Unavailable
 from agent.errors import JobError
 from agent.host import host_facts
+
+
+PROBE_MODEL = Path(__file__).parent / "data" / "probe.tflite"
+GPU_PROBE_TIMEOUT_S = 90.0
 
 
 def _version() -> str:
@@ -29,6 +44,9 @@ class Backend:
         self._interp = None
         self._inputs: list[dict] = []
         self._outputs: list[dict] = []
+        self._session: CompiledModelSession | None = None
+        #: capability -> why it is not offered, filled by probe()
+        self.unavailable: dict[str, str] = {}
 
     @property
     def version(self) -> str:
@@ -42,7 +60,7 @@ class Backend:
                 f"ai-edge-litert is not importable ({exc}); install it with "
                 "`pip install 'fleetbench[agent]'` or `pip install ai-edge-litert`"
             ) from None
-        return [
+        caps = [
             Capability(
                 name="litert:cpu",
                 runtime=self.runtime,
@@ -51,15 +69,24 @@ class Backend:
                 device_name=host_facts().cpu_model,
             )
         ]
+        ok, detail = probe_gpu()
+        if ok:
+            caps.append(Capability("litert:gpu", self.runtime, _version(), "gpu", detail))
+        else:
+            self.unavailable["litert:gpu"] = detail
+        return caps
 
     def device_name(self, device: str) -> str:
-        return host_facts().cpu_model
+        return gpu_name() if device == "gpu" else host_facts().cpu_model
 
     def load(self, artifact_path: str, device: str, settings) -> None:
+        if device == "gpu":
+            self._session = CompiledModelSession(artifact_path, "gpu", settings.threads)
+            return
         if device != "cpu":
             raise JobError(
                 "unsupported-device",
-                f"litert has no device '{device}' on this agent; it offers litert:cpu",
+                f"litert has no device '{device}' on this agent; it offers litert:cpu and, with a GPU, litert:gpu",
             )
         from ai_edge_litert.interpreter import Interpreter
 
@@ -79,12 +106,16 @@ class Backend:
         self._outputs = interp.get_output_details()
 
     def input_specs(self) -> list[TensorSpec]:
+        if self._session is not None:
+            return self._session.input_specs()
         return [
             TensorSpec(d["name"], tuple(int(v) for v in d["shape"]), np.dtype(d["dtype"]).name)
             for d in self._inputs
         ]
 
     def prepare(self, inputs: list[np.ndarray]) -> None:
+        if self._session is not None:
+            return self._session.prepare(inputs)
         if len(inputs) != len(self._inputs):
             raise JobError("bad-dataset", f"model has {len(self._inputs)} inputs, got {len(inputs)}")
         for detail, array in zip(self._inputs, inputs):
@@ -92,10 +123,151 @@ class Backend:
             self._interp.set_tensor(detail["index"], np.ascontiguousarray(array.reshape(detail["shape"])))
 
     def run(self) -> None:
-        self._interp.invoke()
+        if self._session is not None:
+            self._session.run()
+        else:
+            self._interp.invoke()
 
     def outputs(self) -> list[np.ndarray]:
+        if self._session is not None:
+            return self._session.outputs()
         return [dequantize(self._interp.get_tensor(d["index"]), d) for d in self._outputs]
+
+
+class CompiledModelSession:
+    """A model compiled with LiteRT's CompiledModel API for one accelerator.
+
+    Input and output TensorBuffers are created once; ``prepare`` writes the
+    inputs, ``run`` is one ``run_by_index`` on the same buffers, as LiteRT's
+    own benchmark tool does.
+    """
+
+    def __init__(self, path: str | Path | bytes, accelerator: str, threads: int = 1):
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+        from ai_edge_litert.options import CpuOptions, Options
+
+        accel = {"gpu": HardwareAccelerator.GPU, "cpu": HardwareAccelerator.CPU}[accelerator]
+        options = Options(hardware_accelerators=accel, cpu_options=CpuOptions(num_threads=max(threads, 1)))
+        name = "the model" if isinstance(path, bytes) else Path(path).name
+        try:
+            if isinstance(path, bytes):
+                self.model = CompiledModel.from_buffer(path, options=options)
+            else:
+                self.model = CompiledModel.from_file(str(path), options=options)
+        except RuntimeError as exc:
+            raise JobError(
+                "load-failed" if accelerator == "cpu" else "unsupported-device",
+                f"LiteRT could not compile {name} for the {accelerator.upper()}: {summarize_litert_error(str(exc))}",
+            ) from None
+        if accelerator != "cpu" and not self.model.is_fully_accelerated():
+            raise JobError(
+                "unsupported-device",
+                f"{name} is not fully accelerated on the {accelerator.upper()}: some ops would fall back to the CPU, "
+                "so its numbers would not be GPU numbers. Benchmark it on litert:cpu or simplify the model",
+            )
+        signatures = self.model.get_signature_list()
+        self.key = next(iter(signatures))
+        self.index = self.model.get_signature_index(self.key)
+        ins = self.model.get_input_tensor_details(self.key)
+        outs = self.model.get_output_tensor_details(self.key)
+        self.in_details = [ins[n] for n in signatures[self.key]["inputs"]]
+        self.out_details = [outs[n] for n in signatures[self.key]["outputs"]]
+        self.in_buffers = self.model.create_input_buffers(self.index)
+        self.out_buffers = self.model.create_output_buffers(self.index)
+
+    def input_specs(self) -> list[TensorSpec]:
+        return [TensorSpec(d["name"], tuple(int(v) for v in d["shape"]), d["dtype"]) for d in self.in_details]
+
+    def prepare(self, inputs: list[np.ndarray]) -> None:
+        if len(inputs) != len(self.in_details):
+            raise JobError("bad-dataset", f"model has {len(self.in_details)} inputs, got {len(inputs)}")
+        for d, buf, array in zip(self.in_details, self.in_buffers, inputs):
+            want = np.dtype(d["dtype"])
+            if want.kind in "iu" and array.dtype.kind == "f":
+                raise JobError("bad-dataset", f"input '{d['name']}' is {want.name}; quantized IO is not supported on this accelerator")
+            buf.write(np.ascontiguousarray(array.astype(want, copy=False).reshape(d["shape"])))
+
+    def run(self) -> None:
+        self.model.run_by_index(self.index, self.in_buffers, self.out_buffers)
+
+    def outputs(self) -> list[np.ndarray]:
+        return [
+            buf.read(int(np.prod(d["shape"])), np.dtype(d["dtype"])).reshape(d["shape"])
+            for d, buf in zip(self.out_details, self.out_buffers)
+        ]
+
+
+_KNOWN_GPU_FAILURES = [
+    ("No adapters found", "no GPU adapter: WebGPU found no Vulkan device. Install the Vulkan loader (libvulkan1) "
+                          "and a GPU driver with a Vulkan ICD (NVIDIA: VK_DRIVER_FILES=.../nvidia_icd.json)"),
+    ("libvulkan", "the Vulkan loader libvulkan.so.1 is missing: install libvulkan1"),
+]  # fmt: skip
+
+
+def summarize_litert_error(text: str) -> str:
+    """One actionable line out of LiteRT's multi-line error logs."""
+    for needle, reason in _KNOWN_GPU_FAILURES:
+        if needle in text:
+            return reason
+    errors = [ln.strip(" └") for ln in text.splitlines() if "ERROR" in ln]
+    last = errors[-1] if errors else (text.strip().splitlines() or ["unknown error"])[-1]
+    return re.sub(r"^.*?ERROR: \[[^\]]*\]\s*", "", last)[:300] or "unknown error"
+
+
+def gpu_name() -> str:
+    """The GPU's model name where the driver says it (NVIDIA), else a generic name."""
+    root = Path("/proc/driver/nvidia/gpus")
+    try:
+        for info in sorted(root.glob("*/information")):
+            for line in info.read_text().splitlines():
+                if line.startswith("Model:"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "GPU (LiteRT GPU accelerator)"
+
+
+def probe_gpu(timeout_s: float = GPU_PROBE_TIMEOUT_S) -> tuple[bool, str]:
+    """(True, device name) if the bundled model compiles fully on the GPU, else (False, reason)."""
+    if os.environ.get("FLEETBENCH_DISABLE_GPU_PROBE"):
+        return False, "GPU probe disabled by FLEETBENCH_DISABLE_GPU_PROBE"
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "agent.backends.litert", "--probe-gpu"],
+            capture_output=True, text=True, timeout=timeout_s,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return False, f"the GPU probe did not finish within {timeout_s:g} s"
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if r.returncode != 0 or not lines:
+        why = f"killed by signal {-r.returncode}" if r.returncode < 0 else f"exit code {r.returncode}"
+        return False, f"the GPU probe crashed ({why}): {summarize_litert_error(r.stderr)}"
+    result = json.loads(lines[-1])
+    if not result["ok"]:
+        for needle, reason in _KNOWN_GPU_FAILURES:  # the cause is often only in LiteRT's log
+            if needle in r.stderr:
+                return False, f"LiteRT could not compile a model for the GPU: {reason}"
+    return bool(result["ok"]), result["detail"]
+
+
+def _probe_gpu_here() -> dict:
+    try:
+        session = CompiledModelSession(PROBE_MODEL.read_bytes(), "gpu")
+        session.prepare([np.ones(session.input_specs()[0].shape, dtype=np.float32)])
+        session.run()
+        out = session.outputs()[0]
+        if not np.all(np.isfinite(out)):
+            return {"ok": False, "detail": "the GPU ran the probe model but returned non-finite outputs"}
+        return {"ok": True, "detail": gpu_name()}
+    except JobError as exc:
+        return {"ok": False, "detail": exc.message}
+    except Exception as exc:  # noqa: BLE001 - any failure means no GPU capability
+        return {"ok": False, "detail": summarize_litert_error(f"{type(exc).__name__}: {exc}")}
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--probe-gpu"]:
+    print(json.dumps(_probe_gpu_here()), flush=True)
 
 
 def quantize(array: np.ndarray, detail: dict) -> np.ndarray:

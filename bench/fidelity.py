@@ -1,0 +1,128 @@
+"""Does the agent's median agree with the vendors' own benchmark tools?
+
+    python bench/fidelity.py litert MODEL.tflite [--capability litert:cpu|litert:gpu] [--threads N]
+    python bench/fidelity.py openvino MODEL_IR.tar|model.xml [--threads N]
+
+Runs the vendor tool and the agent's benchmark of the same model with the
+same settings, interleaved (tool, agent, tool, agent, ...) so both see the
+same machine state, and prints the ratio of medians, agent over vendor.
+
+- LiteRT: ``python -m ai_edge_litert.tools.benchmark_litert_model`` (CPU
+  with --num_threads; GPU with --use_gpu --no_cpu --require_full_delegation).
+  The tool rounds its median to 0.01 ms, which bounds the ratio's resolution
+  for sub-millisecond models.
+- OpenVINO: ``benchmark_app -hint latency -nthreads N -nireq 1``; its median.
+
+The agent side is ``agent.runner.run_job``: a real benchmark child process,
+no broker, so this also runs on a bare device with only numpy and a runtime
+(no celery, no sqlalchemy). ``--out DIR`` writes results.json there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agent.runner import run_job  # noqa: E402
+from protocol import ArtifactRef, BenchmarkSettings, JobSpec, new_job_id  # noqa: E402
+from protocol.hashing import sha256_file  # noqa: E402
+from protocol.packing import pack_files  # noqa: E402
+
+
+def agent_median_ms(artifact: Path, capability: str, threads: int, min_iterations: int, min_duration: float) -> float:
+    ref = ArtifactRef(sha256=sha256_file(artifact), uri=artifact.resolve().as_uri(), size_bytes=artifact.stat().st_size,
+                      filename=artifact.name)  # fmt: skip
+    spec = JobSpec(
+        job_id=new_job_id(), model_id=ref.sha256, model_name=artifact.stem, variant="as-given",
+        capability=capability, artifact=ref,
+        settings=BenchmarkSettings(threads=threads, warmup_iterations=50, min_iterations=min_iterations,
+                                   min_duration_s=min_duration, timeout_s=600),
+    )  # fmt: skip
+    outcome = run_job(spec.to_dict(), "fidelity-bench")
+    if not outcome.ok:
+        sys.exit(f"agent benchmark failed: {outcome.error_kind}: {outcome.error}")
+    return outcome.record.stats.p50_ms
+
+
+def litert_tool_median_ms(model: Path, capability: str, threads: int, runs: int) -> float:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        cmd = [sys.executable, "-m", "ai_edge_litert.tools.benchmark_litert_model", "--model", str(model),
+               "--num_runs", str(runs), "--warmup_runs", "50", "--num_threads", str(threads), "--result_json", out.name]
+        if capability == "litert:gpu":
+            cmd += ["--use_gpu", "--no_cpu", "--require_full_delegation"]
+        r = subprocess.run(cmd, capture_output=True, text=True)  # fmt: skip
+        if r.returncode != 0:
+            sys.exit(f"LiteRT benchmark tool failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+        return float(json.loads(Path(out.name).read_text())["latency"]["median_ms"])
+
+
+def openvino_tool_median_ms(xml: Path, threads: int, seconds: float) -> float:
+    cmd = ["benchmark_app", "-m", str(xml), "-d", "CPU", "-hint", "latency", "-nireq", "1", "-t", str(seconds)]
+    if threads > 0:
+        cmd += ["-nthreads", str(threads)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    m = re.search(r"Median:\s+([\d.]+) ms", r.stdout)
+    if r.returncode != 0 or not m:
+        sys.exit(f"benchmark_app failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return float(m.group(1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runtime", choices=["litert", "openvino"])
+    ap.add_argument("model", type=Path, help=".tflite; or an OpenVINO .xml (with its .bin) or IR tar")
+    ap.add_argument("--capability", default=None, help="litert:cpu (default) or litert:gpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--iterations", type=int, default=1000, help="samples per measurement, both sides")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    tool, agent = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = args.model
+        if args.runtime == "openvino":
+            capability = "openvino:CPU"
+            if args.model.suffix == ".xml":  # the agent takes IR tars, as the controller makes them
+                artifact = Path(tmp) / "model.tar"
+                artifact.write_bytes(pack_files({"model.xml": args.model, "model.bin": args.model.with_suffix(".bin")}))
+                xml = args.model
+            else:
+                from protocol.packing import unpack
+
+                xml = unpack(args.model, Path(tmp) / "ir") / "model.xml"
+        else:
+            capability = args.capability or "litert:cpu"
+        for i in range(args.rounds):
+            if args.runtime == "litert":
+                tool.append(litert_tool_median_ms(args.model, capability, args.threads, args.iterations))
+            else:
+                tool.append(openvino_tool_median_ms(xml, args.threads, seconds=10))
+            agent.append(agent_median_ms(artifact, capability, args.threads, args.iterations, 2.0))
+            print(f"round {i + 1}: vendor {tool[-1]:.4f} ms, agent {agent[-1]:.4f} ms", flush=True)
+    ratios = [a / t for a, t in zip(agent, tool)]
+    result = {
+        "model": args.model.name, "runtime": args.runtime, "capability": capability, "threads": args.threads,
+        "vendor_median_ms": statistics.median(tool), "agent_median_ms": statistics.median(agent),
+        "ratio_median": statistics.median(ratios), "ratios": ratios, "rounds": args.rounds, "cores": os.cpu_count(),
+    }  # fmt: skip
+    print(f"| {result['model']} | {capability} | {args.threads} | {result['vendor_median_ms']:.3f} | "
+          f"{result['agent_median_ms']:.3f} | {result['ratio_median']:.3f} ({min(ratios):.3f}-{max(ratios):.3f}) |")  # fmt: skip
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        name = f"fidelity-{args.runtime}-{capability.replace(':', '_')}-{args.model.stem}.json"
+        (args.out / name).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
