@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=1000, help="samples per measurement, both sides")
+    ap.add_argument("--min-duration", type=float, default=2.0, help="agent's min_duration_s (0: iterations alone decide)")
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
@@ -108,19 +110,20 @@ def main() -> None:
                 tool.append(litert_tool_median_ms(args.model, capability, args.threads, args.iterations))
             else:
                 tool.append(openvino_tool_median_ms(xml, args.threads, seconds=10))
-            agent.append(agent_median_ms(artifact, capability, args.threads, args.iterations, 2.0))
+            agent.append(agent_median_ms(artifact, capability, args.threads, args.iterations, args.min_duration))
             print(f"round {i + 1}: vendor {tool[-1]:.4f} ms, agent {agent[-1]:.4f} ms", flush=True)
     ratios = [a / t for a, t in zip(agent, tool)]
     result = {
         "model": args.model.name, "runtime": args.runtime, "capability": capability, "threads": args.threads,
         "vendor_median_ms": statistics.median(tool), "agent_median_ms": statistics.median(agent),
         "ratio_median": statistics.median(ratios), "ratios": ratios, "rounds": args.rounds, "cores": os.cpu_count(),
+        "iterations": args.iterations, "agent_min_duration_s": args.min_duration,
     }  # fmt: skip
     print(f"| {result['model']} | {capability} | {args.threads} | {result['vendor_median_ms']:.3f} | "
           f"{result['agent_median_ms']:.3f} | {result['ratio_median']:.3f} ({min(ratios):.3f}-{max(ratios):.3f}) |")  # fmt: skip
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        name = f"fidelity-{args.runtime}-{capability.replace(':', '_')}-{args.model.stem}.json"
+        name = f"fidelity-{args.runtime}-{capability.replace(':', '_')}-{args.model.stem}{args.tag}.json"
         (args.out / name).write_text(json.dumps(result, indent=2))
 
 
