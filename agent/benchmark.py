@@ -17,7 +17,7 @@ from agent.artifacts import local_path
 from agent.errors import JobError
 from agent.host import host_facts
 from agent.measure import measure_latency, timed
-from protocol import JobSpec, LatencyStats, ResultRecord, Validity, utc_now
+from protocol import Fidelity, JobSpec, LatencyStats, ResultRecord, Validity, utc_now
 from protocol.stats import summarize_ns
 
 
@@ -59,17 +59,45 @@ def _latency_inputs(backend, dataset) -> list[np.ndarray]:
     return out
 
 
-def _top1(backend, x: np.ndarray, y: np.ndarray) -> float:
+def _load_reference(spec: JobSpec, n: int) -> np.ndarray | None:
+    if spec.reference is None:
+        return None
+    path = local_path(spec.reference)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            ref = data["outputs"]
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise JobError("bad-dataset", f"reference outputs {path} are not readable: {exc}") from None
+    if len(ref) != n:
+        raise JobError("bad-dataset", f"reference outputs have {len(ref)} rows but the data set has {n} samples")
+    return ref.reshape(n, -1).astype(np.float64)
+
+
+def _evaluate(backend, x: np.ndarray, y: np.ndarray | None, ref: np.ndarray | None) -> tuple[float | None, Fidelity | None]:
+    """Top-1 accuracy against the labels and fidelity against the fp32 reference, one sample at a time."""
     batch = backend.input_specs()[0].shape[0] if backend.input_specs()[0].shape else 1
     if batch != 1:
         raise JobError("bad-dataset", f"accuracy needs a batch-1 model input, got batch {batch}")
-    correct = 0
+    outs = []
     for i in range(len(x)):
         backend.prepare([x[i : i + 1]])
         backend.run()
-        pred = int(np.argmax(backend.outputs()[0].reshape(-1)))
-        correct += int(pred == int(y[i]))
-    return correct / len(x)
+        outs.append(np.asarray(backend.outputs()[0], dtype=np.float64).reshape(-1))
+    out = np.stack(outs)
+    accuracy = float((out.argmax(1) == y.astype(np.int64)).mean()) if y is not None else None
+    fidelity = None
+    if ref is not None:
+        if ref.shape != out.shape:
+            raise JobError("bad-dataset", f"reference outputs are {ref.shape[1:]} per sample, the model gives {out.shape[1:]}")
+        norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
+        cos = np.where(norms > 0, (out * ref).sum(1) / np.where(norms > 0, norms, 1), 1.0)
+        fidelity = Fidelity(
+            samples=len(out),
+            top1_agreement=float((out.argmax(1) == ref.argmax(1)).mean()),
+            max_abs_error=float(np.abs(out - ref).max()),
+            mean_cosine=float(cos.mean()),
+        )
+    return accuracy, fidelity
 
 
 def _peak_rss_bytes() -> int:
@@ -104,10 +132,13 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
     except Exception as exc:  # a runtime error during invoke is the model's fault, not the agent's
         raise JobError("inference-failed", f"inference failed on {spec.capability}: {exc}") from None
 
-    accuracy, n_acc = None, 0
-    if dataset is not None and dataset[1] is not None:
-        accuracy = _top1(backend, dataset[0], dataset[1])
-        n_acc = len(dataset[1])
+    accuracy, fidelity, n_acc = None, None, 0
+    if dataset is not None:
+        x, y = dataset
+        reference = _load_reference(spec, len(x))
+        if y is not None or reference is not None:
+            accuracy, fidelity = _evaluate(backend, x, y, reference)
+            n_acc = len(y) if y is not None else 0
 
     summary = summarize_ns(m.samples_ns)
     reasons = tuple(summary.invalid_reasons) + tuple(m.problems(spec.settings))
@@ -138,4 +169,5 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         model_size_bytes=model_path.stat().st_size,
         started_at=started_at,
         finished_at=utc_now(),
+        fidelity=fidelity,
     )

@@ -11,7 +11,8 @@ same machine state, and prints the ratio of medians, agent over vendor.
   with --num_threads; GPU with --use_gpu --no_cpu --require_full_delegation).
   The tool rounds its median to 0.01 ms, which bounds the ratio's resolution
   for sub-millisecond models.
-- OpenVINO: ``benchmark_app -hint latency -nthreads N -nireq 1``; its median.
+- OpenVINO: ``benchmark_app -hint none -nstreams 1 -nthreads N -nireq 1``
+  (``-hint latency`` when N is 0); its median.
 
 The agent side is ``agent.runner.run_job``: a real benchmark child process,
 no broker, so this also runs on a bare device with only numpy and a runtime
@@ -67,9 +68,11 @@ def litert_tool_median_ms(model: Path, capability: str, threads: int, runs: int)
 
 
 def openvino_tool_median_ms(xml: Path, threads: int, seconds: float) -> float:
-    cmd = ["benchmark_app", "-m", str(xml), "-d", "CPU", "-hint", "latency", "-nireq", "1", "-t", str(seconds)]
-    if threads > 0:
-        cmd += ["-nthreads", str(threads)]
+    cmd = ["benchmark_app", "-m", str(xml), "-d", "CPU", "-nireq", "1", "-t", str(seconds)]
+    if threads > 0:  # benchmark_app takes -nthreads only with -hint none; one stream = the latency set-up
+        cmd += ["-hint", "none", "-nstreams", "1", "-nthreads", str(threads)]
+    else:
+        cmd += ["-hint", "latency"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     m = re.search(r"Median:\s+([\d.]+) ms", r.stdout)
     if r.returncode != 0 or not m:

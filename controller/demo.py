@@ -78,7 +78,7 @@ def run_demo(
                 spec = JobSpec(
                     job_id=new_job_id(), model_id=plan.model_id, model_name=plan.name, variant=o.variant,
                     capability=FAMILY_CAPABILITY[VARIANTS[o.variant].family], artifact=o.artifact,
-                    dataset=plan.dataset.validation, settings=settings,
+                    dataset=plan.dataset.validation, reference=o.reference, settings=settings,
                 )  # fmt: skip
                 on_step(f"benchmarking {o.variant} on {spec.capability}")
                 outcome = dispatcher.wait(dispatcher.submit(spec), spec, check=agent.check_alive)

@@ -205,6 +205,9 @@ class JobSpec(_Contract):
     #: Labelled validation set (``.npz`` with ``x`` and ``y``), already
     #: preprocessed to the model's input layout; optional.
     dataset: Optional[ArtifactRef] = None
+    #: fp32 outputs of the source model on ``dataset``'s inputs (``.npz`` with
+    #: ``outputs``), computed by the controller at conversion time; optional.
+    reference: Optional[ArtifactRef] = None
     attempt: int = 1
     created_at: str = field(default_factory=utc_now)
     schema_version: int = SCHEMA_VERSION
@@ -261,6 +264,18 @@ class Validity(_Contract):
 
 
 @dataclass(frozen=True)
+class Fidelity(_Contract):
+    """How closely the variant's outputs follow the fp32 source model's, on the device."""
+
+    samples: int
+    #: Share of samples whose arg-max matches the reference's.
+    top1_agreement: float
+    max_abs_error: float
+    #: Mean over samples of the cosine similarity of output and reference.
+    mean_cosine: float
+
+
+@dataclass(frozen=True)
 class ResultRecord(_Contract):
     """One measured benchmark. Statistics are always derived from ``samples_ns``."""
 
@@ -292,6 +307,7 @@ class ResultRecord(_Contract):
     model_size_bytes: int
     started_at: str
     finished_at: str
+    fidelity: Optional[Fidelity] = None
     schema_version: int = SCHEMA_VERSION
 
     def check_consistent(self) -> None:

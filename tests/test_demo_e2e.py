@@ -65,7 +65,7 @@ def test_demo_twice(tmp_path):
     assert "digits-cnn" in out and "litert:cpu" in out and "openvino:CPU" in out
     assert str(data / "fleetbench.db") in out  # says where the database is
     assert "trained in" in out
-    for header in ("accuracy", "p50 ms", "p90 ms", "throughput inf/s", "size KiB", "vs fp32", "cached"):
+    for header in ("accuracy", "top-1 vs fp32", "p50 ms", "p90 ms", "throughput inf/s", "size KiB", "vs fp32", "cached"):
         assert header in out
 
     rows = _rows(data)
@@ -76,6 +76,11 @@ def test_demo_twice(tmp_path):
         assert rec["throughput_ips"] > 0 and rec["model_size_bytes"] > 0
         assert rec["validity"]["valid"] and len(rec["samples_ns"]) >= 700
         assert rec["capability"] == ("litert:cpu" if rec["variant"].startswith("tflite") else "openvino:CPU")
+        # measured on the device against the fp32 outputs computed at conversion
+        fid = rec["fidelity"]
+        assert fid["samples"] == 295 and fid["top1_agreement"] >= 0.95 and fid["mean_cosine"] > 0.99, rec["variant"]
+        if rec["variant"].endswith("fp32"):
+            assert fid["top1_agreement"] == 1.0 and fid["max_abs_error"] < 1e-3
     assert _leftovers(_agent_id(out)) == [] and _leftovers(str(data)) == []
 
     second = _demo(data)

@@ -25,10 +25,19 @@ def spec(tmp_path, tiny_model):
     store = ArtifactStore(tmp_path / "artifacts")
     model = store.put_file(tiny_model["path"])
     data = store.put_bytes(_npz(tiny_model["x"], tiny_model["y"]), "tiny.npz")
+    ref = store.put_bytes(_ref_npz(tiny_model["expected"]), "reference.npz")
     return JobSpec(
         job_id="job-1", model_id="m1", model_name="tiny", variant="tflite-fp32", capability="litert:cpu",
-        artifact=model, dataset=data, settings=FAST,
+        artifact=model, dataset=data, reference=ref, settings=FAST,
     )  # fmt: skip
+
+
+def _ref_npz(outputs):
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, outputs=outputs)
+    return buf.getvalue()
 
 
 def _with(spec, **kw):
@@ -53,6 +62,25 @@ def test_real_benchmark_in_a_child_process(spec):
     assert r.peak_rss_bytes > 10 * 2**20
     assert r.host.cpu_cores >= 1 and r.host.ram_bytes > 0
     assert r.settings == FAST
+    # the fp32 variant follows Keras's own outputs (the reference) on the device
+    f = r.fidelity
+    assert f.samples == 12 and f.top1_agreement == 1.0 and f.max_abs_error < 1e-4 and f.mean_cosine > 0.99999
+
+
+def test_fidelity_reports_a_variant_that_drifts(spec, tmp_path, tiny_model):
+    store = ArtifactStore(tmp_path / "artifacts")
+    shifted = tiny_model["expected"][:, ::-1].copy()  # a "reference" whose classes are reversed
+    ref = store.put_bytes(_ref_npz(shifted), "shifted.npz")
+    f = run_job(_with(spec, reference=ref.to_dict()), "a").record.fidelity
+    assert f.max_abs_error > 0.01 and f.mean_cosine < 0.9999
+    assert f.top1_agreement == pytest.approx(float((tiny_model["expected"].argmax(1) == shifted.argmax(1)).mean()))
+
+
+def test_reference_of_the_wrong_length_is_refused(spec, tmp_path, tiny_model):
+    store = ArtifactStore(tmp_path / "artifacts")
+    ref = store.put_bytes(_ref_npz(tiny_model["expected"][:5]), "short.npz")
+    outcome = run_job(_with(spec, reference=ref.to_dict()), "a")
+    assert not outcome.ok and outcome.error_kind == "bad-dataset" and "5 rows but the data set has 12" in outcome.error
 
 
 def test_too_few_samples_are_marked_invalid_with_reasons(spec):
