@@ -6,6 +6,7 @@ Standard-library argparse only, so a bare device needs nothing extra.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -15,8 +16,35 @@ import uuid
 from agent.backends import probe_all
 
 
+#: Keys an agent config file (JSON) may hold, and what each sets.
+CONFIG_KEYS = {
+    "broker": "the broker URL (same as --broker)",
+    "agent_id": "this agent's unique name (same as --agent-id)",
+    "capabilities": "serve only these capabilities (same as --capability)",
+    "openvino_devices": "extra OpenVINO device strings to probe, e.g. [\"HETERO:FPGA,CPU\", \"AUTO:CPU\"]",
+}
+
+
+def load_config(path: str) -> dict:
+    """An agent config file: a JSON object with the keys in CONFIG_KEYS."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise SystemExit(f"error: cannot read agent config {path}: {exc.strerror}")
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"error: agent config {path} is not valid JSON: {exc}")
+    if not isinstance(data, dict):
+        raise SystemExit(f"error: agent config {path} must be a JSON object")
+    unknown = sorted(set(data) - set(CONFIG_KEYS))
+    if unknown:
+        raise SystemExit(f"error: agent config {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(CONFIG_KEYS)}")
+    return data
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fleetbench-agent", description="Run a fleetbench agent on this device.")
+    p.add_argument("--config", help="agent config file (JSON); flags given on the command line win")
     p.add_argument(
         "--broker",
         default=os.environ.get("FLEETBENCH_BROKER_URL"),
@@ -36,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.config:
+        cfg = load_config(args.config)
+        args.broker = args.broker or cfg.get("broker")
+        args.agent_id = args.agent_id or cfg.get("agent_id")
+        args.capability = args.capability or list(cfg.get("capabilities", []))
+        if cfg.get("openvino_devices"):
+            os.environ["FLEETBENCH_OPENVINO_DEVICES"] = ";".join(cfg["openvino_devices"])
     caps, missing = probe_all()
     for cap in caps:
         print(f"capability {cap.name}: {cap.runtime} {cap.runtime_version}, {cap.device_name}", flush=True)

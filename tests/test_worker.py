@@ -153,3 +153,17 @@ def test_conversion_runs_on_a_converter_worker(redis_url, tmp_path, tiny_model):
     done = [e["variant"] for e in events if e.get("event") == "done"]
     assert sorted(done) == ["openvino-fp16", "tflite-fp32"]
     assert ArtifactStore(paths.artifacts).get(report.outcome("openvino-fp16").artifact.sha256) is not None
+
+
+def test_agent_config_file(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "agent.json"
+    cfg.write_text(json.dumps({"openvino_devices": ["HETERO:CPU"], "capabilities": ["openvino:HETERO:CPU"]}))
+    r = subprocess.run([sys.executable, "-m", "agent", "--config", str(cfg), "--probe"], capture_output=True, text=True)
+    assert r.returncode == 0 and "capability openvino:HETERO:CPU:" in r.stdout
+    cfg.write_text(json.dumps({"brokr": "redis://x"}))
+    r = subprocess.run([sys.executable, "-m", "agent", "--config", str(cfg), "--probe"], capture_output=True, text=True)
+    assert r.returncode != 0 and "unknown key(s) brokr" in r.stderr

@@ -1,7 +1,11 @@
 """OpenVINO backend: every device ``Core().available_devices`` reports.
 
 Capabilities are ``openvino:<DEVICE>`` (CPU, GPU, NPU, and MYRIAD on the
-2022.3 LTS line for NCS2). Artifacts are IR tars (``model.xml`` +
+2022.3 LTS line for NCS2), plus the device strings listed in
+``$FLEETBENCH_OPENVINO_DEVICES`` (``;``-separated, e.g.
+``HETERO:FPGA,CPU;AUTO:CPU``; the agent config's ``openvino_devices`` sets
+it). Each listed string is offered only if the probe really compiles the
+bundled probe model on it. Artifacts are IR tars (``model.xml`` +
 ``model.bin``) made by :func:`protocol.packing.pack_files`.
 
 API versions: the current ``openvino`` package exposes ``Core`` at the top
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
 import tempfile
 from pathlib import Path
 
@@ -39,6 +44,15 @@ def _core_class():
     )
 
 
+PROBE_MODEL = Path(__file__).parent / "data" / "probe.tflite"  # OpenVINO reads TFLite directly
+
+
+def extra_devices() -> list[str]:
+    """Device strings from $FLEETBENCH_OPENVINO_DEVICES (``;``-separated)."""
+    raw = os.environ.get("FLEETBENCH_OPENVINO_DEVICES", "")
+    return [d.strip() for d in raw.split(";") if d.strip()]
+
+
 def _version() -> str:
     for dist in ("openvino", "openvino-dev"):
         try:
@@ -46,6 +60,12 @@ def _version() -> str:
         except importlib.metadata.PackageNotFoundError:
             continue
     return "unknown"
+
+
+def ov_error_line(exc: BaseException) -> str:
+    """The informative line of an OpenVINO error (they start with 'Exception from <file>:<line>:' lines)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("Exception from ")]
+    return lines[0] if lines else type(exc).__name__
 
 
 class Backend:
@@ -56,6 +76,8 @@ class Backend:
         self._request = None
         self._compiled = None
         self._tmp: tempfile.TemporaryDirectory | None = None
+        #: capability -> why it is not offered, filled by probe()
+        self.unavailable: dict[str, str] = {}
 
     @property
     def version(self) -> str:
@@ -68,7 +90,14 @@ class Backend:
 
     def probe(self) -> list[Capability]:
         core = self.core()
+        self.unavailable = {}
         caps = []
+        for device in extra_devices():
+            why = self._try_compile(device)
+            if why is None:
+                caps.append(Capability(f"openvino:{device}", self.runtime, _version(), device, device))
+            else:
+                self.unavailable[f"openvino:{device}"] = why
         for device in core.available_devices:
             caps.append(
                 Capability(
@@ -81,7 +110,15 @@ class Backend:
             )
         if not caps:
             raise Unavailable("OpenVINO is installed but reports no devices")
-        return caps
+        return sorted(caps, key=lambda c: (":" in c.device, c.name))
+
+    def _try_compile(self, device: str) -> str | None:
+        """None if the bundled probe model compiles on ``device``, else why not."""
+        try:
+            self.core().compile_model(str(PROBE_MODEL), device)
+        except Exception as exc:  # noqa: BLE001 - any failure means not offered
+            return f"OpenVINO cannot compile a model for {device}: {ov_error_line(exc)}"
+        return None
 
     def device_name(self, device: str) -> str:
         try:
@@ -104,12 +141,21 @@ class Backend:
             config["INFERENCE_NUM_THREADS"] = settings.threads
         try:
             model = core.read_model(str(xml))
+        except RuntimeError as exc:
+            raise JobError("load-failed", f"OpenVINO cannot read the IR: {ov_error_line(exc)}") from None
+        dynamic = [str(p.get_partial_shape()) for p in model.inputs if p.get_partial_shape().is_dynamic]
+        if dynamic:
+            raise JobError(
+                "load-failed",
+                f"the model's input shape {', '.join(dynamic)} is dynamic; fleetbench benchmarks static shapes: "
+                "convert it with `fleetbench convert --input-shape ...` (or a data set that implies the shape)",
+            )
+        try:
             self._compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
-            text = str(exc).strip().splitlines()
             if device not in core.available_devices and ":" not in device:
                 raise JobError("unsupported-device", f"OpenVINO has no device '{device}' here; it has {', '.join(core.available_devices)}") from None
-            raise JobError("load-failed", f"OpenVINO could not compile the model for {device}: {text[0] if text else exc}") from None
+            raise JobError("load-failed", f"OpenVINO could not compile the model for {device}: {ov_error_line(exc)}") from None
         self._request = self._compiled.create_infer_request()
 
     def input_specs(self) -> list[TensorSpec]:
