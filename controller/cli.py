@@ -409,6 +409,54 @@ def artifacts_gc(
 
 
 @app.command()
+def fleet(
+    broker: Optional[str] = typer.Option(None, envvar="FLEETBENCH_BROKER_URL", help="Redis URL of the fleet's broker."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """List agents: capabilities, online or offline since when, last heartbeat."""
+    import datetime as dt
+
+    from controller.errors import DispatchError
+
+    live: set[str] = set()
+    with _open_store(data_dir, db) as (_, store):
+        if broker:
+            from controller.dispatch import Dispatcher
+
+            d = Dispatcher(broker)
+            try:
+                inventories = d.live_agents()
+            except DispatchError as exc:
+                _fail(str(exc))
+            finally:
+                d.close()
+            for inv in inventories:
+                store.record_agent(inv)
+            live = {inv.agent_id for inv in inventories}
+        rows = store.agents()
+    if not rows:
+        console.print("No agents seen yet: start one with `fleetbench-agent --broker URL` and run "
+                      "`fleetbench fleet --broker URL`, or run `fleetbench demo`.")  # fmt: skip
+        return
+    table = Table(title="Fleet" + ("" if broker else " (as last seen; pass --broker for live status)"), title_justify="left")
+    for col in ("agent", "host", "capabilities", "status", "last heartbeat"):
+        table.add_column(col)
+    for r in rows:
+        caps = "\n".join(f"{c['name']} [dim]{c['device_name']}[/]" for c in r.inventory["capabilities"])
+        beat = r.last_heartbeat if r.last_heartbeat.tzinfo else r.last_heartbeat.replace(tzinfo=dt.timezone.utc)
+        when = beat.strftime("%Y-%m-%d %H:%M:%S UTC")
+        if not broker:
+            status = "unknown"
+        elif r.agent_id in live:
+            status = "[green]online[/]"
+        else:
+            status = f"[yellow]offline[/] since {when}"
+        table.add_row(r.agent_id, r.hostname, caps, status, when)
+    console.print(table)
+
+
+@app.command()
 def worker(
     broker: str = typer.Option(..., envvar="FLEETBENCH_BROKER_URL", help="Redis URL of the broker."),
     data_dir: Optional[str] = DataDirOpt,

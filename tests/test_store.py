@@ -1,6 +1,7 @@
 """The SQL store on SQLite and PostgreSQL: migrations, round trips, idempotent ingestion."""
 
 import dataclasses
+import datetime as dt
 
 import pytest
 
@@ -100,3 +101,25 @@ def test_models_datasets_and_variants(store):
     assert {"a" * 64, "b" * 64} <= store.referenced_artifacts()
     store.delete_variant("k" * 64)
     assert store.get_variant("k" * 64) is None
+
+
+def test_agents_keep_their_newest_inventory(store, golden_record):
+    from protocol import AgentInventory, CapabilityInfo
+
+    def inv(beat, caps):
+        return AgentInventory(agent_id="pi-01", host=golden_record.host, started_at="2026-11-26T08:00:00+00:00",
+                              heartbeat_at=beat, capabilities=tuple(CapabilityInfo(c, "openvino", "2022.3", c.split(":")[1], c)
+                                                                    for c in caps))  # fmt: skip
+
+    store.record_agent(inv("2026-11-26T09:00:00+00:00", ["openvino:MYRIAD"]))
+    store.record_agent(inv("2026-11-26T10:00:00+00:00", ["openvino:MYRIAD", "openvino:CPU"]))
+    store.record_agent(inv("2026-11-26T09:30:00+00:00", ["openvino:CPU"]))  # late, older heartbeat
+    (row,) = store.agents()
+    assert [c["name"] for c in row.inventory["capabilities"]] == ["openvino:MYRIAD", "openvino:CPU"]
+    utc = dt.timezone.utc
+
+    def as_utc(ts):  # SQLite returns naive UTC; PostgreSQL aware, in the session's zone
+        return ts.replace(tzinfo=utc) if ts.tzinfo is None else ts.astimezone(utc)
+
+    assert as_utc(row.last_heartbeat) == dt.datetime(2026, 11, 26, 10, 0, tzinfo=utc)
+    assert as_utc(row.first_seen) == dt.datetime(2026, 11, 26, 9, 0, tzinfo=utc)

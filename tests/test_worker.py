@@ -167,3 +167,27 @@ def test_agent_config_file(tmp_path):
     cfg.write_text(json.dumps({"brokr": "redis://x"}))
     r = subprocess.run([sys.executable, "-m", "agent", "--config", str(cfg), "--probe"], capture_output=True, text=True)
     assert r.returncode != 0 and "unknown key(s) brokr" in r.stderr
+
+
+def test_fleet_lists_agents_online_and_offline(redis_url, agent, tmp_path):
+    import subprocess
+    import sys
+
+    from controller.embedded import LocalAgent
+
+    gone_id = f"gone-{uuid.uuid4().hex[:6]}"
+    gone = LocalAgent(redis_url, gone_id, tmp_path / "gone.log", capabilities=("litert:cpu",)).start()
+    d = Dispatcher(redis_url)
+    try:
+        gone.wait_ready(lambda: gone_id in d.agents_offering("litert:cpu"), timeout_s=60)
+        cmd = [sys.executable, "-m", "controller.cli", "fleet", "--broker", redis_url, "--data-dir", str(tmp_path / "fb")]
+        first = subprocess.run(cmd, capture_output=True, text=True, timeout=60)  # both online: both recorded
+        gone.stop()
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    finally:
+        gone.stop()
+        d.close()
+    assert first.returncode == 0 and first.stdout.count("online") >= 2, first.stdout + first.stderr
+    lines = {ln.split("│")[1].strip(): ln for ln in second.stdout.splitlines() if ln.count("│") > 3 and ln.split("│")[1].strip()}
+    assert "online" in lines[agent.agent_id] and "litert:cpu" in lines[agent.agent_id]
+    assert "offline since" in lines[gone_id]

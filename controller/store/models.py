@@ -101,3 +101,15 @@ class VariantRow(Base):
     input_shape: Mapped[list] = mapped_column(JSONType, nullable=False)
     input_dtype: Mapped[str] = mapped_column(String(16), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class AgentRow(Base):
+    """The newest inventory seen from each agent (its heartbeat), kept after it goes away."""
+
+    __tablename__ = "agents"
+
+    agent_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(256), nullable=False)
+    inventory: Mapped[dict] = mapped_column(JSONType, nullable=False)  # AgentInventory
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    last_heartbeat: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -9,13 +9,13 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
-from controller.store.models import DatasetRow, ModelRow, Result, VariantRow
-from protocol import ResultRecord
+from controller.store.models import AgentRow, DatasetRow, ModelRow, Result, VariantRow
+from protocol import AgentInventory, ResultRecord
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest Alembic revision. `migrate()` skips Alembic (a slow import) when
 #: the database is already there; a test keeps this equal to the scripts' head.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 class StoreError(RuntimeError):
@@ -24,6 +24,11 @@ class StoreError(RuntimeError):
 
 def _parse_ts(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _aware(ts: dt.datetime) -> dt.datetime:
+    """SQLite hands timestamps back without their zone; they were stored in UTC."""
+    return ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -220,3 +225,27 @@ class Store:
                     keep.add(ref["sha256"])
             keep.update(session.scalars(select(Result.artifact_sha256)))
         return keep
+
+    # ------------------------------------------------------------ agents
+
+    def record_agent(self, inventory: AgentInventory) -> None:
+        """Keep the newest inventory of an agent (an older heartbeat never overwrites a newer one)."""
+        beat = _parse_ts(inventory.heartbeat_at)
+        for _ in range(2):  # a concurrent first insert of the same agent: retry as an update
+            try:
+                with self._session() as session, session.begin():
+                    row = session.get(AgentRow, inventory.agent_id)
+                    if row is None:
+                        session.add(AgentRow(agent_id=inventory.agent_id, hostname=inventory.host.hostname,
+                                             inventory=inventory.to_dict(), first_seen=beat, last_heartbeat=beat))  # fmt: skip
+                    elif _aware(row.last_heartbeat) < beat:
+                        row.inventory, row.hostname, row.last_heartbeat = inventory.to_dict(), inventory.host.hostname, beat
+                return
+            except IntegrityError:
+                continue
+            except OperationalError as exc:
+                raise StoreError(f"cannot write to {_redact(self.url)}: {_one_line(exc.orig)}") from None
+
+    def agents(self) -> list[AgentRow]:
+        with self._session() as session:
+            return list(session.scalars(select(AgentRow).order_by(AgentRow.agent_id)))
