@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from controller.artifacts import ArtifactStore
+from controller.embedded import die_with_parent
 from protocol import ArtifactRef
 from protocol.packing import unpack
 
@@ -37,6 +38,7 @@ class Limits:
 
 def _limit(limits: Limits) -> Callable[[], None]:
     def apply() -> None:
+        die_with_parent()  # a killed converter worker takes its conversion with it
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -74,7 +76,7 @@ def run_conversion(
                 result["variants"][v] = {"status": "failed", "kind": kind, "error": message}
                 on_event({"event": "failed", "variant": v, "kind": kind, "error": message})
 
-    def local(ref_dict: dict | None, tmp: Path) -> str | None:
+    def local(ref_dict: dict | None) -> str | None:
         if not ref_dict:
             return None
         ref = ArtifactRef.from_dict(ref_dict)
@@ -85,8 +87,8 @@ def run_conversion(
     with tempfile.TemporaryDirectory(prefix="fleetbench-convert-") as tmp_s:
         tmp = Path(tmp_s)
         try:
-            src_path = Path(local(job["source"], tmp))
-            calibration, validation = local(job.get("calibration"), tmp), local(job.get("validation"), tmp)
+            src_path = Path(local(job["source"]))
+            calibration, validation = local(job.get("calibration")), local(job.get("validation"))
         except FileNotFoundError as exc:
             result["fatal"] = str(exc)
             fail_rest(str(exc), "bad-artifact")
