@@ -43,7 +43,11 @@ def load_config(path: str) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fleetbench-agent", description="Run a fleetbench agent on this device.")
+    p = argparse.ArgumentParser(
+        prog="fleetbench-agent",
+        description="Run a fleetbench agent on this device. "
+        "`fleetbench-agent run-bundle BUNDLE` runs an offline bundle instead (no broker).",
+    )
     p.add_argument("--config", help="agent config file (JSON); flags given on the command line win")
     p.add_argument(
         "--broker",
@@ -63,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run-bundle"]:  # offline mode: no broker, no celery
+        from agent.bundle import main as run_bundle_main
+
+        return run_bundle_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.config:
         cfg = load_config(args.config)

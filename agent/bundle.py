@@ -1,0 +1,110 @@
+"""Offline bundles for air-gapped devices.
+
+    fleetbench-agent run-bundle BUNDLE [--out RESULTS.json]
+
+A bundle is a tar made by the controller (``fleetbench bundle``) holding
+``bundle.json`` (job specs whose artifact URIs read ``bundle:<sha256>``) and
+``artifacts/<sha256>`` files. Each job runs in a benchmark child process, as
+under Celery; every artifact is verified by sha256 before it runs. The
+results file holds one :class:`protocol.JobOutcome` per job, for
+``fleetbench import``.
+
+Needs only numpy and a runtime: no celery, no broker, no controller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from agent.runner import run_job
+from protocol import SCHEMA_VERSION, utc_now
+from protocol.bundles import BUNDLE_FORMAT, RESULTS_FORMAT, BundleError
+from protocol.packing import unpack
+
+def _localize(ref: dict | None, root: Path) -> dict | None:
+    if ref is None:
+        return None
+    uri = ref["uri"]
+    if not uri.startswith("bundle:"):
+        raise BundleError(f"artifact {ref.get('filename') or ref['sha256'][:12]} is not inside the bundle ({uri})")
+    path = root / "artifacts" / uri.removeprefix("bundle:")
+    return dict(ref, uri=path.resolve().as_uri())
+
+
+def read_bundle(bundle: Path, dest: Path) -> tuple[dict, list[dict]]:
+    """Unpack ``bundle`` into ``dest``; return its manifest and job specs with local file URIs."""
+    try:
+        unpack(bundle, dest)
+        manifest = json.loads((dest / "bundle.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{bundle}: not a fleetbench bundle (no bundle.json inside)") from None
+    except Exception as exc:  # noqa: BLE001 - tarfile and json raise several types
+        raise BundleError(f"{bundle}: not a readable fleetbench bundle ({exc})") from None
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{bundle}: not a fleetbench bundle (format {manifest.get('format')!r})")
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise BundleError(
+            f"{bundle}: made for schema {manifest.get('schema_version')}, this agent speaks {SCHEMA_VERSION}; "
+            "use the same fleetbench release on both sides"
+        )
+    jobs = []
+    for spec in manifest["jobs"]:
+        spec = dict(spec)
+        for key in ("artifact", "dataset", "reference"):
+            spec[key] = _localize(spec.get(key), dest)
+        jobs.append(spec)
+    return manifest, jobs
+
+
+def run_bundle(bundle: Path, agent_id: str, on_job=lambda i, n, spec, outcome: None) -> dict:
+    """Run every job of ``bundle``; return the results document."""
+    with tempfile.TemporaryDirectory(prefix="fleetbench-bundle-") as tmp:
+        manifest, jobs = read_bundle(bundle, Path(tmp))
+        outcomes = []
+        for i, spec in enumerate(jobs, 1):
+            outcome = run_job(spec, agent_id)
+            outcomes.append(outcome)
+            on_job(i, len(jobs), spec, outcome)
+    return {
+        "format": RESULTS_FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "bundle_id": manifest.get("bundle_id", ""),
+        "agent_id": agent_id,
+        "finished_at": utc_now(),
+        "outcomes": [o.to_dict() for o in outcomes],
+    }
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="fleetbench-agent run-bundle", description=__doc__.splitlines()[0])
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--out", type=Path, help="results file (default: BUNDLE with .results.json)")
+    p.add_argument("--agent-id", default=os.environ.get("FLEETBENCH_AGENT_ID") or f"offline-{os.uname().nodename}")
+    args = p.parse_args(argv)
+    out = args.out or args.bundle.with_suffix(".results.json")
+
+    def report(i, n, spec, outcome):
+        what = f"{spec.get('model_name')} {spec.get('variant')} on {spec.get('capability')}"
+        if outcome.ok:
+            s = outcome.record.stats
+            print(f"[{i}/{n}] {what}: p50 {s.p50_ms:.3f} ms, p90 {s.p90_ms:.3f} ms ({s.count} samples)", flush=True)
+        else:
+            print(f"[{i}/{n}] {what}: FAILED ({outcome.error_kind}) {outcome.error}", flush=True)
+
+    try:
+        doc = run_bundle(args.bundle, args.agent_id, report)
+    except BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(doc), encoding="utf-8")
+    os.replace(tmp, out)
+    failed = sum(1 for o in doc["outcomes"] if not o["ok"])
+    print(f"wrote {out}: {len(doc['outcomes']) - failed} result(s), {failed} failed; "
+          "bring it to the controller and run `fleetbench import` on it")  # fmt: skip
+    return 1 if failed else 0

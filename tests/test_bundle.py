@@ -1,0 +1,100 @@
+"""Offline bundles: made by the controller, run with only numpy and a runtime, imported once."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from controller.artifacts import ArtifactStore
+from controller.bundles import create_bundle, import_results
+from controller.convert import service
+from controller.store import Store
+from protocol.bundles import BundleError, read_results
+from protocol.packing import pack_files, unpack
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Packages a bare device does not have: importing any of them in bundle mode is a bug.
+NOT_ON_DEVICE = ["celery", "kombu", "redis", "sqlalchemy", "alembic", "tensorflow", "keras", "typer"]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, tiny_model):
+    root = tmp_path_factory.mktemp("bundle")
+    store = Store(f"sqlite:///{root / 'fb.db'}")
+    store.migrate()
+    arts = ArtifactStore(root / "artifacts")
+    np.savez(root / "data.npz", x=tiny_model["x"], y=tiny_model["y"])
+    plan = service.plan(tiny_model["path"], ["tflite-fp32", "openvino-fp32"], store, arts,
+                        dataset_path=root / "data.npz", n_calibration=2, name="tiny")  # fmt: skip
+    report = service.execute(plan, store, service.local_runner(arts))
+    assert [o.status for o in report.outcomes] == ["converted", "converted"], [o.error for o in report.outcomes]
+    from protocol import BenchmarkSettings
+
+    out = root / "tiny.fbb"
+    manifest = create_bundle(store, arts, "tiny", out, settings=BenchmarkSettings(min_iterations=100, min_duration_s=0.0))
+    blocker = root / "blocked"
+    for name in NOT_ON_DEVICE:
+        (blocker / name).mkdir(parents=True)
+        (blocker / name / "__init__.py").write_text(f"raise ImportError('bundle mode imported {name}')\n")
+    yield store, out, manifest, blocker
+    store.close()
+
+
+def _run_bundle(bundle, blocker, *extra):
+    env = dict(os.environ, PYTHONPATH=f"{blocker}{os.pathsep}{ROOT}")
+    return subprocess.run([sys.executable, "-m", "agent", "run-bundle", str(bundle), *extra],
+                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+
+
+def test_bundle_runs_offline_and_imports_once(made, tmp_path):
+    store, bundle, manifest, blocker = made
+    assert len(manifest["jobs"]) == 2
+    assert {j["capability"] for j in manifest["jobs"]} == {"litert:cpu", "openvino:CPU"}
+    results = tmp_path / "results.json"
+    r = _run_bundle(bundle, blocker, "--out", str(results), "--agent-id", "pi-7")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[1/2]" in r.stdout and "[2/2]" in r.stdout and "fleetbench import" in r.stdout
+    outcomes = read_results(results)
+    assert all(o.ok for o in outcomes) and {o.record.agent_id for o in outcomes} == {"pi-7"}
+    for o in outcomes:
+        assert o.record.accuracy_top1 == 1.0 and o.record.fidelity.top1_agreement == 1.0
+    before = store.count_results()
+    first = import_results(store, results)
+    assert (first.stored, first.already, first.failed) == (2, 0, [])
+    second = import_results(store, results)
+    assert (second.stored, second.already) == (0, 2)
+    assert store.count_results() == before + 2
+
+
+def test_tampered_artifact_in_a_bundle_is_not_run(made, tmp_path):
+    _, bundle, manifest, blocker = made
+    root = unpack(bundle, tmp_path / "open")
+    victim = manifest["jobs"][0]["artifact"]["sha256"]
+    (root / "artifacts" / victim).write_bytes(b"\x00" * 100)
+    files = {str(p.relative_to(root)): p for p in root.rglob("*") if p.is_file()}
+    bad = tmp_path / "bad.fbb"
+    bad.write_bytes(pack_files(files))
+    r = _run_bundle(bad, blocker, "--out", str(tmp_path / "r.json"))
+    assert r.returncode == 1 and "FAILED (bad-artifact)" in r.stdout
+    outcomes = read_results(tmp_path / "r.json")
+    assert [o.ok for o in outcomes].count(False) == 1 and "not run" in next(o for o in outcomes if not o.ok).error
+
+
+@pytest.mark.parametrize("content,message", [(b"not a tar at all", "not a readable fleetbench bundle"),
+                                             (pack_files({"x.txt": b"hi"}), "no bundle.json inside")])  # fmt: skip
+def test_bad_bundles_are_clear_errors(made, tmp_path, content, message):
+    bad = tmp_path / "bad.fbb"
+    bad.write_bytes(content)
+    r = _run_bundle(bad, made[3])
+    assert r.returncode == 2 and message in r.stderr
+
+
+def test_importing_something_else_is_a_clear_error(tmp_path):
+    f = tmp_path / "x.json"
+    f.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(BundleError, match="not a fleetbench results file"):
+        read_results(f)
