@@ -16,8 +16,8 @@ from agent import backends
 from agent.artifacts import local_path
 from agent.errors import JobError
 from agent.host import host_facts
-from agent.measure import measure_latency, timed
-from protocol import Fidelity, JobSpec, LatencyStats, ResultRecord, Validity, utc_now
+from agent.measure import measure_latency, measure_throughput, timed
+from protocol import Fidelity, JobSpec, LatencyStats, ResultRecord, Throughput, Validity, utc_now
 from protocol.stats import summarize_ns
 
 
@@ -126,11 +126,19 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
     except JobError as exc:
         name = spec.artifact.filename or spec.variant
         raise JobError(exc.kind, f"{name} ({spec.variant}, sha256 {spec.artifact.sha256[:12]}): {exc.message}") from None
-    backend.prepare(_latency_inputs(backend, dataset))
+    inputs = _latency_inputs(backend, dataset)
+    backend.prepare(inputs)
     try:
         m = measure_latency(backend.run, spec.settings)
     except Exception as exc:  # a runtime error during invoke is the model's fault, not the agent's
         raise JobError("inference-failed", f"inference failed on {spec.capability}: {exc}") from None
+
+    throughput = None
+    n = spec.settings.throughput_requests
+    if n:
+        pool = backend.throughput_pool(n, inputs)
+        t = measure_throughput(pool, spec.settings.throughput_duration_s)
+        throughput = Throughput(mode=pool.mode, requests=n, completed=t.completed, elapsed_s=t.elapsed_ns / 1e9, ips=t.ips)
 
     accuracy, fidelity, n_acc = None, None, 0
     if dataset is not None:
@@ -170,4 +178,5 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         started_at=started_at,
         finished_at=utc_now(),
         fidelity=fidelity,
+        throughput=throughput,
     )

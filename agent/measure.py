@@ -84,3 +84,26 @@ def measure_latency(
             reason = STOP_MAX_DURATION
             break
     return Measurement(first_inference_ns=first_ns, samples_ns=samples, stop_reason=reason, elapsed_ns=elapsed)
+
+
+@dataclass(frozen=True)
+class ThroughputRun:
+    completed: int
+    elapsed_ns: int
+
+    @property
+    def ips(self) -> float:
+        return self.completed / (self.elapsed_ns / 1e9) if self.elapsed_ns > 0 else 0.0
+
+
+def measure_throughput(
+    pool,
+    duration_s: float,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> ThroughputRun:
+    """Time ``pool.run(stop)``: the backend keeps its requests busy until ``stop()`` is true
+    and returns how many inferences completed; this module owns the clock and the window."""
+    window = int(duration_s * 1e9)
+    start = clock()
+    completed = pool.run(lambda: clock() - start >= window)
+    return ThroughputRun(completed=completed, elapsed_ns=clock() - start)

@@ -85,7 +85,7 @@ def results_table(records: list[ResultRecord], title: str = "Results") -> Table:
             "-" if r.fidelity is None else f"{r.fidelity.top1_agreement:.4f}",
             _fmt_ms(r.stats.p50_ms),
             _fmt_ms(r.stats.p90_ms),
-            f"{r.throughput_ips:,.0f}",
+            (f"{r.throughput.ips:,.0f} ({r.throughput.requests} req)" if r.throughput else f"{r.throughput_ips:,.0f}"),
             f"{r.model_size_bytes / 1024:,.1f}",
             f"{r.stats.count:,}",
             "yes" if r.validity.valid else "[yellow]no[/]: " + "; ".join(r.validity.reasons),
@@ -103,6 +103,7 @@ def demo(
     warmup: int = typer.Option(20, help="Warm-up inferences, not timed."),
     rebuild: bool = typer.Option(False, help="Retrain the demo model instead of reusing it."),
     variants: Optional[str] = typer.Option(None, help="Comma-separated variants (default: all seven)."),
+    throughput_requests: int = typer.Option(0, help="Also measure throughput with N requests in flight (0: single-stream only)."),
 ) -> None:
     """Train the bundled digits CNN, convert it into every variant, benchmark each on a local agent."""
     from controller.config import Paths
@@ -120,6 +121,7 @@ def demo(
         max_duration_s=max(300.0, min_duration * 2),
         # room for load, warm-up and the accuracy pass beyond the sampling cap
         timeout_s=max(900.0, min_duration * 2 + 600.0),
+        throughput_requests=throughput_requests,
     )
     problems = settings.problems()
     if problems:
@@ -466,6 +468,7 @@ def bundle(
     threads: int = typer.Option(1, help="Inference threads."),
     min_iterations: int = typer.Option(1000, help="Minimum steady-state inferences."),
     min_duration: float = typer.Option(1.0, help="Minimum steady-state seconds."),
+    throughput_requests: int = typer.Option(0, help="Also measure throughput with N requests in flight."),
     data_dir: Optional[str] = DataDirOpt,
     db: Optional[str] = DbOpt,
 ) -> None:
@@ -476,7 +479,8 @@ def bundle(
     from controller.bundles import create_bundle
 
     settings = BenchmarkSettings(threads=threads, min_iterations=min_iterations, min_duration_s=min_duration,
-                                 max_iterations=max(200_000, min_iterations))  # fmt: skip
+                                 max_iterations=max(200_000, min_iterations),
+                                 throughput_requests=throughput_requests)  # fmt: skip
     if settings.problems():
         _fail("; ".join(settings.problems()), code=2)
     wanted = [v.strip() for v in variants.split(",")] if variants else None

@@ -171,6 +171,10 @@ class BenchmarkSettings(_Contract):
     max_duration_s: float = 300.0
     #: Wall-clock limit for the whole benchmark child process.
     timeout_s: float = 900.0
+    #: Throughput phase: N requests in flight (OpenVINO AsyncInferQueue with the
+    #: throughput hint; LiteRT: N interpreters on N threads); 0 skips it.
+    throughput_requests: int = 0
+    throughput_duration_s: float = 2.0
 
     def problems(self) -> list[str]:
         out = []
@@ -188,6 +192,10 @@ class BenchmarkSettings(_Contract):
             out.append("max_duration_s must be >= min_duration_s")
         if self.timeout_s <= 0:
             out.append("timeout_s must be > 0")
+        if self.throughput_requests < 0:
+            out.append("throughput_requests must be >= 0")
+        if self.throughput_requests and self.throughput_duration_s <= 0:
+            out.append("throughput_duration_s must be > 0")
         return out
 
 
@@ -276,6 +284,17 @@ class Fidelity(_Contract):
 
 
 @dataclass(frozen=True)
+class Throughput(_Contract):
+    """The throughput phase: as many inferences as N requests in flight complete."""
+
+    mode: str  # e.g. "openvino-async-queue", "litert-interpreters"
+    requests: int
+    completed: int
+    elapsed_s: float
+    ips: float
+
+
+@dataclass(frozen=True)
 class ResultRecord(_Contract):
     """One measured benchmark. Statistics are always derived from ``samples_ns``."""
 
@@ -308,6 +327,7 @@ class ResultRecord(_Contract):
     started_at: str
     finished_at: str
     fidelity: Optional[Fidelity] = None
+    throughput: Optional[Throughput] = None
     schema_version: int = SCHEMA_VERSION
 
     def check_consistent(self) -> None:

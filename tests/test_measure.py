@@ -93,3 +93,20 @@ def test_timed_returns_result_and_duration():
     w = FakeWorkload(3 * MS)
     result, ns = timed(lambda: (w.run(), "loaded")[1], clock=w.clock)
     assert result == "loaded" and ns == 3 * MS
+
+
+def test_throughput_window_is_owned_by_the_measurement_module():
+    from agent.measure import measure_throughput
+
+    w = FakeWorkload(1 * MS)
+
+    class Pool:  # two requests in flight: two inferences per millisecond
+        def run(self, stop):
+            done = 0
+            while not stop():
+                w.now += MS // 2
+                done += 1
+            return done
+
+    t = measure_throughput(Pool(), duration_s=0.1, clock=w.clock)
+    assert t.completed == 200 and t.elapsed_ns == 100 * MS and t.ips == pytest.approx(2000.0)

@@ -121,3 +121,15 @@ def test_dynamic_ir_is_refused_with_advice(ir_job, tmp_path):
     outcome = run_job(spec.to_dict(), "a")
     assert not outcome.ok and outcome.error_kind == "load-failed"
     assert "is dynamic" in outcome.error and "--input-shape" in outcome.error
+
+
+def test_openvino_throughput_with_an_async_queue(ir_job):
+    _, ir, data = ir_job
+    spec = JobSpec(job_id="ov-tput", model_id="tiny", model_name="tiny", variant="openvino-fp32",
+                   capability="openvino:CPU", artifact=ir, dataset=data,
+                   settings=BenchmarkSettings(min_iterations=100, min_duration_s=0.0, throughput_requests=4,
+                                              throughput_duration_s=0.5))  # fmt: skip
+    outcome = run_job(spec.to_dict(), "a")
+    assert outcome.ok, outcome.error
+    t = outcome.record.throughput
+    assert t.mode == "openvino-async-queue" and t.requests == 4 and t.completed > 100 and t.ips > 0

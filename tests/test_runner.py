@@ -151,3 +151,12 @@ def test_missing_dataset_file_is_reported(spec):
     gone = ArtifactRef(sha256="0" * 64, uri="file:///nonexistent/data.npz", size_bytes=1, filename="data.npz")
     outcome = run_job(_with(spec, dataset=gone.to_dict()), "a")
     assert not outcome.ok and outcome.error_kind == "bad-artifact" and "data.npz" in outcome.error
+
+
+def test_throughput_phase_with_several_interpreters(spec):
+    d = _with(spec, settings=BenchmarkSettings(min_iterations=100, min_duration_s=0.0, throughput_requests=2,
+                                               throughput_duration_s=0.5).to_dict())  # fmt: skip
+    r = run_job(d, "a").record
+    t = r.throughput
+    assert t.mode == "litert-interpreters" and t.requests == 2
+    assert t.completed > 100 and 0.5 <= t.elapsed_s < 2.0 and t.ips == pytest.approx(t.completed / t.elapsed_s)

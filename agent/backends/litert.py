@@ -102,6 +102,7 @@ class Backend:
                 "re-convert it with `fleetbench convert`",
             ) from None
         self._interp = interp
+        self._path = str(artifact_path)
         self._inputs = interp.get_input_details()
         self._outputs = interp.get_output_details()
 
@@ -128,10 +129,49 @@ class Backend:
         else:
             self._interp.invoke()
 
+    def throughput_pool(self, n: int, inputs: list[np.ndarray]):
+        if self._session is not None:
+            raise JobError("unsupported-device", "the throughput phase runs on litert:cpu only for now")
+        return InterpreterPool(self._path, n, inputs)
+
     def outputs(self) -> list[np.ndarray]:
         if self._session is not None:
             return self._session.outputs()
         return [dequantize(self._interp.get_tensor(d["index"]), d) for d in self._outputs]
+
+
+class InterpreterPool:
+    """LiteRT throughput: N interpreters, one thread each (invoke releases the GIL)."""
+
+    mode = "litert-interpreters"
+
+    def __init__(self, path: str, n: int, inputs: list[np.ndarray]):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreters = []
+        for _ in range(n):
+            interp = Interpreter(model_path=path, num_threads=1)
+            interp.allocate_tensors()
+            for detail, array in zip(interp.get_input_details(), inputs):
+                interp.set_tensor(detail["index"], np.ascontiguousarray(quantize(array, detail).reshape(detail["shape"])))
+            self.interpreters.append(interp)
+
+    def run(self, stop) -> int:
+        import threading
+
+        counts = [0] * len(self.interpreters)
+
+        def work(i: int, interp) -> None:
+            while not stop():
+                interp.invoke()
+                counts[i] += 1
+
+        threads = [threading.Thread(target=work, args=(i, it)) for i, it in enumerate(self.interpreters)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sum(counts)
 
 
 class CompiledModelSession:

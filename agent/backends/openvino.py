@@ -19,6 +19,7 @@ import importlib
 import importlib.metadata
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,39 @@ def _version() -> str:
         except importlib.metadata.PackageNotFoundError:
             continue
     return "unknown"
+
+
+class AsyncQueuePool:
+    """OpenVINO throughput: the model compiled with the THROUGHPUT hint, N requests in an AsyncInferQueue."""
+
+    mode = "openvino-async-queue"
+
+    def __init__(self, core, model, device: str, n: int, inputs: list[np.ndarray], threads: int):
+        from openvino import AsyncInferQueue
+
+        config = {"PERFORMANCE_HINT": "THROUGHPUT", "PERFORMANCE_HINT_NUM_REQUESTS": n}
+        if threads > 0 and device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = core.compile_model(model, device, config)
+        self.queue = AsyncInferQueue(compiled, n)
+        for request in self.queue:
+            for i, array in enumerate(inputs):
+                tensor = request.get_input_tensor(i)
+                tensor.data[...] = array.astype(tensor.data.dtype, copy=False).reshape(tensor.data.shape)
+        self.completed = 0
+        lock = threading.Lock()
+
+        def done(request, userdata) -> None:  # called from OpenVINO's threads
+            with lock:
+                self.completed += 1
+
+        self.queue.set_callback(done)
+
+    def run(self, stop) -> int:
+        while not stop():
+            self.queue.start_async()  # waits for a free request when all are busy
+        self.queue.wait_all()
+        return self.completed
 
 
 def ov_error_line(exc: BaseException) -> str:
@@ -150,6 +184,7 @@ class Backend:
                 f"the model's input shape {', '.join(dynamic)} is dynamic; fleetbench benchmarks static shapes: "
                 "convert it with `fleetbench convert --input-shape ...` (or a data set that implies the shape)",
             )
+        self._model, self._device, self._threads = model, device, settings.threads
         try:
             self._compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
@@ -175,6 +210,9 @@ class Backend:
 
     def run(self) -> None:
         self._request.infer()
+
+    def throughput_pool(self, n: int, inputs: list[np.ndarray]):
+        return AsyncQueuePool(self.core(), self._model, self._device, n, inputs, self._threads)
 
     def outputs(self) -> list[np.ndarray]:
         return [self._request.get_output_tensor(i).data for i in range(len(self._compiled.outputs))]
