@@ -129,7 +129,7 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
     inputs = _latency_inputs(backend, dataset)
     backend.prepare(inputs)
     try:
-        m = measure_latency(backend.run, spec.settings)
+        m = measure_latency(backend.run, spec.settings, runtime_latency_ns=getattr(backend, "runtime_latency_ns", None))
     except Exception as exc:  # a runtime error during invoke is the model's fault, not the agent's
         raise JobError("inference-failed", f"inference failed on {spec.capability}: {exc}") from None
 
@@ -179,4 +179,5 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         finished_at=utc_now(),
         fidelity=fidelity,
         throughput=throughput,
+        timer=getattr(backend, "timer", "perf_counter_ns"),
     )

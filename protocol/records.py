@@ -328,6 +328,9 @@ class ResultRecord(_Contract):
     finished_at: str
     fidelity: Optional[Fidelity] = None
     throughput: Optional[Throughput] = None
+    #: What produced ``samples_ns``: the agent's clock around the run call, or
+    #: the runtime's own per-request figure (OpenVINO's request.latency).
+    timer: str = "perf_counter_ns"
     schema_version: int = SCHEMA_VERSION
 
     def check_consistent(self) -> None:

@@ -110,3 +110,12 @@ def test_throughput_window_is_owned_by_the_measurement_module():
 
     t = measure_throughput(Pool(), duration_s=0.1, clock=w.clock)
     assert t.completed == 200 and t.elapsed_ns == 100 * MS and t.ips == pytest.approx(2000.0)
+
+
+def test_runtime_latency_replaces_the_clock_but_not_the_window():
+    w = FakeWorkload(2 * MS)
+    reported = iter(range(1000, 10**6))  # the runtime's own figure, different from the clock's
+    m = measure_latency(w.run, settings(min_iterations=10, min_duration_s=0.05), clock=w.clock,
+                        runtime_latency_ns=lambda: next(reported))  # fmt: skip
+    assert len(m.samples_ns) == 25  # the 0.05 s window is still measured by the clock (25 x 2 ms)
+    assert m.samples_ns[:3] == [1000, 1001, 1002]

@@ -100,6 +100,7 @@ def test_each_openvino_capability_end_to_end(ir_job, capability):
     assert outcome.ok, outcome.error
     r = outcome.record
     assert r.runtime == "openvino" and r.device == capability.split(":", 1)[1]
+    assert r.timer == "openvino request.latency" and min(r.samples_ns) > 0
     assert r.accuracy_top1 == 1.0 and r.stats.count >= 200  # labels are Keras's own predictions
 
 
