@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -26,13 +27,15 @@ from protocol import SCHEMA_VERSION, utc_now
 from protocol.bundles import BUNDLE_FORMAT, RESULTS_FORMAT, BundleError
 from protocol.packing import unpack
 
+
 def _localize(ref: dict | None, root: Path) -> dict | None:
     if ref is None:
         return None
     uri = ref["uri"]
-    if not uri.startswith("bundle:"):
+    name = uri.removeprefix("bundle:")
+    if not uri.startswith("bundle:") or not re.fullmatch(r"[0-9a-f]{64}", name):
         raise BundleError(f"artifact {ref.get('filename') or ref['sha256'][:12]} is not inside the bundle ({uri})")
-    path = root / "artifacts" / uri.removeprefix("bundle:")
+    path = root / "artifacts" / name
     return dict(ref, uri=path.resolve().as_uri())
 
 
@@ -52,6 +55,8 @@ def read_bundle(bundle: Path, dest: Path) -> tuple[dict, list[dict]]:
             f"{bundle}: made for schema {manifest.get('schema_version')}, this agent speaks {SCHEMA_VERSION}; "
             "use the same fleetbench release on both sides"
         )
+    if not isinstance(manifest.get("jobs"), list):
+        raise BundleError(f"{bundle}: its bundle.json lists no jobs")
     jobs = []
     for spec in manifest["jobs"]:
         spec = dict(spec)

@@ -84,8 +84,17 @@ def test_tampered_artifact_in_a_bundle_is_not_run(made, tmp_path):
     assert [o.ok for o in outcomes].count(False) == 1 and "not run" in next(o for o in outcomes if not o.ok).error
 
 
-@pytest.mark.parametrize("content,message", [(b"not a tar at all", "not a readable fleetbench bundle"),
-                                             (pack_files({"x.txt": b"hi"}), "no bundle.json inside")])  # fmt: skip
+ESCAPING = {"format": "fleetbench-bundle", "schema_version": 1, "jobs": [
+    {"artifact": {"sha256": "0" * 64, "uri": "bundle:../../etc/passwd", "size_bytes": 1}}]}
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"not a tar at all", "not a readable fleetbench bundle"),
+    (pack_files({"x.txt": b"hi"}), "no bundle.json inside"),
+    (pack_files({"bundle.json": json.dumps({"format": "fleetbench-bundle", "schema_version": 1}).encode()}),
+     "lists no jobs"),
+    (pack_files({"bundle.json": json.dumps(ESCAPING).encode()}), "is not inside the bundle"),
+])  # fmt: skip
 def test_bad_bundles_are_clear_errors(made, tmp_path, content, message):
     bad = tmp_path / "bad.fbb"
     bad.write_bytes(content)
