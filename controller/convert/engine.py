@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.convert.sources import H5, KERAS, ONNX, OPENVINO_IR, SAVEDMODEL, TFLITE
+from controller.convert.sources import H5, KERAS, OPENVINO_IR, SAVEDMODEL, TFLITE
 from controller.convert.variants import VARIANTS
 from protocol.packing import pack_files
 
