@@ -148,9 +148,24 @@ def test_deleted_artifact_is_converted_again(ws):
     assert p.variants[0].status == "todo"
 
 
-def test_h5_source(ws):
-    _, report = _convert(ws, ws.root / "cnn.h5", ["tflite-fp32", "openvino-fp32"])
-    assert [o.status for o in report.outcomes] == ["converted", "converted"]
+OPENVINO = ["openvino-fp32", "openvino-fp16", "openvino-int8"]
+
+
+def test_h5_source_into_all_seven(ws):
+    _, report = _convert(ws, ws.root / "cnn.h5", ALL)
+    assert [o.status for o in report.outcomes] == ["converted"] * 7, [o.error for o in report.outcomes]
+
+
+def test_savedmodel_source_into_all_seven(ws):
+    import contextlib
+    import io
+
+    model = ws.tf.keras.models.load_model(ws.root / "cnn.keras")
+    with contextlib.redirect_stdout(io.StringIO()):
+        model.export(str(ws.root / "cnn_savedmodel"))
+    p, report = _convert(ws, ws.root / "cnn_savedmodel", ALL)
+    assert p.source.kind == "savedmodel"
+    assert [o.status for o in report.outcomes] == ["converted"] * 7, [o.error for o in report.outcomes]
 
 
 def test_savedmodel_with_an_op_tflite_lacks(ws):
@@ -175,12 +190,16 @@ def test_savedmodel_with_an_op_tflite_lacks(ws):
 
 
 def test_tflite_source(ws, tiny_model):
-    p, report = _convert(ws, tiny_model["path"], ["tflite-fp32", "tflite-int8", "openvino-fp32"], dataset_path=None)
+    data = ws.root / "tiny_data.npz"
+    np.savez(data, x=tiny_model["x"], y=tiny_model["y"])
+    p, report = _convert(ws, tiny_model["path"], ["tflite-fp32", "tflite-int8", *OPENVINO], dataset_path=data,
+                         preprocessing=Preprocessing(), n_calibration=4)  # fmt: skip
     assert report.outcome("tflite-fp32").status == "converted"
     assert report.outcome("tflite-fp32").artifact.sha256 == p.model_id  # passed through unchanged
     assert report.outcome("tflite-int8").status == "refused"
     assert "cannot be re-quantized" in report.outcome("tflite-int8").error
-    assert report.outcome("openvino-fp32").status == "converted"
+    for v in OPENVINO:
+        assert report.outcome(v).status == "converted", report.outcome(v).error
 
 
 def test_openvino_ir_source(ws):
@@ -188,11 +207,11 @@ def test_openvino_ir_source(ws):
 
     _, first = _convert(ws, ws.root / "cnn.keras", ["openvino-fp32"])
     ir = unpack(ws.arts.path_for(first.outcome("openvino-fp32").artifact.sha256), ws.root / "ir")
-    _, report = _convert(ws, ir / "model.xml", ["tflite-fp32", "openvino-fp16", "openvino-int8"])
+    _, report = _convert(ws, ir / "model.xml", ["tflite-fp32", *OPENVINO])
     assert report.outcome("tflite-fp32").status == "refused"
     assert "no TFLite variant from an OpenVINO IR" in report.outcome("tflite-fp32").error
-    assert report.outcome("openvino-fp16").status == "converted"
-    assert report.outcome("openvino-int8").status == "converted"
+    for v in OPENVINO:
+        assert report.outcome(v).status == "converted", report.outcome(v).error
 
 
 def test_onnx_source_in_nchw(ws):
@@ -219,10 +238,10 @@ def test_onnx_source_in_nchw(ws):
     path = ws.root / "net.onnx"
     onnx.save(model, path)
     pre = Preprocessing(scale=1 / 16, layout="NCHW")
-    _, report = _convert(ws, path, ["tflite-fp16", "openvino-fp32", "openvino-int8"], preprocessing=pre)
+    _, report = _convert(ws, path, ["tflite-fp16", *OPENVINO], preprocessing=pre)
     assert report.outcome("tflite-fp16").status == "refused"
-    assert report.outcome("openvino-fp32").status == "converted", report.outcome("openvino-fp32").error
-    assert report.outcome("openvino-int8").status == "converted", report.outcome("openvino-int8").error
+    for v in OPENVINO:
+        assert report.outcome(v).status == "converted", report.outcome(v).error
     assert report.input_shape == (1, 1, 8, 8)
 
 
