@@ -21,7 +21,8 @@ from protocol import ContractError, JobOutcome, JobSpec
 _STDERR_TAIL = 2000
 
 
-def _signal_name(returncode: int) -> str:
+def signal_name(returncode: int) -> str:
+    """'SIGSEGV' for a child killed by signal 11 (returncode -11)."""
     try:
         return signal.Signals(-returncode).name
     except ValueError:
@@ -92,7 +93,7 @@ def run_job(
             return _failed(
                 spec,
                 "crashed",
-                f"benchmark process for {what} was killed by {_signal_name(returncode)}: the runtime crashed on "
+                f"benchmark process for {what} was killed by {signal_name(returncode)}: the runtime crashed on "
                 "this model (the agent itself is fine). Try another variant or runtime version"
                 + (f". Last output:\n{tail}" if tail else ""),
                 agent_id,

@@ -110,7 +110,7 @@ def demo(
     from controller.convert.service import ConvertError, parse_variants
     from controller.demo import DemoError, run_demo
     from controller.errors import DispatchError, ServiceError
-    from controller.store import StoreError
+    from controller.store import StoreError, redact_url
 
     settings = BenchmarkSettings(
         threads=threads,
@@ -153,7 +153,7 @@ def demo(
     for variant, error in run.failures:
         err_console.print(f"[yellow]{variant} not benchmarked:[/] {error}", highlight=False)
     console.print(
-        f"Stored {len(run.records)} record(s) in [bold]{_display_url(run.db_url)}[/] "
+        f"Stored {len(run.records)} record(s) in [bold]{redact_url(run.db_url)}[/] "
         f"({run.total_records} in total). See them again with `fleetbench results`."
     )
 
@@ -162,12 +162,6 @@ def _progress():
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True)
-
-
-def _display_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def conversion_table(report) -> Table:
@@ -417,9 +411,8 @@ def fleet(
     db: Optional[str] = DbOpt,
 ) -> None:
     """List agents: capabilities, online or offline since when, last heartbeat."""
-    import datetime as dt
-
     from controller.errors import DispatchError
+    from controller.store import as_utc
 
     live: set[str] = set()
     with _open_store(data_dir, db) as (_, store):
@@ -446,8 +439,7 @@ def fleet(
         table.add_column(col)
     for r in rows:
         caps = "\n".join(f"{c['name']} [dim]{c['device_name']}[/]" for c in r.inventory["capabilities"])
-        beat = r.last_heartbeat if r.last_heartbeat.tzinfo else r.last_heartbeat.replace(tzinfo=dt.timezone.utc)
-        when = beat.strftime("%Y-%m-%d %H:%M:%S UTC")
+        when = as_utc(r.last_heartbeat).strftime("%Y-%m-%d %H:%M:%S UTC")
         if not broker:
             status = "unknown"
         elif r.agent_id in live:

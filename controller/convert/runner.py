@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from agent.runner import signal_name
 from controller.artifacts import ArtifactStore
 from controller.embedded import die_with_parent
 from protocol import ArtifactRef
@@ -44,13 +45,6 @@ def _limit(limits: Limits) -> Callable[[], None]:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
     return apply
-
-
-def _signal_name(code: int) -> str:
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
 
 
 def run_conversion(
@@ -134,7 +128,7 @@ def run_conversion(
         elif len(result["variants"]) < len(variants):
             tail = err_path.read_bytes()[-1500:].decode("utf-8", "replace").strip()
             if code < 0:
-                why = f"the conversion process was killed by {_signal_name(code)}"
+                why = f"the conversion process was killed by {signal_name(code)}"
             else:
                 why = f"the conversion process exited with code {code}"
             hint = " (out of memory? the limit is {:.0f} GiB)".format(limits.memory_bytes / 2**30) if "MemoryError" in tail or "bad_alloc" in tail else ""

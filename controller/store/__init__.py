@@ -1,5 +1,5 @@
 """The SQL store: SQLite embedded, PostgreSQL for teams. Schema by Alembic."""
 
-from controller.store.store import Store, StoreError
+from controller.store.store import Store, StoreError, as_utc, redact_url
 
-__all__ = ["Store", "StoreError"]
+__all__ = ["Store", "StoreError", "as_utc", "redact_url"]

@@ -26,7 +26,7 @@ def _parse_ts(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def _aware(ts: dt.datetime) -> dt.datetime:
+def as_utc(ts: dt.datetime) -> dt.datetime:
     """SQLite hands timestamps back without their zone; they were stored in UTC."""
     return ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
 
@@ -35,7 +35,12 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _redact(url: str) -> str:
+def _write_error(url: str, exc: OperationalError) -> StoreError:
+    return StoreError(f"cannot write to {redact_url(url)}: {_one_line(exc.orig)}")
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***, for messages."""
     from sqlalchemy.engine import make_url
 
     try:
@@ -82,7 +87,7 @@ class Store:
                 command.upgrade(cfg, "head")
         except OperationalError as exc:
             raise StoreError(
-                f"cannot open the database {_redact(self.url)}: {_one_line(exc.orig)}. "
+                f"cannot open the database {redact_url(self.url)}: {_one_line(exc.orig)}. "
                 "Check that the server is running and the URL (--db / FLEETBENCH_DB_URL) is right"
             ) from None
 
@@ -124,7 +129,7 @@ class Store:
                 raise
             return False
         except OperationalError as exc:
-            raise StoreError(f"cannot write to {_redact(self.url)}: {_one_line(exc.orig)}") from None
+            raise _write_error(self.url, exc) from None
         return True
 
     def get_result(self, job_id: str, attempt: int) -> ResultRecord | None:
@@ -158,7 +163,7 @@ class Store:
         except IntegrityError:  # a concurrent writer inserted it first
             return False
         except OperationalError as exc:
-            raise StoreError(f"cannot write to {_redact(self.url)}: {_one_line(exc.orig)}") from None
+            raise _write_error(self.url, exc) from None
         return True
 
     def add_model(self, model_id: str, name: str, kind: str, filename: str, size_bytes: int) -> bool:
@@ -238,13 +243,13 @@ class Store:
                     if row is None:
                         session.add(AgentRow(agent_id=inventory.agent_id, hostname=inventory.host.hostname,
                                              inventory=inventory.to_dict(), first_seen=beat, last_heartbeat=beat))  # fmt: skip
-                    elif _aware(row.last_heartbeat) < beat:
+                    elif as_utc(row.last_heartbeat) < beat:
                         row.inventory, row.hostname, row.last_heartbeat = inventory.to_dict(), inventory.host.hostname, beat
                 return
             except IntegrityError:
                 continue
             except OperationalError as exc:
-                raise StoreError(f"cannot write to {_redact(self.url)}: {_one_line(exc.orig)}") from None
+                raise _write_error(self.url, exc) from None
 
     def agents(self) -> list[AgentRow]:
         with self._session() as session:
