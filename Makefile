@@ -5,10 +5,17 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fleetbench-installed
+# tflite-runtime (the agent's fallback runtime) is built against numpy 1.x, so
+# its end-to-end tests run the agent's benchmark child in a venv of its own.
+TFLITE_VENV  := .venv-tflite
+TFLITE_STAMP := $(TFLITE_VENV)/.installed
+TFLITE_PKGS  := tflite-runtime-nightly==2.20.0.dev20250409 'numpy<2'
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv venv-tflite clean
 
 venv: $(STAMP)
+
+venv-tflite: $(TFLITE_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: no python3.11 or python3 on PATH; install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -21,8 +28,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fleetbench demo
 
-test: $(STAMP)
+$(TFLITE_STAMP):
+	@test -x $(TFLITE_VENV)/bin/python || $(PYTHON) -m venv $(TFLITE_VENV)
+	$(TFLITE_VENV)/bin/python -m pip install --quiet $(TFLITE_PKGS)
+	@touch $@
+
+test: $(STAMP) $(TFLITE_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TFLITE_VENV) build *.egg-info

@@ -140,6 +140,13 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         t = measure_throughput(pool, spec.settings.throughput_duration_s)
         throughput = Throughput(mode=pool.mode, requests=n, completed=t.completed, elapsed_s=t.elapsed_ns / 1e9, ips=t.ips)
 
+    summary = summarize_ns(m.samples_ns)
+    loadgen = None
+    if spec.settings.loadgen_scenario:
+        from agent.loadgen import run_scenario
+
+        loadgen = run_scenario(backend.run, spec.settings, expected_latency_ns=int(summary.p50_ms * 1e6))
+
     accuracy, fidelity, n_acc = None, None, 0
     if dataset is not None:
         x, y = dataset
@@ -148,7 +155,6 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
             accuracy, fidelity = _evaluate(backend, x, y, reference)
             n_acc = len(y) if y is not None else 0
 
-    summary = summarize_ns(m.samples_ns)
     reasons = tuple(summary.invalid_reasons) + tuple(m.problems(spec.settings))
     stats = LatencyStats.from_summary(summary, load_ms=load_ns / 1e6, first_inference_ms=m.first_inference_ns / 1e6)
     return ResultRecord(
@@ -179,5 +185,6 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         finished_at=utc_now(),
         fidelity=fidelity,
         throughput=throughput,
+        loadgen=loadgen,
         timer=getattr(backend, "timer", "perf_counter_ns"),
     )

@@ -22,6 +22,11 @@ CONFIG_KEYS = {
     "agent_id": "this agent's unique name (same as --agent-id)",
     "capabilities": "serve only these capabilities (same as --capability)",
     "openvino_devices": "extra OpenVINO device strings to probe, e.g. [\"HETERO:FPGA,CPU\", \"AUTO:CPU\"]",
+    "token": "this agent's token for the controller's HTTP API (artifact downloads)",
+    "cache_dir": "where downloaded artifacts are cached (default ~/.cache/fleetbench-agent)",
+    "cache_max_mb": "bound on the artifact cache, in MiB (default 4096)",
+    "delegates": "TFLite external delegates by path, e.g. {\"edgetpu\": {\"path\": \"libedgetpu.so.1\"}} "
+    "(see agent/backends/delegates.py)",
 }
 
 
@@ -39,6 +44,13 @@ def load_config(path: str) -> dict:
     unknown = sorted(set(data) - set(CONFIG_KEYS))
     if unknown:
         raise SystemExit(f"error: agent config {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(CONFIG_KEYS)}")
+    if "delegates" in data:
+        from agent.backends.delegates import check_config
+
+        try:
+            check_config(data["delegates"])
+        except ValueError as exc:
+            raise SystemExit(f"error: agent config {path}: {exc}")
     return data
 
 
@@ -80,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         args.capability = args.capability or list(cfg.get("capabilities", []))
         if cfg.get("openvino_devices"):
             os.environ["FLEETBENCH_OPENVINO_DEVICES"] = ";".join(cfg["openvino_devices"])
+        from agent import artifacts
+
+        for key, env in (("token", artifacts.TOKEN_ENV), ("cache_dir", artifacts.CACHE_ENV), ("cache_max_mb", artifacts.CACHE_MAX_ENV)):
+            if cfg.get(key) not in (None, ""):
+                os.environ.setdefault(env, str(cfg[key]))  # the environment wins, as flags do
+        if cfg.get("delegates"):  # benchmark children inherit it
+            from agent.backends.delegates import ENV
+
+            os.environ[ENV] = json.dumps(cfg["delegates"])
     caps, missing = probe_all()
     for cap in caps:
         print(f"capability {cap.name}: {cap.runtime} {cap.runtime_version}, {cap.device_name}", flush=True)

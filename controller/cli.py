@@ -438,7 +438,10 @@ def fleet(
     for col in ("agent", "host", "capabilities", "status", "last heartbeat"):
         table.add_column(col)
     for r in rows:
-        caps = "\n".join(f"{c['name']} [dim]{c['device_name']}[/]" for c in r.inventory["capabilities"])
+        caps = "\n".join(
+            f"{c['name']} [dim]{c['device_name']}" + (f" ({', '.join(c['precisions'])})" if c.get("precisions") else "") + "[/]"
+            for c in r.inventory["capabilities"]
+        )
         when = as_utc(r.last_heartbeat).strftime("%Y-%m-%d %H:%M:%S UTC")
         if not broker:
             status = "unknown"
@@ -506,6 +509,33 @@ def import_(
     console.print(f"stored {report.stored} record(s); {report.already} already stored; {len(report.failed)} failed job(s)")
     for job_id, error in report.failed:
         err_console.print(f"[yellow]job {job_id[:8]} failed on the device:[/] {error}", highlight=False)
+
+
+agent_app = typer.Typer(help="Run an agent on this machine (the same as `fleetbench-agent`).", no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
+
+
+@agent_app.command("start")
+def agent_start(
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="Agent config file (JSON); flags win over it."),
+    broker: Optional[str] = typer.Option(None, envvar="FLEETBENCH_BROKER_URL", help="Redis URL of the broker."),
+    agent_id: Optional[str] = typer.Option(None, envvar="FLEETBENCH_AGENT_ID", help="Unique name of this agent."),
+    capability: list[str] = typer.Option([], "--capability", help="Serve only this capability (repeatable)."),
+    probe: bool = typer.Option(False, "--probe", help="Print the capabilities found and exit."),
+    loglevel: str = typer.Option("INFO", help="Celery log level."),
+) -> None:
+    """Discover this machine's capabilities and serve them from the broker until stopped."""
+    from agent.cli import main as agent_main
+
+    argv = [f"--loglevel={loglevel}"]
+    for flag, value in (("--config", config), ("--broker", broker), ("--agent-id", agent_id)):
+        if value:
+            argv += [flag, value]
+    for cap in capability:
+        argv += ["--capability", cap]
+    if probe:
+        argv.append("--probe")
+    raise typer.Exit(agent_main(argv))
 
 
 @app.command()

@@ -156,6 +156,9 @@ class ArtifactRef(_Contract):
     filename: str = ""
 
 
+LOADGEN_SCENARIOS = ("", "SingleStream", "Offline", "Server")
+
+
 @dataclass(frozen=True)
 class BenchmarkSettings(_Contract):
     """How a variant is measured. Stored verbatim on every record."""
@@ -175,6 +178,15 @@ class BenchmarkSettings(_Contract):
     #: throughput hint; LiteRT: N interpreters on N threads); 0 skips it.
     throughput_requests: int = 0
     throughput_duration_s: float = 2.0
+    #: Optional MLPerf LoadGen run after the single-stream measurement:
+    #: "" (none), "SingleStream", "Offline" or "Server" (Poisson arrivals).
+    loadgen_scenario: str = ""
+    #: Server: the Poisson arrival rate (queries/s); Offline: the expected rate.
+    loadgen_target_qps: float = 0.0
+    #: Server: the p99 latency bound LoadGen judges the run against.
+    loadgen_target_latency_ms: float = 100.0
+    loadgen_min_duration_s: float = 5.0
+    loadgen_min_queries: int = 256
 
     def problems(self) -> list[str]:
         out = []
@@ -196,6 +208,14 @@ class BenchmarkSettings(_Contract):
             out.append("throughput_requests must be >= 0")
         if self.throughput_requests and self.throughput_duration_s <= 0:
             out.append("throughput_duration_s must be > 0")
+        if self.loadgen_scenario not in LOADGEN_SCENARIOS:
+            out.append(f"loadgen_scenario must be one of {', '.join(repr(s) for s in LOADGEN_SCENARIOS)}")
+        if self.loadgen_scenario == "Server" and self.loadgen_target_qps <= 0:
+            out.append("loadgen_target_qps must be > 0 for the Server scenario (the Poisson arrival rate)")
+        if self.loadgen_target_qps < 0 or self.loadgen_target_latency_ms <= 0:
+            out.append("loadgen_target_qps must be >= 0 and loadgen_target_latency_ms > 0")
+        if self.loadgen_min_duration_s < 0 or self.loadgen_min_queries < 1:
+            out.append("loadgen_min_duration_s must be >= 0 and loadgen_min_queries >= 1")
         return out
 
 
@@ -295,6 +315,27 @@ class Throughput(_Contract):
 
 
 @dataclass(frozen=True)
+class LoadGenResult(_Contract):
+    """An MLPerf LoadGen run (``mlcommons-loadgen``): its own verdict and estimates, as it logged them."""
+
+    scenario: str  # "SingleStream", "Offline" or "Server"
+    #: LoadGen's verdict: "VALID" or "INVALID".
+    verdict: str
+    #: Why LoadGen said INVALID (its "... satisfied: NO" lines); empty when VALID.
+    reasons: tuple[str, ...]
+    #: LoadGen's latency percentile estimates, e.g. {"50.00": 1.2, "90.00": 1.4, "99.00": 2.0}, in ms.
+    percentiles_ms: dict[str, float]
+    mean_ms: float
+    queries: int
+    duration_s: float
+    #: LoadGen's result: samples/s (SingleStream, Offline) or completed samples/s (Server).
+    samples_per_s: float
+    target_qps: float = 0.0
+    #: The loadgen version that made it.
+    version: str = ""
+
+
+@dataclass(frozen=True)
 class ResultRecord(_Contract):
     """One measured benchmark. Statistics are always derived from ``samples_ns``."""
 
@@ -328,6 +369,7 @@ class ResultRecord(_Contract):
     finished_at: str
     fidelity: Optional[Fidelity] = None
     throughput: Optional[Throughput] = None
+    loadgen: Optional[LoadGenResult] = None
     #: What produced ``samples_ns``: the agent's clock around the run call, or
     #: the runtime's own per-request figure (OpenVINO's request.latency).
     timer: str = "perf_counter_ns"
@@ -358,6 +400,8 @@ class CapabilityInfo(_Contract):
     runtime_version: str
     device: str
     device_name: str
+    #: Precisions the device runs, as the runtime says (OpenVINO: OPTIMIZATION_CAPABILITIES, e.g. FP32, FP16, INT8).
+    precisions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

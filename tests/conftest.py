@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -115,3 +117,16 @@ def tiny_model(tmp_path_factory):
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     y = expected.argmax(axis=1)
     return {"path": path, "x": x, "y": y, "expected": expected}
+
+
+@pytest.fixture(scope="session")
+def delegate_lib(tmp_path_factory):
+    """tests/data/passthrough_delegate.c built into a shared library with the system C compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        if os.environ.get("CI"):
+            pytest.fail("no C compiler: install one (apt-get install gcc) to build the test delegate")
+        pytest.skip("no C compiler (apt-get install gcc) to build the test delegate")
+    out = tmp_path_factory.mktemp("delegate") / "libpassthrough_delegate.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(out), str(DATA / "passthrough_delegate.c")], check=True)
+    return out

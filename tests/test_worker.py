@@ -191,3 +191,37 @@ def test_fleet_lists_agents_online_and_offline(redis_url, agent, tmp_path):
     lines = {ln.split("│")[1].strip(): ln for ln in second.stdout.splitlines() if ln.count("│") > 3 and ln.split("│")[1].strip()}
     assert "online" in lines[agent.agent_id] and "litert:cpu" in lines[agent.agent_id]
     assert "offline since" in lines[gone_id]
+
+
+def test_agent_start_from_a_config_file_serves_a_delegate_through_celery(redis_url, dispatcher, artifacts, delegate_lib, tmp_path):
+    """`fleetbench agent start --config` with an external delegate and an OpenVINO HETERO string."""
+    import json
+    import sys
+
+    agent_id = f"cfg-{uuid.uuid4().hex[:6]}"
+    marker = tmp_path / "prepare.log"
+    cfg = tmp_path / "agent.json"
+    cfg.write_text(json.dumps({
+        "broker": redis_url, "agent_id": agent_id, "openvino_devices": ["HETERO:CPU"],
+        "delegates": {"npu": {"path": str(delegate_lib), "options": {"marker": str(marker)}, "device_name": "Test NPU"}},
+    }))  # fmt: skip
+
+    class ConfiguredAgent(LocalAgent):
+        def argv(self):
+            return [sys.executable, "-m", "controller.cli", "agent", "start", "--config", str(cfg)]
+
+    a = ConfiguredAgent(redis_url, agent_id, tmp_path / "agent.log").start()
+    try:
+        a.wait_ready(lambda: agent_id in dispatcher.agents_offering("litert:npu"), timeout_s=90)
+        inv = next(x for x in dispatcher.live_agents() if x.agent_id == agent_id)
+        names = {c.name: c for c in inv.capabilities}
+        assert {"litert:cpu", "litert:npu", "openvino:CPU", "openvino:HETERO:CPU"} <= set(names)
+        assert names["litert:npu"].device_name == "Test NPU"
+        assert "INT8" in names["openvino:CPU"].precisions and "FP32" in names["litert:cpu"].precisions
+        spec = _spec(artifacts[1], capability="litert:npu")
+        outcome = dispatcher.wait(dispatcher.submit(spec), spec, check=a.check_alive)
+    finally:
+        a.stop()
+    assert outcome.ok, outcome.error
+    assert outcome.record.capability == "litert:npu" and outcome.record.agent_id == agent_id
+    assert "prepare" in marker.read_text()

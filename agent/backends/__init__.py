@@ -25,6 +25,7 @@ from protocol import CapabilityInfo as Capability
 REGISTRY: dict[str, str] = {
     "litert": "agent.backends.litert",
     "openvino": "agent.backends.openvino",
+    "tflite": "agent.backends.tflite",
 }
 
 

@@ -1,6 +1,8 @@
 """LiteRT (``ai_edge_litert``) backend.
 
 - ``litert:cpu``: the interpreter with XNNPACK and a thread count.
+- ``litert:<name>``: an external delegate given by path in the agent config
+  (Edge TPU, a vendor NPU or FPGA delegate); see :mod:`agent.backends.delegates`.
 - ``litert:gpu``: the CompiledModel API with the GPU accelerator only (no CPU
   fallback), offered only when the probe really compiles a bundled model fully
   on the GPU. On Linux the accelerator reaches the GPU through WebGPU/Vulkan,
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import json
 import os
@@ -21,13 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.backends import Capability, TensorSpec, Unavailable
+from agent.backends import Capability, TensorSpec, Unavailable, delegates
 from agent.errors import JobError
 from agent.host import host_facts
 
 
 PROBE_MODEL = Path(__file__).parent / "data" / "probe.tflite"
 GPU_PROBE_TIMEOUT_S = 90.0
+#: Model precisions the interpreter's CPU kernels (XNNPACK and the reference ops) run.
+CPU_PRECISIONS = ("FP16", "FP32", "INT8")
 
 
 def _version() -> str:
@@ -39,12 +44,16 @@ def _version() -> str:
 
 class Backend:
     runtime = "litert"
+    #: the module with ``Interpreter`` and ``load_delegate``; tflite-runtime's backend swaps it
+    interpreter_module = "ai_edge_litert.interpreter"
+    install_hint = "install it with `pip install 'fleetbench[agent]'` or `pip install ai-edge-litert`"
 
     def __init__(self) -> None:
         self._interp = None
         self._inputs: list[dict] = []
         self._outputs: list[dict] = []
         self._session: CompiledModelSession | None = None
+        self._device = "cpu"
         #: capability -> why it is not offered, filled by probe()
         self.unavailable: dict[str, str] = {}
 
@@ -52,56 +61,88 @@ class Backend:
     def version(self) -> str:
         return _version()
 
-    def probe(self) -> list[Capability]:
+    def _api(self):
+        """The interpreter module, or Unavailable with how to install it."""
         try:
-            from ai_edge_litert.interpreter import Interpreter  # noqa: F401
+            return importlib.import_module(self.interpreter_module)
         except ImportError as exc:
-            raise Unavailable(
-                f"ai-edge-litert is not importable ({exc}); install it with "
-                "`pip install 'fleetbench[agent]'` or `pip install ai-edge-litert`"
-            ) from None
-        caps = [
-            Capability(
-                name="litert:cpu",
-                runtime=self.runtime,
-                runtime_version=_version(),
-                device="cpu",
-                device_name=host_facts().cpu_model,
-            )
-        ]
+            raise Unavailable(f"{self.interpreter_module} is not importable ({exc}); {self.install_hint}") from None
+
+    def probe(self) -> list[Capability]:
+        self._api()
+        cpu = Capability(f"{self.runtime}:cpu", self.runtime, self.version, "cpu", host_facts().cpu_model, CPU_PRECISIONS)
+        return [cpu] + self._accelerator_caps() + self._delegate_caps()
+
+    def _accelerator_caps(self) -> list[Capability]:
         ok, detail = probe_gpu()
         if ok:
-            caps.append(Capability("litert:gpu", self.runtime, _version(), "gpu", detail))
-        else:
-            self.unavailable["litert:gpu"] = detail
+            return [Capability("litert:gpu", self.runtime, _version(), "gpu", detail, ("FP16", "FP32"))]
+        self.unavailable["litert:gpu"] = detail
+        return []
+
+    def _delegate_caps(self) -> list[Capability]:
+        caps = []
+        try:
+            entries = delegates.configured(self.runtime)
+        except JobError as exc:
+            self.unavailable[f"{self.runtime}:<delegates>"] = exc.message
+            return []
+        for name in entries:
+            ok, detail = delegates.probe(self.runtime, name)
+            if ok:
+                caps.append(Capability(f"{self.runtime}:{name}", self.runtime, self.version, name, detail))
+            else:
+                self.unavailable[f"{self.runtime}:{name}"] = detail
         return caps
 
     def device_name(self, device: str) -> str:
-        return gpu_name() if device == "gpu" else host_facts().cpu_model
+        if device == "cpu":
+            return host_facts().cpu_model
+        if device == "gpu" and self.runtime == "litert":
+            return gpu_name()
+        entry = delegates.configured(self.runtime).get(device)
+        return entry["device_name"] if entry else device
 
     def load(self, artifact_path: str, device: str, settings) -> None:
-        if device == "gpu":
-            self._session = CompiledModelSession(artifact_path, "gpu", settings.threads)
+        threads = getattr(settings, "threads", 1)
+        if device == "gpu" and self.runtime == "litert":
+            self._session = CompiledModelSession(artifact_path, "gpu", threads)
             return
+        api = self._api()
+        extra = {}
         if device != "cpu":
-            raise JobError(
-                "unsupported-device",
-                f"litert has no device '{device}' on this agent; it offers litert:cpu and, with a GPU, litert:gpu",
-            )
-        from ai_edge_litert.interpreter import Interpreter
-
-        threads = settings.threads if settings.threads > 0 else None
+            entry = delegates.configured(self.runtime).get(device)
+            if entry is None:
+                offered = ", ".join(f"{self.runtime}:{d}" for d in ["cpu", *delegates.configured(self.runtime)])
+                raise JobError(
+                    "unsupported-device",
+                    f"{self.runtime} has no device '{device}' on this agent; it offers {offered}. "
+                    "Add external delegates under \"delegates\" in the agent config",
+                )
+            extra["experimental_delegates"] = [delegates.load(api.load_delegate, device, entry)]
         try:
-            interp = Interpreter(model_path=str(artifact_path), num_threads=threads)
+            interp = api.Interpreter(model_path=str(artifact_path), num_threads=threads if threads > 0 else None, **extra)
             interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
+            if extra:
+                why = delegates.one_line(exc)
+                if why == type(exc).__name__:
+                    why = (f"the runtime gave no reason ({why}); delegates that need static shapes refuse graphs "
+                           "with dynamic-sized tensors")  # fmt: skip
+                raise JobError(
+                    "load-failed",
+                    f"the '{device}' delegate could not run {Path(artifact_path).name}: {why}. "
+                    "The delegate rejected the model (unsupported ops or a delegate error); "
+                    f"benchmark it on {self.runtime}:cpu, or compile it for that device first",
+                ) from None
             raise JobError(
                 "load-failed",
-                f"LiteRT could not load {artifact_path}: {exc}. "
-                "The file is not a valid TFLite model, or uses ops this LiteRT build lacks; "
+                f"{self.runtime} could not load {artifact_path}: {exc}. "
+                "The file is not a valid TFLite model, or uses ops this runtime build lacks; "
                 "re-convert it with `fleetbench convert`",
             ) from None
         self._interp = interp
+        self._device = device
         self._path = str(artifact_path)
         self._inputs = interp.get_input_details()
         self._outputs = interp.get_output_details()
@@ -130,9 +171,11 @@ class Backend:
             self._interp.invoke()
 
     def throughput_pool(self, n: int, inputs: list[np.ndarray]):
-        if self._session is not None:
-            raise JobError("unsupported-device", "the throughput phase runs on litert:cpu only for now")
-        return InterpreterPool(self._path, n, inputs)
+        if self._session is not None or self._device != "cpu":
+            raise JobError("unsupported-device", f"the throughput phase runs on {self.runtime}:cpu only for now")
+        pool = InterpreterPool(self._api().Interpreter, self._path, n, inputs)
+        pool.mode = f"{self.runtime}-interpreters"
+        return pool
 
     def outputs(self) -> list[np.ndarray]:
         if self._session is not None:
@@ -141,16 +184,14 @@ class Backend:
 
 
 class InterpreterPool:
-    """LiteRT throughput: N interpreters, one thread each (invoke releases the GIL)."""
+    """Interpreter throughput: N interpreters, one thread each (invoke releases the GIL)."""
 
     mode = "litert-interpreters"
 
-    def __init__(self, path: str, n: int, inputs: list[np.ndarray]):
-        from ai_edge_litert.interpreter import Interpreter
-
+    def __init__(self, interpreter_class, path: str, n: int, inputs: list[np.ndarray]):
         self.interpreters = []
         for _ in range(n):
-            interp = Interpreter(model_path=path, num_threads=1)
+            interp = interpreter_class(model_path=path, num_threads=1)
             interp.allocate_tensors()
             for detail, array in zip(interp.get_input_details(), inputs):
                 interp.set_tensor(detail["index"], np.ascontiguousarray(quantize(array, detail).reshape(detail["shape"])))

@@ -129,7 +129,7 @@ class Backend:
         for device in extra_devices():
             why = self._try_compile(device)
             if why is None:
-                caps.append(Capability(f"openvino:{device}", self.runtime, _version(), device, device))
+                caps.append(Capability(f"openvino:{device}", self.runtime, _version(), device, device, self.precisions(device)))
             else:
                 self.unavailable[f"openvino:{device}"] = why
         for device in core.available_devices:
@@ -140,6 +140,7 @@ class Backend:
                     runtime_version=_version(),
                     device=device,
                     device_name=self.device_name(device),
+                    precisions=self.precisions(device),
                 )
             )
         if not caps:
@@ -153,6 +154,18 @@ class Backend:
         except Exception as exc:  # noqa: BLE001 - any failure means not offered
             return f"OpenVINO cannot compile a model for {device}: {ov_error_line(exc)}"
         return None
+
+    def precisions(self, device: str) -> tuple[str, ...]:
+        """OPTIMIZATION_CAPABILITIES of the device (of each listed device for HETERO/AUTO/MULTI: their intersection)."""
+        head, _, rest = device.partition(":")
+        parts = [d for d in rest.split(",") if d] if head in ("HETERO", "AUTO", "MULTI") else [device]
+        found: list[set[str]] = []
+        for part in parts:
+            try:
+                found.append({str(p) for p in self.core().get_property(part.split(".")[0], "OPTIMIZATION_CAPABILITIES")})
+            except Exception:  # noqa: BLE001 - a plugin without the property
+                return ()
+        return tuple(sorted(set.intersection(*found))) if found else ()
 
     def device_name(self, device: str) -> str:
         try:
