@@ -74,7 +74,8 @@ def results_table(records: list[ResultRecord], title: str = "Results") -> Table:
         ("samples", "right"),
         ("valid", "left"),
     ]:
-        table.add_column(col, justify=justify)
+        # numbers and short headers never wrap; long names (device, runtime) take the wrapping
+        table.add_column(col, justify=justify, no_wrap=col not in ("model", "runtime", "device"))
     for r in records:
         table.add_row(
             r.model_name,
