@@ -14,6 +14,7 @@ import sys
 import uuid
 
 from agent.backends import probe_all
+from protocol import JOB_TIME_LIMIT_S, VISIBILITY_TIMEOUT_S, check_visibility_timeout
 
 
 #: Keys an agent config file (JSON) may hold, and what each sets.
@@ -25,6 +26,9 @@ CONFIG_KEYS = {
     "token": "this agent's token for the controller's HTTP API (artifact downloads)",
     "cache_dir": "where downloaded artifacts are cached (default ~/.cache/fleetbench-agent)",
     "cache_max_mb": "bound on the artifact cache, in MiB (default 4096)",
+    "state_dir": "where the outbox of unsent results lives (default ~/.local/share/fleetbench-agent)",
+    "visibility_timeout_s": "seconds before the broker hands an unacknowledged job to another agent (default 7200)",
+    "job_time_limit_s": "the longest a job may run (default 3600); must be below visibility_timeout_s",
     "delegates": "TFLite external delegates by path, e.g. {\"edgetpu\": {\"path\": \"libedgetpu.so.1\"}} "
     "(see agent/backends/delegates.py)",
 }
@@ -73,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="serve only this capability (repeatable); default: every capability found",
     )
+    p.add_argument("--state-dir", default=os.environ.get("FLEETBENCH_AGENT_STATE"), help="outbox directory")
+    p.add_argument("--visibility-timeout", type=float, default=None, help=f"seconds (default {VISIBILITY_TIMEOUT_S})")
+    p.add_argument("--job-time-limit", type=float, default=None, help=f"seconds (default {JOB_TIME_LIMIT_S})")
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--probe", action="store_true", help="print the capabilities found and exit")
     return p
@@ -85,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_bundle_main(argv[1:])
     args = _parser().parse_args(argv)
+    cfg: dict = {}
     if args.config:
         cfg = load_config(args.config)
         args.broker = args.broker or cfg.get("broker")
@@ -101,6 +109,14 @@ def main(argv: list[str] | None = None) -> int:
             from agent.backends.delegates import ENV
 
             os.environ[ENV] = json.dumps(cfg["delegates"])
+    visibility = args.visibility_timeout or float(cfg.get("visibility_timeout_s") or VISIBILITY_TIMEOUT_S)
+    time_limit = args.job_time_limit or float(cfg.get("job_time_limit_s") or JOB_TIME_LIMIT_S)
+    unsafe = check_visibility_timeout(visibility, time_limit)
+    if unsafe:
+        print(f"error: {unsafe}", file=sys.stderr)
+        return 2
+    if cfg.get("state_dir") and not args.state_dir:
+        args.state_dir = cfg["state_dir"]
     caps, missing = probe_all()
     for cap in caps:
         print(f"capability {cap.name}: {cap.runtime} {cap.runtime_version}, {cap.device_name}", flush=True)
@@ -128,10 +144,25 @@ def main(argv: list[str] | None = None) -> int:
 
     agent_id = args.agent_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     os.environ["FLEETBENCH_AGENT_ID"] = agent_id
-    from agent.worker import app
+    import redis
+
+    from agent import outbox as outbox_mod
+    from agent.worker import app, context
 
     app.conf.broker_url = args.broker
     app.conf.result_backend = args.broker
+    app.conf.broker_transport_options = {"visibility_timeout": visibility}
+    app.conf.result_backend_transport_options = {"visibility_timeout": visibility}
+    # the child's own timeout fires first; this is Celery's last resort
+    app.conf.task_time_limit = time_limit + 60
+    if args.state_dir:
+        os.environ[outbox_mod.STATE_ENV] = args.state_dir
+    outbox = outbox_mod.Outbox(outbox_mod.default_path(agent_id))
+    context.outbox, context.job_time_limit_s = outbox, time_limit
+    context.redis = redis.Redis.from_url(args.broker, socket_timeout=5, socket_connect_timeout=5)
+    context.relay = outbox_mod.Relay(outbox, args.broker).start()
+    if len(outbox):
+        print(f"outbox {outbox.path}: {len(outbox)} result(s) from before a restart, relaying", flush=True)
     queues = [queue_for(c.name) for c in caps] + [agent_queue(agent_id)]
     inventory = AgentInventory(
         agent_id=agent_id, host=host_facts(), capabilities=tuple(caps), started_at=utc_now(), heartbeat_at=utc_now()
@@ -158,4 +189,5 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         heartbeat.stop()
+        context.relay.stop()
     return 0

@@ -46,6 +46,22 @@ def _failed(spec: dict | JobSpec, kind: str, error: str, agent_id: str) -> JobOu
     return JobOutcome(job_id=job_id, attempt=attempt, ok=False, error=error, error_kind=kind, agent_id=agent_id)
 
 
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In a child between fork and exec (preexec_fn): get ``sig`` when the parent dies (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _benchmark_child_setup() -> None:
+    # A killed agent (even kill -9) takes its benchmark with it: the job is
+    # redelivered to another agent, and must not share the device with a ghost.
+    die_with_parent(signal.SIGKILL)
+
+
 def run_job(
     spec_data: dict,
     agent_id: str,
@@ -74,8 +90,9 @@ def run_job(
         what = f"{spec.model_name} {spec.variant} on {spec.capability}"
         with open(err_path, "wb") as err:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, start_new_session=True
-            )
+                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, start_new_session=True,
+                preexec_fn=_benchmark_child_setup if sys.platform.startswith("linux") else None,
+            )  # fmt: skip
             try:
                 returncode = proc.wait(timeout=spec.settings.timeout_s)
             except subprocess.TimeoutExpired:

@@ -1,13 +1,22 @@
-"""The agent's Celery app. The task is thin: it calls :func:`agent.runner.run_job`."""
+"""The agent's Celery app. The task is thin: fence check, :func:`agent.runner.run_job`, outbox.
+
+The CLI (:mod:`agent.cli`) sets :data:`context` before the worker starts.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+from dataclasses import dataclass
 
 from celery import Celery
 
 from agent.runner import run_job
-from protocol import BENCHMARK_TASK, CELERY_SETTINGS
+from protocol import (
+    BENCHMARK_TASK, CELERY_SETTINGS, FENCE_PREFIX, JOB_TIME_LIMIT_S, MAX_STARTS, STARTS_PREFIX, JobOutcome,
+)  # fmt: skip
+
+log = logging.getLogger("fleetbench.agent")
 
 app = Celery("fleetbench-agent")
 app.conf.update(CELERY_SETTINGS)
@@ -15,10 +24,61 @@ app.conf.update(CELERY_SETTINGS)
 app.conf.task_create_missing_queues = True
 
 
+@dataclass
+class Context:
+    outbox: object = None  # agent.outbox.Outbox
+    relay: object = None  # agent.outbox.Relay
+    redis: object = None  # redis.Redis on the broker, for fences
+    job_time_limit_s: float = JOB_TIME_LIMIT_S
+
+
+context = Context()
+
+
 def agent_id() -> str:
     return os.environ.get("FLEETBENCH_AGENT_ID", "")
 
 
+def _refusal(spec: dict, kind: str, message: str) -> JobOutcome:
+    return JobOutcome(job_id=str(spec.get("job_id", "?")), attempt=int(spec.get("attempt", 0) or 0), ok=False,
+                      error=message, error_kind=kind, agent_id=agent_id())  # fmt: skip
+
+
+def _gate(spec: dict) -> JobOutcome | None:
+    """An outcome instead of running: the attempt was called off, or keeps killing its agents."""
+    r = context.redis
+    job_id, attempt = spec.get("job_id"), spec.get("attempt")
+    if r is None or not job_id:
+        return None
+    import redis
+
+    try:
+        fence = r.get(FENCE_PREFIX + str(job_id))
+        if fence is not None and int(fence) != attempt:
+            log.info("job %s attempt %s is no longer current (now %s): not run", job_id, attempt, int(fence))
+            return _refusal(spec, "superseded", f"attempt {attempt} was superseded (current: {int(fence)}); not run")
+        key = f"{STARTS_PREFIX}{job_id}.{attempt}"
+        starts = r.incr(key)
+        r.expire(key, 7 * 24 * 3600)
+    except (redis.exceptions.RedisError, ValueError):
+        return None  # no fence to read: run it; the store fences the result
+    if starts > MAX_STARTS:
+        return _refusal(spec, "crashed", f"attempt {attempt} was started {starts - 1} times and never finished: "
+                        "it takes its agent down with it, so it is not started again")  # fmt: skip
+    return None
+
+
 @app.task(name=BENCHMARK_TASK)
 def benchmark(spec: dict) -> dict:
-    return run_job(spec, agent_id()).to_dict()
+    outcome = _gate(spec)
+    if outcome is None:
+        timeout = (spec.get("settings") or {}).get("timeout_s", 0)
+        if isinstance(timeout, (int, float)) and timeout > context.job_time_limit_s:
+            outcome = _refusal(spec, "bad-spec", f"timeout_s={timeout:g} is above this agent's job time limit "
+                               f"({context.job_time_limit_s:g} s); lower it, or raise job_time_limit_s on the agents")  # fmt: skip
+        else:
+            outcome = run_job(spec, agent_id())
+    if context.outbox is not None and outcome.error_kind != "superseded":
+        context.outbox.put(outcome)  # on disk before the message is acknowledged (acks_late)
+        context.relay.kick()
+    return outcome.to_dict()

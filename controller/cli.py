@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import sys
 from typing import Optional
@@ -26,6 +27,8 @@ err_console = Console(stderr=True)
 
 DataDirOpt = typer.Option(None, "--data-dir", help="Data directory (env FLEETBENCH_HOME; default ~/.local/share/fleetbench).")
 DbOpt = typer.Option(None, "--db", help="SQLAlchemy database URL (env FLEETBENCH_DB_URL; default SQLite in the data dir).")
+ControllerOpt = typer.Option(None, "--controller", envvar="FLEETBENCH_CONTROLLER",
+                             help="Talk to this controller's HTTP API (token in FLEETBENCH_TOKEN) instead of the embedded one.")  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -65,6 +68,7 @@ def results_table(records: list[ResultRecord], title: str = "Results") -> Table:
         ("variant", "left"),
         ("runtime", "left"),
         ("device", "left"),
+        ("threads", "right"),
         ("accuracy", "right"),
         ("top-1 vs fp32", "right"),
         ("p50 ms", "right"),
@@ -82,6 +86,7 @@ def results_table(records: list[ResultRecord], title: str = "Results") -> Table:
             r.variant,
             f"{r.runtime} {r.runtime_version}",
             f"{r.capability}\n[dim]{r.device_name}[/]",
+            str(r.settings.threads),
             "-" if r.accuracy_top1 is None else f"{r.accuracy_top1:.4f}",
             "-" if r.fidelity is None else f"{r.fidelity.top1_agreement:.4f}",
             _fmt_ms(r.stats.p50_ms),
@@ -552,18 +557,66 @@ def worker(
 
 @app.command()
 def results(
+    sweep: Optional[str] = typer.Argument(None, help="Only this sweep's records (id, id prefix or name)."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
     data_dir: Optional[str] = DataDirOpt,
     db: Optional[str] = DbOpt,
-    limit: int = typer.Option(20, help="Show at most this many records, newest first."),
+    limit: int = typer.Option(20, help="Without a sweep: at most this many records, newest first."),
     model: Optional[str] = typer.Option(None, help="Only records of this model id."),
+    controller_url: Optional[str] = ControllerOpt,
 ) -> None:
-    """Show stored benchmark records."""
-    with _open_store(data_dir, db) as (_, store):
-        records = store.results(model_id=model, limit=limit)
-    if not records:
-        console.print("No records yet: run `fleetbench demo` first.")
-        return
-    console.print(results_table(records, title=f"Newest {len(records)} record(s)"))
+    """Show stored benchmark records: the newest, or one sweep's."""
+
+    if fmt not in ("table", "csv", "json"):
+        _fail(f"--format must be table, csv or json; got '{fmt}'", code=2)
+    if controller_url:
+        from controller.client import ApiClient
+
+        client = ApiClient.from_env(controller_url)
+        data = client.get("/api/v1/results", params={"sweep": sweep, "model": model, "limit": limit})
+        records = [ResultRecord.from_dict(r) for r in data["records"]]
+        title = f"Sweep {sweep}" if sweep else f"Newest {len(records)} record(s)"
+    else:
+        from controller.store import StoreError
+
+        with _open_store(data_dir, db) as (_, store):
+            try:
+                if sweep:
+                    row = store.get_sweep(sweep)
+                    records, title = store.sweep_results(row.sweep_id), f"Sweep {row.name} ({row.sweep_id})"
+                else:
+                    records, title = store.results(model_id=model, limit=limit), f"Newest {limit} record(s)"
+            except StoreError as exc:
+                _fail(str(exc))
+    if fmt == "json":
+        sys.stdout.write(json.dumps([r.to_dict() for r in records], indent=1) + "\n")
+    elif fmt == "csv":
+        write_csv(records, sys.stdout)
+    elif not records:
+        console.print("No records yet: run `fleetbench demo` first." if not sweep else "This sweep has no records yet.")
+    else:
+        console.print(results_table(records, title=title))
+
+
+CSV_COLUMNS = ["job_id", "attempt", "model_name", "model_id", "variant", "capability", "device_name", "agent_id",
+               "runtime", "runtime_version", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "samples", "valid",
+               "throughput_ips", "accuracy_top1", "top1_agreement", "model_size_bytes", "peak_rss_bytes",
+               "loadgen_scenario", "loadgen_verdict", "finished_at"]  # fmt: skip
+
+
+def write_csv(records, out) -> None:
+    import csv
+
+    w = csv.writer(out)
+    w.writerow(CSV_COLUMNS)
+    for r in records:
+        w.writerow([
+            r.job_id, r.attempt, r.model_name, r.model_id, r.variant, r.capability, r.device_name, r.agent_id,
+            r.runtime, r.runtime_version, r.settings.threads, r.stats.p50_ms, r.stats.p90_ms, r.stats.p99_ms,
+            r.stats.mean_ms, r.stats.count, r.validity.valid, r.throughput_ips, r.accuracy_top1,
+            r.fidelity.top1_agreement if r.fidelity else None, r.model_size_bytes, r.peak_rss_bytes,
+            r.loadgen.scenario if r.loadgen else "", r.loadgen.verdict if r.loadgen else "", r.finished_at,
+        ])  # fmt: skip
 
 
 @app.command()
@@ -579,6 +632,9 @@ def version() -> None:
     except PackageNotFoundError:
         v = "unknown"
     console.print(f"fleetbench {v} (schema {SCHEMA_VERSION})")
+
+
+from controller import cli_sweeps  # noqa: E402,F401 - registers sweep and status
 
 
 def main() -> None:

@@ -73,13 +73,14 @@ class Dispatcher:
         except redis.exceptions.RedisError as exc:
             raise DispatchError(self._broker_down(exc)) from None
 
-    def submit(self, spec: JobSpec):
+    def submit(self, spec: JobSpec, queue: str | None = None):
+        """Send ``spec`` to its capability's queue (or ``queue``, e.g. a pinned agent's)."""
         self.ping()  # Celery's own reconnect loop would retry for ~20 s, then fail obscurely
         try:
             return self.app.send_task(
                 BENCHMARK_TASK,
                 args=[spec.to_dict()],
-                queue=queue_for(spec.capability),
+                queue=queue or queue_for(spec.capability),
                 task_id=f"{spec.job_id}.{spec.attempt}",
             )
         except OperationalError as exc:

@@ -8,7 +8,6 @@ parent (``PR_SET_PDEATHSIG``), so nothing outlives the CLI even after a
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from agent.runner import die_with_parent
 from controller.errors import ServiceError
 
 
@@ -26,15 +26,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def die_with_parent() -> None:
-    """In a child between fork and exec (preexec_fn): die when the parent does (Linux)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _spawn(argv: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
@@ -204,17 +195,28 @@ class LocalAgent(LocalWorker):
 
     what = "local agent"
 
-    def __init__(self, broker_url: str, agent_id: str, log_path: Path, capabilities: tuple[str, ...] = ()):
+    def __init__(self, broker_url: str, agent_id: str, log_path: Path, capabilities: tuple[str, ...] = (),
+                 extra_args: tuple[str, ...] = (), state_dir: Path | None = None):  # fmt: skip
         super().__init__(log_path)
         self.broker_url = broker_url
         self.agent_id = agent_id
         self.capabilities = capabilities
+        self.extra_args = extra_args
+        #: the agent's outbox lives here (beside its log unless given)
+        self.state_dir = Path(state_dir) if state_dir else self.log_path.parent / "agent-state"
 
     def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "agent", "--broker", self.broker_url, "--agent-id", self.agent_id]
+        argv = [sys.executable, "-m", "agent", "--broker", self.broker_url, "--agent-id", self.agent_id,
+                "--state-dir", str(self.state_dir), *self.extra_args]  # fmt: skip
         for cap in self.capabilities:
             argv += ["--capability", cap]
         return argv
+
+    def kill(self) -> None:
+        """kill -9: no clean shutdown, no goodbye to the broker (as a crashed device)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class LocalConverter(LocalWorker):
@@ -261,7 +263,8 @@ class EmbeddedFleet:
             self.converter = LocalConverter(self.redis.url, self.paths.root, self.paths.logs / "converter.log").start()
         return dispatcher.convert(job, on_event=on_event, check=self.converter.check_alive)
 
-    def ensure_agent(self, capabilities: tuple[str, ...]) -> LocalAgent:
+    def ensure_agent(self, capabilities: tuple[str, ...] = ()) -> LocalAgent:
+        """Start the local agent once: serving ``capabilities``, or every one it finds."""
         dispatcher = self.dispatcher()
         if self.agent is None:
             import uuid
@@ -269,7 +272,7 @@ class EmbeddedFleet:
             agent_id = f"local-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
             self.on_step(f"starting a local agent ({agent_id})")
             self.agent = LocalAgent(self.redis.url, agent_id, self.paths.logs / "agent.log", capabilities).start()
-            self.agent.wait_ready(lambda: agent_id in dispatcher.agents_offering(capabilities[0]))
+            self.agent.wait_ready(lambda: agent_id in {a.agent_id for a in dispatcher.live_agents()})
         return self.agent
 
     def __enter__(self) -> "EmbeddedFleet":

@@ -52,6 +52,35 @@ HEARTBEAT_S = 5.0
 HEARTBEAT_TTL_S = 15
 
 
+#: Agents push every JobOutcome (JSON) onto this Redis list, from their outbox;
+#: the controller's collector stores them (see agent/outbox.py).
+RESULTS_KEY = "fleetbench:results"
+#: ``FENCE_PREFIX + job_id`` holds the job's current attempt, set by the
+#: controller when it sends one; "0" means the job was called off. An agent
+#: runs a message only if its attempt is the current one.
+FENCE_PREFIX = "fleetbench:fence:"
+#: ``STARTS_PREFIX + job_id.attempt`` counts how often agents started that
+#: attempt; past MAX_STARTS it is not started again (it kills its agents).
+STARTS_PREFIX = "fleetbench:starts:"
+MAX_STARTS = 3
+#: A job may run this long at most (its ``timeout_s`` is capped here) ...
+JOB_TIME_LIMIT_S = 3600
+#: ... and the broker hands an unacknowledged job to another agent only after
+#: this long, which must be longer: otherwise a slow job runs twice at once.
+VISIBILITY_TIMEOUT_S = 7200
+
+
+def check_visibility_timeout(visibility_timeout_s: float, job_time_limit_s: float) -> str | None:
+    """Why these settings are unsafe, or None when the visibility timeout is longer than the job time limit."""
+    if visibility_timeout_s > job_time_limit_s:
+        return None
+    return (
+        f"the broker's visibility timeout ({visibility_timeout_s:g} s) must be longer than the job time limit "
+        f"({job_time_limit_s:g} s): otherwise Redis hands a job that is still running to a second agent. "
+        "Raise visibility_timeout_s or lower job_time_limit_s"
+    )
+
+
 def queue_for(capability: str) -> str:
     """The Celery queue that serves one capability, e.g. ``fleetbench.cap.litert:cpu``."""
     if not capability or " " in capability:
@@ -68,6 +97,13 @@ def agent_queue(agent_id: str) -> str:
 
 __all__ = [
     "SCHEMA_VERSION",
+    "RESULTS_KEY",
+    "FENCE_PREFIX",
+    "STARTS_PREFIX",
+    "MAX_STARTS",
+    "JOB_TIME_LIMIT_S",
+    "VISIBILITY_TIMEOUT_S",
+    "check_visibility_timeout",
     "AGENT_KEY_PREFIX",
     "HEARTBEAT_S",
     "HEARTBEAT_TTL_S",

@@ -23,11 +23,14 @@ def test_same_result_twice_is_stored_once(store, golden_record):
     assert store.count_results() == 1
 
 
-def test_another_attempt_is_another_row(store, golden_record):
-    store.add_result(golden_record)
-    store.add_result(dataclasses.replace(golden_record, attempt=2))
-    assert store.count_results() == 2
-    assert store.get_result(golden_record.job_id, 2).attempt == 2
+def test_a_newer_attempt_replaces_the_current_record_and_keeps_the_old(store, golden_record):
+    assert store.add_result(golden_record)
+    assert store.add_result(dataclasses.replace(golden_record, attempt=3))
+    assert store.count_results() == 1  # one current record per job
+    assert store.get_result(golden_record.job_id, 1).attempt == 1  # kept, superseded
+    assert store.results()[0].attempt == 3
+    assert store.add_result(dataclasses.replace(golden_record, attempt=2)) is False  # late: kept as superseded
+    assert store.count_results() == 1 and store.results()[0].attempt == 3
 
 
 def test_inconsistent_record_is_refused_and_nothing_stored(store, golden_record):

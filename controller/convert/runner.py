@@ -24,7 +24,7 @@ from typing import Callable
 
 from agent.runner import signal_name
 from controller.artifacts import ArtifactStore
-from controller.embedded import die_with_parent
+from agent.runner import die_with_parent
 from protocol import ArtifactRef
 from protocol.packing import unpack
 
@@ -167,6 +167,7 @@ def _pump(proc, limits: Limits, result: dict, artifacts: ArtifactStore, on_event
             elif kind == "reference":
                 ref = artifacts.put_file(Path(event["file"]), "reference.npz")
                 result["reference"] = ref.to_dict()
+                event = dict(event, artifact=ref.to_dict())
             elif kind == "start":
                 step = f"converting {event['variant']}"
                 deadline = time.monotonic() + limits.step_timeout_s
@@ -175,7 +176,7 @@ def _pump(proc, limits: Limits, result: dict, artifacts: ArtifactStore, on_event
                 ref = artifacts.put_file(Path(event["file"]), _filename(v))
                 result["variants"][v] = {"status": "converted", "artifact": ref.to_dict(), "seconds": event["seconds"],
                                          "size_bytes": ref.size_bytes}  # fmt: skip
-                event = dict(event, size_bytes=ref.size_bytes)
+                event = dict(event, size_bytes=ref.size_bytes, artifact=ref.to_dict())
             elif kind == "failed":
                 result["variants"][event["variant"]] = {"status": "failed", "kind": event["kind"], "error": event["error"]}
             on_event(event)

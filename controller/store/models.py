@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -23,6 +23,9 @@ class Result(Base):
         Index("ix_results_model_variant", "model_id", "variant"),
         Index("ix_results_capability", "capability"),
         Index("ix_results_finished_at", "finished_at"),
+        Index("ix_results_sweep", "sweep_id"),
+        Index("ix_results_device_name", "device_name"),
+        Index("ix_results_model_time", "model_id", "finished_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -50,6 +53,15 @@ class Result(Base):
     finished_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     stored_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     record: Mapped[dict] = mapped_column(JSONType, nullable=False)
+    #: the sweep whose job made it (None for demo, bundle and ad-hoc jobs)
+    sweep_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: a late result of an attempt that was already replaced: kept, never counted
+    superseded: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+
+
+# Attempt fencing: at most one current (not superseded) record per job.
+_current = Result.superseded == false()
+Index("uq_results_job_current", Result.job_id, unique=True, sqlite_where=_current, postgresql_where=_current)
 
 
 class ModelRow(Base):
@@ -113,3 +125,47 @@ class AgentRow(Base):
     inventory: Mapped[dict] = mapped_column(JSONType, nullable=False)  # AgentInventory
     first_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     last_heartbeat: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class SweepRow(Base):
+    """One sweep: a spec expanded into jobs."""
+
+    __tablename__ = "sweeps"
+
+    sweep_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    spec: Mapped[dict] = mapped_column(JSONType, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)  # running, done
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class JobRow(Base):
+    """One benchmark job of a sweep, with its persisted state (see controller.jobs)."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_sweep_state", "sweep_id", "state"),
+        Index("ix_jobs_state", "state"),
+    )
+
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sweep_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    model_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    model_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    variant: Mapped[str] = mapped_column(String(64), nullable=False)
+    capability: Mapped[str] = mapped_column(String(128), nullable=False)
+    pinned_agent: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    settings: Mapped[dict] = mapped_column(JSONType, nullable=False)  # BenchmarkSettings
+    spec: Mapped[dict | None] = mapped_column(JSONType, nullable=True)  # the JobSpec last sent
+    state: Mapped[str] = mapped_column(String(24), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    error_kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    #: the attempt whose message is in a queue (== attempt once sent)
+    sent_attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=3)
+    agent_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, false, func, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
+from controller.store.jobs import JobsMixin
 from controller.store.models import AgentRow, DatasetRow, ModelRow, Result, VariantRow
-from protocol import AgentInventory, ResultRecord
+from protocol import AgentInventory, JobOutcome, ResultRecord
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest Alembic revision. `migrate()` skips Alembic (a slow import) when
 #: the database is already there; a test keeps this equal to the scripts' head.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 class StoreError(RuntimeError):
@@ -49,7 +50,7 @@ def redact_url(url: str) -> str:
         return "<database url>"
 
 
-class Store:
+class Store(JobsMixin):
     def __init__(self, url: str, **engine_kwargs):
         self.url = url
         if url.startswith("sqlite:///"):
@@ -91,10 +92,10 @@ class Store:
                 "Check that the server is running and the URL (--db / FLEETBENCH_DB_URL) is right"
             ) from None
 
-    def add_result(self, record: ResultRecord) -> bool:
-        """Store ``record`` once. Returns False if (job_id, attempt) is already stored."""
+    @staticmethod
+    def _result_row(record: ResultRecord, sweep_id: str | None = None, superseded: bool = False) -> Result:
         record.check_consistent()
-        row = Result(
+        return Result(
             job_id=record.job_id,
             attempt=record.attempt,
             model_id=record.model_id,
@@ -119,18 +120,15 @@ class Store:
             finished_at=_parse_ts(record.finished_at),
             stored_at=dt.datetime.now(dt.timezone.utc),
             record=record.to_dict(),
+            sweep_id=sweep_id,
+            superseded=superseded,
         )
-        try:
-            with self._session() as session, session.begin():
-                session.add(row)
-        except IntegrityError:
-            existing = self.get_result(record.job_id, record.attempt)
-            if existing is None:  # some other constraint failed: not a duplicate
-                raise
-            return False
-        except OperationalError as exc:
-            raise _write_error(self.url, exc) from None
-        return True
+
+    def add_result(self, record: ResultRecord) -> bool:
+        """Store ``record`` once; True if it is now the job's current record (see :meth:`ingest`)."""
+        record.check_consistent()
+        outcome = JobOutcome(job_id=record.job_id, attempt=record.attempt, ok=True, record=record, agent_id=record.agent_id)
+        return self.ingest(outcome) == "stored"
 
     def get_result(self, job_id: str, attempt: int) -> ResultRecord | None:
         with self._session() as session:
@@ -139,7 +137,7 @@ class Store:
 
     def results(self, model_id: str | None = None, limit: int | None = None) -> list[ResultRecord]:
         """Stored records, newest first."""
-        stmt = select(Result.record).order_by(Result.finished_at.desc(), Result.id.desc())
+        stmt = select(Result.record).where(Result.superseded == false()).order_by(Result.finished_at.desc(), Result.id.desc())
         if model_id:
             stmt = stmt.where(Result.model_id == model_id)
         if limit:
@@ -149,7 +147,7 @@ class Store:
 
     def count_results(self) -> int:
         with self._session() as session:
-            return session.scalar(select(func.count()).select_from(Result)) or 0
+            return session.scalar(select(func.count()).select_from(Result).where(Result.superseded == false())) or 0
 
     # ------------------------------------------------------------ models, datasets, variants
 

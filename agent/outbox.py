@@ -1,0 +1,129 @@
+"""The agent's outbox: every outcome is written to a local SQLite file before
+the job's message is acknowledged, then relayed to the controller with retries.
+
+Relay: the outcome (a :class:`protocol.JobOutcome` as JSON) is pushed onto the
+broker's Redis list :data:`protocol.RESULTS_KEY`; the controller's collector
+moves it to its own processing list, stores it (idempotently), and only then
+removes it. So a result survives a stopped controller (it waits in the list),
+a stopped database (the collector keeps it and retries), a stopped broker (it
+waits here), and an agent restart (this file is on disk; the relay starts
+with the agent). Delivery is at least once; the store makes it exactly once.
+
+Standard library only (sqlite3) plus redis, which Celery brings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+from protocol import RESULTS_KEY, JobOutcome
+
+log = logging.getLogger("fleetbench.agent.outbox")
+
+STATE_ENV = "FLEETBENCH_AGENT_STATE"
+
+
+def default_path(agent_id: str) -> Path:
+    """``$FLEETBENCH_AGENT_STATE/<agent_id>/outbox.db`` (default ``~/.local/share/fleetbench-agent``)."""
+    root = os.environ.get(STATE_ENV) or Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "fleetbench-agent"
+    return Path(root) / agent_id / "outbox.db"
+
+
+class Outbox:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS outbox ("
+                " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                " job_id TEXT NOT NULL, attempt INTEGER NOT NULL, body TEXT NOT NULL,"
+                " created_at TEXT DEFAULT CURRENT_TIMESTAMP,"
+                " UNIQUE (job_id, attempt))"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA synchronous=FULL")  # on disk before the message is acknowledged
+        return db
+
+    def put(self, outcome: JobOutcome) -> None:
+        """Keep ``outcome`` until relayed (a second copy of the same job attempt is ignored)."""
+        with self._lock, self._connect() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO outbox (job_id, attempt, body) VALUES (?, ?, ?)",
+                (outcome.job_id, outcome.attempt, outcome.to_json()),
+            )
+
+    def pending(self, limit: int = 100) -> list[tuple[int, str]]:
+        with self._lock, self._connect() as db:
+            return list(db.execute("SELECT id, body FROM outbox ORDER BY id LIMIT ?", (limit,)))
+
+    def remove(self, row_id: int) -> None:
+        with self._lock, self._connect() as db:
+            db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+
+    def __len__(self) -> int:
+        with self._lock, self._connect() as db:
+            return db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+
+class Relay:
+    """A thread that pushes the outbox to the broker's results list, retrying while it is down."""
+
+    def __init__(self, outbox: Outbox, broker_url: str, interval_s: float = 1.0, max_backoff_s: float = 15.0):
+        import redis
+
+        self.outbox = outbox
+        self.redis = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5)
+        self.interval_s, self.max_backoff_s = interval_s, max_backoff_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="outbox-relay", daemon=True)
+
+    def start(self) -> "Relay":
+        self._thread.start()
+        return self
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    def stop(self, flush_timeout_s: float = 5.0) -> None:
+        """Try once more to relay what is left, then stop (what is left stays on disk)."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=flush_timeout_s)
+
+    def relay_once(self) -> int:
+        """Push every pending outcome; returns how many went. Raises on a broker error."""
+        sent = 0
+        for row_id, body in self.outbox.pending():
+            self.redis.rpush(RESULTS_KEY, body)
+            self.outbox.remove(row_id)  # a crash between these two lines re-sends: the store dedups
+            sent += 1
+        return sent
+
+    def _loop(self) -> None:
+        import redis
+
+        backoff = self.interval_s
+        while True:
+            try:
+                n = self.relay_once()
+                if n:
+                    log.info("relayed %d result(s) to the controller", n)
+                backoff = self.interval_s
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("broker unreachable (%s); %d result(s) kept in %s, retrying in %.0f s",
+                            exc, len(self.outbox), self.outbox.path, backoff)  # fmt: skip
+                backoff = min(backoff * 2, self.max_backoff_s)
+            if self._stop.is_set():
+                return
+            self._wake.wait(backoff)
+            self._wake.clear()

@@ -1,0 +1,213 @@
+"""`fleetbench sweep` and `fleetbench status`: sweeps over the fleet, with live progress."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from controller.cli import (
+    ControllerOpt, DataDirOpt, DbOpt, _fail, _open_store, _term_as_exit, app, console, results_table,
+)  # fmt: skip
+from controller.store.jobs import DEAD_LETTER, EXPIRED, FAILED, FINAL_STATES
+
+BAD_END = (FAILED, DEAD_LETTER, EXPIRED)
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                    TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), console=console)  # fmt: skip
+
+
+def follow(tick, total_of, poll_s: float = 0.5) -> dict[str, int]:
+    """Call ``tick() -> counts`` until every job is final, with a progress bar of the counts."""
+    from controller.sweeps import finished, summary
+
+    with _progress() as progress:
+        task = progress.add_task("sweep", total=None, counts="starting")
+        while True:
+            counts = tick()
+            progress.update(task, total=total_of(counts), completed=finished(counts), counts=summary(counts))
+            if counts and finished(counts) == sum(counts.values()):
+                return counts
+            time.sleep(poll_s)
+
+
+@app.command()
+def sweep(
+    spec_file: str = typer.Argument(..., help="Sweep spec (YAML): models, variants, devices, settings."),
+    broker: Optional[str] = typer.Option(None, envvar="FLEETBENCH_BROKER_URL",
+                                         help="Run on this fleet's broker (default: an embedded broker and local agent)."),  # fmt: skip
+    artifact_url: Optional[str] = typer.Option(None, envvar="FLEETBENCH_ARTIFACT_URL",
+                                               help="Base URL agents download artifacts from (the controller API), "
+                                                    "e.g. http://controller:8080; default file:// (agents share this disk)."),  # fmt: skip
+    controller_url: Optional[str] = ControllerOpt,
+    detach: bool = typer.Option(False, "--detach", help="With --controller: submit and return at once."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Run a sweep: convert what is missing, benchmark every variant on every selected device."""
+    from controller.sweeps import SweepError, parse_spec
+
+    path = Path(spec_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot read the sweep spec {spec_file}: {exc.strerror}", code=2)
+    try:
+        spec = parse_spec(text, base_dir=path.parent)
+    except SweepError as exc:
+        _fail(f"{spec_file}: {exc}", code=2)
+    if controller_url:
+        return _remote_sweep(controller_url, spec, text, path, detach)
+    signal.signal(signal.SIGTERM, _term_as_exit)
+    counts, records, sweep_id = _local_sweep(spec, broker, artifact_url, data_dir, db)
+    if records:
+        console.print(results_table(records, title=f"Sweep {spec.name} ({sweep_id})"))
+    bad = sum(counts.get(s, 0) for s in BAD_END)
+    if bad:
+        console.print(f"[yellow]{bad} job(s) did not finish:[/] `fleetbench status {sweep_id}` shows why")
+        raise typer.Exit(1)
+
+
+def _local_sweep(spec, broker, artifact_url, data_dir, db):
+    from controller.artifacts import ArtifactStore
+    from controller.collector import Collector
+    from controller.convert.service import ConvertError
+    from controller.dispatch import Dispatcher
+    from controller.embedded import EmbeddedFleet
+    from controller.errors import DispatchError, ServiceError
+    from controller.store import StoreError
+    from controller.sweeps import Scheduler, SweepError, http_artifact_ref, prepare_models
+
+    with _open_store(data_dir, db) as (paths, store), contextlib.ExitStack() as stack:
+        try:
+            if broker:
+                dispatcher = Dispatcher(broker)
+                stack.callback(dispatcher.close)
+                dispatcher.ping()
+                runner = lambda job, on_event: dispatcher.convert(job, on_event)  # noqa: E731
+            else:
+                fleet = stack.enter_context(EmbeddedFleet(paths, lambda m: console.print(f"  · {m}", highlight=False)))
+                dispatcher = fleet.dispatcher()
+                fleet.ensure_agent()
+                runner = fleet.convert
+            ref = http_artifact_ref(artifact_url) if artifact_url else (lambda r: r)
+            scheduler = Scheduler(store, dispatcher, Collector(dispatcher.redis, store), artifact_ref=ref)
+            with console.status("reading the models…"):
+                models = prepare_models(spec, store, ArtifactStore(paths.artifacts), runner)
+            sweep_id = scheduler.submit(spec, models)
+            console.print(f"sweep {spec.name}: id {sweep_id}")
+            for note in scheduler.errors:
+                console.print(f"  · {note}", highlight=False)
+            counts = follow(lambda: scheduler.tick(sweep_id), lambda c: sum(c.values()))
+            return counts, store.sweep_results(sweep_id), sweep_id
+        except (SweepError, ConvertError, DispatchError, ServiceError, StoreError) as exc:
+            _fail(str(exc))
+
+
+def _remote_sweep(controller_url, spec, text, path, detach):
+    from controller.client import ApiClient, ApiError
+
+    client = ApiClient.from_env(controller_url)
+    try:
+        if any(m.path for m in spec.models):
+            _fail("with --controller, models are stored ones (`- id: NAME`); upload files first with "
+                  "`fleetbench upload MODEL --controller URL`", code=2)  # fmt: skip
+        sweep_id = client.post("/api/v1/sweeps", json={"spec": spec.raw})["sweep_id"]
+        console.print(f"sweep {spec.name}: id {sweep_id} on {controller_url}")
+        if detach:
+            return
+        counts = follow(lambda: client.get(f"/api/v1/sweeps/{sweep_id}")["counts"], lambda c: sum(c.values()), poll_s=1.0)
+        records = client.get("/api/v1/results", params={"sweep": sweep_id})["records"]
+    except ApiError as exc:
+        _fail(str(exc))
+    from protocol import ResultRecord
+
+    if records:
+        console.print(results_table([ResultRecord.from_dict(r) for r in records], title=f"Sweep {spec.name} ({sweep_id})"))
+    if sum(counts.get(s, 0) for s in BAD_END):
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    sweep: Optional[str] = typer.Argument(None, help="A sweep (id, id prefix or name); default: list the sweeps."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+    controller_url: Optional[str] = ControllerOpt,
+) -> None:
+    """Sweeps and their jobs: state, attempts, agent, and why a job failed or waits."""
+    from controller.store import StoreError
+
+    if controller_url:
+        from controller.client import ApiClient, ApiError
+
+        client = ApiClient.from_env(controller_url)
+        try:
+            if sweep is None:
+                _sweeps_table(client.get("/api/v1/sweeps")["sweeps"])
+            else:
+                data = client.get(f"/api/v1/sweeps/{sweep}")
+                _jobs_table(data, data["jobs"])
+        except ApiError as exc:
+            _fail(str(exc))
+        return
+    with _open_store(data_dir, db) as (_, store):
+        if sweep is None:
+            rows = [dict(sweep_id=r.sweep_id, name=r.name, state=r.state, created_at=r.created_at.isoformat(timespec="seconds"),
+                         counts=store.job_counts(r.sweep_id)) for r in store.sweeps()]  # fmt: skip
+            _sweeps_table(rows)
+            return
+        try:
+            row = store.get_sweep(sweep)
+        except StoreError as exc:
+            _fail(str(exc))
+        jobs = [_job_dict(j) for j in store.jobs(row.sweep_id)]
+        _jobs_table(dict(sweep_id=row.sweep_id, name=row.name, state=row.state, counts=store.job_counts(row.sweep_id)), jobs)
+
+
+def _job_dict(j) -> dict:
+    return dict(job_id=j.job_id, model_name=j.model_name, variant=j.variant, capability=j.capability,
+                pinned_agent=j.pinned_agent, threads=j.settings.get("threads"), state=j.state, attempt=j.attempt,
+                max_attempts=j.max_attempts, agent_id=j.agent_id, reason=j.reason, error_kind=j.error_kind)  # fmt: skip
+
+
+def _sweeps_table(rows: list[dict]) -> None:
+    from controller.sweeps import summary
+
+    if not rows:
+        console.print("No sweeps yet: run `fleetbench sweep SPEC.yaml`.")
+        return
+    table = Table(title="Sweeps", title_justify="left")
+    for col in ("sweep", "name", "state", "created", "jobs"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["sweep_id"], r["name"], r["state"], str(r["created_at"]), summary(r["counts"]))
+    console.print(table)
+
+
+def _jobs_table(sweep: dict, jobs: list[dict]) -> None:
+    from controller.sweeps import summary
+
+    console.print(f"sweep {sweep['name']} ({sweep['sweep_id']}): {sweep['state']}; {summary(sweep['counts'])}")
+    table = Table(title_justify="left")
+    for col in ("job", "model", "variant", "device", "threads", "state", "attempt", "agent", "why"):
+        table.add_column(col, no_wrap=col not in ("why", "device"))
+    colour = {"done": "green", "failed": "red", "dead-letter": "red", "expired": "yellow", "waiting-for-device": "yellow"}
+    for j in jobs:
+        state = f"[{colour[j['state']]}]{j['state']}[/]" if j["state"] in colour else j["state"]
+        device = j["capability"] + (f" @ {j['pinned_agent']}" if j.get("pinned_agent") else "")
+        table.add_row(j["job_id"][:8], j["model_name"], j["variant"], device, str(j["threads"]), state,
+                      f"{j['attempt']}/{j['max_attempts']}", j["agent_id"] or "", j["reason"] or "")  # fmt: skip
+    console.print(table)
+
+
+__all__ = ["follow", "sweep", "status", "FINAL_STATES"]

@@ -1,0 +1,206 @@
+"""Sweeps, their jobs' persisted states, and result ingestion with attempt fencing.
+
+Job states (``JobRow.state``):
+
+==================== =====================================================
+``converting``       its variant is being converted; it starts when it exists
+``pending``          ready to send (shown as queued)
+``queued``           sent to the capability's (or pinned agent's) queue
+``running``          an agent took it
+``waiting-for-device`` no live agent offers its capability; expires later
+``done``             its record is stored
+``failed``           failed with an error that a retry cannot fix
+``dead-letter``      failed ``max_attempts`` times (crashes, time-outs, lost agents)
+``expired``          waited for a device longer than the sweep allows
+``superseded``       replaced by a newer sweep of the same name
+==================== =====================================================
+
+Ingestion is idempotent and fenced by attempt: the current attempt's first
+record is stored; the same record again is a duplicate (nothing written); a
+record of an older attempt is kept with ``superseded`` set, never counted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import false, func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from controller.store.models import JobRow, Result, SweepRow
+from protocol import JobOutcome, ResultRecord
+
+PENDING, CONVERTING, QUEUED, RUNNING = "pending", "converting", "queued", "running"
+WAITING = "waiting-for-device"
+DONE, FAILED, DEAD_LETTER, EXPIRED, SUPERSEDED = "done", "failed", "dead-letter", "expired", "superseded"
+ACTIVE_STATES = (PENDING, CONVERTING, QUEUED, RUNNING, WAITING)
+FINAL_STATES = (DONE, FAILED, DEAD_LETTER, EXPIRED, SUPERSEDED)
+#: failures another attempt may cure: the runtime crashed, hung, or the agent went away
+RETRYABLE = ("crashed", "timeout", "agent-lost", "internal", "fetch-failed")
+
+#: what ingest() did with an outcome
+STORED, DUPLICATE, LATE, RETRY, FAILED_FINAL, UNKNOWN = "stored", "duplicate", "superseded", "retry", "failed", "unknown-job"
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class JobsMixin:
+    """Sweep and job methods of :class:`controller.store.Store`."""
+
+    # ------------------------------------------------------------ sweeps
+
+    def add_sweep(self, sweep: SweepRow, jobs: list[JobRow]) -> None:
+        with self._session() as session, session.begin():
+            session.add(sweep)
+            session.add_all(jobs)
+
+    def get_sweep(self, ref: str) -> SweepRow:
+        """A sweep by id, unique id prefix, or name (the newest of that name)."""
+        from controller.store.store import StoreError
+
+        with self._session() as session:
+            row = session.get(SweepRow, ref)
+            if row is None and len(ref) >= 4:
+                rows = list(session.scalars(select(SweepRow).where(SweepRow.sweep_id.startswith(ref))))
+                row = rows[0] if len(rows) == 1 else None
+            if row is None:
+                stmt = select(SweepRow).where(SweepRow.name == ref).order_by(SweepRow.created_at.desc()).limit(1)
+                row = session.scalar(stmt)
+        if row is None:
+            raise StoreError(f"no sweep matches '{ref}'; `fleetbench status` lists the sweeps")
+        return row
+
+    def sweeps(self, limit: int = 50) -> list[SweepRow]:
+        with self._session() as session:
+            return list(session.scalars(select(SweepRow).order_by(SweepRow.created_at.desc()).limit(limit)))
+
+    def set_sweep_state(self, sweep_id: str, state: str) -> None:
+        with self._session() as session, session.begin():
+            row = session.get(SweepRow, sweep_id)
+            row.state = state
+            row.finished_at = now() if state == "done" else None
+
+    def supersede_sweeps(self, name: str, keep: str) -> list[str]:
+        """Mark the unfinished jobs of older sweeps called ``name`` superseded; returns their ids."""
+        ids = []
+        with self._session() as session, session.begin():
+            olds = select(SweepRow.sweep_id).where(SweepRow.name == name, SweepRow.sweep_id != keep)
+            for job in session.scalars(select(JobRow).where(JobRow.sweep_id.in_(olds), JobRow.state.in_(ACTIVE_STATES))):
+                job.state, job.reason, job.updated_at = SUPERSEDED, f"superseded by sweep {keep}", now()
+                ids.append(job.job_id)
+            for sweep in session.scalars(select(SweepRow).where(SweepRow.sweep_id.in_(olds), SweepRow.state != "done")):
+                sweep.state, sweep.finished_at = "done", now()
+        return ids
+
+    # ------------------------------------------------------------ jobs
+
+    def jobs(self, sweep_id: str | None = None, states: tuple[str, ...] | None = None) -> list[JobRow]:
+        stmt = select(JobRow).order_by(JobRow.created_at, JobRow.job_id)
+        if sweep_id:
+            stmt = stmt.where(JobRow.sweep_id == sweep_id)
+        if states:
+            stmt = stmt.where(JobRow.state.in_(states))
+        with self._session() as session:
+            return list(session.scalars(stmt))
+
+    def get_job(self, job_id: str) -> JobRow | None:
+        with self._session() as session:
+            return session.get(JobRow, job_id)
+
+    def update_job(self, job_id: str, *, expect_attempt: int | None = None, **fields) -> bool:
+        """Set ``fields`` on a job (unless it is final, or its attempt moved on); True if it was changed."""
+        with self._session() as session, session.begin():
+            job = session.get(JobRow, job_id, with_for_update=True)
+            if job is None or job.state in FINAL_STATES:
+                return False
+            if expect_attempt is not None and job.attempt != expect_attempt:
+                return False
+            for key, value in fields.items():
+                setattr(job, key, value)
+            job.updated_at = now()
+        return True
+
+    def job_counts(self, sweep_id: str) -> dict[str, int]:
+        """{state: count} for one sweep, counted in SQL."""
+        stmt = select(JobRow.state, func.count()).where(JobRow.sweep_id == sweep_id).group_by(JobRow.state)
+        with self._session() as session:
+            return {state: n for state, n in session.execute(stmt)}
+
+    def sweep_results(self, sweep_id: str) -> list[ResultRecord]:
+        stmt = (
+            select(Result.record)
+            .where(Result.sweep_id == sweep_id, Result.superseded == false())
+            .order_by(Result.model_name, Result.variant, Result.capability)
+        )
+        with self._session() as session:
+            return [ResultRecord.from_dict(r) for r in session.scalars(stmt)]
+
+    def count_superseded(self, job_id: str) -> int:
+        stmt = select(func.count()).select_from(Result).where(Result.job_id == job_id, Result.superseded.is_(True))
+        with self._session() as session:
+            return session.scalar(stmt) or 0
+
+    # ------------------------------------------------------------ ingestion
+
+    def ingest(self, outcome: JobOutcome) -> str:
+        """Store an agent's outcome exactly once; returns what was done (STORED, DUPLICATE, ...)."""
+        from controller.store.store import _write_error
+
+        for _ in range(3):
+            try:
+                return self._ingest_once(outcome)
+            except IntegrityError:
+                continue  # a concurrent delivery of the same outcome won the insert: classify again
+            except OperationalError as exc:
+                raise _write_error(self.url, exc) from None
+        return DUPLICATE
+
+    def _ingest_once(self, outcome: JobOutcome) -> str:
+        record = outcome.record
+        with self._session() as session, session.begin():
+            job = session.get(JobRow, outcome.job_id, with_for_update=True)
+            if job is None:  # not a sweep job (demo, bundle, ad hoc): the newest attempt is current
+                if not outcome.ok:
+                    return UNKNOWN
+                if self._has_result(session, record.job_id, record.attempt):
+                    return DUPLICATE
+                current = session.scalar(select(Result).where(Result.job_id == record.job_id, Result.superseded == false()))
+                if current is not None and current.attempt > record.attempt:
+                    session.add(self._result_row(record, superseded=True))
+                    return LATE
+                if current is not None:
+                    current.superseded = True
+                    session.flush()
+                session.add(self._result_row(record))
+                return STORED
+            late = outcome.attempt < job.attempt or job.state in (SUPERSEDED, EXPIRED)
+            if late:
+                if outcome.ok and not self._has_result(session, record.job_id, record.attempt):
+                    session.add(self._result_row(record, sweep_id=job.sweep_id, superseded=True))
+                return LATE
+            if job.state in (DONE, FAILED, DEAD_LETTER):
+                return DUPLICATE
+            job.updated_at = now()
+            job.agent_id = outcome.agent_id or job.agent_id
+            if outcome.ok:
+                session.add(self._result_row(record, sweep_id=job.sweep_id))
+                job.state, job.reason, job.error_kind = DONE, "", None
+                return STORED
+            job.error_kind = outcome.error_kind
+            if outcome.error_kind in RETRYABLE and job.attempt < job.max_attempts:
+                job.state = PENDING  # the scheduler sends attempt + 1
+                job.reason = f"attempt {job.attempt} failed ({outcome.error_kind}): {outcome.error}; retrying"
+                return RETRY
+            if outcome.error_kind in RETRYABLE:
+                job.state = DEAD_LETTER
+                job.reason = f"failed {job.attempt} time(s), the last with ({outcome.error_kind}): {outcome.error}"
+            else:
+                job.state, job.reason = FAILED, outcome.error or "failed without an error message"
+            return FAILED_FINAL
+
+    @staticmethod
+    def _has_result(session, job_id: str, attempt: int) -> bool:
+        stmt = select(Result.id).where(Result.job_id == job_id, Result.attempt == attempt)
+        return session.scalar(stmt) is not None

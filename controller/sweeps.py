@@ -1,0 +1,491 @@
+"""Sweeps: models x variants x capability selectors x settings, expanded into
+jobs whose states live in the SQL store, and the scheduler that moves them.
+
+A spec (YAML or JSON)::
+
+    name: nightly-digits
+    models:
+      - path: digits.keras          # converted first (cached by content)
+        data: digits.npz            # optional: validation data for accuracy
+      - id: digits-cnn              # or a stored model: its stored variants
+    variants: [tflite-fp32, tflite-int8, openvino-fp32]   # default: all
+    devices: ["litert:*", "openvino:CPU", "agent:pi-07"]  # default: ["*"]
+    settings:                        # a value, or a list to sweep over
+      threads: [1, 2]
+      scenario: [single-stream, Server]
+      target_qps: 200
+      min_duration_s: 1.0
+    expire_after: 10m               # how long a job waits for a device
+    max_attempts: 3                 # crashes, time-outs, lost agents
+
+A selector is a capability (``openvino:MYRIAD``: its jobs wait for such a
+device), a glob over the capabilities the fleet has shown (``openvino:*``,
+``*:cpu``), or ``agent:<id>`` (every capability of that agent, pinned to it).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import json
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from controller.convert.variants import VARIANTS
+from controller.store import Store
+from controller.store.jobs import (
+    CONVERTING, DEAD_LETTER, DONE, EXPIRED, FAILED, FINAL_STATES, PENDING, QUEUED, RUNNING, SUPERSEDED, WAITING, now,
+)  # fmt: skip
+from controller.store.models import JobRow, SweepRow
+from protocol import FENCE_PREFIX, ArtifactRef, BenchmarkSettings, JobSpec, agent_queue
+
+#: which runtimes run which variant family
+FAMILY_RUNTIMES = {"tflite": ("litert", "tflite"), "openvino": ("openvino",)}
+#: settings keys a spec may sweep over, and the BenchmarkSettings field each sets
+SETTING_ALIASES = {"target_qps": "loadgen_target_qps", "target_latency_ms": "loadgen_target_latency_ms"}
+SCENARIOS = {"single-stream": "", "singlestream": "SingleStream", "offline": "Offline", "server": "Server"}
+DEFAULT_EXPIRE_S = 600.0
+
+
+class SweepError(ValueError):
+    """The spec cannot be run; the message says what to change."""
+
+
+@dataclass
+class ModelEntry:
+    path: str | None = None
+    model_id: str | None = None
+    data: str | None = None
+    name: str | None = None
+    input_shape: tuple[int, ...] | None = None
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    models: list[ModelEntry]
+    variants: list[str]
+    devices: list[str]
+    settings: list[BenchmarkSettings]
+    expire_after_s: float = DEFAULT_EXPIRE_S
+    max_attempts: int = 3
+    raw: dict = field(default_factory=dict)
+
+
+def parse_duration(value, where: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*", str(value))
+    if not m:
+        raise SweepError(f"{where}: '{value}' is not a duration; write 90, 90s, 10m or 2h")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+def _settings_matrix(raw: dict) -> list[BenchmarkSettings]:
+    if not isinstance(raw, dict):
+        raise SweepError("settings: must be a mapping, e.g. {threads: [1, 2]}")
+    known = {f for f in BenchmarkSettings.__dataclass_fields__}
+    axes: list[tuple[str, list]] = []
+    for key, value in raw.items():
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise SweepError(f"settings.{key}: an empty list sweeps over nothing")
+        if key == "scenario":
+            mapped = []
+            for v in values:
+                if str(v).lower() not in SCENARIOS:
+                    raise SweepError(f"settings.scenario: '{v}' is not one of single-stream, SingleStream, Offline, Server")
+                mapped.append(SCENARIOS[str(v).lower()])
+            axes.append(("loadgen_scenario", mapped))
+        elif key == "batch":
+            if any(v != 1 for v in values):
+                raise SweepError("settings.batch: only batch 1 is supported; convert a model with a larger static "
+                                 "batch (`fleetbench convert --input-shape 8,...`) and sweep over it instead")  # fmt: skip
+        elif SETTING_ALIASES.get(key, key) in known:
+            axes.append((SETTING_ALIASES.get(key, key), values))
+        else:
+            raise SweepError(f"settings.{key}: unknown; known: threads, batch, scenario, target_qps, {', '.join(sorted(known))}")
+    out = []
+    for combo in itertools.product(*[vals for _, vals in axes]) if axes else [()]:
+        try:
+            s = BenchmarkSettings.from_dict({k: v for (k, _), v in zip(axes, combo)})
+        except Exception as exc:  # noqa: BLE001 - a contract error names the field
+            raise SweepError(f"settings: {exc}") from None
+        problems = s.problems()
+        if problems:
+            raise SweepError("settings: " + "; ".join(problems))
+        out.append(s)
+    return out
+
+
+def parse_spec(text: str, base_dir: Path | None = None) -> SweepSpec:
+    """A :class:`SweepSpec` from YAML (or JSON) text; relative paths are against ``base_dir``."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SweepError(f"the sweep spec is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SweepError("the sweep spec must be a mapping with at least `models:`")
+    unknown = set(raw) - {"name", "models", "variants", "devices", "settings", "expire_after", "max_attempts"}
+    if unknown:
+        raise SweepError(f"unknown key(s) {', '.join(sorted(unknown))}; known: name, models, variants, devices, settings, expire_after, max_attempts")
+    models = []
+    for i, m in enumerate(raw.get("models") or []):
+        if isinstance(m, str):
+            m = {"path": m}
+        if not isinstance(m, dict) or ("path" in m) == ("id" in m):
+            raise SweepError(f"models[{i}]: give either `path:` (a model file to convert) or `id:` (a stored model)")
+        path = m.get("path")
+        if path and base_dir and not Path(path).is_absolute():
+            path = str(base_dir / path)
+        data = m.get("data")
+        if data and base_dir and not Path(data).is_absolute():
+            data = str(base_dir / data)
+        shape = tuple(int(v) for v in m["input_shape"]) if m.get("input_shape") else None
+        models.append(ModelEntry(path=path, model_id=m.get("id"), data=data, name=m.get("name"), input_shape=shape))
+    if not models:
+        raise SweepError("models: list at least one model (`- path: model.keras` or `- id: digits-cnn`)")
+    variants = raw.get("variants") or list(VARIANTS)
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise SweepError(f"variants: unknown {', '.join(bad)}; known: {', '.join(VARIANTS)}")
+    devices = raw.get("devices") or ["*"]
+    if not isinstance(devices, list) or not all(isinstance(d, str) and d for d in devices):
+        raise SweepError("devices: a list of selectors, e.g. ['litert:*', 'openvino:CPU', 'agent:pi-07']")
+    max_attempts = int(raw.get("max_attempts", 3))
+    if max_attempts < 1:
+        raise SweepError("max_attempts: must be at least 1")
+    return SweepSpec(
+        name=str(raw.get("name") or "sweep"), models=models, variants=list(variants), devices=devices,
+        settings=_settings_matrix(raw.get("settings") or {}),
+        expire_after_s=parse_duration(raw.get("expire_after", DEFAULT_EXPIRE_S), "expire_after"),
+        max_attempts=max_attempts, raw=raw,
+    )  # fmt: skip
+
+
+def _compatible(variant: str, capability: str) -> bool:
+    return capability.split(":", 1)[0] in FAMILY_RUNTIMES[VARIANTS[variant].family]
+
+
+def expand_targets(devices: list[str], variants: list[str], known: dict[str, set[str]]) -> dict[str, list[tuple[str, str | None]]]:
+    """{variant: [(capability, pinned agent or None)]} for the selectors.
+
+    ``known`` maps each capability the fleet has shown to the agents offering it.
+    """
+    agents: dict[str, set[str]] = {}
+    for cap, ids in known.items():
+        for a in ids:
+            agents.setdefault(a, set()).add(cap)
+    out: dict[str, list[tuple[str, str | None]]] = {v: [] for v in variants}
+    for sel in devices:
+        if sel.startswith("agent:"):
+            agent = sel.removeprefix("agent:")
+            if agent not in agents:
+                raise SweepError(f"devices: no agent '{agent}' has been seen; `fleetbench fleet` lists the agents")
+            targets = [(c, agent) for c in sorted(agents[agent])]
+        elif any(ch in sel for ch in "*?["):
+            targets = [(c, None) for c in sorted(known) if fnmatch.fnmatchcase(c, sel)]
+            if not targets:
+                shown = ", ".join(sorted(known)) or "none yet (start an agent)"
+                raise SweepError(f"devices: '{sel}' matches no capability the fleet has shown; known: {shown}")
+        else:
+            if ":" not in sel:
+                raise SweepError(f"devices: '{sel}' is not a capability (<runtime>:<device>), a glob or agent:<id>")
+            targets = [(sel, None)]
+        matched = False
+        for variant in variants:
+            for cap, pin in targets:
+                if _compatible(variant, cap) and (cap, pin) not in out[variant]:
+                    out[variant].append((cap, pin))
+                    matched = True
+        if not matched:
+            raise SweepError(f"devices: '{sel}' offers no runtime for the variants {', '.join(variants)}")
+    return out
+
+
+# ---------------------------------------------------------------- the scheduler
+
+
+@dataclass
+class ModelVariants:
+    """What a sweep needs of one model: its variants, ready or being converted."""
+
+    model_id: str
+    name: str
+    dataset: ArtifactRef | None
+    ready: dict[str, tuple[ArtifactRef, ArtifactRef | None]]  # variant -> (artifact, reference)
+    converting: list[str]
+    convert: Callable[[Callable[[dict], None]], object] | None = None  # runs the conversion, passing events
+
+
+class Scheduler:
+    """Moves a sweep's jobs through their states: one ``tick()`` at a time.
+
+    ``dispatcher`` sends jobs and knows the live agents; ``collector`` stores
+    the outcomes agents relayed. ``artifact_ref`` rewrites artifact URIs for
+    agents (``file://`` embedded, the controller's HTTP URL in a fleet).
+    """
+
+    def __init__(self, store: Store, dispatcher, collector, artifact_ref: Callable[[ArtifactRef], ArtifactRef] = lambda r: r):
+        self.store = store
+        self.dispatcher = dispatcher
+        self.collector = collector
+        self.artifact_ref = artifact_ref
+        self.errors: list[str] = []
+        self._threads: list[threading.Thread] = []
+
+    # ---------------------------------------------------------- submit
+
+    def known_capabilities(self) -> dict[str, set[str]]:
+        known: dict[str, set[str]] = {}
+        for inv in self.dispatcher.live_agents():
+            self.store.record_agent(inv)
+        for row in self.store.agents():
+            for c in row.inventory["capabilities"]:
+                known.setdefault(c["name"], set()).add(row.agent_id)
+        return known
+
+    def submit(self, spec: SweepSpec, models: list[ModelVariants]) -> str:
+        targets = expand_targets(spec.devices, spec.variants, self.known_capabilities())
+        sweep_id = uuid.uuid4().hex[:16]
+        jobs = []
+        t = now()
+        for m in models:
+            for variant in spec.variants:
+                if variant not in m.ready and variant not in m.converting:
+                    continue  # refused for this source, or not stored
+                for (cap, pin), settings in itertools.product(targets[variant], spec.settings):
+                    template = None
+                    if variant in m.ready:
+                        template = self._template(m, variant, cap, settings)
+                    jobs.append(JobRow(
+                        job_id=uuid.uuid4().hex, sweep_id=sweep_id, model_id=m.model_id, model_name=m.name,
+                        variant=variant, capability=cap, pinned_agent=pin, settings=settings.to_dict(), spec=template,
+                        state=PENDING if template else CONVERTING,
+                        reason="" if template else f"waiting for {variant} to be converted",
+                        attempt=0, sent_attempt=0, max_attempts=spec.max_attempts, created_at=t, updated_at=t,
+                    ))  # fmt: skip
+        if not jobs:
+            raise SweepError("the sweep expands to no jobs: no model has any of the variants on any selected device")
+        raw = dict(spec.raw, expire_after=spec.expire_after_s)
+        self.store.add_sweep(SweepRow(sweep_id=sweep_id, name=spec.name, spec=raw, state="running", created_at=t), jobs)
+        superseded = self.store.supersede_sweeps(spec.name, keep=sweep_id)
+        for job_id in superseded:
+            self._fence(job_id, 0)  # an agent that still gets its message does not run it
+        if superseded:
+            self.errors.append(f"{len(superseded)} unfinished job(s) of an earlier '{spec.name}' sweep superseded")
+        for m in models:
+            if m.converting and m.convert is not None:
+                self._start_conversion(sweep_id, m)
+        return sweep_id
+
+    def _template(self, m: ModelVariants, variant: str, cap: str, settings: BenchmarkSettings, job_id: str = "") -> dict:
+        artifact, reference = m.ready[variant]
+        return JobSpec(
+            job_id=job_id or "-", model_id=m.model_id, model_name=m.name, variant=variant, capability=cap,
+            artifact=self.artifact_ref(artifact), settings=settings,
+            dataset=self.artifact_ref(m.dataset) if m.dataset else None,
+            reference=self.artifact_ref(reference) if reference else None, attempt=0,
+        ).to_dict()  # fmt: skip
+
+    def _start_conversion(self, sweep_id: str, m: ModelVariants) -> None:
+        """Convert in the background; each variant's jobs become pending the moment it exists."""
+        state = {"reference": None}
+
+        def on_event(e: dict) -> None:
+            kind = e.get("event")
+            if kind == "reference" and e.get("artifact"):
+                state["reference"] = ArtifactRef.from_dict(e["artifact"])
+            elif kind == "done" and e.get("artifact"):
+                m.ready[e["variant"]] = (ArtifactRef.from_dict(e["artifact"]), state["reference"])
+                for job in self.store.jobs(sweep_id, states=(CONVERTING,)):
+                    if job.variant == e["variant"] and job.model_id == m.model_id:
+                        spec = self._template(m, job.variant, job.capability, BenchmarkSettings.from_dict(job.settings))
+                        self.store.update_job(job.job_id, spec=spec, state=PENDING, reason="")
+            elif kind == "failed":
+                self._fail_converting(sweep_id, m, e["variant"], f"conversion failed: {e.get('error')}")
+
+        def run() -> None:
+            try:
+                m.convert(on_event)
+            except Exception as exc:  # noqa: BLE001 - every waiting job learns why
+                self.errors.append(f"conversion of {m.name} failed: {exc}")
+            for variant in set(m.converting) - set(m.ready):
+                self._fail_converting(sweep_id, m, variant, "the conversion ended without this variant")
+
+        t = threading.Thread(target=run, name=f"convert-{m.name}", daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _fail_converting(self, sweep_id: str, m: ModelVariants, variant: str, why: str) -> None:
+        for job in self.store.jobs(sweep_id, states=(CONVERTING,)):
+            if job.variant == variant and job.model_id == m.model_id:
+                self.store.update_job(job.job_id, state=FAILED, reason=why, error_kind="conversion-failed")
+
+    # ---------------------------------------------------------- tick
+
+    def _fence(self, job_id: str, attempt: int) -> None:
+        self.dispatcher.redis.set(FENCE_PREFIX + job_id, attempt, ex=14 * 24 * 3600)
+
+    def tick(self, sweep_id: str) -> dict[str, int]:
+        """Collect outcomes, then move every active job one step; returns the counts by state."""
+        self.collector.drain()
+        live = {inv.agent_id: {c.name for c in inv.capabilities} for inv in self.dispatcher.live_agents()}
+        offering: dict[str, list[str]] = {}
+        for agent, caps in live.items():
+            for c in caps:
+                offering.setdefault(c, []).append(agent)
+        sweep = self.store.get_sweep(sweep_id)
+        expire_s = float(sweep.spec.get("expire_after", DEFAULT_EXPIRE_S))
+        for job in self.store.jobs(sweep_id, states=(PENDING, WAITING, QUEUED, RUNNING)):
+            if job.pinned_agent:
+                available = job.capability in live.get(job.pinned_agent, ())
+                missing = f"waiting for agent {job.pinned_agent} (with {job.capability}) to come online"
+            else:
+                available = bool(offering.get(job.capability))
+                missing = f"waiting for a device with {job.capability}"
+            if job.state == RUNNING:
+                if job.agent_id and job.agent_id not in live:
+                    self._agent_lost(job)
+                continue
+            if job.state == QUEUED:
+                if self._started(job):
+                    continue
+                if not available:
+                    self.store.update_job(job.job_id, expect_attempt=job.attempt, state=WAITING, reason=missing,
+                                          expires_at=now() + _seconds(expire_s))  # fmt: skip
+                continue
+            # PENDING or WAITING
+            if not available:
+                if job.state == PENDING:
+                    self.store.update_job(job.job_id, expect_attempt=job.attempt, state=WAITING, reason=missing,
+                                          expires_at=now() + _seconds(expire_s))  # fmt: skip
+                elif job.expires_at is not None and now() > _aware(job.expires_at):
+                    if self.store.update_job(job.job_id, expect_attempt=job.attempt, state=EXPIRED,
+                                             reason=f"{missing}: none came within {expire_s:g} s"):  # fmt: skip
+                        self._fence(job.job_id, 0)
+                continue
+            if job.state == WAITING and job.sent_attempt == job.attempt and job.attempt > 0:
+                self.store.update_job(job.job_id, expect_attempt=job.attempt, state=QUEUED, reason="", expires_at=None)
+                continue
+            self._send(job)
+        counts = self.store.job_counts(sweep_id)
+        if not any(counts.get(s) for s in (PENDING, CONVERTING, QUEUED, RUNNING, WAITING)) and sweep.state != "done":
+            self.store.set_sweep_state(sweep_id, "done")
+        return counts
+
+    def _send(self, job: JobRow) -> None:
+        attempt = job.attempt + 1
+        spec = JobSpec.from_dict(dict(job.spec, job_id=job.job_id, attempt=attempt))
+        if not self.store.update_job(job.job_id, expect_attempt=job.attempt, attempt=attempt, state=QUEUED,
+                                     reason="", expires_at=None):  # fmt: skip
+            return  # an outcome moved it meanwhile
+        self._fence(job.job_id, attempt)
+        self.dispatcher.submit(spec, queue=agent_queue(job.pinned_agent) if job.pinned_agent else None)
+        self.store.update_job(job.job_id, expect_attempt=attempt, sent_attempt=attempt)
+
+    def _started(self, job: JobRow) -> bool:
+        """QUEUED -> RUNNING when Celery says an agent started it; records which agent."""
+        result = self.dispatcher.app.AsyncResult(f"{job.job_id}.{job.attempt}")
+        try:
+            state, info = result.state, result.info
+        except Exception:  # noqa: BLE001 - the result backend is the broker; the next tick retries
+            return False
+        if state != "STARTED":
+            return False
+        host = info.get("hostname", "") if isinstance(info, dict) else ""
+        self.store.update_job(job.job_id, expect_attempt=job.attempt, state=RUNNING, agent_id=host.split("@")[0] or None)
+        return True
+
+    def _agent_lost(self, job: JobRow) -> None:
+        why = f"agent {job.agent_id} went away (no heartbeat) during attempt {job.attempt}"
+        if job.attempt < job.max_attempts:
+            self.store.update_job(job.job_id, expect_attempt=job.attempt, state=PENDING, reason=why + "; retrying",
+                                  error_kind="agent-lost")  # fmt: skip
+        else:
+            self.store.update_job(job.job_id, expect_attempt=job.attempt, state=DEAD_LETTER,
+                                  reason=f"failed {job.attempt} time(s), the last because {why}", error_kind="agent-lost")  # fmt: skip
+
+
+def http_artifact_ref(base_url: str) -> Callable[[ArtifactRef], ArtifactRef]:
+    """Point artifact refs at the controller API's download URL (``/api/v1/artifacts/<sha256>``)."""
+    import dataclasses
+
+    base = base_url.rstrip("/")
+    return lambda r: dataclasses.replace(r, uri=f"{base}/api/v1/artifacts/{r.sha256}")
+
+
+def _seconds(s: float):
+    import datetime as dt
+
+    return dt.timedelta(seconds=s)
+
+
+def _aware(ts):
+    import datetime as dt
+
+    return ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
+
+
+def summary(counts: dict[str, int]) -> str:
+    """One line: done 3, running 1, queued 2, failed 0, waiting 1 (of 7)."""
+    total = sum(counts.values())
+    parts = [
+        f"done {counts.get(DONE, 0)}",
+        f"running {counts.get(RUNNING, 0)}",
+        f"queued {counts.get(QUEUED, 0) + counts.get(PENDING, 0)}",
+        f"converting {counts.get(CONVERTING, 0)}",
+        f"failed {counts.get(FAILED, 0) + counts.get(DEAD_LETTER, 0)}",
+        f"waiting for a device {counts.get(WAITING, 0)}",
+    ]
+    if counts.get(EXPIRED):
+        parts.append(f"expired {counts[EXPIRED]}")
+    if counts.get(SUPERSEDED):
+        parts.append(f"superseded {counts[SUPERSEDED]}")
+    return ", ".join(parts) + f" (of {total})"
+
+
+def finished(counts: dict[str, int]) -> int:
+    return sum(n for s, n in counts.items() if s in FINAL_STATES)
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)
+
+
+def prepare_models(spec: SweepSpec, store: Store, artifacts, convert_runner) -> list[ModelVariants]:
+    """Each spec model's variants: cached or stored ones ready now, the rest converted by ``convert_runner``."""
+    from controller.convert import service
+
+    out = []
+    for entry in spec.models:
+        if entry.model_id:
+            row = store.find_model(entry.model_id)
+            ready, dataset = {}, None
+            for v in store.variants(row.model_id):  # oldest first: the newest of each variant wins
+                if v.variant in spec.variants:
+                    ready[v.variant] = (ArtifactRef.from_dict(v.artifact), ArtifactRef.from_dict(v.reference) if v.reference else None)
+                    ds = store.get_dataset(v.dataset_id) if v.dataset_id else None
+                    dataset = ArtifactRef.from_dict(ds.validation) if ds else dataset
+            if not ready:
+                raise SweepError(f"model {entry.model_id}: none of the variants {', '.join(spec.variants)} is stored; "
+                                 "give its file as `path:` to convert it")  # fmt: skip
+            out.append(ModelVariants(row.model_id, entry.name or row.name, dataset, ready, []))
+            continue
+        plan = service.plan(entry.path, spec.variants, store, artifacts, dataset_path=entry.data,
+                            input_shape=entry.input_shape, name=entry.name)  # fmt: skip
+        ready = {
+            v.variant: (ArtifactRef.from_dict(v.row.artifact), ArtifactRef.from_dict(v.row.reference) if v.row.reference else None)
+            for v in plan.variants if v.status == "cached"
+        }  # fmt: skip
+        converting = [v.variant for v in plan.todo]
+        dataset = plan.dataset.validation if plan.dataset else None
+        convert = (lambda on_event, plan=plan: service.execute(plan, store, convert_runner, on_event=on_event)) if converting else None
+        out.append(ModelVariants(plan.model_id, plan.name, dataset, ready, converting, convert))
+    return out

@@ -1,0 +1,100 @@
+"""Idempotent ingestion with attempt fencing, on SQLite and PostgreSQL."""
+
+import dataclasses
+import threading
+
+from controller.store.jobs import (
+    DEAD_LETTER, DONE, DUPLICATE, FAILED, FAILED_FINAL, LATE, PENDING, RETRY, STORED, now,
+)  # fmt: skip
+from controller.store.models import JobRow, SweepRow
+from protocol import JobOutcome
+
+
+def _sweep(store, n_jobs=1, max_attempts=3):
+    sweep = SweepRow(sweep_id="s1", name="nightly", spec={}, state="running", created_at=now())
+    jobs = [
+        JobRow(job_id=f"job-{i}", sweep_id="s1", model_id="m", model_name="digits", variant="tflite-fp32",
+               capability="litert:cpu", settings={}, state="queued", reason="", attempt=1, max_attempts=max_attempts,
+               created_at=now(), updated_at=now())
+        for i in range(n_jobs)
+    ]  # fmt: skip
+    store.add_sweep(sweep, jobs)
+    return jobs
+
+
+def _ok(record, job_id="job-0", attempt=1):
+    r = dataclasses.replace(record, job_id=job_id, attempt=attempt)
+    return JobOutcome(job_id=job_id, attempt=attempt, ok=True, record=r, agent_id=r.agent_id)
+
+
+def _failed(kind, attempt=1, job_id="job-0"):
+    return JobOutcome(job_id=job_id, attempt=attempt, ok=False, error=f"boom ({kind})", error_kind=kind, agent_id="a1")
+
+
+def test_the_same_result_three_times_concurrently_is_one_row(store, golden_record):
+    _sweep(store)
+    outcome = _ok(golden_record)
+    answers, errors = [], []
+    barrier = threading.Barrier(3)
+
+    def deliver():
+        try:
+            barrier.wait()
+            answers.append(store.ingest(outcome))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sorted(answers) == [DUPLICATE, DUPLICATE, STORED]
+    assert store.count_results() == 1 and len(store.sweep_results("s1")) == 1
+    assert store.get_job("job-0").state == DONE
+
+
+def test_a_late_result_of_a_superseded_attempt_is_kept_as_superseded(store, golden_record):
+    _sweep(store)
+    store.update_job("job-0", attempt=2)  # the scheduler sent attempt 2 (its agent looked lost)
+    assert store.ingest(_ok(golden_record, attempt=2)) == STORED
+    assert store.ingest(_ok(golden_record, attempt=1)) == LATE
+    assert store.ingest(_ok(golden_record, attempt=1)) == LATE  # and again: still one superseded row
+    assert store.count_results() == 1 and store.count_superseded("job-0") == 1
+    assert [r.attempt for r in store.sweep_results("s1")] == [2]
+
+
+def test_retryable_failures_retry_then_go_to_dead_letter(store):
+    _sweep(store, max_attempts=2)
+    assert store.ingest(_failed("crashed")) == RETRY
+    job = store.get_job("job-0")
+    assert job.state == PENDING and "retrying" in job.reason
+    store.update_job("job-0", attempt=2, state="queued")
+    assert store.ingest(_failed("crashed", attempt=1)) == LATE  # a duplicate of the old failure changes nothing
+    assert store.ingest(_failed("timeout", attempt=2)) == FAILED_FINAL
+    job = store.get_job("job-0")
+    assert job.state == DEAD_LETTER and "failed 2 time(s)" in job.reason and "boom (timeout)" in job.reason
+    assert store.ingest(_failed("timeout", attempt=2)) == DUPLICATE
+
+
+def test_a_failure_a_retry_cannot_fix_fails_at_once(store):
+    _sweep(store)
+    assert store.ingest(_failed("load-failed")) == FAILED_FINAL
+    assert store.get_job("job-0").state == FAILED and store.get_job("job-0").reason == "boom (load-failed)"
+
+
+def test_counts_by_state_and_superseding_a_sweep(store, golden_record):
+    _sweep(store, n_jobs=3)
+    store.ingest(_ok(golden_record, job_id="job-1"))
+    assert store.job_counts("s1") == {"queued": 2, "done": 1}
+    store.add_sweep(SweepRow(sweep_id="s2", name="nightly", spec={}, state="running", created_at=now()), [])
+    assert sorted(store.supersede_sweeps("nightly", keep="s2")) == ["job-0", "job-2"]
+    assert store.job_counts("s1") == {"superseded": 2, "done": 1}
+    assert store.get_sweep("nightly").sweep_id == "s2" and store.get_sweep("s1").name == "nightly"
+    assert store.ingest(_ok(golden_record, job_id="job-2")) == LATE
+
+
+def test_ad_hoc_results_still_store_once(store, golden_record):
+    assert store.ingest(_ok(golden_record, job_id="adhoc")) == STORED
+    assert store.ingest(_ok(golden_record, job_id="adhoc")) == DUPLICATE
