@@ -30,10 +30,21 @@ def follow(tick, total_of, poll_s: float = 0.5) -> dict[str, int]:
     """Call ``tick() -> counts`` until every job is final, with a progress bar of the counts."""
     from controller.sweeps import finished, summary
 
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from controller.errors import DispatchError
+    from controller.store import StoreError
+
     with _progress() as progress:
         task = progress.add_task("sweep", total=None, counts="starting")
         while True:
-            counts = tick()
+            try:
+                counts = tick()
+            except (StoreError, SQLAlchemyError, DispatchError) as exc:  # outages: results wait in the broker/outboxes
+                first = str(exc).splitlines()[0][:160]
+                progress.update(task, counts=f"[yellow]retrying in 2 s: {first}[/]")
+                time.sleep(2.0)
+                continue
             progress.update(task, total=total_of(counts), completed=finished(counts), counts=summary(counts))
             if counts and finished(counts) == sum(counts.values()):
                 return counts

@@ -21,9 +21,11 @@ BAD_KEY = RESULTS_KEY + ":unreadable"
 
 
 class Collector:
-    def __init__(self, redis_client: redis.Redis, store: Store, name: str = "main"):
+    def __init__(self, redis_client: redis.Redis, store: Store, name: str = "main", on_result=None):
         self.redis = redis_client
         self.store = store
+        #: called with (outcome, what ingest did) after each stored outcome
+        self.on_result = on_result or (lambda outcome, what: None)
         self.processing = f"{RESULTS_KEY}:processing:{name}"
 
     def drain(self, limit: int = 10_000) -> Counter:
@@ -51,6 +53,7 @@ class Collector:
         except StoreError:
             raise  # stays in the processing list; the next drain tries again
         self.redis.lrem(self.processing, 1, raw)
+        self.on_result(outcome, what)
         return what
 
     def pending(self) -> int:

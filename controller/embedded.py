@@ -90,17 +90,27 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    """A private redis-server on a free loopback port, keeping nothing on disk."""
+    """A private redis-server on a free loopback port, keeping nothing on disk.
 
-    def __init__(self, workdir: Path, log_path: Path, port: int | None = None):
+    Tests of lost links and stopped brokers give ``bind`` (extra addresses to
+    listen on) and ``persist`` (an append-only file, as a fleet's Redis has).
+    """
+
+    def __init__(self, workdir: Path, log_path: Path, port: int | None = None, bind: tuple[str, ...] = (),
+                 persist: bool = False):  # fmt: skip
         self.workdir = Path(workdir)
         self.log_path = Path(log_path)
         self.port = port or free_port()
+        self.bind = bind
+        self.persist = persist
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def url_on(self, address: str) -> str:
+        return f"redis://{address}:{self.port}/0"
 
     def start(self, timeout_s: float = 15.0) -> "RedisServer":
         import redis
@@ -109,9 +119,11 @@ class RedisServer:
         argv = [
             redis_server_binary(),
             "--port", str(self.port),
-            "--bind", "127.0.0.1",
+            "--bind", " ".join(("127.0.0.1", *self.bind)),
+            "--protected-mode", "no" if self.bind else "yes",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.persist else "no",
+            "--appendfsync", "always",
             "--dir", str(self.workdir),
             "--daemonize", "no",
         ]  # fmt: skip

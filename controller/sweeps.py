@@ -239,6 +239,13 @@ class Scheduler:
         self.artifact_ref = artifact_ref
         self.errors: list[str] = []
         self._threads: list[threading.Thread] = []
+        collector.on_result = self._on_result
+
+    def _on_result(self, outcome, what: str) -> None:
+        from controller.store.jobs import DUPLICATE, FAILED_FINAL, STORED
+
+        if what in (STORED, DUPLICATE, FAILED_FINAL):  # finished: a redelivered message must not run again
+            self._fence(outcome.job_id, 0)
 
     # ---------------------------------------------------------- submit
 

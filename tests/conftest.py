@@ -38,6 +38,24 @@ def redis_url(tmp_path_factory):
     server.stop()
 
 
+_db_index = iter(range(1, 16))
+
+
+@pytest.fixture
+def clean_redis_url(redis_url):
+    """The session's Redis, on a database index of this test's own, emptied first (results lists are global)."""
+    import redis
+
+    index = next(_db_index, None)
+    if index is None:
+        pytest.fail("more than 15 tests asked for a clean Redis database; give this module its own RedisServer")
+    url = redis_url.rsplit("/", 1)[0] + f"/{index}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
 @pytest.fixture(scope="session")
 def pg_url():
     """(url, engine kwargs) for a fresh schema on the test PostgreSQL."""
@@ -130,3 +148,70 @@ def delegate_lib(tmp_path_factory):
     out = tmp_path_factory.mktemp("delegate") / "libpassthrough_delegate.so"
     subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(out), str(DATA / "passthrough_delegate.c")], check=True)
     return out
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of our own (initdb into a temp dir, run as the postgres user), so a test may stop it."""
+
+    def __init__(self, root: Path):
+        from controller.embedded import free_port
+
+        self.root = root
+        self.data = root / "data"
+        self.port = free_port()
+
+    @staticmethod
+    def available() -> str | None:
+        """Why we cannot run one, or None."""
+        if not (shutil.which("initdb") and shutil.which("pg_ctl")):
+            return "initdb/pg_ctl are not installed (apt-get install postgresql)"
+        if not shutil.which("runuser"):
+            return "runuser is missing"
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "there is no 'postgres' user to run the server as"
+        return None
+
+    def _as_postgres(self, *argv: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, timeout=120)
+
+    def init(self) -> "PostgresServer":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.parent.chmod(0o755)  # mkdtemp makes it root-only; postgres must get through
+        shutil.chown(self.root, "postgres", "postgres")
+        self._as_postgres("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres")
+        return self
+
+    def start(self) -> "PostgresServer":
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w", "start")
+        return self
+
+    def stop(self) -> None:
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+
+@pytest.fixture
+def own_postgres(tmp_path_factory):
+    why = PostgresServer.available()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot start a PostgreSQL server for this test: {why}")
+        pytest.skip(why)
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="fb-pg-")) / "pg"
+    server = PostgresServer(root).init().start()
+    yield server
+    try:
+        server.stop()
+    except subprocess.CalledProcessError:
+        pass  # already stopped by the test
+    shutil.rmtree(root.parent, ignore_errors=True)

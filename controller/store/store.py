@@ -55,6 +55,8 @@ class Store(JobsMixin):
         self.url = url
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if not url.startswith("sqlite"):
+            engine_kwargs.setdefault("pool_pre_ping", True)  # a restarted server leaves dead pooled connections
         self.engine = create_engine(url, **engine_kwargs)
         # Rows handed to callers stay readable after their session commits and closes.
         self._session = sessionmaker(self.engine, expire_on_commit=False)
