@@ -646,4 +646,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m controller.cli`: run the app of the imported module, where cli_sweeps registered its commands
+    from controller.cli import main as _main
+
+    _main()

@@ -222,3 +222,57 @@ def _jobs_table(sweep: dict, jobs: list[dict]) -> None:
 
 
 __all__ = ["follow", "sweep", "status", "FINAL_STATES"]
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for a fleet)."),
+    port: int = typer.Option(8080, help="Port to listen on."),
+    broker: Optional[str] = typer.Option(None, envvar="FLEETBENCH_BROKER_URL", help="The fleet's broker (needed for sweeps)."),
+    public_url: Optional[str] = typer.Option(None, envvar="FLEETBENCH_PUBLIC_URL",
+                                             help="The URL agents reach this API at (for artifact downloads); default http://HOST:PORT."),  # fmt: skip
+    max_upload_mb: float = typer.Option(512.0, help="Largest upload accepted; larger ones get 413."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Run the controller's HTTP API (tokens in FLEETBENCH_API_TOKENS and FLEETBENCH_AGENT_TOKENS)."""
+    import uvicorn
+
+    from controller.api import Tokens, create_app
+    from controller.config import Paths
+    from controller.store import StoreError
+
+    tokens = Tokens.from_env()
+    if not tokens.users:
+        _fail("set FLEETBENCH_API_TOKENS to one or more user tokens (comma-separated); agents use FLEETBENCH_AGENT_TOKENS", code=2)
+    paths = Paths.resolve(data_dir)
+    paths.run.mkdir(parents=True, exist_ok=True)
+    url = public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    try:
+        api = create_app(paths, paths.db_url(db), broker, tokens, max_upload_bytes=int(max_upload_mb * 2**20), public_url=url)
+    except StoreError as exc:
+        _fail(str(exc))
+    console.print(f"fleetbench API on http://{host}:{port} (OpenAPI at /openapi.json); agents fetch artifacts from {url}")
+    uvicorn.run(api, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def upload(
+    model: str = typer.Argument(..., help="Model file (.keras, .h5, .tflite, .onnx)."),
+    data: Optional[str] = typer.Option(None, help="Data set (.npz) to upload with it."),
+    name: Optional[str] = typer.Option(None, help="Display name."),
+    controller_url: str = typer.Option(..., "--controller", envvar="FLEETBENCH_CONTROLLER", help="The controller's API URL."),
+) -> None:
+    """Upload a model (and a data set) to a controller; sweeps then name it with `- id: NAME`."""
+    from controller.client import ApiClient, ApiError
+
+    client = ApiClient.from_env(controller_url)
+    try:
+        m = client.upload("/api/v1/models", Path(model), params={"filename": Path(model).name, "name": name})
+        console.print(f"model {m['name']}: id {m['model_id']} ({m['kind']}, {m['size_bytes']:,} bytes)")
+        if data:
+            d = client.upload("/api/v1/datasets", Path(data))
+            console.print(f"data set: {d['dataset']} ({d['samples']} samples)", soft_wrap=True)
+            console.print("in a sweep spec, name it as the model's `data:`")
+    except (ApiError, OSError) as exc:
+        _fail(str(exc))

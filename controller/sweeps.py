@@ -124,12 +124,17 @@ def _settings_matrix(raw: dict) -> list[BenchmarkSettings]:
 
 def parse_spec(text: str, base_dir: Path | None = None) -> SweepSpec:
     """A :class:`SweepSpec` from YAML (or JSON) text; relative paths are against ``base_dir``."""
-    import yaml
+    import yaml  # noqa: F401 - PyYAML, a controller dependency
 
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SweepError(f"the sweep spec is not valid YAML: {exc}") from None
+    return spec_from_dict(raw, base_dir)
+
+
+def spec_from_dict(raw, base_dir: Path | None = None) -> SweepSpec:
+    """A :class:`SweepSpec` from the parsed spec (the API takes it as JSON)."""
     if not isinstance(raw, dict):
         raise SweepError("the sweep spec must be a mapping with at least `models:`")
     unknown = set(raw) - {"name", "models", "variants", "devices", "settings", "expire_after", "max_attempts"}
@@ -145,7 +150,7 @@ def parse_spec(text: str, base_dir: Path | None = None) -> SweepSpec:
         if path and base_dir and not Path(path).is_absolute():
             path = str(base_dir / path)
         data = m.get("data")
-        if data and base_dir and not Path(data).is_absolute():
+        if data and base_dir and not Path(data).is_absolute() and not re.fullmatch(r"[0-9a-f]{64}", str(data)):
             data = str(base_dir / data)
         shape = tuple(int(v) for v in m["input_shape"]) if m.get("input_shape") else None
         models.append(ModelEntry(path=path, model_id=m.get("id"), data=data, name=m.get("name"), input_shape=shape))
@@ -466,27 +471,47 @@ def dumps(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=str)
 
 
-def prepare_models(spec: SweepSpec, store: Store, artifacts, convert_runner) -> list[ModelVariants]:
-    """Each spec model's variants: cached or stored ones ready now, the rest converted by ``convert_runner``."""
+def _materialize(artifacts, sha256: str, filename: str, tmp: Path) -> Path | None:
+    """A stored artifact copied under its original file name (conversion identifies files by name and content)."""
+    import shutil
+
+    ref = artifacts.get(sha256)
+    if ref is None:
+        return None
+    out = tmp / sha256[:16] / Path(filename).name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(artifacts.path_for(sha256), out)
+    return out
+
+
+def prepare_models(spec: SweepSpec, store: Store, artifacts, convert_runner, workdir: Path | None = None) -> list[ModelVariants]:
+    """Each spec model's variants: cached ones ready now, the rest converted by ``convert_runner``.
+
+    ``path:`` entries are model files; ``id:`` entries are stored models (uploaded or converted before),
+    converted again from their stored source for any variant not stored yet. ``data:`` is a file, or the
+    sha256 of an uploaded data set.
+    """
+    import tempfile
+
     from controller.convert import service
 
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="fleetbench-sweep-"))
     out = []
     for entry in spec.models:
+        path, name = entry.path, entry.name
         if entry.model_id:
             row = store.find_model(entry.model_id)
-            ready, dataset = {}, None
-            for v in store.variants(row.model_id):  # oldest first: the newest of each variant wins
-                if v.variant in spec.variants:
-                    ready[v.variant] = (ArtifactRef.from_dict(v.artifact), ArtifactRef.from_dict(v.reference) if v.reference else None)
-                    ds = store.get_dataset(v.dataset_id) if v.dataset_id else None
-                    dataset = ArtifactRef.from_dict(ds.validation) if ds else dataset
-            if not ready:
-                raise SweepError(f"model {entry.model_id}: none of the variants {', '.join(spec.variants)} is stored; "
-                                 "give its file as `path:` to convert it")  # fmt: skip
-            out.append(ModelVariants(row.model_id, entry.name or row.name, dataset, ready, []))
-            continue
-        plan = service.plan(entry.path, spec.variants, store, artifacts, dataset_path=entry.data,
-                            input_shape=entry.input_shape, name=entry.name)  # fmt: skip
+            name = name or row.name
+            path = _materialize(artifacts, row.model_id, row.filename, tmp)
+            if path is None:
+                raise SweepError(f"model {entry.model_id}: its source file is no longer in the artifact store; upload it again")
+        data = entry.data
+        if data and re.fullmatch(r"[0-9a-f]{64}", data) and not Path(data).exists():
+            data = _materialize(artifacts, data, "data.npz", tmp)
+            if data is None:
+                raise SweepError(f"data set {entry.data[:12]}…: not in the artifact store; upload it first")
+        plan = service.plan(path, spec.variants, store, artifacts, dataset_path=data,
+                            input_shape=entry.input_shape, name=name)  # fmt: skip
         ready = {
             v.variant: (ArtifactRef.from_dict(v.row.artifact), ArtifactRef.from_dict(v.row.reference) if v.row.reference else None)
             for v in plan.variants if v.status == "cached"

@@ -1,0 +1,305 @@
+"""The controller's HTTP API (FastAPI; OpenAPI at /openapi.json, docs at /docs).
+
+Every /api/v1 route needs ``Authorization: Bearer <token>``:
+
+- user tokens may do everything: upload models and data sets, submit sweeps,
+  list the fleet, jobs and results, download artifacts;
+- agent tokens may only download artifacts (``GET /api/v1/artifacts/<sha256>``).
+
+Uploads stream to disk and stop at ``max_upload_bytes`` with 413. Sweeps run
+in this process: a scheduler thread ticks every running sweep, conversions
+run in sandboxed children, and jobs go to the fleet's broker.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel
+
+log = logging.getLogger("fleetbench.api")
+
+API = "/api/v1"
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+UPLOAD_KINDS = (".keras", ".h5", ".tflite", ".onnx")
+
+
+@dataclass
+class Tokens:
+    users: set[str] = field(default_factory=set)
+    agents: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_env(cls) -> "Tokens":
+        split = lambda v: {t.strip() for t in os.environ.get(v, "").split(",") if t.strip()}  # noqa: E731
+        return cls(users=split("FLEETBENCH_API_TOKENS"), agents=split("FLEETBENCH_AGENT_TOKENS"))
+
+    def role(self, token: str) -> str | None:
+        for role, tokens in (("user", self.users), ("agent", self.agents)):
+            if any(hmac.compare_digest(token, t) for t in tokens):
+                return role
+        return None
+
+
+class SweepRequest(BaseModel):
+    spec: dict
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+def _err(status: int, detail: str) -> HTTPException:
+    return HTTPException(status_code=status, detail=detail)
+
+
+def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, max_upload_bytes: int = 512 * 2**20,
+               public_url: str = "", run_scheduler: bool = True) -> FastAPI:  # fmt: skip
+    from controller.artifacts import ArtifactStore
+    from controller.store import Store
+
+    if not tokens.users:
+        raise ValueError("the API needs at least one user token (FLEETBENCH_API_TOKENS or --token-file)")
+    store = Store(db_url)
+    store.migrate()
+    artifacts = ArtifactStore(paths.artifacts)
+    state = _State(store, artifacts, broker_url, public_url, paths)
+    app = FastAPI(title="fleetbench controller", version="1", description=__doc__,
+                  responses={401: {"model": Problem}, 403: {"model": Problem}})  # fmt: skip
+
+    def auth(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        role = tokens.role(token) if token else None
+        if role is None:
+            raise _err(401, "missing or unknown token: send `Authorization: Bearer <token>` (FLEETBENCH_TOKEN for the CLI)")
+        return role
+
+    def user(role: str = Depends(auth)) -> str:
+        if role != "user":
+            raise _err(403, "agent tokens may only download artifacts")
+        return role
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):  # no tracebacks to clients
+        log.exception("unexpected error on %s", request.url.path)
+        return JSONResponse(status_code=500, content={"detail": f"internal error: {type(exc).__name__}; see the controller log"})
+
+    @app.get(f"{API}/health")
+    def health() -> dict:
+        """Liveness, without a token."""
+        return {"ok": True, "broker": bool(broker_url)}
+
+    @app.get(f"{API}/artifacts/{{sha256}}", responses={404: {"model": Problem}, 400: {"model": Problem}})
+    def artifact(sha256: str, role: str = Depends(auth)):
+        """Download an artifact by sha256 (agents verify it before use)."""
+        if not SHA256.match(sha256):
+            raise _err(400, "an artifact is named by its sha256: 64 lower-case hex digits")
+        if artifacts.get(sha256) is None:
+            raise _err(404, f"no artifact {sha256[:12]}… here")
+        return FileResponse(artifacts.path_for(sha256), media_type="application/octet-stream")
+
+    async def _receive(request: Request, suffix: str) -> Path:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_upload_bytes:
+            raise _err(413, f"the upload is {int(length):,} bytes; this controller accepts at most {max_upload_bytes:,}")
+        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=paths.run)
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > max_upload_bytes:
+                        raise _err(413, f"the upload is over {max_upload_bytes:,} bytes, this controller's limit")
+                    out.write(chunk)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        if size == 0:
+            os.unlink(tmp)
+            raise _err(400, "the upload is empty")
+        return Path(tmp)
+
+    @app.post(f"{API}/models", status_code=201, responses={413: {"model": Problem}, 415: {"model": Problem}, 422: {"model": Problem}})
+    async def upload_model(request: Request, filename: str = Query(..., min_length=1, max_length=200), name: str | None = Query(None, max_length=200),
+                           role: str = Depends(user)) -> dict:  # fmt: skip
+        """Upload a model file (.keras, .h5, .tflite, .onnx) as the raw request body."""
+        from controller.convert.sources import SourceError, identify
+
+        suffix = Path(filename).suffix.lower()
+        if suffix not in UPLOAD_KINDS:
+            raise _err(415, f"upload a single model file ({', '.join(UPLOAD_KINDS)}); pack SavedModels and IR with "
+                            "`fleetbench bundle` or convert them locally")  # fmt: skip
+        tmp = await _receive(request, suffix)
+        try:
+            named = tmp.with_name(Path(filename).name)
+            tmp.rename(named)
+            tmp = named
+            try:
+                source = identify(tmp)
+            except SourceError as exc:
+                raise _err(422, str(exc)) from None
+            payload, stored_name = source.payload()
+            ref = artifacts.put_bytes(payload, stored_name)
+            store.add_model(ref.sha256, name or source.name, source.kind, stored_name, ref.size_bytes)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return {"model_id": ref.sha256, "name": name or source.name, "kind": source.kind, "size_bytes": ref.size_bytes}
+
+    @app.post(f"{API}/datasets", status_code=201, responses={413: {"model": Problem}, 422: {"model": Problem}})
+    async def upload_dataset(request: Request, role: str = Depends(user)) -> dict:
+        """Upload a data set (.npz with x, and y when labelled) as the raw request body."""
+        import numpy as np
+
+        tmp = await _receive(request, ".npz")
+        try:
+            try:
+                with np.load(tmp, allow_pickle=False) as data:
+                    if "x" not in data:
+                        raise _err(422, "the .npz has no array 'x' (the inputs)")
+                    n = len(data["x"])
+            except HTTPException:
+                raise
+            except Exception as exc:  # noqa: BLE001 - numpy raises several types
+                raise _err(422, f"not a readable .npz without pickles: {exc}") from None
+            ref = artifacts.put_file(tmp, "data.npz")
+        finally:
+            tmp.unlink(missing_ok=True)
+        return {"dataset": ref.sha256, "samples": n, "size_bytes": ref.size_bytes}
+
+    @app.get(f"{API}/models")
+    def models(role: str = Depends(user)) -> dict:
+        return {"models": [dict(model_id=m.model_id, name=m.name, kind=m.kind, size_bytes=m.size_bytes,
+                                variants=[v.variant for v in store.variants(m.model_id)]) for m in store.models()]}  # fmt: skip
+
+    @app.post(f"{API}/sweeps", status_code=201, responses={400: {"model": Problem}, 503: {"model": Problem}})
+    def submit_sweep(body: SweepRequest, role: str = Depends(user)) -> dict:
+        """Submit a sweep spec (the YAML's content as JSON); models are stored ones (`id:`)."""
+        from controller.convert.service import ConvertError
+        from controller.store import StoreError
+        from controller.sweeps import SweepError, spec_from_dict
+
+        if not broker_url:
+            raise _err(503, "this controller was started without --broker, so it cannot send jobs")
+        try:
+            spec = spec_from_dict(body.spec)
+            if any(m.path for m in spec.models):
+                raise SweepError("models must be stored ones (`id:`): upload files with POST /api/v1/models first")
+            return {"sweep_id": state.submit(spec)}
+        except (SweepError, ConvertError, StoreError) as exc:
+            raise _err(400, str(exc)) from None
+
+    @app.get(f"{API}/sweeps")
+    def sweeps(role: str = Depends(user)) -> dict:
+        return {"sweeps": [dict(sweep_id=r.sweep_id, name=r.name, state=r.state, created_at=r.created_at.isoformat(),
+                                counts=store.job_counts(r.sweep_id)) for r in store.sweeps()]}  # fmt: skip
+
+    @app.get(f"{API}/sweeps/{{ref}}", responses={404: {"model": Problem}})
+    def sweep(ref: str, role: str = Depends(user)) -> dict:
+        from controller.cli_sweeps import _job_dict
+        from controller.store import StoreError
+
+        try:
+            row = store.get_sweep(ref)
+        except StoreError as exc:
+            raise _err(404, str(exc)) from None
+        return dict(sweep_id=row.sweep_id, name=row.name, state=row.state, counts=store.job_counts(row.sweep_id),
+                    jobs=[_job_dict(j) for j in store.jobs(row.sweep_id)])  # fmt: skip
+
+    @app.get(f"{API}/jobs")
+    def jobs(sweep: str | None = None, state: str | None = None, role: str = Depends(user)) -> dict:
+        from controller.cli_sweeps import _job_dict
+
+        return {"jobs": [_job_dict(j) for j in store.jobs(sweep, (state,) if state else None)]}
+
+    @app.get(f"{API}/results", responses={404: {"model": Problem}})
+    def results(sweep: str | None = None, model: str | None = None, limit: int = Query(100, ge=1, le=10_000),
+                role: str = Depends(user)) -> dict:  # fmt: skip
+        from controller.store import StoreError
+
+        if sweep:
+            try:
+                records = store.sweep_results(store.get_sweep(sweep).sweep_id)
+            except StoreError as exc:
+                raise _err(404, str(exc)) from None
+        else:
+            records = store.results(model_id=model, limit=limit)
+        return {"records": [r.to_dict() for r in records]}
+
+    @app.get(f"{API}/fleet")
+    def fleet(role: str = Depends(user)) -> dict:
+        live = state.live_agents()
+        return {"agents": [dict(agent_id=r.agent_id, hostname=r.hostname, online=r.agent_id in live,
+                                last_heartbeat=r.last_heartbeat.isoformat(), capabilities=r.inventory["capabilities"])
+                           for r in store.agents()]}  # fmt: skip
+
+    if run_scheduler and broker_url:
+        state.start()
+    app.state.fleetbench = state
+    return app
+
+
+class _State:
+    """The API's scheduler: one thread ticking every running sweep."""
+
+    def __init__(self, store, artifacts, broker_url, public_url, paths):
+        self.store, self.artifacts, self.broker_url, self.public_url, self.paths = store, artifacts, broker_url, public_url, paths
+        self._lock = threading.Lock()
+        self._scheduler = None
+        self._stop = threading.Event()
+
+    def scheduler(self):
+        from controller.collector import Collector
+        from controller.dispatch import Dispatcher
+        from controller.sweeps import Scheduler, http_artifact_ref
+
+        with self._lock:
+            if self._scheduler is None:
+                d = Dispatcher(self.broker_url)
+                ref = http_artifact_ref(self.public_url) if self.public_url else (lambda r: r)
+                self._scheduler = Scheduler(self.store, d, Collector(d.redis, self.store), artifact_ref=ref)
+            return self._scheduler
+
+    def live_agents(self) -> set[str]:
+        if not self.broker_url:
+            return set()
+        try:
+            inventories = self.scheduler().dispatcher.live_agents()
+        except Exception:  # noqa: BLE001 - the fleet page still lists what was seen
+            return set()
+        for inv in inventories:
+            self.store.record_agent(inv)
+        return {inv.agent_id for inv in inventories}
+
+    def submit(self, spec) -> str:
+        from controller.convert import service
+        from controller.sweeps import prepare_models
+
+        s = self.scheduler()
+        models = prepare_models(spec, self.store, self.artifacts, service.local_runner(self.artifacts), workdir=self.paths.run / "sweeps")
+        return s.submit(spec, models)
+
+    def start(self) -> None:
+        threading.Thread(target=self._loop, name="sweep-scheduler", daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                s = self.scheduler()
+                for row in self.store.sweeps():
+                    if row.state == "running":
+                        s.tick(row.sweep_id)
+            except Exception as exc:  # noqa: BLE001 - outages: try again next time
+                log.warning("scheduler: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                time.sleep(2.0)
+            time.sleep(0.5)

@@ -1,0 +1,185 @@
+"""The controller's HTTP API: tokens, uploads with limits, artifact downloads, and a sweep over real HTTP."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from controller.api import Tokens, create_app
+from controller.config import Paths
+
+USER, AGENT = "user-secret-1", "agent-secret-1"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def api(tmp_path):
+    paths = Paths.resolve(tmp_path / "fb")
+    paths.run.mkdir(parents=True, exist_ok=True)
+    app = create_app(paths, paths.db_url(), None, Tokens({USER}, {AGENT}), max_upload_bytes=200_000, run_scheduler=False)
+    with TestClient(app) as client:
+        yield client
+
+
+def _h(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _npz(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def test_health_needs_no_token_and_everything_else_does(api):
+    assert api.get("/api/v1/health").json()["ok"] is True
+    for path in ("/api/v1/sweeps", "/api/v1/results", "/api/v1/fleet", "/api/v1/artifacts/" + "0" * 64):
+        r = api.get(path)
+        assert r.status_code == 401 and "Bearer" in r.json()["detail"]
+        assert api.get(path, headers=_h("wrong")).status_code == 401
+
+
+def test_agent_tokens_may_only_download_artifacts(api):
+    r = api.get("/api/v1/results", headers=_h(AGENT))
+    assert r.status_code == 403 and "only download artifacts" in r.json()["detail"]
+
+
+def test_upload_model_then_download_it_as_an_agent(api, tiny_model):
+    body = tiny_model["path"].read_bytes()
+    r = api.post("/api/v1/models", params={"filename": "tiny.tflite", "name": "tiny"}, content=body, headers=_h(USER))
+    assert r.status_code == 201, r.text
+    m = r.json()
+    assert m["kind"] == "tflite" and m["size_bytes"] == len(body)
+    got = api.get(f"/api/v1/artifacts/{m['model_id']}", headers=_h(AGENT))
+    assert got.status_code == 200 and got.content == body
+    assert [x["name"] for x in api.get("/api/v1/models", headers=_h(USER)).json()["models"]] == ["tiny"]
+
+
+@pytest.mark.parametrize(
+    "filename, body, status, words",
+    [
+        ("model.tflite", b"x" * 300_000, 413, "at most 200,000"),
+        ("model.tflite", b"not a flatbuffer at all, just text" * 10, 422, "model.tflite"),
+        ("model.pt", b"whatever", 415, ".keras"),
+        ("model.tflite", b"", 400, "empty"),
+    ],
+)
+def test_bad_uploads_get_clear_answers(api, filename, body, status, words):
+    r = api.post("/api/v1/models", params={"filename": filename}, content=body, headers=_h(USER))
+    assert r.status_code == status, r.text
+    assert words in r.json()["detail"]
+
+
+def test_dataset_upload_is_checked(api):
+    ok = api.post("/api/v1/datasets", content=_npz(x=np.zeros((5, 2)), y=np.arange(5)), headers=_h(USER))
+    assert ok.status_code == 201 and ok.json()["samples"] == 5
+    no_x = api.post("/api/v1/datasets", content=_npz(y=np.arange(5)), headers=_h(USER))
+    assert no_x.status_code == 422 and "'x'" in no_x.json()["detail"]
+    pickled = io.BytesIO()
+    np.savez(pickled, x=np.array([{"a": 1}], dtype=object))
+    r = api.post("/api/v1/datasets", content=pickled.getvalue(), headers=_h(USER))
+    assert r.status_code == 422 and "pickle" in r.json()["detail"].lower()
+
+
+@pytest.mark.parametrize("sha, status", [("abc", 400), ("f" * 64, 404)])
+def test_artifact_names_are_checked(api, sha, status):
+    assert api.get(f"/api/v1/artifacts/{sha}", headers=_h(AGENT)).status_code == status
+
+
+def test_sweeps_need_a_broker(api):
+    r = api.post("/api/v1/sweeps", json={"spec": {"models": [{"id": "x"}]}}, headers=_h(USER))
+    assert r.status_code == 503 and "--broker" in r.json()["detail"]
+
+
+def test_openapi_spec_lists_the_routes(api):
+    paths = api.get("/openapi.json").json()["paths"]
+    for p in ("/api/v1/models", "/api/v1/datasets", "/api/v1/sweeps", "/api/v1/sweeps/{ref}", "/api/v1/jobs",
+              "/api/v1/results", "/api/v1/fleet", "/api/v1/artifacts/{sha256}"):  # fmt: skip
+        assert p in paths
+
+
+def test_api_without_user_tokens_refuses_to_start(tmp_path):
+    with pytest.raises(ValueError, match="user token"):
+        create_app(Paths.resolve(tmp_path), "sqlite://", None, Tokens(set(), {AGENT}))
+
+
+@pytest.mark.slow
+def test_sweep_over_http_with_an_agent_downloading_artifacts(clean_redis_url, tmp_path, tiny_model):
+    """`fleetbench serve` + an agent that shares no disk with it + the CLI with --controller."""
+    from controller.embedded import LocalAgent, free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, FLEETBENCH_API_TOKENS=USER, FLEETBENCH_AGENT_TOKENS=AGENT, FLEETBENCH_TOKEN=USER,
+               FLEETBENCH_DISABLE_GPU_PROBE="1", PYTHONUNBUFFERED="1")  # fmt: skip
+    server = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--port", str(port), "--broker", clean_redis_url,
+                               "--data-dir", str(tmp_path / "controller")], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    cache = tmp_path / "agent-cache"
+    os.environ.update(FLEETBENCH_AGENT_TOKEN=AGENT, FLEETBENCH_AGENT_CACHE=str(cache))
+    agent = LocalAgent(clean_redis_url, f"http-{uuid.uuid4().hex[:6]}", tmp_path / "agent.log", ("litert:cpu", "openvino:CPU")).start()
+    try:
+        _wait_http(f"{url}/api/v1/health", server)
+        model = tmp_path / "tiny.tflite"
+        model.write_bytes(tiny_model["path"].read_bytes())
+        data = tmp_path / "tiny.npz"
+        np.savez(data, x=tiny_model["x"], y=tiny_model["y"])
+        cli = [sys.executable, "-m", "controller.cli"]
+        up = subprocess.run(cli + ["upload", str(model), "--data", str(data), "--name", "tiny", "--controller", url],
+                            env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert up.returncode == 0, up.stdout + up.stderr
+        import re
+
+        dataset = re.search(r"data set: ([0-9a-f]{64})", up.stdout).group(1)
+        spec = tmp_path / "sweep.yaml"
+        spec.write_text(json.dumps({
+            "name": "over-http", "models": [{"id": "tiny", "data": dataset}], "variants": ["tflite-fp32", "openvino-fp32"],
+            "devices": ["litert:cpu", "openvino:CPU"], "settings": {"min_iterations": 100, "min_duration_s": 0.1},
+        }))  # fmt: skip
+        agent.wait_ready(lambda: _fleet_has(url, agent.agent_id), timeout_s=90)
+        run = subprocess.run(cli + ["sweep", str(spec), "--controller", url], env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "openvino-fp32" in run.stdout and "tflite-fp32" in run.stdout
+        out = subprocess.run(cli + ["results", "over-http", "--controller", url, "-f", "json"], env=env,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        records = json.loads(out.stdout)
+        assert {r["variant"] for r in records} == {"tflite-fp32", "openvino-fp32"}
+        assert all(r["agent_id"] == agent.agent_id for r in records)
+        assert all(r["accuracy_top1"] == 1.0 for r in records)
+        # the agent fetched what it ran over HTTP into its own cache, by sha256
+        assert {r["artifact_sha256"] for r in records} <= {p.name for p in cache.iterdir()}
+    finally:
+        for key in ("FLEETBENCH_AGENT_TOKEN", "FLEETBENCH_AGENT_CACHE"):
+            os.environ.pop(key, None)
+        agent.stop()
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _fleet_has(url, agent_id) -> bool:
+    from controller.client import ApiClient
+
+    return any(a["agent_id"] == agent_id and a["online"] for a in ApiClient(url, USER).get("/api/v1/fleet")["agents"])
+
+
+def _wait_http(url, proc, timeout_s=60):
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"fleetbench serve exited: {proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {timeout_s} s")
