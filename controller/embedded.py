@@ -119,7 +119,7 @@ class RedisServer:
         argv = [
             redis_server_binary(),
             "--port", str(self.port),
-            "--bind", " ".join(("127.0.0.1", *self.bind)),
+            "--bind", "127.0.0.1", *self.bind,
             "--protected-mode", "no" if self.bind else "yes",
             "--save", "",
             "--appendonly", "yes" if self.persist else "no",
