@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     context.outbox, context.job_time_limit_s = outbox, time_limit
     context.redis = redis.Redis.from_url(args.broker, socket_timeout=5, socket_connect_timeout=5)
     context.relay = outbox_mod.Relay(outbox, args.broker).start()
+    from agent.runner import ForkServer
+
+    context.forkserver = ForkServer().start()  # imports the runtimes while the worker connects
     if len(outbox):
         print(f"outbox {outbox.path}: {len(outbox)} result(s) from before a restart, relaying", flush=True)
     queues = [queue_for(c.name) for c in caps] + [agent_queue(agent_id)]
@@ -190,4 +193,5 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         heartbeat.stop()
         context.relay.stop()
+        context.forkserver.close()
     return 0

@@ -8,11 +8,13 @@ outcome with a clear error; the agent process carries on.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -62,16 +64,93 @@ def _benchmark_child_setup() -> None:
     die_with_parent(signal.SIGKILL)
 
 
+def _child_env() -> dict:
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+
+
+class ForkServer:
+    """A benchmark child factory: one process that has imported numpy, the agent and the runtimes,
+    and forks a fresh child for each job (``agent.child --zygote``).
+
+    Starting Python and importing the runtimes costs about half a second; a
+    fork costs a few milliseconds. Each job still runs in its own process,
+    in its own session, that exits after the job: a crash or a hang takes only
+    that child, and the fork server reports how it ended. If the fork server
+    itself is gone, the next job starts it again.
+    """
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self._buf = b""
+        self._log = Path(tempfile.mkdtemp(prefix="fleetbench-forkserver-")) / "forkserver.log"
+
+    def start(self) -> "ForkServer":
+        if self.proc is None or self.proc.poll() is not None:
+            self._buf = b""
+            with open(self._log, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "agent.child", "--zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=log, env=_child_env(), start_new_session=True,
+                    preexec_fn=_benchmark_child_setup if sys.platform.startswith("linux") else None,
+                )  # fmt: skip
+        return self
+
+    def _read(self, timeout_s: float) -> dict | None:
+        """The next JSON line from the fork server; None on timeout; EOFError if it died."""
+        import selectors
+
+        deadline = time.monotonic() + timeout_s
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while b"\n" not in self._buf:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(timeout=left):
+                    return None
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    raise EOFError("the fork server exited")
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def run(self, spec_path: Path, out_path: Path, agent_id: str, err_path: Path, timeout_s: float) -> int | None:
+        """The child's exit code (negative: killed by that signal); None if it ran past ``timeout_s`` (killed)."""
+        self.start()
+        self.proc.stdin.write((json.dumps([str(spec_path), str(out_path), agent_id, str(err_path)]) + "\n").encode())
+        self.proc.stdin.flush()
+        started = self._read(120.0)  # the first job may wait for the fork server's imports
+        if started is None:
+            raise EOFError("the fork server did not answer")
+        pid = started["pid"]
+        ended = self._read(timeout_s)
+        if ended is None:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._read(30.0)  # it reaps the child and says so
+            return None
+        return int(ended["exit"])
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
 def run_job(
     spec_data: dict,
     agent_id: str,
     *,
     child_argv: Sequence[str] | None = None,
+    forkserver: ForkServer | None = None,
 ) -> JobOutcome:
     """Run the job described by ``spec_data`` (a JobSpec dict) in a child process.
 
     ``child_argv`` replaces the child command; tests use it to run a child
-    that crashes for real.
+    that crashes for real. ``forkserver`` forks the child from a process that
+    has imported the runtimes already.
     """
     try:
         spec = JobSpec.from_dict(spec_data)
@@ -86,25 +165,34 @@ def run_job(
         spec_path, out_path, err_path = tmpdir / "spec.json", tmpdir / "outcome.json", tmpdir / "stderr.log"
         spec_path.write_text(spec.to_json(), encoding="utf-8")
         argv = list(child_argv or [sys.executable, "-m", "agent.child"]) + [str(spec_path), str(out_path), agent_id]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         what = f"{spec.model_name} {spec.variant} on {spec.capability}"
-        with open(err_path, "wb") as err:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env, start_new_session=True,
-                preexec_fn=_benchmark_child_setup if sys.platform.startswith("linux") else None,
-            )  # fmt: skip
+        returncode: int | None = -1
+        served = False
+        if forkserver is not None and child_argv is None:
+            try:
+                returncode, served = forkserver.run(spec_path, out_path, agent_id, err_path, spec.settings.timeout_s), True
+            except (EOFError, OSError):
+                forkserver.close()  # started again for the next job; this one starts cold
+        if not served:
+            with open(err_path, "wb") as err:
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=_child_env(), start_new_session=True,
+                    preexec_fn=_benchmark_child_setup if sys.platform.startswith("linux") else None,
+                )  # fmt: skip
             try:
                 returncode = proc.wait(timeout=spec.settings.timeout_s)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                return _failed(
-                    spec,
-                    "timeout",
-                    f"benchmark of {what} ran past timeout_s={spec.settings.timeout_s:g} s and was killed; "
-                    "raise the timeout, or lower min_duration_s / min_iterations for this model",
-                    agent_id,
-                )
+                returncode = None
+        if returncode is None:
+            return _failed(
+                spec,
+                "timeout",
+                f"benchmark of {what} ran past timeout_s={spec.settings.timeout_s:g} s and was killed; "
+                "raise the timeout, or lower min_duration_s / min_iterations for this model",
+                agent_id,
+            )
         if returncode < 0:
             tail = _tail(err_path)
             return _failed(
@@ -128,3 +216,4 @@ def run_job(
             return JobOutcome.from_json(out_path.read_text(encoding="utf-8"))
         except ContractError as exc:
             return _failed(spec, "internal", f"benchmark child wrote an unreadable outcome: {exc}", agent_id)
+

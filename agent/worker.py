@@ -30,6 +30,7 @@ class Context:
     relay: object = None  # agent.outbox.Relay
     redis: object = None  # redis.Redis on the broker, for fences
     job_time_limit_s: float = JOB_TIME_LIMIT_S
+    forkserver: object = None  # agent.runner.ForkServer
 
 
 context = Context()
@@ -77,7 +78,7 @@ def benchmark(spec: dict) -> dict:
             outcome = _refusal(spec, "bad-spec", f"timeout_s={timeout:g} is above this agent's job time limit "
                                f"({context.job_time_limit_s:g} s); lower it, or raise job_time_limit_s on the agents")  # fmt: skip
         else:
-            outcome = run_job(spec, agent_id())
+            outcome = run_job(spec, agent_id(), forkserver=context.forkserver)
     if context.outbox is not None and outcome.error_kind != "superseded":
         context.outbox.put(outcome)  # on disk before the message is acknowledged (acks_late)
         context.relay.kick()

@@ -296,9 +296,12 @@ class _State:
         while not self._stop.is_set():
             try:
                 s = self.scheduler()
-                for row in self.store.sweeps():
-                    if row.state == "running":
-                        s.tick(row.sweep_id)
+                running = [row.sweep_id for row in self.store.sweeps() if row.state == "running"]
+                for sweep_id in running:
+                    s.tick(sweep_id)
+                if running:
+                    s.collector.drain(block_s=0.5)  # wake as soon as an outcome arrives
+                    continue
             except Exception as exc:  # noqa: BLE001 - outages: try again next time
                 log.warning("scheduler: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                 time.sleep(2.0)

@@ -78,8 +78,8 @@ def results_table(records: list[ResultRecord], title: str = "Results") -> Table:
         ("samples", "right"),
         ("valid", "left"),
     ]:
-        # numbers and short headers never wrap; long names (device, runtime) take the wrapping
-        table.add_column(col, justify=justify, no_wrap=col not in ("model", "runtime", "device"))
+        # names, numbers and short headers never wrap; device and runtime take the wrapping
+        table.add_column(col, justify=justify, no_wrap=col not in ("runtime", "device"))
     for r in records:
         table.add_row(
             r.model_name,
@@ -415,11 +415,14 @@ def fleet(
     broker: Optional[str] = typer.Option(None, envvar="FLEETBENCH_BROKER_URL", help="Redis URL of the fleet's broker."),
     data_dir: Optional[str] = DataDirOpt,
     db: Optional[str] = DbOpt,
+    controller_url: Optional[str] = ControllerOpt,
 ) -> None:
     """List agents: capabilities, online or offline since when, last heartbeat."""
     from controller.errors import DispatchError
     from controller.store import as_utc
 
+    if controller_url:
+        return _remote_fleet(controller_url)
     live: set[str] = set()
     with _open_store(data_dir, db) as (_, store):
         if broker:
@@ -457,6 +460,23 @@ def fleet(
             status = f"[yellow]offline[/] since {when}"
         table.add_row(r.agent_id, r.hostname, caps, status, when)
     console.print(table)
+
+
+def _remote_fleet(controller_url: str) -> None:
+    from controller.client import ApiClient, ApiError
+
+    try:
+        agents = ApiClient.from_env(controller_url).get("/api/v1/fleet")["agents"]
+    except ApiError as exc:
+        _fail(str(exc))
+    table = Table(title=f"Fleet of {controller_url}", title_justify="left")
+    for col in ("agent", "host", "capabilities", "status", "last heartbeat"):
+        table.add_column(col)
+    for a in agents:
+        caps = "\n".join(f"{c['name']} [dim]{c['device_name']}[/]" for c in a["capabilities"])
+        status = "[green]online[/]" if a["online"] else f"[yellow]offline[/] since {a['last_heartbeat'][:19]}"
+        table.add_row(a["agent_id"], a["hostname"], caps, status, a["last_heartbeat"][:19])
+    console.print(table if agents else "No agents seen yet.")
 
 
 @app.command()

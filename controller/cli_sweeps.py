@@ -27,7 +27,9 @@ def _progress():
 
 
 def follow(tick, total_of, poll_s: float = 0.5) -> dict[str, int]:
-    """Call ``tick() -> counts`` until every job is final, with a progress bar of the counts."""
+    """Call ``tick(poll_s) -> counts`` until every job is final, with a progress bar of the counts.
+
+    ``tick`` waits up to ``poll_s`` itself (for the next outcome, or by sleeping)."""
     from controller.sweeps import finished, summary
 
     from sqlalchemy.exc import SQLAlchemyError
@@ -39,7 +41,7 @@ def follow(tick, total_of, poll_s: float = 0.5) -> dict[str, int]:
         task = progress.add_task("sweep", total=None, counts="starting")
         while True:
             try:
-                counts = tick()
+                counts = tick(poll_s)
             except (StoreError, SQLAlchemyError, DispatchError) as exc:  # outages: results wait in the broker/outboxes
                 first = str(exc).splitlines()[0][:160]
                 progress.update(task, counts=f"[yellow]retrying in 2 s: {first}[/]")
@@ -48,7 +50,6 @@ def follow(tick, total_of, poll_s: float = 0.5) -> dict[str, int]:
             progress.update(task, total=total_of(counts), completed=finished(counts), counts=summary(counts))
             if counts and finished(counts) == sum(counts.values()):
                 return counts
-            time.sleep(poll_s)
 
 
 @app.command()
@@ -118,7 +119,7 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db):
             console.print(f"sweep {spec.name}: id {sweep_id}")
             for note in scheduler.errors:
                 console.print(f"  · {note}", highlight=False)
-            counts = follow(lambda: scheduler.tick(sweep_id), lambda c: sum(c.values()))
+            counts = follow(lambda wait: scheduler.tick(sweep_id, wait_s=wait), lambda c: sum(c.values()))
             return counts, store.sweep_results(sweep_id), sweep_id
         except (SweepError, ConvertError, DispatchError, ServiceError, StoreError) as exc:
             _fail(str(exc))
@@ -136,7 +137,8 @@ def _remote_sweep(controller_url, spec, text, path, detach):
         console.print(f"sweep {spec.name}: id {sweep_id} on {controller_url}")
         if detach:
             return
-        counts = follow(lambda: client.get(f"/api/v1/sweeps/{sweep_id}")["counts"], lambda c: sum(c.values()), poll_s=1.0)
+        counts = follow(lambda wait: time.sleep(wait) or client.get(f"/api/v1/sweeps/{sweep_id}")["counts"],
+                        lambda c: sum(c.values()), poll_s=1.0)  # fmt: skip
         records = client.get("/api/v1/results", params={"sweep": sweep_id})["records"]
     except ApiError as exc:
         _fail(str(exc))

@@ -28,33 +28,45 @@ class Collector:
         self.on_result = on_result or (lambda outcome, what: None)
         self.processing = f"{RESULTS_KEY}:processing:{name}"
 
-    def drain(self, limit: int = 10_000) -> Counter:
-        """Store what is waiting; returns {what ingest did: count}. Raises StoreError while the database is down."""
+    def drain(self, limit: int = 100_000, block_s: float = 0.0, batch: int = 500) -> Counter:
+        """Store what is waiting, in batches; returns {what ingest did: count}.
+
+        Raises StoreError while the database is down (what was taken stays in the processing list).
+        ``block_s`` > 0 waits up to that long for the first outcome (instead of the caller polling).
+        """
         done: Counter = Counter()
-        for raw in self.redis.lrange(self.processing, 0, -1):  # left over from a crash or a database outage
-            done[self._store(raw)] += 1
-        for _ in range(limit):
-            raw = self.redis.lmove(RESULTS_KEY, self.processing, "LEFT", "RIGHT")
-            if raw is None:
+        leftover = self.redis.lrange(self.processing, 0, -1)  # from a crash or a database outage
+        if leftover:
+            done.update(self._store_batch(leftover))
+        if block_s > 0 and not done:
+            raw = self.redis.blmove(RESULTS_KEY, self.processing, block_s, "LEFT", "RIGHT")
+            if raw is not None:
+                done.update(self._store_batch([raw]))
+        while sum(done.values()) < limit:
+            pipe = self.redis.pipeline(transaction=False)
+            for _ in range(batch):
+                pipe.lmove(RESULTS_KEY, self.processing, "LEFT", "RIGHT")
+            raws = [r for r in pipe.execute() if r is not None]
+            if not raws:
                 break
-            done[self._store(raw)] += 1
+            done.update(self._store_batch(raws))
         return done
 
-    def _store(self, raw: bytes) -> str:
-        try:
-            outcome = JobOutcome.from_json(raw)
-        except ContractError as exc:
-            log.error("unreadable result moved to %s: %s", BAD_KEY, exc)
-            self.redis.rpush(BAD_KEY, raw)
-            self.redis.lrem(self.processing, 1, raw)
-            return "unreadable"
-        try:
-            what = self.store.ingest(outcome)
-        except StoreError:
-            raise  # stays in the processing list; the next drain tries again
-        self.redis.lrem(self.processing, 1, raw)
-        self.on_result(outcome, what)
-        return what
+    def _store_batch(self, raws: list[bytes]) -> Counter:
+        outcomes, done = [], Counter()
+        for raw in raws:
+            try:
+                outcomes.append(JobOutcome.from_json(raw))
+            except ContractError as exc:
+                log.error("unreadable result moved to %s: %s", BAD_KEY, exc)
+                self.redis.rpush(BAD_KEY, raw)
+                done["unreadable"] += 1
+        answers = self.store.ingest_many(outcomes) if outcomes else []  # StoreError: all stay in processing
+        self.redis.delete(self.processing)  # everything in it was this batch, now stored
+        for outcome, what in zip(outcomes, answers):
+            done[what] += 1
+            self.on_result(outcome, what)
+        return done
 
     def pending(self) -> int:
         return int(self.redis.llen(RESULTS_KEY)) + int(self.redis.llen(self.processing))

@@ -62,6 +62,7 @@ class ModelEntry:
     data: str | None = None
     name: str | None = None
     input_shape: tuple[int, ...] | None = None
+    preprocessing: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +75,13 @@ class SweepSpec:
     expire_after_s: float = DEFAULT_EXPIRE_S
     max_attempts: int = 3
     raw: dict = field(default_factory=dict)
+
+
+def _expand(value):
+    """``~`` and ``$VARS`` in a path from the spec."""
+    import os
+
+    return os.path.expanduser(os.path.expandvars(str(value))) if value else value
 
 
 def parse_duration(value, where: str) -> float:
@@ -146,14 +154,30 @@ def spec_from_dict(raw, base_dir: Path | None = None) -> SweepSpec:
             m = {"path": m}
         if not isinstance(m, dict) or ("path" in m) == ("id" in m):
             raise SweepError(f"models[{i}]: give either `path:` (a model file to convert) or `id:` (a stored model)")
-        path = m.get("path")
+        unknown_m = set(m) - {"path", "id", "data", "name", "input_shape", "preprocessing"}
+        if unknown_m:
+            raise SweepError(f"models[{i}]: unknown key(s) {', '.join(sorted(unknown_m))}; known: path, id, data, name, "
+                             "input_shape, preprocessing")  # fmt: skip
+        path = _expand(m.get("path"))
         if path and base_dir and not Path(path).is_absolute():
             path = str(base_dir / path)
-        data = m.get("data")
+        data = _expand(m.get("data"))
         if data and base_dir and not Path(data).is_absolute() and not re.fullmatch(r"[0-9a-f]{64}", str(data)):
             data = str(base_dir / data)
         shape = tuple(int(v) for v in m["input_shape"]) if m.get("input_shape") else None
-        models.append(ModelEntry(path=path, model_id=m.get("id"), data=data, name=m.get("name"), input_shape=shape))
+        pre = m.get("preprocessing") or {}
+        if not isinstance(pre, dict):
+            raise SweepError(f"models[{i}].preprocessing: a mapping, e.g. {{scale: 0.00392157, layout: NHWC}}")
+        try:
+            from controller.datasets import Preprocessing
+
+            problems = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()}).problems()
+        except TypeError as exc:
+            raise SweepError(f"models[{i}].preprocessing: {exc}") from None
+        if problems:
+            raise SweepError(f"models[{i}].preprocessing: " + "; ".join(problems))
+        models.append(ModelEntry(path=path, model_id=m.get("id"), data=data, name=m.get("name"), input_shape=shape,
+                                 preprocessing=pre))  # fmt: skip
     if not models:
         raise SweepError("models: list at least one model (`- path: model.keras` or `- id: digits-cnn`)")
     variants = raw.get("variants") or list(VARIANTS)
@@ -345,8 +369,9 @@ class Scheduler:
     def _fence(self, job_id: str, attempt: int) -> None:
         self.dispatcher.redis.set(FENCE_PREFIX + job_id, attempt, ex=14 * 24 * 3600)
 
-    def tick(self, sweep_id: str) -> dict[str, int]:
-        """Collect outcomes, then move every active job one step; returns the counts by state."""
+    def tick(self, sweep_id: str, wait_s: float = 0.0) -> dict[str, int]:
+        """Collect outcomes (waiting up to ``wait_s`` for one), then move every active job one step;
+        returns the counts by state."""
         self.collector.drain()
         live = {inv.agent_id: {c.name for c in inv.capabilities} for inv in self.dispatcher.live_agents()}
         offering: dict[str, list[str]] = {}
@@ -387,6 +412,8 @@ class Scheduler:
                 self.store.update_job(job.job_id, expect_attempt=job.attempt, state=QUEUED, reason="", expires_at=None)
                 continue
             self._send(job)
+        if wait_s > 0:
+            self.collector.drain(block_s=wait_s)  # after sending: wake as soon as an outcome arrives
         counts = self.store.job_counts(sweep_id)
         if not any(counts.get(s) for s in (PENDING, CONVERTING, QUEUED, RUNNING, WAITING)) and sweep.state != "done":
             self.store.set_sweep_state(sweep_id, "done")
@@ -510,7 +537,10 @@ def prepare_models(spec: SweepSpec, store: Store, artifacts, convert_runner, wor
             data = _materialize(artifacts, data, "data.npz", tmp)
             if data is None:
                 raise SweepError(f"data set {entry.data[:12]}…: not in the artifact store; upload it first")
-        plan = service.plan(path, spec.variants, store, artifacts, dataset_path=data,
+        from controller.datasets import Preprocessing
+
+        pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry.preprocessing.items()})
+        plan = service.plan(path, spec.variants, store, artifacts, dataset_path=data, preprocessing=pre,
                             input_shape=entry.input_shape, name=name)  # fmt: skip
         ready = {
             v.variant: (ArtifactRef.from_dict(v.row.artifact), ArtifactRef.from_dict(v.row.reference) if v.row.reference else None)

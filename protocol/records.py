@@ -13,6 +13,7 @@ upgrade the older side.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import datetime as _dt
 import json
 import types
@@ -43,10 +44,20 @@ def new_job_id() -> str:
 # Generic conversion between frozen dataclasses and JSON-safe dicts.
 
 
+_SCALARS = (int, float, str, bool, type(None))
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict:
+    return typing.get_type_hints(cls)
+
+
 def _to_json(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (list, tuple)):
+        if all(type(v) in _SCALARS for v in value):  # raw samples: thousands of plain numbers
+            return list(value)
         return [_to_json(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _to_json(v) for k, v in value.items()}
@@ -69,6 +80,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ContractError(f"{where}: expected a list, got {type(value).__name__}")
         (item_tp, _ellipsis) = typing.get_args(tp)
+        if item_tp is int and all(type(v) is int for v in value):  # the fast path for raw samples
+            return tuple(value)
         return tuple(_convert(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
@@ -99,7 +112,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
 def _from_dict(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ContractError(f"{where}: expected an object, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:

@@ -17,6 +17,7 @@ That gives 64 samples for p90 and 662 for p99, the figures LoadGen prints.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -29,6 +30,7 @@ PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
 CONFIDENCE = 0.99
 
 
+@functools.lru_cache(maxsize=64)
 def min_samples_for(percentile: float, confidence: float = CONFIDENCE) -> int:
     """Smallest sample count for which ``percentile`` (0-100) is valid.
 

@@ -154,6 +154,8 @@ def test_sweep_over_http_with_an_agent_downloading_artifacts(clean_redis_url, tm
         assert {r["variant"] for r in records} == {"tflite-fp32", "openvino-fp32"}
         assert all(r["agent_id"] == agent.agent_id for r in records)
         assert all(r["accuracy_top1"] == 1.0 for r in records)
+        fleet = subprocess.run(cli + ["fleet", "--controller", url], env=env, capture_output=True, text=True, timeout=60)
+        assert agent.agent_id in fleet.stdout and "online" in fleet.stdout, fleet.stdout + fleet.stderr
         # the agent fetched what it ran over HTTP into its own cache, by sha256
         assert {r["artifact_sha256"] for r in records} <= {p.name for p in cache.iterdir()}
     finally:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import false, func, select
+from sqlalchemy import false, func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from controller.store.models import JobRow, Result, SweepRow
@@ -146,61 +146,99 @@ class JobsMixin:
 
     def ingest(self, outcome: JobOutcome) -> str:
         """Store an agent's outcome exactly once; returns what was done (STORED, DUPLICATE, ...)."""
+        return self.ingest_many([outcome])[0]
+
+    def ingest_many(self, outcomes: list[JobOutcome]) -> list[str]:
+        """:meth:`ingest` for a batch, in one transaction (one at a time if a concurrent writer collides)."""
         from controller.store.store import _write_error
 
-        for _ in range(3):
-            try:
-                return self._ingest_once(outcome)
-            except IntegrityError:
-                continue  # a concurrent delivery of the same outcome won the insert: classify again
-            except OperationalError as exc:
-                raise _write_error(self.url, exc) from None
-        return DUPLICATE
-
-    def _ingest_once(self, outcome: JobOutcome) -> str:
-        record = outcome.record
-        with self._session() as session, session.begin():
-            job = session.get(JobRow, outcome.job_id, with_for_update=True)
-            if job is None:  # not a sweep job (demo, bundle, ad hoc): the newest attempt is current
-                if not outcome.ok:
-                    return UNKNOWN
-                if self._has_result(session, record.job_id, record.attempt):
-                    return DUPLICATE
-                current = session.scalar(select(Result).where(Result.job_id == record.job_id, Result.superseded == false()))
-                if current is not None and current.attempt > record.attempt:
-                    session.add(self._result_row(record, superseded=True))
-                    return LATE
-                if current is not None:
-                    current.superseded = True
-                    session.flush()
-                session.add(self._result_row(record))
-                return STORED
-            late = outcome.attempt < job.attempt or job.state in (SUPERSEDED, EXPIRED)
-            if late:
-                if outcome.ok and not self._has_result(session, record.job_id, record.attempt):
-                    session.add(self._result_row(record, sweep_id=job.sweep_id, superseded=True))
-                return LATE
-            if job.state in (DONE, FAILED, DEAD_LETTER):
-                return DUPLICATE
-            job.updated_at = now()
-            job.agent_id = outcome.agent_id or job.agent_id
-            if outcome.ok:
-                session.add(self._result_row(record, sweep_id=job.sweep_id))
-                job.state, job.reason, job.error_kind = DONE, "", None
-                return STORED
-            job.error_kind = outcome.error_kind
-            if outcome.error_kind in RETRYABLE and job.attempt < job.max_attempts:
-                job.state = PENDING  # the scheduler sends attempt + 1
-                job.reason = f"attempt {job.attempt} failed ({outcome.error_kind}): {outcome.error}; retrying"
-                return RETRY
-            if outcome.error_kind in RETRYABLE:
-                job.state = DEAD_LETTER
-                job.reason = f"failed {job.attempt} time(s), the last with ({outcome.error_kind}): {outcome.error}"
+        try:
+            return self._ingest_batch(outcomes)
+        except IntegrityError:
+            pass  # another delivery of one of them won an insert: classify each again on its own
+        except OperationalError as exc:
+            raise _write_error(self.url, exc) from None
+        answers = []
+        for outcome in outcomes:
+            for _ in range(3):
+                try:
+                    answers.append(self._ingest_batch([outcome])[0])
+                    break
+                except IntegrityError:
+                    continue
+                except OperationalError as exc:
+                    raise _write_error(self.url, exc) from None
             else:
-                job.state, job.reason = FAILED, outcome.error or "failed without an error message"
-            return FAILED_FINAL
+                answers.append(DUPLICATE)
+        return answers
 
-    @staticmethod
-    def _has_result(session, job_id: str, attempt: int) -> bool:
-        stmt = select(Result.id).where(Result.job_id == job_id, Result.attempt == attempt)
-        return session.scalar(stmt) is not None
+    def _ingest_batch(self, outcomes: list[JobOutcome]) -> list[str]:
+        ids = {o.job_id for o in outcomes}
+        with self._session() as session, session.begin():
+            jobs = {j.job_id: j for j in session.scalars(select(JobRow).where(JobRow.job_id.in_(ids)).with_for_update())}
+            have = {(j, a) for j, a in session.execute(select(Result.job_id, Result.attempt).where(Result.job_id.in_(ids)))}
+            current = {r.job_id: r for r in session.scalars(
+                select(Result).where(Result.job_id.in_(ids), Result.superseded == false()))}  # fmt: skip
+            rows: list[dict] = []
+            answers = [self._classify(session, o, jobs.get(o.job_id), have, current, rows) for o in outcomes]
+            if rows:  # one multi-row INSERT (no ORM round trip per record)
+                session.execute(insert(Result), rows)
+            return answers
+
+    def _classify(self, session, outcome: JobOutcome, job: JobRow | None, have: set, current: dict, rows: list) -> str:
+        """What to do with one outcome, given the job and the records already there (updated as it goes).
+
+        New result rows go to ``rows`` (dicts, inserted together); ``current`` maps a job to its
+        current record: a stored row, or one of ``rows``.
+        """
+        record = outcome.record
+        key = (outcome.job_id, outcome.attempt)
+
+        def add(superseded: bool = False, sweep_id: str | None = None) -> None:
+            row = self._result_values(record, sweep_id=sweep_id, superseded=superseded)
+            rows.append(row)
+            have.add(key)
+            if not superseded:
+                current[outcome.job_id] = row
+
+        if job is None:  # not a sweep job (demo, bundle, ad hoc): the newest attempt is current
+            if not outcome.ok:
+                return UNKNOWN
+            if key in have:
+                return DUPLICATE
+            cur = current.get(outcome.job_id)
+            cur_attempt = cur["attempt"] if isinstance(cur, dict) else cur.attempt if cur is not None else None
+            if cur is not None and cur_attempt > outcome.attempt:
+                add(superseded=True)
+                return LATE
+            if isinstance(cur, dict):
+                cur["superseded"] = True  # not inserted yet
+            elif cur is not None:
+                cur.superseded = True
+                session.flush()  # before the new current row: one current record per job
+            add()
+            return STORED
+        if outcome.attempt < job.attempt or job.state in (SUPERSEDED, EXPIRED):
+            if outcome.ok and key not in have:
+                add(superseded=True, sweep_id=job.sweep_id)
+            return LATE
+        if job.state in (DONE, FAILED, DEAD_LETTER):
+            return DUPLICATE
+        job.updated_at = now()
+        job.agent_id = outcome.agent_id or job.agent_id
+        if outcome.ok:
+            add(sweep_id=job.sweep_id)
+            job.state, job.reason, job.error_kind = DONE, "", None
+            return STORED
+        job.error_kind = outcome.error_kind
+        if outcome.error_kind in RETRYABLE and job.attempt < job.max_attempts:
+            job.state = PENDING  # the scheduler sends attempt + 1
+            job.reason = f"attempt {job.attempt} failed ({outcome.error_kind}): {outcome.error}; retrying"
+            return RETRY
+        if outcome.error_kind in RETRYABLE:
+            job.state = DEAD_LETTER
+            job.reason = f"failed {job.attempt} time(s), the last with ({outcome.error_kind}): {outcome.error}"
+        else:
+            job.state, job.reason = FAILED, outcome.error or "failed without an error message"
+        return FAILED_FINAL
+

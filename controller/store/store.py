@@ -95,9 +95,10 @@ class Store(JobsMixin):
             ) from None
 
     @staticmethod
-    def _result_row(record: ResultRecord, sweep_id: str | None = None, superseded: bool = False) -> Result:
+    def _result_values(record: ResultRecord, sweep_id: str | None = None, superseded: bool = False) -> dict:
+        """The ``results`` row for ``record``, as column values (refused if its stats do not match its samples)."""
         record.check_consistent()
-        return Result(
+        return dict(
             job_id=record.job_id,
             attempt=record.attempt,
             model_id=record.model_id,
