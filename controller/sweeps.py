@@ -63,6 +63,8 @@ class ModelEntry:
     name: str | None = None
     input_shape: tuple[int, ...] | None = None
     preprocessing: dict = field(default_factory=dict)
+    calibration_size: int = 100
+    seed: int = 0
 
 
 @dataclass
@@ -154,10 +156,10 @@ def spec_from_dict(raw, base_dir: Path | None = None) -> SweepSpec:
             m = {"path": m}
         if not isinstance(m, dict) or ("path" in m) == ("id" in m):
             raise SweepError(f"models[{i}]: give either `path:` (a model file to convert) or `id:` (a stored model)")
-        unknown_m = set(m) - {"path", "id", "data", "name", "input_shape", "preprocessing"}
+        known_m = ("path", "id", "data", "name", "input_shape", "preprocessing", "calibration_size", "seed")
+        unknown_m = set(m) - set(known_m)
         if unknown_m:
-            raise SweepError(f"models[{i}]: unknown key(s) {', '.join(sorted(unknown_m))}; known: path, id, data, name, "
-                             "input_shape, preprocessing")  # fmt: skip
+            raise SweepError(f"models[{i}]: unknown key(s) {', '.join(sorted(unknown_m))}; known: {', '.join(known_m)}")
         path = _expand(m.get("path"))
         if path and base_dir and not Path(path).is_absolute():
             path = str(base_dir / path)
@@ -177,7 +179,8 @@ def spec_from_dict(raw, base_dir: Path | None = None) -> SweepSpec:
         if problems:
             raise SweepError(f"models[{i}].preprocessing: " + "; ".join(problems))
         models.append(ModelEntry(path=path, model_id=m.get("id"), data=data, name=m.get("name"), input_shape=shape,
-                                 preprocessing=pre))  # fmt: skip
+                                 preprocessing=pre, calibration_size=int(m.get("calibration_size", 100)),
+                                 seed=int(m.get("seed", 0))))  # fmt: skip
     if not models:
         raise SweepError("models: list at least one model (`- path: model.keras` or `- id: digits-cnn`)")
     variants = raw.get("variants") or list(VARIANTS)
@@ -540,12 +543,17 @@ def prepare_models(spec: SweepSpec, store: Store, artifacts, convert_runner, wor
         from controller.datasets import Preprocessing
 
         pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry.preprocessing.items()})
-        plan = service.plan(path, spec.variants, store, artifacts, dataset_path=data, preprocessing=pre,
-                            input_shape=entry.input_shape, name=name)  # fmt: skip
-        ready = {
-            v.variant: (ArtifactRef.from_dict(v.row.artifact), ArtifactRef.from_dict(v.row.reference) if v.row.reference else None)
-            for v in plan.variants if v.status == "cached"
-        }  # fmt: skip
+        plan = service.plan(path, spec.variants, store, artifacts, dataset_path=data, preprocessing=pre, seed=entry.seed,
+                            n_calibration=entry.calibration_size, input_shape=entry.input_shape, name=name)  # fmt: skip
+        dataset_id = plan.dataset.dataset_id if plan.dataset else None
+        ready = {}
+        for v in plan.variants:
+            if v.status != "cached":
+                continue
+            # A cached variant's reference outputs were computed on the data set it was converted with;
+            # on another split they would not line up with the samples, so fidelity is left out.
+            same_data = v.row.reference and v.row.dataset_id == dataset_id
+            ready[v.variant] = (ArtifactRef.from_dict(v.row.artifact), ArtifactRef.from_dict(v.row.reference) if same_data else None)
         converting = [v.variant for v in plan.todo]
         dataset = plan.dataset.validation if plan.dataset else None
         convert = (lambda on_event, plan=plan: service.execute(plan, store, convert_runner, on_event=on_event)) if converting else None

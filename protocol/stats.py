@@ -83,6 +83,21 @@ def validity_reasons(count: int, percentiles: Sequence[int] = PERCENTILES) -> tu
     return tuple(reasons)
 
 
+def _linear_percentiles(sorted_ms: np.ndarray, percentiles: Sequence[int]) -> list[float]:
+    """numpy's default ("linear") percentiles of sorted data, without np.percentile's per-call overhead
+    (about 250 us, most of a record's validation); the same interpolation as numpy's ``_lerp``."""
+    n = sorted_ms.size
+    out = []
+    for q in percentiles:
+        pos = (n - 1) * (q / 100.0)
+        lo = int(math.floor(pos))
+        hi = min(lo + 1, n - 1)
+        t = pos - lo
+        a, b = float(sorted_ms[lo]), float(sorted_ms[hi])
+        out.append(b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t)
+    return out
+
+
 def summarize_ns(samples_ns: Sequence[int]) -> Summary:
     """Summarize raw latency samples given in integer nanoseconds."""
     if len(samples_ns) == 0:
@@ -90,7 +105,7 @@ def summarize_ns(samples_ns: Sequence[int]) -> Summary:
     ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
     if not np.all(np.isfinite(ms)) or np.any(ms < 0):
         raise ValueError("latency samples must be finite and non-negative")
-    p50, p90, p95, p99 = (float(v) for v in np.percentile(ms, PERCENTILES))
+    p50, p90, p95, p99 = _linear_percentiles(np.sort(ms), PERCENTILES)
     return Summary(
         count=int(ms.size),
         p50_ms=p50,

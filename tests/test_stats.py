@@ -119,3 +119,13 @@ def test_bad_samples_are_refused(bad):
 def test_min_samples_refuses_out_of_range_percentiles(bad):
     with pytest.raises(ValueError):
         min_samples_for(bad)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 11, 64, 700, 2001])
+def test_fast_percentiles_equal_numpys_linear_method(n):
+    import numpy as np
+
+    from protocol.stats import PERCENTILES, _linear_percentiles
+
+    x = np.random.default_rng(n).random(n) * 10
+    assert _linear_percentiles(np.sort(x), PERCENTILES) == [float(v) for v in np.percentile(x, PERCENTILES)]

@@ -1,0 +1,142 @@
+"""Sweep specs, selector expansion, and `fleetbench sweep` end to end on the embedded fleet."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from controller.sweeps import SweepError, expand_targets, parse_duration, parse_spec
+
+KNOWN = {"litert:cpu": {"a1", "a2"}, "openvino:CPU": {"a1"}, "openvino:GPU": {"a2"}, "tflite:cpu": {"pi"}}
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("- just a list", "must be a mapping"),
+        ("models: []", "list at least one model"),
+        ("models: [{path: a.keras, id: b}]", "either `path:`"),
+        ("models: [a.keras]\nvariants: [tflite-fp64]", "unknown tflite-fp64"),
+        ("models: [a.keras]\ndevices: litert:cpu", "a list of selectors"),
+        ("models: [a.keras]\nsettings: {threads: []}", "empty list"),
+        ("models: [a.keras]\nsettings: {colour: red}", "settings.colour: unknown"),
+        ("models: [a.keras]\nsettings: {scenario: MultiStream}", "not one of single-stream"),
+        ("models: [a.keras]\nsettings: {scenario: Server}", "loadgen_target_qps must be > 0"),
+        ("models: [a.keras]\nsettings: {batch: [1, 8]}", "only batch 1"),
+        ("models: [a.keras]\nsettings: {threads: -1}", "threads must be >= 0"),
+        ("models: [a.keras]\nexpire_after: soon", "not a duration"),
+        ("models: [a.keras]\nmax_attempts: 0", "at least 1"),
+        ("models: [{path: a.keras, colour: 1}]", "unknown key(s) colour"),
+        ("models: [{path: a.keras, preprocessing: {layout: NCWH}}]", "preprocessing"),
+        ("models: [a.keras]\nwhen: now", "unknown key(s) when"),
+        ("models: [a.keras\n", "not valid YAML"),
+    ],
+)
+def test_bad_specs_say_what_to_change(text, error):
+    with pytest.raises(SweepError) as exc:
+        parse_spec(text)
+    assert error in str(exc.value)
+
+
+def test_settings_lists_are_swept_over(tmp_path):
+    spec = parse_spec("models: [m.keras]\nsettings: {threads: [1, 2], scenario: [single-stream, Offline], min_duration_s: 0.5}",
+                      base_dir=tmp_path)  # fmt: skip
+    combos = {(s.threads, s.loadgen_scenario, s.min_duration_s) for s in spec.settings}
+    assert combos == {(1, "", 0.5), (2, "", 0.5), (1, "Offline", 0.5), (2, "Offline", 0.5)}
+    assert spec.models[0].path == str(tmp_path / "m.keras")
+    assert spec.variants[0] == "tflite-fp32" and len(spec.variants) == 7 and spec.devices == ["*"]
+
+
+@pytest.mark.parametrize("value, seconds", [(90, 90.0), ("90s", 90.0), ("10m", 600.0), ("2h", 7200.0), ("1.5m", 90.0)])
+def test_durations(value, seconds):
+    assert parse_duration(value, "x") == seconds
+
+
+@pytest.mark.parametrize(
+    "devices, variants, expected",
+    [
+        (["litert:*"], ["tflite-fp32"], {"tflite-fp32": [("litert:cpu", None)]}),
+        (["*:cpu"], ["tflite-fp32"], {"tflite-fp32": [("litert:cpu", None), ("tflite:cpu", None)]}),
+        (["openvino:*"], ["openvino-fp16"], {"openvino-fp16": [("openvino:CPU", None), ("openvino:GPU", None)]}),
+        (["openvino:MYRIAD"], ["openvino-fp32"], {"openvino-fp32": [("openvino:MYRIAD", None)]}),  # waits for one
+        (["agent:a2"], ["tflite-fp32", "openvino-fp32"],
+         {"tflite-fp32": [("litert:cpu", "a2")], "openvino-fp32": [("openvino:GPU", "a2")]}),
+        (["*"], ["tflite-int8"], {"tflite-int8": [("litert:cpu", None), ("tflite:cpu", None)]}),
+    ],
+)  # fmt: skip
+def test_selectors_expand_over_the_fleet(devices, variants, expected):
+    assert expand_targets(devices, variants, KNOWN) == expected
+
+
+@pytest.mark.parametrize(
+    "devices, variants, error",
+    [
+        (["agent:nobody"], ["tflite-fp32"], "no agent 'nobody'"),
+        (["npu:*"], ["tflite-fp32"], "matches no capability"),
+        (["openvino:CPU"], ["tflite-fp32"], "offers no runtime for the variants"),
+        (["cpu"], ["tflite-fp32"], "is not a capability"),
+    ],
+)
+def test_selectors_that_match_nothing_are_errors(devices, variants, error):
+    with pytest.raises(SweepError) as exc:
+        expand_targets(devices, variants, KNOWN)
+    assert error in str(exc.value)
+
+
+@pytest.mark.slow
+def test_sweep_cli_end_to_end(tmp_path, tiny_model):
+    """Convert, benchmark on every local capability, wait for a device nobody has, report."""
+    import tensorflow as tf  # noqa: F401 - the tiny model's Keras file
+
+    model_dir = tmp_path / "in"
+    model_dir.mkdir()
+    np.savez(model_dir / "tiny.npz", x=tiny_model["x"], y=tiny_model["y"])
+    (model_dir / "tiny.tflite").write_bytes(tiny_model["path"].read_bytes())
+    spec = model_dir / "sweep.yaml"
+    spec.write_text(
+        "name: e2e\n"
+        "models: [{path: tiny.tflite, data: tiny.npz, calibration_size: 4}]\n"
+        "variants: [tflite-fp32, openvino-fp32, openvino-fp16]\n"
+        "devices: ['litert:*', 'openvino:CPU', 'openvino:MYRIAD']\n"
+        "settings: {threads: [1, 2], min_iterations: 100, min_duration_s: 0.1}\n"
+        "expire_after: 3s\n"
+    )
+    data = tmp_path / "fb"
+    env = dict(os.environ, FLEETBENCH_DISABLE_GPU_PROBE="1", PYTHONUNBUFFERED="1")
+    cli = [sys.executable, "-m", "controller.cli"]
+    run = subprocess.run(cli + ["sweep", str(spec), "--data-dir", str(data)], env=env, capture_output=True, text=True, timeout=600)
+    # MYRIAD jobs expire: the sweep says so and exits non-zero
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "done 6," in run.stdout and "expired 4" in run.stdout
+    assert "fleetbench status" in run.stdout
+    status = subprocess.run(cli + ["status", "e2e", "--data-dir", str(data)], env=env, capture_output=True, text=True)
+    assert status.stdout.count("expired") >= 4 and "openvino:MYRIAD" in status.stdout
+    from controller.store import Store
+
+    store = Store(f"sqlite:///{data / 'fleetbench.db'}")
+    expired = [j for j in store.jobs(store.get_sweep("e2e").sweep_id) if j.state == "expired"]
+    store.close()
+    assert len(expired) == 4 and all(j.reason == "waiting for a device with openvino:MYRIAD: none came within 3 s" for j in expired)
+    out = subprocess.run(cli + ["results", "e2e", "-f", "json", "--data-dir", str(data)], env=env, capture_output=True, text=True)
+    records = json.loads(out.stdout)
+    assert len(records) == 6
+    assert {(r["variant"], r["capability"], r["settings"]["threads"]) for r in records} == {
+        (v, c, t) for v, c in [("tflite-fp32", "litert:cpu"), ("openvino-fp32", "openvino:CPU"), ("openvino-fp16", "openvino:CPU")]
+        for t in (1, 2)
+    }  # fmt: skip
+    assert all(r["accuracy_top1"] == 1.0 and r["fidelity"]["top1_agreement"] == 1.0 for r in records)
+    csv = subprocess.run(cli + ["results", "e2e", "-f", "csv", "--data-dir", str(data)], env=env, capture_output=True, text=True)
+    assert csv.stdout.splitlines()[0].startswith("job_id,attempt,model_name") and len(csv.stdout.splitlines()) == 7
+
+    # Again with another split of the data: the cached variants' references belong to the first split,
+    # so they run without fidelity instead of failing; the sweep supersedes nothing (the first one is done).
+    spec.write_text(spec.read_text().replace("calibration_size: 4", "calibration_size: 6").replace("'openvino:MYRIAD'", "")
+                    .replace("name: e2e", "name: e2e-split"))  # fmt: skip
+    again = subprocess.run(cli + ["sweep", str(spec), "--data-dir", str(data)], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    out = subprocess.run(cli + ["results", "e2e-split", "-f", "json", "--data-dir", str(data)], env=env, capture_output=True, text=True)
+    records = json.loads(out.stdout)
+    assert len(records) == 6 and all(r["accuracy_top1"] == 1.0 for r in records)
