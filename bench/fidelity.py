@@ -34,10 +34,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.runner import run_job  # noqa: E402
+from agent.runner import run_job  # noqa: E402 - and ForkServer, unless --cold
 from protocol import ArtifactRef, BenchmarkSettings, JobSpec, new_job_id  # noqa: E402
 from protocol.hashing import sha256_file  # noqa: E402
 from protocol.packing import pack_files  # noqa: E402
+
+
+#: Agents fork each benchmark child from a fork server (agent.runner.ForkServer); so does this bench,
+#: unless --cold.
+FORKSERVER = None
 
 
 def agent_median_ms(artifact: Path, capability: str, threads: int, min_iterations: int, min_duration: float) -> float:
@@ -49,7 +54,7 @@ def agent_median_ms(artifact: Path, capability: str, threads: int, min_iteration
         settings=BenchmarkSettings(threads=threads, warmup_iterations=50, min_iterations=min_iterations,
                                    min_duration_s=min_duration, timeout_s=600),
     )  # fmt: skip
-    outcome = run_job(spec.to_dict(), "fidelity-bench")
+    outcome = run_job(spec.to_dict(), "fidelity-bench", forkserver=FORKSERVER)
     if not outcome.ok:
         sys.exit(f"agent benchmark failed: {outcome.error_kind}: {outcome.error}")
     return outcome.record.stats.p50_ms
@@ -91,7 +96,13 @@ def main() -> None:
     ap.add_argument("--min-duration", type=float, default=2.0, help="agent's min_duration_s (0: iterations alone decide)")
     ap.add_argument("--tag", default="", help="suffix of the results file name")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--cold", action="store_true", help="start each agent child cold, not from the fork server as agents do")
     args = ap.parse_args()
+    global FORKSERVER
+    if not args.cold:
+        from agent.runner import ForkServer
+
+        FORKSERVER = ForkServer().start()
 
     tool, agent = [], []
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,7 +13,7 @@ from collections import Counter
 
 import redis
 
-from controller.store import Store, StoreError
+from controller.store import Store
 from protocol import RESULTS_KEY, ContractError, JobOutcome
 
 log = logging.getLogger("fleetbench.collector")

@@ -89,8 +89,6 @@ def test_selectors_that_match_nothing_are_errors(devices, variants, error):
 @pytest.mark.slow
 def test_sweep_cli_end_to_end(tmp_path, tiny_model):
     """Convert, benchmark on every local capability, wait for a device nobody has, report."""
-    import tensorflow as tf  # noqa: F401 - the tiny model's Keras file
-
     model_dir = tmp_path / "in"
     model_dir.mkdir()
     np.savez(model_dir / "tiny.npz", x=tiny_model["x"], y=tiny_model["y"])
