@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import time
 from pathlib import Path
@@ -99,6 +100,10 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db):
     from controller.store import StoreError
     from controller.sweeps import Scheduler, SweepError, http_artifact_ref, prepare_models
 
+    for m in spec.models:  # before starting anything
+        for what, p in (("model", m.path), ("data set", m.data)):
+            if p and not re.fullmatch(r"[0-9a-f]{64}", str(p)) and not Path(p).exists():
+                _fail(f"the sweep's {what} {p} does not exist", code=2)
     with _open_store(data_dir, db) as (paths, store), contextlib.ExitStack() as stack:
         try:
             if broker:
