@@ -142,7 +142,7 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
                             "`fleetbench bundle` or convert them locally")  # fmt: skip
         tmp = await _receive(request, suffix)
         try:
-            named = tmp.with_name(Path(filename).name)
+            named = Path(tempfile.mkdtemp(dir=paths.run)) / Path(filename).name  # its own name, not another upload's
             tmp.rename(named)
             tmp = named
             try:
@@ -154,6 +154,8 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
             store.add_model(ref.sha256, name or source.name, source.kind, stored_name, ref.size_bytes)
         finally:
             tmp.unlink(missing_ok=True)
+            if tmp.parent != Path(paths.run):
+                tmp.parent.rmdir()
         return {"model_id": ref.sha256, "name": name or source.name, "kind": source.kind, "size_bytes": ref.size_bytes}
 
     @app.post(f"{API}/datasets", status_code=201, responses={413: {"model": Problem}, 422: {"model": Problem}})
