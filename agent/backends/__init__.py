@@ -16,6 +16,10 @@ Backends never time themselves: :mod:`agent.measure` does.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import json
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from protocol import CapabilityInfo as Capability
@@ -38,6 +42,34 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str
+
+
+def dist_version(*dists: str) -> str:
+    """The version of the first of these installed distributions, or "unknown"."""
+    for dist in dists:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def probe_in_child(module: str, args: list[str], what: str, timeout_s: float) -> tuple[dict | None, str, str | None]:
+    """Run a probe (``python -m module *args``, printing one JSON object) in a child process,
+    so a crashing driver or vendor library cannot take the agent down.
+
+    Returns ``(result, problem, stderr)``: the probe's JSON and its stderr; or ``result`` None with
+    ``problem`` saying that ``what`` did not finish (``stderr`` None) or crashed (with its stderr).
+    """
+    try:
+        r = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None, f"{what} did not finish within {timeout_s:g} s", None
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if r.returncode != 0 or not lines:
+        why = f"killed by signal {-r.returncode}" if r.returncode < 0 else f"exit code {r.returncode}"
+        return None, f"{what} crashed ({why})", r.stderr
+    return json.loads(lines[-1]), "", r.stderr
 
 
 def create(runtime: str):

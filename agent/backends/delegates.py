@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -108,19 +107,12 @@ def load(load_delegate, name: str, entry: dict):
 
 def probe(runtime: str, name: str, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[bool, str]:
     """(True, device name) if the delegate loads and runs the probe model, else (False, reason); in a child."""
-    try:
-        r = subprocess.run(
-            [sys.executable, "-m", "agent.backends.delegates", runtime, name],
-            capture_output=True, text=True, timeout=timeout_s,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return False, f"the '{name}' delegate probe did not finish within {timeout_s:g} s"
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-    if r.returncode != 0 or not lines:
-        why = f"killed by signal {-r.returncode}" if r.returncode < 0 else f"exit code {r.returncode}"
-        tail = (r.stderr.strip().splitlines() or [""])[-1][:300]
-        return False, f"the '{name}' delegate probe crashed ({why}) {tail}".strip()
-    result = json.loads(lines[-1])
+    from agent.backends import probe_in_child
+
+    result, problem, stderr = probe_in_child("agent.backends.delegates", [runtime, name], f"the '{name}' delegate probe", timeout_s)
+    if result is None:
+        tail = (stderr.strip().splitlines() or [""])[-1][:300] if stderr is not None else ""
+        return False, f"{problem} {tail}".strip()
     return bool(result["ok"]), str(result["detail"])
 
 

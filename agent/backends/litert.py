@@ -14,17 +14,15 @@
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from agent.backends import Capability, TensorSpec, Unavailable, delegates
+from agent.backends import Capability, TensorSpec, Unavailable, delegates, dist_version, probe_in_child
 from agent.errors import JobError
 from agent.host import host_facts
 
@@ -36,10 +34,7 @@ CPU_PRECISIONS = ("FP16", "FP32", "INT8")
 
 
 def _version() -> str:
-    try:
-        return importlib.metadata.version("ai-edge-litert")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    return dist_version("ai-edge-litert")
 
 
 class Backend:
@@ -313,21 +308,12 @@ def probe_gpu(timeout_s: float = GPU_PROBE_TIMEOUT_S) -> tuple[bool, str]:
     """(True, device name) if the bundled model compiles fully on the GPU, else (False, reason)."""
     if os.environ.get("FLEETBENCH_DISABLE_GPU_PROBE"):
         return False, "GPU probe disabled by FLEETBENCH_DISABLE_GPU_PROBE"
-    try:
-        r = subprocess.run(
-            [sys.executable, "-m", "agent.backends.litert", "--probe-gpu"],
-            capture_output=True, text=True, timeout=timeout_s,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return False, f"the GPU probe did not finish within {timeout_s:g} s"
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-    if r.returncode != 0 or not lines:
-        why = f"killed by signal {-r.returncode}" if r.returncode < 0 else f"exit code {r.returncode}"
-        return False, f"the GPU probe crashed ({why}): {summarize_litert_error(r.stderr)}"
-    result = json.loads(lines[-1])
+    result, problem, stderr = probe_in_child("agent.backends.litert", ["--probe-gpu"], "the GPU probe", timeout_s)
+    if result is None:
+        return False, problem if stderr is None else f"{problem}: {summarize_litert_error(stderr)}"
     if not result["ok"]:
         for needle, reason in _KNOWN_GPU_FAILURES:  # the cause is often only in LiteRT's log
-            if needle in r.stderr:
+            if needle in stderr:
                 return False, f"LiteRT could not compile a model for the GPU: {reason}"
     return bool(result["ok"]), result["detail"]
 

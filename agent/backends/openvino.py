@@ -16,7 +16,6 @@ has it in ``openvino.runtime``. :func:`_core_class` picks whichever exists.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import os
 import tempfile
 import threading
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.backends import Capability, TensorSpec, Unavailable
+from agent.backends import Capability, TensorSpec, Unavailable, dist_version
 from agent.errors import JobError
 from protocol.packing import unpack
 
@@ -55,12 +54,7 @@ def extra_devices() -> list[str]:
 
 
 def _version() -> str:
-    for dist in ("openvino", "openvino-dev"):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "unknown"
+    return dist_version("openvino", "openvino-dev")
 
 
 class AsyncQueuePool:

@@ -17,19 +17,12 @@ numpy 1.x: install ``numpy<2`` beside them.
 
 from __future__ import annotations
 
-import importlib.metadata
-
-from agent.backends import Capability
+from agent.backends import Capability, dist_version
 from agent.backends import litert
 
 
 def _version() -> str:
-    for dist in ("tflite-runtime", "tflite-runtime-nightly"):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "unknown"
+    return dist_version("tflite-runtime", "tflite-runtime-nightly")
 
 
 class Backend(litert.Backend):
