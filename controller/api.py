@@ -240,9 +240,11 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
 
     @app.get(f"{API}/fleet")
     def fleet(role: str = Depends(user)) -> dict:
+        from controller.store import as_utc
+
         live = state.live_agents()
         return {"agents": [dict(agent_id=r.agent_id, hostname=r.hostname, online=r.agent_id in live,
-                                last_heartbeat=r.last_heartbeat.isoformat(), capabilities=r.inventory["capabilities"])
+                                last_heartbeat=as_utc(r.last_heartbeat).isoformat(), capabilities=r.inventory["capabilities"])
                            for r in store.agents()]}  # fmt: skip
 
     if run_scheduler and broker_url:
@@ -276,12 +278,9 @@ class _State:
         if not self.broker_url:
             return set()
         try:
-            inventories = self.scheduler().dispatcher.live_agents()
+            return self.scheduler().dispatcher.record_live_agents(self.store)
         except Exception:  # noqa: BLE001 - the fleet page still lists what was seen
             return set()
-        for inv in inventories:
-            self.store.record_agent(inv)
-        return {inv.agent_id for inv in inventories}
 
     def submit(self, spec) -> str:
         from controller.convert import service

@@ -430,53 +430,53 @@ def fleet(
 
             d = Dispatcher(broker)
             try:
-                inventories = d.live_agents()
+                live = d.record_live_agents(store)
             except DispatchError as exc:
                 _fail(str(exc))
             finally:
                 d.close()
-            for inv in inventories:
-                store.record_agent(inv)
-            live = {inv.agent_id for inv in inventories}
         rows = store.agents()
     if not rows:
         console.print("No agents seen yet: start one with `fleetbench-agent --broker URL` and run "
                       "`fleetbench fleet --broker URL`, or run `fleetbench demo`.")  # fmt: skip
         return
-    table = Table(title="Fleet" + ("" if broker else " (as last seen; pass --broker for live status)"), title_justify="left")
+    agents = [dict(agent_id=r.agent_id, hostname=r.hostname, capabilities=r.inventory["capabilities"],
+                   online=(r.agent_id in live) if broker else None, last_heartbeat=as_utc(r.last_heartbeat))
+              for r in rows]  # fmt: skip
+    console.print(fleet_table("Fleet" + ("" if broker else " (as last seen; pass --broker for live status)"), agents))
+
+
+def fleet_table(title: str, agents: list[dict]) -> Table:
+    """Agents (agent_id, hostname, capabilities, online: True/False/None for unknown, last_heartbeat) as a table."""
+    table = Table(title=title, title_justify="left")
     for col in ("agent", "host", "capabilities", "status", "last heartbeat"):
         table.add_column(col)
-    for r in rows:
+    for a in agents:
         caps = "\n".join(
             f"{c['name']} [dim]{c['device_name']}" + (f" ({', '.join(c['precisions'])})" if c.get("precisions") else "") + "[/]"
-            for c in r.inventory["capabilities"]
+            for c in a["capabilities"]
         )
-        when = as_utc(r.last_heartbeat).strftime("%Y-%m-%d %H:%M:%S UTC")
-        if not broker:
-            status = "unknown"
-        elif r.agent_id in live:
-            status = "[green]online[/]"
-        else:
-            status = f"[yellow]offline[/] since {when}"
-        table.add_row(r.agent_id, r.hostname, caps, status, when)
-    console.print(table)
+        when = a["last_heartbeat"].strftime("%Y-%m-%d %H:%M:%S UTC")
+        status = {None: "unknown", True: "[green]online[/]"}.get(a["online"], f"[yellow]offline[/] since {when}")
+        table.add_row(a["agent_id"], a["hostname"], caps, status, when)
+    return table
 
 
 def _remote_fleet(controller_url: str) -> None:
+    import datetime as dt
+
     from controller.client import ApiClient, ApiError
 
     try:
         agents = ApiClient.from_env(controller_url).get("/api/v1/fleet")["agents"]
     except ApiError as exc:
         _fail(str(exc))
-    table = Table(title=f"Fleet of {controller_url}", title_justify="left")
-    for col in ("agent", "host", "capabilities", "status", "last heartbeat"):
-        table.add_column(col)
+    if not agents:
+        console.print("No agents seen yet.")
+        return
     for a in agents:
-        caps = "\n".join(f"{c['name']} [dim]{c['device_name']}[/]" for c in a["capabilities"])
-        status = "[green]online[/]" if a["online"] else f"[yellow]offline[/] since {a['last_heartbeat'][:19]}"
-        table.add_row(a["agent_id"], a["hostname"], caps, status, a["last_heartbeat"][:19])
-    console.print(table if agents else "No agents seen yet.")
+        a["last_heartbeat"] = dt.datetime.fromisoformat(a["last_heartbeat"])
+    console.print(fleet_table(f"Fleet of {controller_url}", agents))
 
 
 @app.command()

@@ -74,8 +74,7 @@ def run_demo(
             caps = tuple(sorted({FAMILY_CAPABILITY[VARIANTS[o.variant].family] for o in ready}))
             agent = fleet.ensure_agent(caps)
             dispatcher = fleet.dispatcher()
-            for inventory in dispatcher.live_agents():  # so `fleetbench fleet` knows the local agent
-                store.record_agent(inventory)
+            dispatcher.record_live_agents(store)  # so `fleetbench fleet` knows the local agent
             for o in ready:
                 spec = JobSpec(
                     job_id=new_job_id(), model_id=plan.model_id, model_name=plan.name, variant=o.variant,

@@ -62,6 +62,13 @@ class Dispatcher:
             raise DispatchError(self._broker_down(exc)) from None
         return sorted(agents, key=lambda a: a.agent_id)
 
+    def record_live_agents(self, store) -> set[str]:
+        """Store the newest inventory of every live agent (what `fleetbench fleet` lists); returns their ids."""
+        inventories = self.live_agents()
+        for inv in inventories:
+            store.record_agent(inv)
+        return {inv.agent_id for inv in inventories}
+
     def agents_offering(self, capability: str) -> list[str]:
         """Ids of live agents offering ``capability``."""
         return [a.agent_id for a in self.live_agents() if any(c.name == capability for c in a.capabilities)]

@@ -25,9 +25,9 @@ device), a glob over the capabilities the fleet has shown (``openvino:*``,
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import itertools
-import json
 import re
 import threading
 import uuid
@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Callable
 
 from controller.convert.variants import VARIANTS
-from controller.store import Store
+from controller.datasets import Preprocessing
+from controller.store import Store, as_utc
 from controller.store.jobs import (
     CONVERTING, DEAD_LETTER, DONE, EXPIRED, FAILED, FINAL_STATES, PENDING, QUEUED, RUNNING, SUPERSEDED, WAITING, now,
 )  # fmt: skip
@@ -62,7 +63,7 @@ class ModelEntry:
     data: str | None = None
     name: str | None = None
     input_shape: tuple[int, ...] | None = None
-    preprocessing: dict = field(default_factory=dict)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
     calibration_size: int = 100
     seed: int = 0
 
@@ -171,13 +172,11 @@ def spec_from_dict(raw, base_dir: Path | None = None) -> SweepSpec:
         if not isinstance(pre, dict):
             raise SweepError(f"models[{i}].preprocessing: a mapping, e.g. {{scale: 0.00392157, layout: NHWC}}")
         try:
-            from controller.datasets import Preprocessing
-
-            problems = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()}).problems()
+            pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()})
         except TypeError as exc:
             raise SweepError(f"models[{i}].preprocessing: {exc}") from None
-        if problems:
-            raise SweepError(f"models[{i}].preprocessing: " + "; ".join(problems))
+        if pre.problems():
+            raise SweepError(f"models[{i}].preprocessing: " + "; ".join(pre.problems()))
         models.append(ModelEntry(path=path, model_id=m.get("id"), data=data, name=m.get("name"), input_shape=shape,
                                  preprocessing=pre, calibration_size=int(m.get("calibration_size", 100)),
                                  seed=int(m.get("seed", 0))))  # fmt: skip
@@ -283,8 +282,7 @@ class Scheduler:
 
     def known_capabilities(self) -> dict[str, set[str]]:
         known: dict[str, set[str]] = {}
-        for inv in self.dispatcher.live_agents():
-            self.store.record_agent(inv)
+        self.dispatcher.record_live_agents(self.store)
         for row in self.store.agents():
             for c in row.inventory["capabilities"]:
                 known.setdefault(c["name"], set()).add(row.agent_id)
@@ -377,10 +375,7 @@ class Scheduler:
         returns the counts by state."""
         self.collector.drain()
         live = {inv.agent_id: {c.name for c in inv.capabilities} for inv in self.dispatcher.live_agents()}
-        offering: dict[str, list[str]] = {}
-        for agent, caps in live.items():
-            for c in caps:
-                offering.setdefault(c, []).append(agent)
+        offered = set().union(*live.values())
         sweep = self.store.get_sweep(sweep_id)
         expire_s = float(sweep.spec.get("expire_after", DEFAULT_EXPIRE_S))
         for job in self.store.jobs(sweep_id, states=(PENDING, WAITING, QUEUED, RUNNING)):
@@ -388,25 +383,21 @@ class Scheduler:
                 available = job.capability in live.get(job.pinned_agent, ())
                 missing = f"waiting for agent {job.pinned_agent} (with {job.capability}) to come online"
             else:
-                available = bool(offering.get(job.capability))
+                available = job.capability in offered
                 missing = f"waiting for a device with {job.capability}"
             if job.state == RUNNING:
                 if job.agent_id and job.agent_id not in live:
                     self._agent_lost(job)
                 continue
             if job.state == QUEUED:
-                if self._started(job):
-                    continue
-                if not available:
-                    self.store.update_job(job.job_id, expect_attempt=job.attempt, state=WAITING, reason=missing,
-                                          expires_at=now() + _seconds(expire_s))  # fmt: skip
+                if not self._started(job) and not available:
+                    self._wait(job, missing, expire_s)
                 continue
             # PENDING or WAITING
             if not available:
                 if job.state == PENDING:
-                    self.store.update_job(job.job_id, expect_attempt=job.attempt, state=WAITING, reason=missing,
-                                          expires_at=now() + _seconds(expire_s))  # fmt: skip
-                elif job.expires_at is not None and now() > _aware(job.expires_at):
+                    self._wait(job, missing, expire_s)
+                elif job.expires_at is not None and now() > as_utc(job.expires_at):
                     if self.store.update_job(job.job_id, expect_attempt=job.attempt, state=EXPIRED,
                                              reason=f"{missing}: none came within {expire_s:g} s"):  # fmt: skip
                         self._fence(job.job_id, 0)
@@ -421,6 +412,11 @@ class Scheduler:
         if not any(counts.get(s) for s in (PENDING, CONVERTING, QUEUED, RUNNING, WAITING)) and sweep.state != "done":
             self.store.set_sweep_state(sweep_id, "done")
         return counts
+
+    def _wait(self, job: JobRow, reason: str, expire_s: float) -> None:
+        """No live device for it: waiting-for-device, with the reason, until it expires."""
+        self.store.update_job(job.job_id, expect_attempt=job.attempt, state=WAITING, reason=reason,
+                              expires_at=now() + dt.timedelta(seconds=expire_s))  # fmt: skip
 
     def _send(self, job: JobRow) -> None:
         attempt = job.attempt + 1
@@ -463,18 +459,6 @@ def http_artifact_ref(base_url: str) -> Callable[[ArtifactRef], ArtifactRef]:
     return lambda r: dataclasses.replace(r, uri=f"{base}/api/v1/artifacts/{r.sha256}")
 
 
-def _seconds(s: float):
-    import datetime as dt
-
-    return dt.timedelta(seconds=s)
-
-
-def _aware(ts):
-    import datetime as dt
-
-    return ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
-
-
 def summary(counts: dict[str, int]) -> str:
     """One line: done 3, running 1, queued 2, failed 0, waiting 1 (of 7)."""
     total = sum(counts.values())
@@ -497,8 +481,6 @@ def finished(counts: dict[str, int]) -> int:
     return sum(n for s, n in counts.items() if s in FINAL_STATES)
 
 
-def dumps(obj) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=str)
 
 
 def _materialize(artifacts, sha256: str, filename: str, tmp: Path) -> Path | None:
@@ -523,39 +505,41 @@ def prepare_models(spec: SweepSpec, store: Store, artifacts, convert_runner, wor
     """
     import tempfile
 
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+    # Stored files are copied here for planning only: planning puts them in the artifact store,
+    # and conversions read them from there.
+    with tempfile.TemporaryDirectory(prefix="fleetbench-sweep-", dir=workdir) as tmp:
+        return [_prepare_model(entry, spec, store, artifacts, convert_runner, Path(tmp)) for entry in spec.models]
+
+
+def _prepare_model(entry: ModelEntry, spec: SweepSpec, store: Store, artifacts, convert_runner, tmp: Path) -> ModelVariants:
     from controller.convert import service
 
-    tmp = Path(workdir or tempfile.mkdtemp(prefix="fleetbench-sweep-"))
-    out = []
-    for entry in spec.models:
-        path, name = entry.path, entry.name
-        if entry.model_id:
-            row = store.find_model(entry.model_id)
-            name = name or row.name
-            path = _materialize(artifacts, row.model_id, row.filename, tmp)
-            if path is None:
-                raise SweepError(f"model {entry.model_id}: its source file is no longer in the artifact store; upload it again")
-        data = entry.data
-        if data and re.fullmatch(r"[0-9a-f]{64}", data) and not Path(data).exists():
-            data = _materialize(artifacts, data, "data.npz", tmp)
-            if data is None:
-                raise SweepError(f"data set {entry.data[:12]}…: not in the artifact store; upload it first")
-        from controller.datasets import Preprocessing
-
-        pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry.preprocessing.items()})
-        plan = service.plan(path, spec.variants, store, artifacts, dataset_path=data, preprocessing=pre, seed=entry.seed,
-                            n_calibration=entry.calibration_size, input_shape=entry.input_shape, name=name)  # fmt: skip
-        dataset_id = plan.dataset.dataset_id if plan.dataset else None
-        ready = {}
-        for v in plan.variants:
-            if v.status != "cached":
-                continue
-            # A cached variant's reference outputs were computed on the data set it was converted with;
-            # on another split they would not line up with the samples, so fidelity is left out.
-            same_data = v.row.reference and v.row.dataset_id == dataset_id
-            ready[v.variant] = (ArtifactRef.from_dict(v.row.artifact), ArtifactRef.from_dict(v.row.reference) if same_data else None)
-        converting = [v.variant for v in plan.todo]
-        dataset = plan.dataset.validation if plan.dataset else None
-        convert = (lambda on_event, plan=plan: service.execute(plan, store, convert_runner, on_event=on_event)) if converting else None
-        out.append(ModelVariants(plan.model_id, plan.name, dataset, ready, converting, convert))
-    return out
+    path, name = entry.path, entry.name
+    if entry.model_id:
+        row = store.find_model(entry.model_id)
+        name = name or row.name
+        path = _materialize(artifacts, row.model_id, row.filename, tmp)
+        if path is None:
+            raise SweepError(f"model {entry.model_id}: its source file is no longer in the artifact store; upload it again")
+    data = entry.data
+    if data and re.fullmatch(r"[0-9a-f]{64}", data) and not Path(data).exists():
+        data = _materialize(artifacts, data, "data.npz", tmp)
+        if data is None:
+            raise SweepError(f"data set {entry.data[:12]}…: not in the artifact store; upload it first")
+    plan = service.plan(path, spec.variants, store, artifacts, dataset_path=data, preprocessing=entry.preprocessing, seed=entry.seed,
+                        n_calibration=entry.calibration_size, input_shape=entry.input_shape, name=name)  # fmt: skip
+    dataset_id = plan.dataset.dataset_id if plan.dataset else None
+    ready = {}
+    for v in plan.variants:
+        if v.status != "cached":
+            continue
+        # A cached variant's reference outputs were computed on the data set it was converted with;
+        # on another split they would not line up with the samples, so fidelity is left out.
+        same_data = v.row.reference and v.row.dataset_id == dataset_id
+        ready[v.variant] = (ArtifactRef.from_dict(v.row.artifact), ArtifactRef.from_dict(v.row.reference) if same_data else None)
+    converting = [v.variant for v in plan.todo]
+    dataset = plan.dataset.validation if plan.dataset else None
+    convert = (lambda on_event: service.execute(plan, store, convert_runner, on_event=on_event)) if converting else None
+    return ModelVariants(plan.model_id, plan.name, dataset, ready, converting, convert)
