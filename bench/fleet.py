@@ -18,6 +18,7 @@ Prints one table; copy it to docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import statistics
@@ -53,14 +54,27 @@ def tiny_tflite(out: Path) -> Path:
     return out
 
 
-def start_agents(broker: RedisServer, d: Dispatcher, n: int, work: Path) -> list[LocalAgent]:
+@contextlib.contextmanager
+def local_fleet(work: Path, name: str, n_agents: int):
+    """A private broker, a SQLite store, the sweep scheduler and ``n_agents`` real agents; all stopped after."""
+    broker = RedisServer(work / f"redis-{name}", work / f"redis-{name}.log").start()
+    store = Store(f"sqlite:///{work / f'{name}.db'}")
+    store.migrate()
+    d = Dispatcher(broker.url)
     agents = []
-    for i in range(n):
-        a = LocalAgent(broker.url, f"bench-{i}-{uuid.uuid4().hex[:4]}", work / f"agent{i}.log", ("litert:cpu",)).start()
-        agents.append(a)
-    for a in agents:
-        a.wait_ready(lambda a=a: a.agent_id in {x.agent_id for x in d.live_agents()}, timeout_s=90)
-    return agents
+    try:
+        for i in range(n_agents):
+            agents.append(LocalAgent(broker.url, f"bench-{i}-{uuid.uuid4().hex[:4]}", work / f"{name}-agent{i}.log",
+                                     ("litert:cpu",)).start())  # fmt: skip
+        for a in agents:
+            a.wait_ready(lambda a=a: a.agent_id in {x.agent_id for x in d.live_agents()}, timeout_s=90)
+        yield store, Scheduler(store, d, Collector(d.redis, store))
+    finally:
+        for a in agents:
+            a.stop()
+        d.close()
+        broker.stop()
+        store.close()
 
 
 def sweep(sched: Scheduler, art, settings: list[BenchmarkSettings], name: str) -> str:
@@ -79,15 +93,9 @@ def run_to_end(sched: Scheduler, sweep_id: str, wait_s: float) -> float:
 
 
 def overhead(work: Path, art, n: int) -> dict:
-    broker = RedisServer(work / "r1", work / "r1.log").start()
-    store = Store(f"sqlite:///{work / 'overhead.db'}")
-    store.migrate()
-    d = Dispatcher(broker.url)
-    sched = Scheduler(store, d, Collector(d.redis, store))
-    agents = start_agents(broker, d, 1, work)
     settings = BenchmarkSettings(threads=1, warmup_iterations=5, min_iterations=100, min_duration_s=0.0)
     rows = []
-    try:
+    with local_fleet(work, "overhead", 1) as (store, sched):
         for i in range(n + 2):
             sweep_id = sweep(sched, art, [settings], f"overhead-{i}")
             wall = run_to_end(sched, sweep_id, wait_s=0.2)
@@ -95,12 +103,6 @@ def overhead(work: Path, art, n: int) -> dict:
             inference = sum(r.samples_ns) / 1e9
             if i >= 2:  # the first two warm the agent's imports and caches
                 rows.append((wall - inference, wall, inference, r.stats.load_ms / 1e3))
-    finally:
-        for a in agents:
-            a.stop()
-        d.close()
-        broker.stop()
-        store.close()
     over = sorted(x[0] for x in rows)
     return {
         "overhead p50 ms": 1e3 * statistics.median(over),
@@ -116,22 +118,10 @@ def scaling(work: Path, art, n_jobs: int) -> dict:
     settings = [BenchmarkSettings(threads=1, warmup_iterations=5, min_iterations=100 + i, min_duration_s=0.5)
                 for i in range(n_jobs)]  # fmt: skip
     for n_agents in (1, 2):
-        broker = RedisServer(work / f"rs{n_agents}", work / f"rs{n_agents}.log").start()
-        store = Store(f"sqlite:///{work / f'scaling{n_agents}.db'}")
-        store.migrate()
-        d = Dispatcher(broker.url)
-        sched = Scheduler(store, d, Collector(d.redis, store))
-        agents = start_agents(broker, d, n_agents, work)
-        try:
+        with local_fleet(work, f"scaling{n_agents}", n_agents) as (store, sched):
             sweep_id = sweep(sched, art, settings, f"scaling-{n_agents}")
             out[n_agents] = run_to_end(sched, sweep_id, wait_s=0.2)
             assert store.count_results() == n_jobs
-        finally:
-            for a in agents:
-                a.stop()
-            d.close()
-            broker.stop()
-            store.close()
     return {"1 agent s": out[1], "2 agents s": out[2], "speed-up": out[1] / out[2]}
 
 

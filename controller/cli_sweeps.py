@@ -15,7 +15,7 @@ from rich.table import Table
 from controller.cli import (
     ControllerOpt, DataDirOpt, DbOpt, _fail, _open_store, _term_as_exit, app, console, results_table,
 )  # fmt: skip
-from controller.store.jobs import DEAD_LETTER, EXPIRED, FAILED, FINAL_STATES
+from controller.store.jobs import DEAD_LETTER, EXPIRED, FAILED
 
 BAD_END = (FAILED, DEAD_LETTER, EXPIRED)
 
@@ -228,7 +228,7 @@ def _jobs_table(sweep: dict, jobs: list[dict]) -> None:
     console.print(table)
 
 
-__all__ = ["follow", "sweep", "status", "FINAL_STATES"]
+__all__ = ["follow", "sweep", "status", "serve", "upload"]
 
 
 @app.command()

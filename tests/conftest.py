@@ -104,6 +104,17 @@ def store(request, tmp_path):
     s.close()
 
 
+@pytest.fixture
+def sqlite_store(tmp_path):
+    """A migrated SQLite store of this test's own."""
+    from controller.store import Store
+
+    s = Store(f"sqlite:///{tmp_path / 'fb.db'}")
+    s.migrate()
+    yield s
+    s.close()
+
+
 @pytest.fixture(scope="session")
 def golden_record():
     """A record made by a real `fleetbench demo` run (700 samples, LiteRT on CPU)."""

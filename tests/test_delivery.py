@@ -109,9 +109,8 @@ def test_agent_refuses_a_visibility_timeout_not_above_the_time_limit(visibility,
     assert "visibility timeout" in r.stderr and "must be longer than the job time limit" in r.stderr
 
 
-def test_results_wait_for_a_stopped_controller_and_arrive_once(clean_redis_url, tmp_path, tiny_model, scheduler_on):
-    store = Store(f"sqlite:///{tmp_path / 'fb.db'}")
-    store.migrate()
+def test_results_wait_for_a_stopped_controller_and_arrive_once(sqlite_store, clean_redis_url, tmp_path, tiny_model, scheduler_on):
+    store = sqlite_store
     sched = scheduler_on(clean_redis_url, store)
     agent = _online(_agent(clean_redis_url, tmp_path).start(), sched.dispatcher)
     try:
@@ -131,7 +130,6 @@ def test_results_wait_for_a_stopped_controller_and_arrive_once(clean_redis_url, 
         agent.stop()
     assert counts == {DONE: 3}
     assert store.count_results() == 3 and sched.collector.pending() == 0
-    store.close()
 
 
 def test_stopped_postgres_while_jobs_finish_loses_nothing(clean_redis_url, tmp_path, tiny_model, own_postgres, scheduler_on):
@@ -160,10 +158,9 @@ def test_stopped_postgres_while_jobs_finish_loses_nothing(clean_redis_url, tmp_p
     store.close()
 
 
-def test_stopped_broker_and_agent_restart_keep_the_result(tmp_path, tiny_model, scheduler_on):
+def test_stopped_broker_and_agent_restart_keep_the_result(sqlite_store, tmp_path, tiny_model, scheduler_on):
+    store = sqlite_store
     broker = RedisServer(tmp_path / "redis", tmp_path / "redis.log", persist=True).start()
-    store = Store(f"sqlite:///{tmp_path / 'fb.db'}")
-    store.migrate()
     sched = scheduler_on(broker.url, store)
     state = tmp_path / "agent-state"
     agent = _online(_agent(broker.url, tmp_path, "restart", *FAST_REDELIVERY, state_dir=state).start(), sched.dispatcher)
@@ -189,13 +186,11 @@ def test_stopped_broker_and_agent_restart_keep_the_result(tmp_path, tiny_model, 
                 a.stop()
         broker.stop()
     assert counts == {DONE: 1} and store.count_results() == 1 and len(outbox) == 0
-    store.close()
 
 
 @pytest.mark.slow
-def test_kill_9_agent_mid_job_runs_it_again_on_another_and_stores_one_record(clean_redis_url, tmp_path, tiny_model, scheduler_on):
-    store = Store(f"sqlite:///{tmp_path / 'fb.db'}")
-    store.migrate()
+def test_kill_9_agent_mid_job_runs_it_again_on_another_and_stores_one_record(sqlite_store, clean_redis_url, tmp_path, tiny_model, scheduler_on):
+    store = sqlite_store
     sched = scheduler_on(clean_redis_url, store)
     agents = [_online(_agent(clean_redis_url, tmp_path, n, *FAST_REDELIVERY).start(), sched.dispatcher) for n in ("k1", "k2")]
     try:
@@ -218,12 +213,10 @@ def test_kill_9_agent_mid_job_runs_it_again_on_another_and_stores_one_record(cle
     (record,) = store.sweep_results(sweep_id)
     assert record.agent_id == survivor.agent_id and record.attempt == 2
     assert store.count_results() == 1 and store.count_superseded(job.job_id) == 0
-    store.close()
 
 
-def test_a_job_that_keeps_failing_goes_to_dead_letter(clean_redis_url, tmp_path, tiny_model, scheduler_on):
-    store = Store(f"sqlite:///{tmp_path / 'fb.db'}")
-    store.migrate()
+def test_a_job_that_keeps_failing_goes_to_dead_letter(sqlite_store, clean_redis_url, tmp_path, tiny_model, scheduler_on):
+    store = sqlite_store
     sched = scheduler_on(clean_redis_url, store)
     agent = _online(_agent(clean_redis_url, tmp_path).start(), sched.dispatcher)
     try:
@@ -238,4 +231,3 @@ def test_a_job_that_keeps_failing_goes_to_dead_letter(clean_redis_url, tmp_path,
     assert counts == {DEAD_LETTER: 1} and job.attempt == 2
     assert "failed 2 time(s)" in job.reason and "timeout" in job.reason
     assert store.count_results() == 0
-    store.close()

@@ -17,7 +17,6 @@ from controller.artifacts import ArtifactStore
 from controller.collector import Collector
 from controller.dispatch import Dispatcher
 from controller.embedded import LocalAgent, RedisServer
-from controller.store import Store
 from controller.store.jobs import DONE, RUNNING
 from controller.sweeps import ModelVariants, Scheduler, SweepSpec
 from protocol import STARTS_PREFIX, BenchmarkSettings
@@ -91,10 +90,9 @@ def hosts():
         h.destroy()
 
 
-def test_cut_link_longer_than_the_visibility_timeout_loses_and_duplicates_nothing(hosts, tmp_path, tiny_model):
+def test_cut_link_longer_than_the_visibility_timeout_loses_and_duplicates_nothing(sqlite_store, hosts, tmp_path, tiny_model):
+    store = sqlite_store
     broker = RedisServer(tmp_path / "redis", tmp_path / "redis.log", bind=tuple(h.host_ip for h in hosts)).start()
-    store = Store(f"sqlite:///{tmp_path / 'fb.db'}")
-    store.migrate()
     d = Dispatcher(broker.url)
     sched = Scheduler(store, d, Collector(d.redis, store))
     agents = [
@@ -138,7 +136,6 @@ def test_cut_link_longer_than_the_visibility_timeout_loses_and_duplicates_nothin
     assert job.state == DONE and job.attempt == 2 and record.attempt == 2 and record.agent_id == other.agent_id
     assert store.count_results() == 1 and store.count_superseded(job.job_id) == 1
     assert starts == [1, 1], "each attempt ran once: the redelivered message was not run again"
-    store.close()
 
 
 def _clients(d) -> set[str]:
