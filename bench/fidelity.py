@@ -92,6 +92,12 @@ def litert_tool_median_ms(model: Path, capability: str, threads: int, runs: int)
 
 def openvino_tool_median_ms(xml: Path, threads: int, seconds: float) -> float:
     cmd = ["benchmark_app", "-m", str(xml), "-d", "CPU", "-nireq", "1", "-t", str(seconds)]
+    import openvino as ov
+
+    from agent.backends.openvino import is_plain_f32
+
+    if is_plain_f32(ov.Core().read_model(str(xml))):  # as the agent runs it: an fp32 model in f32, not bf16
+        cmd += ["-infer_precision", "f32"]
     if threads > 0:  # benchmark_app takes -nthreads only with -hint none; one stream = the latency set-up
         cmd += ["-hint", "none", "-nstreams", "1", "-nthreads", str(threads)]
     else:

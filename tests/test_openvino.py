@@ -134,3 +134,30 @@ def test_openvino_throughput_with_an_async_queue(ir_job):
     assert outcome.ok, outcome.error
     t = outcome.record.throughput
     assert t.mode == "openvino-async-queue" and t.requests == 4 and t.completed > 100 and t.ips > 0
+
+
+def test_an_fp32_model_runs_in_f32_and_a_compressed_one_keeps_the_default(ir_job, tiny_model, tmp_path):
+    """OpenVINO's CPU plugin runs models in bf16 by default on CPUs with AVX-512 BF16 or AMX: an fp32
+    variant must still compute in f32, or its latency and fidelity are bf16's."""
+    import openvino as ov
+
+    from agent.backends.openvino import Backend, is_plain_f32
+
+    store, _, _ = ir_job
+    f32 = ov.convert_model(str(tiny_model["path"]))
+    f32.reshape([1, 6, 6, 2])
+    ov.save_model(f32, str(tmp_path / "model.xml"), compress_to_fp16=False)  # as `fleetbench convert` saves fp32
+    ov.save_model(f32, str(tmp_path / "fp16.xml"), compress_to_fp16=True)
+    assert is_plain_f32(ov.Core().read_model(str(tmp_path / "model.xml")))
+    assert not is_plain_f32(ov.Core().read_model(str(tmp_path / "fp16.xml")))
+    ir = store.put_bytes(pack_files({"model.xml": tmp_path / "model.xml", "model.bin": tmp_path / "model.bin"}), "f32.tar")
+    backend = Backend()
+    backend.load(str(store.path_for(ir.sha256)), "CPU", BenchmarkSettings())
+    assert backend._compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    assert backend._extra == {"INFERENCE_PRECISION_HINT": "f32"}  # the throughput phase compiles with it too
+    del backend
+    backend = Backend()
+    fp16 = store.put_bytes(pack_files({"model.xml": tmp_path / "fp16.xml", "model.bin": tmp_path / "fp16.bin"}), "fp16.tar")
+    backend.load(str(store.path_for(fp16.sha256)), "CPU", BenchmarkSettings())
+    assert backend._extra == {}  # a compressed model keeps the plugin's default
+    del backend

@@ -53,6 +53,25 @@ def extra_devices() -> list[str]:
     return [d.strip() for d in raw.split(";") if d.strip()]
 
 
+#: Element types that make a model something other than plain fp32 (compressed or quantized).
+LOW_PRECISION = frozenset({"f16", "bf16", "i8", "u8", "i4", "u4", "u1", "nf4", "f8e4m3", "f8e5m2"})
+
+
+def is_plain_f32(model) -> bool:
+    """True when every op of ``model`` computes in f32 (no FakeQuantize, no f16/int constants).
+
+    Such a model (an fp32 variant) runs with INFERENCE_PRECISION_HINT=f32 on the CPU: the plugin
+    would otherwise run it in bf16 on CPUs with AVX-512 BF16 or AMX, and an fp32 variant's numbers
+    (latency and fidelity) would be bf16's.
+    """
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "FakeQuantize":
+            return False
+        if any(out.get_element_type().get_type_name() in LOW_PRECISION for out in op.outputs()):
+            return False
+    return True
+
+
 def _version() -> str:
     return dist_version("openvino", "openvino-dev")
 
@@ -62,10 +81,10 @@ class AsyncQueuePool:
 
     mode = "openvino-async-queue"
 
-    def __init__(self, core, model, device: str, n: int, inputs: list[np.ndarray], threads: int):
+    def __init__(self, core, model, device: str, n: int, inputs: list[np.ndarray], threads: int, extra: dict):
         from openvino import AsyncInferQueue
 
-        config = {"PERFORMANCE_HINT": "THROUGHPUT", "PERFORMANCE_HINT_NUM_REQUESTS": n}
+        config = {"PERFORMANCE_HINT": "THROUGHPUT", "PERFORMANCE_HINT_NUM_REQUESTS": n, **extra}
         if threads > 0 and device == "CPU":
             config["INFERENCE_NUM_THREADS"] = threads
         compiled = core.compile_model(model, device, config)
@@ -191,6 +210,9 @@ class Backend:
                 f"the model's input shape {', '.join(dynamic)} is dynamic; fleetbench benchmarks static shapes: "
                 "convert it with `fleetbench convert --input-shape ...` (or a data set that implies the shape)",
             )
+        # an fp32 model runs in f32 (see is_plain_f32); the throughput phase compiles with the same
+        self._extra = {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" and is_plain_f32(model) else {}
+        config.update(self._extra)
         self._model, self._device, self._threads = model, device, settings.threads
         try:
             self._compiled = core.compile_model(model, device, config)
@@ -226,7 +248,7 @@ class Backend:
         return int(round(self._request.latency * 1e6))
 
     def throughput_pool(self, n: int, inputs: list[np.ndarray]):
-        return AsyncQueuePool(self.core(), self._model, self._device, n, inputs, self._threads)
+        return AsyncQueuePool(self.core(), self._model, self._device, n, inputs, self._threads, self._extra)
 
     def outputs(self) -> list[np.ndarray]:
         return [self._request.get_output_tensor(i).data for i in range(len(self._compiled.outputs))]
