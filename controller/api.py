@@ -253,6 +253,10 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
     return app
 
 
+#: How often the API stores the live agents' inventories (their heartbeats), for the dashboard.
+FLEET_RECORD_S = 10.0
+
+
 class _State:
     """The API's scheduler: one thread ticking every running sweep."""
 
@@ -294,7 +298,11 @@ class _State:
         threading.Thread(target=self._loop, name="sweep-scheduler", daemon=True).start()
 
     def _loop(self) -> None:
+        recorded = 0.0
         while not self._stop.is_set():
+            if time.monotonic() - recorded >= FLEET_RECORD_S:  # the dashboard's Fleet page reads these
+                self.live_agents()
+                recorded = time.monotonic()
             try:
                 s = self.scheduler()
                 running = [row.sweep_id for row in self.store.sweeps() if row.state == "running"]

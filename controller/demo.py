@@ -19,6 +19,8 @@ from controller.convert.variants import FAMILY_CAPABILITY, VARIANTS
 from controller.datasets import Preprocessing
 from controller.embedded import EmbeddedFleet
 from controller.store import Store
+from controller.store.jobs import ACTIVE_STATES, FAILED, QUEUED, STORED, now
+from controller.store.models import JobRow, SweepRow
 from protocol import BenchmarkSettings, JobSpec, ResultRecord, new_job_id
 
 #: Calibration images taken from the held-out set; the rest measure accuracy.
@@ -38,6 +40,7 @@ class DemoRun:
     failures: list[tuple[str, str]]  # (variant, error)
     db_url: str
     total_records: int
+    sweep_id: str = ""
 
 
 def run_demo(
@@ -75,29 +78,58 @@ def run_demo(
             agent = fleet.ensure_agent(caps)
             dispatcher = fleet.dispatcher()
             dispatcher.record_live_agents(store)  # so `fleetbench fleet` knows the local agent
-            for o in ready:
-                spec = JobSpec(
+            specs = [
+                JobSpec(
                     job_id=new_job_id(), model_id=plan.model_id, model_name=plan.name, variant=o.variant,
                     capability=FAMILY_CAPABILITY[VARIANTS[o.variant].family], artifact=o.artifact,
                     dataset=plan.dataset.validation, reference=o.reference, settings=settings,
                 )  # fmt: skip
-                on_step(f"benchmarking {o.variant} on {spec.capability}")
-                outcome = dispatcher.wait(dispatcher.submit(spec), spec, check=agent.check_alive)
-                if outcome.ok:
-                    store.add_result(outcome.record)
-                    records.append(outcome.record)
-                else:
-                    failures.append((o.variant, f"{outcome.error_kind}: {outcome.error}"))
+                for o in ready
+            ]
+            sweep_id = _record_sweep(store, specs, settings)
+            try:
+                for spec in specs:
+                    on_step(f"benchmarking {spec.variant} on {spec.capability}")
+                    store.update_job(spec.job_id, state="running", agent_id=agent.agent_id, attempt=1)
+                    outcome = dispatcher.wait(dispatcher.submit(spec), spec, check=agent.check_alive)
+                    if store.ingest(outcome) == STORED:
+                        records.append(outcome.record)
+                    elif not outcome.ok:
+                        failures.append((spec.variant, f"{outcome.error_kind}: {outcome.error}"))
+            finally:
+                _finish_sweep(store, sweep_id)
         if not records:
             raise DemoError("every benchmark failed: " + "; ".join(f"{v}: {e}" for v, e in failures))
         return DemoRun(
             files=files, model_id=plan.model_id, convert=report, records=records, failures=failures,
-            db_url=db_url, total_records=store.count_results(),
+            db_url=db_url, total_records=store.count_results(), sweep_id=sweep_id,
         )  # fmt: skip
     except service.ConvertError as exc:
         raise DemoError(str(exc)) from None
     finally:
         store.close()
+
+
+def _record_sweep(store: Store, specs: list[JobSpec], settings: BenchmarkSettings) -> str:
+    """Keep the demo's benchmarks as a sweep called ``demo``, so `fleetbench status` and the
+    dashboard's Sweeps and Compare pages show each demo run like any other sweep."""
+    sweep_id, t = new_job_id()[:16], now()
+    spec = {"name": "demo", "demo": True, "variants": [s.variant for s in specs], "settings": settings.to_dict()}
+    jobs = [
+        JobRow(job_id=s.job_id, sweep_id=sweep_id, model_id=s.model_id, model_name=s.model_name, variant=s.variant,
+               capability=s.capability, settings=settings.to_dict(), spec=s.to_dict(), state=QUEUED, reason="",
+               attempt=1, sent_attempt=1, max_attempts=1, created_at=t, updated_at=t)
+        for s in specs
+    ]  # fmt: skip
+    store.add_sweep(SweepRow(sweep_id=sweep_id, name="demo", spec=spec, state="running", created_at=t), jobs)
+    return sweep_id
+
+
+def _finish_sweep(store: Store, sweep_id: str) -> None:
+    """Close the demo's sweep; a job it never finished (interrupted) is failed, not left running."""
+    for job in store.jobs(sweep_id, states=ACTIVE_STATES):
+        store.update_job(job.job_id, state=FAILED, reason="the demo stopped before this job finished")
+    store.set_sweep_state(sweep_id, "done")
 
 
 def _conversion_step(event: dict, on_step: Callable[[str], None]) -> None:

@@ -126,3 +126,34 @@ def test_agents_keep_their_newest_inventory(store, golden_record):
 
     assert as_utc(row.last_heartbeat) == dt.datetime(2026, 11, 26, 10, 0, tzinfo=utc)
     assert as_utc(row.first_seen) == dt.datetime(2026, 11, 26, 9, 0, tzinfo=utc)
+
+
+def test_migration_0005_fills_the_dashboard_columns_from_stored_records(tmp_path, golden_record):
+    """A database written before 0005 gets threads, fidelity, peak memory and sample count from its records."""
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from controller.store.store import MIGRATIONS
+
+    store = Store(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+    values = store._result_values(golden_record)
+    for column in ("threads", "throughput_requests", "fidelity_top1", "peak_rss_bytes", "sample_count"):
+        values.pop(column)
+    with store.engine.begin() as conn:
+        columns = [sa.column(c, sa.JSON) if c == "record" else sa.column(c) for c in values]
+        conn.execute(sa.table("results", *columns).insert(), [values])
+    store.migrate()
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT threads, throughput_requests, fidelity_top1, peak_rss_bytes, sample_count "
+                                   "FROM results")).one()  # fmt: skip
+    expect_fidelity = golden_record.fidelity.top1_agreement if golden_record.fidelity else None
+    assert tuple(row) == (golden_record.settings.threads, 0, expect_fidelity, golden_record.peak_rss_bytes,
+                          len(golden_record.samples_ns))  # fmt: skip
+    assert store.get_result(golden_record.job_id, 1) == golden_record
+    store.close()

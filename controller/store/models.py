@@ -26,6 +26,7 @@ class Result(Base):
         Index("ix_results_sweep", "sweep_id"),
         Index("ix_results_device_name", "device_name"),
         Index("ix_results_model_time", "model_id", "finished_at"),
+        Index("ix_results_hostname", "hostname"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -57,6 +58,13 @@ class Result(Base):
     sweep_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     #: a late result of an attempt that was already replaced: kept, never counted
     superseded: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    # Read from the record (migration 0005), so that the dashboard groups on columns, never on JSON.
+    threads: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
+    #: requests in flight in the throughput phase (0: none measured)
+    throughput_requests: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    fidelity_top1: Mapped[float | None] = mapped_column(Float, nullable=True)
+    peak_rss_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    sample_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
 
 # Attempt fencing: at most one current (not superseded) record per job.

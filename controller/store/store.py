@@ -16,7 +16,7 @@ from protocol import AgentInventory, JobOutcome, ResultRecord
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest Alembic revision. `migrate()` skips Alembic (a slow import) when
 #: the database is already there; a test keeps this equal to the scripts' head.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 class StoreError(RuntimeError):
@@ -125,6 +125,11 @@ class Store(JobsMixin):
             record=record.to_dict(),
             sweep_id=sweep_id,
             superseded=superseded,
+            threads=record.settings.threads,
+            throughput_requests=record.throughput.requests if record.throughput else 0,
+            fidelity_top1=record.fidelity.top1_agreement if record.fidelity else None,
+            peak_rss_bytes=record.peak_rss_bytes,
+            sample_count=len(record.samples_ns),
         )
 
     def add_result(self, record: ResultRecord) -> bool:
