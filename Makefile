@@ -11,7 +11,10 @@ TFLITE_VENV  := .venv-tflite
 TFLITE_STAMP := $(TFLITE_VENV)/.installed
 TFLITE_PKGS  := tflite-runtime-nightly==2.20.0.dev20250409 'numpy<2'
 
-.PHONY: demo test venv venv-tflite clean
+# The dashboard's browser tests drive Debian's Chromium (never a browser downloaded at run time).
+APT_BROWSER := chromium chromium-driver
+
+.PHONY: demo test venv venv-tflite browser clean
 
 venv: $(STAMP)
 
@@ -33,7 +36,16 @@ $(TFLITE_STAMP):
 	$(TFLITE_VENV)/bin/python -m pip install --quiet $(TFLITE_PKGS)
 	@touch $@
 
-test: $(STAMP) $(TFLITE_STAMP)
+browser:
+	@test -n "$$FLEETBENCH_CHROMIUM" || command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  command -v apt-get >/dev/null || { echo "error: the browser tests need Chromium; install it and set FLEETBENCH_CHROMIUM=/path/to/chromium"; exit 1; }; \
+	  echo "installing Debian's Chromium for the dashboard's browser tests"; \
+	  $$SUDO apt-get install -y --no-install-recommends $(APT_BROWSER) >/dev/null || \
+	  { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends $(APT_BROWSER) >/dev/null; } || \
+	  { echo "error: could not install Chromium: run apt-get install $(APT_BROWSER) as root"; exit 1; }; }
+
+test: $(STAMP) $(TFLITE_STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

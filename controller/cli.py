@@ -576,6 +576,40 @@ def worker(
 
 
 @app.command()
+def dashboard(
+    port: int = typer.Option(8501, help="Port to serve on."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 to let other machines in)."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Serve the Streamlit dashboard (Fleet, Sweeps, Explorer, Compare, History) on the database, read-only."""
+    import importlib.util
+    import os
+    import sys
+
+    from controller.config import Paths
+    from controller.store import redact_url
+
+    if importlib.util.find_spec("streamlit") is None:
+        _fail("the dashboard needs Streamlit: pip install 'fleetbench[dashboard]'")
+    from dashboard.data import DashboardError, readonly_engine
+    from dashboard.ui import DB_ENV
+
+    url = Paths.resolve(data_dir).db_url(db)
+    try:
+        readonly_engine(url).dispose()
+    except DashboardError as exc:  # the pages say the same; say it here too
+        err_console.print(f"[yellow]note:[/] {exc}", highlight=False)
+    argv = [sys.executable, "-m", "dashboard.serve", "--server.port", str(port),
+            "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none", "--global.developmentMode", "false",
+            "--client.showErrorDetails", "none", "--client.toolbarMode", "minimal"]  # fmt: skip
+    console.print(f"fleetbench dashboard on [bold]http://{host}:{port}[/] reading {redact_url(url)} (Ctrl-C stops it)")
+    sys.stdout.flush()
+    os.execve(sys.executable, argv, {**os.environ, DB_ENV: url})
+
+
+@app.command()
 def results(
     sweep: Optional[str] = typer.Argument(None, help="Only this sweep's records (id, id prefix or name)."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json."),

@@ -124,6 +124,32 @@ def golden_record():
 
 
 @pytest.fixture(scope="session")
+def golden_demo_url(tmp_path_factory):
+    """A SQLite database of the golden runs, moved in time so that the newest agent's heartbeat is now
+    (the other two agents, of the earlier runs, last beat an hour ago)."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from controller.store import Store
+    from controller.store.models import AgentRow
+    from tests.golden_demo import GOLDEN, seed
+
+    beats = {a["agent_id"]: dt.datetime.fromisoformat(a["heartbeat_at"]) for a in json.loads(GOLDEN.read_text())["agents"]}
+    newest = max(beats, key=beats.get)
+    url = f"sqlite:///{tmp_path_factory.mktemp('dash') / 'golden.db'}"
+    store = Store(url)
+    store.migrate()
+    now = dt.datetime.now(dt.timezone.utc)
+    seed(store, shift=now - beats[newest])
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(AgentRow).where(AgentRow.agent_id != newest)
+                     .values(last_heartbeat=now - dt.timedelta(hours=1)))  # fmt: skip
+    store.close()
+    return url
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """A small real Keras model, its TFLite fp32 conversion and Keras's own outputs."""
     import numpy as np

@@ -1,0 +1,21 @@
+"""The Streamlit app: `fleetbench dashboard` runs `streamlit run` on this file.
+
+Each page is its own script under views/, so Streamlit's AppTest can run one
+page on its own (tests/test_dashboard_pages.py).
+"""
+
+from pathlib import Path
+
+import streamlit as st
+
+HERE = Path(__file__).parent / "views"
+
+st.set_page_config(page_title="fleetbench", page_icon=":material/speed:", layout="wide")
+PAGES = [
+    st.Page(HERE / "fleet.py", title="Fleet", icon=":material/devices:", default=True),
+    st.Page(HERE / "sweeps.py", title="Sweeps", icon=":material/play_circle:"),
+    st.Page(HERE / "explorer.py", title="Explorer", icon=":material/scatter_plot:"),
+    st.Page(HERE / "compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page(HERE / "history.py", title="History", icon=":material/timeline:"),
+]
+st.navigation(PAGES).run()

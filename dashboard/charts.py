@@ -1,0 +1,204 @@
+"""Plotly figures for the pages: every axis carries its unit, and each stays readable with
+20 devices × 7 variants (one small chart per device, colours by variant, fixed variant order)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from dashboard.data import MEGABYTES, METRICS, PERCENT, pareto_front
+
+#: Variant order and colours, the same on every chart.
+VARIANT_ORDER = ("tflite-fp32", "tflite-fp16", "tflite-dynamic-int8", "tflite-int8", "openvino-fp32",
+                 "openvino-fp16", "openvino-int8")  # fmt: skip
+PALETTE = qualitative.D3 + qualitative.Set2
+FACET_COLUMNS = 4
+
+
+def variant_colours(variants) -> dict[str, str]:
+    ordered = [v for v in VARIANT_ORDER if v in set(variants)] + sorted(set(variants) - set(VARIANT_ORDER))
+    return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(ordered)}
+
+
+def scaled(df: pd.DataFrame, metric: str, column: str | None = None) -> pd.Series:
+    """``metric`` (read from ``column``, default the metric's own) in the unit its label names."""
+    s = df[column or metric].astype(float)
+    if metric in PERCENT:
+        return s * 100
+    if metric in MEGABYTES:
+        return s / 1e6
+    return s
+
+
+def _facets(n: int, titles: list[str], x_title: str, y_title: str, height_per_row: int = 260):
+    cols = min(FACET_COLUMNS, max(n, 1))
+    rows = max(1, math.ceil(n / cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=min(0.12, 0.5 / rows))  # fmt: skip
+    fig.update_layout(height=120 + rows * height_per_row, margin=dict(t=60, l=10, r=10, b=10),
+                      legend=dict(title="variant", orientation="h", y=1.02 + 0.1 / rows, yanchor="bottom"))  # fmt: skip
+    fig.update_xaxes(title_text=x_title, title_font_size=11)
+    fig.update_yaxes(title_text=y_title, title_font_size=11)
+    return fig, cols
+
+
+def _add(fig: go.Figure, placed: list[tuple[go.Scatter, int, int]]) -> go.Figure:
+    """Add (trace, row, col) to a faceted figure in one call (one at a time is three times slower)."""
+    if placed:
+        traces, rows, cols = zip(*placed)
+        fig.add_traces(list(traces), rows=list(rows), cols=list(cols))
+    return fig
+
+
+def latency_vs_quality(groups: pd.DataFrame, quality: str) -> go.Figure:
+    """p50 latency (ms) against accuracy or fidelity (%), one chart per device, the Pareto front drawn."""
+    devices = sorted(groups["device_name"].astype(str) + " · " + groups["capability"].astype(str))
+    devices = list(dict.fromkeys(devices))
+    fig, cols = _facets(len(devices), devices, "p50 latency (ms)", METRICS[quality][0])
+    colours = variant_colours(groups["variant"])
+    shown: set[str] = set()
+    placed: list = []
+    key = groups["device_name"].astype(str) + " · " + groups["capability"].astype(str)
+    for i, device in enumerate(devices):
+        sub = groups[key == device]
+        r, c = i // cols + 1, i % cols + 1
+        y = scaled(sub, quality)
+        for variant, colour in colours.items():
+            pts = sub[sub["variant"] == variant]
+            if pts.empty:
+                continue
+            placed.append((go.Scatter(
+                x=pts["p50_ms"], y=y[pts.index], mode="markers", name=variant, legendgroup=variant,
+                showlegend=variant not in shown, marker=dict(color=colour, size=9),
+                customdata=pts[["hostname", "threads", "runs"]].to_numpy(),
+                hovertemplate=(f"{variant}<br>p50 %{{x:.3f}} ms<br>{METRICS[quality][0]} %{{y:.2f}}"
+                               "<br>host %{customdata[0]}, %{customdata[1]} thread(s), %{customdata[2]} run(s)"
+                               "<extra></extra>"),
+            ), r, c))  # fmt: skip
+            shown.add(variant)
+        front = sub[pareto_front(sub["p50_ms"], y)].sort_values("p50_ms")
+        if len(front):
+            placed.append((go.Scatter(
+                x=front["p50_ms"], y=scaled(front, quality), mode="lines", line=dict(color="#444", dash="dot",
+                shape="hv"), name="Pareto front", legendgroup="front", showlegend="front" not in shown,
+                hoverinfo="skip",
+            ), r, c))  # fmt: skip
+            shown.add("front")
+    return _add(fig, placed)
+
+
+def latency_boxes(boxes: pd.DataFrame) -> go.Figure:
+    """Latency distributions (ms) from raw samples: one horizontal box per variant × device."""
+    labels = boxes["variant"] + " · " + boxes["device_name"] + " · " + boxes["hostname"]
+    colours = variant_colours(boxes["variant"])
+    fig = go.Figure()
+    for variant, colour in colours.items():
+        b = boxes[boxes["variant"] == variant]
+        fig.add_trace(go.Box(
+            y=labels[b.index], q1=b["q1"], median=b["median"], q3=b["q3"], lowerfence=b["low"],
+            upperfence=b["high"], orientation="h", name=variant, marker_color=colour, boxpoints=False,
+        ))  # fmt: skip
+    fig.update_layout(height=140 + 26 * len(boxes), margin=dict(t=30, l=10, r=10, b=10),
+                      xaxis_title="latency per inference (ms)", yaxis_title="variant · device · host",
+                      legend_title="variant")  # fmt: skip
+    return fig
+
+
+def size_vs_latency(groups: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    for variant, colour in variant_colours(groups["variant"]).items():
+        g = groups[groups["variant"] == variant]
+        fig.add_trace(go.Scatter(
+            x=g["model_size_bytes"] / 1e6, y=g["p50_ms"], mode="markers", name=variant, marker=dict(color=colour, size=9),
+            customdata=g[["device_name", "capability"]],
+            hovertemplate=f"{variant}<br>%{{x:.3f}} MB, p50 %{{y:.3f}} ms<br>%{{customdata[0]}} (%{{customdata[1]}})"
+                          "<extra></extra>",
+        ))  # fmt: skip
+    fig.update_layout(height=420, margin=dict(t=30, l=10, r=10, b=10), xaxis_title="model size (MB)",
+                      yaxis_title="p50 latency (ms)", legend_title="variant")  # fmt: skip
+    return fig
+
+
+def throughput_vs_threads(groups: pd.DataFrame) -> go.Figure:
+    """Throughput (inferences/s) against threads, a line per variant and requests in flight, per capability."""
+    caps = sorted(groups["capability"].unique())
+    fig, cols = _facets(len(caps), caps, "threads", "throughput (inferences/s)")
+    colours = variant_colours(groups["variant"])
+    shown: set[str] = set()
+    placed: list = []
+    for i, cap in enumerate(caps):
+        sub = groups[groups["capability"] == cap]
+        r, c = i // cols + 1, i % cols + 1
+        for (variant, requests), g in sub.groupby(["variant", "throughput_requests"]):
+            g = g.groupby("threads", as_index=False)["throughput_ips"].mean().sort_values("threads")
+            dash = "solid" if requests <= 1 else "dash"
+            placed.append((go.Scatter(
+                x=g["threads"], y=g["throughput_ips"], mode="lines+markers", name=variant, legendgroup=variant,
+                showlegend=variant not in shown, line=dict(color=colours[variant], dash=dash),
+                hovertemplate=f"{variant}, {requests or 1} request(s) in flight<br>%{{x}} thread(s): "
+                              "%{y:.1f} inferences/s<extra></extra>",
+            ), r, c))  # fmt: skip
+            shown.add(variant)
+    fig.update_xaxes(dtick=1)
+    return _add(fig, placed)
+
+
+def history(points: pd.DataFrame, metric: str) -> go.Figure:
+    """``metric`` over time, one chart per device, a line per variant (dashed past the first thread
+    setting); regressions as red crosses."""
+    label = METRICS[metric][0]
+    key = points["device_name"].astype(str) + " · " + points["capability"].astype(str)
+    devices = list(dict.fromkeys(sorted(key)))
+    fig, cols = _facets(len(devices), devices, "finished at (UTC)", label)
+    colours = variant_colours(points["variant"])
+    thread_dash = {t: d for t, d in zip(sorted(points["threads"].unique()), ("solid", "dash", "dot", "dashdot"))}
+    shown: set[str] = set()
+    placed: list = []
+    for i, device in enumerate(devices):
+        sub = points[key == device]
+        r, c = i // cols + 1, i % cols + 1
+        for (variant, threads), g in sub.groupby(["variant", "threads"]):
+            name = variant if len(thread_dash) == 1 else f"{variant} · {threads}t"
+            placed.append((go.Scatter(
+                x=g["at"], y=scaled(g, metric, "value"), mode="lines+markers", name=name, legendgroup=name,
+                showlegend=name not in shown, marker=dict(size=5),
+                line=dict(color=colours[variant], dash=thread_dash.get(threads, "solid")), customdata=g[["runs"]].to_numpy(),
+                hovertemplate=f"{name}<br>%{{x|%Y-%m-%d %H:%M}}: %{{y:.4g}} (%{{customdata[0]}} run(s))<extra></extra>",
+            ), r, c))  # fmt: skip
+            shown.add(name)
+        bad = sub[sub["regression"]]
+        if len(bad):
+            placed.append((go.Scatter(
+                x=bad["at"], y=scaled(bad, metric, "value"), mode="markers", name="regression", legendgroup="regression",
+                showlegend="regression" not in shown, marker=dict(symbol="x", size=11, color="#d62728"),
+                customdata=bad[["variant", "change"]].to_numpy(),
+                hovertemplate="regression: %{customdata[0]} %{y:.4g} (%{customdata[1]:+.1%})<extra></extra>",
+            ), r, c))  # fmt: skip
+            shown.add("regression")
+    return _add(fig, placed)
+
+
+def compare_bars(table: pd.DataFrame, metric: str) -> go.Figure:
+    """B/A ratio per row, coloured by verdict."""
+    colour = {"worse": "#d62728", "better": "#2ca02c", "same": "#7f7f7f"}
+    rows = table.dropna(subset=["ratio"])
+    labels = rows["variant"] + " · " + rows["capability"] + " · " + rows["threads"].astype(str) + "t"
+    fig = go.Figure(go.Bar(x=rows["ratio"], y=labels, orientation="h",
+                           marker_color=[colour.get(v, "#7f7f7f") for v in rows["verdict"]],
+                           hovertemplate="%{y}: B/A = %{x:.3f}<extra></extra>"))  # fmt: skip
+    fig.add_vline(x=1.0, line_dash="dot")
+    fig.update_layout(height=140 + 26 * len(rows), margin=dict(t=30, l=10, r=10, b=10),
+                      xaxis_title=f"B / A of {METRICS[metric][0]} (ratio, 1 = same)", yaxis_title="variant · capability · threads")  # fmt: skip
+    return fig
+
+
+def records_per_capability(per_cap: pd.DataFrame) -> go.Figure:
+    fig = go.Figure(go.Bar(x=per_cap["records"], y=per_cap["capability"], orientation="h", marker_color=PALETTE[0],
+                           hovertemplate="%{y}: %{x:,} record(s)<extra></extra>"))  # fmt: skip
+    fig.update_layout(height=100 + 28 * len(per_cap), margin=dict(t=10, l=10, r=10, b=10),
+                      xaxis_title="stored records (count)", yaxis_title="capability")  # fmt: skip
+    return fig

@@ -1,0 +1,447 @@
+"""The dashboard's queries: read-only, aggregated in SQL, each returning a DataFrame.
+
+Nothing here imports Streamlit, so every query is tested on SQLite and
+PostgreSQL on its own (tests/test_dashboard_data.py) and timed by
+bench/dashboard.py. Grouping happens in the database on plain columns of
+``results`` (migration 0005 copied what the dashboard groups on out of the
+JSON record); the JSON record is read only for the raw latency samples of a
+bounded number of records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Float, case, cast, create_engine, false, func, inspect, literal, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from controller.store.models import AgentRow, JobRow, Result, SweepRow
+
+#: An agent counts as online when the controller recorded its heartbeat this recently (`fleetbench serve`
+#: records the live agents every 10 s; see controller.api.FLEET_RECORD_S).
+ONLINE_WINDOW_S = 30
+#: Per-record points up to this many; beyond it History averages per day, in SQL.
+HISTORY_POINTS = 2000
+#: The CSV download holds at most this many records (the newest).
+SELECTION_ROWS = 10_000
+#: Raw samples are read for at most this many records (the newest of each group).
+SAMPLE_RECORDS = 40
+
+#: History and Compare metrics: column, label with unit, and whether a larger value is worse.
+METRICS: dict[str, tuple[str, bool]] = {
+    "p50_ms": ("p50 latency (ms)", True),
+    "p90_ms": ("p90 latency (ms)", True),
+    "p99_ms": ("p99 latency (ms)", True),
+    "throughput_ips": ("throughput (inferences/s)", False),
+    "accuracy_top1": ("top-1 accuracy (%)", False),
+    "fidelity_top1": ("fidelity: top-1 agreement with fp32 (%)", False),
+    "peak_rss_bytes": ("peak memory (MB)", True),
+}
+#: Shown as percentages / MB rather than fractions / bytes.
+PERCENT = {"accuracy_top1", "fidelity_top1"}
+MEGABYTES = {"peak_rss_bytes", "model_size_bytes"}
+
+#: One History series: a setting change (threads) starts a new series, not a regression.
+SERIES = ("model_name", "variant", "capability", "device_name", "threads")
+GROUP_COLUMNS = ("model_name", "variant", "runtime", "capability", "device_name", "hostname")
+
+
+class DashboardError(RuntimeError):
+    """The database cannot be read; the message says what to do."""
+
+
+# ---------------------------------------------------------------- connection
+
+
+def readonly_engine(url: str) -> Engine:
+    """An engine that cannot write: SQLite opened with ``mode=ro``, PostgreSQL in read-only transactions."""
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        path = u.database or ""
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise DashboardError(f"the dashboard needs a SQLite file, not {url!r}")
+        if not Path(path).is_file():
+            raise DashboardError(f"no database at {path}: run `fleetbench demo` first (or pass --db URL)")
+        return create_engine(f"sqlite:///file:{Path(path).resolve()}?mode=ro&uri=true")
+    if u.get_backend_name() == "postgresql":
+        options = " ".join(filter(None, ["-c default_transaction_read_only=on", u.query.get("options")]))
+        u = u.update_query_dict({"options": options})
+        return create_engine(u, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    raise DashboardError(f"unsupported database {u.get_backend_name()!r}: use sqlite:///PATH or postgresql://...")
+
+
+def _frame(engine: Engine, stmt) -> pd.DataFrame:
+    try:
+        with engine.connect() as conn:
+            result = conn.execute(stmt)
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    except (OperationalError, ProgrammingError) as exc:
+        raise DashboardError(_db_error(engine, exc)) from None
+
+
+def _db_error(engine: Engine, exc: Exception) -> str:
+    text = " ".join(str(getattr(exc, "orig", exc)).split())
+    where = engine.url.render_as_string(hide_password=True)
+    if "no such table" in text or "does not exist" in text and "relation" in text:
+        return f"{where} has no fleetbench tables yet: run `fleetbench demo` first"
+    return f"cannot read {where}: {text}. Check that the database is up and the URL is right"
+
+
+def _avg(column):
+    """A mean as a float on every database (PostgreSQL's AVG of an integer column is NUMERIC)."""
+    return cast(func.avg(column), Float)
+
+
+def _utc(series: pd.Series) -> pd.Series:
+    """SQLite hands timestamps back without their zone; they were stored in UTC."""
+    s = pd.to_datetime(series)
+    return s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
+
+
+# ---------------------------------------------------------------- overview
+
+
+def counts(engine: Engine) -> dict[str, int]:
+    """Current records, agents and sweeps; all 0 for a database the demo never wrote to."""
+    try:
+        names = set(inspect(engine).get_table_names())
+    except OperationalError as exc:
+        raise DashboardError(_db_error(engine, exc)) from None
+    if not {"results", "agents", "sweeps"} <= names:
+        return {"results": 0, "agents": 0, "sweeps": 0}
+    stmt = select(
+        select(func.count()).select_from(Result).where(Result.superseded == false()).scalar_subquery(),
+        select(func.count()).select_from(AgentRow).scalar_subquery(),
+        select(func.count()).select_from(SweepRow).scalar_subquery(),
+    )
+    row = _frame(engine, stmt).iloc[0]
+    return {"results": int(row.iloc[0]), "agents": int(row.iloc[1]), "sweeps": int(row.iloc[2])}
+
+
+# ---------------------------------------------------------------- fleet
+
+
+def fleet(engine: Engine, now: dt.datetime | None = None) -> pd.DataFrame:
+    """One row per agent × capability: device, precisions, status, last heartbeat, jobs running now."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    agents = _frame(engine, select(AgentRow.agent_id, AgentRow.hostname, AgentRow.inventory, AgentRow.last_heartbeat))
+    running = _frame(engine, select(JobRow.agent_id, func.count().label("running"))
+                     .where(JobRow.state == "running").group_by(JobRow.agent_id))  # fmt: skip
+    cols = ["agent", "host", "status", "last heartbeat", "capability", "device", "runtime version", "precisions",
+            "jobs running"]  # fmt: skip
+    if agents.empty:
+        return pd.DataFrame(columns=cols)
+    beat = _utc(agents["last_heartbeat"])
+    busy = dict(zip(running["agent_id"], running["running"]))
+    rows = []
+    for (_, a), when in zip(agents.iterrows(), beat):  # one row per agent: tens, not thousands
+        online = (now - when.to_pydatetime()).total_seconds() <= ONLINE_WINDOW_S
+        status = "online" if online else f"offline since {when:%Y-%m-%d %H:%M} UTC"
+        for c in a["inventory"]["capabilities"] or [{}]:
+            rows.append([a["agent_id"], a["hostname"], status, when, c.get("name", "-"), c.get("device_name", "-"),
+                         c.get("runtime_version", "-"), ", ".join(c.get("precisions") or ()),
+                         int(busy.get(a["agent_id"], 0))])  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def running_jobs(engine: Engine) -> pd.DataFrame:
+    stmt = (
+        select(JobRow.agent_id.label("agent"), JobRow.model_name.label("model"), JobRow.variant,
+               JobRow.capability, JobRow.attempt, JobRow.updated_at.label("since"), JobRow.sweep_id.label("sweep"))
+        .where(JobRow.state == "running").order_by(JobRow.updated_at)
+    )  # fmt: skip
+    return _frame(engine, stmt)
+
+
+# ---------------------------------------------------------------- sweeps
+
+#: Sweep progress columns, in the order of a job's life.
+STATE_ORDER = ("done", "running", "queued", "pending", "converting", "waiting-for-device", "failed", "dead-letter",
+               "expired", "superseded")  # fmt: skip
+
+
+def sweeps(engine: Engine, limit: int = 50) -> pd.DataFrame:
+    """The newest sweeps with their job counts per state (counted in SQL)."""
+    recent = select(SweepRow).order_by(SweepRow.created_at.desc()).limit(limit).subquery()
+    stmt = (
+        select(recent.c.sweep_id, recent.c.name, recent.c.state, recent.c.created_at, recent.c.finished_at,
+               JobRow.state.label("job_state"), func.count(JobRow.job_id).label("n"))
+        .select_from(recent.outerjoin(JobRow, JobRow.sweep_id == recent.c.sweep_id))
+        .group_by(recent.c.sweep_id, recent.c.name, recent.c.state, recent.c.created_at, recent.c.finished_at,
+                  JobRow.state)
+    )  # fmt: skip
+    df = _frame(engine, stmt)
+    base = ["sweep_id", "name", "state", "created_at", "finished_at"]
+    if df.empty:
+        return pd.DataFrame(columns=base + ["total", "finished", *STATE_ORDER])
+    counts = df.dropna(subset=["job_state"]).pivot_table(index="sweep_id", columns="job_state", values="n",
+                                                         aggfunc="sum", fill_value=0)  # fmt: skip
+    counts = counts.reindex(columns=list(STATE_ORDER), fill_value=0)
+    wide = df[base].drop_duplicates("sweep_id").merge(counts, left_on="sweep_id", right_index=True, how="left")
+    wide[list(STATE_ORDER)] = wide[list(STATE_ORDER)].fillna(0).astype(int)
+    wide["total"] = wide[list(STATE_ORDER)].sum(axis=1)
+    wide["finished"] = wide[["done", "failed", "dead-letter", "expired", "superseded"]].sum(axis=1)
+    wide["created_at"] = _utc(wide["created_at"])
+    return wide.sort_values("created_at", ascending=False).reset_index(drop=True)
+
+
+def sweep_jobs(engine: Engine, sweep_id: str, states: tuple[str, ...] = ()) -> pd.DataFrame:
+    stmt = (
+        select(JobRow.model_name.label("model"), JobRow.variant, JobRow.capability, JobRow.state, JobRow.reason,
+               JobRow.attempt, JobRow.agent_id.label("agent"), JobRow.updated_at)
+        .where(JobRow.sweep_id == sweep_id).order_by(JobRow.state, JobRow.model_name, JobRow.variant)
+    )  # fmt: skip
+    if states:
+        stmt = stmt.where(JobRow.state.in_(states))
+    return _frame(engine, stmt)
+
+
+# ---------------------------------------------------------------- explorer
+
+
+@dataclasses.dataclass(frozen=True)
+class Filters:
+    """What Explorer, History and Compare select; an empty tuple means any."""
+
+    models: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ()
+    runtimes: tuple[str, ...] = ()
+    capabilities: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+    threads: tuple[int, ...] = ()
+    since: dt.date | None = None
+    until: dt.date | None = None  # inclusive
+    sweep_id: str | None = None
+
+    def where(self, stmt):
+        stmt = stmt.where(Result.superseded == false())
+        for column, values in (
+            (Result.model_name, self.models), (Result.variant, self.variants), (Result.runtime, self.runtimes),
+            (Result.capability, self.capabilities), (Result.device_name, self.devices), (Result.hostname, self.hosts),
+        ):  # fmt: skip
+            if values:
+                stmt = stmt.where(column.in_(values))
+        if self.threads:
+            stmt = stmt.where(Result.threads.in_(self.threads))
+        if self.since:
+            stmt = stmt.where(Result.finished_at >= _day_start(self.since))
+        if self.until:
+            stmt = stmt.where(Result.finished_at < _day_start(self.until + dt.timedelta(days=1)))
+        if self.sweep_id:
+            stmt = stmt.where(Result.sweep_id == self.sweep_id)
+        return stmt
+
+
+def _day_start(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+
+
+def filter_options(engine: Engine) -> pd.DataFrame:
+    """Every stored combination of the filter columns (and threads), with its record count and time span."""
+    cols = [getattr(Result, c) for c in GROUP_COLUMNS] + [Result.threads]
+    stmt = (
+        select(*cols, func.count().label("records"), func.min(Result.finished_at).label("first"),
+               func.max(Result.finished_at).label("last"))
+        .where(Result.superseded == false()).group_by(*cols)
+    )  # fmt: skip
+    df = _frame(engine, stmt)
+    if not df.empty:
+        df["first"], df["last"] = _utc(df["first"]), _utc(df["last"])
+    return df
+
+
+def explorer_groups(engine: Engine, f: Filters) -> pd.DataFrame:
+    """One row per model × variant × capability × device × host × threads × requests: means over its runs."""
+    keys = [getattr(Result, c) for c in GROUP_COLUMNS] + [Result.threads, Result.throughput_requests]
+    stmt = f.where(
+        select(
+            *keys,
+            func.count().label("runs"),
+            _avg(Result.p50_ms).label("p50_ms"),
+            func.min(Result.p50_ms).label("best_p50_ms"),
+            _avg(Result.p90_ms).label("p90_ms"),
+            _avg(Result.p99_ms).label("p99_ms"),
+            _avg(Result.throughput_ips).label("throughput_ips"),
+            _avg(Result.accuracy_top1).label("accuracy_top1"),
+            _avg(Result.fidelity_top1).label("fidelity_top1"),
+            _avg(Result.model_size_bytes).label("model_size_bytes"),
+            func.max(Result.peak_rss_bytes).label("peak_rss_bytes"),
+            func.sum(case((Result.valid, 0), else_=1)).label("invalid_runs"),
+            func.max(Result.finished_at).label("last_run"),
+        ).group_by(*keys)
+    )
+    df = _frame(engine, stmt)
+    if not df.empty:
+        df["last_run"] = _utc(df["last_run"])
+    return df
+
+
+def selection_rows(engine: Engine, f: Filters, limit: int = SELECTION_ROWS) -> pd.DataFrame:
+    """The selected records themselves (newest first, at most ``limit``), for the CSV download."""
+    cols = [Result.finished_at, Result.model_name, Result.variant, Result.runtime, Result.runtime_version,
+            Result.capability, Result.device_name, Result.hostname, Result.agent_id, Result.threads,
+            Result.throughput_requests, Result.p50_ms, Result.p90_ms, Result.p99_ms, Result.mean_ms,
+            Result.throughput_ips, Result.accuracy_top1, Result.fidelity_top1, Result.model_size_bytes,
+            Result.peak_rss_bytes, Result.sample_count, Result.valid, Result.sweep_id, Result.job_id]  # fmt: skip
+    stmt = f.where(select(*cols)).order_by(Result.finished_at.desc(), Result.id.desc()).limit(limit)
+    return _frame(engine, stmt)
+
+
+def latency_boxes(engine: Engine, f: Filters, limit: int = SAMPLE_RECORDS) -> pd.DataFrame:
+    """Box statistics (ms) from the raw samples of the newest record of each variant × capability × device.
+
+    Only ``limit`` records are read (their JSON holds the samples); the quartiles are computed with numpy.
+    """
+    newest = f.where(
+        select(func.max(Result.id).label("id")).group_by(Result.model_name, Result.variant, Result.capability,
+                                                          Result.device_name, Result.hostname)
+    ).subquery()  # fmt: skip
+    stmt = (
+        select(Result.model_name, Result.variant, Result.capability, Result.device_name, Result.hostname,
+               Result.record["samples_ns"].label("samples"))
+        .where(Result.id.in_(select(newest.c.id))).order_by(Result.id.desc()).limit(limit)
+    )  # fmt: skip
+    df = _frame(engine, stmt)
+    out = []
+    for row in df.itertuples(index=False):  # at most `limit` records
+        ms = np.asarray(row.samples, dtype=np.float64) / 1e6
+        if ms.size == 0:
+            continue
+        q1, med, q3 = np.percentile(ms, [25, 50, 75])
+        iqr = q3 - q1
+        inside = ms[(ms >= q1 - 1.5 * iqr) & (ms <= q3 + 1.5 * iqr)]
+        out.append(dict(model_name=row.model_name, variant=row.variant, capability=row.capability,
+                        device_name=row.device_name, hostname=row.hostname, samples=int(ms.size), q1=q1, median=med,
+                        q3=q3, low=float(inside.min()), high=float(inside.max()), max=float(ms.max())))  # fmt: skip
+    return pd.DataFrame(out, columns=["model_name", "variant", "capability", "device_name", "hostname", "samples",
+                                      "q1", "median", "q3", "low", "high", "max"])  # fmt: skip
+
+
+def pareto_front(x: pd.Series, y: pd.Series) -> pd.Series:
+    """True for the points no other point beats: lower or equal ``x`` and higher or equal ``y``, one strictly.
+
+    Points with a missing value are never on the front.
+    """
+    ok = x.notna() & y.notna()
+    front = pd.Series(False, index=x.index)
+    if not ok.any():
+        return front
+    order = pd.DataFrame({"x": x[ok], "y": y[ok]}).sort_values(["x", "y"], ascending=[True, False])
+    best = order["y"].cummax().shift(fill_value=-np.inf)  # best y among all faster (or equal-x, better-y) points
+    front.loc[order.index[(order["y"] > best).to_numpy()]] = True
+    return front
+
+
+# ---------------------------------------------------------------- history
+
+
+def history(engine: Engine, f: Filters, metric: str, max_points: int = HISTORY_POINTS) -> pd.DataFrame:
+    """``metric`` over time per model × variant × capability × device × threads: one point per record, or, past
+    ``max_points`` records, one per day (mean, in SQL). Columns: series keys, ``at``, ``value``, ``runs``."""
+    if metric not in METRICS:
+        raise DashboardError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
+    column = getattr(Result, metric)
+    keys = [Result.model_name, Result.variant, Result.capability, Result.device_name, Result.threads]
+    n = _frame(engine, f.where(select(func.count()).select_from(Result))).iloc[0, 0]
+    if n <= max_points:
+        stmt = f.where(select(*keys, Result.finished_at.label("at"), column.label("value"), literal(1).label("runs")))
+    else:
+        day = _day_bucket(engine)
+        stmt = f.where(select(*keys, day.label("at"), _avg(column).label("value"), func.count().label("runs"))
+                       .group_by(*keys, day))  # fmt: skip
+    df = _frame(engine, stmt)
+    if df.empty:
+        return df
+    df["at"] = _utc(df["at"])
+    df = df.dropna(subset=["value"]).sort_values([*SERIES, "at"])
+    return df.reset_index(drop=True)
+
+
+def _day_bucket(engine: Engine):
+    if engine.dialect.name == "postgresql":
+        return func.date_trunc("day", Result.finished_at)
+    return func.date(Result.finished_at)
+
+
+def mark_regressions(df: pd.DataFrame, metric: str, window: int = 5, threshold: float = 0.10) -> pd.DataFrame:
+    """Add ``baseline`` (median of the previous ``window`` points of the same series) and ``regression``:
+    the value is worse than its baseline by more than ``threshold`` (a fraction)."""
+    worse_if_higher = METRICS[metric][1]
+    out = df.copy()
+    out["baseline"] = out.groupby(list(SERIES), sort=False)["value"].transform(
+        lambda s: s.shift(1).rolling(window, min_periods=1).median()
+    )
+    change = (out["value"] - out["baseline"]) / out["baseline"].abs()
+    out["change"] = change
+    out["regression"] = (change > threshold) if worse_if_higher else (change < -threshold)
+    out["regression"] = out["regression"].fillna(False).astype(bool)
+    return out
+
+
+# ---------------------------------------------------------------- compare
+
+
+@dataclasses.dataclass(frozen=True)
+class Side:
+    """One side of a comparison: a sweep, or one host's records of one capability."""
+
+    sweep_id: str | None = None
+    hostname: str | None = None
+    capability: str | None = None
+
+    def where(self, stmt):
+        stmt = stmt.where(Result.superseded == false())
+        if self.sweep_id:
+            stmt = stmt.where(Result.sweep_id == self.sweep_id)
+        if self.hostname:
+            stmt = stmt.where(Result.hostname == self.hostname)
+        if self.capability:
+            stmt = stmt.where(Result.capability == self.capability)
+        return stmt
+
+
+def hosts_by_capability(engine: Engine) -> pd.DataFrame:
+    stmt = (
+        select(Result.capability, Result.hostname, func.count().label("records"))
+        .where(Result.superseded == false()).group_by(Result.capability, Result.hostname)
+        .order_by(Result.capability, Result.hostname)
+    )  # fmt: skip
+    return _frame(engine, stmt)
+
+
+def compare(engine: Engine, a: Side, b: Side, metric: str = "p50_ms", threshold: float = 0.05) -> pd.DataFrame:
+    """Side by side per model × variant × capability × threads: means of ``metric`` on A and on B, the ratio
+    B/A, and a verdict by plain ratio (``threshold`` either way is "same")."""
+    if metric not in METRICS:
+        raise DashboardError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
+    column = getattr(Result, metric)
+    keys = [Result.model_name, Result.variant, Result.capability, Result.threads]
+    frames = []
+    for label, side in (("a", a), ("b", b)):
+        stmt = side.where(select(*keys, _avg(column).label(label), func.count().label(f"{label}_runs"))
+                          .group_by(*keys))  # fmt: skip
+        frames.append(_frame(engine, stmt))
+    on = ["model_name", "variant", "capability", "threads"]
+    merged = frames[0].merge(frames[1], on=on, how="outer")
+    if merged.empty:
+        return merged.assign(ratio=pd.Series(dtype=float), verdict=pd.Series(dtype=str))
+    merged["ratio"] = merged["b"] / merged["a"]
+    worse_if_higher = METRICS[metric][1]
+    worse = merged["ratio"] > 1 + threshold if worse_if_higher else merged["ratio"] < 1 - threshold
+    better = merged["ratio"] < 1 - threshold if worse_if_higher else merged["ratio"] > 1 + threshold
+    merged["verdict"] = np.select([merged["a"].isna(), merged["b"].isna(), worse, better],
+                                  ["only in B", "only in A", "worse", "better"], default="same")  # fmt: skip
+    return merged.sort_values(on).reset_index(drop=True)
+
+
+__all__ = [
+    "DashboardError", "Filters", "METRICS", "Side", "compare", "counts", "explorer_groups", "filter_options", "fleet",
+    "history", "hosts_by_capability", "latency_boxes", "mark_regressions", "pareto_front", "readonly_engine",
+    "running_jobs", "selection_rows", "sweep_jobs", "sweeps",
+]  # fmt: skip

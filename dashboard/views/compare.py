@@ -1,0 +1,52 @@
+"""Compare: two sweeps, or two hosts of one capability, side by side, coloured by the ratio B/A."""
+
+import streamlit as st
+
+from dashboard import charts, ui
+from dashboard.data import METRICS, Side
+
+THRESHOLD = 0.05
+
+with ui.page("Compare", f"Coloured by plain ratio: beyond ±{THRESHOLD:.0%} is worse or better."):
+    mode = st.radio("Compare", ["two sweeps", "two hosts of one capability"], horizontal=True, key="compare-mode")
+    if mode == "two sweeps":
+        sweeps = ui.query("sweeps")
+        if len(sweeps) < 2:
+            st.info("Compare needs two sweeps, and this database has "
+                    f"{len(sweeps)}. Run `fleetbench demo` (or a sweep) once more to compare two runs.")  # fmt: skip
+            st.stop()
+        labels = {f"{r['name']} · {r['created_at']:%Y-%m-%d %H:%M} · {r['sweep_id'][:8]}": r["sweep_id"]
+                  for r in sweeps.to_dict("records")}  # fmt: skip
+        names = list(labels)
+        col_a, col_b = st.columns(2)
+        pick_a = col_a.selectbox("A (baseline)", names, index=1, key="compare-a")
+        pick_b = col_b.selectbox("B (candidate)", names, index=0, key="compare-b")
+        side_a, side_b = Side(sweep_id=labels[pick_a]), Side(sweep_id=labels[pick_b])
+    else:
+        hosts = ui.query("hosts_by_capability")
+        counts = hosts.groupby("capability")["hostname"].nunique()
+        caps = sorted(counts[counts >= 2].index)
+        if not caps:
+            st.info("No capability has records from two hosts yet; add a second agent with that capability, "
+                    "or compare two sweeps.")  # fmt: skip
+            st.stop()
+        cap = st.selectbox("Capability", caps, key="compare-cap")
+        names = sorted(hosts[hosts["capability"] == cap]["hostname"])
+        col_a, col_b = st.columns(2)
+        host_a = col_a.selectbox("A (baseline)", names, index=0, key="compare-host-a")
+        host_b = col_b.selectbox("B (candidate)", names, index=1, key="compare-host-b")
+        side_a, side_b = Side(hostname=host_a, capability=cap), Side(hostname=host_b, capability=cap)
+    metric = st.selectbox("Metric", list(METRICS), format_func=lambda m: METRICS[m][0], key="compare-metric")
+    table = ui.query("compare", side_a, side_b, metric, threshold=THRESHOLD)
+    if table.empty:
+        st.warning("These two have no records of that metric.")
+        st.stop()
+    labels = {"worse": "Worse in B", "better": "Better in B", "same": "Same", "only in A": "Only in A",
+              "only in B": "Only in B"}  # fmt: skip
+    for col, (verdict, label) in zip(st.columns(len(labels)), labels.items()):
+        col.metric(label, int(table["verdict"].eq(verdict).sum()))
+    st.plotly_chart(charts.compare_bars(table, metric), key="compare-chart")
+    colour = {"worse": "background-color: #f8d7da", "better": "background-color: #d4edda"}
+    styled = table.style.map(lambda v: colour.get(v, ""), subset=["verdict"]).format(
+        {"a": "{:.4g}", "b": "{:.4g}", "ratio": "{:.3f}"}, na_rep="-")  # fmt: skip
+    st.dataframe(styled, hide_index=True, width="stretch", key="compare-table")

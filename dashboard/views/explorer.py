@@ -1,0 +1,53 @@
+"""Explorer: filter the records; latency against accuracy or fidelity with the Pareto front, latency
+distributions from the raw samples, size against latency, throughput against threads, and the table."""
+
+import streamlit as st
+
+from dashboard import charts, ui
+from dashboard.data import SAMPLE_RECORDS, SELECTION_ROWS
+
+with ui.page("Explorer", "Each point is the mean over the runs of one model × variant × device × host × threads."):
+    f = ui.filters(ui.query("filter_options"), key="explorer")
+    groups = ui.query("explorer_groups", f)
+    if groups.empty:
+        st.warning("No record matches these filters; clear some of them in the sidebar.")
+        st.stop()
+    a, b, c, d = st.columns(4)
+    a.metric("Records", int(groups["runs"].sum()))
+    b.metric("Models", groups["model_name"].nunique())
+    c.metric("Variants", groups["variant"].nunique())
+    d.metric("Devices", groups["device_name"].nunique())
+
+    st.subheader("Latency against quality, per device")
+    has_accuracy = groups["accuracy_top1"].notna().any()
+    quality = st.radio("Quality", ["accuracy_top1", "fidelity_top1"], horizontal=True, key="explorer-quality",
+                       index=0 if has_accuracy else 1,
+                       format_func={"accuracy_top1": "top-1 accuracy", "fidelity_top1": "fidelity to fp32"}.get)  # fmt: skip
+    if groups[quality].notna().any():
+        st.plotly_chart(charts.latency_vs_quality(groups, quality), key="explorer-pareto")
+        st.caption("Dotted line: the Pareto front (no other variant on that device is both faster and better).")
+    else:
+        st.info("No record in this selection measured that; the variants were run without a data set.")
+
+    st.subheader("Latency distributions (raw samples)")
+    boxes = ui.query("latency_boxes", f)
+    st.plotly_chart(charts.latency_boxes(boxes), key="explorer-boxes")
+    st.caption(f"The newest record of each variant × device (at most {SAMPLE_RECORDS}); whiskers at 1.5 × IQR.")
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Model size against latency")
+        st.plotly_chart(charts.size_vs_latency(groups), key="explorer-size")
+    with right:
+        st.subheader("Throughput against threads")
+        st.plotly_chart(charts.throughput_vs_threads(groups), key="explorer-threads")
+        st.caption("Dashed: measured with more than one request in flight.")
+
+    st.subheader("Selection")
+    shown = groups.assign(model_size_mb=groups["model_size_bytes"] / 1e6, peak_rss_mb=groups["peak_rss_bytes"] / 1e6)
+    shown = shown.drop(columns=["model_size_bytes", "peak_rss_bytes"])
+    st.dataframe(shown, hide_index=True, width="stretch", key="explorer-table")
+    n = int(groups["runs"].sum())
+    st.download_button(f"Download the selected records as CSV ({min(n, SELECTION_ROWS):,} newest of {n:,})",
+                       lambda: ui.query("selection_rows", f, limit=SELECTION_ROWS).to_csv(index=False),
+                       file_name="fleetbench-selection.csv", mime="text/csv", key="explorer-csv")  # fmt: skip

@@ -1,0 +1,82 @@
+"""Golden data for the dashboard's tests: three real `fleetbench demo` runs, kept as JSON.
+
+tests/data/demo_runs.json holds what three demo runs stored (agents' inventories, the three
+demo sweeps with their jobs, and 21 records): one with 2 threads and 2 requests in flight,
+then two alike. Regenerate it with
+
+    FLEETBENCH_HOME=/tmp/fbgold fleetbench demo --min-duration 0 --min-iterations 400 --threads 2 --throughput-requests 2
+    FLEETBENCH_HOME=/tmp/fbgold fleetbench demo --min-duration 0 --min-iterations 400   # twice
+    python -m tests.golden_demo dump sqlite:////tmp/fbgold/fleetbench.db tests/data/demo_runs.json
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+GOLDEN = Path(__file__).parent / "data" / "demo_runs.json"
+_JOB_COLUMNS = ("job_id", "sweep_id", "model_id", "model_name", "variant", "capability", "pinned_agent", "settings",
+                "spec", "state", "reason", "error_kind", "attempt", "sent_attempt", "max_attempts", "agent_id",
+                "created_at", "updated_at")  # fmt: skip
+
+
+def _iso(value) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).isoformat()
+
+
+def dump(url: str, out: Path) -> dict:
+    from controller.store import Store
+
+    store = Store(url)
+    doc = {
+        "agents": [dict(a.inventory, heartbeat_at=_iso(a.last_heartbeat)) for a in store.agents()],
+        "sweeps": [dict(sweep_id=s.sweep_id, name=s.name, spec=s.spec, state=s.state, created_at=_iso(s.created_at),
+                        finished_at=_iso(s.finished_at)) for s in reversed(store.sweeps())],  # fmt: skip
+        "jobs": [{c: (_iso(getattr(j, c)) if c.endswith("_at") else getattr(j, c)) for c in _JOB_COLUMNS}
+                 for j in store.jobs()],  # fmt: skip
+        "records": [r.to_dict() for r in reversed(store.results())],
+    }
+    store.close()
+    out.write_text(json.dumps(doc, indent=None, separators=(",", ":")) + "\n")
+    return doc
+
+
+def seed(store, path: Path = GOLDEN, shift: dt.timedelta | None = None) -> dict:
+    """Store the golden runs through the store's own paths (record_agent, add_sweep, ingest).
+
+    ``shift`` moves every timestamp (so heartbeats can be made recent, say). Returns counts.
+    """
+    from controller.store.models import JobRow, SweepRow
+    from protocol import AgentInventory, JobOutcome, ResultRecord
+
+    doc = json.loads(path.read_text())
+    shift = shift or dt.timedelta(0)
+
+    def ts(value):
+        return None if value is None else dt.datetime.fromisoformat(value) + shift
+
+    for inv in doc["agents"]:
+        store.record_agent(AgentInventory.from_dict(dict(inv, heartbeat_at=ts(inv["heartbeat_at"]).isoformat())))
+    for s in doc["sweeps"]:
+        jobs = [JobRow(**{**j, "state": "running", "created_at": ts(j["created_at"]), "updated_at": ts(j["updated_at"])})
+                for j in doc["jobs"] if j["sweep_id"] == s["sweep_id"]]  # fmt: skip
+        store.add_sweep(SweepRow(**{**s, "created_at": ts(s["created_at"]), "finished_at": ts(s["finished_at"])}), jobs)
+    outcomes = []
+    for r in doc["records"]:
+        record = ResultRecord.from_dict(dict(r, finished_at=ts(r["finished_at"]).isoformat()))
+        outcomes.append(JobOutcome(job_id=record.job_id, attempt=record.attempt, ok=True, record=record,
+                                   agent_id=record.agent_id))  # fmt: skip
+    answers = store.ingest_many(outcomes)
+    assert answers == ["stored"] * len(outcomes), answers
+    return {"agents": len(doc["agents"]), "sweeps": len(doc["sweeps"]), "records": len(outcomes)}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] != "dump":
+        sys.exit("usage: python -m tests.golden_demo dump DB_URL OUT.json")
+    d = dump(sys.argv[2], Path(sys.argv[3]))
+    print(f"{len(d['agents'])} agents, {len(d['sweeps'])} sweeps, {len(d['jobs'])} jobs, {len(d['records'])} records")

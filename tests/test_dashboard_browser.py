@@ -1,0 +1,116 @@
+"""`fleetbench dashboard` in Debian's headless Chromium, driven by Playwright: every page opens, shows its
+key elements and no Streamlit exception box; a screenshot of each goes to build/screenshots/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "screenshots"
+#: Flags that work on this machine: no sandbox as root, no GPU, and no calls home on a closed network.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]  # fmt: skip
+INSTALL = ("Debian's Chromium is needed for the browser tests: `apt-get install chromium chromium-driver` "
+           "(`make test` installs it), or set FLEETBENCH_CHROMIUM to a Chromium binary")  # fmt: skip
+
+# page, path, heading, a selector that shows the page's content is there, how many of them at least
+PAGES = [
+    ("fleet", "", "Fleet", ".js-plotly-plot", 1),
+    ("sweeps", "sweeps", "Sweeps", '[data-testid="stProgress"]', 3),
+    ("explorer", "explorer", "Explorer", ".js-plotly-plot", 4),
+    ("compare", "compare", "Compare", ".js-plotly-plot", 1),
+    ("history", "history", "History", ".js-plotly-plot", 1),
+]
+
+pytestmark = pytest.mark.slow
+
+
+def chromium() -> str:
+    path = os.environ.get("FLEETBENCH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail(INSTALL)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(golden_demo_url, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("dash-log") / "dashboard.log"
+    fleetbench = Path(sys.executable).parent / "fleetbench"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(fleetbench), "dashboard", "--port", str(port), "--db", golden_demo_url],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"`fleetbench dashboard` did not come up:\n{log.read_text()[-3000:]}")
+        time.sleep(0.3)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    path = chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the browser tests need Playwright's Python package: pip install 'fleetbench[dev]'")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.mark.parametrize("name, path, heading, selector, at_least", PAGES, ids=[p[0] for p in PAGES])
+def test_every_page_renders_in_chromium(dashboard_url, browser, name, path, heading, selector, at_least):
+    page = browser.new_page(viewport={"width": 1400, "height": 1500})  # tall: the screenshot shows most of the page
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    t0 = time.monotonic()
+    page.goto(f"{dashboard_url}/{path}", wait_until="domcontentloaded")
+    page.get_by_role("heading", name=heading, exact=True).first.wait_for(timeout=60_000)
+    page.wait_for_function(f"document.querySelectorAll({selector!r}).length >= {at_least}", timeout=60_000)
+    shown_s = time.monotonic() - t0
+    # let the script run finish (the status widget says "Running" until then)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    page.wait_for_timeout(500)  # charts finish drawing
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    assert page.locator(selector).count() >= at_least
+    for other in ("Fleet", "Sweeps", "Explorer", "Compare", "History"):  # the navigation lists every page
+        assert page.locator('[data-testid="stSidebarNav"]').get_by_text(other, exact=True).count() == 1
+    if name in ("fleet", "explorer", "compare"):
+        assert page.locator('[data-testid="stMetric"]').count() >= 4
+    if name in ("fleet", "sweeps", "explorer", "compare"):
+        assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    print(f"{name}: key elements shown {shown_s:.2f} s after navigation")
+    assert not errors, errors
+    page.close()

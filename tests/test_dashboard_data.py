@@ -1,0 +1,255 @@
+"""The dashboard's queries on SQLite and PostgreSQL, on three real demo runs (tests/data/demo_runs.json)."""
+
+import dataclasses
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from dashboard import data
+from dashboard.data import DashboardError, Filters, Side
+from tests.golden_demo import GOLDEN, seed
+
+DOC = json.loads(GOLDEN.read_text())
+
+
+@pytest.fixture
+def seeded(store, request):
+    seed(store)
+    url = store.url
+    if store.engine.dialect.name == "postgresql":
+        _, kwargs = request.getfixturevalue("pg_url")
+        url = sa.engine.make_url(store.url).update_query_dict(
+            {"options": kwargs["connect_args"]["options"]}).render_as_string(hide_password=False)  # fmt: skip
+    engine = data.readonly_engine(url)
+    yield store, engine
+    engine.dispose()
+
+
+def _records(**match):
+    return [r for r in DOC["records"] if all({**r["settings"], **r}.get(k) == v for k, v in match.items())]
+
+
+def test_counts(seeded):
+    _, engine = seeded
+    assert data.counts(engine) == {"results": 21, "agents": 3, "sweeps": 3}
+
+
+def test_the_engine_cannot_write(seeded):
+    _, engine = seeded
+    with pytest.raises(sa.exc.DBAPIError) as err, engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM results"))
+    assert "readonly" in str(err.value).replace("-", "").replace(" ", "").lower()
+    assert data.counts(engine)["results"] == 21
+
+
+def test_fleet_status_follows_the_last_heartbeat(seeded):
+    _, engine = seeded
+    beats = {a["agent_id"]: dt.datetime.fromisoformat(a["heartbeat_at"]) for a in DOC["agents"]}
+    newest = max(beats.values())
+    table = data.fleet(engine, now=newest + dt.timedelta(seconds=5))
+    assert set(table["agent"]) == set(beats)
+    assert set(table["capability"]) == {"litert:cpu", "openvino:CPU"}
+    status = table.drop_duplicates("agent").set_index("agent")["status"]
+    newest_id = max(beats, key=beats.get)
+    assert status[newest_id] == "online"
+    assert all(s.startswith("offline since") for a, s in status.items() if newest - beats[a] > dt.timedelta(minutes=1))
+    later = data.fleet(engine, now=newest + dt.timedelta(days=1))
+    assert later["status"].str.startswith("offline since").all()
+    assert (table["jobs running"] == 0).all()
+
+
+def test_running_jobs_are_counted_per_agent(seeded):
+    store, engine = seeded
+    job = DOC["jobs"][0]
+    store.add_sweep(*_sweep("live", [dict(job, job_id="j-run", state="running", agent_id="agent-x")]))
+    assert data.fleet(engine).set_index("agent").get("jobs running") is not None
+    running = data.running_jobs(engine)
+    assert list(running["agent"]) == ["agent-x"] and list(running["variant"]) == [job["variant"]]
+
+
+def _sweep(name, jobs):
+    from controller.store.models import JobRow, SweepRow
+
+    t = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    sweep = SweepRow(sweep_id=f"s-{name}", name=name, spec={}, state="running", created_at=t)
+    rows = [JobRow(**{**j, "sweep_id": f"s-{name}", "created_at": t, "updated_at": t}) for j in jobs]
+    return sweep, rows
+
+
+def test_sweeps_progress_is_counted_in_sql(seeded):
+    store, engine = seeded
+    table = data.sweeps(engine)
+    assert len(table) == 3 and (table["total"] == 7).all() and (table["done"] == 7).all()
+    assert (table["finished"] == 7).all()
+    assert table["created_at"].is_monotonic_decreasing
+    job = DOC["jobs"][0]
+    store.add_sweep(*_sweep("mixed", [
+        dict(job, job_id="a", state="failed", reason="unsupported op: FOO"),
+        dict(job, job_id="b", state="waiting-for-device", reason="waiting for a device with openvino:MYRIAD"),
+        dict(job, job_id="c", state="queued"),
+    ]))  # fmt: skip
+    mixed = data.sweeps(engine).set_index("name").loc["mixed"]
+    assert (mixed["total"], mixed["finished"], mixed["failed"], mixed["waiting-for-device"], mixed["queued"]) == (3, 1, 1, 1, 1)
+    jobs = data.sweep_jobs(engine, "s-mixed", ("failed", "waiting-for-device")).set_index("state")
+    assert jobs.loc["failed", "reason"] == "unsupported op: FOO"
+    assert "openvino:MYRIAD" in jobs.loc["waiting-for-device", "reason"]
+
+
+def test_explorer_groups_average_the_runs_of_each_setting(seeded):
+    _, engine = seeded
+    groups = data.explorer_groups(engine, Filters())
+    assert len(groups) == 14  # 7 variants × (1 thread, 2 threads)
+    assert groups["runs"].sum() == 21
+    g = groups.set_index(["variant", "threads"])
+    for variant in ("tflite-fp32", "openvino-int8"):
+        ones = _records(variant=variant, threads=1)
+        assert g.loc[(variant, 1), "runs"] == 2
+        assert g.loc[(variant, 1), "p50_ms"] == pytest.approx(np.mean([r["stats"]["p50_ms"] for r in ones]))
+        assert g.loc[(variant, 1), "fidelity_top1"] == pytest.approx(ones[0]["fidelity"]["top1_agreement"])
+        two = _records(variant=variant, threads=2)[0]
+        assert g.loc[(variant, 2), "throughput_requests"] == 2 == two["throughput"]["requests"]
+        assert g.loc[(variant, 2), "throughput_ips"] == pytest.approx(two["throughput_ips"])
+
+
+def test_filters_narrow_in_sql(seeded):
+    _, engine = seeded
+    only = data.explorer_groups(engine, Filters(variants=("tflite-fp32",), runtimes=("litert",)))
+    assert set(only["variant"]) == {"tflite-fp32"} and only["runs"].sum() == 3
+    assert data.explorer_groups(engine, Filters(runtimes=("openvino",), variants=("tflite-fp32",))).empty
+    day = dt.datetime.fromisoformat(DOC["records"][0]["finished_at"]).date()
+    assert data.explorer_groups(engine, Filters(since=day, until=day))["runs"].sum() == 21
+    assert data.explorer_groups(engine, Filters(since=day + dt.timedelta(days=1))).empty
+    assert data.explorer_groups(engine, Filters(until=day - dt.timedelta(days=1))).empty
+    assert data.explorer_groups(engine, Filters(threads=(2,)))["runs"].sum() == 7
+    opts = data.filter_options(engine)
+    assert opts["records"].sum() == 21 and set(opts["runtime"]) == {"litert", "openvino"}
+    rows = data.selection_rows(engine, Filters(capabilities=("openvino:CPU",)), limit=5)
+    assert len(rows) == 5 and set(rows["capability"]) == {"openvino:CPU"}
+    assert rows["finished_at"].is_monotonic_decreasing
+
+
+def test_latency_boxes_come_from_the_newest_records_raw_samples(seeded):
+    _, engine = seeded
+    boxes = data.latency_boxes(engine, Filters()).set_index("variant")
+    assert len(boxes) == 7  # one per variant × device × host: the newest record of each
+    newest = _records(variant="openvino-fp16")[-1]
+    ms = np.asarray(newest["samples_ns"]) / 1e6
+    row = boxes.loc["openvino-fp16"]
+    assert row["samples"] == len(ms)
+    assert row["median"] == pytest.approx(np.median(ms))
+    assert row["low"] <= row["q1"] <= row["median"] <= row["q3"] <= row["high"] <= row["max"] == pytest.approx(ms.max())
+    assert len(data.latency_boxes(engine, Filters(), limit=3)) == 3
+
+
+@pytest.mark.parametrize("xs, ys, front", [
+    ([1, 2, 3], [0.9, 0.95, 0.99], [True, True, True]),  # each slower one is better
+    ([1, 2, 3], [0.99, 0.95, 0.90], [True, False, False]),  # the fastest is also the best
+    ([1, 1, 2], [0.90, 0.95, 0.95], [False, True, False]),  # equal latency: only the better one
+    ([1, 2, None], [0.9, None, 0.99], [True, False, False]),  # missing values are never on it
+    ([2, 1, 3, 4], [0.95, 0.9, 0.97, 0.96], [True, True, True, False]),
+])  # fmt: skip
+def test_pareto_front(xs, ys, front):
+    assert data.pareto_front(pd.Series(xs, dtype=float), pd.Series(ys, dtype=float)).tolist() == front
+
+
+def test_history_points_then_daily_means_past_the_limit(seeded):
+    _, engine = seeded
+    f = Filters(variants=("tflite-fp32",))
+    points = data.history(engine, f, "p50_ms")
+    assert len(points) == 3 and (points["runs"] == 1).all()
+    assert set(points["threads"]) == {1, 2}
+    daily = data.history(engine, f, "p50_ms", max_points=2)  # aggregated per day, in SQL
+    assert len(daily) == 2 and sorted(daily["runs"]) == [1, 2]  # one day, two thread settings
+    ones = _records(variant="tflite-fp32", threads=1)
+    assert daily.set_index("threads").loc[1, "value"] == pytest.approx(np.mean([r["stats"]["p50_ms"] for r in ones]))
+    assert data.history(engine, Filters(variants=("nope",)), "p50_ms").empty
+    with pytest.raises(DashboardError, match="unknown metric"):
+        data.history(engine, f, "p50_ms; DROP TABLE results")
+
+
+def _series(values, metric="p50_ms"):
+    n = len(values)
+    return pd.DataFrame(dict(model_name="m", variant="v", capability="c", device_name="d", threads=1,
+                             at=pd.date_range("2026-01-01", periods=n, tz="UTC"), value=values, runs=1))  # fmt: skip
+
+
+@pytest.mark.parametrize("metric, values, flagged", [
+    ("p50_ms", [1.0, 1.02, 0.99, 1.01, 1.30, 1.0], [4]),  # a slow run
+    ("p50_ms", [1.0, 1.02, 0.99, 1.01, 0.70, 1.0], []),  # faster is not a regression
+    ("throughput_ips", [100, 101, 99, 100, 80, 100], [4]),  # throughput falls
+    ("accuracy_top1", [0.97, 0.97, 0.97, 0.85], [3]),  # accuracy falls
+    ("p50_ms", [1.0, 1.05, 1.08, 1.09], []),  # within 10 % of the median before it
+])  # fmt: skip
+def test_mark_regressions(metric, values, flagged):
+    marked = data.mark_regressions(_series(values), metric, window=5, threshold=0.10)
+    assert marked.index[marked["regression"]].tolist() == flagged
+    assert pd.isna(marked["baseline"].iloc[0])  # the first point has nothing to compare with
+
+
+def test_compare_two_demo_sweeps_and_an_injected_slowdown(seeded):
+    store, engine = seeded
+    newest_first = data.sweeps(engine)["sweep_id"].tolist()
+    b, a, t2 = newest_first  # two alike (1 thread), then the first run (2 threads)
+    table = data.compare(engine, Side(sweep_id=a), Side(sweep_id=b), "p50_ms", threshold=0.05)
+    assert len(table) == 7 and table["ratio"].notna().all()
+    for row in table.itertuples():
+        expect = "worse" if row.ratio > 1.05 else "better" if row.ratio < 0.95 else "same"
+        assert row.verdict == expect
+    other = data.compare(engine, Side(sweep_id=t2), Side(sweep_id=a))
+    assert sorted(other["verdict"].value_counts().items()) == [("only in A", 7), ("only in B", 7)]
+    # B gets a record twice as slow as A's for one variant: it must come out worse
+    rec = next(r for r in DOC["records"] if r["job_id"] in {j["job_id"] for j in DOC["jobs"] if j["sweep_id"] == a})
+    slow = _slowed(rec, 2.0)
+    store.add_sweep(*_sweep("slow", [dict(next(j for j in DOC["jobs"] if j["job_id"] == rec["job_id"]),
+                                          job_id=slow.job_id, state="running")]))  # fmt: skip
+    from protocol import JobOutcome
+
+    assert store.ingest(JobOutcome(job_id=slow.job_id, attempt=1, ok=True, record=slow, agent_id="x")) == "stored"
+    worse = data.compare(engine, Side(sweep_id=a), Side(sweep_id="s-slow")).set_index("variant")
+    assert worse.loc[rec["variant"], "verdict"] == "worse"
+    assert worse.loc[rec["variant"], "ratio"] == pytest.approx(2.0, rel=0.01)
+    assert (worse.drop(index=rec["variant"])["verdict"] == "only in A").all()
+    tput = data.compare(engine, Side(sweep_id=a), Side(sweep_id="s-slow"), "throughput_ips").set_index("variant")
+    assert tput.loc[rec["variant"], "verdict"] == "worse"  # throughput halved
+
+
+def _slowed(rec: dict, factor: float):
+    from protocol import LatencyStats, ResultRecord
+    from protocol.stats import summarize_ns
+
+    r = ResultRecord.from_dict(rec)
+    samples = tuple(int(s * factor) for s in r.samples_ns)
+    stats = LatencyStats.from_summary(summarize_ns(samples), load_ms=r.stats.load_ms,
+                                      first_inference_ms=r.stats.first_inference_ms)  # fmt: skip
+    return dataclasses.replace(r, job_id="slow-" + r.job_id[:8], samples_ns=samples, stats=stats,
+                               throughput_ips=r.throughput_ips / factor)  # fmt: skip
+
+
+def test_hosts_by_capability(seeded):
+    _, engine = seeded
+    hosts = data.hosts_by_capability(engine)
+    assert hosts.groupby("capability")["records"].sum().to_dict() == {"litert:cpu": 12, "openvino:CPU": 9}
+
+
+def test_missing_or_empty_databases_say_run_the_demo(tmp_path):
+    with pytest.raises(DashboardError, match="fleetbench demo"):
+        data.readonly_engine(f"sqlite:///{tmp_path / 'none.db'}")
+    empty = tmp_path / "empty.db"
+    sa.create_engine(f"sqlite:///{empty}").connect().close()
+    engine = data.readonly_engine(f"sqlite:///{empty}")
+    assert data.counts(engine) == {"results": 0, "agents": 0, "sweeps": 0}
+    with pytest.raises(DashboardError, match="fleetbench demo"):
+        data.explorer_groups(engine, Filters())
+    with pytest.raises(DashboardError, match="unsupported database"):
+        data.readonly_engine("mysql://x@y/z")
+
+
+def test_a_dead_database_is_a_clear_error():
+    engine = data.readonly_engine("postgresql+psycopg://fleet:secret@127.0.0.1:1/none")
+    with pytest.raises(DashboardError) as err:
+        data.counts(engine)
+    assert "127.0.0.1:1" in str(err.value) and "secret" not in str(err.value)

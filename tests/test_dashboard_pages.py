@@ -1,0 +1,104 @@
+"""Each dashboard page under Streamlit's AppTest, on a database seeded from three real demo runs."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import dashboard
+from dashboard.ui import DB_ENV, EMPTY
+
+VIEWS = Path(dashboard.__file__).parent / "views"
+PAGES = ("fleet", "sweeps", "explorer", "compare", "history")
+
+
+def run(page: str, url: str, monkeypatch) -> AppTest:
+    monkeypatch.setenv(DB_ENV, url)
+    at = AppTest.from_file(str(VIEWS / f"{page}.py"), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_fleet(golden_demo_url, monkeypatch):
+    at = run("fleet", golden_demo_url, monkeypatch)
+    assert at.title[0].value == "Fleet"
+    assert metrics(at) == {"Agents": "3", "Online": "1", "Capabilities": "2", "Jobs running": "0"}
+    table = at.dataframe[0].value
+    assert set(table["capability"]) == {"litert:cpu", "openvino:CPU"}
+    assert (table["status"] == "online").sum() == 2  # the newest agent's two capabilities
+    assert table["status"].str.startswith("offline since").sum() == 4
+
+
+def test_sweeps(golden_demo_url, monkeypatch):
+    at = run("sweeps", golden_demo_url, monkeypatch)
+    bars = at.get("progress")
+    assert len(bars) == 3 and all(b.value == 100 for b in bars)  # percent
+    assert at.selectbox[0].options and all("demo" in o for o in at.selectbox[0].options)
+    jobs = at.dataframe[-1].value
+    assert len(jobs) == 7 and set(jobs["state"]) == {"done"}
+
+
+def test_explorer(golden_demo_url, monkeypatch):
+    at = run("explorer", golden_demo_url, monkeypatch)
+    assert metrics(at) == {"Records": "21", "Models": "1", "Variants": "7", "Devices": "1"}
+    assert len(at.get("plotly_chart")) == 4  # quality/Pareto, boxes, size, throughput
+    assert len(at.get("download_button")) == 1
+    assert len(at.dataframe[0].value) == 14
+    at.sidebar.multiselect[1].set_value(["tflite-fp32"]).run()  # the Variant filter
+    assert not at.exception
+    assert metrics(at)["Records"] == "3" and metrics(at)["Variants"] == "1"
+    at.radio[0].set_value("fidelity_top1").run()
+    assert not at.exception and len(at.get("plotly_chart")) == 4
+
+
+def test_compare(golden_demo_url, monkeypatch):
+    at = run("compare", golden_demo_url, monkeypatch)
+    m = metrics(at)
+    # the two newest demo runs alike (1 thread): the seven variants pair up
+    assert int(m["Worse in B"]) + int(m["Better in B"]) + int(m["Same"]) == 7
+    assert m["Only in A"] == m["Only in B"] == "0"
+    assert len(at.get("plotly_chart")) == 1
+    at.selectbox(key="compare-a").set_value(at.selectbox(key="compare-a").options[2]).run()  # the 2-thread run
+    assert not at.exception and metrics(at)["Only in A"] == "7"
+    at.radio(key="compare-mode").set_value("two hosts of one capability").run()
+    assert not at.exception
+    assert "two hosts" in at.info[0].value  # one host in the demo data: says what to do
+
+
+def test_history(golden_demo_url, monkeypatch):
+    at = run("history", golden_demo_url, monkeypatch)
+    assert "Regressions marked" in metrics(at)
+    assert metrics(at)["Points"] == "14"  # the usual thread setting (1): 7 variants × 2 runs
+    assert len(at.get("plotly_chart")) == 1
+    at.multiselect(key="history-threads").set_value([1, 2]).run()
+    assert not at.exception and metrics(at)["Points"] == "21"
+    at.selectbox(key="history-metric").set_value("throughput_ips").run()
+    assert not at.exception and len(at.get("plotly_chart")) == 1
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_an_empty_database_says_run_the_demo_first(page, tmp_path, monkeypatch):
+    from controller.store import Store
+
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    Store(url).migrate()
+    at = run(page, url, monkeypatch)
+    assert any("fleetbench demo" in i.value for i in at.info), [i.value for i in at.info]
+    assert at.info[0].value == EMPTY
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_missing_or_dead_database_is_a_message_not_a_traceback(page, tmp_path, monkeypatch):
+    monkeypatch.setenv(DB_ENV, f"sqlite:///{tmp_path / 'missing.db'}")
+    at = AppTest.from_file(str(VIEWS / f"{page}.py"), default_timeout=60).run()
+    assert not at.exception
+    assert "run `fleetbench demo` first" in at.error[0].value
+    monkeypatch.setenv(DB_ENV, "postgresql+psycopg://u:secret@127.0.0.1:1/none")
+    at = AppTest.from_file(str(VIEWS / f"{page}.py"), default_timeout=60).run()
+    assert not at.exception
+    assert "cannot read" in at.error[0].value and "secret" not in at.error[0].value
