@@ -8,6 +8,7 @@ outcome with a clear error; the agent process carries on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -126,8 +127,9 @@ class ForkServer:
         if ended is None:
             try:
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            except ProcessLookupError:  # it hung before its setsid(): it is in the fork server's group
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self._read(30.0)  # it reaps the child and says so
             return None
         return int(ended["exit"])

@@ -160,3 +160,19 @@ def test_throughput_phase_with_several_interpreters(spec):
     t = r.throughput
     assert t.mode == "litert-interpreters" and t.requests == 2
     assert t.completed > 100 and 0.5 <= t.elapsed_s < 2.0 and t.ips == pytest.approx(t.completed / t.elapsed_s)
+
+
+def test_the_fork_server_imports_openvino_without_its_telemetry_thread():
+    """OpenVINO's import sends telemetry from a thread pool unless its telemetry package is missing;
+    the fork server must fork with no such thread (a child forked beside it can deadlock), and an
+    air-gapped agent must not try to call home. CI=true would hide it (OpenVINO skips telemetry in CI)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import threading, agent.child as c; c._preload(); import openvino; "
+            "print(sorted(t.name for t in threading.enumerate()))")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['MainThread']"
