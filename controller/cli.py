@@ -688,7 +688,7 @@ def version() -> None:
     console.print(f"fleetbench {v} (schema {SCHEMA_VERSION})")
 
 
-from controller import cli_sweeps  # noqa: E402,F401 - registers sweep and status
+from controller import cli_readiness, cli_sweeps  # noqa: E402,F401 - register their commands
 
 
 def main() -> None:

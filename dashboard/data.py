@@ -415,9 +415,30 @@ def hosts_by_capability(engine: Engine) -> pd.DataFrame:
     return _frame(engine, stmt)
 
 
-def compare(engine: Engine, a: Side, b: Side, metric: str = "p50_ms", threshold: float = 0.05) -> pd.DataFrame:
+#: Latency metrics are judged by the significance test on raw samples; the others by plain ratio.
+TESTED_METRICS = ("p50_ms", "p90_ms", "p99_ms")
+
+
+def _side_samples(engine: Engine, side: Side, limit: int) -> dict[tuple, np.ndarray]:
+    """Raw samples (ns) of the newest ``limit`` records of a side, concatenated per compare key."""
+    stmt = side.where(select(Result.model_name, Result.variant, Result.capability, Result.threads,
+                             Result.record["samples_ns"].label("samples")))  # fmt: skip
+    df = _frame(engine, stmt.order_by(Result.id.desc()).limit(limit))
+    out: dict[tuple, list] = {}
+    for row in df.itertuples(index=False):  # at most `limit` records
+        out.setdefault((row.model_name, row.variant, row.capability, int(row.threads)), []).append(
+            np.asarray(row.samples, dtype=np.int64))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def compare(engine: Engine, a: Side, b: Side, metric: str = "p50_ms", threshold: float = 0.05,
+            sample_records: int = SAMPLE_RECORDS) -> pd.DataFrame:  # fmt: skip
     """Side by side per model × variant × capability × threads: means of ``metric`` on A and on B, the ratio
-    B/A, and a verdict by plain ratio (``threshold`` either way is "same")."""
+    B/A, and a verdict. Latency metrics: the significance test of ``controller.regress`` on the raw samples
+    of the newest ``sample_records`` records of each side (Mann-Whitney U, p < 0.05, and the median moved by
+    more than ``threshold`` or the 99%-trimmed mean by more than 25%); other metrics: plain ratio (``threshold`` either way)."""
+    from controller.regress import IMPROVEMENT, REGRESSION, significance
+
     if metric not in METRICS:
         raise DashboardError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
     column = getattr(Result, metric)
@@ -430,13 +451,23 @@ def compare(engine: Engine, a: Side, b: Side, metric: str = "p50_ms", threshold:
     on = ["model_name", "variant", "capability", "threads"]
     merged = frames[0].merge(frames[1], on=on, how="outer")
     if merged.empty:
-        return merged.assign(ratio=pd.Series(dtype=float), verdict=pd.Series(dtype=str))
+        return merged.assign(ratio=pd.Series(dtype=float), p_value=pd.Series(dtype=float),
+                             verdict=pd.Series(dtype=str))  # fmt: skip
     merged["ratio"] = merged["b"] / merged["a"]
     worse_if_higher = METRICS[metric][1]
     worse = merged["ratio"] > 1 + threshold if worse_if_higher else merged["ratio"] < 1 - threshold
     better = merged["ratio"] < 1 - threshold if worse_if_higher else merged["ratio"] > 1 + threshold
     merged["verdict"] = np.select([merged["a"].isna(), merged["b"].isna(), worse, better],
                                   ["only in B", "only in A", "worse", "better"], default="same")  # fmt: skip
+    merged["p_value"] = np.nan
+    if metric in TESTED_METRICS:
+        sa, sb = _side_samples(engine, a, sample_records), _side_samples(engine, b, sample_records)
+        for i, row in merged.iterrows():  # one test per paired key: tens of rows
+            key = (row["model_name"], row["variant"], row["capability"], int(row["threads"]))
+            if key in sa and key in sb and sa[key].size > 1 and sb[key].size > 1:
+                t = significance(sa[key], sb[key])
+                merged.at[i, "p_value"] = t.p_value
+                merged.at[i, "verdict"] = {REGRESSION: "worse", IMPROVEMENT: "better"}.get(t.verdict, "same")
     return merged.sort_values(on).reset_index(drop=True)
 
 

@@ -194,11 +194,22 @@ def test_compare_two_demo_sweeps_and_an_injected_slowdown(seeded):
     store, engine = seeded
     newest_first = data.sweeps(engine)["sweep_id"].tolist()
     b, a, t2 = newest_first  # two alike (1 thread), then the first run (2 threads)
+    same = data.compare(engine, Side(sweep_id=a), Side(sweep_id=a), "p50_ms")
+    assert (same["verdict"] == "same").all() and np.allclose(same["p_value"], 1.0)  # the test on identical samples
     table = data.compare(engine, Side(sweep_id=a), Side(sweep_id=b), "p50_ms", threshold=0.05)
-    assert len(table) == 7 and table["ratio"].notna().all()
-    for row in table.itertuples():
-        expect = "worse" if row.ratio > 1.05 else "better" if row.ratio < 0.95 else "same"
-        assert row.verdict == expect
+    assert len(table) == 7 and table["ratio"].notna().all() and table["p_value"].notna().all()
+    from controller.regress import significance
+
+    by_variant = {r["variant"]: r for r in DOC["records"] if r["job_id"] in _jobs_of(b)}
+    base = {r["variant"]: r for r in DOC["records"] if r["job_id"] in _jobs_of(a)}
+    for row in table.itertuples():  # the verdict is the significance test's on the raw samples
+        t = significance(base[row.variant]["samples_ns"], by_variant[row.variant]["samples_ns"])
+        assert row.verdict == {"regression": "worse", "improvement": "better"}.get(t.verdict, "same")
+        assert row.p_value == pytest.approx(t.p_value)
+    tput = data.compare(engine, Side(sweep_id=a), Side(sweep_id=b), "throughput_ips")
+    assert tput["p_value"].isna().all()  # not a latency metric: plain ratio
+    for row in tput.itertuples():
+        assert row.verdict == ("better" if row.ratio > 1.05 else "worse" if row.ratio < 0.95 else "same")
     other = data.compare(engine, Side(sweep_id=t2), Side(sweep_id=a))
     assert sorted(other["verdict"].value_counts().items()) == [("only in A", 7), ("only in B", 7)]
     # B gets a record twice as slow as A's for one variant: it must come out worse
@@ -215,6 +226,10 @@ def test_compare_two_demo_sweeps_and_an_injected_slowdown(seeded):
     assert (worse.drop(index=rec["variant"])["verdict"] == "only in A").all()
     tput = data.compare(engine, Side(sweep_id=a), Side(sweep_id="s-slow"), "throughput_ips").set_index("variant")
     assert tput.loc[rec["variant"], "verdict"] == "worse"  # throughput halved
+
+
+def _jobs_of(sweep_id: str) -> set[str]:
+    return {j["job_id"] for j in DOC["jobs"] if j["sweep_id"] == sweep_id}
 
 
 def _slowed(rec: dict, factor: float):

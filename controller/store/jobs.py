@@ -27,7 +27,7 @@ import datetime as dt
 from sqlalchemy import false, func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from controller.store.models import JobRow, Result, SweepRow
+from controller.store.models import BaselineRow, JobRow, Result, SweepRow
 from protocol import JobOutcome, ResultRecord
 
 PENDING, CONVERTING, QUEUED, RUNNING = "pending", "converting", "queued", "running"
@@ -75,6 +75,33 @@ class JobsMixin:
     def sweeps(self, limit: int = 50) -> list[SweepRow]:
         with self._session() as session:
             return list(session.scalars(select(SweepRow).order_by(SweepRow.created_at.desc()).limit(limit)))
+
+    def set_baseline(self, tag: str, sweep_id: str) -> bool:
+        """Point ``tag`` at ``sweep_id``; True if the tag is new, False if it moved."""
+        with self._session() as session, session.begin():
+            row = session.get(BaselineRow, tag)
+            if row is None:
+                session.add(BaselineRow(tag=tag, sweep_id=sweep_id, created_at=now()))
+                return True
+            row.sweep_id, row.created_at = sweep_id, now()
+            return False
+
+    def baselines(self) -> list[BaselineRow]:
+        with self._session() as session:
+            return list(session.scalars(select(BaselineRow).order_by(BaselineRow.tag)))
+
+    def resolve_sweep(self, ref: str) -> SweepRow:
+        """A sweep by id, id prefix or name, or ``baseline:TAG`` for the sweep a baseline points at."""
+        from controller.store.store import StoreError
+
+        if ref.startswith("baseline:"):
+            tag = ref.removeprefix("baseline:")
+            with self._session() as session:
+                row = session.get(BaselineRow, tag)
+            if row is None:
+                raise StoreError(f"no baseline '{tag}'; `fleetbench baseline set SWEEP --tag {tag}` makes one")
+            return self.get_sweep(row.sweep_id)
+        return self.get_sweep(ref)
 
     def set_sweep_state(self, sweep_id: str, state: str) -> None:
         with self._session() as session, session.begin():

@@ -177,3 +177,13 @@ class JobRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class BaselineRow(Base):
+    """A named baseline: a tag pointing at a sweep (`fleetbench baseline set SWEEP --tag NAME`)."""
+
+    __tablename__ = "baselines"
+
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True)
+    sweep_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)

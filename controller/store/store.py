@@ -16,7 +16,7 @@ from protocol import AgentInventory, JobOutcome, ResultRecord
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest Alembic revision. `migrate()` skips Alembic (a slow import) when
 #: the database is already there; a test keeps this equal to the scripts' head.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 
 class StoreError(RuntimeError):

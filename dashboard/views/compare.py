@@ -1,13 +1,16 @@
-"""Compare: two sweeps, or two hosts of one capability, side by side, coloured by the ratio B/A."""
+"""Compare: two sweeps, or two hosts of one capability, side by side; latency judged by the significance test."""
 
 import streamlit as st
 
+from controller import regress
 from dashboard import charts, ui
 from dashboard.data import METRICS, Side
 
 THRESHOLD = 0.05
 
-with ui.page("Compare", f"Coloured by plain ratio: beyond ±{THRESHOLD:.0%} is worse or better."):
+with ui.page("Compare", f"Latency: coloured by the significance test of `fleetbench compare` on the raw samples "
+             f"(p < 0.05, and the median moved more than {regress.THRESHOLD:.0%} or the 99%-trimmed mean more than "
+             f"{regress.TAIL_THRESHOLD:.0%}). Other metrics: by plain ratio, beyond ±{THRESHOLD:.0%}."):  # fmt: skip
     mode = st.radio("Compare", ["two sweeps", "two hosts of one capability"], horizontal=True, key="compare-mode")
     if mode == "two sweeps":
         sweeps = ui.query("sweeps")
@@ -48,5 +51,5 @@ with ui.page("Compare", f"Coloured by plain ratio: beyond ±{THRESHOLD:.0%} is w
     st.plotly_chart(charts.compare_bars(table, metric), key="compare-chart")
     colour = {"worse": "background-color: #f8d7da", "better": "background-color: #d4edda"}
     styled = table.style.map(lambda v: colour.get(v, ""), subset=["verdict"]).format(
-        {"a": "{:.4g}", "b": "{:.4g}", "ratio": "{:.3f}"}, na_rep="-")  # fmt: skip
+        {"a": "{:.4g}", "b": "{:.4g}", "ratio": "{:.3f}", "p_value": "{:.2g}"}, na_rep="-")  # fmt: skip
     st.dataframe(styled, hide_index=True, width="stretch", key="compare-table")

@@ -1,0 +1,191 @@
+"""`fleetbench readiness`, `fleetbench compare` and `fleetbench baseline`: answers a release can gate on.
+
+Exit codes: 0 ready / no regression; 1 not ready / a regression; 2 bad input
+(a budgets file, a sweep or a model that is not there).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from controller.cli import DataDirOpt, DbOpt, _fail, _open_store, app, console
+
+baseline_app = typer.Typer(help="Named baselines: a tag pointing at a sweep, for `fleetbench compare baseline:TAG ...`.")
+app.add_typer(baseline_app, name="baseline")
+
+
+def _model_records(store, model: str, sweep: Optional[str]):
+    """(model name, records): the model's records in ``sweep``, or the newest one per setting."""
+    from controller.store import StoreError
+
+    try:
+        row = store.find_model(model)
+        model_id, name = row.model_id, row.name
+    except StoreError:
+        matches = [r for r in store.results() if r.model_name == model or r.model_id.startswith(model)]
+        if not matches:
+            raise
+        model_id, name = matches[0].model_id, matches[0].model_name
+    if sweep:
+        s = store.resolve_sweep(sweep)
+        return name, [r for r in store.sweep_results(s.sweep_id) if r.model_id == model_id]
+    newest = {}
+    for r in store.results(model_id=model_id):  # newest first: keep the first of each setting
+        newest.setdefault((r.capability, r.variant, r.settings.threads), r)
+    return name, list(newest.values())
+
+
+@app.command()
+def readiness(
+    model: str = typer.Option(..., "--model", help="Model id, id prefix or name."),
+    budgets: Path = typer.Option(..., "--budgets", help="Budgets file (YAML): limits per device class, required classes."),
+    sweep: Optional[str] = typer.Option(None, help="Judge this sweep's records (id, name or baseline:TAG); default: the newest."),
+    junit: Optional[Path] = typer.Option(None, help="Write JUnit XML here (one test case per capability x variant)."),
+    report: Optional[Path] = typer.Option(None, help="Write a self-contained report here (.html, or .md)."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Is MODEL ready to ship? A verdict per capability x variant, a recommended variant per device.
+
+    Exits 0 when every required device class has a passing variant, 1 otherwise."""
+    from controller.readiness import BudgetError, assess, html_report, junit_xml, load_budgets, markdown_report
+    from controller.store import StoreError
+
+    try:
+        spec = load_budgets(budgets)
+    except BudgetError as exc:
+        _fail(str(exc), code=2)
+    with _open_store(data_dir, db) as (_, store):
+        try:
+            name, records = _model_records(store, model, sweep)
+        except StoreError as exc:
+            _fail(str(exc), code=2)
+    if not records:
+        _fail(f"no records of {model}" + (f" in sweep {sweep}" if sweep else "") + ": benchmark it first", code=2)
+    result = assess(name, records, spec)
+    table = Table(title=f"Readiness of {name}" + (f" (sweep {sweep})" if sweep else " (newest records)"),
+                  title_justify="left")  # fmt: skip
+    for col in ("capability", "variant", "threads", "latency ms", "accuracy", "verdict", "reasons"):
+        table.add_column(col)
+    for v in result.verdicts:
+        c = v.candidate
+        table.add_row(c.capability, c.variant, str(c.threads), f"p{v.budget.percentile} {c.percentiles_ms[v.budget.percentile]:.4g}",
+                      "-" if c.accuracy is None else f"{c.accuracy:.2%}",
+                      "[green]pass[/]" if v.passed else "[red]FAIL[/]", "\n".join(v.reasons))  # fmt: skip
+    console.print(table)
+    for cap, v in sorted(result.recommended.items()):
+        console.print(f"recommended on [bold]{cap}[/]: {v.candidate.variant} ({v.candidate.threads} thread(s))")
+    for req, caps in result.required.items():
+        console.print(f"required {req}: " + (f"[green]passing on {', '.join(caps)}[/]" if caps else "[red]no passing variant[/]"))
+    if junit:
+        junit.write_text(junit_xml(result))
+        console.print(f"JUnit XML: {junit}")
+    if report:
+        report.write_text(markdown_report(result) if report.suffix.lower() == ".md" else html_report(result))
+        console.print(f"report: {report}")
+    console.print("[green]READY[/]" if result.ready else f"[red]NOT READY[/]: {', '.join(result.missing)} has no passing variant")
+    raise typer.Exit(0 if result.ready else 1)
+
+
+@app.command()
+def compare(
+    baseline: str = typer.Argument(..., help="Baseline: a sweep (id, id prefix or name) or baseline:TAG."),
+    candidate: str = typer.Argument(..., help="Candidate: a sweep (id, id prefix or name) or baseline:TAG."),
+    alpha: float = typer.Option(0.05, help="Significance level of the Mann-Whitney U test."),
+    threshold: float = typer.Option(0.15, help="Smallest relative change of the median that counts (0.15 = 15%)."),
+    tail_threshold: float = typer.Option(0.25, help="Smallest relative change of the 99%-trimmed mean that counts (0.25 = 25%)."),
+    fmt: str = typer.Option("table", "--format", help="table or json"),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Did anything get slower? Per model x variant x capability x threads: median and tail ratios, Mann-Whitney U.
+
+    Exits 1 when any regression is beyond the threshold and significant."""
+    from controller.regress import IMPROVEMENT, REGRESSION, compare as run_compare
+    from controller.store import StoreError
+
+    if fmt not in ("table", "json"):
+        _fail("--format is table or json", code=2)
+    with _open_store(data_dir, db) as (_, store):
+        try:
+            a, b = store.resolve_sweep(baseline), store.resolve_sweep(candidate)
+        except StoreError as exc:
+            _fail(str(exc), code=2)
+        ra, rb = store.sweep_results(a.sweep_id), store.sweep_results(b.sweep_id)
+    if not ra or not rb:
+        _fail(f"sweep {(a if not ra else b).sweep_id} has no records to compare", code=2)
+    try:
+        rows = run_compare(ra, rb, alpha=alpha, threshold=threshold, tail_threshold=tail_threshold)
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+    regressions = [r for r in rows if r.verdict == REGRESSION]
+    improvements = [r for r in rows if r.verdict == IMPROVEMENT]
+    if fmt == "json":
+        print(json.dumps({"baseline": a.sweep_id, "candidate": b.sweep_id, "alpha": alpha, "threshold": threshold,
+                          "tail_threshold": tail_threshold,
+                          "regressions": [r.to_dict() for r in regressions],
+                          "improvements": [r.to_dict() for r in improvements],
+                          "all": [r.to_dict() for r in rows]}, indent=1))  # fmt: skip
+    else:
+        console.print(f"baseline {a.name} ({a.sweep_id}) vs candidate {b.name} ({b.sweep_id}); "
+                      f"flagged when p < {alpha:g} and the median moved more than {threshold:.0%} "
+                      f"or the 99%-trimmed mean more than {tail_threshold:.0%}")  # fmt: skip
+        for title, part in (("Regressions", regressions), ("Improvements", improvements),
+                            ("Unchanged or unpaired", [r for r in rows if r not in regressions + improvements])):  # fmt: skip
+            if not part:
+                continue
+            table = Table(title=f"{title} ({len(part)})", title_justify="left")
+            for col in ("model", "variant", "capability", "threads", "baseline p50 ms", "candidate p50 ms", "p50 ratio",
+                        "tail ratio", "p", "verdict"):  # fmt: skip
+                table.add_column(col)
+            for r in part:
+                table.add_row(r.model_name, r.variant, r.capability, str(r.threads),
+                              "-" if r.baseline_median_ms is None else f"{r.baseline_median_ms:.4g}",
+                              "-" if r.candidate_median_ms is None else f"{r.candidate_median_ms:.4g}",
+                              "-" if r.ratio is None else f"{r.ratio:.3f}", "-" if r.tail_ratio is None else f"{r.tail_ratio:.3f}",
+                              "-" if r.p_value is None else f"{r.p_value:.2g}",
+                              r.verdict)  # fmt: skip
+            console.print(table)
+    raise typer.Exit(1 if regressions else 0)
+
+
+@baseline_app.command("set")
+def baseline_set(
+    sweep: str = typer.Argument(..., help="The sweep (id, id prefix or name)."),
+    tag: str = typer.Option(..., "--tag", help="The baseline's name, e.g. release-1.2."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Keep SWEEP as the baseline TAG (compare against it with baseline:TAG)."""
+    from controller.store import StoreError
+
+    if not tag or any(ch in tag for ch in " :/"):
+        _fail("a tag has no spaces, colons or slashes", code=2)
+    with _open_store(data_dir, db) as (_, store):
+        try:
+            row = store.resolve_sweep(sweep)
+        except StoreError as exc:
+            _fail(str(exc), code=2)
+        new = store.set_baseline(tag, row.sweep_id)
+    console.print(f"baseline {tag} {'is' if new else 'now points at'} sweep {row.name} ({row.sweep_id})")
+
+
+@baseline_app.command("list")
+def baseline_list(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt) -> None:
+    """The baselines and the sweeps they point at."""
+    with _open_store(data_dir, db) as (_, store):
+        rows = store.baselines()
+    if not rows:
+        console.print("No baselines yet: `fleetbench baseline set SWEEP --tag NAME`.")
+        return
+    table = Table(title="Baselines", title_justify="left")
+    for col in ("tag", "sweep", "set at"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.tag, r.sweep_id, f"{r.created_at:%Y-%m-%d %H:%M}")
+    console.print(table)

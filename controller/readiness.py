@@ -1,0 +1,398 @@
+"""Deployment readiness: a model's records held against a budgets file.
+
+A budgets file (YAML)::
+
+    required: ["litert:cpu", "openvino:*"]   # device classes that must have a passing variant
+    budgets:
+      - devices: "litert:*"                  # a capability, or a glob over capabilities ("*" = all)
+        p90_ms: 0.05                         # any of p50_ms, p90_ms, p95_ms, p99_ms
+        accuracy_drop_max: 1.0               # top-1 points below the fp32 variant on that device
+        fidelity_min: 0.99                   # top-1 agreement with the fp32 outputs (0-1)
+        memory_max_mb: 300                   # peak resident memory of the benchmark process
+        size_max_mb: 1                       # the variant's file
+        throughput_min: 1000                 # inferences per second
+
+For each capability, the first rule whose ``devices`` matches applies; a
+capability no rule matches is judged against nothing but validity.
+
+A candidate is one capability × variant × thread setting. Its records (every
+one of the sweep with ``--sweep``; otherwise the newest) are merged: samples
+concatenated before percentiles are taken, accuracy and fidelity averaged,
+memory the highest, throughput the median. A percentile that has too few
+samples under the MLPerf LoadGen rule is not used: it is a failure reason of
+its own.
+
+Recommendation, per capability, among the passing candidates: the most
+accurate (accuracy, else fidelity); within 0.1 point of it, the one with the
+lowest latency at the budget's percentile (p90 when the budget sets none);
+then the smaller file; then the variant's name. The most accurate passing
+candidate is never dominated, so it lies on the Pareto front of latency
+against accuracy.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from protocol import ResultRecord
+from protocol.stats import min_samples_for
+
+PERCENTILE_KEYS = {"p50_ms": 50, "p90_ms": 90, "p95_ms": 95, "p99_ms": 99}
+LIMIT_KEYS = ("accuracy_drop_max", "fidelity_min", "memory_max_mb", "size_max_mb", "throughput_min")
+TIE_POINTS = 0.1
+
+
+class BudgetError(ValueError):
+    """The budgets file is wrong; the message names the entry and says what is allowed."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    devices: str = "*"
+    latency_ms: dict[int, float] = field(default_factory=dict)  # percentile -> limit
+    accuracy_drop_max: float | None = None
+    fidelity_min: float | None = None
+    memory_max_mb: float | None = None
+    size_max_mb: float | None = None
+    throughput_min: float | None = None
+
+    @property
+    def percentile(self) -> int:
+        """The percentile the budget judges latency at (the strictest it names; p90 if none)."""
+        return max(self.latency_ms) if self.latency_ms else 90
+
+
+@dataclass(frozen=True)
+class Budgets:
+    required: tuple[str, ...]
+    rules: tuple[Budget, ...]
+
+    def for_capability(self, capability: str) -> Budget:
+        for rule in self.rules:
+            if fnmatch.fnmatchcase(capability, rule.devices):
+                return rule
+        return Budget(devices=capability)
+
+
+def parse_budgets(doc: dict, source: str = "budgets") -> Budgets:
+    if not isinstance(doc, dict):
+        raise BudgetError(f"{source}: expected a mapping with 'budgets' (and 'required')")
+    unknown = set(doc) - {"required", "budgets"}
+    if unknown:
+        raise BudgetError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; allowed: required, budgets")
+    required = doc.get("required") or []
+    if isinstance(required, str):
+        required = [required]
+    if not all(isinstance(r, str) and r for r in required):
+        raise BudgetError(f"{source}: 'required' is a list of capabilities or globs, e.g. [\"litert:cpu\"]")
+    rules = []
+    for i, entry in enumerate(doc.get("budgets") or []):
+        where = f"{source}: budgets[{i}]"
+        if not isinstance(entry, dict):
+            raise BudgetError(f"{where}: expected a mapping")
+        allowed = {"devices", *PERCENTILE_KEYS, *LIMIT_KEYS}
+        bad = set(entry) - allowed
+        if bad:
+            raise BudgetError(f"{where}: unknown key(s) {', '.join(sorted(bad))}; allowed: {', '.join(sorted(allowed))}")
+        values = {}
+        for key in set(entry) - {"devices"}:
+            v = entry[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise BudgetError(f"{where}: {key} must be a number >= 0, got {v!r}")
+            values[key] = float(v)
+        if "fidelity_min" in values and values["fidelity_min"] > 1:
+            raise BudgetError(f"{where}: fidelity_min is a fraction (0-1), got {values['fidelity_min']}")
+        devices = entry.get("devices", "*")
+        if not isinstance(devices, str) or not devices:
+            raise BudgetError(f"{where}: devices is a capability or a glob such as 'openvino:*'")
+        rules.append(Budget(devices=devices, latency_ms={PERCENTILE_KEYS[k]: values.pop(k) for k in list(values)
+                                                         if k in PERCENTILE_KEYS}, **values))  # fmt: skip
+    return Budgets(required=tuple(required), rules=tuple(rules))
+
+
+def load_budgets(path: Path) -> Budgets:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise BudgetError(f"cannot read the budgets file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise BudgetError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    return parse_budgets(doc, str(path))
+
+
+# ---------------------------------------------------------------- candidates
+
+
+@dataclass(frozen=True)
+class Candidate:
+    capability: str
+    variant: str
+    threads: int
+    device_name: str
+    runs: int
+    samples: int
+    percentiles_ms: dict[int, float]
+    accuracy: float | None  # 0-1
+    fidelity: float | None  # 0-1
+    memory_mb: float
+    size_mb: float
+    throughput_ips: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.capability} {self.variant} ({self.threads} thread{'s' if self.threads != 1 else ''})"
+
+
+def candidates(records: list[ResultRecord]) -> list[Candidate]:
+    """Merge records per capability × variant × threads (see the module docstring)."""
+    groups: dict[tuple, list[ResultRecord]] = {}
+    for r in records:
+        groups.setdefault((r.capability, r.variant, r.settings.threads), []).append(r)
+    out = []
+    for (cap, variant, threads), rs in sorted(groups.items()):
+        ms = np.concatenate([np.asarray(r.samples_ns, dtype=np.float64) for r in rs]) / 1e6
+        pct = dict(zip(PERCENTILE_KEYS.values(), np.percentile(ms, list(PERCENTILE_KEYS.values()))))
+        acc = [r.accuracy_top1 for r in rs if r.accuracy_top1 is not None]
+        fid = [r.fidelity.top1_agreement for r in rs if r.fidelity is not None]
+        tput = [r.throughput.ips if r.throughput else r.throughput_ips for r in rs]
+        out.append(Candidate(
+            capability=cap, variant=variant, threads=threads, device_name=rs[0].device_name, runs=len(rs),
+            samples=int(ms.size), percentiles_ms={p: float(v) for p, v in pct.items()},
+            accuracy=float(np.mean(acc)) if acc else None, fidelity=float(np.mean(fid)) if fid else None,
+            memory_mb=max(r.peak_rss_bytes for r in rs) / 1e6, size_mb=rs[0].model_size_bytes / 1e6,
+            throughput_ips=float(statistics.median(tput)),
+        ))  # fmt: skip
+    return out
+
+
+def _fp32_accuracy(c: Candidate, pool: list[Candidate]) -> float | None:
+    """The fp32 variant's accuracy on the same capability (same family first), else on any capability."""
+    family = c.variant.split("-")[0]
+    for same_cap in (True, False):
+        for other in pool:
+            if other.accuracy is None or not other.variant.endswith("fp32"):
+                continue
+            if same_cap and other.capability == c.capability and other.variant.split("-")[0] == family:
+                return other.accuracy
+            if not same_cap:
+                return other.accuracy
+    return None
+
+
+# ---------------------------------------------------------------- verdicts
+
+
+@dataclass(frozen=True)
+class Verdict:
+    candidate: Candidate
+    budget: Budget
+    reasons: tuple[str, ...]
+    fp32_accuracy: float | None
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+
+def judge(c: Candidate, budget: Budget, fp32_accuracy: float | None) -> Verdict:
+    reasons = []
+    for p, limit in sorted(budget.latency_ms.items()):
+        need = min_samples_for(p)
+        if c.samples < need:
+            reasons.append(f"p{p} is not valid: {c.samples} samples, the MLPerf LoadGen rule needs {need}; "
+                           "run longer (min_iterations)")  # fmt: skip
+        elif c.percentiles_ms[p] > limit:
+            reasons.append(f"p{p} latency {c.percentiles_ms[p]:.4g} ms > {limit:g} ms")
+    if budget.accuracy_drop_max is not None:
+        if c.accuracy is None:
+            reasons.append("no accuracy measured: benchmark with a labelled data set")
+        elif fp32_accuracy is None:
+            reasons.append("no fp32 accuracy to compare with: benchmark the fp32 variant too")
+        else:
+            drop = (fp32_accuracy - c.accuracy) * 100
+            if drop > budget.accuracy_drop_max:
+                reasons.append(f"accuracy {c.accuracy:.2%} is {drop:.2f} points below fp32 ({fp32_accuracy:.2%}) "
+                               f"> {budget.accuracy_drop_max:g}")  # fmt: skip
+    if budget.fidelity_min is not None:
+        if c.fidelity is None:
+            reasons.append("no fidelity measured: benchmark with a data set and the fp32 reference outputs")
+        elif c.fidelity < budget.fidelity_min:
+            reasons.append(f"fidelity {c.fidelity:.4f} < {budget.fidelity_min:g}")
+    if budget.memory_max_mb is not None and c.memory_mb > budget.memory_max_mb:
+        reasons.append(f"peak memory {c.memory_mb:.1f} MB > {budget.memory_max_mb:g} MB")
+    if budget.size_max_mb is not None and c.size_mb > budget.size_max_mb:
+        reasons.append(f"model size {c.size_mb:.3f} MB > {budget.size_max_mb:g} MB")
+    if budget.throughput_min is not None and c.throughput_ips < budget.throughput_min:
+        reasons.append(f"throughput {c.throughput_ips:,.1f}/s < {budget.throughput_min:g}/s")
+    return Verdict(c, budget, tuple(reasons), fp32_accuracy)
+
+
+def recommend(verdicts: list[Verdict]) -> dict[str, Verdict]:
+    """The recommended passing candidate per capability (the rule is in the module docstring)."""
+    best: dict[str, Verdict] = {}
+    by_cap: dict[str, list[Verdict]] = {}
+    for v in verdicts:
+        if v.passed:
+            by_cap.setdefault(v.candidate.capability, []).append(v)
+    for cap, vs in by_cap.items():
+        quality = [(v.candidate.accuracy if v.candidate.accuracy is not None else v.candidate.fidelity) for v in vs]
+        top = max((q for q in quality if q is not None), default=None)
+        near = [v for v, q in zip(vs, quality) if top is None or (q is not None and (top - q) * 100 <= TIE_POINTS)]
+        best[cap] = min(near, key=lambda v: (v.candidate.percentiles_ms[v.budget.percentile], v.candidate.size_mb,
+                                             v.candidate.variant, v.candidate.threads))  # fmt: skip
+    return best
+
+
+@dataclass(frozen=True)
+class Readiness:
+    model: str
+    verdicts: list[Verdict]
+    recommended: dict[str, Verdict]
+    #: required device class -> the capabilities that have a passing candidate
+    required: dict[str, list[str]]
+
+    @property
+    def ready(self) -> bool:
+        return all(self.required.values())
+
+    @property
+    def missing(self) -> list[str]:
+        return [r for r, caps in self.required.items() if not caps]
+
+
+def assess(model: str, records: list[ResultRecord], budgets: Budgets) -> Readiness:
+    pool = candidates(records)
+    verdicts = [judge(c, budgets.for_capability(c.capability), _fp32_accuracy(c, pool)) for c in pool]
+    passing_caps = sorted({v.candidate.capability for v in verdicts if v.passed})
+    required = {r: [c for c in passing_caps if fnmatch.fnmatchcase(c, r)] for r in budgets.required}
+    return Readiness(model, verdicts, recommend(verdicts), required)
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def junit_xml(r: Readiness) -> str:
+    """One test case per capability × variant (× threads), plus one per required device class."""
+    import xml.etree.ElementTree as ET
+
+    cases = []
+    for v in r.verdicts:
+        c = v.candidate
+        case = ET.Element("testcase", classname=f"readiness.{r.model}.{c.capability}",
+                          name=f"{c.variant} threads={c.threads}", time="0")  # fmt: skip
+        if not v.passed:
+            failure = ET.SubElement(case, "failure", message="; ".join(v.reasons), type="budget")
+            failure.text = "\n".join(v.reasons)
+        cases.append(case)
+    for req, caps in r.required.items():
+        case = ET.Element("testcase", classname=f"readiness.{r.model}.required", name=req, time="0")
+        if not caps:
+            ET.SubElement(case, "failure", message=f"no capability matching {req} has a passing variant",
+                          type="required")  # fmt: skip
+        cases.append(case)
+    failures = sum(1 for c in cases if c.find("failure") is not None)
+    suite = ET.Element("testsuite", name=f"fleetbench readiness: {r.model}", tests=str(len(cases)),
+                       failures=str(failures), errors="0", skipped="0")  # fmt: skip
+    suite.extend(cases)
+    root = ET.Element("testsuites", tests=str(len(cases)), failures=str(failures))
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _figure(r: Readiness, capability: str):
+    import plotly.graph_objects as go
+
+    vs = [v for v in r.verdicts if v.candidate.capability == capability]
+    budget = vs[0].budget
+    p = budget.percentile
+    fig = go.Figure()
+    from plotly.colors import qualitative
+
+    variants = sorted({v.candidate.variant for v in vs})
+    for i, variant in enumerate(variants):
+        for passed, symbol in ((True, "circle"), (False, "x")):
+            pts = [v for v in vs if v.candidate.variant == variant and v.passed == passed]
+            if not pts:
+                continue
+            quality = [(v.candidate.accuracy if v.candidate.accuracy is not None else v.candidate.fidelity or 0) * 100
+                       for v in pts]  # fmt: skip
+            fig.add_trace(go.Scatter(
+                x=[v.candidate.percentiles_ms[p] for v in pts], y=quality, mode="markers",
+                name=f"{variant} ({'passes' if passed else 'fails'})",
+                marker=dict(size=12, symbol=symbol, color=qualitative.D3[i % len(qualitative.D3)]),
+                hovertext=[f"{variant}, {v.candidate.threads} thread(s): " + ("; ".join(v.reasons) or "passes")
+                           for v in pts],
+            ))  # fmt: skip
+    if p in budget.latency_ms:
+        fig.add_vline(x=budget.latency_ms[p], line_dash="dash", annotation_text=f"p{p} budget {budget.latency_ms[p]:g} ms")
+    fp32 = next((v.fp32_accuracy for v in vs if v.fp32_accuracy is not None), None)
+    if budget.accuracy_drop_max is not None and fp32 is not None:
+        floor = fp32 * 100 - budget.accuracy_drop_max
+        fig.add_hline(y=floor, line_dash="dash", annotation_text=f"accuracy floor {floor:.2f}%")
+    fig.update_layout(height=420, margin=dict(t=40, l=10, r=10, b=10), title=f"{capability} ({vs[0].candidate.device_name})",
+                      xaxis_title=f"p{p} latency (ms)", yaxis_title="top-1 accuracy (%)")  # fmt: skip
+    return fig
+
+
+def html_report(r: Readiness) -> str:
+    """A self-contained HTML page (Plotly's script inlined once): verdicts, recommendations, a chart per device."""
+    import html
+
+    caps = sorted({v.candidate.capability for v in r.verdicts})
+    parts = []
+    for i, cap in enumerate(caps):
+        parts.append(_figure(r, cap).to_html(full_html=False, include_plotlyjs=(i == 0), config={"responsive": True}))
+    rows = "".join(
+        f"<tr class='{'pass' if v.passed else 'fail'}'><td>{html.escape(v.candidate.capability)}</td>"
+        f"<td>{html.escape(v.candidate.variant)}</td><td>{v.candidate.threads}</td>"
+        f"<td>{v.candidate.percentiles_ms[v.budget.percentile]:.4g}</td>"
+        f"<td>{'' if v.candidate.accuracy is None else f'{v.candidate.accuracy:.2%}'}</td>"
+        f"<td>{'PASS' if v.passed else 'FAIL'}</td><td>{html.escape('; '.join(v.reasons))}</td></tr>"
+        for v in r.verdicts
+    )
+    recs = "".join(f"<li><b>{html.escape(cap)}</b>: {html.escape(v.candidate.variant)} "
+                   f"({v.candidate.threads} thread(s))</li>" for cap, v in sorted(r.recommended.items()))  # fmt: skip
+    req = "".join(f"<li>{html.escape(k)}: {'passing on ' + ', '.join(map(html.escape, v)) if v else '<b>no passing variant</b>'}</li>"
+                  for k, v in r.required.items())  # fmt: skip
+    verdict = "READY" if r.ready else "NOT READY"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>fleetbench readiness: {html.escape(r.model)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px}} tr.pass td:nth-child(6){{color:#2ca02c}}
+tr.fail td:nth-child(6){{color:#d62728;font-weight:bold}} .verdict{{font-size:1.5em}}</style></head>
+<body><h1>Readiness of {html.escape(r.model)}</h1>
+<p class="verdict" id="verdict">{verdict}</p>
+<h2>Required device classes</h2><ul>{req or '<li>none listed</li>'}</ul>
+<h2>Recommended variant per device</h2><ul id="recommended">{recs or '<li>none passes</li>'}</ul>
+<h2>Verdicts</h2>
+<table id="verdicts"><tr><th>capability</th><th>variant</th><th>threads</th><th>latency at the budget's percentile (ms)</th>
+<th>accuracy</th><th>verdict</th><th>reasons</th></tr>{rows}</table>
+<h2>Latency against accuracy, budgets as dashed lines</h2>
+{''.join(parts)}
+</body></html>
+"""
+
+
+def markdown_report(r: Readiness) -> str:
+    """The same verdicts as a Markdown page (tables only; the HTML report has the charts)."""
+    lines = [f"# Readiness of {r.model}: {'READY' if r.ready else 'NOT READY'}", "", "## Required device classes", ""]
+    lines += [f"- {k}: " + (f"passing on {', '.join(v)}" if v else "**no passing variant**") for k, v in r.required.items()]
+    lines += ["", "## Recommended variant per device", ""]
+    lines += [f"- **{cap}**: {v.candidate.variant} ({v.candidate.threads} thread(s))" for cap, v in sorted(r.recommended.items())]
+    lines += ["", "## Verdicts", "", "| capability | variant | threads | latency (ms) | accuracy | verdict | reasons |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for v in r.verdicts:
+        c = v.candidate
+        acc = "-" if c.accuracy is None else f"{c.accuracy:.2%}"
+        lines.append(f"| {c.capability} | {c.variant} | {c.threads} | p{v.budget.percentile} "
+                     f"{c.percentiles_ms[v.budget.percentile]:.4g} | {acc} | {'pass' if v.passed else 'FAIL'} | "
+                     f"{'; '.join(v.reasons)} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
