@@ -160,7 +160,8 @@ def demo(
         err_console.print(f"[yellow]{variant} not benchmarked:[/] {error}", highlight=False)
     console.print(
         f"Stored {len(run.records)} record(s) in [bold]{redact_url(run.db_url)}[/] "
-        f"({run.total_records} in total). See them again with `fleetbench results`."
+        f"({run.total_records} in total). See them again with `fleetbench results`, or in the browser with "
+        "`fleetbench dashboard`."
     )
 
 
