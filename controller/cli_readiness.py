@@ -148,10 +148,16 @@ def compare(
                               "-" if r.baseline_median_ms is None else f"{r.baseline_median_ms:.4g}",
                               "-" if r.candidate_median_ms is None else f"{r.candidate_median_ms:.4g}",
                               "-" if r.ratio is None else f"{r.ratio:.3f}", "-" if r.tail_ratio is None else f"{r.tail_ratio:.3f}",
-                              "-" if r.p_value is None else f"{r.p_value:.2g}",
+                              _p(r.p_value),
                               r.verdict)  # fmt: skip
             console.print(table)
     raise typer.Exit(1 if regressions else 0)
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2g}" if value > 0 else "< 1e-300"  # below what a double holds
 
 
 @baseline_app.command("set")
