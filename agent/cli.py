@@ -14,12 +14,13 @@ import sys
 import uuid
 
 from agent.backends import probe_all
-from protocol import JOB_TIME_LIMIT_S, VISIBILITY_TIMEOUT_S, check_visibility_timeout
+from protocol import JOB_TIME_LIMIT_S, VISIBILITY_TIMEOUT_S, check_broker_url, check_visibility_timeout
 
 
 #: Keys an agent config file (JSON) may hold, and what each sets.
 CONFIG_KEYS = {
-    "broker": "the broker URL (same as --broker)",
+    "broker": "the broker URL (same as --broker); beyond this machine it must carry a password",
+    "allow_insecure_broker": "accept a broker beyond this machine without a password (closed lab networks only)",
     "agent_id": "this agent's unique name (same as --agent-id)",
     "capabilities": "serve only these capabilities (same as --capability)",
     "openvino_devices": "extra OpenVINO device strings to probe, e.g. [\"HETERO:FPGA,CPU\", \"AUTO:CPU\"]",
@@ -80,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=os.environ.get("FLEETBENCH_AGENT_STATE"), help="outbox directory")
     p.add_argument("--visibility-timeout", type=float, default=None, help=f"seconds (default {VISIBILITY_TIMEOUT_S})")
     p.add_argument("--job-time-limit", type=float, default=None, help=f"seconds (default {JOB_TIME_LIMIT_S})")
+    p.add_argument("--allow-insecure-broker", action="store_true",
+                   help="accept a broker beyond this machine without a password (closed lab networks only)")
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--probe", action="store_true", help="print the capabilities found and exit")
     return p
@@ -109,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
             from agent.backends.delegates import ENV
 
             os.environ[ENV] = json.dumps(cfg["delegates"])
+    if args.broker and not args.probe:
+        insecure = check_broker_url(args.broker, args.allow_insecure_broker or bool(cfg.get("allow_insecure_broker")))
+        if insecure:
+            print(f"error: {insecure}", file=sys.stderr)
+            return 2
     visibility = args.visibility_timeout or float(cfg.get("visibility_timeout_s") or VISIBILITY_TIMEOUT_S)
     time_limit = args.job_time_limit or float(cfg.get("job_time_limit_s") or JOB_TIME_LIMIT_S)
     unsafe = check_visibility_timeout(visibility, time_limit)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 
@@ -75,7 +77,33 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
     artifacts = ArtifactStore(paths.artifacts)
     state = _State(store, artifacts, broker_url, public_url, paths)
     app = FastAPI(title="fleetbench controller", version="1", description=__doc__,
-                  responses={401: {"model": Problem}, 403: {"model": Problem}})  # fmt: skip
+                  responses={400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem},
+                             422: {"model": Problem, "description": "the request does not fit the spec; detail says how"}})  # fmt: skip
+
+    @app.middleware("http")
+    async def allow_header(request: Request, call_next):
+        """Every API route but health wants a valid token before anything else (FastAPI would parse a
+        JSON body first); a 405 lists every method of the path (Starlette lists only the first route's)."""
+        if request.url.path.startswith(f"{API}/") and request.url.path != f"{API}/health":
+            try:
+                auth(request)
+            except HTTPException as exc:
+                return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
+        response = await call_next(request)
+        if response.status_code == 405:
+            methods = {m for r in app.routes if getattr(r, "methods", None) and r.path_regex.match(request.url.path)
+                       for m in r.methods}  # fmt: skip
+            response.headers["Allow"] = ", ".join(sorted(methods - {"HEAD"}))
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """One readable line, in the same shape as every other error (``Problem``)."""
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(x) for x in e.get("loc", ())[1:]) or ".".join(str(x) for x in e.get("loc", ()))
+            parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        return JSONResponse(status_code=422, content={"detail": "; ".join(parts) or "invalid request"})
 
     def auth(request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -100,11 +128,10 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
         """Liveness, without a token."""
         return {"ok": True, "broker": bool(broker_url)}
 
-    @app.get(f"{API}/artifacts/{{sha256}}", responses={404: {"model": Problem}, 400: {"model": Problem}})
-    def artifact(sha256: str, role: str = Depends(auth)):
+    @app.get(f"{API}/artifacts/{{sha256}}", responses={404: {"model": Problem}})
+    def artifact(sha256: str = PathParam(..., pattern=SHA256.pattern, description="64 lower-case hex digits"),
+                 role: str = Depends(auth)):  # fmt: skip
         """Download an artifact by sha256 (agents verify it before use)."""
-        if not SHA256.match(sha256):
-            raise _err(400, "an artifact is named by its sha256: 64 lower-case hex digits")
         if artifacts.get(sha256) is None:
             raise _err(404, f"no artifact {sha256[:12]}… here")
         return FileResponse(artifacts.path_for(sha256), media_type="application/octet-stream")

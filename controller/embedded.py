@@ -9,6 +9,7 @@ parent (``PR_SET_PDEATHSIG``), so nothing outlives the CLI even after a
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -94,6 +95,8 @@ class RedisServer:
 
     Tests of lost links and stopped brokers give ``bind`` (extra addresses to
     listen on) and ``persist`` (an append-only file, as a fleet's Redis has).
+    Reachable beyond loopback, it requires a password (a random one, in its URLs),
+    as agents insist on one there (``protocol.check_broker_url``).
     """
 
     def __init__(self, workdir: Path, log_path: Path, port: int | None = None, bind: tuple[str, ...] = (),
@@ -103,14 +106,16 @@ class RedisServer:
         self.port = port or free_port()
         self.bind = bind
         self.persist = persist
+        self.password = secrets.token_urlsafe(16) if bind else ""
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_on("127.0.0.1")
 
     def url_on(self, address: str) -> str:
-        return f"redis://{address}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{address}:{self.port}/0"
 
     def start(self, timeout_s: float = 15.0) -> "RedisServer":
         import redis
@@ -120,15 +125,16 @@ class RedisServer:
             redis_server_binary(),
             "--port", str(self.port),
             "--bind", "127.0.0.1", *self.bind,
-            "--protected-mode", "no" if self.bind else "yes",
+            "--protected-mode", "yes",
             "--save", "",
             "--appendonly", "yes" if self.persist else "no",
             "--appendfsync", "always",
             "--dir", str(self.workdir),
             "--daemonize", "no",
+            *(["--requirepass", self.password] if self.password else []),
         ]  # fmt: skip
         self.proc = _spawn(argv, self.log_path)
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password or None, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s
         try:
             while True:

@@ -81,6 +81,34 @@ def check_visibility_timeout(visibility_timeout_s: float, job_time_limit_s: floa
     )
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_broker_url(url: str, allow_insecure: bool = False) -> str | None:
+    """Why ``url`` is not a broker an agent may use, or None.
+
+    A Redis beyond this machine must ask for a password: anyone who can write to it
+    can queue jobs on every device (and read every result). Loopback is allowed
+    without one (the embedded demo, tests); a closed lab network can opt out.
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(url)
+        host = u.hostname
+    except ValueError as exc:
+        return f"the broker URL {url!r} does not parse: {exc}"
+    if u.scheme not in ("redis", "rediss"):
+        return f"the broker must be a redis:// or rediss:// URL, not {u.scheme or 'no scheme'}://"
+    if u.password or allow_insecure or host in LOOPBACK:
+        return None
+    return (
+        f"the broker {host}:{u.port or 6379} is given without a password: an agent refuses an unauthenticated "
+        "Redis beyond this machine. Use redis://:PASSWORD@HOST:6379/0 (docker-compose.yml sets REDIS_PASSWORD), "
+        "or, on a closed lab network only, allow_insecure_broker in the agent config (--allow-insecure-broker)"
+    )
+
+
 def queue_for(capability: str) -> str:
     """The Celery queue that serves one capability, e.g. ``fleetbench.cap.litert:cpu``."""
     if not capability or " " in capability:
@@ -96,6 +124,8 @@ def agent_queue(agent_id: str) -> str:
 
 
 __all__ = [
+    "LOOPBACK",
+    "check_broker_url",
     "SCHEMA_VERSION",
     "RESULTS_KEY",
     "FENCE_PREFIX",

@@ -89,7 +89,7 @@ def test_dataset_upload_is_checked(api):
     assert r.status_code == 422 and "pickle" in r.json()["detail"].lower()
 
 
-@pytest.mark.parametrize("sha, status", [("abc", 400), ("f" * 64, 404)])
+@pytest.mark.parametrize("sha, status", [("abc", 422), ("F" * 64, 422), ("f" * 64, 404)])
 def test_artifact_names_are_checked(api, sha, status):
     assert api.get(f"/api/v1/artifacts/{sha}", headers=_h(AGENT)).status_code == status
 

@@ -109,7 +109,10 @@ def test_cut_link_longer_than_the_visibility_timeout_loses_and_duplicates_nothin
             assert a.host.ns_ip in _clients(d)
         art = ArtifactStore(tmp_path / "artifacts").put_file(tiny_model["path"])
         spec = SweepSpec(name="netns", models=[], variants=["tflite-fp32"], devices=["litert:cpu"], expire_after_s=300,
-                         settings=[BenchmarkSettings(threads=1, min_iterations=100, min_duration_s=4.0, timeout_s=9)])  # fmt: skip
+                         # ~4.5 s on any machine: a fixed-length throughput phase (sampling alone can hit its
+                         # max_iterations cap in 0.3 s on this tiny model when the machine is idle)
+                         settings=[BenchmarkSettings(threads=1, min_iterations=100, min_duration_s=0.5, throughput_requests=1,
+                                                     throughput_duration_s=4.0, timeout_s=9)])  # fmt: skip
         sweep_id = sched.submit(spec, [ModelVariants("m", "tiny", None, {"tflite-fp32": (art, None)}, [])])
         _until(lambda: sched.tick(sweep_id).get(RUNNING) == 1, 60)
         (job,) = store.jobs(sweep_id)

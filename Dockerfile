@@ -1,0 +1,33 @@
+# One image per role, from one file:
+#   docker build --target agent -t fleetbench-agent .        # LiteRT + OpenVINO + Celery; no TensorFlow
+#   docker build --target controller -t fleetbench-controller .   # API, converter worker, CLI (TensorFlow, NNCF)
+#   docker build --target dashboard -t fleetbench-dashboard .     # Streamlit dashboard (no TensorFlow)
+# docker-compose.yml builds all three.
+FROM python:3.11-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN useradd --create-home --uid 1000 fleetbench
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY protocol ./protocol
+COPY agent ./agent
+COPY controller ./controller
+COPY dashboard ./dashboard
+
+FROM base AS agent
+RUN pip install ".[agent]" && rm -rf /src
+USER fleetbench
+WORKDIR /home/fleetbench
+CMD ["fleetbench-agent", "--help"]
+
+FROM base AS controller
+RUN pip install ".[controller]" && rm -rf /src && mkdir -p /data && chown fleetbench /data
+USER fleetbench
+WORKDIR /home/fleetbench
+CMD ["fleetbench", "--help"]
+
+FROM base AS dashboard
+RUN pip install ".[dashboard]" && rm -rf /src && mkdir -p /data && chown fleetbench /data
+USER fleetbench
+WORKDIR /home/fleetbench
+EXPOSE 8501
+CMD ["fleetbench", "dashboard", "--host", "0.0.0.0"]
