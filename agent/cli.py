@@ -22,6 +22,7 @@ CONFIG_KEYS = {
     "broker": "the broker URL (same as --broker); beyond this machine it must carry a password",
     "allow_insecure_broker": "accept a broker beyond this machine without a password (closed lab networks only)",
     "agent_id": "this agent's unique name (same as --agent-id)",
+    "controller": "the controller API's URL (for the record: each job carries its artifacts' full URLs)",
     "capabilities": "serve only these capabilities (same as --capability)",
     "openvino_devices": "extra OpenVINO device strings to probe, e.g. [\"HETERO:FPGA,CPU\", \"AUTO:CPU\"]",
     "token": "this agent's token for the controller's HTTP API (artifact downloads)",
