@@ -75,6 +75,21 @@ def seed(store, path: Path = GOLDEN, shift: dt.timedelta | None = None) -> dict:
     return {"agents": len(doc["agents"]), "sweeps": len(doc["sweeps"]), "records": len(outcomes)}
 
 
+def slowed(record, factor: float, job_id: str | None = None):
+    """``record`` (a ResultRecord) with every sample ``factor`` times longer, its statistics recomputed and
+    its throughput divided by ``factor``: a real record of a slower run, as the store accepts it."""
+    import dataclasses
+
+    from protocol import LatencyStats
+    from protocol.stats import summarize_ns
+
+    samples = tuple(int(s * factor) for s in record.samples_ns)
+    stats = LatencyStats.from_summary(summarize_ns(samples), load_ms=record.stats.load_ms,
+                                      first_inference_ms=record.stats.first_inference_ms)  # fmt: skip
+    return dataclasses.replace(record, job_id=job_id or "slow-" + record.job_id[:10], samples_ns=samples, stats=stats,
+                               throughput_ips=record.throughput_ips / factor)  # fmt: skip
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] != "dump":
         sys.exit("usage: python -m tests.golden_demo dump DB_URL OUT.json")

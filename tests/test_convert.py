@@ -7,7 +7,6 @@ against the fp32 reference outputs the controller computed.
 import os
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np

@@ -1,6 +1,5 @@
 """The dashboard's queries on SQLite and PostgreSQL, on three real demo runs (tests/data/demo_runs.json)."""
 
-import dataclasses
 import datetime as dt
 import json
 
@@ -11,7 +10,8 @@ import sqlalchemy as sa
 
 from dashboard import data
 from dashboard.data import DashboardError, Filters, Side
-from tests.golden_demo import GOLDEN, seed
+from protocol import ResultRecord
+from tests.golden_demo import GOLDEN, seed, slowed
 
 DOC = json.loads(GOLDEN.read_text())
 
@@ -214,7 +214,7 @@ def test_compare_two_demo_sweeps_and_an_injected_slowdown(seeded):
     assert sorted(other["verdict"].value_counts().items()) == [("only in A", 7), ("only in B", 7)]
     # B gets a record twice as slow as A's for one variant: it must come out worse
     rec = next(r for r in DOC["records"] if r["job_id"] in {j["job_id"] for j in DOC["jobs"] if j["sweep_id"] == a})
-    slow = _slowed(rec, 2.0)
+    slow = slowed(ResultRecord.from_dict(rec), 2.0, job_id="slow-" + rec["job_id"][:8])
     store.add_sweep(*_sweep("slow", [dict(next(j for j in DOC["jobs"] if j["job_id"] == rec["job_id"]),
                                           job_id=slow.job_id, state="running")]))  # fmt: skip
     from protocol import JobOutcome
@@ -230,18 +230,6 @@ def test_compare_two_demo_sweeps_and_an_injected_slowdown(seeded):
 
 def _jobs_of(sweep_id: str) -> set[str]:
     return {j["job_id"] for j in DOC["jobs"] if j["sweep_id"] == sweep_id}
-
-
-def _slowed(rec: dict, factor: float):
-    from protocol import LatencyStats, ResultRecord
-    from protocol.stats import summarize_ns
-
-    r = ResultRecord.from_dict(rec)
-    samples = tuple(int(s * factor) for s in r.samples_ns)
-    stats = LatencyStats.from_summary(summarize_ns(samples), load_ms=r.stats.load_ms,
-                                      first_inference_ms=r.stats.first_inference_ms)  # fmt: skip
-    return dataclasses.replace(r, job_id="slow-" + r.job_id[:8], samples_ns=samples, stats=stats,
-                               throughput_ips=r.throughput_ips / factor)  # fmt: skip
 
 
 def test_hosts_by_capability(seeded):

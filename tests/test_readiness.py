@@ -11,12 +11,17 @@ import pytest
 from typer.testing import CliRunner
 
 from controller.readiness import (
-    Budget, BudgetError, assess, candidates, judge, parse_budgets, recommend,
+    Budget,
+    BudgetError,
+    assess,
+    candidates,
+    judge,
+    parse_budgets,
+    recommend,
 )  # fmt: skip
 from controller.regress import IMPROVEMENT, REGRESSION, SAME, compare, significance
-from protocol import LatencyStats, ResultRecord
-from protocol.stats import summarize_ns
-from tests.golden_demo import GOLDEN, seed
+from protocol import ResultRecord
+from tests.golden_demo import GOLDEN, seed, slowed
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = json.loads(GOLDEN.read_text())
@@ -29,13 +34,6 @@ def _sweep_records(i: int) -> list[ResultRecord]:
     sweep = DOC["sweeps"][i]["sweep_id"]
     jobs = {j["job_id"] for j in DOC["jobs"] if j["sweep_id"] == sweep}
     return [r for r in RECORDS if r.job_id in jobs]
-
-
-def _slowed(r: ResultRecord, factor: float) -> ResultRecord:
-    samples = tuple(int(s * factor) for s in r.samples_ns)
-    stats = LatencyStats.from_summary(summarize_ns(samples), load_ms=r.stats.load_ms,
-                                      first_inference_ms=r.stats.first_inference_ms)  # fmt: skip
-    return dataclasses.replace(r, job_id="slow-" + r.job_id[:10], samples_ns=samples, stats=stats)
 
 
 # ---------------------------------------------------------------- budgets files
@@ -176,7 +174,7 @@ def test_compare_pairs_runs_and_flags_an_injected_slowdown():
     a, b = _sweep_records(1), _sweep_records(2)
     rows = compare(a, a)
     assert len(rows) == 7 and {r.verdict for r in rows} == {SAME} and all(r.p_value == pytest.approx(1.0) for r in rows)
-    slow = [_slowed(r, 1.5) if r.variant == "openvino-fp16" else r for r in b]
+    slow = [slowed(r, 1.5) if r.variant == "openvino-fp16" else r for r in b]
     flagged = {r.variant: r for r in compare(a, slow)}
     plain = {r.variant: r for r in compare(a, b)}
     assert flagged["openvino-fp16"].verdict == REGRESSION
@@ -256,11 +254,11 @@ def test_compare_cli_exit_codes_and_baselines(demo_db):
     assert "release-1" in listed.output and s1 in listed.output
     # a candidate sweep with one variant 1.5x slower: a regression, exit 1
     store = Store(demo_db)
-    from controller.store.models import JobRow, SweepRow
     from controller.store.jobs import now
+    from controller.store.models import JobRow, SweepRow
 
     t = now()
-    slow = [_slowed(r, 1.5) if r.variant == "tflite-fp32" else dataclasses.replace(r, job_id="c-" + r.job_id[:12])
+    slow = [slowed(r, 1.5) if r.variant == "tflite-fp32" else dataclasses.replace(r, job_id="c-" + r.job_id[:12])
             for r in _sweep_records(2)]  # fmt: skip
     store.add_sweep(SweepRow(sweep_id="candidate1", name="nightly", spec={}, state="done", created_at=t), [
         JobRow(job_id=r.job_id, sweep_id="candidate1", model_id=r.model_id, model_name=r.model_name, variant=r.variant,
