@@ -389,14 +389,18 @@ def mark_regressions(df: pd.DataFrame, metric: str, window: int = 5, threshold: 
 
 @dataclasses.dataclass(frozen=True)
 class Side:
-    """One side of a comparison: a sweep, or one host's records of one capability."""
+    """One side of a comparison: a sweep, one host's records of one capability, or one variant's records
+    (then rows pair up by model × capability × threads, across the two variants)."""
 
     sweep_id: str | None = None
     hostname: str | None = None
     capability: str | None = None
+    variant: str | None = None
 
     def where(self, stmt):
         stmt = stmt.where(Result.superseded == false())
+        if self.variant:
+            stmt = stmt.where(Result.variant == self.variant)
         if self.sweep_id:
             stmt = stmt.where(Result.sweep_id == self.sweep_id)
         if self.hostname:
@@ -419,14 +423,15 @@ def hosts_by_capability(engine: Engine) -> pd.DataFrame:
 TESTED_METRICS = ("p50_ms", "p90_ms", "p99_ms")
 
 
-def _side_samples(engine: Engine, side: Side, limit: int) -> dict[tuple, np.ndarray]:
+def _side_samples(engine: Engine, side: Side, limit: int, by_variant: bool = True) -> dict[tuple, np.ndarray]:
     """Raw samples (ns) of the newest ``limit`` records of a side, concatenated per compare key."""
     stmt = side.where(select(Result.model_name, Result.variant, Result.capability, Result.threads,
                              Result.record["samples_ns"].label("samples")))  # fmt: skip
     df = _frame(engine, stmt.order_by(Result.id.desc()).limit(limit))
     out: dict[tuple, list] = {}
     for row in df.itertuples(index=False):  # at most `limit` records
-        out.setdefault((row.model_name, row.variant, row.capability, int(row.threads)), []).append(
+        key = (row.model_name, row.variant if by_variant else "", row.capability, int(row.threads))
+        out.setdefault(key, []).append(
             np.asarray(row.samples, dtype=np.int64))
     return {k: np.concatenate(v) for k, v in out.items()}
 
@@ -442,10 +447,13 @@ def compare(engine: Engine, a: Side, b: Side, metric: str = "p50_ms", threshold:
     if metric not in METRICS:
         raise DashboardError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
     column = getattr(Result, metric)
-    keys = [Result.model_name, Result.variant, Result.capability, Result.threads]
+    by_variant = not (a.variant or b.variant)  # comparing two variants: pair them up across variants
+    variant = Result.variant if by_variant else literal(f"{a.variant} → {b.variant}")
+    keys = [Result.model_name, Result.capability, Result.threads] + ([Result.variant] if by_variant else [])
     frames = []
     for label, side in (("a", a), ("b", b)):
-        stmt = side.where(select(*keys, _avg(column).label(label), func.count().label(f"{label}_runs"))
+        stmt = side.where(select(Result.model_name, variant.label("variant"), Result.capability, Result.threads,
+                                 _avg(column).label(label), func.count().label(f"{label}_runs"))
                           .group_by(*keys))  # fmt: skip
         frames.append(_frame(engine, stmt))
     on = ["model_name", "variant", "capability", "threads"]
@@ -461,9 +469,10 @@ def compare(engine: Engine, a: Side, b: Side, metric: str = "p50_ms", threshold:
                                   ["only in B", "only in A", "worse", "better"], default="same")  # fmt: skip
     merged["p_value"] = np.nan
     if metric in TESTED_METRICS:
-        sa, sb = _side_samples(engine, a, sample_records), _side_samples(engine, b, sample_records)
+        sa = _side_samples(engine, a, sample_records, by_variant)
+        sb = _side_samples(engine, b, sample_records, by_variant)
         for i, row in merged.iterrows():  # one test per paired key: tens of rows
-            key = (row["model_name"], row["variant"], row["capability"], int(row["threads"]))
+            key = (row["model_name"], row["variant"] if by_variant else "", row["capability"], int(row["threads"]))
             if key in sa and key in sb and sa[key].size > 1 and sb[key].size > 1:
                 t = significance(sa[key], sb[key])
                 merged.at[i, "p_value"] = t.p_value

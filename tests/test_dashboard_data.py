@@ -232,6 +232,18 @@ def _jobs_of(sweep_id: str) -> set[str]:
     return {j["job_id"] for j in DOC["jobs"] if j["sweep_id"] == sweep_id}
 
 
+def test_compare_two_variants_pairs_them_per_capability_and_threads(seeded):
+    _, engine = seeded
+    table = data.compare(engine, Side(variant="tflite-fp32"), Side(variant="tflite-int8"), "p50_ms")
+    assert list(table["variant"].unique()) == ["tflite-fp32 → tflite-int8"]
+    assert sorted(zip(table["capability"], table["threads"])) == [("litert:cpu", 1), ("litert:cpu", 2)]
+    assert table["p_value"].notna().all()
+    ones = [r["stats"]["p50_ms"] for r in DOC["records"] if r["variant"] == "tflite-int8" and r["settings"]["threads"] == 1]
+    assert table.set_index("threads").loc[1, "b"] == pytest.approx(np.mean(ones))
+    other = data.compare(engine, Side(variant="tflite-fp32"), Side(variant="openvino-int8"), "p50_ms")
+    assert set(other["verdict"]) == {"only in A", "only in B"}  # different capabilities never pair
+
+
 def test_hosts_by_capability(seeded):
     _, engine = seeded
     hosts = data.hosts_by_capability(engine)

@@ -78,6 +78,11 @@ def test_compare(golden_demo_url, monkeypatch):
     assert len(at.get("plotly_chart")) == 1
     at.selectbox(key="compare-a").set_value(at.selectbox(key="compare-a").options[2]).run()  # the 2-thread run
     assert not at.exception and metrics(at)["Only in A"] == "7"
+    at.radio(key="compare-mode").set_value("two variants").run()
+    assert not at.exception and at.selectbox(key="compare-variant-a").value == "tflite-fp32"
+    assert at.selectbox(key="compare-variant-b").value == "tflite-int8"
+    m = metrics(at)  # litert:cpu at 1 and 2 threads: two pairs
+    assert int(m["Worse in B"]) + int(m["Better in B"]) + int(m["Same"]) == 2
     at.radio(key="compare-mode").set_value("two hosts of one capability").run()
     assert not at.exception
     assert "two hosts" in at.info[0].value  # one host in the demo data: says what to do
@@ -115,3 +120,29 @@ def test_a_missing_or_dead_database_is_a_message_not_a_traceback(page, tmp_path,
     at = AppTest.from_file(str(VIEWS / f"{page}.py"), default_timeout=60).run()
     assert not at.exception
     assert "cannot read" in at.error[0].value and "secret" not in at.error[0].value
+
+
+def test_compare_after_a_single_demo_run_compares_two_variants(tmp_path, monkeypatch):
+    """One `make demo` is one sweep: the page opens on two variants of it, filled."""
+    import json
+
+    from controller.store import Store
+    from tests.golden_demo import GOLDEN, seed
+
+    doc = json.loads(GOLDEN.read_text())
+    one = dict(doc, sweeps=doc["sweeps"][-1:])
+    keep = {j["job_id"] for j in doc["jobs"] if j["sweep_id"] == one["sweeps"][0]["sweep_id"]}
+    one["jobs"] = [j for j in doc["jobs"] if j["job_id"] in keep]
+    one["records"] = [r for r in doc["records"] if r["job_id"] in keep]
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(one))
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    store = Store(url)
+    store.migrate()
+    seed(store, path)
+    store.close()
+    at = run("compare", url, monkeypatch)
+    assert at.radio(key="compare-mode").value == "two variants"
+    m = metrics(at)
+    assert int(m["Worse in B"]) + int(m["Better in B"]) + int(m["Same"]) == 1  # tflite-fp32 → tflite-int8 on litert:cpu
+    assert len(at.get("plotly_chart")) == 1

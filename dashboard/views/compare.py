@@ -1,4 +1,5 @@
-"""Compare: two sweeps, or two hosts of one capability, side by side; latency judged by the significance test."""
+"""Compare: two sweeps, two variants, or two hosts of one capability, side by side; latency judged by the
+significance test."""
 
 import streamlit as st
 
@@ -11,12 +12,14 @@ THRESHOLD = 0.05
 with ui.page("Compare", f"Latency: coloured by the significance test of `fleetbench compare` on the raw samples "
              f"(p < 0.05, and the median moved more than {regress.THRESHOLD:.0%} or the 99%-trimmed mean more than "
              f"{regress.TAIL_THRESHOLD:.0%}). Other metrics: by plain ratio, beyond ±{THRESHOLD:.0%}."):  # fmt: skip
-    mode = st.radio("Compare", ["two sweeps", "two hosts of one capability"], horizontal=True, key="compare-mode")
+    sweeps = ui.query("sweeps")
+    modes = ["two sweeps", "two variants", "two hosts of one capability"]
+    mode = st.radio("Compare", modes, horizontal=True, key="compare-mode", index=0 if len(sweeps) >= 2 else 1)
     if mode == "two sweeps":
-        sweeps = ui.query("sweeps")
         if len(sweeps) < 2:
             st.info("Compare needs two sweeps, and this database has "
-                    f"{len(sweeps)}. Run `fleetbench demo` (or a sweep) once more to compare two runs.")  # fmt: skip
+                    f"{len(sweeps)}. Run `fleetbench demo` (or a sweep) once more to compare two runs, "
+                    "or compare two variants.")  # fmt: skip
             st.stop()
         labels = {f"{r['name']} · {r['created_at']:%Y-%m-%d %H:%M} · {r['sweep_id'][:8]}": r["sweep_id"]
                   for r in sweeps.to_dict("records")}  # fmt: skip
@@ -25,6 +28,17 @@ with ui.page("Compare", f"Latency: coloured by the significance test of `fleetbe
         pick_a = col_a.selectbox("A (baseline)", names, index=1, key="compare-a")
         pick_b = col_b.selectbox("B (candidate)", names, index=0, key="compare-b")
         side_a, side_b = Side(sweep_id=labels[pick_a]), Side(sweep_id=labels[pick_b])
+    elif mode == "two variants":
+        order = {v: i for i, v in enumerate(charts.VARIANT_ORDER)}
+        variants = sorted(ui.query("filter_options")["variant"].unique(), key=lambda v: (order.get(v, len(order)), v))
+        first = next((v for v in variants if v.endswith("fp32")), variants[0])
+        family = first.split("-")[0]
+        second = next((v for v in (f"{family}-int8", *variants) if v != first and v in variants), first)
+        col_a, col_b = st.columns(2)
+        var_a = col_a.selectbox("A (baseline)", variants, index=variants.index(first), key="compare-variant-a")
+        var_b = col_b.selectbox("B (candidate)", variants, index=variants.index(second), key="compare-variant-b")
+        st.caption("Rows pair the two variants per model × capability × threads, over all their records.")
+        side_a, side_b = Side(variant=var_a), Side(variant=var_b)
     else:
         hosts = ui.query("hosts_by_capability")
         counts = hosts.groupby("capability")["hostname"].nunique()
