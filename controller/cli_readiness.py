@@ -27,17 +27,14 @@ def _model_records(store, model: str, sweep: Optional[str]):
         row = store.find_model(model)
         model_id, name = row.model_id, row.name
     except StoreError:
-        matches = [r for r in store.results() if r.model_name == model or r.model_id.startswith(model)]
-        if not matches:
+        found = store.model_of_results(model)
+        if found is None:
             raise
-        model_id, name = matches[0].model_id, matches[0].model_name
+        model_id, name = found
     if sweep:
         s = store.resolve_sweep(sweep)
         return name, [r for r in store.sweep_results(s.sweep_id) if r.model_id == model_id]
-    newest = {}
-    for r in store.results(model_id=model_id):  # newest first: keep the first of each setting
-        newest.setdefault((r.capability, r.variant, r.settings.threads), r)
-    return name, list(newest.values())
+    return name, store.newest_results(model_id)
 
 
 @app.command()

@@ -157,3 +157,19 @@ def test_migration_0005_fills_the_dashboard_columns_from_stored_records(tmp_path
                           len(golden_record.samples_ns))  # fmt: skip
     assert store.get_result(golden_record.job_id, 1) == golden_record
     store.close()
+
+
+def test_newest_results_picks_the_newest_record_of_each_setting(store, golden_record):
+    older = dataclasses.replace(golden_record, job_id="older", finished_at="2020-01-01T00:00:00+00:00")
+    other = dataclasses.replace(golden_record, job_id="other", variant="tflite-int8", finished_at="2020-01-02T00:00:00+00:00")
+    elsewhere = dataclasses.replace(golden_record, job_id="elsewhere", model_id="m2", model_name="other-model")
+    for r in (golden_record, older, other, elsewhere):
+        assert store.add_result(r)
+    assert store.add_result(dataclasses.replace(golden_record, attempt=2, finished_at="2019-01-01T00:00:00+00:00"))
+    newest = store.newest_results(golden_record.model_id)
+    # the current record of the job (attempt 2, superseding attempt 1) is older than `older`
+    assert sorted((r.variant, r.job_id, r.attempt) for r in newest) == [
+        (golden_record.variant, "older", 1), ("tflite-int8", "other", 1)]  # fmt: skip
+    assert store.model_of_results(golden_record.model_name) == (golden_record.model_id, golden_record.model_name)
+    assert store.model_of_results("m2") == ("m2", "other-model")
+    assert store.model_of_results("nothing-like-it") is None
