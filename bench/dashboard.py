@@ -26,6 +26,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -152,27 +153,15 @@ def script_times(url: str) -> dict[str, tuple[float, float]]:
 def browser_times(url: str) -> dict[str, float]:
     """On a fresh server (cold caches): seconds from opening the dashboard until the Fleet page is drawn
     ("first open"), then from a click on each page's link until its key elements are drawn."""
-    import shutil
-    import subprocess
-    import urllib.request
-
     from playwright.sync_api import sync_playwright
 
-    from tests.test_dashboard_browser import CHROMIUM_ARGS, free_port
+    from controller.embedded import LocalDashboard
+    from tests.test_dashboard_browser import CHROMIUM_ARGS, INSTALL, chromium_path
     from tests.test_dashboard_browser import PAGES as BROWSER_PAGES
 
     out = {}
-    chromium = os.environ.get("FLEETBENCH_CHROMIUM") or shutil.which("chromium")
-    port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "fleetbench"), "dashboard", "--port", str(port),
-                             "--db", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
+    chromium = chromium_path() or sys.exit(INSTALL)
+    with tempfile.TemporaryDirectory() as tmp, LocalDashboard(url, Path(tmp) / "dashboard.log") as dashboard:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -183,7 +172,7 @@ def browser_times(url: str) -> dict[str, float]:
                                        timeout=60_000)  # fmt: skip
 
             t0 = time.perf_counter()
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+            page.goto(f"{dashboard.url}/", wait_until="domcontentloaded")
             drawn(*BROWSER_PAGES[0][2:])
             out["first open"] = time.perf_counter() - t0
             for name, _path, heading, selector, at_least in BROWSER_PAGES[1:] + BROWSER_PAGES[:1]:
@@ -193,9 +182,6 @@ def browser_times(url: str) -> dict[str, float]:
                 drawn(heading, selector, at_least)
                 out[name] = time.perf_counter() - t0
             browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(10)
     return out
 
 

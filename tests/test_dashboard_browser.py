@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -33,45 +29,29 @@ PAGES = [
 pytestmark = pytest.mark.slow
 
 
+def chromium_path() -> str | None:
+    return os.environ.get("FLEETBENCH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
 def chromium() -> str:
-    path = os.environ.get("FLEETBENCH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    path = chromium_path()
     if not path:
         pytest.fail(INSTALL)
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dashboard_url(golden_demo_url, tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("dash-log") / "dashboard.log"
-    fleetbench = Path(sys.executable).parent / "fleetbench"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(fleetbench), "dashboard", "--port", str(port), "--db", golden_demo_url],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"`fleetbench dashboard` did not come up:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
-    yield url
-    proc.terminate()
+    from controller.embedded import LocalDashboard
+    from controller.errors import ServiceError
+
+    dashboard = LocalDashboard(golden_demo_url, tmp_path_factory.mktemp("dash-log") / "dashboard.log")
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        dashboard.start()
+    except ServiceError as exc:
+        pytest.fail(str(exc))
+    yield dashboard.url
+    dashboard.stop()
 
 
 @pytest.fixture(scope="module")
