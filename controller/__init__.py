@@ -1,6 +1,4 @@
 """The fleetbench controller: converts models, dispatches jobs, stores records."""
 
-import sys as _sys
-
-# No OpenVINO/NNCF telemetry: nothing calls home (see agent/__init__.py).
-_sys.modules.setdefault("openvino_telemetry", None)
+# No OpenVINO/NNCF telemetry: importing the agent package turns it off (see agent/__init__.py).
+import agent  # noqa: E402,F401

@@ -82,19 +82,24 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
 
     @app.middleware("http")
     async def allow_header(request: Request, call_next):
-        """Every API route but health wants a valid token before anything else (FastAPI would parse a
-        JSON body first); a 405 lists every method of the path (Starlette lists only the first route's)."""
-        if request.url.path.startswith(f"{API}/") and request.url.path != f"{API}/health":
-            try:
-                auth(request)
-            except HTTPException as exc:
-                return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
+        """A 405 lists every method of the path (Starlette lists only the first route's)."""
         response = await call_next(request)
         if response.status_code == 405:
             methods = {m for r in app.routes if getattr(r, "methods", None) and r.path_regex.match(request.url.path)
                        for m in r.methods}  # fmt: skip
             response.headers["Allow"] = ", ".join(sorted(methods - {"HEAD"}))
         return response
+
+    @app.middleware("http")
+    async def token_first(request: Request, call_next):
+        """Every API route but health wants a valid token before anything else (FastAPI would parse a JSON
+        body first). Registered last, so it runs first."""
+        if request.url.path.startswith(f"{API}/") and request.url.path != f"{API}/health":
+            try:
+                auth(request)
+            except HTTPException as exc:
+                return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
+        return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
