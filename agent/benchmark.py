@@ -17,6 +17,7 @@ from agent.artifacts import local_path
 from agent.errors import JobError
 from agent.host import host_facts
 from agent.measure import measure_latency, measure_throughput, timed
+from protocol import fidelity as fidelity_mod
 from protocol import Fidelity, JobSpec, LatencyStats, ResultRecord, Throughput, Validity, utc_now
 from protocol.stats import summarize_ns
 
@@ -59,45 +60,66 @@ def _latency_inputs(backend, dataset) -> list[np.ndarray]:
     return out
 
 
-def _load_reference(spec: JobSpec, n: int) -> np.ndarray | None:
+def _load_reference(spec: JobSpec, n: int) -> tuple[list[str], list[np.ndarray]] | None:
+    """The fp32 reference: every output's name and its (samples × values) array.
+
+    ``reference.npz`` holds ``names`` and ``out_0``, ``out_1``, ...; one written before every
+    output was kept holds a single ``outputs`` array (the first output).
+    """
     if spec.reference is None:
         return None
     path = local_path(spec.reference)
     try:
         with np.load(path, allow_pickle=False) as data:
-            ref = data["outputs"]
+            if "names" in data:
+                names = [str(v) for v in data["names"]]
+                refs = [data[f"out_{i}"] for i in range(len(names))]
+            else:
+                names, refs = [""], [data["outputs"]]
     except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise JobError("bad-dataset", f"reference outputs {path} are not readable: {exc}") from None
-    if len(ref) != n:
-        raise JobError("bad-dataset", f"reference outputs have {len(ref)} rows but the data set has {n} samples")
-    return ref.reshape(n, -1).astype(np.float64)
+    for ref in refs:
+        if len(ref) != n:
+            raise JobError("bad-dataset", f"reference outputs have {len(ref)} rows but the data set has {n} samples")
+    return names, [ref.reshape(n, -1).astype(np.float64) for ref in refs]
 
 
-def _evaluate(backend, x: np.ndarray, y: np.ndarray | None, ref: np.ndarray | None) -> tuple[float | None, Fidelity | None]:
-    """Top-1 accuracy against the labels and fidelity against the fp32 reference, one sample at a time."""
+def _evaluate(backend, x: np.ndarray, y: np.ndarray | None, reference) -> tuple[float | None, Fidelity | None]:
+    """Top-1 accuracy against the labels and fidelity of every output against the fp32 reference,
+    one sample at a time."""
     batch = backend.input_specs()[0].shape[0] if backend.input_specs()[0].shape else 1
     if batch != 1:
         raise JobError("bad-dataset", f"accuracy needs a batch-1 model input, got batch {batch}")
-    outs = []
+    per_output: list[list[np.ndarray]] = []
     for i in range(len(x)):
         backend.prepare([x[i : i + 1]])
         backend.run()
-        outs.append(np.asarray(backend.outputs()[0], dtype=np.float64).reshape(-1))
-    out = np.stack(outs)
-    accuracy = float((out.argmax(1) == y.astype(np.int64)).mean()) if y is not None else None
+        outs = backend.outputs()
+        if not per_output:
+            per_output = [[] for _ in outs]
+        for store, o in zip(per_output, outs):
+            store.append(np.asarray(o, dtype=np.float64).reshape(-1))
+    outs = [np.stack(o) for o in per_output]
+    labels = y.astype(np.int64) if y is not None and y.ndim == 1 and y.dtype.kind in "iu" else None
+    accuracy = float((outs[0].argmax(1) == labels).mean()) if labels is not None else None
     fidelity = None
-    if ref is not None:
-        if ref.shape != out.shape:
-            raise JobError("bad-dataset", f"reference outputs are {ref.shape[1:]} per sample, the model gives {out.shape[1:]}")
-        norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
-        cos = np.where(norms > 0, (out * ref).sum(1) / np.where(norms > 0, norms, 1), 1.0)
-        fidelity = Fidelity(
-            samples=len(out),
-            top1_agreement=float((out.argmax(1) == ref.argmax(1)).mean()),
-            max_abs_error=float(np.abs(out - ref).max()),
-            mean_cosine=float(cos.mean()),
-        )
+    if reference is not None:
+        ref_names, refs = reference
+        out_names = backend.output_names()
+        if ref_names == [""]:  # an old reference: the first output only
+            outs, out_names, ref_names = outs[:1], out_names[:1], out_names[:1]
+        try:
+            order = fidelity_mod.match_outputs(out_names, ref_names, [o.shape[1] for o in outs], [r.shape[1] for r in refs])
+            n_classes = int(labels.max()) + 1 if labels is not None and len(labels) else None
+            fidelity = fidelity_mod.compare([outs[j] for j in order], refs, ref_names, n_classes)
+        except ValueError as exc:
+            raise JobError("bad-dataset", f"the fp32 reference does not fit this variant: {exc}") from None
     return accuracy, fidelity
+
+
+def _load(backend, path: str, device: str, spec: JobSpec) -> None:
+    """Load the variant; an ``*-fp32`` variant is asked to compute in f32 (a label is a promise)."""
+    backend.load(path, device, spec.settings, f32=spec.variant.endswith("-fp32"))
 
 
 def _peak_rss_bytes() -> int:
@@ -122,7 +144,7 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
     dataset = _load_dataset(spec)
 
     try:
-        _, load_ns = timed(lambda: backend.load(str(model_path), device, spec.settings))
+        _, load_ns = timed(lambda: _load(backend, str(model_path), device, spec))
     except JobError as exc:
         name = spec.artifact.filename or spec.variant
         raise JobError(exc.kind, f"{name} ({spec.variant}, sha256 {spec.artifact.sha256[:12]}): {exc.message}") from None
@@ -155,6 +177,7 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
             accuracy, fidelity = _evaluate(backend, x, y, reference)
             n_acc = len(y) if y is not None else 0
 
+    precision, precision_ops = backend.precision() if hasattr(backend, "precision") else ("", {})
     reasons = tuple(summary.invalid_reasons) + tuple(m.problems(spec.settings))
     stats = LatencyStats.from_summary(summary, load_ms=load_ns / 1e6, first_inference_ms=m.first_inference_ns / 1e6)
     return ResultRecord(
@@ -187,4 +210,6 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         throughput=throughput,
         loadgen=loadgen,
         timer=getattr(backend, "timer", "perf_counter_ns"),
+        precision=precision,
+        precision_ops=precision_ops,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 from typing import Optional
@@ -21,8 +22,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output (CI logs, `| tee`) gets a wide table instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
+def _console_width() -> int | None:
+    """A terminal's own width; piped output no wider than $COLUMNS, or 120."""
+    cols = os.environ.get("COLUMNS", "")
+    if cols.isdigit() and int(cols) > 0:
+        return int(cols)
+    return None if sys.stdout.isatty() else 120
+
+
+console = Console(width=_console_width())
 err_console = Console(stderr=True)
 
 DataDirOpt = typer.Option(None, "--data-dir", help="Data directory (env FLEETBENCH_HOME; default ~/.local/share/fleetbench).")
@@ -61,41 +69,69 @@ def _fmt_ms(v: float) -> str:
     return f"{v:.3f}" if v < 10 else f"{v:.1f}"
 
 
-def results_table(records: list[ResultRecord], title: str = "Results") -> Table:
-    table = Table(title=title, title_justify="left")
-    for col, justify in [
-        ("model", "left"),
-        ("variant", "left"),
-        ("runtime", "left"),
-        ("device", "left"),
-        ("threads", "right"),
-        ("accuracy", "right"),
-        ("top-1 vs fp32", "right"),
-        ("p50 ms", "right"),
-        ("p90 ms", "right"),
-        ("throughput inf/s", "right"),
-        ("size KiB", "right"),
-        ("samples", "right"),
-        ("valid", "left"),
-    ]:
-        # names, numbers and short headers never wrap; device and runtime take the wrapping
-        table.add_column(col, justify=justify, no_wrap=col not in ("runtime", "device"))
+def fidelity_cell(f) -> str:
+    """The worst output's SNR (dB), with top-1 agreement where an output holds class scores."""
+    if f is None:
+        return "-"
+    if f.snr_db is None:  # a record from before every output was compared
+        text = f"top-1 {f.top1_agreement:.3f}" if f.top1_agreement is not None else f"cos {f.mean_cosine:.4f}"
+    else:
+        text = "identical" if f.snr_db >= 300 else f"{f.snr_db:.1f} dB"
+        if f.top1_agreement is not None:
+            text += f" {f.top1_agreement:.3f}"
+    return text + (" [yellow]![/]" if f.warnings else "")
+
+
+def results_table(records: list[ResultRecord], title: str = "Results", wide: bool = False) -> Table:
+    """Records as a table. Columns come in a fixed order of priority: names wrap, numbers never do.
+
+    The default fits 120 columns; ``wide`` adds the runtime version, device name, threads, samples,
+    the fidelity's cosine and the validity reasons in full. Invalid records and fidelity warnings
+    are footnoted under the table.
+    """
+    notes: list[str] = []
+
+    def note(text: str) -> str:
+        if text not in notes:
+            notes.append(text)
+        return f"[{notes.index(text) + 1}]"
+
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    cols = [("model", "left", True), ("variant", "left", True), ("ran in", "left", False), ("device", "left", True)]
+    if wide:
+        cols += [("runtime", "left", True), ("threads", "right", False)]
+    cols += [("p50 ms", "right", False), ("p90 ms", "right", False), ("inf/s", "right", False),
+             ("accuracy", "right", False), ("fidelity SNR top-1", "right", False)]  # fmt: skip
+    if wide:
+        cols += [("cosine", "right", False), ("samples", "right", False)]
+    cols += [("size KiB", "right", False), ("valid", "left", wide)]
+    for col, justify, wraps in cols:
+        table.add_column(col, justify=justify, no_wrap=not wraps, overflow="fold" if wraps else "ellipsis")
     for r in records:
-        table.add_row(
-            r.model_name,
-            r.variant,
-            f"{r.runtime} {r.runtime_version}",
-            f"{r.capability}\n[dim]{r.device_name}[/]",
-            str(r.settings.threads),
-            "-" if r.accuracy_top1 is None else f"{r.accuracy_top1:.4f}",
-            "-" if r.fidelity is None else f"{r.fidelity.top1_agreement:.4f}",
-            _fmt_ms(r.stats.p50_ms),
-            _fmt_ms(r.stats.p90_ms),
+        fid = fidelity_cell(r.fidelity)
+        if r.fidelity is not None and r.fidelity.warnings:
+            fid += note("; ".join(r.fidelity.warnings))
+        if r.validity.valid:
+            valid = "yes"
+        elif wide:
+            valid = "[yellow]no[/]: " + "; ".join(r.validity.reasons)
+        else:
+            valid = "[yellow]no[/] " + note("; ".join(r.validity.reasons))
+        device = r.capability if not wide else f"{r.capability}\n[dim]{r.device_name}[/]"
+        row = [r.model_name, r.variant, r.precision or "?", device]
+        if wide:
+            row += [f"{r.runtime} {r.runtime_version}", str(r.settings.threads)]
+        row += [
+            _fmt_ms(r.stats.p50_ms), _fmt_ms(r.stats.p90_ms),
             (f"{r.throughput.ips:,.0f} ({r.throughput.requests} req)" if r.throughput else f"{r.throughput_ips:,.0f}"),
-            f"{r.model_size_bytes / 1024:,.1f}",
-            f"{r.stats.count:,}",
-            "yes" if r.validity.valid else "[yellow]no[/]: " + "; ".join(r.validity.reasons),
-        )
+            "-" if r.accuracy_top1 is None else f"{r.accuracy_top1:.4f}", fid,
+        ]  # fmt: skip
+        if wide:
+            row += ["-" if r.fidelity is None else f"{r.fidelity.mean_cosine:.6f}", f"{r.stats.count:,}"]
+        row += [f"{r.model_size_bytes / 1024:,.1f}", valid]
+        table.add_row(*row)
+    if notes:
+        table.caption = "\n".join(f"[{i}] {t}" for i, t in enumerate(notes, 1))
     return table
 
 
@@ -616,11 +652,15 @@ def results(
     fmt: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
     data_dir: Optional[str] = DataDirOpt,
     db: Optional[str] = DbOpt,
-    limit: int = typer.Option(20, help="Without a sweep: at most this many records, newest first."),
+    limit: Optional[int] = typer.Option(None, help="At most this many records (default: 20 newest; a sweep's: all)."),
     model: Optional[str] = typer.Option(None, help="Only records of this model id."),
+    wide: bool = typer.Option(False, "--wide", help="Every column: runtime version, device name, threads, cosine, samples, reasons."),
     controller_url: Optional[str] = ControllerOpt,
 ) -> None:
     """Show stored benchmark records: the newest, or one sweep's."""
+    if limit is not None and limit < 1:
+        _fail(f"--limit must be at least 1; got {limit}", code=2)
+    newest = limit or 20
 
     if fmt not in ("table", "csv", "json"):
         _fail(f"--format must be table, csv or json; got '{fmt}'", code=2)
@@ -628,7 +668,7 @@ def results(
         from controller.client import ApiClient
 
         client = ApiClient.from_env(controller_url)
-        data = client.get("/api/v1/results", params={"sweep": sweep, "model": model, "limit": limit})
+        data = client.get("/api/v1/results", params={"sweep": sweep, "model": model, "limit": newest})
         records = [ResultRecord.from_dict(r) for r in data["records"]]
         title = f"Sweep {sweep}" if sweep else f"Newest {len(records)} record(s)"
     else:
@@ -640,9 +680,11 @@ def results(
                     row = store.get_sweep(sweep)
                     records, title = store.sweep_results(row.sweep_id), f"Sweep {row.name} ({row.sweep_id})"
                 else:
-                    records, title = store.results(model_id=model, limit=limit), f"Newest {limit} record(s)"
+                    records, title = store.results(model_id=model, limit=newest), f"Newest {newest} record(s)"
             except StoreError as exc:
                 _fail(str(exc))
+    if sweep and limit is not None and len(records) > limit:
+        records, title = records[:limit], f"{title}, first {limit} of {len(records)}"
     if fmt == "json":
         sys.stdout.write(json.dumps([r.to_dict() for r in records], indent=1) + "\n")
     elif fmt == "csv":
@@ -650,12 +692,13 @@ def results(
     elif not records:
         console.print("No records yet: run `fleetbench demo` first." if not sweep else "This sweep has no records yet.")
     else:
-        console.print(results_table(records, title=title))
+        console.print(results_table(records, title=title, wide=wide))
 
 
 CSV_COLUMNS = ["job_id", "attempt", "model_name", "model_id", "variant", "capability", "device_name", "agent_id",
                "runtime", "runtime_version", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "samples", "valid",
-               "throughput_ips", "accuracy_top1", "top1_agreement", "model_size_bytes", "peak_rss_bytes",
+               "throughput_ips", "accuracy_top1", "top1_agreement", "fidelity_snr_db", "fidelity_cosine",
+               "fidelity_max_abs_error", "fidelity_worst_output", "fidelity_warnings", "precision", "model_size_bytes", "peak_rss_bytes",
                "loadgen_scenario", "loadgen_verdict", "finished_at"]  # fmt: skip
 
 
@@ -669,7 +712,10 @@ def write_csv(records, out) -> None:
             r.job_id, r.attempt, r.model_name, r.model_id, r.variant, r.capability, r.device_name, r.agent_id,
             r.runtime, r.runtime_version, r.settings.threads, r.stats.p50_ms, r.stats.p90_ms, r.stats.p99_ms,
             r.stats.mean_ms, r.stats.count, r.validity.valid, r.throughput_ips, r.accuracy_top1,
-            r.fidelity.top1_agreement if r.fidelity else None, r.model_size_bytes, r.peak_rss_bytes,
+            r.fidelity.top1_agreement if r.fidelity else None, r.fidelity.snr_db if r.fidelity else None,
+            r.fidelity.mean_cosine if r.fidelity else None, r.fidelity.max_abs_error if r.fidelity else None,
+            r.fidelity.worst_output if r.fidelity else "", "; ".join(r.fidelity.warnings) if r.fidelity else "",
+            r.precision, r.model_size_bytes, r.peak_rss_bytes,
             r.loadgen.scenario if r.loadgen else "", r.loadgen.verdict if r.loadgen else "", r.finished_at,
         ])  # fmt: skip
 

@@ -37,6 +37,17 @@ def _model_records(store, model: str, sweep: Optional[str]):
     return name, store.newest_results(model_id)
 
 
+def _why_absent(jobs, model_id: str, req: str) -> str:
+    """Why no record of the model matches ``req``: the errors of its failed jobs there, if any."""
+    import fnmatch
+
+    failed = [j for j in jobs if j.model_id == model_id and fnmatch.fnmatchcase(j.capability, req) and j.reason]
+    if not failed:
+        return ""
+    reasons = sorted({f"{j.variant} on {j.capability}: {j.reason.splitlines()[0][:200]}" for j in failed})
+    return "; ".join(reasons[:3]) + (f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else "")
+
+
 @app.command()
 def readiness(
     model: str = typer.Option(..., "--model", help="Model id, id prefix or name."),
@@ -60,11 +71,12 @@ def readiness(
     with _open_store(data_dir, db) as (_, store):
         try:
             name, records = _model_records(store, model, sweep)
+            store_jobs = store.jobs()
         except StoreError as exc:
             _fail(str(exc), code=2)
     if not records:
         _fail(f"no records of {model}" + (f" in sweep {sweep}" if sweep else "") + ": benchmark it first", code=2)
-    result = assess(name, records, spec)
+    result = assess(name, records, spec, why_absent=lambda req: _why_absent(store_jobs, records[0].model_id, req))
     table = Table(title=f"Readiness of {name}" + (f" (sweep {sweep})" if sweep else " (newest records)"),
                   title_justify="left")  # fmt: skip
     for col in ("capability", "variant", "threads", "latency ms", "accuracy", "verdict", "reasons"):
@@ -78,14 +90,16 @@ def readiness(
     for cap, v in sorted(result.recommended.items()):
         console.print(f"recommended on [bold]{cap}[/]: {v.candidate.variant} ({v.candidate.threads} thread(s))")
     for req, caps in result.required.items():
-        console.print(f"required {req}: " + (f"[green]passing on {', '.join(caps)}[/]" if caps else "[red]no passing variant[/]"))
+        console.print(f"required {req}: " + (f"[green]passing on {', '.join(caps)}[/]" if caps else f"[red]{result.why_missing(req)}[/]"),
+                      highlight=False)  # fmt: skip
     if junit:
         junit.write_text(junit_xml(result))
         console.print(f"JUnit XML: {junit}")
     if report:
         report.write_text(markdown_report(result) if report.suffix.lower() == ".md" else html_report(result))
         console.print(f"report: {report}")
-    console.print("[green]READY[/]" if result.ready else f"[red]NOT READY[/]: {', '.join(result.missing)} has no passing variant")
+    console.print("[green]READY[/]" if result.ready else "[red]NOT READY[/]: " + "; ".join(result.why_missing(r) for r in result.missing),
+                  highlight=False)  # fmt: skip
     raise typer.Exit(0 if result.ready else 1)
 
 

@@ -7,9 +7,11 @@ A budgets file (YAML)::
       - devices: "litert:*"                  # a capability, or a glob over capabilities ("*" = all)
         p90_ms: 0.05                         # any of p50_ms, p90_ms, p95_ms, p99_ms
         accuracy_drop_max: 1.0               # top-1 points below the fp32 variant on that device
-        fidelity_min: 0.99                   # top-1 agreement with the fp32 outputs (0-1)
-        memory_max_mb: 300                   # peak resident memory of the benchmark process
-        size_max_mb: 1                       # the variant's file
+        top1_agreement_min: 0.99             # top-1 agreement with the fp32 outputs (0-1); also fidelity_min
+        snr_db_min: 30                       # the worst output's SNR against the fp32 outputs, in dB
+        cosine_min: 0.999                    # the worst output's mean cosine similarity
+        memory_max_mb: 300                   # peak resident memory of the benchmark process, MiB (2^20 bytes)
+        size_max_mb: 1                       # the variant's file, MiB
         throughput_min: 1000                 # inferences per second
 
 For each capability, the first rule whose ``devices`` matches applies; a
@@ -17,7 +19,8 @@ capability no rule matches is judged against nothing but validity.
 
 A candidate is one capability × variant × thread setting. Its records (every
 one of the sweep with ``--sweep``; otherwise the newest) are merged: samples
-concatenated before percentiles are taken, accuracy and fidelity averaged,
+concatenated before percentiles are taken, accuracy and top-1 agreement
+averaged, the SNR and cosine the worst of any record,
 memory the highest, throughput the median. A percentile that has too few
 samples under the MLPerf LoadGen rule is not used: it is a failure reason of
 its own.
@@ -36,6 +39,7 @@ import fnmatch
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -43,7 +47,9 @@ from protocol import ResultRecord
 from protocol.stats import min_samples_for
 
 PERCENTILE_KEYS = {"p50_ms": 50, "p90_ms": 90, "p95_ms": 95, "p99_ms": 99}
-LIMIT_KEYS = ("accuracy_drop_max", "fidelity_min", "memory_max_mb", "size_max_mb", "throughput_min")
+LIMIT_KEYS = ("accuracy_drop_max", "fidelity_min", "top1_agreement_min", "snr_db_min", "cosine_min", "memory_max_mb",
+              "size_max_mb", "throughput_min")  # fmt: skip
+MIB = 2**20
 TIE_POINTS = 0.1
 
 
@@ -56,7 +62,10 @@ class Budget:
     devices: str = "*"
     latency_ms: dict[int, float] = field(default_factory=dict)  # percentile -> limit
     accuracy_drop_max: float | None = None
+    #: top-1 agreement with the fp32 outputs (budget keys fidelity_min and top1_agreement_min)
     fidelity_min: float | None = None
+    snr_db_min: float | None = None
+    cosine_min: float | None = None
     memory_max_mb: float | None = None
     size_max_mb: float | None = None
     throughput_min: float | None = None
@@ -102,11 +111,17 @@ def parse_budgets(doc: dict, source: str = "budgets") -> Budgets:
         values = {}
         for key in set(entry) - {"devices"}:
             v = entry[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (v < 0 and key != "snr_db_min"):
                 raise BudgetError(f"{where}: {key} must be a number >= 0, got {v!r}")
             values[key] = float(v)
-        if "fidelity_min" in values and values["fidelity_min"] > 1:
-            raise BudgetError(f"{where}: fidelity_min is a fraction (0-1), got {values['fidelity_min']}")
+        if "fidelity_min" in values and "top1_agreement_min" in values:
+            raise BudgetError(f"{where}: fidelity_min and top1_agreement_min are the same limit; give one")
+        if "top1_agreement_min" in values:
+            values["fidelity_min"] = values.pop("top1_agreement_min")
+        for key in ("fidelity_min", "cosine_min"):
+            if key in values and values[key] > 1:
+                shown = "top1_agreement_min" if key == "fidelity_min" and "fidelity_min" not in entry else key
+                raise BudgetError(f"{where}: {shown} is a fraction (0-1), got {values[key]}")
         devices = entry.get("devices", "*")
         if not isinstance(devices, str) or not devices:
             raise BudgetError(f"{where}: devices is a capability or a glob such as 'openvino:*'")
@@ -140,7 +155,9 @@ class Candidate:
     samples: int
     percentiles_ms: dict[int, float]
     accuracy: float | None  # 0-1
-    fidelity: float | None  # 0-1
+    fidelity: float | None  # top-1 agreement with the fp32 outputs, 0-1
+    snr_db: float | None  # the worst output's SNR in any record
+    cosine: float | None  # the worst output's mean cosine in any record
     memory_mb: float
     size_mb: float
     throughput_ips: float
@@ -160,13 +177,16 @@ def candidates(records: list[ResultRecord]) -> list[Candidate]:
         ms = np.concatenate([np.asarray(r.samples_ns, dtype=np.float64) for r in rs]) / 1e6
         pct = dict(zip(PERCENTILE_KEYS.values(), np.percentile(ms, list(PERCENTILE_KEYS.values()))))
         acc = [r.accuracy_top1 for r in rs if r.accuracy_top1 is not None]
-        fid = [r.fidelity.top1_agreement for r in rs if r.fidelity is not None]
+        fid = [r.fidelity.top1_agreement for r in rs if r.fidelity is not None and r.fidelity.top1_agreement is not None]
+        snr = [r.fidelity.snr_db for r in rs if r.fidelity is not None and r.fidelity.snr_db is not None]
+        cos = [r.fidelity.mean_cosine for r in rs if r.fidelity is not None]
         tput = [r.throughput.ips if r.throughput else r.throughput_ips for r in rs]
         out.append(Candidate(
             capability=cap, variant=variant, threads=threads, device_name=rs[0].device_name, runs=len(rs),
             samples=int(ms.size), percentiles_ms={p: float(v) for p, v in pct.items()},
             accuracy=float(np.mean(acc)) if acc else None, fidelity=float(np.mean(fid)) if fid else None,
-            memory_mb=max(r.peak_rss_bytes for r in rs) / 1e6, size_mb=rs[0].model_size_bytes / 1e6,
+            snr_db=min(snr) if snr else None, cosine=min(cos) if cos else None,
+            memory_mb=max(r.peak_rss_bytes for r in rs) / MIB, size_mb=rs[0].model_size_bytes / MIB,
             throughput_ips=float(statistics.median(tput)),
         ))  # fmt: skip
     return out
@@ -220,15 +240,24 @@ def judge(c: Candidate, budget: Budget, fp32_accuracy: float | None) -> Verdict:
             if drop > budget.accuracy_drop_max:
                 reasons.append(f"accuracy {c.accuracy:.2%} is {drop:.2f} points below fp32 ({fp32_accuracy:.2%}) "
                                f"> {budget.accuracy_drop_max:g}")  # fmt: skip
+    no_fidelity = "no fidelity measured: benchmark with a data set and the fp32 reference outputs"
     if budget.fidelity_min is not None:
         if c.fidelity is None:
-            reasons.append("no fidelity measured: benchmark with a data set and the fp32 reference outputs")
+            reasons.append(no_fidelity if c.cosine is None else "no top-1 agreement: no output holds class scores; "
+                           "budget snr_db_min or cosine_min instead")  # fmt: skip
         elif c.fidelity < budget.fidelity_min:
-            reasons.append(f"fidelity {c.fidelity:.4f} < {budget.fidelity_min:g}")
+            reasons.append(f"top-1 agreement with fp32 {c.fidelity:.4f} < {budget.fidelity_min:g}")
+    for limit, value, label, fmt in [(budget.snr_db_min, c.snr_db, "SNR", ".1f"), (budget.cosine_min, c.cosine, "cosine", ".6f")]:
+        if limit is None:
+            continue
+        if value is None:
+            reasons.append(no_fidelity)
+        elif value < limit:
+            reasons.append(f"worst-output {label} {value:{fmt}}{' dB' if label == 'SNR' else ''} < {limit:g}")
     if budget.memory_max_mb is not None and c.memory_mb > budget.memory_max_mb:
-        reasons.append(f"peak memory {c.memory_mb:.1f} MB > {budget.memory_max_mb:g} MB")
+        reasons.append(f"peak memory {c.memory_mb:.1f} MiB > {budget.memory_max_mb:g} MiB")
     if budget.size_max_mb is not None and c.size_mb > budget.size_max_mb:
-        reasons.append(f"model size {c.size_mb:.3f} MB > {budget.size_max_mb:g} MB")
+        reasons.append(f"model size {c.size_mb:.3f} MiB > {budget.size_max_mb:g} MiB")
     if budget.throughput_min is not None and c.throughput_ips < budget.throughput_min:
         reasons.append(f"throughput {c.throughput_ips:,.1f}/s < {budget.throughput_min:g}/s")
     return Verdict(c, budget, tuple(reasons), fp32_accuracy)
@@ -257,6 +286,8 @@ class Readiness:
     recommended: dict[str, Verdict]
     #: required device class -> the capabilities that have a passing candidate
     required: dict[str, list[str]]
+    #: required device class with no candidate at all -> why no variant exists there
+    absent: dict[str, str] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -266,13 +297,26 @@ class Readiness:
     def missing(self) -> list[str]:
         return [r for r, caps in self.required.items() if not caps]
 
+    def why_missing(self, req: str) -> str:
+        """"no variant exists" (and why) apart from "no variant passes"."""
+        if req in self.absent:
+            return f"no variant of {self.model} exists for {req}: {self.absent[req]}"
+        return f"no variant of {self.model} passes on {req}"
 
-def assess(model: str, records: list[ResultRecord], budgets: Budgets) -> Readiness:
+
+def assess(
+    model: str, records: list[ResultRecord], budgets: Budgets, why_absent: Callable[[str], str] = lambda req: ""
+) -> Readiness:
+    """``why_absent(req)``: why no record matches a required class (the store's failed jobs, say)."""
     pool = candidates(records)
     verdicts = [judge(c, budgets.for_capability(c.capability), _fp32_accuracy(c, pool)) for c in pool]
     passing_caps = sorted({v.candidate.capability for v in verdicts if v.passed})
     required = {r: [c for c in passing_caps if fnmatch.fnmatchcase(c, r)] for r in budgets.required}
-    return Readiness(model, verdicts, recommend(verdicts), required)
+    absent = {
+        r: why_absent(r) or "no variant was benchmarked there; add it to a sweep's devices"
+        for r in budgets.required if not any(fnmatch.fnmatchcase(c.capability, r) for c in pool)
+    }  # fmt: skip
+    return Readiness(model, verdicts, recommend(verdicts), required, absent)
 
 
 # ---------------------------------------------------------------- outputs

@@ -305,15 +305,47 @@ class Validity(_Contract):
 
 
 @dataclass(frozen=True)
+class OutputFidelity(_Contract):
+    """One output tensor against its fp32 reference (see :mod:`protocol.fidelity`)."""
+
+    name: str
+    #: Mean over samples of the cosine similarity of output and reference.
+    cosine: float
+    #: Signal-to-noise ratio over all samples, in dB (300 = identical).
+    snr_db: float
+    max_abs_error: float
+    mean_abs_error: float
+    #: ||out - ref|| / ||ref|| over all samples; None where the reference is all zeros.
+    rel_l2: Optional[float]
+    #: Share of samples whose arg-max matches the reference's; only for class-score outputs.
+    top1_agreement: Optional[float] = None
+    #: The reference is (near-)constant across samples: nothing to compare.
+    constant_reference: bool = False
+
+
+@dataclass(frozen=True)
 class Fidelity(_Contract):
-    """How closely the variant's outputs follow the fp32 source model's, on the device."""
+    """How closely the variant's outputs follow the fp32 source model's, on the device.
+
+    The top-level figures are the worst output's; ``outputs`` holds every output.
+    Records written before every output was compared carry only the first four fields.
+    """
 
     samples: int
-    #: Share of samples whose arg-max matches the reference's.
-    top1_agreement: float
+    #: Share of samples whose arg-max matches the reference's (the worst class-score output);
+    #: None when no output holds class scores.
+    top1_agreement: Optional[float]
     max_abs_error: float
-    #: Mean over samples of the cosine similarity of output and reference.
+    #: The lowest mean cosine similarity of any output.
     mean_cosine: float
+    snr_db: Optional[float] = None
+    mean_abs_error: Optional[float] = None
+    rel_l2: Optional[float] = None
+    #: The output with the lowest SNR.
+    worst_output: str = ""
+    outputs: tuple[OutputFidelity, ...] = ()
+    #: Why these figures may mean nothing (a constant reference).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -386,6 +418,12 @@ class ResultRecord(_Contract):
     #: What produced ``samples_ns``: the agent's clock around the run call, or
     #: the runtime's own per-request figure (OpenVINO's request.latency).
     timer: str = "perf_counter_ns"
+    #: The precision the runtime really computed in, read back from it (OpenVINO: the runtime
+    #: model's layer precisions; LiteRT: the op result types), e.g. "f32", "bf16", "i8+f32";
+    #: "" where the runtime does not say. Never inferred from the variant's name.
+    precision: str = ""
+    #: {precision: number of compute ops or layers} behind ``precision``.
+    precision_ops: dict[str, int] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def check_consistent(self) -> None:

@@ -47,6 +47,9 @@ def _sweep_records(i: int) -> list[ResultRecord]:
     ({"budgets": [{"p90_ms": -1}]}, "p90_ms must be a number >= 0"),
     ({"budgets": [{"p90_ms": "fast"}]}, "p90_ms must be a number >= 0"),
     ({"budgets": [{"fidelity_min": 99}]}, "fidelity_min is a fraction"),
+    ({"budgets": [{"top1_agreement_min": 2}]}, "top1_agreement_min is a fraction"),
+    ({"budgets": [{"fidelity_min": 0.9, "top1_agreement_min": 0.9}]}, "the same limit"),
+    ({"budgets": [{"cosine_min": 1.5}]}, "cosine_min is a fraction"),
     ({"budgets": [{"devices": ""}]}, "devices is a capability or a glob"),
     ({"budgets": ["litert:cpu"]}, "budgets[0]: expected a mapping"),
 ])  # fmt: skip
@@ -103,7 +106,7 @@ def test_an_invalid_percentile_is_a_failure_of_its_own():
 
 def test_missing_measurements_are_reasons_not_passes():
     (c,) = [c for c in candidates(_sweep_records(1)) if c.variant == "tflite-fp16"]
-    bare = dataclasses.replace(c, accuracy=None, fidelity=None)
+    bare = dataclasses.replace(c, accuracy=None, fidelity=None, snr_db=None, cosine=None)
     v = judge(bare, Budget(accuracy_drop_max=1, fidelity_min=0.9), fp32_accuracy=0.97)
     assert any("no accuracy measured" in r for r in v.reasons) and any("no fidelity measured" in r for r in v.reasons)
     v = judge(c, Budget(accuracy_drop_max=1), fp32_accuracy=None)
@@ -129,14 +132,32 @@ def test_recommendation_tie_break(cands, best):
 
 def test_assess_the_demo_runs():
     budgets = parse_budgets({"required": ["litert:cpu", "openvino:*", "openvino:MYRIAD"], "budgets": [
-        {"devices": "litert:*", "size_max_mb": 0.08}]})  # fmt: skip
+        {"devices": "litert:*", "size_max_mb": 0.075}]})  # fmt: skip (MiB)
     r = assess("digits-cnn", RECORDS, budgets)
     assert len(r.verdicts) == 14
     failing = {v.candidate.variant for v in r.verdicts if not v.passed}
-    assert failing == {"tflite-fp32", "tflite-fp16"}  # 156 and 81 kB files
+    assert failing == {"tflite-fp32", "tflite-fp16"}  # 152.7 and 79 KiB files
     assert r.recommended["litert:cpu"].candidate.variant in {"tflite-int8", "tflite-dynamic-int8"}
     assert r.required == {"litert:cpu": ["litert:cpu"], "openvino:*": ["openvino:CPU"], "openvino:MYRIAD": []}
     assert not r.ready and r.missing == ["openvino:MYRIAD"]
+    # missing is told apart from failing
+    assert r.why_missing("openvino:MYRIAD").startswith("no variant of digits-cnn exists for openvino:MYRIAD: no variant was")
+    tight = parse_budgets({"required": ["litert:cpu"], "budgets": [{"size_max_mb": 1e-6}]})
+    assert assess("digits-cnn", RECORDS, tight).why_missing("litert:cpu") == "no variant of digits-cnn passes on litert:cpu"
+    why = assess("digits-cnn", RECORDS, budgets, why_absent=lambda req: "the NCS2 agent is offline").absent
+    assert why == {"openvino:MYRIAD": "the NCS2 agent is offline"}
+
+
+def test_snr_and_cosine_budgets():
+    (c,) = [c for c in candidates(_sweep_records(1)) if c.variant == "tflite-int8"]
+    c = dataclasses.replace(c, snr_db=25.0, cosine=0.995)
+    v = judge(c, Budget(snr_db_min=30, cosine_min=0.999), None)
+    assert v.reasons == ("worst-output SNR 25.0 dB < 30", "worst-output cosine 0.995000 < 0.999")
+    assert judge(c, Budget(snr_db_min=20, cosine_min=0.99), None).passed
+    # a model without class scores has no top-1: the budget says what to use instead
+    v = judge(dataclasses.replace(c, fidelity=None), Budget(fidelity_min=0.9), None)
+    assert v.reasons == ("no top-1 agreement: no output holds class scores; budget snr_db_min or cosine_min instead",)
+    assert parse_budgets({"budgets": [{"top1_agreement_min": 0.9}]}).rules[0].fidelity_min == 0.9
 
 
 # ---------------------------------------------------------------- regression detection
@@ -226,7 +247,7 @@ def test_readiness_cli_exit_codes_junit_and_report(demo_db, tmp_path):
     strict = tmp_path / "strict.yaml"
     strict.write_text("required: [litert:cpu, openvino:MYRIAD]\nbudgets: []\n")
     r = cli("readiness", "--model", "digits-cnn", "--budgets", str(strict), "--db", demo_db, "--report", str(md))
-    assert r.exit_code == 1 and "openvino:MYRIAD has no passing variant" in r.output
+    assert r.exit_code == 1 and "no variant of digits-cnn exists for openvino:MYRIAD: no variant was benchmarked" in r.output
     assert "NOT READY" in md.read_text()
     # one sweep only, by name of a baseline
     sweep = DOC["sweeps"][0]["sweep_id"]

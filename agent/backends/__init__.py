@@ -8,7 +8,7 @@ A backend module exposes ``Backend``, a class with:
 - ``input_specs() -> list[TensorSpec]``;
 - ``prepare(inputs)``: bind input arrays once, reused by every ``run``;
 - ``run()``: one inference on the prepared inputs;
-- ``outputs() -> list[np.ndarray]``.
+- ``outputs() -> list[np.ndarray]``, and ``output_names() -> list[str]`` in the same order.
 
 Backends never time themselves: :mod:`agent.measure` does.
 """

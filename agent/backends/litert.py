@@ -98,7 +98,9 @@ class Backend:
         entry = delegates.configured(self.runtime).get(device)
         return entry["device_name"] if entry else device
 
-    def load(self, artifact_path: str, device: str, settings) -> None:
+    def load(self, artifact_path: str, device: str, settings, *, f32: bool = False) -> None:
+        """``f32`` changes nothing here: the interpreter computes float models in f32 on the CPU
+        (fp16 weights are dequantized first)."""
         threads = getattr(settings, "threads", 1)
         if device == "gpu" and self.runtime == "litert":
             self._session = CompiledModelSession(artifact_path, "gpu", threads)
@@ -177,6 +179,17 @@ class Backend:
             return self._session.outputs()
         return [dequantize(self._interp.get_tensor(d["index"]), d) for d in self._outputs]
 
+    def precision(self) -> tuple[str, dict[str, int]]:
+        """What the model computes in, from its tensor types (see :func:`tensor_precision`)."""
+        if self._session is not None:
+            return "", {}  # the CompiledModel API does not list ops; the record says unknown
+        return tensor_precision(self._interp)
+
+    def output_names(self) -> list[str]:
+        if self._session is not None:
+            return list(self._session.out_names)
+        return [d["name"] for d in self._outputs]
+
 
 class InterpreterPool:
     """Interpreter throughput: N interpreters, one thread each (invoke releases the GIL)."""
@@ -248,7 +261,8 @@ class CompiledModelSession:
         ins = self.model.get_input_tensor_details(self.key)
         outs = self.model.get_output_tensor_details(self.key)
         self.in_details = [ins[n] for n in signatures[self.key]["inputs"]]
-        self.out_details = [outs[n] for n in signatures[self.key]["outputs"]]
+        self.out_names = list(signatures[self.key]["outputs"])
+        self.out_details = [outs[n] for n in self.out_names]
         self.in_buffers = self.model.create_input_buffers(self.index)
         self.out_buffers = self.model.create_output_buffers(self.index)
 
@@ -335,6 +349,40 @@ def _probe_gpu_here() -> dict:
 
 if __name__ == "__main__" and sys.argv[1:] == ["--probe-gpu"]:
     print(json.dumps(_probe_gpu_here()), flush=True)
+
+
+_SHORT = {"float32": "f32", "float16": "f16", "int8": "i8", "uint8": "u8", "int16": "i16", "int32": "i32", "bfloat16": "bf16"}
+#: Ops that only move or convert data: their types say nothing about the arithmetic.
+_CONVERT_OPS = frozenset({"DEQUANTIZE", "QUANTIZE", "CAST", "RESHAPE", "DELEGATE"})
+
+
+def tensor_precision(interp) -> tuple[str, dict[str, int]]:
+    """(e.g. ``"f32"``, ``"i8"``, ``"i8w+f32"``; {precision: op count}) from the interpreter's op list.
+
+    Each op that computes counts under the type of its result; one with a float result and a
+    constant int8 input (dynamic-range quantization) counts as ``i8w`` (int8 weights). fp16
+    weights are dequantized to f32 before use, so such a model counts as ``f32``.
+    """
+    try:
+        ops = interp._get_ops_details()
+        tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    except Exception:  # noqa: BLE001 - a runtime build without the op list
+        return "", {}
+    counts: dict[str, int] = {}
+    for op in ops:
+        if op.get("op_name") in _CONVERT_OPS or not len(op.get("outputs", [])):
+            continue
+        out = tensors.get(int(op["outputs"][0]))
+        if out is None:
+            continue
+        kind = _SHORT.get(np.dtype(out["dtype"]).name, np.dtype(out["dtype"]).name)
+        if kind in ("f32", "f16"):
+            ins = [tensors.get(int(i)) for i in op.get("inputs", []) if int(i) >= 0]
+            if any(t is not None and np.dtype(t["dtype"]).name == "int8" for t in ins):
+                kind = "i8w"
+        counts[kind] = counts.get(kind, 0) + 1
+    order = sorted(counts, key=lambda p: (-counts[p], p))
+    return "+".join(order), counts
 
 
 def quantize(array: np.ndarray, detail: dict) -> np.ndarray:

@@ -72,6 +72,36 @@ def is_plain_f32(model) -> bool:
     return True
 
 
+#: Layers whose runtime precision is what a model "computes in".
+COMPUTE_LAYERS = frozenset({"Convolution", "Deconvolution", "FullyConnected", "MatMul", "GroupConvolution", "RNNSeq",
+                            "RNNCell", "Gemm", "Eltwise", "Pooling", "Interpolate", "MVN", "Softmax"})  # fmt: skip
+_SKIP_LAYERS = frozenset({"Input", "Output", "Const", "Reorder", "Reshape", "Squeeze", "Unsqueeze", "Convert"})
+
+
+def runtime_precision(compiled) -> tuple[str, dict[str, int]]:
+    """(e.g. ``"f32"``, ``"i8+f32"``, ``"bf16"``; {precision: layer count}) of a compiled model.
+
+    Counts the runtime precision of compute layers (convolutions, matrix products, eltwise ...);
+    a model with none of those counts every layer that is not a constant, reorder or reshape.
+    Returns ("", {}) when the plugin exposes no runtime model (then the record says unknown).
+    """
+    try:
+        ops = compiled.get_runtime_model().get_ordered_ops()
+        rows = []
+        for op in ops:
+            info = op.get_rt_info()
+            rows.append((info["layerType"].astype(str), info["runtimePrecision"].astype(str)))
+    except Exception:  # noqa: BLE001 - a plugin without execution-graph rt_info
+        return "", {}
+    chosen = [p for t, p in rows if t in COMPUTE_LAYERS] or [p for t, p in rows if t not in _SKIP_LAYERS]
+    counts: dict[str, int] = {}
+    for p in chosen:
+        if p and p not in ("undefined", "dynamic"):
+            counts[p] = counts.get(p, 0) + 1
+    order = sorted(counts, key=lambda p: (-counts[p], p))
+    return "+".join(order), counts
+
+
 def _version() -> str:
     return dist_version("openvino", "openvino-dev")
 
@@ -186,7 +216,8 @@ class Backend:
         except Exception:  # noqa: BLE001 - HETERO/AUTO have no single name
             return device
 
-    def load(self, artifact_path: str, device: str, settings) -> None:
+    def load(self, artifact_path: str, device: str, settings, *, f32: bool = False) -> None:
+        """``f32``: the variant is an fp32 one, so it computes in f32 whatever its weights are stored in."""
         core = self.core()
         self._tmp = tempfile.TemporaryDirectory(prefix="fleetbench-ir-")
         try:
@@ -210,8 +241,9 @@ class Backend:
                 f"the model's input shape {', '.join(dynamic)} is dynamic; fleetbench benchmarks static shapes: "
                 "convert it with `fleetbench convert --input-shape ...` (or a data set that implies the shape)",
             )
-        # an fp32 model runs in f32 (see is_plain_f32); the throughput phase compiles with the same
-        self._extra = {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" and is_plain_f32(model) else {}
+        # an fp32 variant, or a plain-f32 model, runs in f32 (see is_plain_f32), also when its IR stores
+        # f16 weights; the throughput phase compiles with the same
+        self._extra = {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" and (f32 or is_plain_f32(model)) else {}
         config.update(self._extra)
         self._model, self._device, self._threads = model, device, settings.threads
         try:
@@ -252,3 +284,11 @@ class Backend:
 
     def outputs(self) -> list[np.ndarray]:
         return [self._request.get_output_tensor(i).data for i in range(len(self._compiled.outputs))]
+
+    def precision(self) -> tuple[str, dict[str, int]]:
+        """The precision the compiled model really runs, read back from OpenVINO's runtime model:
+        the runtime precisions of its compute layers, most used first (e.g. ``i8+f32``), and their counts."""
+        return runtime_precision(self._compiled)
+
+    def output_names(self) -> list[str]:
+        return [port.get_any_name() if port.get_names() else f"output_{i}" for i, port in enumerate(self._compiled.outputs)]

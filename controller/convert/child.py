@@ -76,9 +76,9 @@ def main(argv: list[str]) -> int:
 
     if validation is not None:
         try:
-            ref = src.reference_outputs(validation)
+            names, refs = src.reference_outputs(validation)
             ref_path = outdir / "reference.npz"
-            np.savez(ref_path, outputs=ref)
+            np.savez(ref_path, names=np.array(names, dtype=str), **{f"out_{i}": r for i, r in enumerate(refs)})
             emit(event="reference", file=str(ref_path))
         except Exception as exc:  # noqa: BLE001 - variants can still be made
             emit(event="reference-failed", error=f"{type(exc).__name__}: {exc}")

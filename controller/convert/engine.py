@@ -298,30 +298,45 @@ class SourceModel:
         else:
             self.ov_model()
 
-    def reference_outputs(self, x: np.ndarray) -> np.ndarray:
-        """fp32 outputs of the source model on ``x``, one sample at a time."""
-        outs = []
+    def reference_outputs(self, x: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
+        """fp32 outputs of the source model on ``x``, one sample at a time: every output's name and array.
+
+        A Keras or SavedModel source runs in TensorFlow, a TFLite source in LiteRT's interpreter
+        (fp16 weights are dequantized and computed in f32 on the CPU), anything else in OpenVINO
+        with f32 inference precision.
+        """
+        per: list[list[np.ndarray]] = []
         if self.kind in (KERAS, H5, SAVEDMODEL):
             tf = _tf()
             concrete, _ = self.tf_function()
-            for i in range(len(x)):
-                outs.append(np.asarray(concrete(tf.constant(x[i : i + 1]))))
+            names = ["output_0"]
+            run = lambda xi: [np.asarray(concrete(tf.constant(xi)))]  # noqa: E731
         elif self.kind == TFLITE:
             from ai_edge_litert.interpreter import Interpreter
 
             interp = Interpreter(model_path=str(self.path))
             interp.allocate_tensors()
-            (inp,), (out,) = interp.get_input_details(), interp.get_output_details()[:1]
-            for i in range(len(x)):
-                interp.set_tensor(inp["index"], x[i : i + 1].astype(inp["dtype"]))
+            (inp,), outs = interp.get_input_details(), interp.get_output_details()
+            names = [o["name"] for o in outs]
+
+            def run(xi):
+                interp.set_tensor(inp["index"], xi.astype(inp["dtype"]))
                 interp.invoke()
-                outs.append(interp.get_tensor(out["index"]).copy())
+                return [interp.get_tensor(o["index"]).copy() for o in outs]
         else:
             import openvino as ov
 
             compiled = ov.Core().compile_model(self.ov_model(), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
             request = compiled.create_infer_request()
-            for i in range(len(x)):
-                request.infer({0: x[i : i + 1]})
-                outs.append(request.get_output_tensor(0).data.copy())
-        return np.concatenate(outs, axis=0).astype(np.float32)
+            names = [p.get_any_name() if p.get_names() else f"output_{i}" for i, p in enumerate(compiled.outputs)]
+
+            def run(xi):
+                request.infer({0: xi})
+                return [request.get_output_tensor(i).data.copy() for i in range(len(names))]
+        for i in range(len(x)):
+            outs_i = run(x[i : i + 1])
+            if not per:
+                per = [[] for _ in outs_i]
+            for acc, o in zip(per, outs_i):
+                acc.append(np.asarray(o))
+        return names, [np.concatenate(p, axis=0).astype(np.float32) for p in per]
