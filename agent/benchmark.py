@@ -212,4 +212,5 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         timer=getattr(backend, "timer", "perf_counter_ns"),
         precision=precision,
         precision_ops=precision_ops,
+        from_source=spec.artifact.sha256 == spec.model_id,
     )

@@ -118,7 +118,7 @@ def results_table(records: list[ResultRecord], title: str = "Results", wide: boo
         else:
             valid = "[yellow]no[/] " + note("; ".join(r.validity.reasons))
         device = r.capability if not wide else f"{r.capability}\n[dim]{r.device_name}[/]"
-        row = [r.model_name, r.variant, r.precision or "?", device]
+        row = [r.model_name, r.variant + (" [dim](source)[/]" if r.from_source else ""), r.precision or "?", device]
         if wide:
             row += [f"{r.runtime} {r.runtime_version}", str(r.settings.threads)]
         row += [
@@ -209,9 +209,9 @@ def _progress():
 
 def conversion_table(report) -> Table:
     table = Table(title=f"Variants of {report.name} ({report.model_id[:12]}, {report.kind})", title_justify="left")
-    for col, justify in [("variant", "left"), ("status", "left"), ("size KiB", "right"), ("vs fp32", "right"),
-                         ("convert s", "right"), ("cached", "left")]:  # fmt: skip
-        table.add_column(col, justify=justify)
+    for col, justify in [("variant", "left"), ("made", "left"), ("status", "left"), ("size KiB", "right"),
+                         ("vs fp32", "right"), ("convert s", "right"), ("cached", "left")]:  # fmt: skip
+        table.add_column(col, justify=justify, no_wrap=col != "status", overflow="fold")
     fp32 = {o.variant.split("-")[0]: o.size_bytes for o in report.outcomes if o.variant.endswith("-fp32") and o.size_bytes}
     for o in report.outcomes:
         base = fp32.get(o.variant.split("-")[0])
@@ -222,6 +222,7 @@ def conversion_table(report) -> Table:
             status += f": {o.error}"
         table.add_row(
             o.variant,
+            "source" if o.from_source else ("derived" if o.status in ("converted", "cached") else "-"),
             status,
             f"{o.size_bytes / 1024:,.1f}" if o.size_bytes else "-",
             rel,
@@ -306,6 +307,8 @@ def convert(
             )  # fmt: skip
         console.print(f"{plan.name}: {plan.source.kind}, id {plan.model_id[:12]}; "
                       f"{len(plan.todo)} to convert, {sum(v.status == 'cached' for v in plan.variants)} cached")  # fmt: skip
+        if plan.source_variant:
+            console.print(f"the file itself is {plan.source_variant} ({plan.source_evidence}), benchmarked as it is")
         limits = {"memory_bytes": int(memory_limit_gb * 2**30), "step_timeout_s": step_timeout}
         report = _run_conversion(plan, store, paths, broker, limits)
     except (service.ConvertError, DispatchError, ServiceError, StoreError) as exc:
@@ -359,7 +362,7 @@ def _run_conversion(plan, store, paths, broker, limits):
 def models(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt) -> None:
     """List stored source models."""
     with _open_store(data_dir, db) as (_, store):
-        rows = [(m, len(store.variants(m.model_id))) for m in store.models()]
+        rows = [(m, len({v.variant for v in store.variants(m.model_id)})) for m in store.models()]
     if not rows:
         console.print("No models yet: run `fleetbench convert MODEL` or `fleetbench demo`.")
         return
@@ -384,7 +387,7 @@ def variants(
         rows = store.variants(m.model_id)
     table = Table(title=f"Variants of {m.name} ({m.model_id[:12]})", title_justify="left")
     for col in ("variant", "size KiB", "convert s", "input", "artifact", "tools", "recipe"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("variant", "size KiB", "convert s", "artifact"))
     for r in rows:
         tools = ", ".join(f"{k} {v}" for k, v in sorted(r.tool_versions.items()))
         table.add_row(r.variant, f"{r.size_bytes / 1024:,.1f}", f"{r.conversion_s:.2f}",

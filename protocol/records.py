@@ -424,6 +424,8 @@ class ResultRecord(_Contract):
     precision: str = ""
     #: {precision: number of compute ops or layers} behind ``precision``.
     precision_ops: dict[str, int] = field(default_factory=dict)
+    #: The artifact is the user's own file as given (no conversion): its sha256 is the model id.
+    from_source: bool = False
     schema_version: int = SCHEMA_VERSION
 
     def check_consistent(self) -> None:

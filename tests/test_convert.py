@@ -191,14 +191,27 @@ def test_savedmodel_with_an_op_tflite_lacks(ws):
 def test_tflite_source(ws, tiny_model):
     data = ws.root / "tiny_data.npz"
     np.savez(data, x=tiny_model["x"], y=tiny_model["y"])
-    p, report = _convert(ws, tiny_model["path"], ["tflite-fp32", "tflite-int8", *OPENVINO], dataset_path=data,
-                         preprocessing=Preprocessing(), n_calibration=4)  # fmt: skip
-    assert report.outcome("tflite-fp32").status == "converted"
-    assert report.outcome("tflite-fp32").artifact.sha256 == p.model_id  # passed through unchanged
-    assert report.outcome("tflite-int8").status == "refused"
-    assert "cannot be re-quantized" in report.outcome("tflite-int8").error
+    p, report = _convert(ws, tiny_model["path"], ["tflite-fp32", "tflite-int8", "tflite-dynamic-int8", *OPENVINO],
+                         dataset_path=data, preprocessing=Preprocessing(), n_calibration=4)  # fmt: skip
+    assert p.source_variant == "tflite-fp32"
+    fp32 = report.outcome("tflite-fp32")
+    assert fp32.status == "converted" and fp32.from_source
+    assert fp32.artifact.sha256 == p.model_id  # passed through unchanged
+    # int8 from the TFLite file itself, through ai-edge-quantizer: int8 weights, a smaller file
+    from controller.convert.tflite_tools import inspect
+
+    for v in ("tflite-int8", "tflite-dynamic-int8"):
+        o = report.outcome(v)
+        assert o.status == "converted" and not o.from_source, o.error
+        assert inspect(ws.arts.path_for(o.artifact.sha256).read_bytes()).variant == v
+        assert o.size_bytes < fp32.size_bytes
     for v in OPENVINO:
         assert report.outcome(v).status == "converted", report.outcome(v).error
+    # converting again, now without the data set, converts nothing that needs none
+    p2 = _plan(ws, tiny_model["path"], ["tflite-fp32", "tflite-dynamic-int8", "openvino-fp32", "openvino-fp16"],
+               dataset_path=None)
+    assert {v.variant: v.status for v in p2.variants} == {"tflite-fp32": "cached", "tflite-dynamic-int8": "cached",
+                                                          "openvino-fp32": "cached", "openvino-fp16": "cached"}
 
 
 def test_openvino_ir_source(ws):
@@ -268,9 +281,10 @@ def test_truncated_files_fail_cleanly_and_leave_the_store_intact(ws, tmp_path):
     assert "cut.h5" in report.outcome("tflite-fp32").error
     tfl = tmp_path / "cut.tflite"
     tfl.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 200)
-    _, report = _convert(ws, tfl, ["tflite-fp32"], dataset_path=None)
-    (o,) = report.outcomes
-    assert o.status == "failed" and ("cut.tflite" in o.error or "killed by" in o.error)
+    models_before = len(ws.store.models())
+    with pytest.raises(service.ConvertError, match="cut.tflite: not a readable TFLite flatbuffer .*corrupt or truncated"):
+        _plan(ws, tfl, ["tflite-fp32"], dataset_path=None)
+    assert len(ws.store.models()) == models_before  # refused before anything was stored
     keras = tmp_path / "cut.keras"
     keras.write_bytes((ws.root / "cnn.keras").read_bytes()[:500])
     with pytest.raises(service.ConvertError, match="cut.keras: a truncated or corrupt .keras archive"):

@@ -112,7 +112,12 @@ def test_unpack_refuses_path_traversal(tmp_path):
         ("h5", "openvino-int8", None),
         ("savedmodel", "tflite-fp16", None),
         ("tflite", "tflite-fp32", None),
-        ("tflite", "tflite-int8", "cannot be re-quantized"),
+        ("tflite", "tflite-int8", None),  # ai-edge-quantizer, from the file itself
+        ("tflite/tflite-fp16", "tflite-fp32", None),  # fp16 weights dequantized
+        ("tflite/tflite-fp16", "tflite-dynamic-int8", None),
+        ("tflite/tflite-int8", "tflite-fp32", "float weights cannot be recovered"),
+        ("tflite/tflite-dynamic-int8", "tflite-int8", "already tflite-dynamic-int8"),
+        ("tflite/tflite-int8", "tflite-int8", None),  # the file itself
         ("tflite", "openvino-fp16", None),
         ("openvino-ir", "tflite-fp32", "no TFLite variant from an OpenVINO IR"),
         ("openvino-ir", "openvino-int8", None),
@@ -122,7 +127,8 @@ def test_unpack_refuses_path_traversal(tmp_path):
     ],
 )
 def test_which_variants_make_sense(kind, variant, refused_with):
-    why = refusal(kind, variant)
+    kind, _, is_variant = kind.partition("/")  # what a TFLite file is, by its tensors
+    why = refusal(kind, variant, is_variant or None)
     if refused_with is None:
         assert why is None
     else:

@@ -87,7 +87,8 @@ def main(argv: list[str]) -> int:
         emit(event="start", variant=variant)
         t0 = time.perf_counter()
         try:
-            data = src.convert(variant, calibration)
+            recipe = (req.get("recipes") or {}).get(variant)
+            data = src.convert(variant, calibration, recipe["params"] if recipe else None)
         except ConversionError as exc:
             emit(event="failed", variant=variant, kind=exc.kind, error=exc.message)
             continue

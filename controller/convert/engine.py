@@ -91,6 +91,51 @@ def unsupported_ops(message: str) -> list[str]:
     return found
 
 
+def openvino_read_error(exc: BaseException) -> str:
+    """One line on why OpenVINO cannot read a model, naming the op where it says which.
+
+    OpenVINO's messages start with ``Exception from src/...cpp:221:`` lines; the cause follows.
+    """
+    from agent.backends.openvino import ov_error_line
+
+    text = str(exc)
+    ops = re.findall(r"(?:operation|[Oo]p(?:eration)? type|[Cc]ustom op(?:eration)?)[^\n]*?['\"]?(\w{3,})['\"]?\s*(?:is not supported|not supported|cannot be)", text)
+    ops += re.findall(r"No conversion rule found for operations?:?\s*([\w, ]+)", text)
+    ops += re.findall(r"CUSTOM \(([\w]+)\)", text)
+    line = ov_error_line(exc)
+    named = sorted({o.strip() for group in ops for o in group.split(",") if o.strip()})
+    if named:
+        return (f"op {', '.join(named)}: OpenVINO cannot read it (a custom or unsupported op); "
+                f"LiteRT may still run the file ({line[:200]})")  # fmt: skip
+    return f"OpenVINO cannot read it: {line[:500]}"
+
+
+def decompress_f16(model) -> int:
+    """Replace f16 weight constants (Constant f16 -> Convert f32) by f32 constants; return how many.
+
+    A TFLite or ONNX file with fp16 weights converts to an OpenVINO model that keeps them in f16:
+    its ``openvino-fp32`` would store f16 weights, and NNCF would put FakeQuantize on f16 constants,
+    so ``openvino-int8`` would store no int8 weight. After this the model is a true f32 model;
+    ``openvino-fp16`` compresses it again when it is saved.
+    """
+    from openvino import opset13 as ops
+
+    n = 0
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "Convert" or node.get_output_element_type(0).get_type_name() != "f32":
+            continue
+        src = node.input_value(0).get_node()
+        if src.get_type_name() != "Constant" or src.get_output_element_type(0).get_type_name() != "f16":
+            continue
+        const = ops.constant(src.get_data().astype(np.float32))
+        const.set_friendly_name(src.get_friendly_name())
+        node.output(0).replace(const.output(0))
+        n += 1
+    if n:
+        model.validate_nodes_and_infer_types()
+    return n
+
+
 class SourceModel:
     def __init__(self, kind: str, path: Path, name: str, input_shape: tuple[int, ...] | None, workdir: Path):
         self.kind = kind
@@ -172,13 +217,12 @@ class SourceModel:
             tf.saved_model.save(module, str(export_dir), signatures=concrete)
         return export_dir
 
-    def tflite(self, variant: str, calibration: np.ndarray | None) -> bytes:
-        recipe = VARIANTS[variant]
+    def tflite(self, variant: str, calibration: np.ndarray | None, params: dict | None = None) -> bytes:
+        params = VARIANTS[variant].params if params is None else params
         if self.kind == TFLITE:
-            return self._tflite_passthrough()
+            return self._tflite_from_file(variant, params, calibration)
         tf = _tf()
         conv = tf.lite.TFLiteConverter.from_saved_model(str(self.static_savedmodel()))
-        params = recipe.params
         if "DEFAULT" in params.get("optimizations", []):
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
         if params.get("supported_types") == ["float16"]:
@@ -206,23 +250,35 @@ class SourceModel:
                 ) from None
             raise ConversionError("failed", f"{variant}: TFLite converter failed: {_first_line(exc, 500)}") from None
 
-    def _tflite_passthrough(self) -> bytes:
-        from ai_edge_litert.interpreter import Interpreter
+    def _tflite_from_file(self, variant: str, params: dict, calibration: np.ndarray | None) -> bytes:
+        """A variant of a TFLite source: the file itself, its fp32 form, or that quantized by ai-edge-quantizer."""
+        from controller.convert import tflite_tools
 
+        data = self.path.read_bytes()
+        if params.get("source"):
+            return data
         try:
-            interp = Interpreter(model_path=str(self.path))
-        except (ValueError, RuntimeError) as exc:
-            raise ConversionError("bad-model", f"{self.path.name}: not a loadable TFLite model: {_first_line(exc)}") from None
-        quantized = sorted({np.dtype(t["dtype"]).name for t in interp.get_tensor_details()} & {"int8", "uint8", "float16", "int16"})
-        if quantized:
-            raise ConversionError(
-                "failed",
-                f"{self.path.name} is already quantized ({', '.join(quantized)} tensors), so it is not a tflite-fp32 "
-                "variant; convert the original float model instead",
-            )
-        (inp,) = interp.get_input_details()
-        self.input_shape = _static(list(inp["shape"]), self.given_shape, self.path.name)
-        return self.path.read_bytes()
+            fp32 = tflite_tools.dequantize_fp16(data)
+        except Exception as exc:  # noqa: BLE001 - flatbuffers and the interpreter raise many types
+            raise ConversionError("failed", f"{variant}: could not dequantize {self.path.name}'s fp16 weights: "
+                                  f"{_first_line(exc)}") from None  # fmt: skip
+        recipe = params.get("ai_edge_quantizer")
+        if not recipe:
+            return fp32
+        if recipe.startswith("static") and calibration is None:
+            raise ConversionError("failed", f"{variant} needs a calibration set: pass --data")
+        try:
+            return tflite_tools.quantize(fp32, recipe, calibration)
+        except Exception as exc:  # noqa: BLE001
+            text = str(exc)
+            custom = re.search(r"unresolved custom op: (\w+)", text)
+            if custom:
+                raise ConversionError(
+                    "unsupported-op",
+                    f"{variant}: op {custom.group(1)} is a custom op that LiteRT's calibration cannot run, so "
+                    "the file cannot be calibrated for full int8; tflite-dynamic-int8 needs no calibration",
+                ) from None
+            raise ConversionError("failed", f"{variant}: ai-edge-quantizer ({recipe}) failed: {_first_line(exc, 400)}") from None
 
     # ------------------------------------------------------------ OpenVINO
 
@@ -241,7 +297,8 @@ class SourceModel:
         except ConversionError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise ConversionError("bad-model", f"{self.path.name}: OpenVINO cannot read it: {_first_line(exc, 500)}") from None
+            raise ConversionError("bad-model", f"{self.path.name}: {openvino_read_error(exc)}") from None
+        decompress_f16(model)
         if len(model.inputs) != 1:
             raise ConversionError("bad-model", f"{self.path.name}: {len(model.inputs)} inputs; fleetbench converts single-input models")
         pshape = model.inputs[0].get_partial_shape()
@@ -254,12 +311,14 @@ class SourceModel:
         self._ov_model = model
         return model
 
-    def openvino(self, variant: str, calibration: np.ndarray | None) -> bytes:
+    def openvino(self, variant: str, calibration: np.ndarray | None, params: dict | None = None) -> bytes:
         import openvino as ov
 
-        recipe = VARIANTS[variant]
+        params = VARIANTS[variant].params if params is None else params
+        if params.get("source") and self.kind == OPENVINO_IR:
+            return pack_files({"model.xml": self.path, "model.bin": self.path.with_suffix(".bin")})
         model = self.ov_model()
-        if recipe.params.get("nncf") == "quantize":
+        if params.get("nncf") == "quantize":
             if calibration is None:
                 raise ConversionError("failed", f"{variant} needs a calibration set: pass --data")
             import nncf
@@ -272,14 +331,16 @@ class SourceModel:
             except Exception as exc:  # noqa: BLE001
                 raise ConversionError("failed", f"{variant}: NNCF quantization failed: {_first_line(exc, 500)}") from None
         out = Path(tempfile.mkdtemp(dir=self.workdir)) / "model.xml"
-        ov.save_model(model, str(out), compress_to_fp16=bool(recipe.params.get("compress_to_fp16")))
+        ov.save_model(model, str(out), compress_to_fp16=bool(params.get("compress_to_fp16")))
         return pack_files({"model.xml": out, "model.bin": out.with_suffix(".bin")})
 
     # ------------------------------------------------------------ dispatch
 
-    def convert(self, variant: str, calibration: np.ndarray | None) -> bytes:
+    def convert(self, variant: str, calibration: np.ndarray | None, params: dict | None = None) -> bytes:
         family = VARIANTS[variant].family
-        return self.tflite(variant, calibration) if family == "tflite" else self.openvino(variant, calibration)
+        if family == "tflite":
+            return self.tflite(variant, calibration, params)
+        return self.openvino(variant, calibration, params)
 
     def settle_shape(self) -> None:
         """Load the source and fix its input shape (fails early on bad files and shapes)."""

@@ -100,6 +100,7 @@ def run_conversion(
         request = {
             "kind": job["kind"], "path": str(src_path), "name": job["name"], "variants": variants,
             "input_shape": job.get("input_shape"), "calibration": calibration, "validation": validation,
+            "recipes": job.get("recipes") or {},
         }  # fmt: skip
         req_path = tmp / "request.json"
         req_path.write_text(json.dumps(request), encoding="utf-8")

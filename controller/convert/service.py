@@ -13,8 +13,8 @@ from typing import Callable
 
 from controller import datasets
 from controller.artifacts import ArtifactStore
-from controller.convert.sources import Source, SourceError, identify
-from controller.convert.variants import VARIANTS, cache_key, refusal, tool_versions
+from controller.convert.sources import TFLITE, Source, SourceError, identify
+from controller.convert.variants import VARIANTS, Recipe, cache_key, recipe_for, refusal, tool_versions
 from controller.store import Store
 from controller.store.models import DatasetRow, VariantRow
 from protocol import ArtifactRef
@@ -33,6 +33,12 @@ class VariantPlan:
     cache_key: str | None = None
     reason: str | None = None
     row: VariantRow | None = None
+    recipe: Recipe | None = None
+
+    @property
+    def from_source(self) -> bool:
+        """The user's own file, benchmarked as it is."""
+        return bool(self.recipe and self.recipe.params.get("source"))
 
 
 @dataclass
@@ -44,6 +50,9 @@ class Plan:
     input_shape: tuple[int, ...] | None
     tools: dict[str, str]
     variants: list[VariantPlan] = field(default_factory=list)
+    #: What the file itself is (a TFLite file's variant, by its tensors), or None.
+    source_variant: str | None = None
+    source_evidence: str = ""
 
     @property
     def model_id(self) -> str:
@@ -63,6 +72,8 @@ class VariantOutcome:
     error: str | None = None
     artifact: ArtifactRef | None = None
     reference: ArtifactRef | None = None
+    #: The user's own file as it is (no conversion).
+    from_source: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,11 +112,15 @@ def plan(
     input_shape: tuple[int, ...] | None = None,
     name: str | None = None,
 ) -> Plan:
+    given = input_shape  # the shape the user gave, not one a data set implies
     try:
         source = identify(source_path)
     except SourceError as exc:
         raise ConvertError(str(exc)) from None
     payload, filename = source.payload()
+    facts = _tflite_facts(source, payload)  # a corrupt file is refused before anything is stored
+    source_variant, evidence = (facts.variant, facts.evidence) if facts else (None, "")
+    static_source = bool(facts and facts.static_input)
     model_ref = artifacts.put_bytes(payload, filename)
     display = name or source.name
     store.add_model(model_ref.sha256, display, source.kind, filename, model_ref.size_bytes)
@@ -128,25 +143,60 @@ def plan(
         if input_shape is None:
             input_shape = (1, *dataset.sample_shape)
 
+    if source_variant and source_variant not in variants:
+        variants = [source_variant, *variants]  # the user's own file is always benchmarked
     tools = tool_versions()
-    p = Plan(source=source, name=display, model_ref=model_ref, dataset=dataset, input_shape=input_shape, tools=tools)
+    p = Plan(source=source, name=display, model_ref=model_ref, dataset=dataset, input_shape=input_shape, tools=tools,
+             source_variant=source_variant, source_evidence=evidence)  # fmt: skip
     calibration_sha = dataset.calibration.sha256 if dataset else None
     for v in variants:
-        why = refusal(source.kind, v)
-        if why is None and VARIANTS[v].needs_calibration and dataset is None:
+        why = refusal(source.kind, v, source_variant)
+        recipe = recipe_for(source.kind, v, source_variant) if why is None else None
+        if why is None and recipe.needs_calibration and dataset is None:
             why = f"{v} needs calibration data: pass --data DATASET (an .npz or an image folder)"
         if why:
             p.variants.append(VariantPlan(v, "refused", reason=why))
             continue
-        key = cache_key(model_ref.sha256, v, input_shape, calibration_sha, tools)
+        key = cache_key(model_ref.sha256, v, input_shape, calibration_sha, tools, recipe)
         row = store.get_variant(key)
+        if row is None and not recipe.needs_calibration and given is None:
+            row = _same_without_data(store, model_ref.sha256, v, input_shape, tools, recipe, static_source)
+            key = row.cache_key if row is not None else key
         if row is not None and artifacts.get(row.artifact["sha256"]) is not None:
-            p.variants.append(VariantPlan(v, "cached", cache_key=key, row=row))
+            p.variants.append(VariantPlan(v, "cached", cache_key=key, row=row, recipe=recipe))
         else:
             if row is not None:  # its file is gone or corrupt: convert again
                 store.delete_variant(key)
-            p.variants.append(VariantPlan(v, "todo", cache_key=key))
+            p.variants.append(VariantPlan(v, "todo", cache_key=key, recipe=recipe))
     return p
+
+
+def _same_without_data(store: Store, model_id: str, variant: str, shape, tools, recipe: Recipe,
+                       static_source: bool) -> VariantRow | None:  # fmt: skip
+    """A variant that needs no calibration, converted before with or without a data set: the same file
+    when its input shape is the one this request implies (the data's), or, without a data set and for a
+    source whose input shape is fixed, the one converted at a data set's shape."""
+    if shape is not None:  # a data set implies the shape: one converted without data, if it came out so
+        earlier = store.get_variant(cache_key(model_id, variant, None, None, tools, recipe))
+        return earlier if earlier is not None and tuple(earlier.input_shape) == tuple(shape) else None
+    if not static_source:  # a dynamic input: without a shape there is no one variant to reuse
+        return None
+    for row in store.variants(model_id):  # no data set: one converted at a data set's shape
+        if row.variant == variant and row.cache_key == cache_key(model_id, variant, tuple(row.input_shape), None, tools, recipe):
+            return row
+    return None
+
+
+def _tflite_facts(source: Source, payload: bytes):
+    """What a TFLite file is, read from its tensors (:func:`tflite_tools.inspect`); None for other kinds."""
+    if source.kind != TFLITE:
+        return None
+    from controller.convert import tflite_tools
+
+    try:
+        return tflite_tools.inspect(payload)
+    except tflite_tools.TfliteError as exc:
+        raise ConvertError(f"{source.path}: {exc}; the file is corrupt or truncated") from None
 
 
 def job_for(p: Plan, limits: dict | None = None) -> dict:
@@ -160,6 +210,7 @@ def job_for(p: Plan, limits: dict | None = None) -> dict:
         "input_shape": list(p.input_shape) if p.input_shape else None,
         "calibration": p.dataset.calibration.to_dict() if p.dataset else None,
         "validation": p.dataset.validation.to_dict() if p.dataset else None,
+        "recipes": {v.variant: v.recipe.to_dict() for v in p.todo if v.recipe is not None},
     }
 
 
@@ -186,7 +237,8 @@ def execute(
             outcomes.append(
                 VariantOutcome(vp.variant, "cached", size_bytes=row.size_bytes, seconds=row.conversion_s,
                                artifact=ArtifactRef.from_dict(row.artifact),
-                               reference=ArtifactRef.from_dict(row.reference) if row.reference else None)
+                               reference=ArtifactRef.from_dict(row.reference) if row.reference else None,
+                               from_source=vp.from_source)
             )  # fmt: skip
             if shape is None:
                 shape = tuple(row.input_shape)
@@ -201,13 +253,13 @@ def execute(
                     cache_key=vp.cache_key, model_id=p.model_id, variant=vp.variant,
                     dataset_id=p.dataset.dataset_id if p.dataset else None, artifact=art.to_dict(),
                     reference=reference.to_dict() if reference else None, size_bytes=art.size_bytes,
-                    conversion_s=float(r["seconds"]), tool_versions=p.tools, recipe=VARIANTS[vp.variant].to_dict(),
+                    conversion_s=float(r["seconds"]), tool_versions=p.tools, recipe=vp.recipe.to_dict(),
                     input_shape=list(result["input_shape"]), input_dtype=result["input_dtype"],
                     created_at=dt.datetime.now(dt.timezone.utc),
                 )
             )  # fmt: skip
             outcomes.append(VariantOutcome(vp.variant, "converted", size_bytes=art.size_bytes, seconds=float(r["seconds"]),
-                                           artifact=art, reference=reference))  # fmt: skip
+                                           artifact=art, reference=reference, from_source=vp.from_source))  # fmt: skip
     return ConvertReport(
         model_id=p.model_id, name=p.name, kind=p.source.kind,
         dataset_id=p.dataset.dataset_id if p.dataset else None, input_shape=shape, outcomes=outcomes,

@@ -67,8 +67,43 @@ FAMILY_CAPABILITY = {"tflite": "litert:cpu", "openvino": "openvino:CPU"}
 _TF_SOURCES = {KERAS, H5, SAVEDMODEL}
 
 
-def refusal(source_kind: str, variant: str) -> str | None:
-    """Why ``variant`` cannot be made from a ``source_kind`` source, or None if it can."""
+#: Variants made from a TFLite file (no TensorFlow graph), by what the file is.
+_FROM_TFLITE = {
+    "tflite-fp32": Recipe("tflite-fp32", "tflite", "fp16 weights dequantized to float32 in the flatbuffer (DEQUANTIZE ops folded)",
+                          {"dequantize_fp16": True}),
+    "tflite-dynamic-int8": Recipe("tflite-dynamic-int8", "tflite",
+                                  "ai-edge-quantizer dynamic_wi8_afp32 on the fp32 flatbuffer (int8 weights, float activations)",
+                                  {"ai_edge_quantizer": "dynamic_wi8_afp32"}),
+    "tflite-int8": Recipe("tflite-int8", "tflite",
+                          "ai-edge-quantizer static_wi8_ai8 on the fp32 flatbuffer, calibrated on the calibration split",
+                          {"ai_edge_quantizer": "static_wi8_ai8"}, needs_calibration=True),
+    "tflite-fp16": Recipe("tflite-fp16", "tflite", "ai-edge-quantizer float16 weights on the fp32 flatbuffer",
+                          {"ai_edge_quantizer": "float16"}),
+}  # fmt: skip
+
+
+def source_recipe(variant: str) -> Recipe:
+    """The user's own file as the variant it is: no conversion."""
+    return Recipe(variant, VARIANTS[variant].family, "the source file as given, no conversion", {"source": True})
+
+
+def recipe_for(source_kind: str, variant: str, source_variant: str | None = None) -> Recipe:
+    """How ``variant`` is made from this source. ``source_variant``: the variant the file itself is."""
+    if variant == source_variant:
+        return source_recipe(variant)
+    if source_kind == TFLITE and variant in _FROM_TFLITE:
+        return _FROM_TFLITE[variant]
+    return VARIANTS[variant]
+
+
+_QUANTIZED = {"tflite-dynamic-int8", "tflite-int8"}
+
+
+def refusal(source_kind: str, variant: str, source_variant: str | None = None) -> str | None:
+    """Why ``variant`` cannot be made from a ``source_kind`` source, or None if it can.
+
+    ``source_variant``: what a TFLite source file is (see :mod:`controller.convert.tflite_tools`).
+    """
     if variant not in VARIANTS:
         return f"unknown variant '{variant}'; known: {', '.join(VARIANTS)}"
     recipe = VARIANTS[variant]
@@ -76,11 +111,13 @@ def refusal(source_kind: str, variant: str) -> str | None:
         if source_kind in _TF_SOURCES:
             return None
         if source_kind == TFLITE:
-            if variant == "tflite-fp32":
+            if variant == source_variant or source_variant in (None, "tflite-fp32", "tflite-fp16"):
+                if variant == "tflite-fp16" and source_variant == "tflite-fp32" or variant in _QUANTIZED:
+                    return _quantizer_missing(variant)
                 return None
             return (
-                f"{variant} needs the TensorFlow graph; a TFLite file cannot be re-quantized by the TFLite converter. "
-                "Convert from the Keras model or SavedModel instead"
+                f"{variant} cannot be made from this file: it is already {source_variant} (int8 weights), and float "
+                "weights cannot be recovered from int8 ones. Convert from the original float model instead"
             )
         if source_kind == OPENVINO_IR:
             return "there is no TFLite variant from an OpenVINO IR: OpenVINO cannot export TFLite"
@@ -89,26 +126,42 @@ def refusal(source_kind: str, variant: str) -> str | None:
     return None  # OpenVINO reads every source kind (Keras through a SavedModel export)
 
 
+def _quantizer_missing(variant: str) -> str | None:
+    from importlib.util import find_spec
+
+    if find_spec("ai_edge_quantizer") is None:
+        return (f"{variant} from a TFLite file needs ai-edge-quantizer, which is not installed: "
+                "`pip install 'fleetbench[controller]'` installs it")  # fmt: skip
+    return None
+
+
 def cache_key(
     source_sha: str,
     variant: str,
     input_shape: tuple[int, ...] | None,
     calibration_sha: str | None,
     tool_versions: dict[str, str],
+    recipe: Recipe | None = None,
 ) -> str:
-    recipe = VARIANTS[variant]
+    """The variant's identity. A recipe that needs no calibration leaves the data set out, so converting
+    with or without ``--data`` finds the same variant."""
+    recipe = recipe or VARIANTS[variant]
     payload = {
         "source": source_sha,
         "recipe": recipe.to_dict(),
         "input_shape": list(input_shape) if input_shape else None,
         "calibration": calibration_sha if recipe.needs_calibration else None,
-        "tools": {k: tool_versions.get(k, "") for k in sorted(_tools_for(recipe.family))},
+        "tools": {k: tool_versions.get(k, "") for k in sorted(_tools_for(recipe))},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _tools_for(family: str) -> set[str]:
-    return {"tensorflow"} if family == "tflite" else {"openvino", "nncf", "tensorflow"}
+def _tools_for(recipe: Recipe) -> set[str]:
+    if recipe.params.get("source"):
+        return set()
+    if recipe.params.get("ai_edge_quantizer") or recipe.params.get("dequantize_fp16"):
+        return {"ai-edge-quantizer", "ai-edge-litert"}
+    return {"tensorflow"} if recipe.family == "tflite" else {"openvino", "nncf", "tensorflow"}
 
 
 def tool_versions() -> dict[str, str]:
@@ -117,7 +170,7 @@ def tool_versions() -> dict[str, str]:
 
     out = {}
     for key, dist in [("tensorflow", "tensorflow-cpu"), ("tensorflow", "tensorflow"), ("openvino", "openvino"),
-                      ("nncf", "nncf")]:  # fmt: skip
+                      ("nncf", "nncf"), ("ai-edge-quantizer", "ai-edge-quantizer"), ("ai-edge-litert", "ai-edge-litert")]:  # fmt: skip
         if key in out:
             continue
         try:
