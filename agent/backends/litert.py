@@ -353,7 +353,7 @@ if __name__ == "__main__" and sys.argv[1:] == ["--probe-gpu"]:
 
 _SHORT = {"float32": "f32", "float16": "f16", "int8": "i8", "uint8": "u8", "int16": "i16", "int32": "i32", "bfloat16": "bf16"}
 #: Ops that only move or convert data: their types say nothing about the arithmetic.
-_CONVERT_OPS = frozenset({"DEQUANTIZE", "QUANTIZE", "CAST", "RESHAPE", "DELEGATE"})
+_CONVERT_OPS = frozenset({"DEQUANTIZE", "QUANTIZE", "DENSIFY", "CAST", "RESHAPE", "DELEGATE"})
 
 
 def tensor_precision(interp) -> tuple[str, dict[str, int]]:

@@ -102,11 +102,14 @@ def openvino_read_error(exc: BaseException) -> str:
     ops = re.findall(r"(?:operation|[Oo]p(?:eration)? type|[Cc]ustom op(?:eration)?)[^\n]*?['\"]?(\w{3,})['\"]?\s*(?:is not supported|not supported|cannot be)", text)
     ops += re.findall(r"No conversion rule found for operations?:?\s*([\w, ]+)", text)
     ops += re.findall(r"CUSTOM \(([\w]+)\)", text)
+    ops += re.findall(r"No translator found for (\w+) node", text)
     line = ov_error_line(exc)
+    if line.startswith("Check ") and " failed at " in line:  # the check's own text; the cause is on a later line
+        rest = [ln.strip() for ln in text.splitlines()[1:] if ln.strip() and not ln.strip().startswith("FrontEnd API failed")]
+        line = rest[-1] if rest else line
     named = sorted({o.strip() for group in ops for o in group.split(",") if o.strip()})
     if named:
-        return (f"op {', '.join(named)}: OpenVINO cannot read it (a custom or unsupported op); "
-                f"LiteRT may still run the file ({line[:200]})")  # fmt: skip
+        return f"op {', '.join(named)}: a custom or unsupported op OpenVINO cannot read; LiteRT may still run this model"
     return f"OpenVINO cannot read it: {line[:500]}"
 
 
