@@ -103,10 +103,10 @@ def openvino_tool_median_ms(xml: Path, threads: int, seconds: float) -> float:
     else:
         cmd += ["-hint", "latency"]
     r = subprocess.run(cmd, capture_output=True, text=True)
-    m = re.search(r"Median:\s+([\d.]+) ms", r.stdout)
+    m = re.search(r"Median:\s+([\d.]+) (ms|us)", r.stdout)  # it prints us below a millisecond
     if r.returncode != 0 or not m:
         sys.exit(f"benchmark_app failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
-    return float(m.group(1))
+    return float(m.group(1)) / (1000.0 if m.group(2) == "us" else 1.0)
 
 
 def main() -> None:
