@@ -17,12 +17,14 @@ from agent.artifacts import local_path
 from agent.errors import JobError
 from agent.host import host_facts
 from agent.measure import measure_latency, measure_throughput, timed
+from protocol import accuracy as accuracy_mod
 from protocol import fidelity as fidelity_mod
-from protocol import Fidelity, JobSpec, LatencyStats, ResultRecord, Throughput, Validity, utc_now
+from protocol import Fidelity, JobSpec, LatencyStats, ResultRecord, TaskAccuracy, Throughput, Validity, utc_now
 from protocol.stats import summarize_ns
 
 
-def _load_dataset(spec: JobSpec) -> tuple[np.ndarray, np.ndarray | None] | None:
+def _load_dataset(spec: JobSpec) -> tuple[np.ndarray, np.ndarray | None, str | None] | None:
+    """(inputs, labels or None, the task the data set declares or None)."""
     if spec.dataset is None:
         return None
     path = local_path(spec.dataset)
@@ -32,6 +34,7 @@ def _load_dataset(spec: JobSpec) -> tuple[np.ndarray, np.ndarray | None] | None:
                 raise JobError("bad-dataset", f"dataset {path} has no array 'x' (inputs)")
             x = data["x"]
             y = data["y"] if "y" in data else None
+            task = str(data["task"]) if "task" in data else None
     except JobError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
@@ -40,7 +43,7 @@ def _load_dataset(spec: JobSpec) -> tuple[np.ndarray, np.ndarray | None] | None:
         raise JobError("bad-dataset", f"dataset {path}: {len(x)} inputs but {len(y)} labels")
     if len(x) == 0:
         raise JobError("bad-dataset", f"dataset {path} is empty")
-    return x, y
+    return x, y, task
 
 
 def _latency_inputs(backend, dataset) -> list[np.ndarray]:
@@ -84,8 +87,9 @@ def _load_reference(spec: JobSpec, n: int) -> tuple[list[str], list[np.ndarray]]
     return names, [ref.reshape(n, -1).astype(np.float64) for ref in refs]
 
 
-def _evaluate(backend, x: np.ndarray, y: np.ndarray | None, reference) -> tuple[float | None, Fidelity | None]:
-    """Top-1 accuracy against the labels and fidelity of every output against the fp32 reference,
+def _evaluate(backend, x: np.ndarray, y: np.ndarray | None, task: str | None,
+              reference) -> tuple[TaskAccuracy | None, Fidelity | None]:  # fmt: skip
+    """Accuracy against the labels, by task, and fidelity of every output against the fp32 reference,
     one sample at a time."""
     batch = backend.input_specs()[0].shape[0] if backend.input_specs()[0].shape else 1
     if batch != 1:
@@ -98,19 +102,25 @@ def _evaluate(backend, x: np.ndarray, y: np.ndarray | None, reference) -> tuple[
         if not per_output:
             per_output = [[] for _ in outs]
         for store, o in zip(per_output, outs):
-            store.append(np.asarray(o, dtype=np.float64).reshape(-1))
-    outs = [np.stack(o) for o in per_output]
-    labels = y.astype(np.int64) if y is not None and y.ndim == 1 and y.dtype.kind in "iu" else None
-    accuracy = float((outs[0].argmax(1) == labels).mean()) if labels is not None else None
+            store.append(np.array(o, dtype=np.float64).reshape(np.shape(o)[1:] if np.ndim(o) > 1 else np.shape(o)))
+    shaped = [np.stack(o) for o in per_output]
+    outs = [o.reshape(len(o), -1) for o in shaped]
+    out_names = backend.output_names()
+    accuracy = None
+    if y is not None:
+        try:
+            accuracy = accuracy_mod.evaluate(task or accuracy_mod.infer_task(y), shaped, y, out_names)
+        except accuracy_mod.AccuracyError as exc:
+            raise JobError("bad-dataset", f"the data set's labels do not fit the model: {exc}") from None
     fidelity = None
     if reference is not None:
         ref_names, refs = reference
-        out_names = backend.output_names()
         if ref_names == [""]:  # an old reference: the first output only
             outs, out_names, ref_names = outs[:1], out_names[:1], out_names[:1]
         try:
             order = fidelity_mod.match_outputs(out_names, ref_names, [o.shape[1] for o in outs], [r.shape[1] for r in refs])
-            n_classes = int(labels.max()) + 1 if labels is not None and len(labels) else None
+            labels = y is not None and y.ndim == 1 and y.dtype.kind in "iu"
+            n_classes = int(y.max()) + 1 if labels and len(y) else None
             fidelity = fidelity_mod.compare([outs[j] for j in order], refs, ref_names, n_classes)
         except ValueError as exc:
             raise JobError("bad-dataset", f"the fp32 reference does not fit this variant: {exc}") from None
@@ -169,13 +179,12 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
 
         loadgen = run_scenario(backend.run, spec.settings, expected_latency_ns=int(summary.p50_ms * 1e6))
 
-    accuracy, fidelity, n_acc = None, None, 0
+    accuracy, fidelity = None, None
     if dataset is not None:
-        x, y = dataset
+        x, y, task = dataset
         reference = _load_reference(spec, len(x))
         if y is not None or reference is not None:
-            accuracy, fidelity = _evaluate(backend, x, y, reference)
-            n_acc = len(y) if y is not None else 0
+            accuracy, fidelity = _evaluate(backend, x, y, task, reference)
 
     precision, precision_ops = backend.precision() if hasattr(backend, "precision") else ("", {})
     reasons = tuple(summary.invalid_reasons) + tuple(m.problems(spec.settings))
@@ -200,8 +209,8 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         validity=Validity(valid=not reasons, reasons=reasons),
         throughput_ips=1000.0 / summary.mean_ms if summary.mean_ms > 0 else 0.0,
         throughput_mode="single-stream",
-        accuracy_top1=accuracy,
-        accuracy_samples=n_acc,
+        accuracy_top1=accuracy.top1 if accuracy is not None else None,
+        accuracy_samples=accuracy.samples if accuracy is not None else 0,
         peak_rss_bytes=_peak_rss_bytes(),
         model_size_bytes=model_path.stat().st_size,
         started_at=started_at,
@@ -213,4 +222,5 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         precision=precision,
         precision_ops=precision_ops,
         from_source=spec.artifact.sha256 == spec.model_id,
+        accuracy=accuracy,
     )

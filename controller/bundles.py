@@ -64,7 +64,7 @@ def create_bundle(
         ).to_dict()  # fmt: skip
         spec["artifact"] = packed(r.artifact)
         spec["dataset"] = packed(dataset.validation) if dataset else None
-        spec["reference"] = packed(r.reference) if dataset else None
+        spec["reference"] = packed(store.get_reference(m.model_id, r.dataset_id) or r.reference) if dataset else None
         jobs.append(spec)
     manifest = {"format": BUNDLE_FORMAT, "schema_version": SCHEMA_VERSION, "created_at": utc_now(), "jobs": jobs}
     manifest["bundle_id"] = hashlib.sha256(json.dumps(jobs, sort_keys=True).encode()).hexdigest()[:16]

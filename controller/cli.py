@@ -124,7 +124,7 @@ def results_table(records: list[ResultRecord], title: str = "Results", wide: boo
         row += [
             _fmt_ms(r.stats.p50_ms), _fmt_ms(r.stats.p90_ms),
             (f"{r.throughput.ips:,.0f} ({r.throughput.requests} req)" if r.throughput else f"{r.throughput_ips:,.0f}"),
-            "-" if r.accuracy_top1 is None else f"{r.accuracy_top1:.4f}", fid,
+            r.accuracy.headline() if r.accuracy else ("-" if r.accuracy_top1 is None else f"{r.accuracy_top1:.4f}"), fid,
         ]  # fmt: skip
         if wide:
             row += ["-" if r.fidelity is None else f"{r.fidelity.mean_cosine:.6f}", f"{r.stats.count:,}"]
@@ -324,7 +324,7 @@ def _run_conversion(plan, store, paths, broker, limits):
     """Convert the plan's missing variants with a progress bar per variant."""
     from controller.convert import service
 
-    if not plan.todo:
+    if not plan.todo and not plan.needs_reference:
         return service.execute(plan, store, runner=None)
 
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -700,7 +700,8 @@ def results(
 
 CSV_COLUMNS = ["job_id", "attempt", "model_name", "model_id", "variant", "capability", "device_name", "agent_id",
                "runtime", "runtime_version", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "samples", "valid",
-               "throughput_ips", "accuracy_top1", "top1_agreement", "fidelity_snr_db", "fidelity_cosine",
+               "throughput_ips", "accuracy_top1", "accuracy_task", "accuracy_top5", "accuracy_mean_iou", "accuracy_mae",
+               "accuracy_rmse", "top1_agreement", "fidelity_snr_db", "fidelity_cosine",
                "fidelity_max_abs_error", "fidelity_worst_output", "fidelity_warnings", "precision", "model_size_bytes", "peak_rss_bytes",
                "loadgen_scenario", "loadgen_verdict", "finished_at"]  # fmt: skip
 
@@ -715,6 +716,7 @@ def write_csv(records, out) -> None:
             r.job_id, r.attempt, r.model_name, r.model_id, r.variant, r.capability, r.device_name, r.agent_id,
             r.runtime, r.runtime_version, r.settings.threads, r.stats.p50_ms, r.stats.p90_ms, r.stats.p99_ms,
             r.stats.mean_ms, r.stats.count, r.validity.valid, r.throughput_ips, r.accuracy_top1,
+            *((a.task, a.top5, a.mean_iou, a.mae, a.rmse) if (a := r.accuracy) else ("", None, None, None, None)),
             r.fidelity.top1_agreement if r.fidelity else None, r.fidelity.snr_db if r.fidelity else None,
             r.fidelity.mean_cosine if r.fidelity else None, r.fidelity.max_abs_error if r.fidelity else None,
             r.fidelity.worst_output if r.fidelity else "", "; ".join(r.fidelity.warnings) if r.fidelity else "",

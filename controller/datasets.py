@@ -110,6 +110,19 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...
     return x, y, ()
 
 
+def _declared_task(path: Path) -> str | None:
+    """The task an .npz declares in its ``task`` entry (classification, segmentation, regression), or None."""
+    from protocol.accuracy import TASKS
+
+    with np.load(path, allow_pickle=False) as data:
+        if "task" not in data:
+            return None
+        task = str(data["task"])
+    if task not in TASKS:
+        raise DatasetError(f"{path}: 'task' is '{task}'; it is one of {', '.join(TASKS)} (or leave it out to infer it)")
+    return task
+
+
 def _read_image_folder(root: Path, pre: Preprocessing) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     from PIL import Image, UnidentifiedImageError
 
@@ -211,6 +224,9 @@ def prepare(
     val_arrays = {"x": x[val]}
     if y is not None:
         val_arrays["y"] = y[val]
+        task = _declared_task(p) if p.suffix.lower() == ".npz" else "classification"
+        if task:
+            val_arrays["task"] = np.array(task)
     val_ref = store.put_bytes(_npz_bytes(**val_arrays), "validation.npz")
     src_sha = _source_sha(p)
     ident = json.dumps(

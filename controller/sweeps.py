@@ -530,15 +530,14 @@ def _prepare_model(entry: ModelEntry, spec: SweepSpec, store: Store, artifacts, 
             raise SweepError(f"data set {entry.data[:12]}…: not in the artifact store; upload it first")
     plan = service.plan(path, spec.variants, store, artifacts, dataset_path=data, preprocessing=entry.preprocessing, seed=entry.seed,
                         n_calibration=entry.calibration_size, input_shape=entry.input_shape, name=name)  # fmt: skip
-    dataset_id = plan.dataset.dataset_id if plan.dataset else None
-    ready = {}
-    for v in plan.variants:
-        if v.status != "cached":
-            continue
-        # A cached variant's reference outputs were computed on the data set it was converted with;
-        # on another split they would not line up with the samples, so fidelity is left out.
-        same_data = v.row.reference and v.row.dataset_id == dataset_id
-        ready[v.variant] = (ArtifactRef.from_dict(v.row.artifact), ArtifactRef.from_dict(v.row.reference) if same_data else None)
+    if plan.needs_reference:  # variants cached on another data set (or none): the outputs on this one first
+        import dataclasses
+
+        done = dataclasses.replace(plan, variants=[v for v in plan.variants if v.status != "todo"])
+        plan.reference = service.execute(done, store, convert_runner).reference
+    # the reference outputs belong to the data set the jobs use, whichever data set a variant was converted with
+    ready = {v.variant: (ArtifactRef.from_dict(v.row.artifact), plan.reference)
+             for v in plan.variants if v.status == "cached"}  # fmt: skip
     converting = [v.variant for v in plan.todo]
     dataset = plan.dataset.validation if plan.dataset else None
     convert = (lambda on_event: service.execute(plan, store, convert_runner, on_event=on_event)) if converting else None

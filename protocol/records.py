@@ -349,6 +349,32 @@ class Fidelity(_Contract):
 
 
 @dataclass(frozen=True)
+class TaskAccuracy(_Contract):
+    """Accuracy against the data set's labels, by task (see :mod:`protocol.accuracy`)."""
+
+    task: str  # "classification", "segmentation" or "regression"
+    samples: int
+    #: The output the labels were compared with.
+    output: str = ""
+    top1: Optional[float] = None
+    #: Only with more than five classes.
+    top5: Optional[float] = None
+    mean_iou: Optional[float] = None
+    mae: Optional[float] = None
+    rmse: Optional[float] = None
+
+    def headline(self) -> str:
+        """The task's main figure, for tables: top-1, mIoU or MAE."""
+        if self.task == "classification" and self.top1 is not None:
+            return f"{self.top1:.4f}"
+        if self.task == "segmentation" and self.mean_iou is not None:
+            return f"mIoU {self.mean_iou:.3f}"
+        if self.mae is not None:
+            return f"MAE {self.mae:.4g}"
+        return "-"
+
+
+@dataclass(frozen=True)
 class Throughput(_Contract):
     """The throughput phase: as many inferences as N requests in flight complete."""
 
@@ -426,6 +452,9 @@ class ResultRecord(_Contract):
     precision_ops: dict[str, int] = field(default_factory=dict)
     #: The artifact is the user's own file as given (no conversion): its sha256 is the model id.
     from_source: bool = False
+    #: Accuracy by task (classification top-1/top-5, segmentation mIoU, regression MAE/RMSE); None without labels.
+    #: ``accuracy_top1`` repeats a classification's top-1.
+    accuracy: Optional[TaskAccuracy] = None
     schema_version: int = SCHEMA_VERSION
 
     def check_consistent(self) -> None:

@@ -219,11 +219,36 @@ def test_openvino_ir_source(ws):
 
     _, first = _convert(ws, ws.root / "cnn.keras", ["openvino-fp32"])
     ir = unpack(ws.arts.path_for(first.outcome("openvino-fp32").artifact.sha256), ws.root / "ir")
-    _, report = _convert(ws, ir / "model.xml", ["tflite-fp32", *OPENVINO])
+    p, report = _convert(ws, ir / "model.xml", ["tflite-fp32", *OPENVINO])
     assert report.outcome("tflite-fp32").status == "refused"
     assert "no TFLite variant from an OpenVINO IR" in report.outcome("tflite-fp32").error
     for v in OPENVINO:
         assert report.outcome(v).status == "converted", report.outcome(v).error
+    # the IR is an fp32 one, and goes to OpenVINO as it is
+    assert p.source_variant == "openvino-fp32" and report.outcome("openvino-fp32").from_source
+    assert report.outcome("openvino-fp32").artifact.sha256 == p.model_id
+    # an int8 IR is openvino-int8 as it is; no float variant comes from it
+    int8 = unpack(ws.arts.path_for(report.outcome("openvino-int8").artifact.sha256), ws.root / "ir8")
+    p8, report8 = _convert(ws, int8 / "model.xml", OPENVINO)
+    assert p8.source_variant == "openvino-int8" and report8.outcome("openvino-int8").from_source
+    assert "already openvino-int8" in report8.outcome("openvino-fp32").error
+
+
+def test_reference_outputs_belong_to_the_data_set(ws, tmp_path):
+    """Variants cached on one split of the data get reference outputs on another, computed without converting."""
+    p, first = _convert(ws, ws.root / "cnn.keras", ["tflite-fp32", "openvino-fp32"])
+    other = _plan(ws, ws.root / "cnn.keras", ["tflite-fp32", "openvino-fp32"], seed=7)
+    assert [v.status for v in other.variants] == ["cached", "cached"] and other.needs_reference
+    report = service.execute(other, ws.store, lambda job, ev: run_conversion(job, ws.arts, ev, Limits()))
+    ref = report.reference
+    assert ref is not None and ref != first.reference
+    assert all(o.status == "cached" and o.reference == ref for o in report.outcomes)
+    assert ws.store.get_reference(p.model_id, other.dataset.dataset_id) == ref.to_dict()
+    x, _ = _val(ws, other)
+    with np.load(ws.arts.path_for(ref.sha256)) as d:
+        assert len(d["out_0"]) == len(x) and list(d["names"]) == ["output_0"]
+    again = _plan(ws, ws.root / "cnn.keras", ["tflite-fp32"], seed=7)
+    assert not again.needs_reference and again.reference == ref
 
 
 def test_onnx_source_in_nchw(ws):

@@ -3,6 +3,7 @@
 import dataclasses
 import datetime as dt
 
+import numpy as np
 import pytest
 
 from controller.store import Store, StoreError
@@ -143,7 +144,8 @@ def test_migration_0005_fills_the_dashboard_columns_from_stored_records(tmp_path
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0004")
     values = store._result_values(golden_record)
-    for column in ("threads", "throughput_requests", "fidelity_top1", "peak_rss_bytes", "sample_count"):
+    for column in ("threads", "throughput_requests", "fidelity_top1", "peak_rss_bytes", "sample_count",
+                   "precision", "fidelity_snr_db", "fidelity_cosine", "from_source"):  # fmt: skip
         values.pop(column)
     with store.engine.begin() as conn:
         columns = [sa.column(c, sa.JSON) if c == "record" else sa.column(c) for c in values]
@@ -156,6 +158,53 @@ def test_migration_0005_fills_the_dashboard_columns_from_stored_records(tmp_path
     assert tuple(row) == (golden_record.settings.threads, 0, expect_fidelity, golden_record.peak_rss_bytes,
                           len(golden_record.samples_ns))  # fmt: skip
     assert store.get_result(golden_record.job_id, 1) == golden_record
+    store.close()
+
+
+def test_migration_0007_fills_precision_and_fidelity_and_keeps_references(tmp_path, golden_record):
+    """A database written at 0006 gets precision, SNR, cosine and from_source from its records, and the
+    references stored beside its variants become one per model and data set."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from controller.store.store import MIGRATIONS
+    from protocol import fidelity as F
+
+    rng = np.random.default_rng(0)
+    ref = rng.random((6, 4))
+    fid = F.compare([ref + 1e-3], [ref], ["out"])
+    record = dataclasses.replace(golden_record, precision="bf16", fidelity=fid, from_source=True)
+    store = Store(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0006")
+    values = store._result_values(record)
+    for column in ("precision", "fidelity_snr_db", "fidelity_cosine", "from_source"):
+        values.pop(column)
+    now = dt.datetime.now(dt.timezone.utc)
+    art = {"sha256": "r" * 64, "uri": "file:///r", "size_bytes": 1, "filename": "reference.npz"}
+    variant = dict(cache_key="k" * 64, model_id="m" * 64, variant="tflite-fp32", dataset_id="d" * 64, artifact=art,
+                   reference=art, size_bytes=1, conversion_s=0.1, tool_versions={}, recipe={}, input_shape=[1],
+                   input_dtype="float32", created_at=now)  # fmt: skip
+    with store.engine.begin() as conn:
+        columns = [sa.column(c, sa.JSON) if c == "record" else sa.column(c) for c in values]
+        conn.execute(sa.table("results", *columns).insert(), [values])
+        vcols = [sa.column(c, sa.JSON) if c in ("artifact", "reference", "tool_versions", "recipe", "input_shape")
+                 else sa.column(c) for c in variant]  # fmt: skip
+        conn.execute(sa.table("variants", *vcols).insert(), [variant])
+    store.migrate()
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT precision, fidelity_snr_db, fidelity_cosine, from_source FROM results")).one()
+    assert row[0] == "bf16" and row[1] == pytest.approx(fid.snr_db) and row[2] == pytest.approx(fid.mean_cosine)
+    assert bool(row[3]) is True
+    assert store.get_reference("m" * 64, "d" * 64) == art and store.get_reference("m" * 64, "x" * 64) is None
+    assert "r" * 64 in store.referenced_artifacts()
+    assert store.get_result(record.job_id, 1) == record
     store.close()
 
 

@@ -129,8 +129,8 @@ def test_sweep_cli_end_to_end(tmp_path, tiny_model):
     csv = subprocess.run(cli + ["results", "e2e", "-f", "csv", "--data-dir", str(data)], env=env, capture_output=True, text=True)
     assert csv.stdout.splitlines()[0].startswith("job_id,attempt,model_name") and len(csv.stdout.splitlines()) == 7
 
-    # Again with another split of the data: the cached variants' references belong to the first split,
-    # so they run without fidelity instead of failing; the sweep supersedes nothing (the first one is done).
+    # Again with another split of the data: the variants are cached, and the reference outputs on the new
+    # split are computed first, so fidelity is measured on it too; the sweep supersedes nothing.
     spec.write_text(spec.read_text().replace("calibration_size: 4", "calibration_size: 6").replace("'openvino:MYRIAD'", "")
                     .replace("name: e2e", "name: e2e-split"))  # fmt: skip
     again = subprocess.run(cli + ["sweep", str(spec), "--data-dir", str(data)], env=env, capture_output=True, text=True, timeout=600)
@@ -138,3 +138,5 @@ def test_sweep_cli_end_to_end(tmp_path, tiny_model):
     out = subprocess.run(cli + ["results", "e2e-split", "-f", "json", "--data-dir", str(data)], env=env, capture_output=True, text=True)
     records = json.loads(out.stdout)
     assert len(records) == 6 and all(r["accuracy_top1"] == 1.0 for r in records)
+    assert all(r["fidelity"] is not None and r["fidelity"]["top1_agreement"] == 1.0 for r in records)
+    assert all(r["fidelity"]["samples"] == records[0]["accuracy_samples"] for r in records)

@@ -13,7 +13,7 @@ from typing import Callable
 
 from controller import datasets
 from controller.artifacts import ArtifactStore
-from controller.convert.sources import TFLITE, Source, SourceError, identify
+from controller.convert.sources import OPENVINO_IR, TFLITE, Source, SourceError, identify
 from controller.convert.variants import VARIANTS, Recipe, cache_key, recipe_for, refusal, tool_versions
 from controller.store import Store
 from controller.store.models import DatasetRow, VariantRow
@@ -53,6 +53,13 @@ class Plan:
     #: What the file itself is (a TFLite file's variant, by its tensors), or None.
     source_variant: str | None = None
     source_evidence: str = ""
+    #: The fp32 reference outputs on the data set, when stored already (from any earlier conversion).
+    reference: ArtifactRef | None = None
+
+    @property
+    def needs_reference(self) -> bool:
+        """A data set is given but no reference outputs on it are stored: the converter computes them."""
+        return self.dataset is not None and self.reference is None
 
     @property
     def model_id(self) -> str:
@@ -84,6 +91,8 @@ class ConvertReport:
     dataset_id: str | None
     input_shape: tuple[int, ...] | None
     outcomes: list[VariantOutcome]
+    #: The fp32 reference outputs on the request's data set (None without one).
+    reference: ArtifactRef | None = None
 
     def outcome(self, variant: str) -> VariantOutcome:
         return next(o for o in self.outcomes if o.variant == variant)
@@ -118,9 +127,8 @@ def plan(
     except SourceError as exc:
         raise ConvertError(str(exc)) from None
     payload, filename = source.payload()
-    facts = _tflite_facts(source, payload)  # a corrupt file is refused before anything is stored
-    source_variant, evidence = (facts.variant, facts.evidence) if facts else (None, "")
-    static_source = bool(facts and facts.static_input)
+    # a corrupt file is refused before anything is stored
+    source_variant, evidence, static_source = _source_facts(source, payload)
     model_ref = artifacts.put_bytes(payload, filename)
     display = name or source.name
     store.add_model(model_ref.sha256, display, source.kind, filename, model_ref.size_bytes)
@@ -148,6 +156,10 @@ def plan(
     tools = tool_versions()
     p = Plan(source=source, name=display, model_ref=model_ref, dataset=dataset, input_shape=input_shape, tools=tools,
              source_variant=source_variant, source_evidence=evidence)  # fmt: skip
+    if dataset is not None:
+        stored = store.get_reference(model_ref.sha256, dataset.dataset_id)
+        if stored is not None and artifacts.get(stored["sha256"]) is not None:
+            p.reference = ArtifactRef.from_dict(stored)
     calibration_sha = dataset.calibration.sha256 if dataset else None
     for v in variants:
         why = refusal(source.kind, v, source_variant)
@@ -185,6 +197,21 @@ def _same_without_data(store: Store, model_id: str, variant: str, shape, tools, 
         if row.variant == variant and row.cache_key == cache_key(model_id, variant, tuple(row.input_shape), None, tools, recipe):
             return row
     return None
+
+
+def _source_facts(source: Source, payload: bytes) -> tuple[str | None, str, bool]:
+    """(the variant the file itself is, the evidence, whether its input shape is fixed) for TFLite files and
+    OpenVINO IRs; (None, "", False) for sources that are no variant as they are."""
+    if source.kind == OPENVINO_IR:
+        from controller.convert.sources import openvino_ir_variant
+
+        try:
+            variant, evidence = openvino_ir_variant(source.path)
+        except SourceError as exc:
+            raise ConvertError(str(exc)) from None
+        return variant, evidence, False
+    facts = _tflite_facts(source, payload)
+    return (facts.variant, facts.evidence, facts.static_input) if facts else (None, "", False)
 
 
 def _tflite_facts(source: Source, payload: bytes):
@@ -225,8 +252,11 @@ def execute(
 
     ``limits`` (see :class:`controller.convert.runner.Limits`) travel with the job.
     """
-    result = runner(job_for(p, limits), on_event) if p.todo else {"variants": {}, "reference": None}
-    reference = ArtifactRef.from_dict(result["reference"]) if result.get("reference") else None
+    work = p.todo or p.needs_reference  # the reference alone, for variants cached on another data set
+    result = runner(job_for(p, limits), on_event) if work else {"variants": {}, "reference": None}
+    reference = ArtifactRef.from_dict(result["reference"]) if result.get("reference") else p.reference
+    if reference is not None and p.dataset is not None and p.reference is None:
+        store.add_reference(p.model_id, p.dataset.dataset_id, reference.to_dict())
     shape = tuple(result["input_shape"]) if result.get("input_shape") else p.input_shape
     outcomes = []
     for vp in p.variants:
@@ -237,8 +267,7 @@ def execute(
             outcomes.append(
                 VariantOutcome(vp.variant, "cached", size_bytes=row.size_bytes, seconds=row.conversion_s,
                                artifact=ArtifactRef.from_dict(row.artifact),
-                               reference=ArtifactRef.from_dict(row.reference) if row.reference else None,
-                               from_source=vp.from_source)
+                               reference=reference, from_source=vp.from_source)
             )  # fmt: skip
             if shape is None:
                 shape = tuple(row.input_shape)
@@ -263,6 +292,7 @@ def execute(
     return ConvertReport(
         model_id=p.model_id, name=p.name, kind=p.source.kind,
         dataset_id=p.dataset.dataset_id if p.dataset else None, input_shape=shape, outcomes=outcomes,
+        reference=reference,
     )  # fmt: skip
 
 

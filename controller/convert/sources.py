@@ -108,6 +108,34 @@ def identify(path: str | Path) -> Source:
     return Source(kind, p.resolve(), p.stem)
 
 
+#: Reading this much of an IR's .xml is enough to see its layers' precisions (the weights are in the .bin).
+IR_XML_LIMIT = 64 * 2**20
+
+
+def openvino_ir_variant(xml: Path) -> tuple[str, str]:
+    """(the variant an OpenVINO IR is, the evidence), from its layers: FakeQuantize or int8 constants make it
+    ``openvino-int8``, f16 constants ``openvino-fp16``, anything else ``openvino-fp32``.
+
+    A plain scan of the XML text (no XML parser, so no entity expansion), at most :data:`IR_XML_LIMIT` bytes.
+    """
+    import re
+
+    size = xml.stat().st_size
+    if size > IR_XML_LIMIT:
+        raise SourceError(f"{xml}: the IR's .xml is {size / 2**20:.0f} MiB; fleetbench reads IRs up to "
+                          f"{IR_XML_LIMIT / 2**20:.0f} MiB of XML (the weights belong in the .bin)")  # fmt: skip
+    text = xml.read_text(encoding="utf-8", errors="replace")
+    fq = len(re.findall(r'type="FakeQuantize"', text))
+    consts = re.findall(r'<layer[^>]*type="Const"[^>]*>\s*<data[^>]*element_type="(\w+)"', text)
+    by = {t: consts.count(t) for t in set(consts)}
+    ints = by.get("i8", 0) + by.get("u8", 0) + by.get("i4", 0) + by.get("u4", 0)
+    if fq or ints:
+        return "openvino-int8", f"{fq} FakeQuantize layers, {ints} int8/int4 constants"
+    if by.get("f16"):
+        return "openvino-fp16", f"{by['f16']} f16 constants"
+    return "openvino-fp32", "f32 constants"
+
+
 def _check_keras_zip(p: Path) -> None:
     try:
         with zipfile.ZipFile(p) as z:

@@ -123,6 +123,9 @@ def refusal(source_kind: str, variant: str, source_variant: str | None = None) -
             return "there is no TFLite variant from an OpenVINO IR: OpenVINO cannot export TFLite"
         if source_kind == ONNX:
             return "there is no TFLite variant from ONNX without an ONNX-to-TensorFlow converter; convert from the original framework"
+    if source_kind == OPENVINO_IR and source_variant == "openvino-int8" and variant != source_variant:
+        return (f"{variant} cannot be made from this IR: it is already openvino-int8, and float weights cannot be "
+                "recovered from int8 ones. Convert from the original float model instead")  # fmt: skip
     return None  # OpenVINO reads every source kind (Keras through a SavedModel export)
 
 

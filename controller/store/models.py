@@ -65,6 +65,14 @@ class Result(Base):
     fidelity_top1: Mapped[float | None] = mapped_column(Float, nullable=True)
     peak_rss_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
     sample_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # Read from the record (migration 0007).
+    #: the precision the runtime really ran (ResultRecord.precision)
+    precision: Mapped[str] = mapped_column(String(64), nullable=False, default="", server_default="")
+    #: the worst output's SNR (dB) and mean cosine against the fp32 reference
+    fidelity_snr_db: Mapped[float | None] = mapped_column(Float, nullable=True)
+    fidelity_cosine: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: the artifact was the user's own file as given
+    from_source: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
 
 
 # Attempt fencing: at most one current (not superseded) record per job.
@@ -82,6 +90,18 @@ class ModelRow(Base):
     kind: Mapped[str] = mapped_column(String(32), nullable=False)
     filename: Mapped[str] = mapped_column(String(400), nullable=False)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ReferenceRow(Base):
+    """The fp32 outputs of a model on a data set's validation split: one per model and data set, shared by
+    every variant benchmarked on that data set, whichever was converted with it."""
+
+    __tablename__ = "reference_outputs"
+
+    model_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    artifact: Mapped[dict] = mapped_column(JSONType, nullable=False)  # ArtifactRef of reference.npz
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 

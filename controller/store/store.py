@@ -10,13 +10,13 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
 from controller.store.jobs import JobsMixin
-from controller.store.models import AgentRow, DatasetRow, ModelRow, Result, VariantRow
+from controller.store.models import AgentRow, DatasetRow, ModelRow, ReferenceRow, Result, VariantRow
 from protocol import AgentInventory, JobOutcome, ResultRecord
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest Alembic revision. `migrate()` skips Alembic (a slow import) when
 #: the database is already there; a test keeps this equal to the scripts' head.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 
 
 class StoreError(RuntimeError):
@@ -130,6 +130,10 @@ class Store(JobsMixin):
             fidelity_top1=record.fidelity.top1_agreement if record.fidelity else None,
             peak_rss_bytes=record.peak_rss_bytes,
             sample_count=len(record.samples_ns),
+            precision=record.precision[:64],
+            fidelity_snr_db=record.fidelity.snr_db if record.fidelity else None,
+            fidelity_cosine=record.fidelity.mean_cosine if record.fidelity else None,
+            from_source=record.from_source,
         )
 
     def add_result(self, record: ResultRecord) -> bool:
@@ -251,6 +255,21 @@ class Store(JobsMixin):
             if row is not None:
                 session.delete(row)
 
+    def add_reference(self, model_id: str, dataset_id: str, artifact: dict) -> None:
+        """The fp32 reference outputs of ``model_id`` on ``dataset_id`` (the newest replaces an older one)."""
+        with self._session() as session, session.begin():
+            row = session.get(ReferenceRow, (model_id, dataset_id))
+            if row is None:
+                session.add(ReferenceRow(model_id=model_id, dataset_id=dataset_id, artifact=artifact,
+                                         created_at=dt.datetime.now(dt.timezone.utc)))  # fmt: skip
+            else:
+                row.artifact = artifact
+
+    def get_reference(self, model_id: str, dataset_id: str) -> dict | None:
+        with self._session() as session:
+            row = session.get(ReferenceRow, (model_id, dataset_id))
+            return row.artifact if row is not None else None
+
     def variants(self, model_id: str) -> list[VariantRow]:
         with self._session() as session:
             stmt = select(VariantRow).where(VariantRow.model_id == model_id).order_by(VariantRow.created_at)
@@ -267,6 +286,7 @@ class Store(JobsMixin):
                 keep.add(art["sha256"])
                 if ref:
                     keep.add(ref["sha256"])
+            keep.update(ref["sha256"] for ref in session.scalars(select(ReferenceRow.artifact)))
             keep.update(session.scalars(select(Result.artifact_sha256)))
         return keep
 
