@@ -82,13 +82,26 @@ def fidelity_cell(f) -> str:
     return text + (" [yellow]![/]" if f.warnings else "")
 
 
-def results_table(records: list[ResultRecord], title: str = "Results", wide: bool = False) -> Table:
-    """Records as a table. Columns come in a fixed order of priority: names wrap, numbers never do.
+#: Results columns: (header, justify, priority). Shown in this order; when the terminal is too narrow,
+#: the highest priority numbers go first (1 is kept longest). Names may wrap; numbers never do.
+RESULT_COLUMNS = [
+    ("model", "left", 1), ("variant", "left", 1), ("ran in", "left", 4), ("device", "left", 1),
+    ("runtime", "left", 0), ("threads", "right", 0),
+    ("p50 ms", "right", 1), ("p90 ms", "right", 6), ("inf/s", "right", 7), ("accuracy", "right", 3),
+    ("fidelity", "right", 4), ("cosine", "right", 0), ("samples", "right", 0), ("KiB", "right", 5), ("valid", "left", 2),
+]  # fmt: skip
+_NAMES = {"model", "variant", "device", "runtime"}
 
-    The default fits 120 columns; ``wide`` adds the runtime version, device name, threads, samples,
-    the fidelity's cosine and the validity reasons in full. Invalid records and fidelity warnings
-    are footnoted under the table.
+
+def results_table(records: list[ResultRecord], title: str = "Results", wide: bool = False,
+                  width: int | None = None) -> Table:  # fmt: skip
+    """Records as a table that fits ``width`` (the console's): columns in a fixed order, the least needed
+    dropped first when it would not fit; names wrap, numbers never do. ``wide`` shows every column
+    (priority 0 ones too: runtime version, threads, cosine, samples) and the validity reasons in full.
+    Invalid records, fidelity warnings and the user's own files are footnoted under the table.
     """
+    from rich.text import Text
+
     notes: list[str] = []
 
     def note(text: str) -> str:
@@ -96,17 +109,7 @@ def results_table(records: list[ResultRecord], title: str = "Results", wide: boo
             notes.append(text)
         return f"[{notes.index(text) + 1}]"
 
-    table = Table(title=title, title_justify="left", caption_justify="left")
-    cols = [("model", "left", True), ("variant", "left", True), ("ran in", "left", False), ("device", "left", True)]
-    if wide:
-        cols += [("runtime", "left", True), ("threads", "right", False)]
-    cols += [("p50 ms", "right", False), ("p90 ms", "right", False), ("inf/s", "right", False),
-             ("accuracy", "right", False), ("fidelity SNR top-1", "right", False)]  # fmt: skip
-    if wide:
-        cols += [("cosine", "right", False), ("samples", "right", False)]
-    cols += [("size KiB", "right", False), ("valid", "left", wide)]
-    for col, justify, wraps in cols:
-        table.add_column(col, justify=justify, no_wrap=not wraps, overflow="fold" if wraps else "ellipsis")
+    rows = []
     for r in records:
         fid = fidelity_cell(r.fidelity)
         if r.fidelity is not None and r.fidelity.warnings:
@@ -116,22 +119,43 @@ def results_table(records: list[ResultRecord], title: str = "Results", wide: boo
         elif wide:
             valid = "[yellow]no[/]: " + "; ".join(r.validity.reasons)
         else:
-            valid = "[yellow]no[/] " + note("; ".join(r.validity.reasons))
-        device = r.capability if not wide else f"{r.capability}\n[dim]{r.device_name}[/]"
-        row = [r.model_name, r.variant + (" [dim](source)[/]" if r.from_source else ""), r.precision or "?", device]
-        if wide:
-            row += [f"{r.runtime} {r.runtime_version}", str(r.settings.threads)]
-        row += [
-            _fmt_ms(r.stats.p50_ms), _fmt_ms(r.stats.p90_ms),
-            (f"{r.throughput.ips:,.0f} ({r.throughput.requests} req)" if r.throughput else f"{r.throughput_ips:,.0f}"),
-            r.accuracy.headline() if r.accuracy else ("-" if r.accuracy_top1 is None else f"{r.accuracy_top1:.4f}"), fid,
-        ]  # fmt: skip
-        if wide:
-            row += ["-" if r.fidelity is None else f"{r.fidelity.mean_cosine:.6f}", f"{r.stats.count:,}"]
-        row += [f"{r.model_size_bytes / 1024:,.1f}", valid]
-        table.add_row(*row)
+            valid = "[yellow]no[/]" + note("; ".join(r.validity.reasons))
+        variant = r.variant + (note("the user's own file, benchmarked as it is") if r.from_source else "")
+        accuracy = r.accuracy.headline() if r.accuracy else ("-" if r.accuracy_top1 is None else f"{r.accuracy_top1:.4f}")
+        rows.append({
+            "model": r.model_name, "variant": variant, "ran in": r.precision or "-",
+            "device": r.capability if not wide else f"{r.capability}\n[dim]{r.device_name}[/]",
+            "runtime": f"{r.runtime} {r.runtime_version}", "threads": str(r.settings.threads),
+            "p50 ms": _fmt_ms(r.stats.p50_ms), "p90 ms": _fmt_ms(r.stats.p90_ms),
+            "inf/s": f"{r.throughput.ips:,.0f} ({r.throughput.requests} req)" if r.throughput else f"{r.throughput_ips:,.0f}",
+            "accuracy": accuracy, "fidelity": fid,
+            "cosine": "-" if r.fidelity is None else f"{r.fidelity.mean_cosine:.6f}", "samples": f"{r.stats.count:,}",
+            "KiB": f"{r.model_size_bytes / 1024:,.1f}", "valid": valid,
+        })  # fmt: skip
+
+    def need(col: str) -> int:  # the column's width with its padding and border
+        cells = [col] + [ln for row in rows for ln in row[col].split("\n")]
+        w = max(Text.from_markup(c).cell_len for c in cells)
+        return (min(w, 12) if col in _NAMES else w) + 3  # a name may wrap down to 12
+
+    shown = [c for c in RESULT_COLUMNS if wide or c[2] > 0]
+    if not wide and width:
+        while sum(need(c[0]) for c in shown) + 1 > width and len(shown) > 4:
+            shown.remove(max(shown, key=lambda c: c[2]))
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    for col, justify, _ in shown:
+        longest = max((Text.from_markup(row[col]).cell_len for row in rows), default=0)
+        table.add_column(col, justify=justify, no_wrap=col not in _NAMES and not (wide and col == "valid"),
+                         min_width=min(longest, 12) if col in _NAMES else None,
+                         max_width=60 if wide and col == "valid" else None,
+                         overflow="fold" if col in _NAMES or col == "valid" else "ellipsis")  # fmt: skip
+    for row in rows:
+        table.add_row(*(row[c[0]] for c in shown))
+    dropped = [c[0] for c in RESULT_COLUMNS if c[2] > 0 and c not in shown]
+    if dropped:
+        notes.append(f"not shown at this width: {', '.join(dropped)} (--wide shows every column)")
     if notes:
-        table.caption = "\n".join(f"[{i}] {t}" for i, t in enumerate(notes, 1))
+        table.caption = "\n".join(f"[{i}] {t}" if not t.startswith("not shown") else t for i, t in enumerate(notes, 1))
     return table
 
 
@@ -191,7 +215,7 @@ def demo(
         f"{f.keras_accuracy:.4f}"
     )
     console.print(conversion_table(run.convert))
-    console.print(results_table(run.records, title="Benchmark"))
+    console.print(results_table(run.records, title="Benchmark", width=console.width))
     for variant, error in run.failures:
         err_console.print(f"[yellow]{variant} not benchmarked:[/] {error}", highlight=False)
     console.print(
@@ -490,7 +514,8 @@ def fleet_table(title: str, agents: list[dict]) -> Table:
     """Agents (agent_id, hostname, capabilities, online: True/False/None for unknown, last_heartbeat) as a table."""
     table = Table(title=title, title_justify="left")
     for col in ("agent", "host", "capabilities", "status", "last heartbeat"):
-        table.add_column(col)
+        # ids and times never wrap (people copy them); the capabilities' device names take the wrapping
+        table.add_column(col, no_wrap=col in ("agent", "last heartbeat"), overflow="fold")
     for a in agents:
         caps = "\n".join(
             f"{c['name']} [dim]{c['device_name']}" + (f" ({', '.join(c['precisions'])})" if c.get("precisions") else "") + "[/]"
@@ -695,7 +720,14 @@ def results(
     elif not records:
         console.print("No records yet: run `fleetbench demo` first." if not sweep else "This sweep has no records yet.")
     else:
-        console.print(results_table(records, title=title, wide=wide))
+        table = results_table(records, title=title, wide=wide, width=console.width)
+        if wide:  # every column at its natural width, wider than the terminal if need be
+            from rich.measure import Measurement
+
+            natural = Measurement.get(console, console.options.update(width=10_000), table).maximum
+            Console(width=max(natural, console.width)).print(table)
+        else:
+            console.print(table)
 
 
 CSV_COLUMNS = ["job_id", "attempt", "model_name", "model_id", "variant", "capability", "device_name", "agent_id",

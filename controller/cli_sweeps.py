@@ -83,7 +83,7 @@ def sweep(
     signal.signal(signal.SIGTERM, _term_as_exit)
     counts, records, sweep_id = _local_sweep(spec, broker, artifact_url, data_dir, db)
     if records:
-        console.print(results_table(records, title=f"Sweep {spec.name} ({sweep_id})"))
+        console.print(results_table(records, title=f"Sweep {spec.name} ({sweep_id})", width=console.width))
     bad = sum(counts.get(s, 0) for s in BAD_END)
     if bad:
         console.print(f"[yellow]{bad} job(s) did not finish:[/] `fleetbench status {sweep_id}` shows why")
@@ -150,7 +150,8 @@ def _remote_sweep(controller_url, spec, text, path, detach):
     from protocol import ResultRecord
 
     if records:
-        console.print(results_table([ResultRecord.from_dict(r) for r in records], title=f"Sweep {spec.name} ({sweep_id})"))
+        console.print(results_table([ResultRecord.from_dict(r) for r in records], title=f"Sweep {spec.name} ({sweep_id})",
+                                    width=console.width))  # fmt: skip
     if sum(counts.get(s, 0) for s in BAD_END):
         raise typer.Exit(1)
 

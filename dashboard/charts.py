@@ -30,7 +30,7 @@ def scaled(df: pd.DataFrame, metric: str, column: str | None = None) -> pd.Serie
     if metric in PERCENT:
         return s * 100
     if metric in MEGABYTES:
-        return s / 1e6
+        return s / 2**20
     return s
 
 
@@ -113,12 +113,12 @@ def size_vs_latency(groups: pd.DataFrame) -> go.Figure:
     for variant, colour in variant_colours(groups["variant"]).items():
         g = groups[groups["variant"] == variant]
         fig.add_trace(go.Scatter(
-            x=g["model_size_bytes"] / 1e6, y=g["p50_ms"], mode="markers", name=variant, marker=dict(color=colour, size=9),
+            x=g["model_size_bytes"] / 2**20, y=g["p50_ms"], mode="markers", name=variant, marker=dict(color=colour, size=9),
             customdata=g[["device_name", "capability"]],
-            hovertemplate=f"{variant}<br>%{{x:.3f}} MB, p50 %{{y:.3f}} ms<br>%{{customdata[0]}} (%{{customdata[1]}})"
+            hovertemplate=f"{variant}<br>%{{x:.3f}} MiB, p50 %{{y:.3f}} ms<br>%{{customdata[0]}} (%{{customdata[1]}})"
                           "<extra></extra>",
         ))  # fmt: skip
-    fig.update_layout(height=420, margin=dict(t=30, l=10, r=10, b=10), xaxis_title="model size (MB)",
+    fig.update_layout(height=420, margin=dict(t=30, l=10, r=10, b=10), xaxis_title="model size (MiB)",
                       yaxis_title="p50 latency (ms)", legend_title="variant")  # fmt: skip
     return fig
 

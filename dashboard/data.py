@@ -40,9 +40,10 @@ METRICS: dict[str, tuple[str, bool]] = {
     "throughput_ips": ("throughput (inferences/s)", False),
     "accuracy_top1": ("top-1 accuracy (%)", False),
     "fidelity_top1": ("fidelity: top-1 agreement with fp32 (%)", False),
-    "peak_rss_bytes": ("peak memory (MB)", True),
+    "fidelity_snr_db": ("fidelity: worst-output SNR vs fp32 (dB)", False),
+    "peak_rss_bytes": ("peak memory (MiB)", True),
 }
-#: Shown as percentages / MB rather than fractions / bytes.
+#: Shown as percentages / MiB rather than fractions / bytes.
 PERCENT = {"accuracy_top1", "fidelity_top1"}
 MEGABYTES = {"peak_rss_bytes", "model_size_bytes"}
 
@@ -270,6 +271,8 @@ def explorer_groups(engine: Engine, f: Filters) -> pd.DataFrame:
             _avg(Result.throughput_ips).label("throughput_ips"),
             _avg(Result.accuracy_top1).label("accuracy_top1"),
             _avg(Result.fidelity_top1).label("fidelity_top1"),
+            func.min(Result.fidelity_snr_db).label("fidelity_snr_db"),
+            func.max(Result.precision).label("precision"),
             _avg(Result.model_size_bytes).label("model_size_bytes"),
             func.max(Result.peak_rss_bytes).label("peak_rss_bytes"),
             func.sum(case((Result.valid, 0), else_=1)).label("invalid_runs"),
@@ -287,8 +290,8 @@ def selection_rows(engine: Engine, f: Filters, limit: int = SELECTION_ROWS) -> p
     cols = [Result.finished_at, Result.model_name, Result.variant, Result.runtime, Result.runtime_version,
             Result.capability, Result.device_name, Result.hostname, Result.agent_id, Result.threads,
             Result.throughput_requests, Result.p50_ms, Result.p90_ms, Result.p99_ms, Result.mean_ms,
-            Result.throughput_ips, Result.accuracy_top1, Result.fidelity_top1, Result.model_size_bytes,
-            Result.peak_rss_bytes, Result.sample_count, Result.valid, Result.sweep_id, Result.job_id]  # fmt: skip
+            Result.throughput_ips, Result.accuracy_top1, Result.fidelity_top1, Result.fidelity_snr_db,
+            Result.fidelity_cosine, Result.precision, Result.from_source, Result.model_size_bytes, Result.peak_rss_bytes, Result.sample_count, Result.valid, Result.sweep_id, Result.job_id]  # fmt: skip
     stmt = f.where(select(*cols)).order_by(Result.finished_at.desc(), Result.id.desc()).limit(limit)
     return _frame(engine, stmt)
 

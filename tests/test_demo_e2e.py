@@ -23,6 +23,7 @@ FLEETBENCH = [sys.executable, "-m", "controller.cli"]
 def _env():
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("FLEETBENCH_DB_URL", None)
+    env.pop("COLUMNS", None)  # piped output: 120 columns
     return env
 
 
@@ -65,8 +66,9 @@ def test_demo_twice(tmp_path):
     assert "digits-cnn" in out and "litert:cpu" in out and "openvino:CPU" in out
     assert str(data / "fleetbench.db") in out  # says where the database is
     assert "trained in" in out
-    for header in ("accuracy", "top-1 vs fp32", "p50 ms", "p90 ms", "throughput inf/s", "size KiB", "vs fp32", "cached"):
+    for header in ("accuracy", "fidelity", "ran in", "p50 ms", "p90 ms", "inf/s", "KiB", "vs fp32", "cached"):
         assert header in out
+    assert max(len(ln) for ln in out.splitlines()) <= 120  # piped: no wider than 120 columns
 
     rows = _rows(data)
     assert sorted(r["variant"] for r in rows) == sorted(VARIANTS)
@@ -79,8 +81,12 @@ def test_demo_twice(tmp_path):
         # measured on the device against the fp32 outputs computed at conversion
         fid = rec["fidelity"]
         assert fid["samples"] == 295 and fid["top1_agreement"] >= 0.95 and fid["mean_cosine"] > 0.99, rec["variant"]
+        assert len(fid["outputs"]) == 1 and fid["snr_db"] is not None and fid["warnings"] == []
+        assert rec["accuracy"]["task"] == "classification" and rec["accuracy"]["top5"] >= rec["accuracy_top1"]
+        assert rec["precision"], f"{rec['variant']}: no precision read back from the runtime"
         if rec["variant"].endswith("fp32"):
             assert fid["top1_agreement"] == 1.0 and fid["max_abs_error"] < 1e-3
+            assert rec["precision"] == "f32" and fid["snr_db"] >= 60
     assert _leftovers(_agent_id(out)) == [] and _leftovers(str(data)) == []
 
     second = _demo(data)
@@ -101,7 +107,9 @@ def test_interrupted_demo_stops_what_it_started(tmp_path):
     # build and convert first so the next run reaches the benchmark fast
     assert _demo(data, "--variants", "tflite-fp32").returncode == 0
     proc = subprocess.Popen(
-        FLEETBENCH + ["demo", "--data-dir", str(data), "--min-duration", "120", "--variants", "tflite-fp32"],
+        # a long job on any machine: 120 s and 10^8 inferences (200,000, the default cap, took 1.1 s here)
+        FLEETBENCH + ["demo", "--data-dir", str(data), "--min-duration", "120", "--min-iterations", "100000000",
+                      "--variants", "tflite-fp32"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
     )  # fmt: skip
     seen = []

@@ -136,13 +136,13 @@ def test_conversion_runs_on_a_converter_worker(redis_url, tmp_path, tiny_model):
     converter = LocalConverter(redis_url, paths.root, tmp_path / "converter.log").start()
     d = Dispatcher(redis_url)
     events = []
-    cut = tmp_path / "cut.tflite"
+    cut = tmp_path / "cut.onnx"  # no magic to check at planning: only the converter finds it corrupt
     cut.write_bytes(tiny_model["path"].read_bytes()[:600])
     bad_plan = service.plan(cut, ["openvino-fp32"], store, ArtifactStore(paths.artifacts))
     try:
         runner = lambda job, ev: d.convert(job, ev, check=converter.check_alive)  # noqa: E731
         (bad,) = service.execute(bad_plan, store, runner).outcomes
-        assert bad.status == "failed" and "cut.tflite" in bad.error
+        assert bad.status == "failed" and "cut.onnx" in bad.error
         # the same worker goes on to the next job
         report = service.execute(plan, store, runner, events.append)
     finally:

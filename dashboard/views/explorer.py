@@ -20,9 +20,10 @@ with ui.page("Explorer", "Each point is the mean over the runs of one model × v
 
     st.subheader("Latency against quality, per device")
     has_accuracy = groups["accuracy_top1"].notna().any()
-    quality = st.radio("Quality", ["accuracy_top1", "fidelity_top1"], horizontal=True, key="explorer-quality",
-                       index=0 if has_accuracy else 1,
-                       format_func={"accuracy_top1": "top-1 accuracy", "fidelity_top1": "fidelity to fp32"}.get)  # fmt: skip
+    quality = st.radio("Quality", ["accuracy_top1", "fidelity_top1", "fidelity_snr_db"], horizontal=True,
+                       key="explorer-quality", index=0 if has_accuracy else 2,
+                       format_func={"accuracy_top1": "top-1 accuracy", "fidelity_top1": "top-1 agreement with fp32",
+                                    "fidelity_snr_db": "worst-output SNR vs fp32"}.get)  # fmt: skip
     if groups[quality].notna().any():
         st.plotly_chart(charts.latency_vs_quality(groups, quality), key="explorer-pareto")
         st.caption("Dotted line: the Pareto front (no other variant on that device is both faster and better).")
@@ -44,7 +45,7 @@ with ui.page("Explorer", "Each point is the mean over the runs of one model × v
         st.caption("Dashed: measured with more than one request in flight.")
 
     st.subheader("Selection")
-    shown = groups.assign(model_size_mb=groups["model_size_bytes"] / 1e6, peak_rss_mb=groups["peak_rss_bytes"] / 1e6)
+    shown = groups.assign(model_size_mib=groups["model_size_bytes"] / 2**20, peak_rss_mib=groups["peak_rss_bytes"] / 2**20)
     shown = shown.drop(columns=["model_size_bytes", "peak_rss_bytes"])
     st.dataframe(shown, hide_index=True, width="stretch", key="explorer-table")
     n = int(groups["runs"].sum())
