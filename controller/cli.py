@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -507,23 +508,32 @@ def fleet(
     agents = [dict(agent_id=r.agent_id, hostname=r.hostname, capabilities=r.inventory["capabilities"],
                    online=(r.agent_id in live) if broker else None, last_heartbeat=as_utc(r.last_heartbeat))
               for r in rows]  # fmt: skip
-    console.print(fleet_table("Fleet" + ("" if broker else " (as last seen; pass --broker for live status)"), agents))
+    console.print(fleet_table("Fleet" + ("" if broker else " (as last seen; pass --broker for live status)"), agents,
+                              width=console.width))  # fmt: skip
 
 
-def fleet_table(title: str, agents: list[dict]) -> Table:
-    """Agents (agent_id, hostname, capabilities, online: True/False/None for unknown, last_heartbeat) as a table."""
+def fleet_table(title: str, agents: list[dict], width: int | None = None) -> Table:
+    """Agents (agent_id, hostname, capabilities, online: True/False/None for unknown, last_heartbeat) as a table.
+
+    Ids and times never wrap (people copy them); the capabilities take the wrapping. Below 110 columns
+    the last-heartbeat column goes, and an offline agent's status carries the time.
+    """
+    narrow = width is not None and width < 110
+    today = dt.datetime.now(dt.timezone.utc).date()
     table = Table(title=title, title_justify="left")
-    for col in ("agent", "host", "capabilities", "status", "last heartbeat"):
-        # ids and times never wrap (people copy them); the capabilities' device names take the wrapping
-        table.add_column(col, no_wrap=col in ("agent", "last heartbeat"), overflow="fold")
+    cols = ("agent", "host", "capabilities", "status") + (() if narrow else ("last heartbeat",))
+    for col in cols:
+        table.add_column(col, no_wrap=col in ("agent", "status", "last heartbeat"), overflow="fold",
+                         min_width=14 if col == "capabilities" else None)  # fmt: skip
     for a in agents:
         caps = "\n".join(
             f"{c['name']} [dim]{c['device_name']}" + (f" ({', '.join(c['precisions'])})" if c.get("precisions") else "") + "[/]"
             for c in a["capabilities"]
         )
         when = a["last_heartbeat"].strftime("%Y-%m-%d %H:%M:%S UTC")
-        status = {None: "unknown", True: "[green]online[/]"}.get(a["online"], f"[yellow]offline[/] since {when}")
-        table.add_row(a["agent_id"], a["hostname"], caps, status, when)
+        short = a["last_heartbeat"].strftime("%H:%M:%S UTC") if narrow and a["last_heartbeat"].date() == today else when
+        status = {None: "unknown", True: "[green]online[/]"}.get(a["online"], f"[yellow]offline[/] since {short}")
+        table.add_row(a["agent_id"], a["hostname"], caps, status, *(() if narrow else (when,)))
     return table
 
 
@@ -541,7 +551,7 @@ def _remote_fleet(controller_url: str) -> None:
         return
     for a in agents:
         a["last_heartbeat"] = dt.datetime.fromisoformat(a["last_heartbeat"])
-    console.print(fleet_table(f"Fleet of {controller_url}", agents))
+    console.print(fleet_table(f"Fleet of {controller_url}", agents, width=console.width))
 
 
 @app.command()

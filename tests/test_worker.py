@@ -137,7 +137,7 @@ def test_conversion_runs_on_a_converter_worker(redis_url, tmp_path, tiny_model):
     d = Dispatcher(redis_url)
     events = []
     cut = tmp_path / "cut.onnx"  # no magic to check at planning: only the converter finds it corrupt
-    cut.write_bytes(tiny_model["path"].read_bytes()[:600])
+    cut.write_bytes(b"\x08\x07\x12\x04" + bytes(range(256)) * 2)
     bad_plan = service.plan(cut, ["openvino-fp32"], store, ArtifactStore(paths.artifacts))
     try:
         runner = lambda job, ev: d.convert(job, ev, check=converter.check_alive)  # noqa: E731
@@ -189,6 +189,7 @@ def test_fleet_lists_agents_online_and_offline(redis_url, agent, tmp_path):
         d.close()
     assert first.returncode == 0 and first.stdout.count("online") >= 2, first.stdout + first.stderr
     lines = {ln.split("│")[1].strip(): ln for ln in second.stdout.splitlines() if ln.count("│") > 3 and ln.split("│")[1].strip()}
+    assert agent.agent_id in lines, second.stdout
     assert "online" in lines[agent.agent_id] and "litert:cpu" in lines[agent.agent_id]
     assert "offline since" in lines[gone_id]
 
