@@ -82,6 +82,15 @@ def main() -> int:
                 if len(ratios) > 1:
                     spread.append(max(ratios) / min(ratios))
                 status = "ok" if rec else f"{r['status']}: {r['reason'].splitlines()[0][:160]}"
+                if rec is not None:
+                    from controller.artifacts import ArtifactStore
+                    from controller.convert.sizes import int8_reason
+
+                    fp32 = next((x["size_bytes"] for x in rounds[0] if x["variant"] == r["variant"].split("-")[0] + "-fp32"
+                                 and x["size_bytes"]), None)  # fmt: skip
+                    why = int8_reason(r["variant"], r["size_bytes"], fp32,
+                                      ArtifactStore(work / "artifacts").path_for(rec.artifact_sha256))
+                    status += f" ({why})" if why else ""
                 lines.append("| " + " | ".join([
                     name, r["variant"], "source" if r["source"] else ("derived" if r["size_bytes"] else "-"),
                     rec.precision if rec else "-", status.replace("|", "/"),

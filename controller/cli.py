@@ -215,7 +215,9 @@ def demo(
         f"model [bold]digits-cnn[/] ({run.model_id[:12]}), {how}; Keras accuracy on the held-out split "
         f"{f.keras_accuracy:.4f}"
     )
-    console.print(conversion_table(run.convert))
+    from controller.artifacts import ArtifactStore
+
+    console.print(conversion_table(run.convert, ArtifactStore(paths.artifacts)))
     console.print(results_table(run.records, title="Benchmark", width=console.width))
     for variant, error in run.failures:
         err_console.print(f"[yellow]{variant} not benchmarked:[/] {error}", highlight=False)
@@ -232,7 +234,11 @@ def _progress():
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True)
 
 
-def conversion_table(report) -> Table:
+def conversion_table(report, artifacts=None) -> Table:
+    """The variants a conversion made. With ``artifacts`` (the store), an int8 file over the size target says
+    where its bytes go (:func:`controller.convert.sizes.int8_reason`)."""
+    from controller.convert.sizes import int8_reason
+
     table = Table(title=f"Variants of {report.name} ({report.model_id[:12]}, {report.kind})", title_justify="left")
     for col, justify in [("variant", "left"), ("made", "left"), ("status", "left"), ("size KiB", "right"),
                          ("vs fp32", "right"), ("convert s", "right"), ("cached", "left")]:  # fmt: skip
@@ -245,6 +251,10 @@ def conversion_table(report) -> Table:
                   "failed": "[red]failed[/]"}[o.status]  # fmt: skip
         if o.error:
             status += f": {o.error}"
+        if artifacts is not None and o.artifact is not None and o.size_bytes:
+            why = int8_reason(o.variant, o.size_bytes, base, artifacts.path_for(o.artifact.sha256))
+            if why:
+                status += f" [dim]({why})[/]"
         table.add_row(
             o.variant,
             "source" if o.from_source else ("derived" if o.status in ("converted", "cached") else "-"),
@@ -340,7 +350,7 @@ def convert(
         _fail(str(exc))
     finally:
         store.close()
-    console.print(conversion_table(report))
+    console.print(conversion_table(report, ArtifactStore(paths.artifacts)))
     if any(o.status == "failed" for o in report.outcomes):
         raise typer.Exit(1)
 

@@ -113,6 +113,25 @@ def inspect(data: bytes) -> TfliteFacts:
     return TfliteFacts(FP32, "float32 weights and activations", custom, n_in, n_out, const, static)
 
 
+def constant_bytes(data: bytes) -> dict[str, int]:
+    """Bytes of constant data by tensor type (``int8``, ``float32``, ...), over every subgraph."""
+    model = _model(data)
+    types = _type_names()
+    out: dict[str, int] = {}
+    seen: set[int] = set()
+    for g in model.subgraphs:
+        for t in g.tensors or []:
+            if t.buffer in seen or t.buffer >= len(model.buffers or []):
+                continue
+            buf = model.buffers[t.buffer]
+            n = len(buf.data) if buf.data is not None else int(buf.size or 0)
+            if n:
+                seen.add(t.buffer)
+                name = types.get(t.type, str(t.type))
+                out[name] = out.get(name, 0) + n
+    return out
+
+
 def dequantize_fp16(data: bytes) -> bytes:
     """An fp16-weight TFLite file as a real fp32 one (weights stored in float32, no DEQUANTIZE left).
 
