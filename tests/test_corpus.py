@@ -14,11 +14,12 @@ from tests import corpus
 pytestmark = pytest.mark.slow
 
 FAST = BenchmarkSettings(threads=1, warmup_iterations=3, min_iterations=50, min_duration_s=0.0, timeout_s=300)
-MODELS = [n for names in corpus.CORPUS.values() for n in names]
+MODELS = corpus.names()
 #: How many outputs each model has (every one must be compared).
 OUTPUTS = {"palm_detection_lite.tflite": 2, "iris_landmark.tflite": 2, "face_detection_full_range_sparse.tflite": 2,
            "pose_landmark_full.tflite": 5, "selfie_segmentation_landscape.tflite": 1,
-           "ch_PP-OCRv4_rec_infer.onnx": 1, "ch_ppocr_mobile_v2.0_cls_infer.onnx": 1}  # fmt: skip
+           "ch_PP-OCRv4_rec_infer.onnx": 1, "ch_ppocr_mobile_v2.0_cls_infer.onnx": 1,
+           "mobilenet_v3_small.keras": 1}  # fmt: skip
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -35,7 +36,9 @@ def test_corpus_model(name, tmp_path):
     tflite = name.endswith(".tflite")
     # the user's own file is benchmarked as it is, named by what it is
     sources = [r for r in rows.values() if r["source"]]
-    if tflite:
+    if not tflite:
+        assert not sources  # a Keras file or an ONNX export is no deployable variant as it is
+    else:
         (src,) = sources
         assert src["record"] is not None and src["record"].from_source, src["reason"]
         expect = "tflite-fp32" if name == "iris_landmark.tflite" else "tflite-fp16"
@@ -54,7 +57,7 @@ def test_corpus_model(name, tmp_path):
         if variant.endswith("-fp32"):
             assert f.snr_db >= 60, f"{variant}: SNR {f.snr_db:.1f} dB against the fp32 reference"
             assert "bf16" not in rec.precision and "f16" not in rec.precision.split("+"), rec.precision
-    if tflite:  # every TFLite variant exists from a TFLite file, and LiteRT runs each
+    if tflite or name.endswith(".keras"):  # every TFLite variant exists, and LiteRT runs each
         assert all(rows[v]["record"] is not None for v in ("tflite-fp32", "tflite-fp16", "tflite-dynamic-int8",
                                                            "tflite-int8")), {v: r["reason"] for v, r in rows.items()}
         int8 = rows["tflite-dynamic-int8"]["size_bytes"] / rows["tflite-fp32"]["size_bytes"]

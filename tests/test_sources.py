@@ -187,3 +187,13 @@ def test_artifact_store_verify_and_gc(tmp_path):
     store.gc({keep.sha256})
     assert not store.path_for(drop.sha256).exists() and store.get(keep.sha256) is not None
     assert not stale.exists()
+
+
+def test_without_ai_edge_quantizer_the_tflite_file_itself_still_runs(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ai_edge_quantizer" else real(name, *a))
+    assert "needs ai-edge-quantizer, which is not installed" in refusal("tflite", "tflite-int8", "tflite-fp16")
+    assert refusal("tflite", "tflite-int8", "tflite-int8") is None  # the file itself needs no quantizer
+    assert refusal("tflite", "tflite-fp32", "tflite-fp16") is None  # dequantizing needs none either

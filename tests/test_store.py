@@ -129,9 +129,8 @@ def test_agents_keep_their_newest_inventory(store, golden_record):
     assert as_utc(row.first_seen) == dt.datetime(2026, 11, 26, 9, 0, tzinfo=utc)
 
 
-def test_migration_0005_fills_the_dashboard_columns_from_stored_records(tmp_path, golden_record):
-    """A database written before 0005 gets threads, fidelity, peak memory and sample count from its records."""
-    import sqlalchemy as sa
+def _store_at(tmp_path, revision: str) -> Store:
+    """A SQLite store migrated only up to ``revision``, as an older fleetbench left it."""
     from alembic import command
     from alembic.config import Config
 
@@ -142,7 +141,15 @@ def test_migration_0005_fills_the_dashboard_columns_from_stored_records(tmp_path
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with store.engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0004")
+        command.upgrade(cfg, revision)
+    return store
+
+
+def test_migration_0005_fills_the_dashboard_columns_from_stored_records(tmp_path, golden_record):
+    """A database written before 0005 gets threads, fidelity, peak memory and sample count from its records."""
+    import sqlalchemy as sa
+
+    store = _store_at(tmp_path, "0004")
     values = store._result_values(golden_record)
     for column in ("threads", "throughput_requests", "fidelity_top1", "peak_rss_bytes", "sample_count",
                    "precision", "fidelity_snr_db", "fidelity_cosine", "from_source"):  # fmt: skip
@@ -167,22 +174,14 @@ def test_migration_0007_fills_precision_and_fidelity_and_keeps_references(tmp_pa
     import datetime as dt
 
     import sqlalchemy as sa
-    from alembic import command
-    from alembic.config import Config
 
-    from controller.store.store import MIGRATIONS
     from protocol import fidelity as F
 
     rng = np.random.default_rng(0)
     ref = rng.random((6, 4))
     fid = F.compare([ref + 1e-3], [ref], ["out"])
     record = dataclasses.replace(golden_record, precision="bf16", fidelity=fid, from_source=True)
-    store = Store(f"sqlite:///{tmp_path / 'old.db'}")
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with store.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0006")
+    store = _store_at(tmp_path, "0006")
     values = store._result_values(record)
     for column in ("precision", "fidelity_snr_db", "fidelity_cosine", "from_source"):
         values.pop(column)

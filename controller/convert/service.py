@@ -210,20 +210,15 @@ def _source_facts(source: Source, payload: bytes) -> tuple[str | None, str, bool
         except SourceError as exc:
             raise ConvertError(str(exc)) from None
         return variant, evidence, False
-    facts = _tflite_facts(source, payload)
-    return (facts.variant, facts.evidence, facts.static_input) if facts else (None, "", False)
-
-
-def _tflite_facts(source: Source, payload: bytes):
-    """What a TFLite file is, read from its tensors (:func:`tflite_tools.inspect`); None for other kinds."""
     if source.kind != TFLITE:
-        return None
+        return None, "", False
     from controller.convert import tflite_tools
 
     try:
-        return tflite_tools.inspect(payload)
+        facts = tflite_tools.inspect(payload)
     except tflite_tools.TfliteError as exc:
         raise ConvertError(f"{source.path}: {exc}; the file is corrupt or truncated") from None
+    return facts.variant, facts.evidence, facts.static_input
 
 
 def job_for(p: Plan, limits: dict | None = None) -> dict:

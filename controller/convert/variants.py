@@ -111,10 +111,12 @@ def refusal(source_kind: str, variant: str, source_variant: str | None = None) -
         if source_kind in _TF_SOURCES:
             return None
         if source_kind == TFLITE:
-            if variant == source_variant or source_variant in (None, "tflite-fp32", "tflite-fp16"):
-                if variant == "tflite-fp16" and source_variant == "tflite-fp32" or variant in _QUANTIZED:
+            if variant == source_variant:
+                return None  # the file itself
+            if source_variant in (None, "tflite-fp32", "tflite-fp16"):
+                if variant in _QUANTIZED or variant == "tflite-fp16":  # made by ai-edge-quantizer
                     return _quantizer_missing(variant)
-                return None
+                return None  # tflite-fp32: the file's fp16 weights dequantized
             return (
                 f"{variant} cannot be made from this file: it is already {source_variant} (int8 weights), and float "
                 "weights cannot be recovered from int8 ones. Convert from the original float model instead"
