@@ -101,6 +101,8 @@ def main() -> int:
                     why = int8_reason(r["variant"], r["size_bytes"], fp32,
                                       ArtifactStore(work / "artifacts").path_for(rec.artifact_sha256))
                     status += f" ({why})" if why else ""
+                    if rec.fidelity is not None and rec.fidelity.warnings:
+                        status += " (the fp32 reference is constant across samples: fidelity compares nothing)"
                 lines.append("| " + " | ".join([
                     name, r["variant"], "source" if r["source"] else ("derived" if r["size_bytes"] else "-"),
                     rec.precision if rec else "-", status.replace("|", "/"),

@@ -87,6 +87,9 @@ def readiness(
                       "-" if c.accuracy is None else f"{c.accuracy:.2%}",
                       "[green]pass[/]" if v.passed else "[red]FAIL[/]", "\n".join(v.reasons))  # fmt: skip
     console.print(table)
+    for v in result.verdicts:
+        for w in v.candidate.warnings:
+            console.print(f"[yellow]warning[/]: {v.candidate.name}: {w}", highlight=False)
     for cap, v in sorted(result.recommended.items()):
         console.print(f"recommended on [bold]{cap}[/]: {v.candidate.variant} ({v.candidate.threads} thread(s))")
     for req, caps in result.required.items():

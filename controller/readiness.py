@@ -161,6 +161,8 @@ class Candidate:
     memory_mb: float
     size_mb: float
     throughput_ips: float
+    #: Why its fidelity may mean nothing (a constant reference), from any of its records.
+    warnings: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -188,6 +190,7 @@ def candidates(records: list[ResultRecord]) -> list[Candidate]:
             snr_db=min(snr) if snr else None, cosine=min(cos) if cos else None,
             memory_mb=max(r.peak_rss_bytes for r in rs) / MIB, size_mb=rs[0].model_size_bytes / MIB,
             throughput_ips=float(statistics.median(tput)),
+            warnings=tuple(dict.fromkeys(w for r in rs if r.fidelity for w in r.fidelity.warnings)),
         ))  # fmt: skip
     return out
 

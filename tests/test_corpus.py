@@ -64,6 +64,12 @@ def test_corpus_model(name, tmp_path):
         # int8 weights are stored: well under the fp16 file's 0.5x. Small or sparse models land at 0.40x
         # (biases and unquantized ops weigh more; a sparse file's int8 form is dense), the rest at <= 0.35x.
         assert int8 <= 0.41, f"tflite-dynamic-int8 is {int8:.2f}x the fp32 file"
+    if name == "mobilenet_v3_small.keras":
+        # with weights=None its softmax is 1/1000 for every input: fidelity compares nothing, and says so
+        assert all(r["record"].fidelity.warnings for r in rows.values() if r["record"] is not None)
+        assert "near-)constant across the 4 samples" in rows["openvino-fp32"]["record"].fidelity.warnings[0]
+    elif name in ("palm_detection_lite.tflite", "iris_landmark.tflite", "ch_PP-OCRv4_rec_infer.onnx"):
+        assert not any(r["record"].fidelity.warnings for r in rows.values() if r["record"] is not None)
     if name == "selfie_segmentation_landscape.tflite":  # a custom op OpenVINO cannot read: the line names it
         assert rows["openvino-fp32"]["status"] == "failed"
         assert rows["openvino-fp32"]["reason"].endswith(

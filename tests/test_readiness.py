@@ -327,3 +327,12 @@ def test_the_html_report_opens_in_chromium(demo_db, tmp_path):
         browser.close()
     assert not errors, errors
     assert all(u.startswith(("file:", "data:", "blob:")) for u in requests), requests  # nothing fetched
+
+
+def test_a_constant_reference_warning_reaches_the_candidate():
+    records = _sweep_records(1)
+    warned = [dataclasses.replace(r, fidelity=dataclasses.replace(r.fidelity, warnings=("output 'x': constant",)))
+              if r.variant == "tflite-int8" and r.fidelity else r for r in records]  # fmt: skip
+    by_variant = {c.variant: c for c in candidates(warned)}
+    assert by_variant["tflite-int8"].warnings == ("output 'x': constant",)
+    assert by_variant["tflite-fp32"].warnings == ()
