@@ -148,6 +148,7 @@ class SourceModel:
         self.workdir = Path(workdir)
         self._tf_fn = None
         self._ov_model = None
+        self._fp32_tflite: bytes | None = None  # a TFLite source's fp32 form, made once for every derived variant
         self.input_shape: tuple[int, ...] | None = None
         self.input_dtype = "float32"
 
@@ -261,7 +262,9 @@ class SourceModel:
         if params.get("source"):
             return data
         try:
-            fp32 = tflite_tools.dequantize_fp16(data)
+            if self._fp32_tflite is None:
+                self._fp32_tflite = tflite_tools.dequantize_fp16(data)
+            fp32 = self._fp32_tflite
         except Exception as exc:  # noqa: BLE001 - flatbuffers and the interpreter raise many types
             raise ConversionError("failed", f"{variant}: could not dequantize {self.path.name}'s fp16 weights: "
                                   f"{_first_line(exc)}") from None  # fmt: skip
