@@ -169,12 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     outbox = outbox_mod.Outbox(outbox_mod.default_path(agent_id))
     context.outbox, context.job_time_limit_s = outbox, time_limit
     context.redis = redis.Redis.from_url(args.broker, socket_timeout=5, socket_connect_timeout=5)
+    if len(outbox):  # said before the relay starts, which may empty the outbox at once
+        print(f"outbox {outbox.path}: {len(outbox)} result(s) from before a restart, relaying", flush=True)
     context.relay = outbox_mod.Relay(outbox, args.broker).start()
     from agent.runner import ForkServer
 
     context.forkserver = ForkServer().start()  # imports the runtimes while the worker connects
-    if len(outbox):
-        print(f"outbox {outbox.path}: {len(outbox)} result(s) from before a restart, relaying", flush=True)
     queues = [queue_for(c.name) for c in caps] + [agent_queue(agent_id)]
     inventory = AgentInventory(
         agent_id=agent_id, host=host_facts(), capabilities=tuple(caps), started_at=utc_now(), heartbeat_at=utc_now()
