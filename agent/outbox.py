@@ -47,6 +47,11 @@ class Outbox:
                 " created_at TEXT DEFAULT CURRENT_TIMESTAMP,"
                 " UNIQUE (job_id, attempt))"
             )
+            db.execute(  # rows the relay cannot send (unreadable on disk), kept to look at
+                "CREATE TABLE IF NOT EXISTS dead ("
+                " id INTEGER PRIMARY KEY, body TEXT NOT NULL, reason TEXT NOT NULL,"
+                " created_at TEXT DEFAULT CURRENT_TIMESTAMP)"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -68,6 +73,19 @@ class Outbox:
     def remove(self, row_id: int) -> None:
         with self._lock, self._connect() as db:
             db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+
+    def set_aside(self, row_id: int, reason: str) -> None:
+        """Move a row the relay cannot send to the ``dead`` table, so the rows behind it go on."""
+        with self._lock, self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO dead (id, body, reason) SELECT id, body, ? FROM outbox WHERE id = ?", (reason, row_id))
+            db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+            db.execute("COMMIT")
+
+    def dead(self) -> list[tuple[str, str]]:
+        """(reason, body) of every row set aside, oldest first."""
+        with self._lock, self._connect() as db:
+            return list(db.execute("SELECT reason, body FROM dead ORDER BY id"))
 
     def __len__(self) -> int:
         with self._lock, self._connect() as db:
@@ -102,8 +120,16 @@ class Relay:
 
     def relay_once(self) -> int:
         """Push every pending outcome; returns how many went. Raises on a broker error."""
+        from protocol import ContractError
+
         sent = 0
         for row_id, body in self.outbox.pending():
+            try:
+                JobOutcome.from_json(body)
+            except ContractError as exc:  # damaged on disk: set aside, the rest go on
+                self.outbox.set_aside(row_id, str(exc))
+                log.error("outbox row %d is unreadable (%s); set aside in %s (table dead)", row_id, exc, self.outbox.path)
+                continue
             self.redis.rpush(RESULTS_KEY, body)
             self.outbox.remove(row_id)  # a crash between these two lines re-sends: the store dedups
             sent += 1

@@ -162,9 +162,14 @@ def status(
     data_dir: Optional[str] = DataDirOpt,
     db: Optional[str] = DbOpt,
     controller_url: Optional[str] = ControllerOpt,
+    broker: Optional[str] = typer.Option(None, envvar="FLEETBENCH_BROKER_URL",
+                                         help="Also count the results set aside on this broker (unreadable or inconsistent)."),  # fmt: skip
 ) -> None:
     """Sweeps and their jobs: state, attempts, agent, and why a job failed or waits."""
     from controller.store import StoreError
+
+    if broker:
+        _dead_letters(broker)
 
     if controller_url:
         from controller.client import ApiClient, ApiError
@@ -191,6 +196,26 @@ def status(
             _fail(str(exc))
         jobs = [_job_dict(j) for j in store.jobs(row.sweep_id)]
         _jobs_table(dict(sweep_id=row.sweep_id, name=row.name, state=row.state, counts=store.job_counts(row.sweep_id)), jobs)
+
+
+def _dead_letters(broker: str) -> None:
+    import redis
+
+    from controller.collector import DEAD_KEY, dead_letters
+    from controller.store import redact_url as redact
+
+    try:
+        client = redis.Redis.from_url(broker, socket_timeout=5, socket_connect_timeout=5)
+        count, newest = dead_letters(client, limit=3)
+    except (redis.exceptions.RedisError, ValueError, OSError) as exc:
+        _fail(f"cannot reach the broker {redact(broker)}: {redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}. "
+              "Check that it runs and the URL (--broker / FLEETBENCH_BROKER_URL) is right")  # fmt: skip
+    if not count:
+        console.print("results set aside: none")
+        return
+    console.print(f"[yellow]results set aside: {count}[/] in {DEAD_KEY} (each with its reason); the newest:", highlight=False)
+    for d in newest:
+        console.print(f"  · {d.get('at') or '?'} job {d.get('job_id') or '?'}: {d.get('reason')}", highlight=False, markup=False)
 
 
 def _job_dict(j) -> dict:

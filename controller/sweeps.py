@@ -271,12 +271,26 @@ class Scheduler:
         self.errors: list[str] = []
         self._threads: list[threading.Thread] = []
         collector.on_result = self._on_result
+        collector.on_dead = self._on_dead
 
     def _on_result(self, outcome, what: str) -> None:
         from controller.store.jobs import DUPLICATE, FAILED_FINAL, STORED
 
         if what in (STORED, DUPLICATE, FAILED_FINAL):  # finished: a redelivered message must not run again
             self._fence(outcome.job_id, 0)
+
+    def _on_dead(self, job_id: str, attempt: int | None, reason: str) -> None:
+        """A sweep job whose outcome was set aside runs again (up to its attempts); else it is dead-lettered."""
+        job = self.store.get_job(job_id)
+        if job is None or job.state not in (QUEUED, RUNNING) or (attempt is not None and attempt != job.attempt):
+            return
+        why = f"attempt {job.attempt}'s result was set aside ({reason[:200]})"
+        if job.attempt < job.max_attempts:
+            self.store.update_job(job_id, expect_attempt=job.attempt, state=PENDING, reason=why + "; retrying",
+                                  error_kind="bad-result")  # fmt: skip
+        else:
+            self.store.update_job(job_id, expect_attempt=job.attempt, state=DEAD_LETTER, error_kind="bad-result",
+                                  reason=f"failed {job.attempt} time(s), the last because {why}")  # fmt: skip
 
     # ---------------------------------------------------------- submit
 

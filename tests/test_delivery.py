@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agent.outbox import Outbox
 from controller.artifacts import ArtifactStore
-from controller.collector import Collector
+from controller.collector import DEAD_KEY, Collector
 from controller.dispatch import Dispatcher
 from controller.embedded import LocalAgent, RedisServer
 from controller.errors import DispatchError
@@ -155,6 +155,7 @@ def test_stopped_postgres_while_jobs_finish_loses_nothing(clean_redis_url, tmp_p
     assert counts == {DONE: 4}
     assert store.count_results() == 4 and len({r.job_id for r in store.sweep_results(sweep_id)}) == 4
     assert sched.collector.pending() == 0
+    assert sched.collector.redis.llen(DEAD_KEY) == 0  # an outage is retried, never set aside as a bad message
     store.close()
 
 
