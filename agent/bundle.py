@@ -9,17 +9,24 @@ under Celery; every artifact is verified by sha256 before it runs. The
 results file holds one :class:`protocol.JobOutcome` per job, for
 ``fleetbench import``.
 
+A run of a bundle is its own attempt: each run mints a run id, and a job's id
+in the results is derived from the bundle's job id and that run id. So the
+same bundle run on two devices (or twice on one) gives records that are all
+kept, while importing one results file twice stores nothing new.
+
 Needs only numpy and a runtime: no celery, no broker, no controller.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 from agent.runner import run_job
@@ -66,12 +73,19 @@ def read_bundle(bundle: Path, dest: Path) -> tuple[dict, list[dict]]:
     return manifest, jobs
 
 
+def run_job_id(bundle_job_id: str, run_id: str) -> str:
+    """The id a bundle's job has in one run of it (32 hex digits, like every job id)."""
+    return hashlib.sha256(f"{bundle_job_id}:{run_id}".encode()).hexdigest()[:32]
+
+
 def run_bundle(bundle: Path, agent_id: str, on_job=lambda i, n, spec, outcome: None) -> dict:
     """Run every job of ``bundle``; return the results document."""
+    run_id = uuid.uuid4().hex
     with tempfile.TemporaryDirectory(prefix="fleetbench-bundle-") as tmp:
         manifest, jobs = read_bundle(bundle, Path(tmp))
         outcomes = []
         for i, spec in enumerate(jobs, 1):
+            spec = dict(spec, job_id=run_job_id(str(spec.get("job_id", i)), run_id))
             outcome = run_job(spec, agent_id)
             outcomes.append(outcome)
             on_job(i, len(jobs), spec, outcome)
@@ -79,6 +93,7 @@ def run_bundle(bundle: Path, agent_id: str, on_job=lambda i, n, spec, outcome: N
         "format": RESULTS_FORMAT,
         "schema_version": SCHEMA_VERSION,
         "bundle_id": manifest.get("bundle_id", ""),
+        "run_id": run_id,
         "agent_id": agent_id,
         "finished_at": utc_now(),
         "outcomes": [o.to_dict() for o in outcomes],

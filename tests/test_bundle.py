@@ -68,6 +68,15 @@ def test_bundle_runs_offline_and_imports_once(made, tmp_path):
     second = import_results(store, results)
     assert (second.stored, second.already) == (0, 2)
     assert store.count_results() == before + 2
+    # the same bundle on a second device: its own run, its own records (issue 14, finding 3)
+    other = tmp_path / "device-b.json"
+    r = _run_bundle(bundle, blocker, "--out", str(other), "--agent-id", "deviceB")
+    assert r.returncode == 0, r.stdout + r.stderr
+    third = import_results(store, other)
+    assert (third.stored, third.already, third.failed) == (2, 0, [])
+    assert store.count_results() == before + 4
+    assert {o.record.agent_id for o in read_results(other)} == {"deviceB"}
+    assert not {o.job_id for o in read_results(other)} & {o.job_id for o in outcomes}
 
 
 def test_tampered_artifact_in_a_bundle_is_not_run(made, tmp_path):
