@@ -325,8 +325,8 @@ class Scheduler:
         if not jobs:
             raise SweepError("the sweep expands to no jobs: no model has any of the variants on any selected device")
         raw = dict(spec.raw, expire_after=spec.expire_after_s)
-        self.store.add_sweep(SweepRow(sweep_id=sweep_id, name=spec.name, spec=raw, state="running", created_at=t), jobs)
-        superseded = self.store.supersede_sweeps(spec.name, keep=sweep_id)
+        superseded = self.store.add_sweep(SweepRow(sweep_id=sweep_id, name=spec.name, spec=raw, state="running",
+                                                   created_at=t), jobs, supersede=True)  # fmt: skip
         for job_id in superseded:
             self._fence(job_id, 0)  # an agent that still gets its message does not run it
         if superseded:

@@ -95,6 +95,37 @@ def test_counts_by_state_and_superseding_a_sweep(store, golden_record):
     assert store.ingest(_ok(golden_record, job_id="job-2")) == LATE
 
 
+def test_concurrent_submissions_of_one_name_leave_one_sweep_running(store):
+    """Issue 14, finding 6: six at once; the last to commit runs, every other ends with no job left unsent."""
+    barrier = threading.Barrier(6)
+    errors = []
+
+    def submit(i: int) -> None:
+        sweep = SweepRow(sweep_id=f"c{i}", name="race", spec={}, state="running", created_at=now())
+        jobs = [JobRow(job_id=f"c{i}-{k}", sweep_id=f"c{i}", model_id="m", model_name="digits", variant="tflite-fp32",
+                       capability="litert:cpu", settings={}, state=PENDING, reason="", attempt=0, max_attempts=3,
+                       created_at=now(), updated_at=now()) for k in range(3)]  # fmt: skip
+        try:
+            barrier.wait()
+            store.add_sweep(sweep, jobs, supersede=True)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    sweeps = [store.get_sweep(f"c{i}") for i in range(6)]
+    running = [s for s in sweeps if s.state == "running"]
+    assert len(running) == 1
+    assert store.job_counts(running[0].sweep_id) == {PENDING: 3}
+    for s in sweeps:
+        if s is not running[0]:
+            assert s.state == "done" and store.job_counts(s.sweep_id) == {"superseded": 3}
+
+
 def test_ad_hoc_results_still_store_once(store, golden_record):
     assert store.ingest(_ok(golden_record, job_id="adhoc")) == STORED
     assert store.ingest(_ok(golden_record, job_id="adhoc")) == DUPLICATE

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import false, func, insert, select
+from sqlalchemy import false, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from controller.store.models import BaselineRow, JobRow, Result, SweepRow
@@ -51,10 +51,28 @@ class JobsMixin:
 
     # ------------------------------------------------------------ sweeps
 
-    def add_sweep(self, sweep: SweepRow, jobs: list[JobRow]) -> None:
+    def add_sweep(self, sweep: SweepRow, jobs: list[JobRow], *, supersede: bool = False) -> list[str]:
+        """Store a sweep and its jobs; with ``supersede``, in the same transaction, end every older sweep
+        of its name (their unfinished jobs become superseded) and return those jobs' ids.
+
+        Submissions of one name are serialized (a PostgreSQL advisory lock; SQLite's write lock), so of
+        concurrent submissions the last to commit is the one running, and no sweep ends with a job unsent.
+        """
         with self._session() as session, session.begin():
+            ids = []
+            if supersede:
+                self._lock_sweep_name(session, sweep.name)
+                ids = self._supersede(session, sweep.name, keep=sweep.sweep_id)
             session.add(sweep)
             session.add_all(jobs)
+        return ids
+
+    @staticmethod
+    def _lock_sweep_name(session, name: str) -> None:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"fleetbench-sweep:{name}"})
+        else:  # a write as the transaction's first statement takes SQLite's write lock until commit
+            session.execute(text("UPDATE sweeps SET name = name WHERE 0 = 1"))
 
     def get_sweep(self, ref: str) -> SweepRow:
         """A sweep by id, unique id prefix, or name (the newest of that name)."""
@@ -111,14 +129,19 @@ class JobsMixin:
 
     def supersede_sweeps(self, name: str, keep: str) -> list[str]:
         """Mark the unfinished jobs of older sweeps called ``name`` superseded; returns their ids."""
-        ids = []
         with self._session() as session, session.begin():
-            olds = select(SweepRow.sweep_id).where(SweepRow.name == name, SweepRow.sweep_id != keep)
-            for job in session.scalars(select(JobRow).where(JobRow.sweep_id.in_(olds), JobRow.state.in_(ACTIVE_STATES))):
-                job.state, job.reason, job.updated_at = SUPERSEDED, f"superseded by sweep {keep}", now()
-                ids.append(job.job_id)
-            for sweep in session.scalars(select(SweepRow).where(SweepRow.sweep_id.in_(olds), SweepRow.state != "done")):
-                sweep.state, sweep.finished_at = "done", now()
+            self._lock_sweep_name(session, name)
+            return self._supersede(session, name, keep)
+
+    @staticmethod
+    def _supersede(session, name: str, keep: str) -> list[str]:
+        ids = []
+        olds = select(SweepRow.sweep_id).where(SweepRow.name == name, SweepRow.sweep_id != keep)
+        for sweep in session.scalars(select(SweepRow).where(SweepRow.sweep_id.in_(olds), SweepRow.state != "done")):
+            sweep.state, sweep.finished_at = "done", now()
+        for job in session.scalars(select(JobRow).where(JobRow.sweep_id.in_(olds), JobRow.state.in_(ACTIVE_STATES))):
+            job.state, job.reason, job.updated_at = SUPERSEDED, f"superseded by sweep {keep}", now()
+            ids.append(job.job_id)
         return ids
 
     # ------------------------------------------------------------ jobs
