@@ -55,6 +55,8 @@ class Tokens:
 
 class SweepRequest(BaseModel):
     spec: dict
+    #: needed for a sweep of more than 1,000 jobs
+    confirm: bool = False
 
 
 class Problem(BaseModel):
@@ -229,7 +231,7 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
             spec = spec_from_dict(body.spec)
             if any(m.path for m in spec.models):
                 raise SweepError("models must be stored ones (`id:`): upload files with POST /api/v1/models first")
-            return {"sweep_id": state.submit(spec)}
+            return {"sweep_id": state.submit(spec, confirm=body.confirm)}
         except (SweepError, ConvertError, StoreError) as exc:
             raise _err(400, str(exc)) from None
 
@@ -318,13 +320,13 @@ class _State:
         except Exception:  # noqa: BLE001 - the fleet page still lists what was seen
             return set()
 
-    def submit(self, spec) -> str:
+    def submit(self, spec, confirm: bool = False) -> str:
         from controller.convert import service
         from controller.sweeps import prepare_models
 
         s = self.scheduler()
         models = prepare_models(spec, self.store, self.artifacts, service.local_runner(self.artifacts), workdir=self.paths.run / "sweeps")
-        return s.submit(spec, models)
+        return s.submit(spec, models, confirm=confirm)
 
     def start(self) -> None:
         threading.Thread(target=self._loop, name="sweep-scheduler", daemon=True).start()

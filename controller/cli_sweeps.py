@@ -27,7 +27,7 @@ def _progress():
                     TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), console=console)  # fmt: skip
 
 
-def follow(tick, total_of, poll_s: float = 0.5) -> dict[str, int]:
+def follow(tick, total_of, poll_s: float = 0.5, total: int | None = None) -> dict[str, int]:
     """Call ``tick(poll_s) -> counts`` until every job is final, with a progress bar of the counts.
 
     ``tick`` waits up to ``poll_s`` itself (for the next outcome, or by sleeping)."""
@@ -39,7 +39,7 @@ def follow(tick, total_of, poll_s: float = 0.5) -> dict[str, int]:
     from controller.store import StoreError
 
     with _progress() as progress:
-        task = progress.add_task("sweep", total=None, counts="starting")
+        task = progress.add_task("sweep", total=total, counts="starting")  # the planned count at once
         while True:
             try:
                 counts = tick(poll_s)
@@ -63,6 +63,7 @@ def sweep(
                                                     "e.g. http://controller:8080; default file:// (agents share this disk)."),  # fmt: skip
     controller_url: Optional[str] = ControllerOpt,
     detach: bool = typer.Option(False, "--detach", help="With --controller: submit and return at once."),
+    yes: bool = typer.Option(False, "--yes", help="Run a sweep of more than 1,000 jobs."),
     data_dir: Optional[str] = DataDirOpt,
     db: Optional[str] = DbOpt,
 ) -> None:
@@ -79,9 +80,9 @@ def sweep(
     except SweepError as exc:
         _fail(f"{spec_file}: {exc}", code=2)
     if controller_url:
-        return _remote_sweep(controller_url, spec, text, path, detach)
+        return _remote_sweep(controller_url, spec, text, path, detach, yes)
     signal.signal(signal.SIGTERM, _term_as_exit)
-    counts, records, sweep_id = _local_sweep(spec, broker, artifact_url, data_dir, db)
+    counts, records, sweep_id = _local_sweep(spec, broker, artifact_url, data_dir, db, yes)
     if records:
         console.print(results_table(records, title=f"Sweep {spec.name} ({sweep_id})", width=console.width))
     bad = sum(counts.get(s, 0) for s in BAD_END)
@@ -90,7 +91,7 @@ def sweep(
         raise typer.Exit(1)
 
 
-def _local_sweep(spec, broker, artifact_url, data_dir, db):
+def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False):
     from controller.artifacts import ArtifactStore
     from controller.collector import Collector
     from controller.convert.service import ConvertError
@@ -120,17 +121,18 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db):
             scheduler = Scheduler(store, dispatcher, Collector(dispatcher.redis, store), artifact_ref=ref)
             with console.status("reading the models…"):
                 models = prepare_models(spec, store, ArtifactStore(paths.artifacts), runner)
-            sweep_id = scheduler.submit(spec, models)
-            console.print(f"sweep {spec.name}: id {sweep_id}")
+            sweep_id = scheduler.submit(spec, models, confirm=yes)
+            planned = sum(store.job_counts(sweep_id).values())
+            console.print(f"sweep {spec.name}: id {sweep_id}, {planned:,} job(s)")
             for note in scheduler.errors:
                 console.print(f"  · {note}", highlight=False)
-            counts = follow(lambda wait: scheduler.tick(sweep_id, wait_s=wait), lambda c: sum(c.values()))
+            counts = follow(lambda wait: scheduler.tick(sweep_id, wait_s=wait), lambda c: sum(c.values()), total=planned)
             return counts, store.sweep_results(sweep_id), sweep_id
         except (SweepError, ConvertError, DispatchError, ServiceError, StoreError) as exc:
             _fail(str(exc))
 
 
-def _remote_sweep(controller_url, spec, text, path, detach):
+def _remote_sweep(controller_url, spec, text, path, detach, yes=False):
     from controller.client import ApiClient, ApiError
 
     client = ApiClient.from_env(controller_url)
@@ -138,7 +140,7 @@ def _remote_sweep(controller_url, spec, text, path, detach):
         if any(m.path for m in spec.models):
             _fail("with --controller, models are stored ones (`- id: NAME`); upload files first with "
                   "`fleetbench upload MODEL --controller URL`", code=2)  # fmt: skip
-        sweep_id = client.post("/api/v1/sweeps", json={"spec": spec.raw})["sweep_id"]
+        sweep_id = client.post("/api/v1/sweeps", json={"spec": spec.raw, "confirm": yes})["sweep_id"]
         console.print(f"sweep {spec.name}: id {sweep_id} on {controller_url}")
         if detach:
             return

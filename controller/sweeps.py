@@ -255,6 +255,10 @@ class ModelVariants:
     convert: Callable[[Callable[[dict], None]], object] | None = None  # runs the conversion, passing events
 
 
+#: A sweep of more jobs than this needs confirming (a settings matrix grows fast).
+CONFIRM_ABOVE = 1_000
+
+
 class Scheduler:
     """Moves a sweep's jobs through their states: one ``tick()`` at a time.
 
@@ -302,7 +306,8 @@ class Scheduler:
                 known.setdefault(c["name"], set()).add(row.agent_id)
         return known
 
-    def submit(self, spec: SweepSpec, models: list[ModelVariants]) -> str:
+    def submit(self, spec: SweepSpec, models: list[ModelVariants], *, confirm: bool = False) -> str:
+        """Store the sweep's jobs and start it; past :data:`CONFIRM_ABOVE` jobs only with ``confirm``."""
         targets = expand_targets(spec.devices, spec.variants, self.known_capabilities())
         sweep_id = uuid.uuid4().hex[:16]
         jobs = []
@@ -324,6 +329,9 @@ class Scheduler:
                     ))  # fmt: skip
         if not jobs:
             raise SweepError("the sweep expands to no jobs: no model has any of the variants on any selected device")
+        if len(jobs) > CONFIRM_ABOVE and not confirm:
+            raise SweepError(f"the sweep expands to {len(jobs):,} jobs, more than {CONFIRM_ABOVE:,}; check its settings "
+                             "matrix, or confirm it (fleetbench sweep --yes; the API's confirm: true)")  # fmt: skip
         raw = dict(spec.raw, expire_after=spec.expire_after_s)
         superseded = self.store.add_sweep(SweepRow(sweep_id=sweep_id, name=spec.name, spec=raw, state="running",
                                                    created_at=t), jobs, supersede=True)  # fmt: skip

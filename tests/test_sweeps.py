@@ -140,3 +140,23 @@ def test_sweep_cli_end_to_end(tmp_path, tiny_model):
     assert len(records) == 6 and all(r["accuracy_top1"] == 1.0 for r in records)
     assert all(r["fidelity"] is not None and r["fidelity"]["top1_agreement"] == 1.0 for r in records)
     assert all(r["fidelity"]["samples"] == records[0]["accuracy_samples"] for r in records)
+
+
+def test_a_sweep_of_more_than_1000_jobs_needs_yes(tmp_path, tiny_model):
+    """Issue 14, finding 11: a settings matrix that grows past 1,000 jobs is refused with one line; nothing is stored."""
+    (tmp_path / "tiny.tflite").write_bytes(tiny_model["path"].read_bytes())
+    spec = tmp_path / "big.yaml"
+    spec.write_text("name: big\nmodels: [{path: tiny.tflite}]\nvariants: [tflite-fp32]\ndevices: ['litert:cpu']\n"
+                    f"settings: {{min_iterations: {list(range(100, 1101))}}}\n")  # fmt: skip
+    env = dict(os.environ, FLEETBENCH_DISABLE_GPU_PROBE="1")
+    data = tmp_path / "fb"
+    run = subprocess.run([sys.executable, "-m", "controller.cli", "sweep", str(spec), "--data-dir", str(data)],
+                         env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "Traceback" not in out
+    assert "expands to 1,001 jobs, more than 1,000" in out and "--yes" in out
+    from controller.store import Store
+
+    store = Store(f"sqlite:///{data / 'fleetbench.db'}")
+    assert store.sweeps() == []
+    store.close()
