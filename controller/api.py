@@ -209,6 +209,7 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
             except Exception as exc:  # noqa: BLE001 - numpy raises several types
                 raise _err(422, f"not a readable .npz without pickles: {exc}") from None
             ref = artifacts.put_file(tmp, "data.npz")
+            artifacts.pin(ref.sha256, "uploaded data set")  # sweeps name it later: gc keeps it
         finally:
             tmp.unlink(missing_ok=True)
         return {"dataset": ref.sha256, "samples": n, "size_bytes": ref.size_bytes}

@@ -81,8 +81,19 @@ class ArtifactStore:
                 bad.append((f, actual))
         return bad
 
+    def pin(self, sha256: str, why: str) -> None:
+        """Keep this artifact through :meth:`gc` though no stored row points at it (an uploaded data set)."""
+        pins = self.root / "pinned"
+        pins.mkdir(exist_ok=True)
+        (pins / sha256).write_text(why + "\n", encoding="utf-8")
+
+    def pinned(self) -> set[str]:
+        pins = self.root / "pinned"
+        return {p.name for p in pins.iterdir() if len(p.name) == 64} if pins.is_dir() else set()
+
     def gc(self, keep: set[str], dry_run: bool = False, stale_incoming_s: float = 3600.0) -> list[StoredFile]:
-        """Delete artifacts not in ``keep`` (and temp files of crashed writes); return what went."""
+        """Delete artifacts neither in ``keep`` nor pinned (and temp files of crashed writes); return what went."""
+        keep = keep | self.pinned()
         removed = [f for f in self.iter_files() if f.sha256 not in keep]
         if not dry_run:
             for f in removed:

@@ -475,7 +475,7 @@ def artifacts_gc(
     data_dir: Optional[str] = DataDirOpt,
     db: Optional[str] = DbOpt,
 ) -> None:
-    """Delete artifacts that no stored model, data set, variant or record references."""
+    """Delete artifacts that no stored model, data set, variant or record references (uploaded data sets stay)."""
     from controller.artifacts import ArtifactStore
 
     with _open_store(data_dir, db) as (paths, store):

@@ -185,3 +185,21 @@ def _wait_http(url, proc, timeout_s=60):
         except OSError:
             time.sleep(0.3)
     raise AssertionError(f"{url} did not answer within {timeout_s} s")
+
+
+def test_gc_keeps_a_data_set_uploaded_through_the_api(api, tmp_path):
+    """Issue 14, finding 7: no stored row names an uploaded data set until a sweep does; gc keeps it."""
+    body = _npz(x=np.zeros((4, 2), np.float32), y=np.arange(4))
+    r = api.post("/api/v1/datasets", content=body, headers=_h(USER))
+    assert r.status_code == 201, r.text
+    sha = r.json()["dataset"]
+    stray = Paths.resolve(tmp_path / "fb").artifacts / "ab" / ("ab" + "0" * 62)
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"nobody points at me")
+    cli = [sys.executable, "-m", "controller.cli", "artifacts", "gc", "--data-dir", str(tmp_path / "fb")]
+    dry = subprocess.run(cli + ["--dry-run"], capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0 and "would delete 1 artifact(s)" in dry.stdout, dry.stdout + dry.stderr
+    gc = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert gc.returncode == 0 and "deleted 1 artifact(s)" in gc.stdout
+    assert not stray.exists()
+    assert api.get(f"/api/v1/artifacts/{sha}", headers=_h(AGENT)).content == body
