@@ -221,3 +221,22 @@ def test_newest_results_picks_the_newest_record_of_each_setting(store, golden_re
     assert store.model_of_results(golden_record.model_name) == (golden_record.model_id, golden_record.model_name)
     assert store.model_of_results("m2") == ("m2", "other-model")
     assert store.model_of_results("nothing-like-it") is None
+
+
+def test_the_database_and_the_agent_outbox_are_created_owner_only(tmp_path, golden_record):
+    """Issue 14, finding 15: records are the lab's own; the files are 0600, not 0644."""
+    import os
+
+    from agent.outbox import Outbox
+
+    old = os.umask(0o022)
+    try:
+        s = Store(f"sqlite:///{tmp_path / 'fb' / 'fleetbench.db'}")
+        s.migrate()
+        s.add_result(golden_record)
+        s.close()
+        box = Outbox(tmp_path / "agent" / "a1" / "outbox.db")
+    finally:
+        os.umask(old)
+    assert oct((tmp_path / "fb" / "fleetbench.db").stat().st_mode & 0o777) == "0o600"
+    assert oct(box.path.stat().st_mode & 0o777) == "0o600" and len(box) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 from sqlalchemy import create_engine, false, func, or_, select, text
@@ -50,11 +51,23 @@ def redact_url(url: str) -> str:
         return "<database url>"
 
 
+def _private(path: Path) -> None:
+    """Create ``path`` readable by its owner only (0600) if it is not there; records and tokens stay private."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # e.g. ":memory:"-like paths or a read-only place: SQLite says what is wrong
+
+
 class Store(JobsMixin):
     def __init__(self, url: str, **engine_kwargs):
         self.url = url
         if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            db_file = Path(url.removeprefix("sqlite:///"))
+            db_file.parent.mkdir(parents=True, exist_ok=True)
+            _private(db_file)
         if not url.startswith("sqlite"):
             engine_kwargs.setdefault("pool_pre_ping", True)  # a restarted server leaves dead pooled connections
         self.engine = create_engine(url, **engine_kwargs)
