@@ -293,6 +293,15 @@ class LocalConverter(LocalWorker):
         return [sys.executable, "-m", "controller.worker", "--broker", self.broker_url, "--data-dir", str(self.data_dir)]
 
 
+def local_agent_id(data_dir: Path) -> str:
+    """The embedded agent's id: the same for one data directory on every run, so the outbox a lost
+    run left behind (``logs/agent-state/<id>/outbox.db``) is relayed by the next one."""
+    import hashlib
+
+    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:6]
+    return f"local-{socket.gethostname()}-{digest}"
+
+
 class EmbeddedFleet:
     """The embedded default: a private Redis, a converter worker and a local agent,
     each started on first need and all stopped on exit."""
@@ -327,9 +336,7 @@ class EmbeddedFleet:
         """Start the local agent once: serving ``capabilities``, or every one it finds."""
         dispatcher = self.dispatcher()
         if self.agent is None:
-            import uuid
-
-            agent_id = f"local-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+            agent_id = local_agent_id(self.paths.root)
             self.on_step(f"starting a local agent ({agent_id})")
             self.agent = LocalAgent(self.redis.url, agent_id, self.paths.logs / "agent.log", capabilities).start()
             self.agent.wait_ready(lambda: agent_id in {a.agent_id for a in dispatcher.live_agents()})

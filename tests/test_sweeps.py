@@ -160,3 +160,37 @@ def test_a_sweep_of_more_than_1000_jobs_needs_yes(tmp_path, tiny_model):
     store = Store(f"sqlite:///{data / 'fleetbench.db'}")
     assert store.sweeps() == []
     store.close()
+
+
+@pytest.mark.slow
+def test_the_embedded_agent_relays_what_a_lost_run_left_in_its_outbox(tmp_path, tiny_model, golden_record):
+    """Issue 14, finding 8: the embedded agent's id is stable per data directory, so the next run relays
+    a result the last one could not (its broker was lost) and it is stored."""
+    import dataclasses
+
+    from agent.outbox import Outbox
+    from controller.embedded import local_agent_id
+    from controller.store import Store
+    from protocol import JobOutcome
+
+    data = tmp_path / "fb"
+    agent_id = local_agent_id(data)
+    assert agent_id == local_agent_id(tmp_path / "." / "fb") and agent_id != local_agent_id(tmp_path / "other")
+    left = dataclasses.replace(golden_record, job_id="left-by-a-lost-run", attempt=1)
+    Outbox(data / "logs" / "agent-state" / agent_id / "outbox.db").put(
+        JobOutcome(job_id=left.job_id, attempt=1, ok=True, record=left, agent_id=agent_id))
+    (tmp_path / "tiny.tflite").write_bytes(tiny_model["path"].read_bytes())
+    spec = tmp_path / "small.yaml"
+    spec.write_text("name: small\nmodels: [{path: tiny.tflite}]\nvariants: [tflite-fp32]\ndevices: ['litert:cpu']\n"
+                    "settings: {min_iterations: 20, min_duration_s: 0.0}\n")  # fmt: skip
+    env = dict(os.environ, FLEETBENCH_DISABLE_GPU_PROBE="1")
+    run = subprocess.run([sys.executable, "-m", "controller.cli", "sweep", str(spec), "--data-dir", str(data)],
+                         env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"starting a local agent ({agent_id})" in run.stdout
+    store = Store(f"sqlite:///{data / 'fleetbench.db'}")
+    try:
+        assert store.get_result("left-by-a-lost-run", 1) is not None
+    finally:
+        store.close()
+    assert "result(s) from before a restart, relaying" in (data / "logs" / "agent.log").read_text()
