@@ -48,7 +48,8 @@ class Tokens:
 
     def role(self, token: str) -> str | None:
         for role, tokens in (("user", self.users), ("agent", self.agents)):
-            if any(hmac.compare_digest(token, t) for t in tokens):
+            # bytes: compare_digest refuses a str with non-ASCII characters (a TypeError, not a 401)
+            if any(hmac.compare_digest(token.encode("utf-8", "replace"), t.encode("utf-8", "replace")) for t in tokens):
                 return role
         return None
 
@@ -170,6 +171,8 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
         """Upload a model file (.keras, .h5, .tflite, .onnx) as the raw request body."""
         from controller.convert.sources import SourceError, identify
 
+        if any(c in filename for c in "\x00/\\") or any(ord(c) < 32 for c in filename) or filename in (".", ".."):
+            raise _err(400, "filename: give the model file's plain name, without '/', '\\' or control characters")
         suffix = Path(filename).suffix.lower()
         if suffix not in UPLOAD_KINDS:
             raise _err(415, f"upload a single model file ({', '.join(UPLOAD_KINDS)}); pack SavedModels and IR with "

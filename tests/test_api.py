@@ -203,3 +203,14 @@ def test_gc_keeps_a_data_set_uploaded_through_the_api(api, tmp_path):
     assert gc.returncode == 0 and "deleted 1 artifact(s)" in gc.stdout
     assert not stray.exists()
     assert api.get(f"/api/v1/artifacts/{sha}", headers=_h(AGENT)).content == body
+
+
+def test_client_triggered_errors_are_4xx_not_500(api, tiny_model, tmp_path):
+    """Issue 14, finding 9: a non-ASCII token and a filename with a NUL byte."""
+    r = api.get("/api/v1/results", headers={"Authorization": "Bearer caf\u00e9-\u00ff".encode("latin-1")})
+    assert r.status_code == 401 and "Bearer" in r.json()["detail"]
+    before = set(Paths.resolve(tmp_path / "fb").run.iterdir())
+    for name in ("a\x00b.tflite", "../x.tflite", "a/b.tflite"):
+        r = api.post("/api/v1/models", params={"filename": name}, content=tiny_model["path"].read_bytes(), headers=_h(USER))
+        assert r.status_code == 400 and r.json()["detail"].startswith("filename:"), (name, r.text)
+    assert set(Paths.resolve(tmp_path / "fb").run.iterdir()) == before  # no temporary directory left behind
