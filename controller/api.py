@@ -229,10 +229,13 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
         from controller.store import StoreError
         from controller.sweeps import SweepError, spec_from_dict
 
+        try:
+            spec = spec_from_dict(body.spec)  # a bad spec is a 400 naming its field, with or without a broker
+        except SweepError as exc:
+            raise _err(400, str(exc)) from None
         if not broker_url:
             raise _err(503, "this controller was started without --broker, so it cannot send jobs")
         try:
-            spec = spec_from_dict(body.spec)
             if any(m.path for m in spec.models):
                 raise SweepError("models must be stored ones (`id:`): upload files with POST /api/v1/models first")
             return {"sweep_id": state.submit(spec, confirm=body.confirm)}

@@ -75,6 +75,8 @@ def sweep(
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         _fail(f"cannot read the sweep spec {spec_file}: {exc.strerror}", code=2)
+    except UnicodeDecodeError as exc:
+        _fail(f"{spec_file}: not UTF-8 text (byte {exc.start}); save the sweep spec as UTF-8 YAML", code=2)
     try:
         spec = parse_spec(text, base_dir=path.parent)
     except SweepError as exc:

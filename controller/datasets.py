@@ -47,6 +47,16 @@ class Preprocessing:
 
     def problems(self) -> list[str]:
         out = []
+        num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)  # noqa: E731
+        if not num(self.scale) or self.scale == 0:
+            out.append(f"scale must be a non-zero number, not {self.scale!r}")
+        if not all(num(v) for v in (*self.mean, *self.std)):
+            out.append("mean and std must be lists of numbers")
+        if self.resize is not None and (len(self.resize) != 2 or not all(isinstance(v, int) and v > 0 for v in self.resize)):
+            out.append("resize must be [height, width], two whole numbers above 0")
+        if not isinstance(self.channels, int) or isinstance(self.channels, bool):
+            out.append("channels must be 1 or 3")
+            return out
         if self.layout not in ("NHWC", "NCHW"):
             out.append(f"layout must be NHWC or NCHW, not {self.layout}")
         if len(self.mean) != len(self.std):
@@ -57,7 +67,7 @@ class Preprocessing:
             out.append("channels must be 1 or 3")
         try:
             np.dtype(self.dtype)
-        except TypeError:
+        except (TypeError, ValueError):
             out.append(f"unknown dtype {self.dtype}")
         return out
 

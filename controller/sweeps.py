@@ -144,6 +144,36 @@ def parse_spec(text: str, base_dir: Path | None = None) -> SweepSpec:
     return spec_from_dict(raw, base_dir)
 
 
+def _int(value, where: str, least: int = 0) -> int:
+    """An integer field of the spec (a whole number, at least ``least``), or a SweepError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise SweepError(f"{where}: '{value}' is not a whole number")
+    try:
+        n = int(str(value).strip()) if isinstance(value, str) else int(value)
+    except ValueError:
+        raise SweepError(f"{where}: '{value}' is not a whole number") from None
+    if n != value and not isinstance(value, str):
+        raise SweepError(f"{where}: '{value}' is not a whole number")
+    if n < least:
+        raise SweepError(f"{where}: must be at least {least}")
+    return n
+
+
+def _name(value) -> str:
+    if value is not None and not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise SweepError("name: a string, e.g. nightly")
+    name = str(value or "sweep")
+    if len(name) > 200:
+        raise SweepError("name: at most 200 characters")
+    return name
+
+
+def _str_list(value, where: str, example: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SweepError(f"{where}: a list of names, e.g. {example}")
+    return value
+
+
 def spec_from_dict(raw, base_dir: Path | None = None) -> SweepSpec:
     """A :class:`SweepSpec` from the parsed spec (the API takes it as JSON)."""
     if not isinstance(raw, dict):
@@ -152,6 +182,8 @@ def spec_from_dict(raw, base_dir: Path | None = None) -> SweepSpec:
     if unknown:
         raise SweepError(f"unknown key(s) {', '.join(sorted(unknown))}; known: name, models, variants, devices, settings, expire_after, max_attempts")
     models = []
+    if not isinstance(raw.get("models") or [], list):
+        raise SweepError("models: a list, e.g. [{path: model.keras}] or [{id: digits-cnn}]")
     for i, m in enumerate(raw.get("models") or []):
         if isinstance(m, str):
             m = {"path": m}
@@ -161,39 +193,44 @@ def spec_from_dict(raw, base_dir: Path | None = None) -> SweepSpec:
         unknown_m = set(m) - set(known_m)
         if unknown_m:
             raise SweepError(f"models[{i}]: unknown key(s) {', '.join(sorted(unknown_m))}; known: {', '.join(known_m)}")
+        for key in ("path", "id", "data", "name"):
+            if m.get(key) is not None and not isinstance(m[key], str):
+                raise SweepError(f"models[{i}].{key}: a string, not {type(m[key]).__name__}")
         path = _expand(m.get("path"))
         if path and base_dir and not Path(path).is_absolute():
             path = str(base_dir / path)
         data = _expand(m.get("data"))
         if data and base_dir and not Path(data).is_absolute() and not re.fullmatch(r"[0-9a-f]{64}", str(data)):
             data = str(base_dir / data)
-        shape = tuple(int(v) for v in m["input_shape"]) if m.get("input_shape") else None
+        shape = None
+        if m.get("input_shape"):
+            if not isinstance(m["input_shape"], list):
+                raise SweepError(f"models[{i}].input_shape: a list of whole numbers, e.g. [1, 224, 224, 3]")
+            shape = tuple(_int(v, f"models[{i}].input_shape", least=1) for v in m["input_shape"])
         pre = m.get("preprocessing") or {}
         if not isinstance(pre, dict):
             raise SweepError(f"models[{i}].preprocessing: a mapping, e.g. {{scale: 0.00392157, layout: NHWC}}")
         try:
             pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in pre.items()})
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise SweepError(f"models[{i}].preprocessing: {exc}") from None
         if pre.problems():
             raise SweepError(f"models[{i}].preprocessing: " + "; ".join(pre.problems()))
         models.append(ModelEntry(path=path, model_id=m.get("id"), data=data, name=m.get("name"), input_shape=shape,
-                                 preprocessing=pre, calibration_size=int(m.get("calibration_size", 100)),
-                                 seed=int(m.get("seed", 0))))  # fmt: skip
+                                 preprocessing=pre, calibration_size=_int(m.get("calibration_size", 100), f"models[{i}].calibration_size", 1),
+                                 seed=_int(m.get("seed", 0), f"models[{i}].seed")))  # fmt: skip
     if not models:
         raise SweepError("models: list at least one model (`- path: model.keras` or `- id: digits-cnn`)")
-    variants = raw.get("variants") or list(VARIANTS)
+    variants = _str_list(raw.get("variants") or list(VARIANTS), "variants", "[tflite-fp32, openvino-int8]")
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise SweepError(f"variants: unknown {', '.join(bad)}; known: {', '.join(VARIANTS)}")
     devices = raw.get("devices") or ["*"]
     if not isinstance(devices, list) or not all(isinstance(d, str) and d for d in devices):
         raise SweepError("devices: a list of selectors, e.g. ['litert:*', 'openvino:CPU', 'agent:pi-07']")
-    max_attempts = int(raw.get("max_attempts", 3))
-    if max_attempts < 1:
-        raise SweepError("max_attempts: must be at least 1")
+    max_attempts = _int(raw.get("max_attempts", 3), "max_attempts", least=1)
     return SweepSpec(
-        name=str(raw.get("name") or "sweep"), models=models, variants=list(variants), devices=devices,
+        name=_name(raw.get("name")), models=models, variants=list(variants), devices=devices,
         settings=_settings_matrix(raw.get("settings") or {}),
         expire_after_s=parse_duration(raw.get("expire_after", DEFAULT_EXPIRE_S), "expire_after"),
         max_attempts=max_attempts, raw=raw,

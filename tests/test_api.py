@@ -214,3 +214,23 @@ def test_client_triggered_errors_are_4xx_not_500(api, tiny_model, tmp_path):
         r = api.post("/api/v1/models", params={"filename": name}, content=tiny_model["path"].read_bytes(), headers=_h(USER))
         assert r.status_code == 400 and r.json()["detail"].startswith("filename:"), (name, r.text)
     assert set(Paths.resolve(tmp_path / "fb").run.iterdir()) == before  # no temporary directory left behind
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"models": 5}, "models"), ({"models": [{"id": "m", "input_shape": "abc"}]}, "models[0].input_shape"),
+    ({"models": [{"id": "m", "calibration_size": "x"}]}, "models[0].calibration_size"),
+    ({"models": [{"id": "m"}], "max_attempts": "x"}, "max_attempts"), ({"models": [{"id": "m"}], "variants": 5}, "variants"),
+    ({"models": [{"id": "m"}], "variants": [["a"]]}, "variants"), ({"models": [{"id": "m", "seed": "x"}]}, "models[0].seed"),
+])  # fmt: skip
+def test_bad_sweep_specs_are_400s_naming_the_field(api, spec, field):
+    """Issue 14, finding 9: each of these was a 500."""
+    r = api.post("/api/v1/sweeps", json={"spec": spec}, headers=_h(USER))
+    assert r.status_code == 400 and r.json()["detail"].startswith(field + ":"), r.text
+
+
+def test_a_sweep_spec_that_is_not_utf8_is_one_line(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_bytes(b"name: caf\xe9\nmodels: [a.keras]\n")
+    r = subprocess.run([sys.executable, "-m", "controller.cli", "sweep", str(spec), "--data-dir", str(tmp_path / "fb")],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout and "not UTF-8 text" in r.stderr + r.stdout

@@ -33,9 +33,23 @@ KNOWN = {"litert:cpu": {"a1", "a2"}, "openvino:CPU": {"a1"}, "openvino:GPU": {"a
         ("models: [{path: a.keras, preprocessing: {layout: NCWH}}]", "preprocessing"),
         ("models: [a.keras]\nwhen: now", "unknown key(s) when"),
         ("models: [a.keras\n", "not valid YAML"),
+        # issue 14, findings 9 and 12: each of these was a 500 from the API or a traceback from the CLI
+        ("models: 5", "models: a list"),
+        ("models: [{path: a.keras, input_shape: abc}]", "models[0].input_shape: a list of whole numbers"),
+        ("models: [{path: a.keras, input_shape: [1, x]}]", "models[0].input_shape: 'x' is not a whole number"),
+        ("models: [{path: a.keras, calibration_size: x}]", "models[0].calibration_size: 'x' is not a whole number"),
+        ("models: [{path: a.keras, seed: x}]", "models[0].seed: 'x' is not a whole number"),
+        ("models: [{path: 5}]", "models[0].path: a string"),
+        ("models: [a.keras]\nmax_attempts: x", "max_attempts: 'x' is not a whole number"),
+        ("models: [a.keras]\nvariants: 5", "variants: a list of names"),
+        ("models: [a.keras]\nvariants: [[a]]", "variants: a list of names"),
+        ("models: [a.keras]\nname: [x]", "name: a string"),
+        ("models: [{path: a.keras, preprocessing: {scale: abc}}]", "scale must be a non-zero number"),
+        ("models: [{path: a.keras, preprocessing: {mean: [a], std: [1]}}]", "lists of numbers"),
     ],
 )
 def test_bad_specs_say_what_to_change(text, error):
+    """Every bad spec is one SweepError naming the field (the CLI prints it as one line, the API as a 400)."""
     with pytest.raises(SweepError) as exc:
         parse_spec(text)
     assert error in str(exc.value)
