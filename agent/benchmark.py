@@ -20,6 +20,7 @@ from agent.measure import measure_latency, measure_throughput, timed
 from protocol import accuracy as accuracy_mod
 from protocol import fidelity as fidelity_mod
 from protocol import Fidelity, JobSpec, LatencyStats, ResultRecord, TaskAccuracy, Throughput, Validity, utc_now
+from protocol.npz import load_npz
 from protocol.stats import summarize_ns
 
 
@@ -29,7 +30,7 @@ def _load_dataset(spec: JobSpec) -> tuple[np.ndarray, np.ndarray | None, str | N
         return None
     path = local_path(spec.dataset)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with load_npz(path) as data:
             if "x" not in data:
                 raise JobError("bad-dataset", f"dataset {path} has no array 'x' (inputs)")
             x = data["x"]
@@ -73,7 +74,7 @@ def _load_reference(spec: JobSpec, n: int) -> tuple[list[str], list[np.ndarray]]
         return None
     path = local_path(spec.reference)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with load_npz(path) as data:
             if "names" in data:
                 names = [str(v) for v in data["names"]]
                 refs = [data[f"out_{i}"] for i in range(len(names))]

@@ -27,6 +27,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 log = logging.getLogger("fleetbench.api")
@@ -69,9 +70,15 @@ def _err(status: int, detail: str) -> HTTPException:
 
 
 def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, max_upload_bytes: int = 512 * 2**20,
-               public_url: str = "", run_scheduler: bool = True) -> FastAPI:  # fmt: skip
+               public_url: str = "", run_scheduler: bool = True, max_array_bytes: int | None = None) -> FastAPI:  # fmt: skip
+    """``max_array_bytes``: what an uploaded .npz may declare, decompressed (default: 4x the upload limit)."""
     from controller.artifacts import ArtifactStore
     from controller.store import Store
+
+    if max_array_bytes is None:
+        from protocol.npz import max_bytes_default
+
+        max_array_bytes = min(max_bytes_default(), 4 * max_upload_bytes)
 
     if not tokens.users:
         raise ValueError("the API needs at least one user token (FLEETBENCH_API_TOKENS or --token-file)")
@@ -195,24 +202,34 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
                 tmp.parent.rmdir()
         return {"model_id": ref.sha256, "name": name or source.name, "kind": source.kind, "size_bytes": ref.size_bytes}
 
+    def _store_dataset(tmp: Path):
+        from protocol.npz import NpzError, load_npz
+
+        try:
+            with load_npz(tmp, max_array_bytes) as data:
+                if "x" not in data:
+                    raise _err(422, "the .npz has no array 'x' (the inputs)")
+                x = data["x"]
+                if x.dtype.kind not in "biuf":
+                    raise _err(422, f"'x' holds {x.dtype} values; a data set's inputs are numbers")
+                n = len(x)
+        except HTTPException:
+            raise
+        except NpzError as exc:
+            raise _err(413 if "over the limit" in str(exc) else 422, f"the .npz {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - numpy raises several types
+            raise _err(422, f"not a readable .npz without pickles: {str(exc).splitlines()[0][:200]}") from None
+        ref = artifacts.put_file(tmp, "data.npz")
+        artifacts.pin(ref.sha256, "uploaded data set")  # sweeps name it later: gc keeps it
+        return ref, n
+
     @app.post(f"{API}/datasets", status_code=201, responses={413: {"model": Problem}, 422: {"model": Problem}})
     async def upload_dataset(request: Request, role: str = Depends(user)) -> dict:
         """Upload a data set (.npz with x, and y when labelled) as the raw request body."""
-        import numpy as np
-
         tmp = await _receive(request, ".npz")
         try:
-            try:
-                with np.load(tmp, allow_pickle=False) as data:
-                    if "x" not in data:
-                        raise _err(422, "the .npz has no array 'x' (the inputs)")
-                    n = len(data["x"])
-            except HTTPException:
-                raise
-            except Exception as exc:  # noqa: BLE001 - numpy raises several types
-                raise _err(422, f"not a readable .npz without pickles: {exc}") from None
-            ref = artifacts.put_file(tmp, "data.npz")
-            artifacts.pin(ref.sha256, "uploaded data set")  # sweeps name it later: gc keeps it
+            # off the event loop (health and every other request go on), within bounds on what it declares
+            ref, n = await run_in_threadpool(_store_dataset, tmp)
         finally:
             tmp.unlink(missing_ok=True)
         return {"dataset": ref.sha256, "samples": n, "size_bytes": ref.size_bytes}

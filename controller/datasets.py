@@ -22,6 +22,7 @@ import numpy as np
 from controller.artifacts import ArtifactStore
 from protocol import ArtifactRef
 from protocol.hashing import sha256_file
+from protocol.npz import NpzError, load_npz
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".pgm"}
 
@@ -107,12 +108,14 @@ class PreparedDataset:
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with load_npz(path) as data:
             if "x" not in data:
                 raise DatasetError(f"{path}: an .npz data set needs an array named 'x' (found: {', '.join(data.files)})")
             x, y = data["x"], (data["y"] if "y" in data else None)
     except DatasetError:
         raise
+    except NpzError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DatasetError(f"{path}: not a readable .npz file ({exc})") from None
     if y is not None and len(y) != len(x):
@@ -124,10 +127,13 @@ def _declared_task(path: Path) -> str | None:
     """The task an .npz declares in its ``task`` entry (classification, segmentation, regression), or None."""
     from protocol.accuracy import TASKS
 
-    with np.load(path, allow_pickle=False) as data:
-        if "task" not in data:
-            return None
-        task = str(data["task"])
+    try:
+        with load_npz(path) as data:
+            if "task" not in data:
+                return None
+            task = str(data["task"])
+    except NpzError as exc:
+        raise DatasetError(f"{path}: {exc}") from None
     if task not in TASKS:
         raise DatasetError(f"{path}: 'task' is '{task}'; it is one of {', '.join(TASKS)} (or leave it out to infer it)")
     return task

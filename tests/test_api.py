@@ -234,3 +234,26 @@ def test_a_sweep_spec_that_is_not_utf8_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "controller.cli", "sweep", str(spec), "--data-dir", str(tmp_path / "fb")],
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout and "not UTF-8 text" in r.stderr + r.stdout
+
+
+def test_an_npz_compression_bomb_is_refused_before_it_is_inflated(api, tmp_path):
+    """Issue 14, finding 2: 1.9 MB of savez_compressed declaring 2 GB; here 1 GB of zeros in a small file,
+    against the fixture's limit (4 x 200,000 bytes). The sizes are read from the zip directory and npy header."""
+    import zipfile
+
+    bomb = tmp_path / "bomb.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**28,)})
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z, z.open("x.npy", "w", force_zip64=True) as f:
+        f.write(header.getvalue())
+        zeros = bytes(2**20)
+        for _ in range(64):  # 64 MiB written, 1 GiB declared: enough to prove nothing is inflated
+            f.write(zeros)
+    body = bomb.read_bytes()
+    assert len(body) < 200_000
+    r = api.post("/api/v1/datasets", content=body, headers=_h(USER))
+    assert r.status_code == 413 and "over the limit" in r.json()["detail"], r.text
+    assert "FLEETBENCH_MAX_ARRAY_BYTES" in r.json()["detail"]
+    assert not any(Paths.resolve(tmp_path / "fb").artifacts.glob("*/*"))  # nothing stored
+    strings = api.post("/api/v1/datasets", content=_npz(x=np.array(["a", "b"])), headers=_h(USER))
+    assert strings.status_code == 422 and "are numbers" in strings.json()["detail"]
