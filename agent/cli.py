@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.broker and not args.probe:
         insecure = check_broker_url(args.broker, args.allow_insecure_broker or bool(cfg.get("allow_insecure_broker")))
         if insecure:
-            print(f"error: {insecure}", file=sys.stderr)
+            from protocol.redact import redact
+
+            print(f"error: {redact(insecure)}", file=sys.stderr)
             return 2
     visibility = args.visibility_timeout or float(cfg.get("visibility_timeout_s") or VISIBILITY_TIMEOUT_S)
     time_limit = args.job_time_limit or float(cfg.get("job_time_limit_s") or JOB_TIME_LIMIT_S)
@@ -181,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Until Celery installs its own handlers, SIGTERM must still unwind through
     # the `finally` below so the heartbeat key is removed.
+    from celery.signals import after_setup_logger, after_setup_task_logger
+
+    from protocol.redact import install_log_filter
+
+    for sig in (after_setup_logger, after_setup_task_logger):  # Celery sets logging up afresh in worker_main
+        sig.connect(lambda logger=None, **kw: install_log_filter(logger), weak=False)
+    install_log_filter()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     heartbeat = Heartbeat(args.broker, inventory)
     heartbeat.start()

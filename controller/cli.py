@@ -58,7 +58,9 @@ def _open_store(data_dir: Optional[str], db: Optional[str]):
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from protocol.redact import redact
+
+    err_console.print(f"[bold red]error:[/] {redact(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

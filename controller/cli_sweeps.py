@@ -206,13 +206,13 @@ def _dead_letters(broker: str) -> None:
     import redis
 
     from controller.collector import DEAD_KEY, dead_letters
-    from controller.store import redact_url as redact
+    from protocol.redact import redact
 
     try:
         client = redis.Redis.from_url(broker, socket_timeout=5, socket_connect_timeout=5)
         count, newest = dead_letters(client, limit=3)
     except (redis.exceptions.RedisError, ValueError, OSError) as exc:
-        _fail(f"cannot reach the broker {redact(broker)}: {redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}. "
+        _fail(f"cannot reach the broker {broker}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
               "Check that it runs and the URL (--broker / FLEETBENCH_BROKER_URL) is right")  # fmt: skip
     if not count:
         console.print("results set aside: none")

@@ -154,7 +154,9 @@ class Dispatcher:
             raise DispatchError(f"agent answered job {spec.job_id} with a malformed outcome: {exc}") from None
 
     def _broker_down(self, exc: Exception) -> str:
-        return f"cannot reach the broker at {self.broker_url} ({exc}); start Redis or pass the right --broker URL"
+        from protocol.redact import redact
+
+        return redact(f"cannot reach the broker at {self.broker_url} ({exc}); start Redis or pass the right --broker URL")
 
 
 def wait_conversion(

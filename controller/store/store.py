@@ -48,7 +48,9 @@ def redact_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - only for messages
-        return "<database url>"
+        from protocol.redact import redact
+
+        return redact(url)
 
 
 def _private(path: Path) -> None:
