@@ -214,6 +214,29 @@ def _source_sha(path: Path) -> str:
     return h.hexdigest()
 
 
+def _check_values(p: Path, x: np.ndarray, y: np.ndarray | None, task: str | None) -> None:
+    """Inputs are finite numbers; classification labels are whole numbers from 0 (issue 14, finding 13)."""
+    import os
+
+    if x.dtype.kind not in "biuf":
+        raise DatasetError(f"{p}: 'x' holds {x.dtype} values; a data set's inputs are numbers")
+    if x.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        if bad and os.environ.get("FLEETBENCH_ALLOW_NAN") != "1":
+            raise DatasetError(f"{p}: 'x' holds {bad:,} NaN or infinite value(s), which make every accuracy and fidelity "
+                               "figure meaningless; clean the data set (or set FLEETBENCH_ALLOW_NAN=1 to keep them)")  # fmt: skip
+    if y is None or task != "classification":
+        return
+    if y.dtype.kind not in "biuf":
+        raise DatasetError(f"{p}: 'y' holds {y.dtype} values; classification labels are class indices (0, 1, 2, ...)")
+    labels = y.reshape(-1)
+    bad = int(np.count_nonzero(~np.isfinite(labels) | (labels < 0) | (labels != np.round(labels)))) if y.dtype.kind == "f" \
+        else int(np.count_nonzero(labels < 0))
+    if bad:
+        raise DatasetError(f"{p}: {bad:,} label(s) in 'y' are not class indices (whole numbers from 0); fix them, "
+                           "or declare task=regression in the .npz if they are targets")  # fmt: skip
+
+
 def prepare(
     path: str | Path,
     store: ArtifactStore,
@@ -234,6 +257,7 @@ def prepare(
         x, y, classes = _read_npz(p)
     else:
         raise DatasetError(f"{p}: a data set is an .npz file or a folder of images (one sub-folder per class)")
+    _check_values(p, x, y, _declared_task(p) if p.suffix.lower() == ".npz" and y is not None else "classification")
     x = apply_preprocessing(x, preprocessing)
     cal, val = split_indices(len(x), seed, n_calibration)
     cal_ref = store.put_bytes(_npz_bytes(x=x[cal]), "calibration.npz")

@@ -43,3 +43,30 @@ def test_a_real_data_set_passes_with_its_shapes(tmp_path):
     assert arrays["x"][0] == (10, 4, 4, 3) and arrays["y"][0] == (10,)
     with pytest.raises(NpzError):
         check_npz(tmp_path / "ok.npz", max_bytes=10 * 4 * 4 * 3 * 4)  # one byte of labels too many
+
+
+@pytest.mark.parametrize("x, y, task, words", [
+    (np.array([[0.5, np.nan]], np.float32), None, None, "1 NaN or infinite value(s)"),
+    (np.array(["a", "b"]), None, None, "a data set's inputs are numbers"),
+    (np.zeros((3, 2), np.float32), np.array([0, -1, 2]), "classification", "1 label(s) in 'y' are not class indices"),
+    (np.zeros((3, 2), np.float32), np.array([0.0, 1.5, 2.0]), "classification", "1 label(s)"),
+])  # fmt: skip
+def test_bad_values_are_refused_with_one_line(tmp_path, x, y, task, words):
+    """Issue 14, findings 12 and 13."""
+    from controller.artifacts import ArtifactStore
+    from controller.datasets import Preprocessing, prepare
+
+    arrays = {"x": x, **({"y": y} if y is not None else {}), **({"task": np.array(task)} if task else {})}
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(DatasetError) as exc:
+        prepare(tmp_path / "d.npz", ArtifactStore(tmp_path / "a"), Preprocessing(), n_calibration=1)
+    assert words in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_regression_targets_may_be_fractional(tmp_path):
+    from controller.artifacts import ArtifactStore
+    from controller.datasets import Preprocessing, prepare
+
+    np.savez(tmp_path / "r.npz", x=np.zeros((4, 2), np.float32), y=np.array([0.5, -1.25, 2.0, 3.5]), task=np.array("regression"))
+    ds = prepare(tmp_path / "r.npz", ArtifactStore(tmp_path / "a"), Preprocessing(), n_calibration=1)
+    assert ds.labelled and ds.n_validation == 3
