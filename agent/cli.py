@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.broker and not args.probe:
         insecure = check_broker_url(args.broker, args.allow_insecure_broker or bool(cfg.get("allow_insecure_broker")))
         if insecure:
-            from protocol.redact import redact
-
-            print(f"error: {redact(insecure)}", file=sys.stderr)
+            print(f"error: {insecure}", file=sys.stderr)  # names host:port only, and an example URL
             return 2
     visibility = args.visibility_timeout or float(cfg.get("visibility_timeout_s") or VISIBILITY_TIMEOUT_S)
     time_limit = args.job_time_limit or float(cfg.get("job_time_limit_s") or JOB_TIME_LIMIT_S)
