@@ -10,6 +10,7 @@ so agents use it too.
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -53,7 +54,7 @@ def check_npz(path: str | Path, max_bytes: int | None = None) -> dict[str, tuple
                         raise NpzError(f"{info.filename!r} has .npy format {version}, which numpy does not write")
                 if dtype.hasobject:
                     raise NpzError(f"{info.filename!r} holds Python objects (a pickle); save plain numeric arrays")
-                total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+                total += math.prod(int(d) for d in shape) * dtype.itemsize  # Python ints: no overflow
                 if total > limit:
                     raise NpzError(_too_big(info.filename, total, limit))
                 arrays[info.filename[: -len(".npy")]] = (tuple(shape), dtype)

@@ -25,6 +25,9 @@ def test_a_header_that_declares_more_than_the_limit_is_refused(tmp_path):
     with pytest.raises(DatasetError) as exc:
         _read_npz(bomb)  # the default limit (8 GiB) refuses it too, as one line naming the file
     assert "lying.npz" in str(exc.value) and "FLEETBENCH_MAX_ARRAY_BYTES" in str(exc.value)
+    wraps = _npz_with_header(tmp_path / "wraps.npz", (2**40, 2**40, 2**40))  # overflows int64 if multiplied in numpy
+    with pytest.raises(NpzError, match="over the limit"):
+        check_npz(wraps)
 
 
 def test_object_arrays_and_other_members_are_refused(tmp_path):
