@@ -146,7 +146,10 @@ class Collector:
         pipe.execute()
         log.error("result set aside in %s (job %s): %s", DEAD_KEY, job_id, reason)
         if job_id is not None:
-            self.on_dead(job_id, attempt, reason)
+            try:
+                self.on_dead(job_id, attempt, reason)
+            except Exception as exc:  # noqa: BLE001 - the job then waits for its agent-lost or expiry path
+                log.warning("could not mark job %s after setting its result aside: %s", job_id, str(exc).splitlines()[0][:200])
 
     def pending(self) -> int:
         return int(self.redis.llen(RESULTS_KEY)) + int(self.redis.llen(self.processing))
