@@ -64,6 +64,15 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _writable_parent(path: Path, flag: str) -> None:
+    """One line, before any work, when ``path`` cannot be written because its folder is missing."""
+    from pathlib import Path
+
+    parent = Path(path).expanduser().parent
+    if not parent.is_dir():
+        _fail(f"{flag} {path}: the folder {parent} does not exist; create it or write elsewhere", code=2)
+
+
 def _term_as_exit(signum, frame):  # so context managers stop the processes they started
     raise SystemExit(128 + signum)
 
@@ -591,6 +600,7 @@ def bundle(
                                  throughput_requests=throughput_requests)  # fmt: skip
     if settings.problems():
         _fail("; ".join(settings.problems()), code=2)
+    _writable_parent(Path(out), "-o")
     wanted = [v.strip() for v in variants.split(",")] if variants else None
     with _open_store(data_dir, db) as (paths, store):
         manifest = create_bundle(

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from controller.cli import DataDirOpt, DbOpt, _fail, _open_store, app, console
+from controller.cli import DataDirOpt, DbOpt, _fail, _open_store, _writable_parent, app, console
 
 baseline_app = typer.Typer(help="Named baselines: a tag pointing at a sweep, for `fleetbench compare baseline:TAG ...`.")
 app.add_typer(baseline_app, name="baseline")
@@ -64,6 +64,9 @@ def readiness(
     from controller.readiness import BudgetError, assess, html_report, junit_xml, load_budgets, markdown_report
     from controller.store import StoreError
 
+    for flag, path in (("--junit", junit), ("--report", report)):
+        if path is not None:
+            _writable_parent(path, flag)
     try:
         spec = load_budgets(budgets)
     except BudgetError as exc:
