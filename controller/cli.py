@@ -47,7 +47,10 @@ def _open_store(data_dir: Optional[str], db: Optional[str]):
     from controller.store import Store, StoreError
 
     paths = Paths.resolve(data_dir)
-    store = Store(paths.db_url(db))
+    try:
+        store = Store(paths.db_url(db))
+    except StoreError as exc:
+        _fail(str(exc), code=2)
     try:
         store.migrate()
         yield paths, store

@@ -72,7 +72,15 @@ class Store(JobsMixin):
             _private(db_file)
         if not url.startswith("sqlite"):
             engine_kwargs.setdefault("pool_pre_ping", True)  # a restarted server leaves dead pooled connections
-        self.engine = create_engine(url, **engine_kwargs)
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        try:
+            self.engine = create_engine(url, **engine_kwargs)
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+            raise StoreError(
+                f"{redact_url(url)} is not a database URL fleetbench can open ({_one_line(exc)}); "
+                "give sqlite:///PATH or postgresql+psycopg://USER@HOST/DB (--db / FLEETBENCH_DB_URL)"
+            ) from None
         # Rows handed to callers stay readable after their session commits and closes.
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
