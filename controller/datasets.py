@@ -257,14 +257,14 @@ def prepare(
         x, y, classes = _read_npz(p)
     else:
         raise DatasetError(f"{p}: a data set is an .npz file or a folder of images (one sub-folder per class)")
-    _check_values(p, x, y, _declared_task(p) if p.suffix.lower() == ".npz" and y is not None else "classification")
+    task = None if y is None else _declared_task(p) if p.suffix.lower() == ".npz" else "classification"
+    _check_values(p, x, y, task)
     x = apply_preprocessing(x, preprocessing)
     cal, val = split_indices(len(x), seed, n_calibration)
     cal_ref = store.put_bytes(_npz_bytes(x=x[cal]), "calibration.npz")
     val_arrays = {"x": x[val]}
     if y is not None:
         val_arrays["y"] = y[val]
-        task = _declared_task(p) if p.suffix.lower() == ".npz" else "classification"
         if task:
             val_arrays["task"] = np.array(task)
     val_ref = store.put_bytes(_npz_bytes(**val_arrays), "validation.npz")
