@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 from protocol import RESULTS_KEY, JobOutcome
+from protocol.private import create_private
 
 log = logging.getLogger("fleetbench.agent.outbox")
 
@@ -37,10 +38,7 @@ class Outbox:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:  # results are the lab's own: owner only (SQLite keeps the mode for its -wal and -shm files)
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            pass
+        create_private(self.path)  # results are the lab's own (SQLite keeps the mode for its -wal and -shm files)
         self._lock = threading.Lock()
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
 from sqlalchemy import create_engine, false, func, or_, select, text
@@ -13,6 +12,7 @@ from sqlalchemy.orm import sessionmaker
 from controller.store.jobs import JobsMixin
 from controller.store.models import AgentRow, DatasetRow, ModelRow, ReferenceRow, Result, VariantRow
 from protocol import AgentInventory, JobOutcome, ResultRecord
+from protocol.private import create_private
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest Alembic revision. `migrate()` skips Alembic (a slow import) when
@@ -53,23 +53,16 @@ def redact_url(url: str) -> str:
         return redact(url)
 
 
-def _private(path: Path) -> None:
-    """Create ``path`` readable by its owner only (0600) if it is not there; records and tokens stay private."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
-    except OSError:
-        return  # e.g. ":memory:"-like paths or a read-only place: SQLite says what is wrong
-
-
 class Store(JobsMixin):
     def __init__(self, url: str, **engine_kwargs):
         self.url = url
         if url.startswith("sqlite:///"):
             db_file = Path(url.removeprefix("sqlite:///"))
             db_file.parent.mkdir(parents=True, exist_ok=True)
-            _private(db_file)
+            try:
+                create_private(db_file)  # records stay private; SQLite treats the empty file as a new database
+            except OSError:
+                pass  # a read-only place: SQLite says what is wrong
         if not url.startswith("sqlite"):
             engine_kwargs.setdefault("pool_pre_ping", True)  # a restarted server leaves dead pooled connections
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError
