@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from celery import Celery
 
 from agent.runner import run_job
+from agent.transport import install as guard_queues
 from protocol import (
     BENCHMARK_TASK, CELERY_SETTINGS, FENCE_PREFIX, JOB_TIME_LIMIT_S, MAX_STARTS, STARTS_PREFIX, JobOutcome,
 )  # fmt: skip
@@ -22,6 +23,7 @@ app = Celery("fleetbench-agent")
 app.conf.update(CELERY_SETTINGS)
 # Agents consume only queues they declare; never the default "celery" queue.
 app.conf.task_create_missing_queues = True
+guard_queues()  # an item on a queue that is not a task message is dropped, not fatal
 
 
 @dataclass
@@ -41,8 +43,10 @@ def agent_id() -> str:
 
 
 def _refusal(spec: dict, kind: str, message: str) -> JobOutcome:
-    return JobOutcome(job_id=str(spec.get("job_id", "?")), attempt=int(spec.get("attempt", 0) or 0), ok=False,
-                      error=message, error_kind=kind, agent_id=agent_id())  # fmt: skip
+    attempt = spec.get("attempt", 0)
+    attempt = attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else 0
+    return JobOutcome(job_id=str(spec.get("job_id", "?"))[:64], attempt=attempt, ok=False, error=message,
+                      error_kind=kind, agent_id=agent_id())  # fmt: skip
 
 
 def _gate(spec: dict) -> JobOutcome | None:
@@ -70,10 +74,14 @@ def _gate(spec: dict) -> JobOutcome | None:
 
 
 @app.task(name=BENCHMARK_TASK)
-def benchmark(spec: dict) -> dict:
+def benchmark(spec: dict | None = None, *extra, **kwargs) -> dict:
+    if not isinstance(spec, dict) or extra or kwargs:  # a message of the right task name but not from a controller
+        log.error("refused a job message whose argument is a %s, not a job spec", type(spec).__name__)
+        return _refusal({}, "bad-spec", f"the job argument is a {type(spec).__name__}, not a job spec").to_dict()
     outcome = _gate(spec)
     if outcome is None:
-        timeout = (spec.get("settings") or {}).get("timeout_s", 0)
+        settings = spec.get("settings")
+        timeout = settings.get("timeout_s", 0) if isinstance(settings, dict) else 0
         if isinstance(timeout, (int, float)) and timeout > context.job_time_limit_s:
             outcome = _refusal(spec, "bad-spec", f"timeout_s={timeout:g} is above this agent's job time limit "
                                f"({context.job_time_limit_s:g} s); lower it, or raise job_time_limit_s on the agents")  # fmt: skip

@@ -93,7 +93,8 @@ def test_pickle_message_is_refused_and_never_run(clean_redis_url, tmp_path, tiny
         assert outcome.ok
         assert pickled.state == "PENDING"  # never started, never finished
         log = agent.log_path.read_text()
-        assert "untrusted content" in log or "ContentDisallowed" in log
+        assert "refused a task message and discarded it: Refusing to deserialize untrusted content" in log, log[-3000:]
+        assert "Traceback" not in log  # one line, not Celery's traceback and body dump
         relayed = [json.loads(x)["job_id"] for x in d.redis.lrange(RESULTS_KEY, 0, -1)]
         assert spec2.job_id in relayed and spec.job_id not in relayed
     finally:
@@ -232,3 +233,33 @@ def test_a_job_that_keeps_failing_goes_to_dead_letter(sqlite_store, clean_redis_
     assert counts == {DEAD_LETTER: 1} and job.attempt == 2
     assert "failed 2 time(s)" in job.reason and "timeout" in job.reason
     assert store.count_results() == 0
+
+
+def test_items_on_a_queue_that_are_not_task_messages_do_not_stop_the_agent(clean_redis_url, tmp_path, tiny_model):
+    """Issue 14 (found by bench/soak.py): kombu decodes each popped item inside the worker's event loop, so bytes
+    that are not JSON stopped the agent with "Unrecoverable error". Each bad item is now one log line."""
+    d = Dispatcher(clean_redis_url)
+    agent = _online(_agent(clean_redis_url, tmp_path).start(), d)
+    try:
+        queue = agent_queue(agent.agent_id)
+        junk = [b"{not json \xff", b"5", b"[1, 2]", b"{}", b'{"properties": 5}',
+                b'{"body": "!!not base64", "properties": {"delivery_tag": "t1", "body_encoding": "base64"}}',
+                b'{"body": "", "headers": 7, "properties": {"delivery_tag": "t2"}}']  # fmt: skip
+        d.redis.lpush(queue, *junk)
+        bad_args = [d.app.send_task(BENCHMARK_TASK, args=args, queue=queue, task_id=f"bad-{i}.1")
+                    for i, args in enumerate(([], [5], [{"job_id": "j", "settings": "x", "artifact": 5}], [{}, 2]))]  # fmt: skip
+        art = ArtifactStore(tmp_path / "artifacts").put_file(tiny_model["path"])
+        spec = JobSpec(job_id=new_job_id(), model_id="m", model_name="tiny", variant="tflite-fp32", capability="litert:cpu",
+                       artifact=art, settings=BenchmarkSettings(**SHORT, min_iterations=50, min_duration_s=0.0))  # fmt: skip
+        outcome = d.wait(d.app.send_task(BENCHMARK_TASK, args=[spec.to_dict()], queue=queue, task_id=f"{spec.job_id}.1"),
+                         spec, check=agent.check_alive)  # fmt: skip
+        assert outcome.ok and agent.alive()
+        log = agent.log_path.read_text()
+        assert "Unrecoverable error" not in log
+        assert log.count("that is not a Celery task message") == len(junk), log[-3000:]
+        for r in bad_args:
+            assert r.get(timeout=30, propagate=False)["error_kind"] == "bad-spec"
+        assert "AttributeError" not in log and d.redis.llen(queue) == 0
+    finally:
+        agent.stop()
+        d.close()
