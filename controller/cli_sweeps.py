@@ -13,9 +13,9 @@ import typer
 from rich.table import Table
 
 from controller.cli import (
-    ControllerOpt, DataDirOpt, DbOpt, _fail, _open_store, _term_as_exit, app, console, results_table,
+    ControllerOpt, DataDirOpt, DbOpt, _fail, _open_store, _term_as_exit, app, console, err_console, results_table,
 )  # fmt: skip
-from controller.store.jobs import DEAD_LETTER, EXPIRED, FAILED
+from controller.store.jobs import DEAD_LETTER, EXPIRED, FAILED, FINAL_STATES
 
 BAD_END = (FAILED, DEAD_LETTER, EXPIRED)
 
@@ -33,6 +33,7 @@ def follow(tick, total_of, poll_s: float = 0.5, total: int | None = None) -> dic
     ``tick`` waits up to ``poll_s`` itself (for the next outcome, or by sleeping)."""
     from controller.sweeps import finished, summary
 
+    import redis
     from sqlalchemy.exc import SQLAlchemyError
 
     from controller.errors import DispatchError
@@ -43,7 +44,7 @@ def follow(tick, total_of, poll_s: float = 0.5, total: int | None = None) -> dic
         while True:
             try:
                 counts = tick(poll_s)
-            except (StoreError, SQLAlchemyError, DispatchError) as exc:  # outages: results wait in the broker/outboxes
+            except (StoreError, SQLAlchemyError, DispatchError, redis.exceptions.RedisError) as exc:  # outages: results wait in the broker/outboxes
                 first = str(exc).splitlines()[0][:160]
                 progress.update(task, counts=f"[yellow]retrying in 2 s: {first}[/]")
                 time.sleep(2.0)
@@ -55,7 +56,11 @@ def follow(tick, total_of, poll_s: float = 0.5, total: int | None = None) -> dic
 
 @app.command()
 def sweep(
-    spec_file: str = typer.Argument(..., help="Sweep spec (YAML): models, variants, devices, settings."),
+    spec_file: Optional[str] = typer.Argument(None, help="Sweep spec (YAML): models, variants, devices, settings."),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="SWEEP",
+                                         help="Continue an interrupted sweep (name or id) instead of starting one."),  # fmt: skip
+    cancel: Optional[str] = typer.Option(None, "--cancel", metavar="SWEEP",
+                                         help="End a sweep (name or id): its unfinished jobs become cancelled."),  # fmt: skip
     broker: Optional[str] = typer.Option(None, envvar="FLEETBENCH_BROKER_URL",
                                          help="Run on this fleet's broker (default: an embedded broker and local agent)."),  # fmt: skip
     artifact_url: Optional[str] = typer.Option(None, envvar="FLEETBENCH_ARTIFACT_URL",
@@ -70,6 +75,15 @@ def sweep(
     """Run a sweep: convert what is missing, benchmark every variant on every selected device."""
     from controller.sweeps import SweepError, parse_spec
 
+    if sum(x is not None for x in (spec_file, resume, cancel)) != 1:
+        _fail("give a sweep spec file, or --resume SWEEP, or --cancel SWEEP (one of them)", code=2)
+    if (resume or cancel) and controller_url:
+        _fail("--resume and --cancel act on this controller's database; run them where the sweep was started", code=2)
+    if cancel:
+        return _cancel(cancel, broker, data_dir, db)
+    signal.signal(signal.SIGTERM, _term_as_exit)
+    if resume:
+        return _finish(*_local_sweep(None, broker, artifact_url, data_dir, db, yes, resume=resume))
     path = Path(spec_file)
     try:
         text = path.read_text(encoding="utf-8")
@@ -83,17 +97,71 @@ def sweep(
         _fail(f"{spec_file}: {exc}", code=2)
     if controller_url:
         return _remote_sweep(controller_url, spec, text, path, detach, yes)
-    signal.signal(signal.SIGTERM, _term_as_exit)
-    counts, records, sweep_id = _local_sweep(spec, broker, artifact_url, data_dir, db, yes)
+    _finish(*_local_sweep(spec, broker, artifact_url, data_dir, db, yes))
+
+
+def _finish(counts, records, sweep_id, name) -> None:
     if records:
-        console.print(results_table(records, title=f"Sweep {spec.name} ({sweep_id})", width=console.width))
+        console.print(results_table(records, title=f"Sweep {name} ({sweep_id})", width=console.width))
     bad = sum(counts.get(s, 0) for s in BAD_END)
     if bad:
         console.print(f"[yellow]{bad} job(s) did not finish:[/] `fleetbench status {sweep_id}` shows why")
         raise typer.Exit(1)
 
 
-def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False):
+def _cancel(ref, broker, data_dir, db) -> None:
+    from controller.collector import Collector
+    from controller.dispatch import Dispatcher
+    from controller.errors import DispatchError
+    from controller.store import StoreError
+    from controller.sweeps import Scheduler
+
+    with _open_store(data_dir, db) as (_, store):
+        try:
+            row = store.get_sweep(ref)
+            if row.state != "running":
+                _fail(f"sweep {row.name} ({row.sweep_id}) is {row.state} already; there is nothing to cancel", code=2)
+            if broker:  # fence the jobs on the fleet's broker, so an agent that still gets one does not run it
+                dispatcher = Dispatcher(broker)
+                try:
+                    dispatcher.ping()
+                    n = Scheduler(store, dispatcher, Collector(dispatcher.redis, store)).cancel(row.sweep_id)
+                finally:
+                    dispatcher.close()
+            else:  # the embedded broker that held its messages ended with its run
+                n = len(store.cancel_sweep(row.sweep_id))
+        except (StoreError, DispatchError) as exc:
+            _fail(str(exc))
+    console.print(f"sweep {row.name} ({row.sweep_id}) cancelled: {n} unfinished job(s) marked cancelled")
+
+
+def _embedded_tick(scheduler, sweep_id, fleet, name):
+    """``scheduler.tick``, ending the sweep with one line if the embedded broker is gone (it keeps nothing)."""
+    import redis
+
+    from controller.errors import DispatchError, ServiceError
+
+    def lost() -> ServiceError:
+        code = fleet.redis.proc.returncode
+        return ServiceError(f"the embedded broker (redis-server) stopped (exit code {code}; log {fleet.redis.log_path}) "
+                            f"during sweep {name}. Its unfinished jobs are kept: `fleetbench sweep --resume {name}` "
+                            f"continues it, `fleetbench sweep --cancel {name}` ends it")  # fmt: skip
+
+    def tick(wait: float):
+        if fleet.redis.proc.poll() is not None:
+            raise lost()
+        try:
+            return scheduler.tick(sweep_id, wait_s=wait)
+        except (redis.exceptions.RedisError, DispatchError, OSError):
+            time.sleep(0.2)
+            if fleet.redis.proc.poll() is not None:
+                raise lost() from None
+            raise
+
+    return tick
+
+
+def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False, resume=None):
     from controller.artifacts import ArtifactStore
     from controller.collector import Collector
     from controller.convert.service import ConvertError
@@ -101,14 +169,21 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False):
     from controller.embedded import EmbeddedFleet
     from controller.errors import DispatchError, ServiceError
     from controller.store import StoreError
-    from controller.sweeps import Scheduler, SweepError, http_artifact_ref, prepare_models
+    from controller.sweeps import Scheduler, SweepError, http_artifact_ref, prepare_models, spec_of_sweep
 
-    for m in spec.models:  # before starting anything
-        for what, p in (("model", m.path), ("data set", m.data)):
-            if p and not re.fullmatch(r"[0-9a-f]{64}", str(p)) and not Path(p).exists():
-                _fail(f"the sweep's {what} {p} does not exist", code=2)
     with _open_store(data_dir, db) as (paths, store), contextlib.ExitStack() as stack:
         try:
+            row = None
+            if resume:
+                row = store.get_sweep(resume)
+                if row.state != "running":
+                    _fail(f"sweep {row.name} ({row.sweep_id}) is {row.state}: there is nothing to resume; "
+                          "`fleetbench status` lists the sweeps", code=2)  # fmt: skip
+                spec = spec_of_sweep(row)
+            for m in spec.models:  # before starting anything
+                for what, p in (("model", m.path), ("data set", m.data)):
+                    if p and not re.fullmatch(r"[0-9a-f]{64}", str(p)) and not Path(p).exists():
+                        _fail(f"the sweep's {what} {p} does not exist", code=2)
             if broker:
                 dispatcher = Dispatcher(broker)
                 stack.callback(dispatcher.close)
@@ -123,13 +198,30 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False):
             scheduler = Scheduler(store, dispatcher, Collector(dispatcher.redis, store), artifact_ref=ref)
             with console.status("reading the models…"):
                 models = prepare_models(spec, store, ArtifactStore(paths.artifacts), runner)
-            sweep_id = scheduler.submit(spec, models, confirm=yes)
-            planned = sum(store.job_counts(sweep_id).values())
-            console.print(f"sweep {spec.name}: id {sweep_id}, {planned:,} job(s)")
+            if row is not None:
+                sweep_id = row.sweep_id
+                left = scheduler.resume(sweep_id, models, resend=not broker)
+                planned = sum(store.job_counts(sweep_id).values())
+                console.print(f"sweep {spec.name}: id {sweep_id}, resuming {left:,} unfinished job(s) of {planned:,}")
+            else:
+                sweep_id = scheduler.submit(spec, models, confirm=yes)
+                planned = sum(store.job_counts(sweep_id).values())
+                console.print(f"sweep {spec.name}: id {sweep_id}, {planned:,} job(s)")
             for note in scheduler.errors:
                 console.print(f"  · {note}", highlight=False)
-            counts = follow(lambda wait: scheduler.tick(sweep_id, wait_s=wait), lambda c: sum(c.values()), total=planned)
-            return counts, store.sweep_results(sweep_id), sweep_id
+            if broker:
+                tick = lambda wait: scheduler.tick(sweep_id, wait_s=wait)  # noqa: E731 - a fleet's broker may come back
+            else:
+                tick = _embedded_tick(scheduler, sweep_id, fleet, spec.name)
+            try:
+                counts = follow(tick, lambda c: sum(c.values()), total=planned)
+            except KeyboardInterrupt:
+                left = sum(n for s, n in store.job_counts(sweep_id).items() if s not in FINAL_STATES)
+                err_console.print(f"interrupted: sweep {spec.name} keeps {left:,} unfinished job(s); "
+                                  f"`fleetbench sweep --resume {spec.name}` continues it, "
+                                  f"`fleetbench sweep --cancel {spec.name}` ends it", highlight=False)  # fmt: skip
+                raise typer.Exit(130) from None
+            return counts, store.sweep_results(sweep_id), sweep_id, spec.name
         except (SweepError, ConvertError, DispatchError, ServiceError, StoreError) as exc:
             _fail(str(exc))
 

@@ -39,7 +39,7 @@ from controller.convert.variants import VARIANTS
 from controller.datasets import Preprocessing
 from controller.store import Store, as_utc
 from controller.store.jobs import (
-    CONVERTING, DEAD_LETTER, DONE, EXPIRED, FAILED, FINAL_STATES, PENDING, QUEUED, RUNNING, SUPERSEDED, WAITING, now,
+    CANCELLED, CONVERTING, DEAD_LETTER, DONE, EXPIRED, FAILED, FINAL_STATES, PENDING, QUEUED, RUNNING, SUPERSEDED, WAITING, now,
 )  # fmt: skip
 from controller.store.models import JobRow, SweepRow
 from protocol import FENCE_PREFIX, ArtifactRef, BenchmarkSettings, JobSpec, agent_queue
@@ -50,6 +50,10 @@ FAMILY_RUNTIMES = {"tflite": ("litert", "tflite"), "openvino": ("openvino",)}
 SETTING_ALIASES = {"target_qps": "loadgen_target_qps", "target_latency_ms": "loadgen_target_latency_ms"}
 SCENARIOS = {"single-stream": "", "singlestream": "SingleStream", "offline": "Offline", "server": "Server"}
 DEFAULT_EXPIRE_S = 600.0
+
+
+#: the key in a stored sweep's spec that keeps the folder its relative paths were resolved from
+BASE_DIR_KEY = "_base_dir"
 
 
 class SweepError(ValueError):
@@ -78,6 +82,8 @@ class SweepSpec:
     expire_after_s: float = DEFAULT_EXPIRE_S
     max_attempts: int = 3
     raw: dict = field(default_factory=dict)
+    #: where relative paths in ``raw`` were resolved from (kept with the sweep, for ``--resume``)
+    base_dir: str | None = None
 
 
 def _expand(value):
@@ -233,8 +239,15 @@ def spec_from_dict(raw, base_dir: Path | None = None) -> SweepSpec:
         name=_name(raw.get("name")), models=models, variants=list(variants), devices=devices,
         settings=_settings_matrix(raw.get("settings") or {}),
         expire_after_s=parse_duration(raw.get("expire_after", DEFAULT_EXPIRE_S), "expire_after"),
-        max_attempts=max_attempts, raw=raw,
+        max_attempts=max_attempts, raw=raw, base_dir=str(Path(base_dir).resolve()) if base_dir else None,
     )  # fmt: skip
+
+
+def spec_of_sweep(sweep: SweepRow) -> SweepSpec:
+    """The spec a stored sweep was submitted with, its relative paths resolved as they were then."""
+    raw = dict(sweep.spec)
+    base_dir = raw.pop(BASE_DIR_KEY, None)
+    return spec_from_dict(raw, base_dir=Path(base_dir) if base_dir else None)
 
 
 def _compatible(variant: str, capability: str) -> bool:
@@ -369,7 +382,7 @@ class Scheduler:
         if len(jobs) > CONFIRM_ABOVE and not confirm:
             raise SweepError(f"the sweep expands to {len(jobs):,} jobs, more than {CONFIRM_ABOVE:,}; check its settings "
                              "matrix, or confirm it (fleetbench sweep --yes; the API's confirm: true)")  # fmt: skip
-        raw = dict(spec.raw, expire_after=spec.expire_after_s)
+        raw = dict(spec.raw, expire_after=spec.expire_after_s, **({BASE_DIR_KEY: spec.base_dir} if spec.base_dir else {}))
         superseded = self.store.add_sweep(SweepRow(sweep_id=sweep_id, name=spec.name, spec=raw, state="running",
                                                    created_at=t), jobs, supersede=True)  # fmt: skip
         for job_id in superseded:
@@ -380,6 +393,47 @@ class Scheduler:
             if m.converting and m.convert is not None:
                 self._start_conversion(sweep_id, m)
         return sweep_id
+
+    def resume(self, sweep_id: str, models: list[ModelVariants], *, resend: bool) -> int:
+        """Take up an interrupted sweep; returns how many of its jobs are unfinished.
+
+        Jobs waiting for a conversion get their variant (converted again if it is still missing). With
+        ``resend`` (the broker that held the sweep's messages is gone, as the embedded one is after its run),
+        queued and running jobs are sent again under a new attempt; the old attempt is fenced, so a late
+        result of it is kept but not counted. A fleet's broker still holds them, so without ``resend`` they
+        are left to arrive (or to be retried when their agent is seen gone)."""
+        sweep = self.store.get_sweep(sweep_id)
+        if sweep.state != "running":
+            raise SweepError(f"sweep {sweep.name} ({sweep_id}) is {sweep.state}: there is nothing to resume; "
+                             "`fleetbench status` lists the sweeps")  # fmt: skip
+        by_id = {m.model_id: m for m in models}
+        convert = {}
+        unfinished = 0
+        for job in self.store.jobs(sweep_id, states=(PENDING, CONVERTING, QUEUED, RUNNING, WAITING)):
+            unfinished += 1
+            m = by_id.get(job.model_id)
+            if job.state == CONVERTING:
+                if m is not None and job.variant in m.ready:
+                    spec = self._template(m, job.variant, job.capability, BenchmarkSettings.from_dict(job.settings))
+                    self.store.update_job(job.job_id, spec=spec, state=PENDING, reason="")
+                elif m is not None and job.variant in m.converting and m.convert is not None:
+                    convert[m.model_id] = m
+                else:
+                    self.store.update_job(job.job_id, state=FAILED, error_kind="conversion-failed",
+                                          reason=f"{job.variant} of {job.model_name} can no longer be made from its source")  # fmt: skip
+            elif resend and job.state in (QUEUED, RUNNING):
+                self.store.update_job(job.job_id, expect_attempt=job.attempt, state=PENDING, agent_id=None,
+                                      reason=f"resumed: attempt {job.attempt} is sent again (its broker is gone)")  # fmt: skip
+        for m in convert.values():
+            self._start_conversion(sweep_id, m)
+        return unfinished
+
+    def cancel(self, sweep_id: str) -> int:
+        """End a sweep: its unfinished jobs become cancelled, and an agent that still gets one does not run it."""
+        ids = self.store.cancel_sweep(sweep_id)
+        for job_id in ids:
+            self._fence(job_id, 0)
+        return len(ids)
 
     def _template(self, m: ModelVariants, variant: str, cap: str, settings: BenchmarkSettings, job_id: str = "") -> dict:
         artifact, reference = m.ready[variant]
@@ -468,7 +522,7 @@ class Scheduler:
         if wait_s > 0:
             self.collector.drain(block_s=wait_s)  # after sending: wake as soon as an outcome arrives
         counts = self.store.job_counts(sweep_id)
-        if not any(counts.get(s) for s in (PENDING, CONVERTING, QUEUED, RUNNING, WAITING)) and sweep.state != "done":
+        if not any(counts.get(s) for s in (PENDING, CONVERTING, QUEUED, RUNNING, WAITING)) and sweep.state == "running":
             self.store.set_sweep_state(sweep_id, "done")
         return counts
 
@@ -533,6 +587,8 @@ def summary(counts: dict[str, int]) -> str:
         parts.append(f"expired {counts[EXPIRED]}")
     if counts.get(SUPERSEDED):
         parts.append(f"superseded {counts[SUPERSEDED]}")
+    if counts.get(CANCELLED):
+        parts.append(f"cancelled {counts[CANCELLED]}")
     return ", ".join(parts) + f" (of {total})"
 
 

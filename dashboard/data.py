@@ -163,7 +163,7 @@ def running_jobs(engine: Engine) -> pd.DataFrame:
 
 #: Sweep progress columns, in the order of a job's life.
 STATE_ORDER = ("done", "running", "queued", "pending", "converting", "waiting-for-device", "failed", "dead-letter",
-               "expired", "superseded")  # fmt: skip
+               "expired", "superseded", "cancelled")  # fmt: skip
 
 
 def sweeps(engine: Engine, limit: int = 50) -> pd.DataFrame:
@@ -186,7 +186,7 @@ def sweeps(engine: Engine, limit: int = 50) -> pd.DataFrame:
     wide = df[base].drop_duplicates("sweep_id").merge(counts, left_on="sweep_id", right_index=True, how="left")
     wide[list(STATE_ORDER)] = wide[list(STATE_ORDER)].fillna(0).astype(int)
     wide["total"] = wide[list(STATE_ORDER)].sum(axis=1)
-    wide["finished"] = wide[["done", "failed", "dead-letter", "expired", "superseded"]].sum(axis=1)
+    wide["finished"] = wide[["done", "failed", "dead-letter", "expired", "superseded", "cancelled"]].sum(axis=1)
     wide["created_at"] = _utc(wide["created_at"])
     return wide.sort_values("created_at", ascending=False).reset_index(drop=True)
 

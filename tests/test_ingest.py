@@ -129,3 +129,18 @@ def test_concurrent_submissions_of_one_name_leave_one_sweep_running(store):
 def test_ad_hoc_results_still_store_once(store, golden_record):
     assert store.ingest(_ok(golden_record, job_id="adhoc")) == STORED
     assert store.ingest(_ok(golden_record, job_id="adhoc")) == DUPLICATE
+
+
+def test_a_cancelled_sweep_keeps_what_finished_and_takes_no_late_result(store, golden_record):
+    """Issue 14: `sweep --cancel` ends a sweep's unfinished jobs as cancelled; a result that arrives later is
+    kept apart (not counted), and a newer sweep of the name does not turn the cancelled one into done."""
+    _sweep(store, n_jobs=3)
+    store.ingest(_ok(golden_record, job_id="job-1"))
+    assert sorted(store.cancel_sweep("s1")) == ["job-0", "job-2"]
+    assert store.job_counts("s1") == {"cancelled": 2, "done": 1}
+    assert store.get_sweep("s1").state == "cancelled"
+    assert store.ingest(_ok(golden_record, job_id="job-2")) == LATE
+    assert store.job_counts("s1") == {"cancelled": 2, "done": 1} and len(store.sweep_results("s1")) == 1
+    store.add_sweep(SweepRow(sweep_id="s2", name="nightly", spec={}, state="running", created_at=now()), [], supersede=True)
+    assert store.get_sweep("s1").state == "cancelled"
+    assert store.cancel_sweep("s1") == []  # twice: nothing left

@@ -208,3 +208,122 @@ def test_the_embedded_agent_relays_what_a_lost_run_left_in_its_outbox(tmp_path, 
     finally:
         store.close()
     assert "result(s) from before a restart, relaying" in (data / "logs" / "agent.log").read_text()
+
+
+def _redis_of(data) -> int:
+    """The pid of the embedded redis-server a `fleetbench sweep` on ``data`` started (from its log: redis-server
+    rewrites its command line)."""
+    import re
+    import time
+
+    log = data / "logs" / "redis.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        m = re.search(r"^(\d+):M .*Ready to accept connections", log.read_text() if log.exists() else "", re.M)
+        if m:
+            return int(m.group(1))
+        time.sleep(0.2)
+    raise AssertionError("the embedded redis-server did not start")
+
+
+@pytest.mark.slow
+def test_a_lost_embedded_broker_ends_the_sweep_in_one_line_and_resume_finishes_it(tmp_path, tiny_model):
+    """Issue 14, finding 8: kill -9 the embedded broker mid-sweep: one error line naming --resume, the sweep kept
+    running; `sweep --resume` sends what was lost again and ends with every job done and one record each."""
+    import signal
+    import time
+
+    from controller.store import Store
+
+    (tmp_path / "tiny.tflite").write_bytes(tiny_model["path"].read_bytes())
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: lose\nmodels: [{path: tiny.tflite}]\nvariants: [tflite-fp32]\ndevices: ['litert:cpu']\n"
+                    "settings: {min_iterations: 50, min_duration_s: [0.6, 0.7, 0.8, 0.9, 1.0, 1.1]}\n")  # fmt: skip
+    data = tmp_path / "fb"
+    env = dict(os.environ, FLEETBENCH_DISABLE_GPU_PROBE="1", PYTHONUNBUFFERED="1")
+    cli = [sys.executable, "-m", "controller.cli"]
+    proc = subprocess.Popen(cli + ["sweep", str(spec), "--data-dir", str(data)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        pid = _redis_of(data)
+        store = Store(f"sqlite:///{data / 'fleetbench.db'}")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # kill it once the first job is done, with the rest to go
+            sweeps = store.sweeps()
+            if sweeps and store.job_counts(sweeps[0].sweep_id).get("done", 0) >= 1:
+                break
+            time.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out + err
+    assert "Traceback" not in out + err and err.count("error:") == 1, err
+    assert "the embedded broker (redis-server) stopped" in err and "fleetbench sweep --resume lose" in " ".join(err.split())
+    row = store.get_sweep("lose")
+    counts = store.job_counts(row.sweep_id)
+    assert row.state == "running" and counts.get("done", 0) < 6, counts
+
+    again = subprocess.run(cli + ["sweep", "--resume", "lose", "--data-dir", str(data)], env=env, capture_output=True,
+                           text=True, timeout=600)  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming" in again.stdout and "unfinished job(s) of 6" in again.stdout
+    try:
+        assert store.job_counts(row.sweep_id) == {"done": 6} and store.get_sweep("lose").state == "done"
+        records = store.sweep_results(row.sweep_id)
+        assert len(records) == 6 and len({r.job_id for r in records}) == 6  # one counted record per job
+        assert sorted(r.settings.min_duration_s for r in records) == [0.6, 0.7, 0.8, 0.9, 1.0, 1.1]
+    finally:
+        store.close()
+    done = subprocess.run(cli + ["sweep", "--resume", "lose", "--data-dir", str(data)], env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "is done: there is nothing to resume" in done.stderr
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_says_how_to_go_on_and_cancel_ends_it(tmp_path, tiny_model):
+    """Issue 14, finding 11: Ctrl-C leaves a sweep resumable and says so; `sweep --cancel` marks its jobs cancelled."""
+    import signal
+    import time
+
+    from controller.store import Store
+
+    (tmp_path / "tiny.tflite").write_bytes(tiny_model["path"].read_bytes())
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: stop-me\nmodels: [{path: tiny.tflite}]\nvariants: [tflite-fp32]\ndevices: ['litert:cpu']\n"
+                    "settings: {min_iterations: 50, min_duration_s: [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7]}\n")  # fmt: skip
+    data = tmp_path / "fb"
+    env = dict(os.environ, FLEETBENCH_DISABLE_GPU_PROBE="1", PYTHONUNBUFFERED="1")
+    cli = [sys.executable, "-m", "controller.cli"]
+    proc = subprocess.Popen(cli + ["sweep", str(spec), "--data-dir", str(data)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        _redis_of(data)
+        store = Store(f"sqlite:///{data / 'fleetbench.db'}")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (store.sweeps() and store.job_counts(store.sweeps()[0].sweep_id).get("done")):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in out + err, out + err
+    said = " ".join(err.split())
+    assert "interrupted: sweep stop-me keeps" in said and "--resume stop-me" in said and "--cancel stop-me" in said
+    row = store.get_sweep("stop-me")
+    assert row.state == "running"
+    left = sum(n for s, n in store.job_counts(row.sweep_id).items() if s != "done")
+    assert left > 0
+    cancel = subprocess.run(cli + ["sweep", "--cancel", "stop-me", "--data-dir", str(data)], env=env, capture_output=True, text=True)
+    assert cancel.returncode == 0 and f"{left} unfinished job(s) marked cancelled" in cancel.stdout, cancel.stdout + cancel.stderr
+    try:
+        assert store.get_sweep("stop-me").state == "cancelled"
+        assert set(store.job_counts(row.sweep_id)) <= {"done", "cancelled"}
+    finally:
+        store.close()
+    status = subprocess.run(cli + ["status", "stop-me", "--data-dir", str(data)], env=dict(env, COLUMNS="200"),
+                            capture_output=True, text=True)  # fmt: skip
+    assert "stop-me" in status.stdout and f"cancelled {left}" in status.stdout and "cancelled by the user" in status.stdout
+    twice = subprocess.run(cli + ["sweep", "--cancel", "stop-me", "--data-dir", str(data)], env=env, capture_output=True, text=True)
+    assert twice.returncode == 2 and "cancelled already" in twice.stderr
+    neither = subprocess.run(cli + ["sweep", "--data-dir", str(data)], env=env, capture_output=True, text=True)
+    assert neither.returncode == 2 and "give a sweep spec file, or --resume SWEEP, or --cancel SWEEP" in neither.stderr

@@ -33,8 +33,9 @@ from protocol import JobOutcome, ResultRecord
 PENDING, CONVERTING, QUEUED, RUNNING = "pending", "converting", "queued", "running"
 WAITING = "waiting-for-device"
 DONE, FAILED, DEAD_LETTER, EXPIRED, SUPERSEDED = "done", "failed", "dead-letter", "expired", "superseded"
+CANCELLED = "cancelled"
 ACTIVE_STATES = (PENDING, CONVERTING, QUEUED, RUNNING, WAITING)
-FINAL_STATES = (DONE, FAILED, DEAD_LETTER, EXPIRED, SUPERSEDED)
+FINAL_STATES = (DONE, FAILED, DEAD_LETTER, EXPIRED, SUPERSEDED, CANCELLED)
 #: failures another attempt may cure: the runtime crashed, hung, or the agent went away
 RETRYABLE = ("crashed", "timeout", "agent-lost", "internal", "fetch-failed")
 
@@ -127,6 +128,17 @@ class JobsMixin:
             row.state = state
             row.finished_at = now() if state == "done" else None
 
+    def cancel_sweep(self, sweep_id: str, why: str = "cancelled by the user") -> list[str]:
+        """End a sweep: its unfinished jobs become cancelled; returns their ids (to fence on the broker)."""
+        with self._session() as session, session.begin():
+            sweep = session.get(SweepRow, sweep_id, with_for_update=True)
+            ids = []
+            for job in session.scalars(select(JobRow).where(JobRow.sweep_id == sweep_id, JobRow.state.in_(ACTIVE_STATES))):
+                job.state, job.reason, job.updated_at = CANCELLED, why, now()
+                ids.append(job.job_id)
+            sweep.state, sweep.finished_at = "cancelled", now()
+        return ids
+
     def supersede_sweeps(self, name: str, keep: str) -> list[str]:
         """Mark the unfinished jobs of older sweeps called ``name`` superseded; returns their ids."""
         with self._session() as session, session.begin():
@@ -137,7 +149,7 @@ class JobsMixin:
     def _supersede(session, name: str, keep: str) -> list[str]:
         ids = []
         olds = select(SweepRow.sweep_id).where(SweepRow.name == name, SweepRow.sweep_id != keep)
-        for sweep in session.scalars(select(SweepRow).where(SweepRow.sweep_id.in_(olds), SweepRow.state != "done")):
+        for sweep in session.scalars(select(SweepRow).where(SweepRow.sweep_id.in_(olds), SweepRow.state == "running")):
             sweep.state, sweep.finished_at = "done", now()
         for job in session.scalars(select(JobRow).where(JobRow.sweep_id.in_(olds), JobRow.state.in_(ACTIVE_STATES))):
             job.state, job.reason, job.updated_at = SUPERSEDED, f"superseded by sweep {keep}", now()
@@ -268,7 +280,7 @@ class JobsMixin:
                 session.flush()  # before the new current row: one current record per job
             add()
             return STORED
-        if outcome.attempt < job.attempt or job.state in (SUPERSEDED, EXPIRED):
+        if outcome.attempt < job.attempt or job.state in (SUPERSEDED, EXPIRED, CANCELLED):
             if outcome.ok and key not in have:
                 add(superseded=True, sweep_id=job.sweep_id)
             return LATE
