@@ -197,3 +197,43 @@ def test_without_ai_edge_quantizer_the_tflite_file_itself_still_runs(monkeypatch
     assert "needs ai-edge-quantizer, which is not installed" in refusal("tflite", "tflite-int8", "tflite-fp16")
     assert refusal("tflite", "tflite-int8", "tflite-int8") is None  # the file itself needs no quantizer
     assert refusal("tflite", "tflite-fp32", "tflite-fp16") is None  # dequantizing needs none either
+
+
+def test_an_oversized_source_is_refused_before_it_is_read_or_stored(tmp_path, sqlite_store, monkeypatch):
+    """Issue 14, finding 10: a 3 MiB (sparse) file with a TFLite header, over a 1 MiB limit, is one line; the
+    artifact store and the catalog stay empty."""
+    from controller.artifacts import ArtifactStore
+    from controller.convert.service import ConvertError, plan
+
+    monkeypatch.setenv("FLEETBENCH_MAX_MODEL_MB", "1")
+    big = tmp_path / "big.tflite"
+    with big.open("wb") as fh:
+        fh.write(TFLITE_HEAD)
+        fh.truncate(3 * 2**20)
+    artifacts = ArtifactStore(tmp_path / "artifacts")
+    with pytest.raises(ConvertError, match=r"big.tflite: 3.0 MiB, over the limit of 1 MiB for a model; .*FLEETBENCH_MAX_MODEL_MB"):
+        plan(big, ["tflite-fp32"], sqlite_store, artifacts)
+    assert list(artifacts.iter_files()) == [] and sqlite_store.models() == []
+    monkeypatch.setenv("FLEETBENCH_MAX_MODEL_MB", "lots")
+    with pytest.raises(ConvertError, match="is not a number of MiB"):
+        plan(big, ["tflite-fp32"], sqlite_store, artifacts)
+
+
+def test_a_source_is_listed_only_once_something_was_made_from_it(tmp_path, sqlite_store, tiny_model):
+    """Issue 14, finding 10: a broken SavedModel fails to convert and is not listed in `fleetbench models`; a
+    TFLite file read whole is listed at once."""
+    from controller.artifacts import ArtifactStore
+    from controller.convert.service import execute, local_runner, plan
+
+    artifacts = ArtifactStore(tmp_path / "artifacts")
+    broken = tmp_path / "broken_savedmodel"
+    (broken / "variables").mkdir(parents=True)
+    (broken / "saved_model.pb").write_bytes(b"\x08\x01this is not a SavedModel protobuf" * 10)
+    p = plan(broken, ["openvino-fp32"], sqlite_store, artifacts)
+    assert not p.registered and sqlite_store.models() == []
+    report = execute(p, sqlite_store, local_runner(artifacts))
+    assert report.outcome("openvino-fp32").status == "failed"
+    assert sqlite_store.models() == []  # nothing was made from it: not listed
+
+    good = plan(tiny_model["path"], ["tflite-fp32"], sqlite_store, artifacts)
+    assert good.registered and [m.model_id for m in sqlite_store.models()] == [good.model_id]

@@ -55,6 +55,9 @@ class Plan:
     source_evidence: str = ""
     #: The fp32 reference outputs on the data set, when stored already (from any earlier conversion).
     reference: ArtifactRef | None = None
+    #: Whether the source is in the models catalog yet: a file is listed only once it is known to be valid
+    #: (its own variant was read from it, or a variant was converted from it).
+    registered: bool = False
 
     @property
     def needs_reference(self) -> bool:
@@ -126,12 +129,12 @@ def plan(
         source = identify(source_path)
     except SourceError as exc:
         raise ConvertError(str(exc)) from None
+    _check_size(source)
     payload, filename = source.payload()
     # a corrupt file is refused before anything is stored
     source_variant, evidence, static_source = _source_facts(source, payload)
     model_ref = artifacts.put_bytes(payload, filename)
     display = name or source.name
-    store.add_model(model_ref.sha256, display, source.kind, filename, model_ref.size_bytes)
 
     dataset = None
     if dataset_path is not None:
@@ -156,6 +159,8 @@ def plan(
     tools = tool_versions()
     p = Plan(source=source, name=display, model_ref=model_ref, dataset=dataset, input_shape=input_shape, tools=tools,
              source_variant=source_variant, source_evidence=evidence)  # fmt: skip
+    if source_variant is not None:  # a TFLite file or IR read whole: valid as it is
+        register(p, store)
     if dataset is not None:
         stored = store.get_reference(model_ref.sha256, dataset.dataset_id)
         if stored is not None and artifacts.get(stored["sha256"]) is not None:
@@ -176,11 +181,47 @@ def plan(
             key = row.cache_key if row is not None else key
         if row is not None and artifacts.get(row.artifact["sha256"]) is not None:
             p.variants.append(VariantPlan(v, "cached", cache_key=key, row=row, recipe=recipe))
+            register(p, store)  # converted from before
         else:
             if row is not None:  # its file is gone or corrupt: convert again
                 store.delete_variant(key)
             p.variants.append(VariantPlan(v, "todo", cache_key=key, recipe=recipe))
     return p
+
+
+def max_model_bytes() -> int:
+    """The largest model source ``convert`` and ``sweep`` take: FLEETBENCH_MAX_MODEL_MB (MiB), by default 512,
+    the API's upload limit (``serve --max-upload-mb``)."""
+    import os
+
+    raw = os.environ.get("FLEETBENCH_MAX_MODEL_MB", "512")
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise ConvertError(f"FLEETBENCH_MAX_MODEL_MB={raw!r} is not a number of MiB; e.g. FLEETBENCH_MAX_MODEL_MB=2048") from None
+    return int(mb * 2**20)
+
+
+def _check_size(source: Source) -> None:
+    """Refuse a source over :func:`max_model_bytes` before reading it (sizes as the file system reports them)."""
+    p = source.path
+    if p.is_dir():
+        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    else:
+        size = p.stat().st_size
+        if source.kind == OPENVINO_IR and p.with_suffix(".bin").is_file():
+            size += p.with_suffix(".bin").stat().st_size
+    limit = max_model_bytes()
+    if size > limit:
+        raise ConvertError(f"{p}: {size / 2**20:,.1f} MiB, over the limit of {limit / 2**20:,.0f} MiB for a model; "
+                           "if it is meant to be this big, raise FLEETBENCH_MAX_MODEL_MB")  # fmt: skip
+
+
+def register(p: Plan, store: Store) -> None:
+    """List the plan's source in the models catalog (once it is known to be valid)."""
+    if not p.registered:
+        store.add_model(p.model_ref.sha256, p.name, p.source.kind, p.model_ref.filename, p.model_ref.size_bytes)
+        p.registered = True
 
 
 def _same_without_data(store: Store, model_id: str, variant: str, shape, tools, recipe: Recipe,
@@ -272,6 +313,7 @@ def execute(
                 outcomes.append(VariantOutcome(vp.variant, "failed", error=r.get("error")))
                 continue
             art = ArtifactRef.from_dict(r["artifact"])
+            register(p, store)  # a variant was made from it: the source is valid
             store.add_variant(
                 VariantRow(
                     cache_key=vp.cache_key, model_id=p.model_id, variant=vp.variant,
