@@ -46,6 +46,8 @@ DEFAULT_MAX_JSON_BYTES = 2**20
 DEFAULT_BODY_TIMEOUT_S = 30.0
 #: on an answer given before the request's body was read to its end: the connection cannot carry another request
 CLOSE = {"Connection": "close"}
+#: the pin of a data set uploaded with ``allow_nan=true``: sweeps over it keep its NaN and infinities
+NAN_PIN = "uploaded data set (allow_nan)"
 
 
 @dataclass
@@ -324,7 +326,8 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
             first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise _err(422, f"not a readable .npz without pickles: {_scrub(first, tmp, paths.root)}") from None
         ref = artifacts.put_file(tmp, "data.npz")
-        artifacts.pin(ref.sha256, "uploaded data set")  # sweeps name it later: gc keeps it
+        # sweeps name it later: gc keeps it, and a sweep over it keeps NaN when the upload asked to
+        artifacts.pin(ref.sha256, NAN_PIN if allow_nan else "uploaded data set")
         return ref, n
 
     @app.post(f"{API}/datasets", status_code=201, responses={413: {"model": Problem}, 422: {"model": Problem}})
@@ -360,6 +363,8 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
                 if m.data and m.data.removeprefix("sha256:") not in uploaded:
                     raise SweepError(f"models[{i}].data: no uploaded data set {m.data.removeprefix('sha256:')[:12]}…; "
                                      "upload it with POST /api/v1/datasets and name the sha256 it returns")  # fmt: skip
+                if m.data:  # an upload with allow_nan=true is prepared with its NaN; any other, with none
+                    m.allow_nan = artifacts.pin_reason(m.data.removeprefix("sha256:")) == NAN_PIN
         except SweepError as exc:
             raise _err(400, str(exc)) from None
         if not broker_url:

@@ -287,7 +287,7 @@ def serve(
     url = public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     try:
         api = create_app(paths, paths.db_url(db), broker, tokens, max_upload_bytes=int(max_upload_mb * 2**20), public_url=url)
-    except StoreError as exc:
+    except (StoreError, ValueError) as exc:  # ValueError: a bad FLEETBENCH_MAX_JSON_BYTES or FLEETBENCH_BODY_TIMEOUT_S
         _fail(str(exc))
     console.print(f"fleetbench API on http://{host}:{port} (OpenAPI at /openapi.json); agents fetch artifacts from {url}")
     uvicorn.run(api, host=host, port=port, log_level="warning")

@@ -253,7 +253,9 @@ def prepare(
     seed: int = 0,
     n_calibration: int = 100,
     name: str | None = None,
+    allow_nan: bool | None = None,
 ) -> PreparedDataset:
+    """``allow_nan``: keep NaN and infinite inputs (None: as ``FLEETBENCH_ALLOW_NAN=1`` says)."""
     p = Path(path).expanduser()
     problems = preprocessing.problems()
     if problems:
@@ -267,7 +269,7 @@ def prepare(
     else:
         raise DatasetError(f"{p}: a data set is an .npz file or a folder of images (one sub-folder per class)")
     task = None if y is None else _declared_task(p) if p.suffix.lower() == ".npz" else "classification"
-    _check_values(p, x, y, task)
+    _check_values(p, x, y, task, allow_nan=allow_nan)
     x = apply_preprocessing(x, preprocessing)
     cal, val = split_indices(len(x), seed, n_calibration)
     cal_ref = store.put_bytes(_npz_bytes(x=x[cal]), "calibration.npz")

@@ -66,6 +66,8 @@ class ModelEntry:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     calibration_size: int = 100
     seed: int = 0
+    #: keep NaN in the data set (an upload made with ``allow_nan=true``); None: as FLEETBENCH_ALLOW_NAN says
+    allow_nan: bool | None = None
 
 
 @dataclass
@@ -624,7 +626,8 @@ def _prepare_model(entry: ModelEntry, spec: SweepSpec, store: Store, artifacts, 
         if data is None:
             raise SweepError(f"data set {DATA_SHA256.fullmatch(entry.data).group(1)[:12]}…: not in the artifact store; upload it first")
     plan = service.plan(path, spec.variants, store, artifacts, dataset_path=data, preprocessing=entry.preprocessing, seed=entry.seed,
-                        n_calibration=entry.calibration_size, input_shape=entry.input_shape, name=name)  # fmt: skip
+                        n_calibration=entry.calibration_size, input_shape=entry.input_shape, name=name,
+                        allow_nan=entry.allow_nan)  # fmt: skip
     if plan.needs_reference:  # variants cached on another data set (or none): the outputs on this one first
         import dataclasses
 

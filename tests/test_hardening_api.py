@@ -29,11 +29,11 @@ def _npz(**arrays) -> bytes:
     return buf.getvalue()
 
 
-def _app(tmp_path, **kw):
+def _app(tmp_path, broker_url=None, **kw):
     paths = Paths.resolve(tmp_path / "fb")
     paths.run.mkdir(parents=True, exist_ok=True)
     kw.setdefault("max_upload_bytes", 2_000_000)
-    return paths, create_app(paths, paths.db_url(), None, Tokens({USER}, {AGENT}), run_scheduler=False, **kw)
+    return paths, create_app(paths, paths.db_url(), broker_url, Tokens({USER}, {AGENT}), run_scheduler=False, **kw)
 
 
 @pytest.fixture
@@ -192,7 +192,7 @@ def test_a_chunked_json_body_is_counted_as_it_streams(server):
             pass  # the server may close once it has answered
         head = _read_all(s)
     assert head.startswith(b"HTTP/1.1 413"), head[:300]
-    assert b"over 1" in head and b"FLEETBENCH_MAX_JSON_BYTES" in head
+    assert b"is over " in head and b"FLEETBENCH_MAX_JSON_BYTES" in head
 
 
 @pytest.mark.parametrize("path, ctype", [("/api/v1/sweeps", "application/json"), ("/api/v1/datasets", "application/octet-stream")])
@@ -265,3 +265,30 @@ def test_uploaded_labels_get_the_local_checks(api):
     bad_task = api.post("/api/v1/datasets", content=_npz(x=np.zeros((3, 2)), y=np.arange(3), task=np.array("poetry")), headers=H)
     assert bad_task.status_code == 422 and "'task'" in bad_task.json()["detail"]
     assert api.post("/api/v1/datasets", content=_npz(x=np.zeros((3, 2)), y=np.arange(3)), headers=H).status_code == 201
+
+
+def test_a_sweep_over_a_nan_upload_keeps_its_nan_and_only_that_one(tmp_path, monkeypatch):
+    """What the upload allowed holds when a sweep prepares the data set (the controller's env is not asked)."""
+    from controller.datasets import DatasetError, prepare
+
+    monkeypatch.delenv("FLEETBENCH_ALLOW_NAN", raising=False)
+    paths, app = _app(tmp_path, broker_url="redis://127.0.0.1:1")  # never reached: submit is replaced below
+    submitted = []
+    app.state.fleetbench.submit = lambda spec, confirm=False: submitted.append(spec) or "sweep-1"
+    x = np.zeros((4, 2), np.float32)
+    x[1, 1] = np.nan
+    with TestClient(app) as client:
+        nan = client.post("/api/v1/datasets", params={"allow_nan": "true"}, content=_npz(x=x), headers=H).json()["dataset"]
+        clean = client.post("/api/v1/datasets", content=_npz(x=np.ones((4, 2))), headers=H).json()["dataset"]
+        spec = {"models": [{"id": "m", "data": nan}, {"id": "m", "data": f"sha256:{clean}"}, {"id": "m"}]}
+        r = client.post("/api/v1/sweeps", json={"spec": spec}, headers=H)
+        assert r.status_code == 201, r.text
+    assert [m.allow_nan for m in submitted[0].models] == [True, False, None]
+    from controller.artifacts import ArtifactStore
+
+    store = ArtifactStore(paths.artifacts)
+    local = tmp_path / "nan.npz"
+    local.write_bytes(store.path_for(nan).read_bytes())
+    assert prepare(local, store, allow_nan=True, n_calibration=1).n_validation == 3
+    with pytest.raises(DatasetError, match="1 NaN"):
+        prepare(local, store, allow_nan=False)
