@@ -110,7 +110,8 @@ def _env_number(name: str, default, cast):
 class _BodyLimits:
     """Pure ASGI: a request body other than an upload is at most ``max_json_bytes`` (413, by its Content-Length
     before anything is read, else counted as it streams), and each piece of any body must arrive within
-    ``timeout_s`` (408). Over the limit or late, the route sees an HTTPException from ``receive``."""
+    ``timeout_s`` (408). Over the limit or late, the route sees an HTTPException from ``receive``. Once the
+    body is complete, ``receive`` is not timed (Starlette waits on it for a disconnect while it sends a file)."""
 
     def __init__(self, app, max_json_bytes: int, timeout_s: float):
         self.app, self.max_json_bytes, self.timeout_s = app, max_json_bytes, timeout_s
@@ -123,16 +124,19 @@ class _BodyLimits:
             length = dict(scope.get("headers") or ()).get(b"content-length", b"")
             if length.isdigit() and int(length) > self.max_json_bytes:
                 return await self._send(send, 413, self._too_big(int(length)))
-        seen = 0
+        seen, done = 0, False
 
         async def bounded():
-            nonlocal seen
+            nonlocal seen, done
+            if done:  # the body is in: what Starlette waits for now (a disconnect, beside a response) is not timed
+                return await receive()
             try:
                 message = await asyncio.wait_for(receive(), self.timeout_s)
             except asyncio.TimeoutError:
                 log.info("%s %s: no request body for %.0f s; answered 408", scope.get("method"), scope["path"], self.timeout_s)
                 raise HTTPException(408, f"the request body stalled: nothing arrived for {self.timeout_s:g} s",
                                     headers=CLOSE) from None  # fmt: skip
+            done = message["type"] != "http.request" or not message.get("more_body", False)
             if limited and message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_json_bytes:

@@ -292,3 +292,26 @@ def test_a_sweep_over_a_nan_upload_keeps_its_nan_and_only_that_one(tmp_path, mon
     assert prepare(local, store, allow_nan=True, n_calibration=1).n_validation == 3
     with pytest.raises(DatasetError, match="1 NaN"):
         prepare(local, store, allow_nan=False)
+
+
+def test_a_slow_download_is_not_cut_by_the_body_timeout(tmp_path, monkeypatch):
+    """The body timeout is for request bodies: once a request's body is in, Starlette's wait for a disconnect
+    (beside a FileResponse) is not timed, so an artifact download may take longer than it."""
+    monkeypatch.setenv("FLEETBENCH_BODY_TIMEOUT_S", "0.5")
+    paths, app = _app(tmp_path, max_upload_bytes=40_000_000)
+    body = _npz(x=np.zeros((500_000, 4), np.float32))  # 8 MB
+    with _Server(app, paths) as server:
+        with server.connect() as s:
+            s.sendall(_head("POST", "/api/v1/datasets", Content_Length=len(body), Connection="close") + body)
+            sha = _read_all(s).split(b'"dataset":"')[1][:64].decode()
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        s.connect(("127.0.0.1", server.port))
+        with s:
+            s.sendall(_head("GET", f"/api/v1/artifacts/{sha}", Connection="close").replace(USER.encode(), AGENT.encode()))
+            got, t0 = b"", time.monotonic()
+            while chunk := s.recv(1 << 20):
+                got += chunk
+                time.sleep(0.005)
+        assert time.monotonic() - t0 > 1.0  # slower than the timeout, twice over
+    assert got.startswith(b"HTTP/1.1 200") and got.endswith(body), got[:200]
