@@ -82,14 +82,17 @@ def _err(status: int, detail: str) -> HTTPException:
     return HTTPException(status_code=status, detail=detail)
 
 
-#: an absolute path of two parts or more (``/srv/fb/run/tmpab12/x.npz``): only its last part is shown
-_ABS_PATH = re.compile(r"(?<![\w.:])(?:/[^\s/'\"`(),;]+)+/([^\s/'\"`(),;]+)")
+#: an absolute path of two parts or more (``/srv/fb/run/tmpab12/x.npz``): only its last part is shown (not a
+#: URL's path, nor one of this API's routes)
+_ABS_PATH = re.compile(r"(?<![\w.:/])(?!/api/)(?:/[^\s/'\"`(),;]+)+/([^\s/'\"`(),;]+)")
+_UNDER = re.compile(r"(?:/[^\s/'\"`(),;]+)*/([^\s/'\"`(),;]+)")
 
 
 def _scrub(text: str, *paths) -> str:
     """``text`` (an exception's message, for a client) without this machine's paths: each of ``paths``, and
     any other absolute path, becomes its file's base name."""
     for p in sorted((str(p) for p in paths if p), key=len, reverse=True):
+        text = re.sub(re.escape(p) + _UNDER.pattern, r"\1", text)  # a file under it (its parts may hold spaces)
         text = text.replace(p, Path(p).name)
     return _ABS_PATH.sub(r"\1", text)
 
@@ -375,8 +378,10 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
             raise _err(503, "this controller was started without --broker, so it cannot send jobs")
         try:
             return {"sweep_id": state.submit(spec, confirm=body.confirm)}
-        except (SweepError, ConvertError, StoreError) as exc:
+        except SweepError as exc:
             raise _err(400, str(exc)) from None
+        except (ConvertError, StoreError) as exc:  # these name the stored files they copied for planning
+            raise _err(400, _scrub(" ".join(str(exc).split()), paths.root)) from None
 
     @app.get(f"{API}/sweeps")
     def sweeps(role: str = Depends(user)) -> dict:

@@ -315,3 +315,24 @@ def test_a_slow_download_is_not_cut_by_the_body_timeout(tmp_path, monkeypatch):
                 time.sleep(0.005)
         assert time.monotonic() - t0 > 1.0  # slower than the timeout, twice over
     assert got.startswith(b"HTTP/1.1 200") and got.endswith(body), got[:200]
+
+
+def test_a_conversion_error_on_submit_shows_no_server_paths(tmp_path):
+    from controller.convert.service import ConvertError
+
+    paths, app = _app(tmp_path, broker_url="redis://127.0.0.1:1")
+
+    def submit(spec, confirm=False):
+        raise ConvertError(f"{paths.run}/sweeps/fleetbench-sweep-x1/ab12/m.keras: not a Keras .keras archive")
+
+    app.state.fleetbench.submit = submit
+    with TestClient(app) as client:
+        r = client.post("/api/v1/sweeps", json={"spec": {"models": [{"id": "m"}]}}, headers=H)
+    assert r.status_code == 400 and r.json()["detail"] == "m.keras: not a Keras .keras archive", r.text
+
+
+def test_scrub_keeps_file_names_routes_and_urls():
+    from controller.api import _scrub
+
+    text = "/srv/my data/fb/run/tmpx/m.keras: bad (/tmp/a/b.npz); see POST /api/v1/models or http://host/a/b"
+    assert _scrub(text, "/srv/my data/fb") == "m.keras: bad (b.npz); see POST /api/v1/models or http://host/a/b"
