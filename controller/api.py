@@ -325,7 +325,8 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
         except HTTPException:
             raise
         except DatasetError as exc:  # the API's switch for NaN is a query parameter, not the server's environment
-            detail = str(exc).replace("set FLEETBENCH_ALLOW_NAN=1", "upload it with ?allow_nan=true")
+            detail = str(exc).replace("set FLEETBENCH_ALLOW_NAN=1", "upload it with ?allow_nan=true, which "
+                                      "`fleetbench upload` sends when FLEETBENCH_ALLOW_NAN=1")  # fmt: skip
             raise _err(422, _scrub(detail, tmp, paths.root)) from None
         except NpzError as exc:
             raise _err(413 if "over the limit" in str(exc) else 422, _scrub(f"the .npz {exc}", tmp, paths.root)) from None

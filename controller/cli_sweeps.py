@@ -308,7 +308,10 @@ def upload(
         m = client.upload("/api/v1/models", Path(model), params={"filename": Path(model).name, "name": name})
         console.print(f"model {m['name']}: id {m['model_id']} ({m['kind']}, {m['size_bytes']:,} bytes)")
         if data:
-            d = client.upload("/api/v1/datasets", Path(data))
+            import os
+
+            keep_nan = {"allow_nan": "true"} if os.environ.get("FLEETBENCH_ALLOW_NAN") == "1" else None  # as locally
+            d = client.upload("/api/v1/datasets", Path(data), params=keep_nan)
             console.print(f"data set: {d['dataset']} ({d['samples']} samples)", soft_wrap=True)
             console.print("in a sweep spec, name it as the model's `data:`")
     except (ApiError, OSError) as exc:

@@ -253,7 +253,7 @@ def test_an_uploaded_data_set_with_nan_is_refused_unless_asked_for(api):
     body = _npz(x=x, y=np.arange(6))
     r = api.post("/api/v1/datasets", content=body, headers=H)
     assert r.status_code == 422 and "3 NaN or infinite" in r.json()["detail"], r.text
-    assert "allow_nan=true" in r.json()["detail"] and "FLEETBENCH_ALLOW_NAN" not in r.json()["detail"]
+    assert "?allow_nan=true" in r.json()["detail"]
     ok = api.post("/api/v1/datasets", params={"allow_nan": "true"}, content=body, headers=H)
     assert ok.status_code == 201 and ok.json()["samples"] == 6, ok.text
 
@@ -336,3 +336,29 @@ def test_scrub_keeps_file_names_routes_and_urls():
 
     text = "/srv/my data/fb/run/tmpx/m.keras: bad (/tmp/a/b.npz); see POST /api/v1/models or http://host/a/b"
     assert _scrub(text, "/srv/my data/fb") == "m.keras: bad (b.npz); see POST /api/v1/models or http://host/a/b"
+
+
+def test_fleetbench_upload_sends_allow_nan_when_the_cli_would_keep_nan(tmp_path, monkeypatch):
+    import onnx
+    from onnx import TensorProto, helper
+    from typer.testing import CliRunner
+
+    from controller.cli import app as cli
+
+    model = tmp_path / "id.onnx"
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "id",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])  # fmt: skip
+    onnx.save(helper.make_model(graph), model)
+    data = tmp_path / "nan.npz"
+    np.savez(data, x=np.array([[np.nan, 1.0], [2.0, 3.0]], np.float32))
+    paths, app = _app(tmp_path)
+    with _Server(app, paths) as server:
+        monkeypatch.setenv("FLEETBENCH_TOKEN", USER)
+        argv = ["upload", str(model), "--data", str(data), "--controller", f"http://127.0.0.1:{server.port}"]
+        monkeypatch.delenv("FLEETBENCH_ALLOW_NAN", raising=False)
+        refused = CliRunner().invoke(cli, argv)
+        assert refused.exit_code != 0 and "1 NaN" in refused.output, refused.output
+        monkeypatch.setenv("FLEETBENCH_ALLOW_NAN", "1")
+        kept = CliRunner().invoke(cli, argv)
+        assert kept.exit_code == 0 and "data set: " in kept.output, kept.output
