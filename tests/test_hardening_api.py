@@ -218,6 +218,10 @@ def test_a_client_gone_mid_upload_is_one_log_line(server, caplog):
         s.sendall(b"\0" * 200_000)
         time.sleep(0.2)
         s.close()
+    with server.connect() as s:  # and a JSON body cut short: no log line needed, no traceback either
+        s.sendall(_head("POST", "/api/v1/sweeps", Content_Type="application/json", Content_Length=5000) + b'{"spec": {')
+        time.sleep(0.2)
+    time.sleep(0.5)
     deadline = time.monotonic() + 10
     while sum("disconnected" in r.getMessage() for r in caplog.records) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
