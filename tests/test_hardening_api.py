@@ -366,3 +366,16 @@ def test_fleetbench_upload_sends_allow_nan_when_the_cli_would_keep_nan(tmp_path,
         monkeypatch.setenv("FLEETBENCH_ALLOW_NAN", "1")
         kept = CliRunner().invoke(cli, argv)
         assert kept.exit_code == 0 and "data set: " in kept.output, kept.output
+
+
+def test_the_health_bench_runs(capsys):
+    """bench/api_health.py on a small upload (docs/benchmarks.md has the 512 MiB figures)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("api_health", Path(__file__).parent.parent / "bench" / "api_health.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--mb", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "-> 201 in" in out and "/health during upload: n=" in out and "target /health <= 100 ms" in out, out
