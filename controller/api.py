@@ -6,14 +6,18 @@ Every /api/v1 route needs ``Authorization: Bearer <token>``:
   list the fleet, jobs and results, download artifacts;
 - agent tokens may only download artifacts (``GET /api/v1/artifacts/<sha256>``).
 
-Uploads stream to disk and stop at ``max_upload_bytes`` with 413. Sweeps run
+Uploads stream to disk and stop at ``max_upload_bytes`` with 413; any other request body (JSON) stops at
+``max_json_bytes`` (``FLEETBENCH_MAX_JSON_BYTES``, 1 MiB) with 413, and a body whose next piece takes longer
+than ``body_timeout_s`` (``FLEETBENCH_BODY_TIMEOUT_S``, 30 s) to arrive gets 408. Sweeps run
 in this process: a scheduler thread ticks every running sweep, conversions
 run in sandboxed children, and jobs go to the fleet's broker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import logging
 import os
 import re
@@ -28,6 +32,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from pydantic import BaseModel
 
 log = logging.getLogger("fleetbench.api")
@@ -35,6 +40,14 @@ log = logging.getLogger("fleetbench.api")
 API = "/api/v1"
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 UPLOAD_KINDS = (".keras", ".h5", ".tflite", ".onnx")
+#: routes whose raw bodies are uploads, bounded by ``max_upload_bytes`` instead of ``max_json_bytes``
+UPLOAD_PATHS = (f"{API}/models", f"{API}/datasets")
+DEFAULT_MAX_JSON_BYTES = 2**20
+DEFAULT_BODY_TIMEOUT_S = 30.0
+#: on an answer given before the request's body was read to its end: the connection cannot carry another request
+CLOSE = {"Connection": "close"}
+#: the pin of a data set uploaded with ``allow_nan=true``: sweeps over it keep its NaN and infinities
+NAN_PIN = "uploaded data set (allow_nan)"
 
 
 @dataclass
@@ -69,9 +82,90 @@ def _err(status: int, detail: str) -> HTTPException:
     return HTTPException(status_code=status, detail=detail)
 
 
+#: an absolute path of two parts or more (``/srv/fb/run/tmpab12/x.npz``): only its last part is shown (not a
+#: URL's path, nor one of this API's routes)
+_ABS_PATH = re.compile(r"(?<![\w.:/])(?!/api/)(?:/[^\s/'\"`(),;]+)+/([^\s/'\"`(),;]+)")
+_UNDER = re.compile(r"(?:/[^\s/'\"`(),;]+)*/([^\s/'\"`(),;]+)")
+
+
+def _scrub(text: str, *paths) -> str:
+    """``text`` (an exception's message, for a client) without this machine's paths: each of ``paths``, and
+    any other absolute path, becomes its file's base name."""
+    for p in sorted((str(p) for p in paths if p), key=len, reverse=True):
+        text = re.sub(re.escape(p) + _UNDER.pattern, r"\1", text)  # a file under it (its parts may hold spaces)
+        text = text.replace(p, Path(p).name)
+    return _ABS_PATH.sub(r"\1", text)
+
+
+def _env_number(name: str, default, cast):
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        raise ValueError(f"{name}={raw!r}: give a number above 0 (default {default})")
+    return value
+
+
+class _BodyLimits:
+    """Pure ASGI: a request body other than an upload is at most ``max_json_bytes`` (413, by its Content-Length
+    before anything is read, else counted as it streams), and each piece of any body must arrive within
+    ``timeout_s`` (408). Over the limit or late, the route sees an HTTPException from ``receive``. Once the
+    body is complete, ``receive`` is not timed (Starlette waits on it for a disconnect while it sends a file)."""
+
+    def __init__(self, app, max_json_bytes: int, timeout_s: float):
+        self.app, self.max_json_bytes, self.timeout_s = app, max_json_bytes, timeout_s
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limited = scope["path"] not in UPLOAD_PATHS
+        if limited:
+            length = dict(scope.get("headers") or ()).get(b"content-length", b"")
+            if length.isdigit() and int(length) > self.max_json_bytes:
+                return await self._send(send, 413, self._too_big(int(length)))
+        seen, done = 0, False
+
+        async def bounded():
+            nonlocal seen, done
+            if done:  # the body is in: what Starlette waits for now (a disconnect, beside a response) is not timed
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except asyncio.TimeoutError:
+                log.info("%s %s: no request body for %.0f s; answered 408", scope.get("method"), scope["path"], self.timeout_s)
+                raise HTTPException(408, f"the request body stalled: nothing arrived for {self.timeout_s:g} s",
+                                    headers=CLOSE) from None  # fmt: skip
+            done = message["type"] != "http.request" or not message.get("more_body", False)
+            if limited and message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_json_bytes:
+                    raise HTTPException(413, self._too_big(seen, over=True), headers=CLOSE)
+            return message
+
+        return await self.app(scope, bounded, send)
+
+    def _too_big(self, n: int, over: bool = False) -> str:
+        return (f"the request body is {'over ' if over else ''}{n:,} bytes; this controller accepts at most "
+                f"{self.max_json_bytes:,} (FLEETBENCH_MAX_JSON_BYTES)")  # fmt: skip
+
+    @staticmethod
+    async def _send(send, status: int, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
 def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, max_upload_bytes: int = 512 * 2**20,
-               public_url: str = "", run_scheduler: bool = True, max_array_bytes: int | None = None) -> FastAPI:  # fmt: skip
-    """``max_array_bytes``: what an uploaded .npz may declare, decompressed (default: 4x the upload limit)."""
+               public_url: str = "", run_scheduler: bool = True, max_array_bytes: int | None = None,
+               max_json_bytes: int | None = None, body_timeout_s: float | None = None) -> FastAPI:  # fmt: skip
+    """``max_array_bytes``: what an uploaded .npz may declare, decompressed (default: 4x the upload limit).
+    ``max_json_bytes``: the largest body of a route other than an upload (``FLEETBENCH_MAX_JSON_BYTES``, 1 MiB);
+    ``body_timeout_s``: the longest wait for the next piece of a request body (``FLEETBENCH_BODY_TIMEOUT_S``, 30)."""
     from controller.artifacts import ArtifactStore
     from controller.store import Store
 
@@ -79,6 +173,10 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
         from protocol.npz import max_bytes_default
 
         max_array_bytes = min(max_bytes_default(), 4 * max_upload_bytes)
+    if max_json_bytes is None:
+        max_json_bytes = _env_number("FLEETBENCH_MAX_JSON_BYTES", DEFAULT_MAX_JSON_BYTES, int)
+    if body_timeout_s is None:
+        body_timeout_s = _env_number("FLEETBENCH_BODY_TIMEOUT_S", DEFAULT_BODY_TIMEOUT_S, float)
 
     if not tokens.users:
         raise ValueError("the API needs at least one user token (FLEETBENCH_API_TOKENS or --token-file)")
@@ -88,7 +186,11 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
     state = _State(store, artifacts, broker_url, public_url, paths)
     app = FastAPI(title="fleetbench controller", version="1", description=__doc__,
                   responses={400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem},
+                             408: {"model": Problem, "description": "the request body stalled"},
+                             413: {"model": Problem, "description": "the request body is over the limit"},
                              422: {"model": Problem, "description": "the request does not fit the spec; detail says how"}})  # fmt: skip
+    # registered before the two below, so it runs after them: a request without a valid token is a 401 first
+    app.add_middleware(_BodyLimits, max_json_bytes=max_json_bytes, timeout_s=body_timeout_s)
 
     @app.middleware("http")
     async def allow_header(request: Request, call_next):
@@ -118,7 +220,8 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
         for e in exc.errors():
             where = ".".join(str(x) for x in e.get("loc", ())[1:]) or ".".join(str(x) for x in e.get("loc", ()))
             parts.append(f"{where}: {e.get('msg', 'invalid')}")
-        return JSONResponse(status_code=422, content={"detail": "; ".join(parts) or "invalid request"})
+        detail = " ".join(("; ".join(parts) or "invalid request").split())  # one line
+        return JSONResponse(status_code=422, content={"detail": _scrub(detail, paths.root)})
 
     def auth(request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -164,6 +267,11 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
                     if size > max_upload_bytes:
                         raise _err(413, f"the upload is over {max_upload_bytes:,} bytes, this controller's limit")
                     out.write(chunk)
+        except ClientDisconnect:  # one line, not a traceback: the client went away, nothing is wrong here
+            os.unlink(tmp)
+            client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+            log.warning("upload to %s: %s disconnected after %s bytes; discarded", request.url.path, client, f"{size:,}")
+            raise _err(400, "the client disconnected before the upload was complete") from None
         except BaseException:
             os.unlink(tmp)
             raise
@@ -192,7 +300,7 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
             try:
                 source = identify(tmp)
             except SourceError as exc:
-                raise _err(422, str(exc)) from None
+                raise _err(422, _scrub(str(exc), tmp, paths.root)) from None
             payload, stored_name = source.payload()
             ref = artifacts.put_bytes(payload, stored_name)
             store.add_model(ref.sha256, name or source.name, source.kind, stored_name, ref.size_bytes)
@@ -202,34 +310,43 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
                 tmp.parent.rmdir()
         return {"model_id": ref.sha256, "name": name or source.name, "kind": source.kind, "size_bytes": ref.size_bytes}
 
-    def _store_dataset(tmp: Path):
+    def _store_dataset(tmp: Path, allow_nan: bool = False):
+        from controller.datasets import DatasetError, _check_values, _task_in
         from protocol.npz import NpzError, load_npz
 
         try:
             with load_npz(tmp, max_array_bytes) as data:
                 if "x" not in data:
                     raise _err(422, "the .npz has no array 'x' (the inputs)")
-                x = data["x"]
-                if x.dtype.kind not in "biuf":
-                    raise _err(422, f"'x' holds {x.dtype} values; a data set's inputs are numbers")
+                x, y = data["x"], (data["y"] if "y" in data else None)
+                # the checks `fleetbench` runs on a local data set (finite numbers, class indices), shown as data.npz
+                _check_values(Path("data.npz"), x, y, None if y is None else _task_in(data, Path("data.npz")), allow_nan=allow_nan)
                 n = len(x)
         except HTTPException:
             raise
+        except DatasetError as exc:  # the API's switch for NaN is a query parameter, not the server's environment
+            detail = str(exc).replace("set FLEETBENCH_ALLOW_NAN=1", "upload it with ?allow_nan=true, which "
+                                      "`fleetbench upload` sends when FLEETBENCH_ALLOW_NAN=1")  # fmt: skip
+            raise _err(422, _scrub(detail, tmp, paths.root)) from None
         except NpzError as exc:
-            raise _err(413 if "over the limit" in str(exc) else 422, f"the .npz {exc}") from None
+            raise _err(413 if "over the limit" in str(exc) else 422, _scrub(f"the .npz {exc}", tmp, paths.root)) from None
         except Exception as exc:  # noqa: BLE001 - numpy raises several types
-            raise _err(422, f"not a readable .npz without pickles: {str(exc).splitlines()[0][:200]}") from None
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise _err(422, f"not a readable .npz without pickles: {_scrub(first, tmp, paths.root)}") from None
         ref = artifacts.put_file(tmp, "data.npz")
-        artifacts.pin(ref.sha256, "uploaded data set")  # sweeps name it later: gc keeps it
+        # sweeps name it later: gc keeps it, and a sweep over it keeps NaN when the upload asked to
+        artifacts.pin(ref.sha256, NAN_PIN if allow_nan else "uploaded data set")
         return ref, n
 
     @app.post(f"{API}/datasets", status_code=201, responses={413: {"model": Problem}, 422: {"model": Problem}})
-    async def upload_dataset(request: Request, role: str = Depends(user)) -> dict:
-        """Upload a data set (.npz with x, and y when labelled) as the raw request body."""
+    async def upload_dataset(request: Request, role: str = Depends(user),
+                             allow_nan: bool = Query(False, description="keep NaN and infinite inputs (the CLI's FLEETBENCH_ALLOW_NAN=1)")) -> dict:  # fmt: skip
+        """Upload a data set (.npz with x, and y when labelled) as the raw request body; sweeps name it by the
+        sha256 this returns (`data: sha256:<hex>`)."""
         tmp = await _receive(request, ".npz")
         try:
             # off the event loop (health and every other request go on), within bounds on what it declares
-            ref, n = await run_in_threadpool(_store_dataset, tmp)
+            ref, n = await run_in_threadpool(_store_dataset, tmp, allow_nan)
         finally:
             tmp.unlink(missing_ok=True)
         return {"dataset": ref.sha256, "samples": n, "size_bytes": ref.size_bytes}
@@ -247,17 +364,25 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
         from controller.sweeps import SweepError, spec_from_dict
 
         try:
-            spec = spec_from_dict(body.spec)  # a bad spec is a 400 naming its field, with or without a broker
+            # a bad spec is a 400 naming its field, with or without a broker; nothing in it is a path here
+            spec = spec_from_dict(body.spec, server_paths=False)
+            uploaded = artifacts.pinned()
+            for i, m in enumerate(spec.models):
+                if m.data and m.data.removeprefix("sha256:") not in uploaded:
+                    raise SweepError(f"models[{i}].data: no uploaded data set {m.data.removeprefix('sha256:')[:12]}…; "
+                                     "upload it with POST /api/v1/datasets and name the sha256 it returns")  # fmt: skip
+                if m.data:  # an upload with allow_nan=true is prepared with its NaN; any other, with none
+                    m.allow_nan = artifacts.pin_reason(m.data.removeprefix("sha256:")) == NAN_PIN
         except SweepError as exc:
             raise _err(400, str(exc)) from None
         if not broker_url:
             raise _err(503, "this controller was started without --broker, so it cannot send jobs")
         try:
-            if any(m.path for m in spec.models):
-                raise SweepError("models must be stored ones (`id:`): upload files with POST /api/v1/models first")
             return {"sweep_id": state.submit(spec, confirm=body.confirm)}
-        except (SweepError, ConvertError, StoreError) as exc:
+        except SweepError as exc:
             raise _err(400, str(exc)) from None
+        except (ConvertError, StoreError) as exc:  # these name the stored files they copied for planning
+            raise _err(400, _scrub(" ".join(str(exc).split()), paths.root)) from None
 
     @app.get(f"{API}/sweeps")
     def sweeps(role: str = Depends(user)) -> dict:

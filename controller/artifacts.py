@@ -87,6 +87,13 @@ class ArtifactStore:
         pins.mkdir(exist_ok=True)
         (pins / sha256).write_text(why + "\n", encoding="utf-8")
 
+    def pin_reason(self, sha256: str) -> str | None:
+        """Why ``sha256`` is pinned (what :meth:`pin` was told), or None when it is not."""
+        try:
+            return (self.root / "pinned" / sha256).read_text(encoding="utf-8").strip()
+        except (OSError, ValueError):
+            return None
+
     def pinned(self) -> set[str]:
         pins = self.root / "pinned"
         return {p.name for p in pins.iterdir() if len(p.name) == 64} if pins.is_dir() else set()

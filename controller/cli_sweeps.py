@@ -379,7 +379,7 @@ def serve(
     url = public_url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     try:
         api = create_app(paths, paths.db_url(db), broker, tokens, max_upload_bytes=int(max_upload_mb * 2**20), public_url=url)
-    except StoreError as exc:
+    except (StoreError, ValueError) as exc:  # ValueError: a bad FLEETBENCH_MAX_JSON_BYTES or FLEETBENCH_BODY_TIMEOUT_S
         _fail(str(exc))
     console.print(f"fleetbench API on http://{host}:{port} (OpenAPI at /openapi.json); agents fetch artifacts from {url}")
     uvicorn.run(api, host=host, port=port, log_level="warning")
@@ -400,7 +400,10 @@ def upload(
         m = client.upload("/api/v1/models", Path(model), params={"filename": Path(model).name, "name": name})
         console.print(f"model {m['name']}: id {m['model_id']} ({m['kind']}, {m['size_bytes']:,} bytes)")
         if data:
-            d = client.upload("/api/v1/datasets", Path(data))
+            import os
+
+            keep_nan = {"allow_nan": "true"} if os.environ.get("FLEETBENCH_ALLOW_NAN") == "1" else None  # as locally
+            d = client.upload("/api/v1/datasets", Path(data), params=keep_nan)
             console.print(f"data set: {d['dataset']} ({d['samples']} samples)", soft_wrap=True)
             console.print("in a sweep spec, name it as the model's `data:`")
     except (ApiError, OSError) as exc:

@@ -125,15 +125,20 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...
 
 def _declared_task(path: Path) -> str | None:
     """The task an .npz declares in its ``task`` entry (classification, segmentation, regression), or None."""
-    from protocol.accuracy import TASKS
-
     try:
         with load_npz(path) as data:
-            if "task" not in data:
-                return None
-            task = str(data["task"])
+            return _task_in(data, path)
     except NpzError as exc:
         raise DatasetError(f"{path}: {exc}") from None
+
+
+def _task_in(data, path: Path) -> str | None:
+    """The ``task`` entry of an opened .npz (``np.load``'s mapping), checked, or None."""
+    from protocol.accuracy import TASKS
+
+    if "task" not in data:
+        return None
+    task = str(data["task"])
     if task not in TASKS:
         raise DatasetError(f"{path}: 'task' is '{task}'; it is one of {', '.join(TASKS)} (or leave it out to infer it)")
     return task
@@ -214,15 +219,19 @@ def _source_sha(path: Path) -> str:
     return h.hexdigest()
 
 
-def _check_values(p: Path, x: np.ndarray, y: np.ndarray | None, task: str | None) -> None:
-    """Inputs are finite numbers; classification labels are whole numbers from 0 (issue 14, finding 13)."""
+def _check_values(p: Path, x: np.ndarray, y: np.ndarray | None, task: str | None, allow_nan: bool | None = None) -> None:
+    """Inputs are finite numbers; classification labels are whole numbers from 0 (issue 14, finding 13).
+
+    ``allow_nan``: keep NaN and infinite inputs; None: as ``FLEETBENCH_ALLOW_NAN=1`` says."""
     import os
 
+    if allow_nan is None:
+        allow_nan = os.environ.get("FLEETBENCH_ALLOW_NAN") == "1"
     if x.dtype.kind not in "biuf":
         raise DatasetError(f"{p}: 'x' holds {x.dtype} values; a data set's inputs are numbers")
     if x.dtype.kind == "f":
         bad = int(np.count_nonzero(~np.isfinite(x)))
-        if bad and os.environ.get("FLEETBENCH_ALLOW_NAN") != "1":
+        if bad and not allow_nan:
             raise DatasetError(f"{p}: 'x' holds {bad:,} NaN or infinite value(s), which make every accuracy and fidelity "
                                "figure meaningless; clean the data set (or set FLEETBENCH_ALLOW_NAN=1 to keep them)")  # fmt: skip
     if y is None or task != "classification":
@@ -244,7 +253,9 @@ def prepare(
     seed: int = 0,
     n_calibration: int = 100,
     name: str | None = None,
+    allow_nan: bool | None = None,
 ) -> PreparedDataset:
+    """``allow_nan``: keep NaN and infinite inputs (None: as ``FLEETBENCH_ALLOW_NAN=1`` says)."""
     p = Path(path).expanduser()
     problems = preprocessing.problems()
     if problems:
@@ -258,7 +269,7 @@ def prepare(
     else:
         raise DatasetError(f"{p}: a data set is an .npz file or a folder of images (one sub-folder per class)")
     task = None if y is None else _declared_task(p) if p.suffix.lower() == ".npz" else "classification"
-    _check_values(p, x, y, task)
+    _check_values(p, x, y, task, allow_nan=allow_nan)
     x = apply_preprocessing(x, preprocessing)
     cal, val = split_indices(len(x), seed, n_calibration)
     cal_ref = store.put_bytes(_npz_bytes(x=x[cal]), "calibration.npz")

@@ -70,6 +70,8 @@ class ModelEntry:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     calibration_size: int = 100
     seed: int = 0
+    #: keep NaN in the data set (an upload made with ``allow_nan=true``); None: as FLEETBENCH_ALLOW_NAN says
+    allow_nan: bool | None = None
 
 
 @dataclass
@@ -180,8 +182,38 @@ def _str_list(value, where: str, example: str) -> list[str]:
     return value
 
 
-def spec_from_dict(raw, base_dir: Path | None = None) -> SweepSpec:
-    """A :class:`SweepSpec` from the parsed spec (the API takes it as JSON)."""
+#: a data set named by content: the sha256 of an uploaded one, bare or as ``sha256:<hex>``
+DATA_SHA256 = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
+
+
+def _api_model(m, i: int) -> None:
+    """Through the API a model is a stored one (`id:` with its name or id), never a file on the server."""
+    if isinstance(m, str) or (isinstance(m, dict) and "path" in m):
+        raise SweepError(f"models[{i}]: name a stored model with `id:` (its name or id); upload model files with "
+                         "POST /api/v1/models first")  # fmt: skip
+    ref = m.get("id") if isinstance(m, dict) else None
+    if isinstance(ref, str) and ("/" in ref or "\\" in ref or ref.startswith((".", "~"))):
+        raise SweepError(f"models[{i}].id: a stored model's name or id, not a path; upload model files with "
+                         "POST /api/v1/models first")  # fmt: skip
+
+
+def _api_data(value, i: int) -> str | None:
+    """Through the API a data set is named by the sha256 POST /api/v1/datasets returned: ``sha256:<hex>``."""
+    if value is None:
+        return None
+    m = DATA_SHA256.fullmatch(value)
+    if not m:
+        raise SweepError(f"models[{i}].data: name an uploaded data set by the sha256 POST /api/v1/datasets "
+                         "returned (64 hex digits, or sha256:<hex>), not a path")  # fmt: skip
+    return "sha256:" + m.group(1)
+
+
+def spec_from_dict(raw, base_dir: Path | None = None, *, server_paths: bool = True) -> SweepSpec:
+    """A :class:`SweepSpec` from the parsed spec (the API takes it as JSON).
+
+    ``server_paths=False`` (the API): models are stored ones (`id:`, never a path) and ``data:`` is the sha256
+    of an uploaded data set, kept as ``sha256:<hex>``; nothing in the spec is read as a path on this machine.
+    """
     if not isinstance(raw, dict):
         raise SweepError("the sweep spec must be a mapping with at least `models:`")
     unknown = set(raw) - {"name", "models", "variants", "devices", "settings", "expire_after", "max_attempts"}
@@ -192,6 +224,8 @@ def spec_from_dict(raw, base_dir: Path | None = None) -> SweepSpec:
         raise SweepError("models: a list, e.g. [{path: model.keras}] or [{id: digits-cnn}]")
     for i, m in enumerate(raw.get("models") or []):
         if isinstance(m, str):
+            if not server_paths:
+                _api_model(m, i)
             m = {"path": m}
         if not isinstance(m, dict) or ("path" in m) == ("id" in m):
             raise SweepError(f"models[{i}]: give either `path:` (a model file to convert) or `id:` (a stored model)")
@@ -202,12 +236,16 @@ def spec_from_dict(raw, base_dir: Path | None = None) -> SweepSpec:
         for key in ("path", "id", "data", "name"):
             if m.get(key) is not None and not isinstance(m[key], str):
                 raise SweepError(f"models[{i}].{key}: a string, not {type(m[key]).__name__}")
-        path = _expand(m.get("path"))
-        if path and base_dir and not Path(path).is_absolute():
-            path = str(base_dir / path)
-        data = _expand(m.get("data"))
-        if data and base_dir and not Path(data).is_absolute() and not re.fullmatch(r"[0-9a-f]{64}", str(data)):
-            data = str(base_dir / data)
+        if not server_paths:
+            _api_model(m, i)
+            path, data = None, _api_data(m.get("data"), i)
+        else:
+            path = _expand(m.get("path"))
+            if path and base_dir and not Path(path).is_absolute():
+                path = str(base_dir / path)
+            data = _expand(m.get("data"))
+            if data and base_dir and not Path(data).is_absolute() and not DATA_SHA256.fullmatch(str(data)):
+                data = str(base_dir / data)
         shape = None
         if m.get("input_shape"):
             if not isinstance(m["input_shape"], list):
@@ -639,12 +677,13 @@ def _prepare_model(entry: ModelEntry, spec: SweepSpec, store: Store, artifacts, 
         if path is None:
             raise SweepError(f"model {entry.model_id}: its source file is no longer in the artifact store; upload it again")
     data = entry.data
-    if data and re.fullmatch(r"[0-9a-f]{64}", data) and not Path(data).exists():
-        data = _materialize(artifacts, data, "data.npz", tmp)
+    if data and DATA_SHA256.fullmatch(data) and (data.startswith("sha256:") or not Path(data).exists()):
+        data = _materialize(artifacts, DATA_SHA256.fullmatch(data).group(1), "data.npz", tmp)
         if data is None:
-            raise SweepError(f"data set {entry.data[:12]}…: not in the artifact store; upload it first")
+            raise SweepError(f"data set {DATA_SHA256.fullmatch(entry.data).group(1)[:12]}…: not in the artifact store; upload it first")
     plan = service.plan(path, spec.variants, store, artifacts, dataset_path=data, preprocessing=entry.preprocessing, seed=entry.seed,
-                        n_calibration=entry.calibration_size, input_shape=entry.input_shape, name=name)  # fmt: skip
+                        n_calibration=entry.calibration_size, input_shape=entry.input_shape, name=name,
+                        allow_nan=entry.allow_nan)  # fmt: skip
     if plan.needs_reference:  # variants cached on another data set (or none): the outputs on this one first
         import dataclasses
 

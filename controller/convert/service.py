@@ -123,6 +123,7 @@ def plan(
     n_calibration: int = 100,
     input_shape: tuple[int, ...] | None = None,
     name: str | None = None,
+    allow_nan: bool | None = None,
 ) -> Plan:
     given = input_shape  # the shape the user gave, not one a data set implies
     try:
@@ -139,7 +140,8 @@ def plan(
     dataset = None
     if dataset_path is not None:
         try:
-            dataset = datasets.prepare(dataset_path, artifacts, preprocessing, seed=seed, n_calibration=n_calibration)
+            dataset = datasets.prepare(dataset_path, artifacts, preprocessing, seed=seed, n_calibration=n_calibration,
+                                       allow_nan=allow_nan)  # fmt: skip
         except datasets.DatasetError as exc:
             raise ConvertError(str(exc)) from None
         store.add_dataset(
