@@ -297,13 +297,21 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
             named = Path(tempfile.mkdtemp(dir=paths.run)) / Path(filename).name  # its own name, not another upload's
             tmp.rename(named)
             tmp = named
-            try:
-                source = identify(tmp)
-            except SourceError as exc:
-                raise _err(422, _scrub(str(exc), tmp, paths.root)) from None
-            payload, stored_name = source.payload()
-            ref = artifacts.put_bytes(payload, stored_name)
-            store.add_model(ref.sha256, name or source.name, source.kind, stored_name, ref.size_bytes)
+
+            def store_model():  # off the event loop: the file is read whole
+                from controller.convert.service import ConvertError, _source_facts
+
+                try:
+                    source = identify(tmp)
+                    payload, stored_name = source.payload()
+                    _source_facts(source, payload)  # a corrupt TFLite file or IR is refused before it is stored
+                except (SourceError, ConvertError) as exc:
+                    raise _err(422, _scrub(str(exc), tmp, paths.root)) from None
+                ref = artifacts.put_bytes(payload, stored_name)
+                store.add_model(ref.sha256, name or source.name, source.kind, stored_name, ref.size_bytes)
+                return source, ref
+
+            source, ref = await run_in_threadpool(store_model)
         finally:
             tmp.unlink(missing_ok=True)
             if tmp.parent != Path(paths.run):

@@ -379,3 +379,15 @@ def test_the_health_bench_runs(capsys):
     assert bench.main(["--mb", "4"]) == 0
     out = capsys.readouterr().out
     assert "-> 201 in" in out and "/health during upload: n=" in out and "target /health <= 100 ms" in out, out
+
+
+def test_a_truncated_tflite_upload_is_422_and_not_listed(api, tiny_model):
+    """Issue 14, finding 10: an uploaded TFLite file is read whole (off the event loop) before it is stored;
+    a truncated one is a 422 naming it, and `GET /models` stays empty. The whole file is then accepted."""
+    whole = tiny_model["path"].read_bytes()
+    r = api.post("/api/v1/models", params={"filename": "cut.tflite"}, content=whole[: len(whole) // 2], headers=H)
+    assert r.status_code == 422 and "cut.tflite" in r.json()["detail"] and "corrupt or truncated" in r.json()["detail"], r.text
+    assert api.get("/api/v1/models", headers=H).json()["models"] == []
+    ok = api.post("/api/v1/models", params={"filename": "tiny.tflite"}, content=whole, headers=H)
+    assert ok.status_code == 201, ok.text
+    assert [m["model_id"] for m in api.get("/api/v1/models", headers=H).json()["models"]] == [ok.json()["model_id"]]
