@@ -364,7 +364,18 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
         return {"models": [dict(model_id=m.model_id, name=m.name, kind=m.kind, size_bytes=m.size_bytes,
                                 variants=[v.variant for v in store.variants(m.model_id)]) for m in store.models()]}  # fmt: skip
 
-    @app.post(f"{API}/sweeps", status_code=201, responses={400: {"model": Problem}, 503: {"model": Problem}})
+    #: OpenAPI links: a submitted sweep's id leads to its state, its jobs and its results (clients and
+    #: schemathesis's stateful tests follow them)
+    by_sweep = "$response.body#/sweep_id"
+    sweep_links = {
+        "GetSweep": {"operationId": "getSweep", "parameters": {"ref": by_sweep}},
+        "GetSweepJobs": {"operationId": "listJobs", "parameters": {"sweep": by_sweep}},
+        "GetSweepResults": {"operationId": "listResults", "parameters": {"sweep": by_sweep}},
+    }
+
+    @app.post(f"{API}/sweeps", status_code=201, operation_id="submitSweep",
+              responses={201: {"description": "Submitted", "links": sweep_links}, 400: {"model": Problem},
+                         503: {"model": Problem}})  # fmt: skip
     def submit_sweep(body: SweepRequest, role: str = Depends(user)) -> dict:
         """Submit a sweep spec (the YAML's content as JSON); models are stored ones (`id:`)."""
         from controller.convert.service import ConvertError
@@ -397,7 +408,7 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
         return {"sweeps": [dict(sweep_id=r.sweep_id, name=r.name, state=r.state, created_at=r.created_at.isoformat(),
                                 counts=store.job_counts(r.sweep_id)) for r in store.sweeps()]}  # fmt: skip
 
-    @app.get(f"{API}/sweeps/{{ref}}", responses={404: {"model": Problem}})
+    @app.get(f"{API}/sweeps/{{ref}}", operation_id="getSweep", responses={404: {"model": Problem}})
     def sweep(ref: str, role: str = Depends(user)) -> dict:
         from controller.cli_sweeps import _job_dict
         from controller.store import StoreError
@@ -409,13 +420,13 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
         return dict(sweep_id=row.sweep_id, name=row.name, state=row.state, counts=store.job_counts(row.sweep_id),
                     jobs=[_job_dict(j) for j in store.jobs(row.sweep_id)])  # fmt: skip
 
-    @app.get(f"{API}/jobs")
+    @app.get(f"{API}/jobs", operation_id="listJobs")
     def jobs(sweep: str | None = None, state: str | None = None, role: str = Depends(user)) -> dict:
         from controller.cli_sweeps import _job_dict
 
         return {"jobs": [_job_dict(j) for j in store.jobs(sweep, (state,) if state else None)]}
 
-    @app.get(f"{API}/results", responses={404: {"model": Problem}})
+    @app.get(f"{API}/results", operation_id="listResults", responses={404: {"model": Problem}})
     def results(sweep: str | None = None, model: str | None = None, limit: int = Query(100, ge=1, le=10_000),
                 role: str = Depends(user)) -> dict:  # fmt: skip
         from controller.store import StoreError

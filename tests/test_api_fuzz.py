@@ -64,3 +64,43 @@ def test_cases_ran():
     total = sum(CASES.values())
     print(f"schemathesis: {total} cases with a user token over {len(CASES)} operations")
     assert len(CASES) >= 8
+
+
+def test_sweeps_and_their_jobs_statefully(tiny_model):
+    """Issue 14: the stateful link. A submitted sweep's id is followed (OpenAPI links) to its state, its jobs and
+    its results, in random sequences of calls: no 5xx, no response off the spec, and a linked sweep is found."""
+    from hypothesis import Phase
+    from starlette.testclient import TestClient
+
+    app = _app()
+    headers = {"Authorization": f"Bearer {USER}"}
+    with TestClient(app) as client:
+        up = client.post("/api/v1/models", params={"filename": "tiny.tflite"}, content=tiny_model["path"].read_bytes(),
+                         headers=headers)  # fmt: skip
+        assert up.status_code == 201, up.text
+    model_id = up.json()["model_id"]
+    seen: dict[str, list[int]] = {}
+    machine = schemathesis.openapi.from_asgi("/openapi.json", app).as_state_machine()
+
+    class Workflow(machine):
+        def before_call(self, case):
+            if case.operation.label == "POST /api/v1/sweeps":  # a spec that is valid, so the links have an id to follow
+                name = f"fuzz-{len(seen.get(case.operation.label, []))}"
+                case.body = {"spec": {"name": name, "models": [{"id": model_id}], "variants": ["tflite-fp32"],
+                                      "devices": ["litert:cpu"], "settings": {"min_iterations": 10}}}  # fmt: skip
+
+        def get_call_kwargs(self, case):
+            return {"headers": headers}
+
+        def after_call(self, response, case):
+            seen.setdefault(case.operation.label, []).append(response.status_code)
+
+        def validate_response(self, response, case, **kwargs):
+            case.validate_response(response, excluded_checks=EXCLUDED)
+
+    Workflow.run(settings=settings(max_examples=12, stateful_step_count=5, deadline=None, phases=[Phase.generate],
+                                   suppress_health_check=list(HealthCheck)))  # fmt: skip
+    assert 201 in seen.get("POST /api/v1/sweeps", []), seen
+    # each link followed from a 201 finds the sweep it names
+    assert 200 in seen.get("GET /api/v1/sweeps/{ref}", []), seen
+    assert 200 in seen.get("GET /api/v1/jobs", []), seen
