@@ -61,9 +61,13 @@ def _open_store(data_dir: Optional[str], db: Optional[str]):
 
 
 def _fail(message: str, code: int = 1) -> None:
+    """Print ``message`` as one ``error:`` line (passwords masked, square brackets kept as they are) and exit."""
+    from rich.markup import escape
+
     from protocol.redact import redact
 
-    err_console.print(f"[bold red]error:[/] {redact(message)}", highlight=False, soft_wrap=True)
+    line = " ".join(redact(message).split())  # one line, whatever the exception text held
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -331,6 +335,11 @@ def convert(
     from controller.errors import DispatchError, ServiceError
     from controller.store import Store, StoreError
 
+    if broker:
+        from controller.dispatch import broker_url_problem
+
+        if broker_url_problem(broker):
+            _fail(broker_url_problem(broker), code=2)
     size = None
     if resize:
         try:
@@ -517,7 +526,10 @@ def fleet(
         if broker:
             from controller.dispatch import Dispatcher
 
-            d = Dispatcher(broker)
+            try:
+                d = Dispatcher(broker)
+            except DispatchError as exc:
+                _fail(str(exc), code=2)
             try:
                 live = d.record_live_agents(store)
             except DispatchError as exc:
@@ -670,6 +682,11 @@ def worker(
     data_dir: Optional[str] = DataDirOpt,
 ) -> None:
     """Run a converter worker (conversions from the fleetbench.convert queue)."""
+    from controller.dispatch import broker_url_problem
+
+    problem = broker_url_problem(broker)
+    if problem:
+        _fail(problem, code=2)
     from controller.worker import serve
 
     serve(broker, data_dir)
@@ -728,10 +745,12 @@ def results(
     if fmt not in ("table", "csv", "json"):
         _fail(f"--format must be table, csv or json; got '{fmt}'", code=2)
     if controller_url:
-        from controller.client import ApiClient
+        from controller.client import ApiClient, ApiError
 
-        client = ApiClient.from_env(controller_url)
-        data = client.get("/api/v1/results", params={"sweep": sweep, "model": model, "limit": newest})
+        try:
+            data = ApiClient.from_env(controller_url).get("/api/v1/results", params={"sweep": sweep, "model": model, "limit": newest})
+        except ApiError as exc:
+            _fail(str(exc))
         records = [ResultRecord.from_dict(r) for r in data["records"]]
         title = f"Sweep {sweep}" if sweep else f"Newest {len(records)} record(s)"
     else:
@@ -810,12 +829,48 @@ def version() -> None:
 from controller import cli_readiness, cli_sweeps  # noqa: E402,F401 - register their commands
 
 
+DEBUG_ENV = "FLEETBENCH_DEBUG"
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """The project's own error types: their message is the whole story (no traceback hint)."""
+    from controller.client import ApiError
+    from controller.errors import DispatchError, ServiceError
+    from protocol.bundles import BundleError
+
+    known: list[type[BaseException]] = [ApiError, DispatchError, ServiceError, BundleError]
+    for mod, name in (("controller.store", "StoreError"), ("controller.sweeps", "SweepError"),
+                      ("controller.convert.service", "ConvertError")):  # fmt: skip
+        module = sys.modules.get(mod)  # only if a command imported it; importing it here could fail too
+        if module is not None and hasattr(module, name):
+            known.append(getattr(module, name))
+    return tuple(known)
+
+
 def main() -> None:
+    """The ``fleetbench`` entry point: every failure is one ``error:`` line.
+
+    An exception no command turned into a message is one line too, naming what happened; with
+    FLEETBENCH_DEBUG=1 the traceback is shown instead.
+    """
+    debug = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
     try:
         app()
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+        if debug:
+            raise
+        text = str(exc).strip() or "(no message)"
+        if isinstance(exc, _known_errors()):
+            message = text
+        else:
+            message = f"{type(exc).__name__}: {text}; run with {DEBUG_ENV}=1 for the traceback"
+        try:
+            _fail(message)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
 
 
 if __name__ == "__main__":

@@ -137,8 +137,8 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False):
 def _remote_sweep(controller_url, spec, text, path, detach, yes=False):
     from controller.client import ApiClient, ApiError
 
-    client = ApiClient.from_env(controller_url)
     try:
+        client = ApiClient.from_env(controller_url)
         if any(m.path for m in spec.models):
             _fail("with --controller, models are stored ones (`- id: NAME`); upload files first with "
                   "`fleetbench upload MODEL --controller URL`", code=2)  # fmt: skip
@@ -178,8 +178,8 @@ def status(
     if controller_url:
         from controller.client import ApiClient, ApiError
 
-        client = ApiClient.from_env(controller_url)
         try:
+            client = ApiClient.from_env(controller_url)
             if sweep is None:
                 _sweeps_table(client.get("/api/v1/sweeps")["sweeps"])
             else:
@@ -303,13 +303,15 @@ def upload(
     """Upload a model (and a data set) to a controller; sweeps then name it with `- id: NAME`."""
     from controller.client import ApiClient, ApiError
 
-    client = ApiClient.from_env(controller_url)
     try:
+        client = ApiClient.from_env(controller_url)
         m = client.upload("/api/v1/models", Path(model), params={"filename": Path(model).name, "name": name})
         console.print(f"model {m['name']}: id {m['model_id']} ({m['kind']}, {m['size_bytes']:,} bytes)")
         if data:
             d = client.upload("/api/v1/datasets", Path(data))
             console.print(f"data set: {d['dataset']} ({d['samples']} samples)", soft_wrap=True)
             console.print("in a sweep spec, name it as the model's `data:`")
-    except (ApiError, OSError) as exc:
+    except ApiError as exc:
         _fail(str(exc))
+    except OSError as exc:  # reading the file to upload (the client turns network errors into ApiError)
+        _fail(f"cannot read {exc.filename or model}: {exc.strerror or exc}", code=2)
