@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import uuid
@@ -38,25 +39,35 @@ from protocol.packing import unpack
 def _localize(ref: dict | None, root: Path) -> dict | None:
     if ref is None:
         return None
-    uri = ref["uri"]
+    if not isinstance(ref, dict):
+        raise BundleError(f"an artifact in its bundle.json is {type(ref).__name__}, not an object with `uri` and `sha256`")
+    uri = ref.get("uri")
+    what = ref.get("filename") or str(ref.get("sha256") or "?")[:12]
+    if not isinstance(uri, str) or not uri:
+        raise BundleError(f"artifact {what} has no `uri` in its bundle.json; make the bundle again with `fleetbench bundle`")
     name = uri.removeprefix("bundle:")
     if not uri.startswith("bundle:") or not re.fullmatch(r"[0-9a-f]{64}", name):
-        raise BundleError(f"artifact {ref.get('filename') or ref['sha256'][:12]} is not inside the bundle ({uri})")
+        raise BundleError(f"artifact {what} is not inside the bundle ({uri})")
     path = root / "artifacts" / name
     return dict(ref, uri=path.resolve().as_uri())
 
 
 def read_bundle(bundle: Path, dest: Path) -> tuple[dict, list[dict]]:
     """Unpack ``bundle`` into ``dest``; return its manifest and job specs with local file URIs."""
+    if not bundle.exists():
+        raise BundleError(f"{bundle}: no such file")
+    if not bundle.is_file():
+        raise BundleError(f"{bundle}: not a file; give the bundle file `fleetbench bundle` wrote")
     try:
         unpack(bundle, dest)
         manifest = json.loads((dest / "bundle.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BundleError(f"{bundle}: not a fleetbench bundle (no bundle.json inside)") from None
     except Exception as exc:  # noqa: BLE001 - tarfile and json raise several types
-        raise BundleError(f"{bundle}: not a readable fleetbench bundle ({exc})") from None
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{bundle}: not a fleetbench bundle (format {manifest.get('format')!r})")
+        why = " ".join(str(exc).split()) or type(exc).__name__  # tarfile's message spans several lines
+        raise BundleError(f"{bundle}: not a readable fleetbench bundle ({why})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{bundle}: not a fleetbench bundle (format {manifest.get('format') if isinstance(manifest, dict) else None!r})")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise BundleError(
             f"{bundle}: made for schema {manifest.get('schema_version')}, this agent speaks {SCHEMA_VERSION}; "
@@ -66,6 +77,8 @@ def read_bundle(bundle: Path, dest: Path) -> tuple[dict, list[dict]]:
         raise BundleError(f"{bundle}: its bundle.json lists no jobs")
     jobs = []
     for spec in manifest["jobs"]:
+        if not isinstance(spec, dict):
+            raise BundleError(f"{bundle}: a job in its bundle.json is {type(spec).__name__}, not an object")
         spec = dict(spec)
         for key in ("artifact", "dataset", "reference"):
             spec[key] = _localize(spec.get(key), dest)
@@ -107,6 +120,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--agent-id", default=os.environ.get("FLEETBENCH_AGENT_ID") or f"offline-{os.uname().nodename}")
     args = p.parse_args(argv)
     out = args.out or args.bundle.with_suffix(".results.json")
+    if not out.parent.is_dir():
+        print(f"error: --out {out}: the folder {out.parent} does not exist; create it or write elsewhere", file=sys.stderr)
+        return 2
+    # SIGTERM unwinds like Ctrl-C, so the unpacked bundle (fleetbench-bundle-* in $TMPDIR) is removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     def report(i, n, spec, outcome):
         what = f"{spec.get('model_name')} {spec.get('variant')} on {spec.get('capability')}"
@@ -122,8 +140,12 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc), encoding="utf-8")
-    os.replace(tmp, out)
+    try:
+        tmp.write_text(json.dumps(doc), encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        print(f"error: cannot write the results file {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     failed = sum(1 for o in doc["outcomes"] if not o["ok"])
     print(f"wrote {out}: {len(doc['outcomes']) - failed} result(s), {failed} failed; "
           "bring it to the controller and run `fleetbench import` on it")  # fmt: skip

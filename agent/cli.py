@@ -36,6 +36,17 @@ CONFIG_KEYS = {
 }
 
 
+#: The JSON types each config key may hold (``delegates`` is checked by its own module).
+CONFIG_TYPES = {
+    "broker": ((str,), "a string"), "agent_id": ((str,), "a string"), "controller": ((str,), "a string"),
+    "token": ((str,), "a string"), "cache_dir": ((str,), "a string"), "state_dir": ((str,), "a string"),
+    "allow_insecure_broker": ((bool,), "true or false"),
+    "capabilities": ((list,), "a list of strings"), "openvino_devices": ((list,), "a list of strings"),
+    "cache_max_mb": ((int, float), "a number"), "visibility_timeout_s": ((int, float), "a number"),
+    "job_time_limit_s": ((int, float), "a number"),
+}  # fmt: skip
+
+
 def load_config(path: str) -> dict:
     """An agent config file: a JSON object with the keys in CONFIG_KEYS."""
     try:
@@ -45,11 +56,22 @@ def load_config(path: str) -> dict:
         raise SystemExit(f"error: cannot read agent config {path}: {exc.strerror}")
     except json.JSONDecodeError as exc:
         raise SystemExit(f"error: agent config {path} is not valid JSON: {exc}")
+    except UnicodeDecodeError as exc:
+        raise SystemExit(f"error: agent config {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON")
     if not isinstance(data, dict):
         raise SystemExit(f"error: agent config {path} must be a JSON object")
     unknown = sorted(set(data) - set(CONFIG_KEYS))
     if unknown:
         raise SystemExit(f"error: agent config {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(CONFIG_KEYS)}")
+    for key, value in data.items():
+        expected = CONFIG_TYPES.get(key)
+        if expected is None or value is None:
+            continue
+        ok = isinstance(value, expected[0]) and not (isinstance(value, bool) and bool not in expected[0])
+        if ok and isinstance(value, list):
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            raise SystemExit(f"error: agent config {path}: `{key}` must be {expected[1]}, not {type(value).__name__}")
     if "delegates" in data:
         from agent.backends.delegates import check_config
 
@@ -89,7 +111,29 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+DEBUG_ENV = "FLEETBENCH_DEBUG"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``fleetbench-agent``: every failure is one ``error:`` line on stderr.
+
+    An exception nothing turned into a message is one line too; FLEETBENCH_DEBUG=1 shows its traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+        if os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no"):
+            raise
+        from protocol.redact import redact
+
+        text = " ".join(redact(str(exc)).split()) or "(no message)"
+        print(f"error: {type(exc).__name__}: {text}; run with {DEBUG_ENV}=1 for the traceback", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run-bundle"]:  # offline mode: no broker, no celery
         from agent.bundle import main as run_bundle_main
