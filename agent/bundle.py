@@ -20,6 +20,7 @@ Needs only numpy and a runtime: no celery, no broker, no controller.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -86,6 +87,22 @@ def read_bundle(bundle: Path, dest: Path) -> tuple[dict, list[dict]]:
     return manifest, jobs
 
 
+@contextlib.contextmanager
+def _file_roots(root: Path):
+    """Benchmark children read file:// artifacts from the unpacked bundle only."""
+    from agent.artifacts import FILE_ROOTS_ENV
+
+    before = os.environ.get(FILE_ROOTS_ENV)
+    os.environ[FILE_ROOTS_ENV] = str(root)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(FILE_ROOTS_ENV, None)
+        else:
+            os.environ[FILE_ROOTS_ENV] = before
+
+
 def run_job_id(bundle_job_id: str, run_id: str) -> str:
     """The id a bundle's job has in one run of it (32 hex digits, like every job id)."""
     return hashlib.sha256(f"{bundle_job_id}:{run_id}".encode()).hexdigest()[:32]
@@ -94,7 +111,7 @@ def run_job_id(bundle_job_id: str, run_id: str) -> str:
 def run_bundle(bundle: Path, agent_id: str, on_job=lambda i, n, spec, outcome: None) -> dict:
     """Run every job of ``bundle``; return the results document."""
     run_id = uuid.uuid4().hex
-    with tempfile.TemporaryDirectory(prefix="fleetbench-bundle-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fleetbench-bundle-") as tmp, _file_roots(Path(tmp).resolve()):
         manifest, jobs = read_bundle(bundle, Path(tmp))
         outcomes = []
         for i, spec in enumerate(jobs, 1):

@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import uuid
+from pathlib import Path
 
 from agent.backends import probe_all
 from protocol import JOB_TIME_LIMIT_S, VISIBILITY_TIMEOUT_S, check_broker_url, check_visibility_timeout
@@ -27,6 +28,8 @@ CONFIG_KEYS = {
     "openvino_devices": "extra OpenVINO device strings to probe, e.g. [\"HETERO:FPGA,CPU\", \"AUTO:CPU\"]",
     "token": "this agent's token for the controller's HTTP API (artifact downloads)",
     "cache_dir": "where downloaded artifacts are cached (default ~/.cache/fleetbench-agent)",
+    "file_roots": "folders file:// artifacts may be read from (same as --file-root; default: the controller's "
+    "artifact store on this machine)",
     "cache_max_mb": "bound on the artifact cache, in MiB (default 4096)",
     "state_dir": "where the outbox of unsent results lives (default ~/.local/share/fleetbench-agent)",
     "visibility_timeout_s": "seconds before the broker hands an unacknowledged job to another agent (default 7200)",
@@ -42,6 +45,7 @@ CONFIG_TYPES = {
     "token": ((str,), "a string"), "cache_dir": ((str,), "a string"), "state_dir": ((str,), "a string"),
     "allow_insecure_broker": ((bool,), "true or false"),
     "capabilities": ((list,), "a list of strings"), "openvino_devices": ((list,), "a list of strings"),
+    "file_roots": ((list,), "a list of strings"),
     "cache_max_mb": ((int, float), "a number"), "visibility_timeout_s": ((int, float), "a number"),
     "job_time_limit_s": ((int, float), "a number"),
 }  # fmt: skip
@@ -104,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=os.environ.get("FLEETBENCH_AGENT_STATE"), help="outbox directory")
     p.add_argument("--visibility-timeout", type=float, default=None, help=f"seconds (default {VISIBILITY_TIMEOUT_S})")
     p.add_argument("--job-time-limit", type=float, default=None, help=f"seconds (default {JOB_TIME_LIMIT_S})")
+    p.add_argument("--file-root", action="append", default=[], metavar="DIR",
+                   help="read file:// artifacts only under DIR (repeatable; env FLEETBENCH_AGENT_FILE_ROOTS, "
+                   "os.pathsep-separated); default: the controller's artifact store on this machine")
     p.add_argument("--allow-insecure-broker", action="store_true",
                    help="accept a broker beyond this machine without a password (closed lab networks only)")
     p.add_argument("--loglevel", default="INFO")
@@ -153,10 +160,16 @@ def _main(argv: list[str] | None = None) -> int:
         for key, env in (("token", artifacts.TOKEN_ENV), ("cache_dir", artifacts.CACHE_ENV), ("cache_max_mb", artifacts.CACHE_MAX_ENV)):
             if cfg.get(key) not in (None, ""):
                 os.environ.setdefault(env, str(cfg[key]))  # the environment wins, as flags do
+        if cfg.get("file_roots"):
+            os.environ.setdefault(artifacts.FILE_ROOTS_ENV, os.pathsep.join(cfg["file_roots"]))
         if cfg.get("delegates"):  # benchmark children inherit it
             from agent.backends.delegates import ENV
 
             os.environ[ENV] = json.dumps(cfg["delegates"])
+    if args.file_root:  # benchmark children inherit it; the flag wins over the environment and the config
+        from agent.artifacts import FILE_ROOTS_ENV
+
+        os.environ[FILE_ROOTS_ENV] = os.pathsep.join(str(Path(r).expanduser().resolve()) for r in args.file_root)
     if args.broker and not args.probe:
         insecure = check_broker_url(args.broker, args.allow_insecure_broker or bool(cfg.get("allow_insecure_broker")))
         if insecure:
