@@ -131,7 +131,9 @@ def run_bundle(bundle: Path, agent_id: str, on_job=lambda i, n, spec, outcome: N
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="fleetbench-agent run-bundle", description=__doc__.splitlines()[0])
+    from agent.cli import OneLineParser
+
+    p = OneLineParser(prog="fleetbench-agent run-bundle", description=__doc__.splitlines()[0])
     p.add_argument("bundle", type=Path)
     p.add_argument("--out", type=Path, help="results file (default: BUNDLE with .results.json)")
     p.add_argument("--agent-id", default=os.environ.get("FLEETBENCH_AGENT_ID") or f"offline-{os.uname().nodename}")

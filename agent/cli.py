@@ -86,8 +86,16 @@ def load_config(path: str) -> dict:
     return data
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error said as one ``error:`` line (exit 2) instead of the usage text and the error."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's own hook
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="fleetbench-agent",
         description="Run a fleetbench agent on this device. "
         "`fleetbench-agent run-bundle BUNDLE` runs an offline bundle instead (no broker).",

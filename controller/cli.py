@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from protocol import BenchmarkSettings, ResultRecord
@@ -62,8 +63,6 @@ def _open_store(data_dir: Optional[str], db: Optional[str]):
 
 def _fail(message: str, code: int = 1) -> None:
     """Print ``message`` as one ``error:`` line (passwords masked, square brackets kept as they are) and exit."""
-    from rich.markup import escape
-
     from protocol.redact import redact
 
     line = " ".join(redact(message).split())  # one line, whatever the exception text held
@@ -221,7 +220,7 @@ def demo(
             task = progress.add_task("starting", total=None)
 
             def on_step(message: str) -> None:
-                console.print(f"  · {message}", highlight=False)
+                console.print(f"  · {message}", highlight=False, markup=False)
                 progress.update(task, description=message)
 
             run = run_demo(paths, db_url, settings, rebuild=rebuild, variants=wanted, on_step=on_step)
@@ -238,7 +237,7 @@ def demo(
     console.print(conversion_table(run.convert, ArtifactStore(paths.artifacts)))
     console.print(results_table(run.records, title="Benchmark", width=console.width))
     for variant, error in run.failures:
-        err_console.print(f"[yellow]{variant} not benchmarked:[/] {error}", highlight=False)
+        err_console.print(f"[yellow]{variant} not benchmarked:[/] {escape(str(error))}", highlight=False)
     console.print(
         f"Stored {len(run.records)} record(s) in [bold]{redact_url(run.db_url)}[/] "
         f"({run.total_records} in total). See them again with `fleetbench results`, or in the browser with "
@@ -486,7 +485,7 @@ def artifacts_verify(data_dir: Optional[str] = DataDirOpt) -> None:
     bad = arts.verify()
     n = sum(1 for _ in arts.iter_files())
     for f, actual in bad:
-        err_console.print(f"[red]corrupt:[/] {f.path} hashes to {actual[:16]}…; delete it and convert again")
+        err_console.print(f"[red]corrupt:[/] {escape(str(f.path))} hashes to {actual[:16]}…; delete it and convert again")
     console.print(f"{n - len(bad)} of {n} artifacts intact")
     if bad:
         raise typer.Exit(1)
@@ -646,7 +645,7 @@ def import_(
             _fail(str(exc))
     console.print(f"stored {report.stored} record(s); {report.already} already stored; {len(report.failed)} failed job(s)")
     for job_id, error in report.failed:
-        err_console.print(f"[yellow]job {job_id[:8]} failed on the device:[/] {error}", highlight=False)
+        err_console.print(f"[yellow]job {escape(job_id[:8])} failed on the device:[/] {escape(str(error))}", highlight=False)
 
 
 agent_app = typer.Typer(help="Run an agent on this machine (the same as `fleetbench-agent`).", no_args_is_help=True)
@@ -716,7 +715,7 @@ def dashboard(
     try:
         readonly_engine(url).dispose()
     except DashboardError as exc:  # the pages say the same; say it here too
-        err_console.print(f"[yellow]note:[/] {exc}", highlight=False)
+        err_console.print(f"[yellow]note:[/] {escape(str(exc))}", highlight=False)
     argv = [sys.executable, "-m", "dashboard.serve", "--server.port", str(port),
             "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none", "--global.developmentMode", "false",
@@ -853,9 +852,32 @@ def main() -> None:
     An exception no command turned into a message is one line too, naming what happened; with
     FLEETBENCH_DEBUG=1 the traceback is shown instead.
     """
+    try:
+        from typer._click import exceptions as click  # typer 0.2x carries its own click
+    except ImportError:  # pragma: no cover - a typer that uses click itself
+        from click import exceptions as click
+
     debug = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
     try:
-        app()
+        code = app(standalone_mode=False)  # usage errors come here, said as one line below
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.NoArgsIsHelpError as exc:  # `fleetbench` or `fleetbench baseline` alone: the help
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "fleetbench"
+        try:
+            _fail(f"{exc.format_message()} (see `{where} --help`)", code=exc.exit_code)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
+    except click.ClickException as exc:
+        try:
+            _fail(exc.format_message(), code=exc.exit_code)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)

@@ -115,7 +115,7 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False):
                 dispatcher.ping()
                 runner = lambda job, on_event: dispatcher.convert(job, on_event)  # noqa: E731
             else:
-                fleet = stack.enter_context(EmbeddedFleet(paths, lambda m: console.print(f"  · {m}", highlight=False)))
+                fleet = stack.enter_context(EmbeddedFleet(paths, lambda m: console.print(f"  · {m}", highlight=False, markup=False)))
                 dispatcher = fleet.dispatcher()
                 fleet.ensure_agent()
                 runner = fleet.convert
@@ -127,7 +127,7 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False):
             planned = sum(store.job_counts(sweep_id).values())
             console.print(f"sweep {spec.name}: id {sweep_id}, {planned:,} job(s)")
             for note in scheduler.errors:
-                console.print(f"  · {note}", highlight=False)
+                console.print(f"  · {note}", highlight=False, markup=False)
             counts = follow(lambda wait: scheduler.tick(sweep_id, wait_s=wait), lambda c: sum(c.values()), total=planned)
             return counts, store.sweep_results(sweep_id), sweep_id
         except (SweepError, ConvertError, DispatchError, ServiceError, StoreError) as exc:

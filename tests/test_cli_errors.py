@@ -127,6 +127,10 @@ DEAD = "http://127.0.0.1:{dead}"
 
 #: (argv, exit code or 0 for any non-zero, key words of the error line); --data-dir is added.
 CONTROLLER_CASES = [
+    # usage errors: one line too, not a box
+    (["nosuchcmd"], 2, "No such command 'nosuchcmd'"),
+    (["convert"], 2, "Missing argument 'model'"),
+    (["results", "--limit", "abc"], 2, "Invalid value for '--limit'"),
     # models: missing, corrupt, truncated, a directory, empty, a data set of strings, brackets in the name
     (["convert", "{tmp}/nosuch.tflite"], 1, "nosuch.tflite: no such file"),
     (["convert", "{tmp}/m[x].tflite"], 1, "m[x].tflite: no such file"),
@@ -197,6 +201,7 @@ def test_fleetbench_bad_input_is_one_line(tmp_path, argv, code, words):
     (["sweep", "{tmp}/stored.yaml", "--controller", DEAD, "--detach"], "cannot reach the controller"),
     (["upload", "{probe}", "--controller", DEAD], "cannot reach the controller"),
     (["upload", "{tmp}/nosuch.tflite", "--controller", DEAD], "cannot read"),
+    (["upload", "{probe}", "--controller", DEAD, "--data-dir", "{tmp}"], "No such option: --data-dir"),
 ])  # fmt: skip
 def test_a_dead_controller_is_one_line(tmp_path, argv, words):
     _make_inputs(tmp_path)
@@ -250,6 +255,9 @@ def test_a_wrong_token_is_one_line(live_controller, tmp_path, argv, token, words
 
 #: (argv of `python -m agent`, exit code, key words)
 AGENT_CASES = [
+    (["--nosuch"], 2, "unrecognized arguments: --nosuch"),
+    (["--visibility-timeout", "abc"], 2, "invalid float value: 'abc'"),
+    (["run-bundle"], 2, "the following arguments are required: bundle"),
     (["--broker", "foo://x"], 2, "the broker must be a redis:// or rediss:// URL"),
     (["--broker", "redis://10.1.2.3:6379/0"], 2, "without a password"),
     (["--broker", "redis://127.0.0.1:1/0", "--visibility-timeout", "10", "--job-time-limit", "100"], 2, "visibility timeout"),
@@ -284,7 +292,7 @@ BOOM = "raise RuntimeError('kaput [x] at redis://u:s3cret@host')"
 
 
 @pytest.mark.parametrize("module, patch", [
-    ("controller.cli", "import controller.cli as m\ndef boom(): {boom}\nm.app = boom\nm.main()"),
+    ("controller.cli", "import controller.cli as m\ndef boom(**kw): {boom}\nm.app = boom\nm.main()"),
     ("agent.cli", "import sys, agent.cli as m\ndef boom(argv): {boom}\nm._main = boom\nsys.exit(m.main([]))"),
 ])  # fmt: skip
 def test_an_unexpected_exception_is_one_line_unless_debugging(tmp_path, module, patch):
