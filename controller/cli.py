@@ -834,10 +834,10 @@ DEBUG_ENV = "FLEETBENCH_DEBUG"
 def _known_errors() -> tuple[type[BaseException], ...]:
     """The project's own error types: their message is the whole story (no traceback hint)."""
     from controller.client import ApiError
-    from controller.errors import DispatchError, ServiceError
+    from controller.errors import DataDirError, DispatchError, ServiceError
     from protocol.bundles import BundleError
 
-    known: list[type[BaseException]] = [ApiError, DispatchError, ServiceError, BundleError]
+    known: list[type[BaseException]] = [ApiError, DataDirError, DispatchError, ServiceError, BundleError]
     for mod, name in (("controller.store", "StoreError"), ("controller.sweeps", "SweepError"),
                       ("controller.convert.service", "ConvertError")):  # fmt: skip
         module = sys.modules.get(mod)  # only if a command imported it; importing it here could fail too
@@ -884,13 +884,15 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
         if debug:
             raise
+        from controller.errors import DataDirError
+
         text = str(exc).strip() or "(no message)"
         if isinstance(exc, _known_errors()):
             message = text
         else:
             message = f"{type(exc).__name__}: {text}; run with {DEBUG_ENV}=1 for the traceback"
         try:
-            _fail(message)
+            _fail(message, code=2 if isinstance(exc, DataDirError) else 1)
         except typer.Exit as done:
             sys.exit(done.exit_code)
 

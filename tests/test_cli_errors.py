@@ -93,7 +93,7 @@ def _make_inputs(tmp: Path) -> None:
 
 def _run(argv, tmp_path, *, module="controller.cli", data_dir=True, env=None, timeout=240):
     argv = [a.replace("{tmp}", str(tmp_path)).replace("{probe}", str(PROBE)) for a in argv]
-    extra = ["--data-dir", str(tmp_path / "fb")] if data_dir else []
+    extra = ["--data-dir", str(tmp_path / "fb")] if data_dir and "--data-dir" not in argv else []
     return subprocess.run([sys.executable, "-m", module, *argv, *extra], capture_output=True, text=True,
                           timeout=timeout, env=env or _env(), cwd=tmp_path)  # fmt: skip
 
@@ -175,6 +175,9 @@ CONTROLLER_CASES = [
     (["readiness", "--model", "m", "--budgets", "{tmp}/budgets-latin1.yaml"], 2, "not UTF-8 text"),
     (["artifacts", "list", "--db", "foo://"], 2, "is not a database URL"),
     (["demo", "--threads", "-1"], 2, "threads must be >= 0"),
+    (["models", "--data-dir", "{tmp}/random.tflite"], 2, "cannot use {tmp}/random.tflite as the data directory"),
+    (["artifacts", "verify", "--data-dir", "{tmp}/random.tflite"], 2, "--data-dir or FLEETBENCH_HOME"),
+    (["dashboard", "--port", "abc"], 2, "Invalid value for '--port'"),
     (["serve"], 2, "set FLEETBENCH_API_TOKENS"),
     # results files: missing, not JSON, something else, tampered with
     (["import", "{tmp}/nosuch.json"], 1, "not a readable results file"),
