@@ -62,11 +62,16 @@ def _open_store(data_dir: Optional[str], db: Optional[str]):
 
 
 def _fail(message: str, code: int = 1) -> None:
-    """Print ``message`` as one ``error:`` line (passwords masked, square brackets kept as they are) and exit."""
+    """Print ``message`` as one ``error:`` line (passwords masked, square brackets kept as they are) and exit.
+
+    Lines after the first (the tail of a service's log) follow it indented, as context."""
     from protocol.redact import redact
 
-    line = " ".join(redact(message).split())  # one line, whatever the exception text held
-    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    first, *rest = redact(message).strip().splitlines() or [""]
+    err_console.print(f"[bold red]error:[/] {escape(first)}", highlight=False, soft_wrap=True)
+    for line in rest:
+        if line.strip():
+            err_console.print(f"  | {line}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -886,10 +891,10 @@ def main() -> None:
             raise
         from controller.errors import DataDirError
 
-        text = str(exc).strip() or "(no message)"
-        if isinstance(exc, _known_errors()):
-            message = text
-        else:
+        if isinstance(exc, _known_errors()):  # a message of ours (later lines: a log's tail, as context)
+            message = str(exc).strip() or type(exc).__name__
+        else:  # one line, whatever the exception's text holds
+            text = " ".join(str(exc).split()) or "(no message)"
             message = f"{type(exc).__name__}: {text}; run with {DEBUG_ENV}=1 for the traceback"
         try:
             _fail(message, code=2 if isinstance(exc, DataDirError) else 1)
