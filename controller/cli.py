@@ -663,6 +663,8 @@ def agent_start(
     broker: Optional[str] = typer.Option(None, envvar="FLEETBENCH_BROKER_URL", help="Redis URL of the broker."),
     agent_id: Optional[str] = typer.Option(None, envvar="FLEETBENCH_AGENT_ID", help="Unique name of this agent."),
     capability: list[str] = typer.Option([], "--capability", help="Serve only this capability (repeatable)."),
+    file_root: list[str] = typer.Option([], "--file-root", help="Read file:// artifacts only under this folder "
+                                        "(repeatable; default: the controller's artifact store on this machine)."),  # fmt: skip
     probe: bool = typer.Option(False, "--probe", help="Print the capabilities found and exit."),
     loglevel: str = typer.Option("INFO", help="Celery log level."),
 ) -> None:
@@ -675,6 +677,8 @@ def agent_start(
             argv += [flag, value]
     for cap in capability:
         argv += ["--capability", cap]
+    for root in file_root:
+        argv += ["--file-root", root]
     if probe:
         argv.append("--probe")
     raise typer.Exit(agent_main(argv))

@@ -102,3 +102,21 @@ def test_logs_of_started_processes_are_private(tmp_path):
         proc = _spawn(["true"], log)
         proc.wait()
         assert stat.S_IMODE(log.stat().st_mode) == 0o600, oct(log.stat().st_mode)
+
+
+@pytest.mark.parametrize("how", ["flag", "config"])
+def test_the_agent_cli_sets_the_roots_its_benchmark_children_inherit(monkeypatch, tmp_path, how):
+    import json
+
+    from agent.cli import main
+
+    monkeypatch.delenv(FILE_ROOTS_ENV, raising=False)
+    monkeypatch.setenv("FLEETBENCH_DISABLE_GPU_PROBE", "1")
+    if how == "flag":
+        argv = ["--file-root", str(tmp_path / "a"), "--file-root", str(tmp_path / "b"), "--probe"]
+    else:
+        cfg = tmp_path / "agent.json"
+        cfg.write_text(json.dumps({"file_roots": [str(tmp_path / "a"), str(tmp_path / "b")]}))
+        argv = ["--config", str(cfg), "--probe"]
+    main(argv)
+    assert file_roots() == [tmp_path / "a", tmp_path / "b"]
