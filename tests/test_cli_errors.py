@@ -67,6 +67,8 @@ def _make_inputs(tmp: Path) -> None:
         "models.yaml": "name: s\nmodels: 5\n",
         "stored.yaml": "name: s\nmodels:\n  - id: digits-cnn\n",
         "missing-model.yaml": "name: s\nmodels:\n  - path: nowhere/m.tflite\n",
+        "not-yaml.yaml": "models: [\n",
+        "corrupt-model.yaml": "name: s\nmodels:\n  - path: random.tflite\n",
     }
     for name, text in specs.items():
         (tmp / name).write_text(text)
@@ -149,6 +151,8 @@ CONTROLLER_CASES = [
     (["sweep", "{tmp}/variants.yaml"], 2, "variants: a list of names, e.g. [tflite-fp32, openvino-int8]"),
     (["sweep", "{tmp}/models.yaml"], 2, "models: a list"),
     (["sweep", "{tmp}/latin1.yaml"], 2, "not UTF-8 text"),
+    (["sweep", "{tmp}/not-yaml.yaml"], 2, "the sweep spec is not valid YAML: while parsing a flow node"),
+    (["sweep", "{tmp}/corrupt-model.yaml"], 1, "random.tflite: not a TFLite flatbuffer"),
     (["sweep", "{tmp}/nosuch.yaml"], 2, "cannot read the sweep spec"),
     (["sweep", "{tmp}/missing-model.yaml"], 2, "does not exist"),
     (["sweep", "{tmp}/stored.yaml", "--broker", "foo://u:pw@x"], 1, "foo://u:***@x is not a broker URL"),
