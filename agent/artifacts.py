@@ -1,6 +1,9 @@
 """Fetching artifacts named in a job spec, verified by sha256 before use.
 
-- ``file://`` URIs (embedded mode, shared disks, bundles) are verified in place.
+- ``file://`` URIs (embedded mode, shared disks, bundles) are verified in place, and only
+  under the agent's file roots (``--file-root``, ``$FLEETBENCH_AGENT_FILE_ROOTS``; default: the
+  controller's artifact store on this machine), so a job cannot make the agent read, hash and
+  report on any other local file.
 - ``http(s)://`` URIs (the controller's artifact API) are downloaded into a
   bounded local cache named by sha256, with the agent's token
   (``$FLEETBENCH_AGENT_TOKEN``) as a bearer token. A cached copy is verified
@@ -26,6 +29,8 @@ from protocol.hashing import sha256_file
 CACHE_ENV = "FLEETBENCH_AGENT_CACHE"
 CACHE_MAX_ENV = "FLEETBENCH_AGENT_CACHE_MAX_MB"
 TOKEN_ENV = "FLEETBENCH_AGENT_TOKEN"
+#: Folders file:// artifacts may be read from, os.pathsep-separated (set: these only; unset: the default).
+FILE_ROOTS_ENV = "FLEETBENCH_AGENT_FILE_ROOTS"
 DEFAULT_CACHE_MAX_MB = 4096
 #: Download attempts for one artifact whose bytes do not match its sha256.
 FETCH_ATTEMPTS = 2
@@ -36,15 +41,45 @@ def _name(ref: ArtifactRef) -> str:
     return ref.filename or ref.sha256[:12]
 
 
+def default_file_roots() -> list[Path]:
+    """The controller's artifact store on this machine, by the controller's own rule
+    (``$FLEETBENCH_HOME``, else ``$XDG_DATA_HOME/fleetbench``, else ``~/.local/share/fleetbench``)."""
+    if os.environ.get("FLEETBENCH_HOME"):
+        home = Path(os.environ["FLEETBENCH_HOME"]).expanduser()
+    else:
+        home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share").expanduser() / "fleetbench"
+    return [home / "artifacts"]
+
+
+def file_roots() -> list[Path]:
+    """The folders this agent reads file:// artifacts from: $FLEETBENCH_AGENT_FILE_ROOTS if set, else the default."""
+    raw = os.environ.get(FILE_ROOTS_ENV)
+    if raw is None:
+        return default_file_roots()
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    real = Path(os.path.realpath(path))  # symlinks and .. resolved: no way out of a root
+    for root in roots:
+        top = Path(os.path.realpath(root))
+        if real == top or top in real.parents:
+            return True
+    return False
+
+
 class ArtifactCache:
     """Downloaded artifacts, one file per sha256, least recently used evicted past ``max_bytes``."""
 
-    def __init__(self, root: Path | str | None = None, max_bytes: int | None = None, token: str | None = None):
+    def __init__(self, root: Path | str | None = None, max_bytes: int | None = None, token: str | None = None,
+                 roots: list[Path | str] | None = None):  # fmt: skip
         default_root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fleetbench-agent"
         self.root = Path(root or os.environ.get(CACHE_ENV) or default_root)
         mb = int(os.environ.get(CACHE_MAX_ENV, DEFAULT_CACHE_MAX_MB))
         self.max_bytes = max_bytes if max_bytes is not None else mb * 2**20
         self.token = token if token is not None else os.environ.get(TOKEN_ENV, "")
+        #: where file:// artifacts may be read (see file_roots())
+        self.file_roots = [Path(r) for r in roots] if roots is not None else file_roots()
         #: how many downloads this cache made (tests read it)
         self.downloads = 0
 
@@ -52,7 +87,17 @@ class ArtifactCache:
         """A verified local file for ``ref``; raises JobError (never returns an unverified file)."""
         parsed = urlparse(ref.uri)
         if parsed.scheme == "file":
-            return _verified_in_place(ref, Path(unquote(parsed.path)))
+            path = Path(unquote(parsed.path))
+            if parsed.netloc not in ("", "localhost") or not _under(path, self.file_roots):
+                # said before the file is touched: whether it exists, its size or hash stay unknown to the job
+                where = ", ".join(str(r) for r in self.file_roots) or "none"
+                raise JobError(
+                    "bad-artifact",
+                    f"artifact {_name(ref)}: {ref.uri} is outside this agent's file roots ({where}); it was not read. "
+                    f"Add its folder with --file-root (env {FILE_ROOTS_ENV}, agent config `file_roots`) "
+                    "or let agents fetch artifacts over HTTP (--artifact-url)",
+                )
+            return _verified_in_place(ref, path)
         if parsed.scheme not in ("http", "https"):
             raise JobError(
                 "bad-artifact",

@@ -20,10 +20,12 @@ Needs only numpy and a runtime: no celery, no broker, no controller.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import uuid
@@ -38,25 +40,35 @@ from protocol.packing import unpack
 def _localize(ref: dict | None, root: Path) -> dict | None:
     if ref is None:
         return None
-    uri = ref["uri"]
+    if not isinstance(ref, dict):
+        raise BundleError(f"an artifact in its bundle.json is {type(ref).__name__}, not an object with `uri` and `sha256`")
+    uri = ref.get("uri")
+    what = ref.get("filename") or str(ref.get("sha256") or "?")[:12]
+    if not isinstance(uri, str) or not uri:
+        raise BundleError(f"artifact {what} has no `uri` in its bundle.json; make the bundle again with `fleetbench bundle`")
     name = uri.removeprefix("bundle:")
     if not uri.startswith("bundle:") or not re.fullmatch(r"[0-9a-f]{64}", name):
-        raise BundleError(f"artifact {ref.get('filename') or ref['sha256'][:12]} is not inside the bundle ({uri})")
+        raise BundleError(f"artifact {what} is not inside the bundle ({uri})")
     path = root / "artifacts" / name
     return dict(ref, uri=path.resolve().as_uri())
 
 
 def read_bundle(bundle: Path, dest: Path) -> tuple[dict, list[dict]]:
     """Unpack ``bundle`` into ``dest``; return its manifest and job specs with local file URIs."""
+    if not bundle.exists():
+        raise BundleError(f"{bundle}: no such file")
+    if not bundle.is_file():
+        raise BundleError(f"{bundle}: not a file; give the bundle file `fleetbench bundle` wrote")
     try:
         unpack(bundle, dest)
         manifest = json.loads((dest / "bundle.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BundleError(f"{bundle}: not a fleetbench bundle (no bundle.json inside)") from None
     except Exception as exc:  # noqa: BLE001 - tarfile and json raise several types
-        raise BundleError(f"{bundle}: not a readable fleetbench bundle ({exc})") from None
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{bundle}: not a fleetbench bundle (format {manifest.get('format')!r})")
+        why = " ".join(str(exc).split()) or type(exc).__name__  # tarfile's message spans several lines
+        raise BundleError(f"{bundle}: not a readable fleetbench bundle ({why})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{bundle}: not a fleetbench bundle (format {manifest.get('format') if isinstance(manifest, dict) else None!r})")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise BundleError(
             f"{bundle}: made for schema {manifest.get('schema_version')}, this agent speaks {SCHEMA_VERSION}; "
@@ -66,11 +78,29 @@ def read_bundle(bundle: Path, dest: Path) -> tuple[dict, list[dict]]:
         raise BundleError(f"{bundle}: its bundle.json lists no jobs")
     jobs = []
     for spec in manifest["jobs"]:
+        if not isinstance(spec, dict):
+            raise BundleError(f"{bundle}: a job in its bundle.json is {type(spec).__name__}, not an object")
         spec = dict(spec)
         for key in ("artifact", "dataset", "reference"):
             spec[key] = _localize(spec.get(key), dest)
         jobs.append(spec)
     return manifest, jobs
+
+
+@contextlib.contextmanager
+def _file_roots(root: Path):
+    """Benchmark children read file:// artifacts from the unpacked bundle only."""
+    from agent.artifacts import FILE_ROOTS_ENV
+
+    before = os.environ.get(FILE_ROOTS_ENV)
+    os.environ[FILE_ROOTS_ENV] = str(root)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(FILE_ROOTS_ENV, None)
+        else:
+            os.environ[FILE_ROOTS_ENV] = before
 
 
 def run_job_id(bundle_job_id: str, run_id: str) -> str:
@@ -81,7 +111,7 @@ def run_job_id(bundle_job_id: str, run_id: str) -> str:
 def run_bundle(bundle: Path, agent_id: str, on_job=lambda i, n, spec, outcome: None) -> dict:
     """Run every job of ``bundle``; return the results document."""
     run_id = uuid.uuid4().hex
-    with tempfile.TemporaryDirectory(prefix="fleetbench-bundle-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fleetbench-bundle-") as tmp, _file_roots(Path(tmp).resolve()):
         manifest, jobs = read_bundle(bundle, Path(tmp))
         outcomes = []
         for i, spec in enumerate(jobs, 1):
@@ -101,12 +131,19 @@ def run_bundle(bundle: Path, agent_id: str, on_job=lambda i, n, spec, outcome: N
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="fleetbench-agent run-bundle", description=__doc__.splitlines()[0])
+    from agent.cli import OneLineParser
+
+    p = OneLineParser(prog="fleetbench-agent run-bundle", description=__doc__.splitlines()[0])
     p.add_argument("bundle", type=Path)
     p.add_argument("--out", type=Path, help="results file (default: BUNDLE with .results.json)")
     p.add_argument("--agent-id", default=os.environ.get("FLEETBENCH_AGENT_ID") or f"offline-{os.uname().nodename}")
     args = p.parse_args(argv)
     out = args.out or args.bundle.with_suffix(".results.json")
+    if not out.parent.is_dir():
+        print(f"error: --out {out}: the folder {out.parent} does not exist; create it or write elsewhere", file=sys.stderr)
+        return 2
+    # SIGTERM unwinds like Ctrl-C, so the unpacked bundle (fleetbench-bundle-* in $TMPDIR) is removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     def report(i, n, spec, outcome):
         what = f"{spec.get('model_name')} {spec.get('variant')} on {spec.get('capability')}"
@@ -122,8 +159,12 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc), encoding="utf-8")
-    os.replace(tmp, out)
+    try:
+        tmp.write_text(json.dumps(doc), encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        print(f"error: cannot write the results file {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     failed = sum(1 for o in doc["outcomes"] if not o["ok"])
     print(f"wrote {out}: {len(doc['outcomes']) - failed} result(s), {failed} failed; "
           "bring it to the controller and run `fleetbench import` on it")  # fmt: skip

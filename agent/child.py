@@ -63,7 +63,7 @@ def _zygote() -> int:
             try:
                 os.setsid()
                 die_with_parent(signal.SIGKILL)
-                fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a job's log is the lab's own
                 os.dup2(devnull, 0)
                 os.dup2(fd, 1)
                 os.dup2(fd, 2)

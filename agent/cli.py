@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import uuid
+from pathlib import Path
 
 from agent.backends import probe_all
 from protocol import JOB_TIME_LIMIT_S, VISIBILITY_TIMEOUT_S, check_broker_url, check_visibility_timeout
@@ -27,6 +28,8 @@ CONFIG_KEYS = {
     "openvino_devices": "extra OpenVINO device strings to probe, e.g. [\"HETERO:FPGA,CPU\", \"AUTO:CPU\"]",
     "token": "this agent's token for the controller's HTTP API (artifact downloads)",
     "cache_dir": "where downloaded artifacts are cached (default ~/.cache/fleetbench-agent)",
+    "file_roots": "folders file:// artifacts may be read from (same as --file-root; default: the controller's "
+    "artifact store on this machine)",
     "cache_max_mb": "bound on the artifact cache, in MiB (default 4096)",
     "state_dir": "where the outbox of unsent results lives (default ~/.local/share/fleetbench-agent)",
     "visibility_timeout_s": "seconds before the broker hands an unacknowledged job to another agent (default 7200)",
@@ -34,6 +37,18 @@ CONFIG_KEYS = {
     "delegates": "TFLite external delegates by path, e.g. {\"edgetpu\": {\"path\": \"libedgetpu.so.1\"}} "
     "(see agent/backends/delegates.py)",
 }
+
+
+#: The JSON types each config key may hold (``delegates`` is checked by its own module).
+CONFIG_TYPES = {
+    "broker": ((str,), "a string"), "agent_id": ((str,), "a string"), "controller": ((str,), "a string"),
+    "token": ((str,), "a string"), "cache_dir": ((str,), "a string"), "state_dir": ((str,), "a string"),
+    "allow_insecure_broker": ((bool,), "true or false"),
+    "capabilities": ((list,), "a list of strings"), "openvino_devices": ((list,), "a list of strings"),
+    "file_roots": ((list,), "a list of strings"),
+    "cache_max_mb": ((int, float), "a number"), "visibility_timeout_s": ((int, float), "a number"),
+    "job_time_limit_s": ((int, float), "a number"),
+}  # fmt: skip
 
 
 def load_config(path: str) -> dict:
@@ -45,11 +60,22 @@ def load_config(path: str) -> dict:
         raise SystemExit(f"error: cannot read agent config {path}: {exc.strerror}")
     except json.JSONDecodeError as exc:
         raise SystemExit(f"error: agent config {path} is not valid JSON: {exc}")
+    except UnicodeDecodeError as exc:
+        raise SystemExit(f"error: agent config {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON")
     if not isinstance(data, dict):
         raise SystemExit(f"error: agent config {path} must be a JSON object")
     unknown = sorted(set(data) - set(CONFIG_KEYS))
     if unknown:
         raise SystemExit(f"error: agent config {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(CONFIG_KEYS)}")
+    for key, value in data.items():
+        expected = CONFIG_TYPES.get(key)
+        if expected is None or value is None:
+            continue
+        ok = isinstance(value, expected[0]) and not (isinstance(value, bool) and bool not in expected[0])
+        if ok and isinstance(value, list):
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            raise SystemExit(f"error: agent config {path}: `{key}` must be {expected[1]}, not {type(value).__name__}")
     if "delegates" in data:
         from agent.backends.delegates import check_config
 
@@ -60,8 +86,16 @@ def load_config(path: str) -> dict:
     return data
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error said as one ``error:`` line (exit 2) instead of the usage text and the error."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's own hook
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="fleetbench-agent",
         description="Run a fleetbench agent on this device. "
         "`fleetbench-agent run-bundle BUNDLE` runs an offline bundle instead (no broker).",
@@ -82,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=os.environ.get("FLEETBENCH_AGENT_STATE"), help="outbox directory")
     p.add_argument("--visibility-timeout", type=float, default=None, help=f"seconds (default {VISIBILITY_TIMEOUT_S})")
     p.add_argument("--job-time-limit", type=float, default=None, help=f"seconds (default {JOB_TIME_LIMIT_S})")
+    p.add_argument("--file-root", action="append", default=[], metavar="DIR",
+                   help="read file:// artifacts only under DIR (repeatable; env FLEETBENCH_AGENT_FILE_ROOTS, "
+                   "os.pathsep-separated); default: the controller's artifact store on this machine")
     p.add_argument("--allow-insecure-broker", action="store_true",
                    help="accept a broker beyond this machine without a password (closed lab networks only)")
     p.add_argument("--loglevel", default="INFO")
@@ -89,7 +126,29 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+DEBUG_ENV = "FLEETBENCH_DEBUG"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``fleetbench-agent``: every failure is one ``error:`` line on stderr.
+
+    An exception nothing turned into a message is one line too; FLEETBENCH_DEBUG=1 shows its traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+        if os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no"):
+            raise
+        from protocol.redact import redact
+
+        text = " ".join(redact(str(exc)).split()) or "(no message)"
+        print(f"error: {type(exc).__name__}: {text}; run with {DEBUG_ENV}=1 for the traceback", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run-bundle"]:  # offline mode: no broker, no celery
         from agent.bundle import main as run_bundle_main
@@ -109,10 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         for key, env in (("token", artifacts.TOKEN_ENV), ("cache_dir", artifacts.CACHE_ENV), ("cache_max_mb", artifacts.CACHE_MAX_ENV)):
             if cfg.get(key) not in (None, ""):
                 os.environ.setdefault(env, str(cfg[key]))  # the environment wins, as flags do
+        if cfg.get("file_roots"):
+            os.environ.setdefault(artifacts.FILE_ROOTS_ENV, os.pathsep.join(cfg["file_roots"]))
         if cfg.get("delegates"):  # benchmark children inherit it
             from agent.backends.delegates import ENV
 
             os.environ[ENV] = json.dumps(cfg["delegates"])
+    if args.file_root:  # benchmark children inherit it; the flag wins over the environment and the config
+        from agent.artifacts import FILE_ROOTS_ENV
+
+        os.environ[FILE_ROOTS_ENV] = os.pathsep.join(str(Path(r).expanduser().resolve()) for r in args.file_root)
     if args.broker and not args.probe:
         insecure = check_broker_url(args.broker, args.allow_insecure_broker or bool(cfg.get("allow_insecure_broker")))
         if insecure:

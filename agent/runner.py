@@ -8,9 +8,11 @@ outcome with a clear error; the agent process carries on.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from protocol import ContractError, JobOutcome, JobSpec
+from protocol.private import create_private
 
 _STDERR_TAIL = 2000
 
@@ -83,12 +86,18 @@ class ForkServer:
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
         self._buf = b""
-        self._log = Path(tempfile.mkdtemp(prefix="fleetbench-forkserver-")) / "forkserver.log"
+        #: a private folder for the fork server's own stderr; removed by close() and at exit
+        self._dir: Path | None = None
+        atexit.register(self._remove_dir)
 
     def start(self) -> "ForkServer":
         if self.proc is None or self.proc.poll() is not None:
             self._buf = b""
-            with open(self._log, "ab") as log:
+            if self._dir is None:
+                self._dir = Path(tempfile.mkdtemp(prefix="fleetbench-forkserver-"))
+            log_path = self._dir / "forkserver.log"
+            create_private(log_path)
+            with open(log_path, "ab") as log:
                 self.proc = subprocess.Popen(
                     [sys.executable, "-m", "agent.child", "--zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                     stderr=log, env=_child_env(), start_new_session=True,
@@ -139,6 +148,12 @@ class ForkServer:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+        self._remove_dir()
+
+    def _remove_dir(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
 
 def run_job(
@@ -176,6 +191,7 @@ def run_job(
             except (EOFError, OSError):
                 forkserver.close()  # started again for the next job; this one starts cold
         if not served:
+            create_private(err_path)
             with open(err_path, "wb") as err:
                 proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=_child_env(), start_new_session=True,

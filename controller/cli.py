@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from protocol import BenchmarkSettings, ResultRecord
@@ -61,9 +62,16 @@ def _open_store(data_dir: Optional[str], db: Optional[str]):
 
 
 def _fail(message: str, code: int = 1) -> None:
+    """Print ``message`` as one ``error:`` line (passwords masked, square brackets kept as they are) and exit.
+
+    Lines after the first (the tail of a service's log) follow it indented, as context."""
     from protocol.redact import redact
 
-    err_console.print(f"[bold red]error:[/] {redact(message)}", highlight=False, soft_wrap=True)
+    first, *rest = redact(message).strip().splitlines() or [""]
+    err_console.print(f"[bold red]error:[/] {escape(first)}", highlight=False, soft_wrap=True)
+    for line in rest:
+        if line.strip():
+            err_console.print(f"  | {line}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -217,7 +225,7 @@ def demo(
             task = progress.add_task("starting", total=None)
 
             def on_step(message: str) -> None:
-                console.print(f"  · {message}", highlight=False)
+                console.print(f"  · {message}", highlight=False, markup=False)
                 progress.update(task, description=message)
 
             run = run_demo(paths, db_url, settings, rebuild=rebuild, variants=wanted, on_step=on_step)
@@ -234,7 +242,7 @@ def demo(
     console.print(conversion_table(run.convert, ArtifactStore(paths.artifacts)))
     console.print(results_table(run.records, title="Benchmark", width=console.width))
     for variant, error in run.failures:
-        err_console.print(f"[yellow]{variant} not benchmarked:[/] {error}", highlight=False)
+        err_console.print(f"[yellow]{variant} not benchmarked:[/] {escape(str(error))}", highlight=False)
     console.print(
         f"Stored {len(run.records)} record(s) in [bold]{redact_url(run.db_url)}[/] "
         f"({run.total_records} in total). See them again with `fleetbench results`, or in the browser with "
@@ -331,6 +339,11 @@ def convert(
     from controller.errors import DispatchError, ServiceError
     from controller.store import Store, StoreError
 
+    if broker:
+        from controller.dispatch import broker_url_problem
+
+        if broker_url_problem(broker):
+            _fail(broker_url_problem(broker), code=2)
     size = None
     if resize:
         try:
@@ -477,7 +490,7 @@ def artifacts_verify(data_dir: Optional[str] = DataDirOpt) -> None:
     bad = arts.verify()
     n = sum(1 for _ in arts.iter_files())
     for f, actual in bad:
-        err_console.print(f"[red]corrupt:[/] {f.path} hashes to {actual[:16]}…; delete it and convert again")
+        err_console.print(f"[red]corrupt:[/] {escape(str(f.path))} hashes to {actual[:16]}…; delete it and convert again")
     console.print(f"{n - len(bad)} of {n} artifacts intact")
     if bad:
         raise typer.Exit(1)
@@ -517,7 +530,10 @@ def fleet(
         if broker:
             from controller.dispatch import Dispatcher
 
-            d = Dispatcher(broker)
+            try:
+                d = Dispatcher(broker)
+            except DispatchError as exc:
+                _fail(str(exc), code=2)
             try:
                 live = d.record_live_agents(store)
             except DispatchError as exc:
@@ -634,7 +650,7 @@ def import_(
             _fail(str(exc))
     console.print(f"stored {report.stored} record(s); {report.already} already stored; {len(report.failed)} failed job(s)")
     for job_id, error in report.failed:
-        err_console.print(f"[yellow]job {job_id[:8]} failed on the device:[/] {error}", highlight=False)
+        err_console.print(f"[yellow]job {escape(job_id[:8])} failed on the device:[/] {escape(str(error))}", highlight=False)
 
 
 agent_app = typer.Typer(help="Run an agent on this machine (the same as `fleetbench-agent`).", no_args_is_help=True)
@@ -647,6 +663,8 @@ def agent_start(
     broker: Optional[str] = typer.Option(None, envvar="FLEETBENCH_BROKER_URL", help="Redis URL of the broker."),
     agent_id: Optional[str] = typer.Option(None, envvar="FLEETBENCH_AGENT_ID", help="Unique name of this agent."),
     capability: list[str] = typer.Option([], "--capability", help="Serve only this capability (repeatable)."),
+    file_root: list[str] = typer.Option([], "--file-root", help="Read file:// artifacts only under this folder "
+                                        "(repeatable; default: the controller's artifact store on this machine)."),  # fmt: skip
     probe: bool = typer.Option(False, "--probe", help="Print the capabilities found and exit."),
     loglevel: str = typer.Option("INFO", help="Celery log level."),
 ) -> None:
@@ -659,6 +677,8 @@ def agent_start(
             argv += [flag, value]
     for cap in capability:
         argv += ["--capability", cap]
+    for root in file_root:
+        argv += ["--file-root", root]
     if probe:
         argv.append("--probe")
     raise typer.Exit(agent_main(argv))
@@ -670,6 +690,11 @@ def worker(
     data_dir: Optional[str] = DataDirOpt,
 ) -> None:
     """Run a converter worker (conversions from the fleetbench.convert queue)."""
+    from controller.dispatch import broker_url_problem
+
+    problem = broker_url_problem(broker)
+    if problem:
+        _fail(problem, code=2)
     from controller.worker import serve
 
     serve(broker, data_dir)
@@ -699,7 +724,7 @@ def dashboard(
     try:
         readonly_engine(url).dispose()
     except DashboardError as exc:  # the pages say the same; say it here too
-        err_console.print(f"[yellow]note:[/] {exc}", highlight=False)
+        err_console.print(f"[yellow]note:[/] {escape(str(exc))}", highlight=False)
     argv = [sys.executable, "-m", "dashboard.serve", "--server.port", str(port),
             "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none", "--global.developmentMode", "false",
@@ -728,10 +753,12 @@ def results(
     if fmt not in ("table", "csv", "json"):
         _fail(f"--format must be table, csv or json; got '{fmt}'", code=2)
     if controller_url:
-        from controller.client import ApiClient
+        from controller.client import ApiClient, ApiError
 
-        client = ApiClient.from_env(controller_url)
-        data = client.get("/api/v1/results", params={"sweep": sweep, "model": model, "limit": newest})
+        try:
+            data = ApiClient.from_env(controller_url).get("/api/v1/results", params={"sweep": sweep, "model": model, "limit": newest})
+        except ApiError as exc:
+            _fail(str(exc))
         records = [ResultRecord.from_dict(r) for r in data["records"]]
         title = f"Sweep {sweep}" if sweep else f"Newest {len(records)} record(s)"
     else:
@@ -810,12 +837,73 @@ def version() -> None:
 from controller import cli_readiness, cli_sweeps  # noqa: E402,F401 - register their commands
 
 
+DEBUG_ENV = "FLEETBENCH_DEBUG"
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """The project's own error types: their message is the whole story (no traceback hint)."""
+    from controller.client import ApiError
+    from controller.errors import DataDirError, DispatchError, ServiceError
+    from protocol.bundles import BundleError
+
+    known: list[type[BaseException]] = [ApiError, DataDirError, DispatchError, ServiceError, BundleError]
+    for mod, name in (("controller.store", "StoreError"), ("controller.sweeps", "SweepError"),
+                      ("controller.convert.service", "ConvertError")):  # fmt: skip
+        module = sys.modules.get(mod)  # only if a command imported it; importing it here could fail too
+        if module is not None and hasattr(module, name):
+            known.append(getattr(module, name))
+    return tuple(known)
+
+
 def main() -> None:
+    """The ``fleetbench`` entry point: every failure is one ``error:`` line.
+
+    An exception no command turned into a message is one line too, naming what happened; with
+    FLEETBENCH_DEBUG=1 the traceback is shown instead.
+    """
     try:
-        app()
+        from typer._click import exceptions as click  # typer 0.2x carries its own click
+    except ImportError:  # pragma: no cover - a typer that uses click itself
+        from click import exceptions as click
+
+    debug = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    try:
+        code = app(standalone_mode=False)  # usage errors come here, said as one line below
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.NoArgsIsHelpError as exc:  # `fleetbench` or `fleetbench baseline` alone: the help
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "fleetbench"
+        try:
+            _fail(f"{exc.format_message()} (see `{where} --help`)", code=exc.exit_code)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
+    except click.ClickException as exc:
+        try:
+            _fail(exc.format_message(), code=exc.exit_code)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+        if debug:
+            raise
+        from controller.errors import DataDirError
+
+        if isinstance(exc, _known_errors()):  # a message of ours (later lines: a log's tail, as context)
+            message = str(exc).strip() or type(exc).__name__
+        else:  # one line, whatever the exception's text holds
+            text = " ".join(str(exc).split()) or "(no message)"
+            message = f"{type(exc).__name__}: {text}; run with {DEBUG_ENV}=1 for the traceback"
+        try:
+            _fail(message, code=2 if isinstance(exc, DataDirError) else 1)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
 
 
 if __name__ == "__main__":

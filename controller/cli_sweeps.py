@@ -190,7 +190,7 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False, resume=Non
                 dispatcher.ping()
                 runner = lambda job, on_event: dispatcher.convert(job, on_event)  # noqa: E731
             else:
-                fleet = stack.enter_context(EmbeddedFleet(paths, lambda m: console.print(f"  · {m}", highlight=False)))
+                fleet = stack.enter_context(EmbeddedFleet(paths, lambda m: console.print(f"  · {m}", highlight=False, markup=False)))
                 dispatcher = fleet.dispatcher()
                 fleet.ensure_agent()
                 runner = fleet.convert
@@ -208,7 +208,7 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False, resume=Non
                 planned = sum(store.job_counts(sweep_id).values())
                 console.print(f"sweep {spec.name}: id {sweep_id}, {planned:,} job(s)")
             for note in scheduler.errors:
-                console.print(f"  · {note}", highlight=False)
+                console.print(f"  · {note}", highlight=False, markup=False)
             if broker:
                 tick = lambda wait: scheduler.tick(sweep_id, wait_s=wait)  # noqa: E731 - a fleet's broker may come back
             else:
@@ -219,7 +219,7 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False, resume=Non
                 left = sum(n for s, n in store.job_counts(sweep_id).items() if s not in FINAL_STATES)
                 err_console.print(f"interrupted: sweep {spec.name} keeps {left:,} unfinished job(s); "
                                   f"`fleetbench sweep --resume {spec.name}` continues it, "
-                                  f"`fleetbench sweep --cancel {spec.name}` ends it", highlight=False)  # fmt: skip
+                                  f"`fleetbench sweep --cancel {spec.name}` ends it", highlight=False, markup=False)  # fmt: skip
                 raise typer.Exit(130) from None
             return counts, store.sweep_results(sweep_id), sweep_id, spec.name
         except (SweepError, ConvertError, DispatchError, ServiceError, StoreError) as exc:
@@ -229,8 +229,8 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False, resume=Non
 def _remote_sweep(controller_url, spec, text, path, detach, yes=False):
     from controller.client import ApiClient, ApiError
 
-    client = ApiClient.from_env(controller_url)
     try:
+        client = ApiClient.from_env(controller_url)
         if any(m.path for m in spec.models):
             _fail("with --controller, models are stored ones (`- id: NAME`); upload files first with "
                   "`fleetbench upload MODEL --controller URL`", code=2)  # fmt: skip
@@ -270,8 +270,8 @@ def status(
     if controller_url:
         from controller.client import ApiClient, ApiError
 
-        client = ApiClient.from_env(controller_url)
         try:
+            client = ApiClient.from_env(controller_url)
             if sweep is None:
                 _sweeps_table(client.get("/api/v1/sweeps")["sweeps"])
             else:
@@ -395,8 +395,8 @@ def upload(
     """Upload a model (and a data set) to a controller; sweeps then name it with `- id: NAME`."""
     from controller.client import ApiClient, ApiError
 
-    client = ApiClient.from_env(controller_url)
     try:
+        client = ApiClient.from_env(controller_url)
         m = client.upload("/api/v1/models", Path(model), params={"filename": Path(model).name, "name": name})
         console.print(f"model {m['name']}: id {m['model_id']} ({m['kind']}, {m['size_bytes']:,} bytes)")
         if data:
@@ -406,5 +406,7 @@ def upload(
             d = client.upload("/api/v1/datasets", Path(data), params=keep_nan)
             console.print(f"data set: {d['dataset']} ({d['samples']} samples)", soft_wrap=True)
             console.print("in a sweep spec, name it as the model's `data:`")
-    except (ApiError, OSError) as exc:
+    except ApiError as exc:
         _fail(str(exc))
+    except OSError as exc:  # reading the file to upload (the client turns network errors into ApiError)
+        _fail(f"cannot read {exc.filename or model}: {exc.strerror or exc}", code=2)

@@ -31,8 +31,14 @@ class Paths:
     def resolve(cls, data_dir: str | Path | None) -> "Paths":
         root = Path(data_dir).expanduser() if data_dir else default_data_dir()
         root = root.resolve()
-        for sub in ("artifacts", "logs", "run", "demo"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            for sub in ("artifacts", "logs", "run", "demo"):
+                (root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from controller.errors import DataDirError
+
+            raise DataDirError(f"cannot use {root} as the data directory ({exc.strerror or exc}); "
+                               "give a folder fleetbench may write with --data-dir or FLEETBENCH_HOME") from None  # fmt: skip
         return cls(root)
 
     @property

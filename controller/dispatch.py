@@ -36,8 +36,27 @@ def celery_client(broker_url: str) -> Celery:
     return app
 
 
+def broker_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a broker URL (one line, password masked), or None."""
+    from urllib.parse import urlsplit
+
+    from protocol.redact import redact
+
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as exc:
+        return f"the broker URL {redact(url)} does not parse ({exc})"
+    if scheme not in ("redis", "rediss", "unix"):
+        return (f"{redact(url)} is not a broker URL: use redis://HOST:6379/0, rediss://... or unix://PATH "
+                "(--broker / FLEETBENCH_BROKER_URL)")  # fmt: skip
+    return None
+
+
 class Dispatcher:
     def __init__(self, broker_url: str):
+        problem = broker_url_problem(broker_url)
+        if problem:
+            raise DispatchError(problem)
         self.broker_url = broker_url
         self.app = celery_client(broker_url)
         self.redis = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5)

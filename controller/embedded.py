@@ -8,6 +8,7 @@ parent (``PR_SET_PDEATHSIG``), so nothing outlives the CLI even after a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -21,6 +22,7 @@ from typing import Callable
 
 from agent.runner import die_with_parent
 from controller.errors import ServiceError
+from protocol.private import create_private
 
 
 def free_port() -> int:
@@ -31,6 +33,9 @@ def free_port() -> int:
 
 def _spawn(argv: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    create_private(log_path)  # logs hold hostnames, paths and errors: the owner's only
+    with contextlib.suppress(OSError):
+        os.chmod(log_path, 0o600)  # a log an older release made 0644
     log = open(log_path, "ab")
     try:
         return subprocess.Popen(
@@ -256,8 +261,11 @@ class LocalAgent(LocalWorker):
     what = "local agent"
 
     def __init__(self, broker_url: str, agent_id: str, log_path: Path, capabilities: tuple[str, ...] = (),
-                 extra_args: tuple[str, ...] = (), state_dir: Path | None = None):  # fmt: skip
+                 extra_args: tuple[str, ...] = (), state_dir: Path | None = None,
+                 file_roots: tuple[Path, ...] = ()):  # fmt: skip
         super().__init__(log_path)
+        #: folders the agent may read file:// artifacts from (--file-root); none: the agent's default
+        self.file_roots = tuple(file_roots)
         self.broker_url = broker_url
         self.agent_id = agent_id
         self.capabilities = capabilities
@@ -268,6 +276,8 @@ class LocalAgent(LocalWorker):
     def argv(self) -> list[str]:
         argv = [sys.executable, "-m", "agent", "--broker", self.broker_url, "--agent-id", self.agent_id,
                 "--state-dir", str(self.state_dir), *self.extra_args]  # fmt: skip
+        for root in self.file_roots:
+            argv += ["--file-root", str(root)]
         for cap in self.capabilities:
             argv += ["--capability", cap]
         return argv
@@ -338,7 +348,8 @@ class EmbeddedFleet:
         if self.agent is None:
             agent_id = local_agent_id(self.paths.root)
             self.on_step(f"starting a local agent ({agent_id})")
-            self.agent = LocalAgent(self.redis.url, agent_id, self.paths.logs / "agent.log", capabilities).start()
+            self.agent = LocalAgent(self.redis.url, agent_id, self.paths.logs / "agent.log", capabilities,
+                                    file_roots=(self.paths.artifacts,)).start()  # fmt: skip
             self.agent.wait_ready(lambda: agent_id in {a.agent_id for a in dispatcher.live_agents()})
         return self.agent
 

@@ -7,3 +7,7 @@ class ServiceError(RuntimeError):
 
 class DispatchError(RuntimeError):
     """A job could not be sent or its outcome not received; the message says what to do."""
+
+
+class DataDirError(RuntimeError):
+    """The data directory cannot be made or used; the message names it and the setting."""

@@ -134,9 +134,11 @@ def load_budgets(path: Path) -> Budgets:
     import yaml
 
     try:
-        doc = yaml.safe_load(Path(path).read_text())
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise BudgetError(f"cannot read the budgets file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise BudgetError(f"{path}: not UTF-8 text (byte {exc.start}); save the budgets file as UTF-8 YAML") from None
     except yaml.YAMLError as exc:
         raise BudgetError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     return parse_budgets(doc, str(path))

@@ -148,7 +148,7 @@ def parse_spec(text: str, base_dir: Path | None = None) -> SweepSpec:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SweepError(f"the sweep spec is not valid YAML: {exc}") from None
+        raise SweepError(f"the sweep spec is not valid YAML: {' '.join(str(exc).split())}") from None
     return spec_from_dict(raw, base_dir)
 
 

@@ -10,6 +10,7 @@ spec dicts whose artifact URIs read ``bundle:<sha256>``) and
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -36,6 +37,16 @@ def read_results(path: str | Path) -> list[JobOutcome]:
     if not isinstance(doc, dict) or doc.get("format") != RESULTS_FORMAT:
         raise BundleError(f"{path}: not a fleetbench results file")
     try:
-        return [JobOutcome.from_dict(o) for o in doc["outcomes"]]
+        outcomes = [JobOutcome.from_dict(o) for o in doc["outcomes"]]
     except (ContractError, KeyError, TypeError) as exc:
         raise BundleError(f"{path}: {exc}") from None
+    for o in outcomes:  # what the store parses: a bad time is this file's fault, said here
+        for key in ("started_at", "finished_at"):
+            value = getattr(o.record, key, None) if o.record is not None else None
+            try:
+                if value is not None:
+                    dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except (ValueError, AttributeError):
+                raise BundleError(f"{path}: JobOutcome.record.{key}: {value!r} is not an ISO 8601 time; "
+                                  "the results file was changed after the run") from None  # fmt: skip
+    return outcomes

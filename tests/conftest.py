@@ -24,6 +24,21 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_URL = os.environ.get("FLEETBENCH_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def agent_file_roots(tmp_path_factory):
+    """Agents (and their benchmark children, which inherit it) read file:// artifacts under the tests'
+    temporary folders, where the tests' artifact stores are (agent/artifacts.py refuses any other)."""
+    from agent.artifacts import FILE_ROOTS_ENV
+
+    before = os.environ.get(FILE_ROOTS_ENV)
+    os.environ[FILE_ROOTS_ENV] = str(tmp_path_factory.getbasetemp().resolve())
+    yield os.environ[FILE_ROOTS_ENV]
+    if before is None:
+        os.environ.pop(FILE_ROOTS_ENV, None)
+    else:
+        os.environ[FILE_ROOTS_ENV] = before
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     from controller.embedded import RedisServer, ServiceError

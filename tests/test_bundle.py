@@ -116,3 +116,53 @@ def test_importing_something_else_is_a_clear_error(tmp_path):
     f.write_text(json.dumps({"hello": 1}))
     with pytest.raises(BundleError, match="not a fleetbench results file"):
         read_results(f)
+
+
+def _leftovers(tmpdir: Path) -> list[str]:
+    return sorted(p.name for p in tmpdir.iterdir())
+
+
+def test_a_bundle_run_leaves_nothing_in_tmpdir(made, tmp_path):
+    """Finding 15: the unpacked bundle (fleetbench-bundle-*) and the jobs' folders go after a run."""
+    _, bundle, _, blocker = made
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = dict(os.environ, PYTHONPATH=f"{blocker}{os.pathsep}{ROOT}", TMPDIR=str(tmpdir))
+    r = subprocess.run([sys.executable, "-m", "agent", "run-bundle", str(bundle), "--out", str(tmp_path / "r.json")],
+                       capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _leftovers(tmpdir) == []
+
+
+def test_sigterm_to_run_bundle_leaves_nothing_in_tmpdir(made, tmp_path):
+    import signal
+    import time
+
+    store, _, _, blocker = made
+    from protocol import BenchmarkSettings
+
+    slow = tmp_path / "slow.fbb"  # a job that measures for a while: SIGTERM comes in the middle of it
+    create_bundle(store, ArtifactStore(made[1].parent / "artifacts"), "tiny", slow, variants=["tflite-fp32"],
+                  settings=BenchmarkSettings(min_iterations=100, min_duration_s=30.0, max_iterations=5_000_000,
+                                             timeout_s=300.0))  # fmt: skip
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = dict(os.environ, PYTHONPATH=f"{blocker}{os.pathsep}{ROOT}", TMPDIR=str(tmpdir))
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run-bundle", str(slow), "--out", str(tmp_path / "r.json")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmpdir.glob("fleetbench-job-*/spec.json")):  # the bundle is unpacked, the job started
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else "no job"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stdout.read()
+    deadline = time.monotonic() + 10  # the benchmark child dies with its parent
+    while _leftovers(tmpdir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _leftovers(tmpdir) == []
+    assert not (tmp_path / "r.json").exists()

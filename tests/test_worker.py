@@ -226,3 +226,26 @@ def test_agent_start_from_a_config_file_serves_a_delegate_through_celery(redis_u
     assert outcome.ok, outcome.error
     assert outcome.record.capability == "litert:npu" and outcome.record.agent_id == agent_id
     assert "prepare" in marker.read_text()
+
+
+def test_an_agent_leaves_nothing_in_tmpdir_and_keeps_its_log_private(redis_url, dispatcher, artifacts, tmp_path, monkeypatch):
+    """Finding 15: the fork server's folder (fleetbench-forkserver-*) goes when the agent stops on SIGTERM,
+    after a real job; the agent's log is 0600."""
+    import stat
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))  # the agent and its children inherit it
+    agent_id = f"tidy-{uuid.uuid4().hex[:6]}"
+    a = LocalAgent(redis_url, agent_id, tmp_path / "agent.log", capabilities=("litert:cpu",)).start()
+    try:
+        a.wait_ready(lambda: agent_id in dispatcher.agents_offering("litert:cpu"), timeout_s=60)
+        spec = _spec(artifacts[1])
+        result = dispatcher.app.send_task(BENCHMARK_TASK, args=[spec.to_dict()], queue=agent_queue(agent_id))
+        assert dispatcher.wait(result, spec, check=a.check_alive).ok
+        assert list(tmpdir.glob("fleetbench-forkserver-*")), "the fork server should have a folder while it runs"
+    finally:
+        a.stop()  # SIGTERM
+    assert a.proc.returncode is not None
+    assert sorted(p.name for p in tmpdir.iterdir()) == [], "left behind in TMPDIR"
+    assert stat.S_IMODE((tmp_path / "agent.log").stat().st_mode) == 0o600

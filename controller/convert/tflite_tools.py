@@ -42,7 +42,9 @@ def _model(data: bytes):
         if not model.subgraphs:
             raise ValueError("no subgraphs")
     except Exception as exc:  # noqa: BLE001 - flatbuffers raises struct/index errors on a corrupt file
-        raise TfliteError(f"not a readable TFLite flatbuffer ({type(exc).__name__}: {exc})") from None
+        # struct.error is named "error": its text alone, not a second "error:" inside the CLI's error line
+        detail = str(exc) if type(exc).__name__ == "error" else f"{type(exc).__name__}: {exc}"
+        raise TfliteError(f"not a readable TFLite flatbuffer ({detail})") from None
     return model
 
 
