@@ -189,11 +189,14 @@ def wait_conversion(
     """Wait for a ``fleetbench.convert`` task, passing each new progress event to ``on_event``."""
     seen = 0
     finished: set[str] = set()  # variants whose done/failed event was passed on
+    told = {"reference": False}
     deadline = time.monotonic() + timeout_s
 
     def forward(event: dict) -> None:
         if event.get("event") in ("done", "failed"):
             finished.add(event["variant"])
+        elif event.get("event") == "reference":
+            told["reference"] = True
         on_event(event)
 
     while True:
@@ -208,7 +211,10 @@ def wait_conversion(
             seen = max(seen, len(events))
         if state == "SUCCESS":
             out = result.get(timeout=5)
-            # the task may finish between two polls: report what the last poll missed
+            # the task may finish between two polls: report what the last poll missed, the reference outputs
+            # first (each variant's jobs take the reference known when its "done" arrives)
+            if out.get("reference") and not told["reference"]:
+                forward({"event": "reference", "artifact": out["reference"]})
             for name, v in out.get("variants", {}).items():
                 if name not in finished:
                     forward({"event": "done" if v["status"] == "converted" else "failed", "variant": name, **v})

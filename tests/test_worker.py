@@ -249,3 +249,42 @@ def test_an_agent_leaves_nothing_in_tmpdir_and_keeps_its_log_private(redis_url, 
     assert a.proc.returncode is not None
     assert sorted(p.name for p in tmpdir.iterdir()) == [], "left behind in TMPDIR"
     assert stat.S_IMODE((tmp_path / "agent.log").stat().st_mode) == 0o600
+
+
+def test_a_conversion_that_ends_between_two_polls_still_reports_its_reference_first(redis_url, tmp_path, tiny_model):
+    """A sweep's jobs take the reference outputs known when their variant's "done" arrives. A conversion that
+    finished before the controller's first poll (a loaded machine) used to report its variants without the
+    reference, and the records came back without fidelity."""
+    import numpy as np
+
+    from controller.config import Paths
+    from controller.convert import service
+    from controller.dispatch import CONVERT_QUEUE, CONVERT_TASK, wait_conversion
+    from controller.embedded import LocalConverter
+    from controller.store import Store
+
+    paths = Paths.resolve(tmp_path / "fb")
+    store = Store(paths.db_url())
+    store.migrate()
+    np.savez(tmp_path / "d.npz", x=tiny_model["x"], y=tiny_model["y"])
+    plan = service.plan(tiny_model["path"], ["openvino-fp32"], store, ArtifactStore(paths.artifacts),
+                        dataset_path=tmp_path / "d.npz", n_calibration=4)  # fmt: skip
+    assert plan.needs_reference
+    converter = LocalConverter(redis_url, paths.root, tmp_path / "converter.log").start()
+    d = Dispatcher(redis_url)
+    events = []
+    try:
+        result = d.app.send_task(CONVERT_TASK, args=[service.job_for(plan)], queue=CONVERT_QUEUE)
+        deadline = time.monotonic() + 300
+        while not result.ready():  # the controller looks only once the conversion is over
+            assert time.monotonic() < deadline and converter.alive()
+            time.sleep(0.2)
+        out = wait_conversion(d.app, result, events.append)
+    finally:
+        d.close()
+        converter.stop()
+        store.close()
+    kinds = [e["event"] for e in events]
+    assert out["reference"] and "reference" in kinds and "done" in kinds, events
+    assert kinds.index("reference") < kinds.index("done")
+    assert next(e for e in events if e["event"] == "reference")["artifact"]["sha256"] == out["reference"]["sha256"]
