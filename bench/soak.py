@@ -105,7 +105,8 @@ def main() -> int:
     store.migrate()
     d = Dispatcher(broker.url)
     sched = Scheduler(store, d, Collector(d.redis, store))
-    agents = [LocalAgent(broker.url, f"soak-{i}", work / f"agent{i}.log", ("litert:cpu",), AGENT_ARGS,
+    agent_args = (*AGENT_ARGS, "--file-root", str(work / "artifacts"))  # the artifacts are file:// URIs here
+    agents = [LocalAgent(broker.url, f"soak-{i}", work / f"agent{i}.log", ("litert:cpu",), agent_args,
                          state_dir=work / f"agent{i}-state").start() for i in range(2)]  # fmt: skip
 
     def live() -> set[str]:
@@ -210,7 +211,7 @@ def report(args, store, d, sweep_ids, figures, poisoned, sweep_walls, agents, t_
         "sweeps": len(sweep_ids),
         "jobs": len(jobs),
         "jobs done": states[DONE],
-        "jobs in other states": dict(states - Counter({DONE: states[DONE]})) or 0,
+        "jobs in other states (by error kind)": dict(Counter(f"{j.state} ({j.error_kind})" for j in jobs if j.state != DONE)) or 0,
         "jobs that needed more than one attempt": sum(1 for j in jobs if j.attempt > 1),
         "records lost": lost,
         "records stored twice": duplicated,
