@@ -69,6 +69,19 @@ class _RefusalOnOneLine(logging.Filter):
         return True
 
 
+def _reject(transport, message: dict) -> None:
+    """Take a message that failed after kombu took it on (delivered, not acknowledged) off the books, so it
+    does not hold the agent's one prefetch slot until the visibility timeout hands it back."""
+    tag = (message.get("properties") or {}).get("delivery_tag")
+    for channel in list(getattr(transport, "channels", ())):
+        try:
+            if tag in channel.qos._delivered:
+                channel.basic_reject(tag, requeue=False)
+                return
+        except Exception:  # noqa: BLE001 - best effort; the visibility timeout is the fallback
+            log.debug("could not reject message %s", tag, exc_info=True)
+
+
 def install() -> None:
     """Guard kombu's Redis transport in this process (once)."""
     import kombu.transport.redis as kredis
@@ -81,8 +94,8 @@ def install() -> None:
     def loads(s, *args, **kwargs):
         try:
             return json_loads(s, *args, **kwargs)
-        except ValueError as exc:  # JSONDecodeError
-            return _Unreadable(error=f"not JSON ({exc.__class__.__name__}: {str(exc)[:80]})")
+        except Exception as exc:  # noqa: BLE001 - JSONDecodeError; kombu's type hooks raise TypeError, deep nesting RecursionError
+            return _Unreadable(error=f"not readable JSON ({exc.__class__.__name__}: {str(exc)[:80]})")
 
     deliver = kredis.Transport._deliver
 
@@ -95,6 +108,7 @@ def install() -> None:
                 raise  # the broker itself: kombu reconnects
             except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
                 why = f"{exc.__class__.__name__}: {str(exc)[:160]}"
+                _reject(self, message)
         log.error("dropped an item on queue %s that is not a Celery task message (%s); the agent goes on. "
                   "Something other than the controller writes to this broker: check who can reach it", queue, why)  # fmt: skip
 

@@ -184,6 +184,7 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
     store.migrate()
     artifacts = ArtifactStore(paths.artifacts)
     state = _State(store, artifacts, broker_url, public_url, paths)
+    state.max_upload_bytes = max_upload_bytes
     app = FastAPI(title="fleetbench controller", version="1", description=__doc__,
                   responses={400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem},
                              408: {"model": Problem, "description": "the request body stalled"},
@@ -371,6 +372,7 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
         "GetSweep": {"operationId": "getSweep", "parameters": {"ref": by_sweep}},
         "GetSweepJobs": {"operationId": "listJobs", "parameters": {"sweep": by_sweep}},
         "GetSweepResults": {"operationId": "listResults", "parameters": {"sweep": by_sweep}},
+        "CancelSweep": {"operationId": "cancelSweep", "parameters": {"ref": by_sweep}},
     }
 
     @app.post(f"{API}/sweeps", status_code=201, operation_id="submitSweep",
@@ -420,6 +422,24 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
         return dict(sweep_id=row.sweep_id, name=row.name, state=row.state, counts=store.job_counts(row.sweep_id),
                     jobs=[_job_dict(j) for j in store.jobs(row.sweep_id)])  # fmt: skip
 
+    @app.post(f"{API}/sweeps/{{ref}}/cancel", operation_id="cancelSweep",
+              responses={404: {"model": Problem}, 409: {"model": Problem}})  # fmt: skip
+    def cancel_sweep(ref: str, role: str = Depends(user)) -> dict:
+        """End a running sweep: its unfinished jobs become cancelled (fenced on the broker, so no agent runs them)."""
+        from controller.store import StoreError
+
+        try:
+            row = store.get_sweep(ref)
+        except StoreError as exc:
+            raise _err(404, str(exc)) from None
+        if row.state != "running":
+            raise _err(409, f"sweep {row.name} ({row.sweep_id}) is {row.state} already; there is nothing to cancel")
+        if broker_url:  # fenced too, so an agent that still gets a job does not run it (best effort)
+            n = state.scheduler().cancel(row.sweep_id)
+        else:
+            n = len(store.cancel_sweep(row.sweep_id))
+        return {"sweep_id": row.sweep_id, "cancelled": n}
+
     @app.get(f"{API}/jobs", operation_id="listJobs")
     def jobs(sweep: str | None = None, state: str | None = None, role: str = Depends(user)) -> dict:
         from controller.cli_sweeps import _job_dict
@@ -464,6 +484,7 @@ class _State:
 
     def __init__(self, store, artifacts, broker_url, public_url, paths):
         self.store, self.artifacts, self.broker_url, self.public_url, self.paths = store, artifacts, broker_url, public_url, paths
+        self.max_upload_bytes = 0
         self._lock = threading.Lock()
         self._scheduler = None
         self._stop = threading.Event()
@@ -493,7 +514,8 @@ class _State:
         from controller.sweeps import prepare_models
 
         s = self.scheduler()
-        models = prepare_models(spec, self.store, self.artifacts, service.local_runner(self.artifacts), workdir=self.paths.run / "sweeps")
+        models = prepare_models(spec, self.store, self.artifacts, service.local_runner(self.artifacts), workdir=self.paths.run / "sweeps",
+                                max_model_bytes=max(self.max_upload_bytes, service.max_model_bytes()))  # what it took it takes
         return s.submit(spec, models, confirm=confirm)
 
     def start(self) -> None:

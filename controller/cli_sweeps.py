@@ -15,9 +15,9 @@ from rich.table import Table
 from controller.cli import (
     ControllerOpt, DataDirOpt, DbOpt, _fail, _open_store, _term_as_exit, app, console, err_console, results_table,
 )  # fmt: skip
-from controller.store.jobs import DEAD_LETTER, EXPIRED, FAILED, FINAL_STATES
+from controller.store.jobs import CANCELLED, DEAD_LETTER, EXPIRED, FAILED, FINAL_STATES
 
-BAD_END = (FAILED, DEAD_LETTER, EXPIRED)
+BAD_END = (FAILED, DEAD_LETTER, EXPIRED, CANCELLED)
 
 
 def _progress():
@@ -77,8 +77,10 @@ def sweep(
 
     if sum(x is not None for x in (spec_file, resume, cancel)) != 1:
         _fail("give a sweep spec file, or --resume SWEEP, or --cancel SWEEP (one of them)", code=2)
-    if (resume or cancel) and controller_url:
-        _fail("--resume and --cancel act on this controller's database; run them where the sweep was started", code=2)
+    if resume and controller_url:
+        _fail("--resume acts on this machine's database; a controller's API keeps its running sweeps going itself", code=2)
+    if cancel and controller_url:
+        return _remote_cancel(controller_url, cancel)
     if cancel:
         return _cancel(cancel, broker, data_dir, db)
     signal.signal(signal.SIGTERM, _term_as_exit)
@@ -125,14 +127,33 @@ def _cancel(ref, broker, data_dir, db) -> None:
                 dispatcher = Dispatcher(broker)
                 try:
                     dispatcher.ping()
-                    n = Scheduler(store, dispatcher, Collector(dispatcher.redis, store)).cancel(row.sweep_id)
+                    scheduler = Scheduler(store, dispatcher, Collector(dispatcher.redis, store))
+                    n = scheduler.cancel(row.sweep_id)
+                    for note in scheduler.errors:
+                        console.print(f"  · {note}", highlight=False, markup=False)
                 finally:
                     dispatcher.close()
             else:  # the embedded broker that held its messages ended with its run
                 n = len(store.cancel_sweep(row.sweep_id))
+                console.print("  · without --broker the jobs are not fenced: if this sweep ran on a fleet's broker, "
+                              "its agents may still run what they were sent (the results are kept apart, not counted)",
+                              highlight=False, markup=False)  # fmt: skip
         except (StoreError, DispatchError) as exc:
             _fail(str(exc))
     console.print(f"sweep {row.name} ({row.sweep_id}) cancelled: {n} unfinished job(s) marked cancelled")
+
+
+def _remote_cancel(controller_url, ref) -> None:
+    from controller.client import ApiClient, ApiError
+
+    from urllib.parse import quote
+
+    try:
+        out = ApiClient.from_env(controller_url).post(f"/api/v1/sweeps/{quote(ref, safe='')}/cancel", json={})
+    except ApiError as exc:
+        _fail(str(exc))
+    console.print(f"sweep {ref} ({out['sweep_id']}) cancelled on {controller_url}: "
+                  f"{out['cancelled']} unfinished job(s) marked cancelled", highlight=False, markup=False)  # fmt: skip
 
 
 def _embedded_tick(scheduler, sweep_id, fleet, name):
@@ -142,6 +163,7 @@ def _embedded_tick(scheduler, sweep_id, fleet, name):
     from controller.errors import DispatchError, ServiceError
 
     def lost() -> ServiceError:
+        scheduler.stopping = True
         code = fleet.redis.proc.returncode
         return ServiceError(f"the embedded broker (redis-server) stopped (exit code {code}; log {fleet.redis.log_path}) "
                             f"during sweep {name}. Its unfinished jobs are kept: `fleetbench sweep --resume {name}` "
@@ -169,7 +191,7 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False, resume=Non
     from controller.embedded import EmbeddedFleet
     from controller.errors import DispatchError, ServiceError
     from controller.store import StoreError
-    from controller.sweeps import Scheduler, SweepError, http_artifact_ref, prepare_models, spec_of_sweep
+    from controller.sweeps import DATA_SHA256, Scheduler, SweepError, http_artifact_ref, prepare_models, spec_of_sweep
 
     with _open_store(data_dir, db) as (paths, store), contextlib.ExitStack() as stack:
         try:
@@ -182,7 +204,7 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False, resume=Non
                 spec = spec_of_sweep(row)
             for m in spec.models:  # before starting anything
                 for what, p in (("model", m.path), ("data set", m.data)):
-                    if p and not re.fullmatch(r"[0-9a-f]{64}", str(p)) and not Path(p).exists():
+                    if p and not DATA_SHA256.fullmatch(str(p)) and not Path(p).exists():
                         _fail(f"the sweep's {what} {p} does not exist", code=2)
             if broker:
                 dispatcher = Dispatcher(broker)
@@ -196,6 +218,7 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False, resume=Non
                 runner = fleet.convert
             ref = http_artifact_ref(artifact_url) if artifact_url else (lambda r: r)
             scheduler = Scheduler(store, dispatcher, Collector(dispatcher.redis, store), artifact_ref=ref)
+            stack.callback(setattr, scheduler, "stopping", True)  # before the fleet stops: conversions it cuts stay resumable
             with console.status("reading the models…"):
                 models = prepare_models(spec, store, ArtifactStore(paths.artifacts), runner)
             if row is not None:

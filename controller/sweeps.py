@@ -30,6 +30,7 @@ import fnmatch
 import itertools
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -362,6 +363,9 @@ class Scheduler:
         self.artifact_ref = artifact_ref
         self.errors: list[str] = []
         self._threads: list[threading.Thread] = []
+        #: set when the process that runs this scheduler is going away (Ctrl-C, a lost embedded broker): a
+        #: conversion that fails then leaves its jobs converting, for `--resume`, instead of failing them
+        self.stopping = False
         collector.on_result = self._on_result
         collector.on_dead = self._on_dead
 
@@ -459,7 +463,7 @@ class Scheduler:
                 else:
                     self.store.update_job(job.job_id, state=FAILED, error_kind="conversion-failed",
                                           reason=f"{job.variant} of {job.model_name} can no longer be made from its source")  # fmt: skip
-            elif resend and job.state in (QUEUED, RUNNING):
+            elif resend and (job.state in (QUEUED, RUNNING) or (job.state == WAITING and job.sent_attempt == job.attempt > 0)):
                 self.store.update_job(job.job_id, expect_attempt=job.attempt, state=PENDING, agent_id=None,
                                       reason=f"resumed: attempt {job.attempt} is sent again (its broker is gone)")  # fmt: skip
         for m in convert.values():
@@ -468,9 +472,15 @@ class Scheduler:
 
     def cancel(self, sweep_id: str) -> int:
         """End a sweep: its unfinished jobs become cancelled, and an agent that still gets one does not run it."""
+        import redis
+
         ids = self.store.cancel_sweep(sweep_id)
-        for job_id in ids:
-            self._fence(job_id, 0)
+        try:
+            for job_id in ids:
+                self._fence(job_id, 0)
+        except redis.exceptions.RedisError as exc:  # cancelled in the store all the same; a late result is not counted
+            self.errors.append(f"the broker is unreachable ({type(exc).__name__}): {len(ids)} cancelled job(s) not fenced; "
+                               "an agent that still gets one runs it, and its result is kept apart")  # fmt: skip
         return len(ids)
 
     def _template(self, m: ModelVariants, variant: str, cap: str, settings: BenchmarkSettings, job_id: str = "") -> dict:
@@ -500,10 +510,19 @@ class Scheduler:
                 self._fail_converting(sweep_id, m, e["variant"], f"conversion failed: {e.get('error')}")
 
         def run() -> None:
+            from controller.errors import DispatchError, ServiceError
+
             try:
                 m.convert(on_event)
+            except (DispatchError, ServiceError) as exc:  # the converter or its broker went away, not the model
+                self.errors.append(f"conversion of {m.name} stopped: {str(exc).splitlines()[0]}")
+                time.sleep(1.0)  # the tick that notices a lost broker sets `stopping` within its wait
+                if self.stopping:
+                    return  # its jobs stay converting; `fleetbench sweep --resume` converts them again
             except Exception as exc:  # noqa: BLE001 - every waiting job learns why
                 self.errors.append(f"conversion of {m.name} failed: {exc}")
+            if self.stopping:
+                return
             for variant in set(m.converting) - set(m.ready):
                 self._fail_converting(sweep_id, m, variant, "the conversion ended without this variant")
 
@@ -561,7 +580,7 @@ class Scheduler:
             self.collector.drain(block_s=wait_s)  # after sending: wake as soon as an outcome arrives
         counts = self.store.job_counts(sweep_id)
         if not any(counts.get(s) for s in (PENDING, CONVERTING, QUEUED, RUNNING, WAITING)) and sweep.state == "running":
-            self.store.set_sweep_state(sweep_id, "done")
+            self.store.set_sweep_state(sweep_id, "done", only_from="running")  # not over a cancel made meanwhile
         return counts
 
     def _wait(self, job: JobRow, reason: str, expire_s: float) -> None:
@@ -649,7 +668,8 @@ def _materialize(artifacts, sha256: str, filename: str, tmp: Path) -> Path | Non
     return out
 
 
-def prepare_models(spec: SweepSpec, store: Store, artifacts, convert_runner, workdir: Path | None = None) -> list[ModelVariants]:
+def prepare_models(spec: SweepSpec, store: Store, artifacts, convert_runner, workdir: Path | None = None,
+                   max_model_bytes: int | None = None) -> list[ModelVariants]:  # fmt: skip
     """Each spec model's variants: cached ones ready now, the rest converted by ``convert_runner``.
 
     ``path:`` entries are model files; ``id:`` entries are stored models (uploaded or converted before),
@@ -663,10 +683,12 @@ def prepare_models(spec: SweepSpec, store: Store, artifacts, convert_runner, wor
     # Stored files are copied here for planning only: planning puts them in the artifact store,
     # and conversions read them from there.
     with tempfile.TemporaryDirectory(prefix="fleetbench-sweep-", dir=workdir) as tmp:
-        return [_prepare_model(entry, spec, store, artifacts, convert_runner, Path(tmp)) for entry in spec.models]
+        return [_prepare_model(entry, spec, store, artifacts, convert_runner, Path(tmp), max_model_bytes)
+                for entry in spec.models]  # fmt: skip
 
 
-def _prepare_model(entry: ModelEntry, spec: SweepSpec, store: Store, artifacts, convert_runner, tmp: Path) -> ModelVariants:
+def _prepare_model(entry: ModelEntry, spec: SweepSpec, store: Store, artifacts, convert_runner, tmp: Path,
+                   max_model_bytes: int | None = None) -> ModelVariants:  # fmt: skip
     from controller.convert import service
 
     path, name = entry.path, entry.name
@@ -683,7 +705,7 @@ def _prepare_model(entry: ModelEntry, spec: SweepSpec, store: Store, artifacts, 
             raise SweepError(f"data set {DATA_SHA256.fullmatch(entry.data).group(1)[:12]}…: not in the artifact store; upload it first")
     plan = service.plan(path, spec.variants, store, artifacts, dataset_path=data, preprocessing=entry.preprocessing, seed=entry.seed,
                         n_calibration=entry.calibration_size, input_shape=entry.input_shape, name=name,
-                        allow_nan=entry.allow_nan)  # fmt: skip
+                        allow_nan=entry.allow_nan, max_bytes=max_model_bytes)  # fmt: skip
     if plan.needs_reference:  # variants cached on another data set (or none): the outputs on this one first
         import dataclasses
 

@@ -257,3 +257,51 @@ def test_an_npz_compression_bomb_is_refused_before_it_is_inflated(api, tmp_path)
     assert not any(Paths.resolve(tmp_path / "fb").artifacts.glob("*/*"))  # nothing stored
     strings = api.post("/api/v1/datasets", content=_npz(x=np.array(["a", "b"])), headers=_h(USER))
     assert strings.status_code == 422 and "are numbers" in strings.json()["detail"]
+
+
+def test_a_sweep_is_cancelled_over_http_and_from_the_cli(clean_redis_url, tmp_path, tiny_model):
+    """Issue 14: `POST /sweeps/{ref}/cancel` (and `fleetbench sweep --cancel NAME --controller URL`) ends a sweep:
+    its jobs, waiting for a device nobody has, become cancelled; again is a 409; an unknown sweep a 404."""
+    paths = Paths.resolve(tmp_path / "fb")
+    paths.run.mkdir(parents=True, exist_ok=True)
+    app = create_app(paths, paths.db_url(), clean_redis_url, Tokens({USER}, {AGENT}), run_scheduler=False)
+    with TestClient(app) as api:
+        m = api.post("/api/v1/models", params={"filename": "tiny.tflite"}, content=tiny_model["path"].read_bytes(),
+                     headers=_h(USER)).json()  # fmt: skip
+        spec = {"name": "to-cancel", "models": [{"id": m["model_id"]}], "variants": ["tflite-fp32"],
+                "devices": ["litert:cpu"], "settings": {"threads": [1, 2]}}  # fmt: skip
+        sweep_id = api.post("/api/v1/sweeps", json={"spec": spec}, headers=_h(USER)).json()["sweep_id"]
+        r = api.post(f"/api/v1/sweeps/{sweep_id}/cancel", headers=_h(USER))
+        assert r.status_code == 200 and r.json() == {"sweep_id": sweep_id, "cancelled": 2}, r.text
+        got = api.get(f"/api/v1/sweeps/{sweep_id}", headers=_h(USER)).json()
+        assert got["state"] == "cancelled" and got["counts"] == {"cancelled": 2}
+        again = api.post("/api/v1/sweeps/to-cancel/cancel", headers=_h(USER))
+        assert again.status_code == 409 and "cancelled already" in again.json()["detail"]
+        assert api.post("/api/v1/sweeps/nope/cancel", headers=_h(USER)).status_code == 404
+        assert api.post(f"/api/v1/sweeps/{sweep_id}/cancel").status_code == 401
+        import redis as redis_mod
+
+        from protocol import FENCE_PREFIX
+
+        r = redis_mod.Redis.from_url(clean_redis_url)
+        jobs = api.get(f"/api/v1/sweeps/{sweep_id}", headers=_h(USER)).json()["jobs"]
+        assert all(r.get(FENCE_PREFIX + j["job_id"]) == b"0" for j in jobs)  # fenced: no agent runs them
+        second = api.post("/api/v1/sweeps", json={"spec": dict(spec, name="cli-cancel")}, headers=_h(USER)).json()["sweep_id"]
+
+    from controller.embedded import free_port
+
+    port = free_port()
+    env = dict(os.environ, FLEETBENCH_API_TOKENS=USER, FLEETBENCH_AGENT_TOKENS=AGENT, FLEETBENCH_TOKEN=USER)
+    server = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--port", str(port), "--broker", clean_redis_url,
+                               "--data-dir", str(paths.root)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_http(f"{url}/api/v1/health", server)
+        cli = [sys.executable, "-m", "controller.cli", "sweep", "--cancel", "cli-cancel", "--controller", url]
+        out = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and f"({second}) cancelled on {url}: 2 unfinished job(s)" in " ".join(out.stdout.split()), out
+        twice = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
+        assert twice.returncode != 0 and "cancelled already" in twice.stderr and "Traceback" not in twice.stderr, twice
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -244,7 +244,8 @@ def test_items_on_a_queue_that_are_not_task_messages_do_not_stop_the_agent(clean
         queue = agent_queue(agent.agent_id)
         junk = [b"{not json \xff", b"5", b"[1, 2]", b"{}", b'{"properties": 5}',
                 b'{"body": "!!not base64", "properties": {"delivery_tag": "t1", "body_encoding": "base64"}}',
-                b'{"body": "", "headers": 7, "properties": {"delivery_tag": "t2"}}']  # fmt: skip
+                b'{"body": "", "headers": 7, "properties": {"delivery_tag": "t2"}}',
+                b'{"__type__": "datetime", "__value__": 5}', b"[" * 200_000]  # kombu's decoder: TypeError, RecursionError  # fmt: skip
         d.redis.lpush(queue, *junk)
         bad_args = [d.app.send_task(BENCHMARK_TASK, args=args, queue=queue, task_id=f"bad-{i}.1")
                     for i, args in enumerate(([], [5], [{"job_id": "j", "settings": "x", "artifact": 5}], [{}, 2]))]  # fmt: skip

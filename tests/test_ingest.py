@@ -144,3 +144,35 @@ def test_a_cancelled_sweep_keeps_what_finished_and_takes_no_late_result(store, g
     store.add_sweep(SweepRow(sweep_id="s2", name="nightly", spec={}, state="running", created_at=now()), [], supersede=True)
     assert store.get_sweep("s1").state == "cancelled"
     assert store.cancel_sweep("s1") == []  # twice: nothing left
+
+
+def test_a_sweep_finished_by_a_tick_after_a_cancel_stays_cancelled(store):
+    """A tick that read the sweep as running before a cancel landed does not write `done` over it."""
+    _sweep(store, n_jobs=1)
+    store.cancel_sweep("s1")
+    store.set_sweep_state("s1", "done", only_from="running")
+    assert store.get_sweep("s1").state == "cancelled"
+
+
+def test_resume_sends_again_what_the_lost_broker_held(store, clean_redis_url):
+    """`sweep --resume` on the embedded fleet: queued, running, and sent-then-waiting jobs go back to pending
+    (the fresh broker holds none of their messages); done ones and never-sent waiting ones are left as they are."""
+    from controller.collector import Collector
+    from controller.dispatch import Dispatcher
+    from controller.sweeps import Scheduler
+
+    jobs = _sweep(store, n_jobs=5)
+    store.update_job("job-0", state="running", agent_id="a1", sent_attempt=1)
+    store.update_job("job-1", sent_attempt=1)  # queued
+    store.update_job("job-2", state="waiting-for-device", sent_attempt=1)  # sent, then its agent's heartbeat lapsed
+    store.update_job("job-3", state="waiting-for-device", attempt=0, sent_attempt=0)  # never sent
+    store.update_job("job-4", state="done")
+    d = Dispatcher(clean_redis_url)
+    try:
+        unfinished = Scheduler(store, d, Collector(d.redis, store)).resume("s1", [], resend=True)
+    finally:
+        d.close()
+    assert unfinished == 4 and len(jobs) == 5
+    states = {j.job_id: j.state for j in store.jobs("s1")}
+    assert states == {"job-0": "pending", "job-1": "pending", "job-2": "pending", "job-3": "waiting-for-device", "job-4": "done"}
+    assert all("resumed" in j.reason for j in store.jobs("s1") if j.state == "pending")

@@ -124,13 +124,14 @@ def plan(
     input_shape: tuple[int, ...] | None = None,
     name: str | None = None,
     allow_nan: bool | None = None,
+    max_bytes: int | None = None,
 ) -> Plan:
     given = input_shape  # the shape the user gave, not one a data set implies
     try:
         source = identify(source_path)
     except SourceError as exc:
         raise ConvertError(str(exc)) from None
-    _check_size(source)
+    _check_size(source, max_bytes)
     payload, filename = source.payload()
     # a corrupt file is refused before anything is stored
     source_variant, evidence, static_source = _source_facts(source, payload)
@@ -204,8 +205,9 @@ def max_model_bytes() -> int:
     return int(mb * 2**20)
 
 
-def _check_size(source: Source) -> None:
-    """Refuse a source over :func:`max_model_bytes` before reading it (sizes as the file system reports them)."""
+def _check_size(source: Source, limit: int | None = None) -> None:
+    """Refuse a source over ``limit`` (default :func:`max_model_bytes`) before reading it (sizes as the file
+    system reports them)."""
     p = source.path
     if p.is_dir():
         size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
@@ -213,7 +215,7 @@ def _check_size(source: Source) -> None:
         size = p.stat().st_size
         if source.kind == OPENVINO_IR and p.with_suffix(".bin").is_file():
             size += p.with_suffix(".bin").stat().st_size
-    limit = max_model_bytes()
+    limit = limit or max_model_bytes()
     if size > limit:
         raise ConvertError(f"{p}: {size / 2**20:,.1f} MiB, over the limit of {limit / 2**20:,.0f} MiB for a model; "
                            "if it is meant to be this big, raise FLEETBENCH_MAX_MODEL_MB")  # fmt: skip

@@ -122,9 +122,12 @@ class JobsMixin:
             return self.get_sweep(row.sweep_id)
         return self.get_sweep(ref)
 
-    def set_sweep_state(self, sweep_id: str, state: str) -> None:
+    def set_sweep_state(self, sweep_id: str, state: str, *, only_from: str | None = None) -> None:
+        """Set a sweep's state (with ``only_from``, only if it is in that state now)."""
         with self._session() as session, session.begin():
-            row = session.get(SweepRow, sweep_id)
+            row = session.get(SweepRow, sweep_id, with_for_update=True)
+            if only_from is not None and row.state != only_from:
+                return
             row.state = state
             row.finished_at = now() if state == "done" else None
 
