@@ -154,7 +154,7 @@ def test_a_sweep_finished_by_a_tick_after_a_cancel_stays_cancelled(store):
     assert store.get_sweep("s1").state == "cancelled"
 
 
-def test_resume_sends_again_what_the_lost_broker_held(store, clean_redis_url):
+def test_resume_sends_again_what_the_lost_broker_held(store, redis_url):
     """`sweep --resume` on the embedded fleet: queued, running, and sent-then-waiting jobs go back to pending
     (the fresh broker holds none of their messages); done ones and never-sent waiting ones are left as they are."""
     from controller.collector import Collector
@@ -167,7 +167,7 @@ def test_resume_sends_again_what_the_lost_broker_held(store, clean_redis_url):
     store.update_job("job-2", state="waiting-for-device", sent_attempt=1)  # sent, then its agent's heartbeat lapsed
     store.update_job("job-3", state="waiting-for-device", attempt=0, sent_attempt=0)  # never sent
     store.update_job("job-4", state="done")
-    d = Dispatcher(clean_redis_url)
+    d = Dispatcher(redis_url)  # resume sends nothing itself
     try:
         unfinished = Scheduler(store, d, Collector(d.redis, store)).resume("s1", [], resend=True)
     finally:
