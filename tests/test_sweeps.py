@@ -226,19 +226,17 @@ def _redis_of(data) -> int:
     raise AssertionError("the embedded redis-server did not start")
 
 
-@pytest.mark.slow
-def test_a_lost_embedded_broker_ends_the_sweep_in_one_line_and_resume_finishes_it(tmp_path, tiny_model):
-    """Issue 14, finding 8: kill -9 the embedded broker mid-sweep: one error line naming --resume, the sweep kept
-    running; `sweep --resume` sends what was lost again and ends with every job done and one record each."""
-    import signal
+def _sweep_until_one_is_done(tmp_path, tiny_model, name: str, durations: list[float]):
+    """Start `fleetbench sweep` of one job per ``durations`` entry on the embedded fleet, and return once its first
+    job is done: (the CLI process, the store, the embedded redis-server's pid, the data dir, the env, the CLI argv)."""
     import time
 
     from controller.store import Store
 
     (tmp_path / "tiny.tflite").write_bytes(tiny_model["path"].read_bytes())
     spec = tmp_path / "s.yaml"
-    spec.write_text("name: lose\nmodels: [{path: tiny.tflite}]\nvariants: [tflite-fp32]\ndevices: ['litert:cpu']\n"
-                    "settings: {min_iterations: 50, min_duration_s: [0.6, 0.7, 0.8, 0.9, 1.0, 1.1]}\n")  # fmt: skip
+    spec.write_text(f"name: {name}\nmodels: [{{path: tiny.tflite}}]\nvariants: [tflite-fp32]\ndevices: ['litert:cpu']\n"
+                    f"settings: {{min_iterations: 50, min_duration_s: {durations}}}\n")  # fmt: skip
     data = tmp_path / "fb"
     env = dict(os.environ, FLEETBENCH_DISABLE_GPU_PROBE="1", PYTHONUNBUFFERED="1")
     cli = [sys.executable, "-m", "controller.cli"]
@@ -248,11 +246,22 @@ def test_a_lost_embedded_broker_ends_the_sweep_in_one_line_and_resume_finishes_i
         pid = _redis_of(data)
         store = Store(f"sqlite:///{data / 'fleetbench.db'}")
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # kill it once the first job is done, with the rest to go
-            sweeps = store.sweeps()
-            if sweeps and store.job_counts(sweeps[0].sweep_id).get("done", 0) >= 1:
-                break
+        while time.monotonic() < deadline and not (store.sweeps() and store.job_counts(store.sweeps()[0].sweep_id).get("done")):
             time.sleep(0.2)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, store, pid, data, env, cli
+
+
+@pytest.mark.slow
+def test_a_lost_embedded_broker_ends_the_sweep_in_one_line_and_resume_finishes_it(tmp_path, tiny_model):
+    """Issue 14, finding 8: kill -9 the embedded broker mid-sweep: one error line naming --resume, the sweep kept
+    running; `sweep --resume` sends what was lost again and ends with every job done and one record each."""
+    import signal
+
+    proc, store, pid, data, env, cli = _sweep_until_one_is_done(tmp_path, tiny_model, "lose", [0.6, 0.7, 0.8, 0.9, 1.0, 1.1])
+    try:  # kill it once the first job is done, with the rest to go
         os.kill(pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -283,25 +292,10 @@ def test_a_lost_embedded_broker_ends_the_sweep_in_one_line_and_resume_finishes_i
 def test_an_interrupted_sweep_says_how_to_go_on_and_cancel_ends_it(tmp_path, tiny_model):
     """Issue 14, finding 11: Ctrl-C leaves a sweep resumable and says so; `sweep --cancel` marks its jobs cancelled."""
     import signal
-    import time
 
-    from controller.store import Store
-
-    (tmp_path / "tiny.tflite").write_bytes(tiny_model["path"].read_bytes())
-    spec = tmp_path / "s.yaml"
-    spec.write_text("name: stop-me\nmodels: [{path: tiny.tflite}]\nvariants: [tflite-fp32]\ndevices: ['litert:cpu']\n"
-                    "settings: {min_iterations: 50, min_duration_s: [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7]}\n")  # fmt: skip
-    data = tmp_path / "fb"
-    env = dict(os.environ, FLEETBENCH_DISABLE_GPU_PROBE="1", PYTHONUNBUFFERED="1")
-    cli = [sys.executable, "-m", "controller.cli"]
-    proc = subprocess.Popen(cli + ["sweep", str(spec), "--data-dir", str(data)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc, store, _, data, env, cli = _sweep_until_one_is_done(tmp_path, tiny_model, "stop-me",
+                                                              [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7])  # fmt: skip
     try:
-        _redis_of(data)
-        store = Store(f"sqlite:///{data / 'fleetbench.db'}")
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not (store.sweeps() and store.job_counts(store.sweeps()[0].sweep_id).get("done")):
-            time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
