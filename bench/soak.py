@@ -109,6 +109,10 @@ def main() -> int:
     agents = [LocalAgent(broker.url, f"soak-{i}", work / f"agent{i}.log", ("litert:cpu",), agent_args,
                          state_dir=work / f"agent{i}-state").start() for i in range(2)]  # fmt: skip
 
+    def restarted(a: LocalAgent) -> LocalAgent:
+        """The same agent again (id, log, outbox), as a device that lost power and came back."""
+        return LocalAgent(broker.url, a.agent_id, a.log_path, a.capabilities, a.extra_args, state_dir=a.state_dir).start()
+
     def live() -> set[str]:
         return {a.agent_id for a in d.live_agents()}
 
@@ -151,9 +155,7 @@ def main() -> int:
                     print(f"[{(now - t_start) / 60:5.1f} min] killed {agents[i].agent_id} (kill -9)", flush=True)
                 for i, back_at in list(down.items()):
                     if now >= back_at:
-                        a = agents[i]
-                        agents[i] = LocalAgent(broker.url, a.agent_id, a.log_path, a.capabilities, a.extra_args,
-                                               state_dir=a.state_dir).start()  # fmt: skip
+                        agents[i] = restarted(agents[i])
                         del down[i]
                 for i, a in enumerate(agents):
                     if i not in down and not a.alive():
@@ -172,9 +174,8 @@ def main() -> int:
             print(f"[{elapsed:5.1f}/{args.minutes:g} min] sweep {spec.name}: {n_jobs} job(s) in {sweep_walls[-1]:.1f} s; "
                   f"{figures['jobs']} jobs, {sum(poisoned.values())} poison, {figures['agent kills']} kill(s) so far", flush=True)  # fmt: skip
         # let the last outboxes drain into the store
-        for i, back_at in list(down.items()):
-            a = agents[i]
-            agents[i] = LocalAgent(broker.url, a.agent_id, a.log_path, a.capabilities, a.extra_args, state_dir=a.state_dir).start()
+        for i in list(down):
+            agents[i] = restarted(agents[i])
         for _ in range(20):
             sched.collector.drain(block_s=0.5)
         return report(args, store, d, sweep_ids, figures, poisoned, sweep_walls, agents, t_start)
