@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlparse
 
 from agent.errors import JobError
 from protocol import ArtifactRef
+from protocol.errors import ErrorKind
 from protocol.hashing import sha256_file
 
 CACHE_ENV = "FLEETBENCH_AGENT_CACHE"
@@ -92,7 +93,7 @@ class ArtifactCache:
                 # said before the file is touched: whether it exists, its size or hash stay unknown to the job
                 where = ", ".join(str(r) for r in self.file_roots) or "none"
                 raise JobError(
-                    "bad-artifact",
+                    ErrorKind.BAD_ARTIFACT,
                     f"artifact {_name(ref)}: {ref.uri} is outside this agent's file roots ({where}); it was not read. "
                     f"Add its folder with --file-root (env {FILE_ROOTS_ENV}, agent config `file_roots`) "
                     "or let agents fetch artifacts over HTTP (--artifact-url)",
@@ -100,7 +101,7 @@ class ArtifactCache:
             return _verified_in_place(ref, path)
         if parsed.scheme not in ("http", "https"):
             raise JobError(
-                "bad-artifact",
+                ErrorKind.BAD_ARTIFACT,
                 f"artifact {_name(ref)} has URI scheme '{parsed.scheme}'; this agent fetches file://, http:// and https://",
             )
         cached = self.root / ref.sha256
@@ -116,7 +117,7 @@ class ArtifactCache:
                 return cached
             cached.unlink(missing_ok=True)
         raise JobError(
-            "bad-artifact",
+            ErrorKind.BAD_ARTIFACT,
             f"artifact {_name(ref)} from {_redact(ref.uri)} has sha256 {actual[:12]}…, the job expects "
             f"{ref.sha256[:12]}…, in {FETCH_ATTEMPTS} downloads; it was not run. The controller's copy is damaged: "
             "run `fleetbench artifacts verify` there, and convert again",
@@ -141,12 +142,12 @@ class ArtifactCache:
                 403: f"the controller refused this agent's token: check {TOKEN_ENV} (agent config `token`)",
                 404: "the controller no longer has it: convert the model again",
             }.get(exc.code, "try again later")
-            raise JobError("bad-artifact", f"could not fetch artifact {_name(ref)} from {_redact(ref.uri)}: HTTP {exc.code}; {hint}") from None
+            raise JobError(ErrorKind.BAD_ARTIFACT, f"could not fetch artifact {_name(ref)} from {_redact(ref.uri)}: HTTP {exc.code}; {hint}") from None
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             tmp.unlink(missing_ok=True)
             reason = getattr(exc, "reason", exc)
             raise JobError(
-                "fetch-failed",
+                ErrorKind.FETCH_FAILED,
                 f"could not fetch artifact {_name(ref)} from {_redact(ref.uri)}: {reason}; "
                 "check that the controller is up and reachable from this device",
             ) from None
@@ -176,14 +177,14 @@ def _redact(uri: str) -> str:
 def _verified_in_place(ref: ArtifactRef, path: Path) -> Path:
     if not path.is_file():
         raise JobError(
-            "bad-artifact",
+            ErrorKind.BAD_ARTIFACT,
             f"artifact {_name(ref)} is missing at {path}; "
             "the controller's artifact store was moved or cleaned: run the conversion again",
         )
     actual = sha256_file(path)
     if actual != ref.sha256:
         raise JobError(
-            "bad-artifact",
+            ErrorKind.BAD_ARTIFACT,
             f"artifact {path} has sha256 {actual[:12]}…, the job expects {ref.sha256[:12]}…; "
             "the file was changed or corrupted after conversion, so it was not run. "
             "Run the conversion again (or `fleetbench demo --rebuild` for the demo)",

@@ -17,9 +17,10 @@ from agent.artifacts import local_path
 from agent.errors import JobError
 from agent.host import host_facts
 from agent.measure import measure_latency, measure_throughput, timed
+from protocol import Fidelity, JobSpec, LatencyStats, ResultRecord, TaskAccuracy, Throughput, Validity, utc_now
 from protocol import accuracy as accuracy_mod
 from protocol import fidelity as fidelity_mod
-from protocol import Fidelity, JobSpec, LatencyStats, ResultRecord, TaskAccuracy, Throughput, Validity, utc_now
+from protocol.errors import ErrorKind
 from protocol.npz import load_npz
 from protocol.stats import summarize_ns
 
@@ -32,18 +33,18 @@ def _load_dataset(spec: JobSpec) -> tuple[np.ndarray, np.ndarray | None, str | N
     try:
         with load_npz(path) as data:
             if "x" not in data:
-                raise JobError("bad-dataset", f"dataset {path} has no array 'x' (inputs)")
+                raise JobError(ErrorKind.BAD_DATASET, f"dataset {path} has no array 'x' (inputs)")
             x = data["x"]
             y = data["y"] if "y" in data else None
             task = str(data["task"]) if "task" in data else None
     except JobError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise JobError("bad-dataset", f"dataset {path} is not a readable .npz: {exc}") from None
+        raise JobError(ErrorKind.BAD_DATASET, f"dataset {path} is not a readable .npz: {exc}") from None
     if y is not None and len(y) != len(x):
-        raise JobError("bad-dataset", f"dataset {path}: {len(x)} inputs but {len(y)} labels")
+        raise JobError(ErrorKind.BAD_DATASET, f"dataset {path}: {len(x)} inputs but {len(y)} labels")
     if len(x) == 0:
-        raise JobError("bad-dataset", f"dataset {path} is empty")
+        raise JobError(ErrorKind.BAD_DATASET, f"dataset {path} is empty")
     return x, y, task
 
 
@@ -81,10 +82,10 @@ def _load_reference(spec: JobSpec, n: int) -> tuple[list[str], list[np.ndarray]]
             else:
                 names, refs = [""], [data["outputs"]]
     except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise JobError("bad-dataset", f"reference outputs {path} are not readable: {exc}") from None
+        raise JobError(ErrorKind.BAD_DATASET, f"reference outputs {path} are not readable: {exc}") from None
     for ref in refs:
         if len(ref) != n:
-            raise JobError("bad-dataset", f"reference outputs have {len(ref)} rows but the data set has {n} samples")
+            raise JobError(ErrorKind.BAD_DATASET, f"reference outputs have {len(ref)} rows but the data set has {n} samples")
     return names, [ref.reshape(n, -1).astype(np.float64) for ref in refs]
 
 
@@ -94,7 +95,7 @@ def _evaluate(backend, x: np.ndarray, y: np.ndarray | None, task: str | None,
     one sample at a time."""
     batch = backend.input_specs()[0].shape[0] if backend.input_specs()[0].shape else 1
     if batch != 1:
-        raise JobError("bad-dataset", f"accuracy needs a batch-1 model input, got batch {batch}")
+        raise JobError(ErrorKind.BAD_DATASET, f"accuracy needs a batch-1 model input, got batch {batch}")
     per_output: list[list[np.ndarray]] = []
     for i in range(len(x)):
         backend.prepare([x[i : i + 1]])
@@ -113,7 +114,7 @@ def _evaluate(backend, x: np.ndarray, y: np.ndarray | None, task: str | None,
         try:
             accuracy = accuracy_mod.evaluate(task or accuracy_mod.infer_task(y), shaped, y, out_names)
         except accuracy_mod.AccuracyError as exc:
-            raise JobError("bad-dataset", f"the data set's labels do not fit the model: {exc}") from None
+            raise JobError(ErrorKind.BAD_DATASET, f"the data set's labels do not fit the model: {exc}") from None
     fidelity = None
     if reference is not None:
         ref_names, refs = reference
@@ -125,7 +126,7 @@ def _evaluate(backend, x: np.ndarray, y: np.ndarray | None, task: str | None,
             n_classes = int(y.max()) + 1 if labels and len(y) else None
             fidelity = fidelity_mod.compare([outs[j] for j in order], refs, ref_names, n_classes)
         except ValueError as exc:
-            raise JobError("bad-dataset", f"the fp32 reference does not fit this variant: {exc}") from None
+            raise JobError(ErrorKind.BAD_DATASET, f"the fp32 reference does not fit this variant: {exc}") from None
     return accuracy, fidelity
 
 
@@ -142,14 +143,14 @@ def _peak_rss_bytes() -> int:
 def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
     problems = spec.settings.problems()
     if problems:
-        raise JobError("bad-spec", "invalid benchmark settings: " + "; ".join(problems))
+        raise JobError(ErrorKind.BAD_SPEC, "invalid benchmark settings: " + "; ".join(problems))
     runtime, sep, device = spec.capability.partition(":")
     if not sep or not device:
-        raise JobError("bad-spec", f"capability '{spec.capability}' is not of the form <runtime>:<device>")
+        raise JobError(ErrorKind.BAD_SPEC, f"capability '{spec.capability}' is not of the form <runtime>:<device>")
     try:
         backend = backends.create(runtime)
     except backends.Unavailable as exc:
-        raise JobError("unsupported-device", str(exc)) from None
+        raise JobError(ErrorKind.UNSUPPORTED_DEVICE, str(exc)) from None
 
     started_at = utc_now()
     model_path = local_path(spec.artifact)
@@ -165,7 +166,7 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
     try:
         m = measure_latency(backend.run, spec.settings, runtime_latency_ns=getattr(backend, "runtime_latency_ns", None))
     except Exception as exc:  # a runtime error during invoke is the model's fault, not the agent's
-        raise JobError("inference-failed", f"inference failed on {spec.capability}: {exc}") from None
+        raise JobError(ErrorKind.INFERENCE_FAILED, f"inference failed on {spec.capability}: {exc}") from None
 
     throughput = None
     n = spec.settings.throughput_requests

@@ -19,7 +19,6 @@ Needs only numpy and a runtime: no celery, no broker, no controller.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -131,7 +130,7 @@ def run_bundle(bundle: Path, agent_id: str, on_job=lambda i, n, spec, outcome: N
 
 
 def main(argv: list[str]) -> int:
-    from agent.cli import OneLineParser
+    from agent.oneline import OneLineParser
 
     p = OneLineParser(prog="fleetbench-agent run-bundle", description=__doc__.splitlines()[0])
     p.add_argument("bundle", type=Path)

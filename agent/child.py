@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 
 from protocol import ContractError, JobOutcome, JobSpec
+from protocol.errors import ErrorKind
 
 
 def _write(path: Path, outcome: JobOutcome) -> None:
@@ -50,7 +51,7 @@ def _zygote() -> int:
     """Fork one child per job line on stdin; report its pid, then how it ended, as JSON lines on stdout."""
     import signal
 
-    from agent.runner import die_with_parent
+    from protocol.proc import die_with_parent
 
     _preload()
     replies = os.fdopen(os.dup(1), "w", buffering=1)
@@ -91,7 +92,7 @@ def main(argv: list[str]) -> int:
     try:
         spec = JobSpec.from_json(raw)
     except ContractError as exc:
-        _write(out_path, JobOutcome(job_id="?", attempt=0, ok=False, error=str(exc), error_kind="bad-spec", agent_id=agent_id))
+        _write(out_path, JobOutcome(job_id="?", attempt=0, ok=False, error=str(exc), error_kind=ErrorKind.BAD_SPEC, agent_id=agent_id))
         return 0
     try:
         record = execute(spec, agent_id)
@@ -107,7 +108,7 @@ def main(argv: list[str]) -> int:
             attempt=spec.attempt,
             ok=False,
             error=f"internal agent error {type(exc).__name__}: {exc}\n{tb}",
-            error_kind="internal",
+            error_kind=ErrorKind.INTERNAL,
             agent_id=agent_id,
         )
     _write(out_path, outcome)

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from agent.backends import probe_all
+from agent.oneline import OneLineParser
 from protocol import JOB_TIME_LIMIT_S, VISIBILITY_TIMEOUT_S, check_broker_url, check_visibility_timeout
 
 
@@ -84,14 +85,6 @@ def load_config(path: str) -> dict:
         except ValueError as exc:
             raise SystemExit(f"error: agent config {path}: {exc}")
     return data
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, with a usage error said as one ``error:`` line (exit 2) instead of the usage text and the error."""
-
-    def error(self, message: str):  # noqa: D102 - argparse's own hook
-        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from agent.errors import JobError
 from protocol import BenchmarkSettings, LoadGenResult
+from protocol.errors import ErrorKind
 
 #: QSL size: LoadGen picks sample indices from it; every index maps to the prepared input.
 QSL_SAMPLES = 64
@@ -36,7 +37,7 @@ def _lg():
         import mlperf_loadgen
     except ImportError:
         raise JobError(
-            "unsupported-setting",
+            ErrorKind.UNSUPPORTED_SETTING,
             "this job asks for an MLPerf LoadGen scenario, but mlcommons-loadgen is not installed on this agent; "
             "install it with `pip install mlcommons-loadgen` (or `fleetbench[loadgen]`), or drop loadgen_scenario",
         ) from None
@@ -166,5 +167,5 @@ def run_scenario(run, settings: BenchmarkSettings, expected_latency_ns: int) -> 
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
     if sut_impl.error is not None:
-        raise JobError("inference-failed", f"inference failed under LoadGen ({scenario}): {sut_impl.error}")
+        raise JobError(ErrorKind.INFERENCE_FAILED, f"inference failed under LoadGen ({scenario}): {sut_impl.error}")
     return result_from_log(values, scenario, target_qps, duration_s)

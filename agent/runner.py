@@ -22,17 +22,11 @@ from pathlib import Path
 from typing import Sequence
 
 from protocol import ContractError, JobOutcome, JobSpec
+from protocol.errors import ErrorKind
 from protocol.private import create_private
+from protocol.proc import die_with_parent, signal_name
 
 _STDERR_TAIL = 2000
-
-
-def signal_name(returncode: int) -> str:
-    """'SIGSEGV' for a child killed by signal 11 (returncode -11)."""
-    try:
-        return signal.Signals(-returncode).name
-    except ValueError:
-        return f"signal {-returncode}"
 
 
 def _tail(path: Path) -> str:
@@ -50,16 +44,6 @@ def _failed(spec: dict | JobSpec, kind: str, error: str, agent_id: str) -> JobOu
         job_id, attempt = str(spec.get("job_id", "?")), spec.get("attempt", 0)
         attempt = attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else 0
     return JobOutcome(job_id=job_id, attempt=attempt, ok=False, error=error, error_kind=kind, agent_id=agent_id)
-
-
-def die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """In a child between fork and exec (preexec_fn): get ``sig`` when the parent dies (Linux)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _benchmark_child_setup() -> None:
@@ -172,10 +156,10 @@ def run_job(
     try:
         spec = JobSpec.from_dict(spec_data)
     except ContractError as exc:
-        return _failed(spec_data if isinstance(spec_data, dict) else {}, "bad-spec", str(exc), agent_id)
+        return _failed(spec_data if isinstance(spec_data, dict) else {}, ErrorKind.BAD_SPEC, str(exc), agent_id)
     problems = spec.settings.problems()
     if problems:
-        return _failed(spec, "bad-spec", "invalid benchmark settings: " + "; ".join(problems), agent_id)
+        return _failed(spec, ErrorKind.BAD_SPEC, "invalid benchmark settings: " + "; ".join(problems), agent_id)
 
     with tempfile.TemporaryDirectory(prefix="fleetbench-job-") as tmp:
         tmpdir = Path(tmp)
@@ -206,7 +190,7 @@ def run_job(
         if returncode is None:
             return _failed(
                 spec,
-                "timeout",
+                ErrorKind.TIMEOUT,
                 f"benchmark of {what} ran past timeout_s={spec.settings.timeout_s:g} s and was killed; "
                 "raise the timeout, or lower min_duration_s / min_iterations for this model",
                 agent_id,
@@ -215,7 +199,7 @@ def run_job(
             tail = _tail(err_path)
             return _failed(
                 spec,
-                "crashed",
+                ErrorKind.CRASHED,
                 f"benchmark process for {what} was killed by {signal_name(returncode)}: the runtime crashed on "
                 "this model (the agent itself is fine). Try another variant or runtime version"
                 + (f". Last output:\n{tail}" if tail else ""),
@@ -225,7 +209,7 @@ def run_job(
             tail = _tail(err_path)
             return _failed(
                 spec,
-                "crashed",
+                ErrorKind.CRASHED,
                 f"benchmark process for {what} exited with code {returncode} without a result"
                 + (f". Last output:\n{tail}" if tail else ""),
                 agent_id,
@@ -233,5 +217,5 @@ def run_job(
         try:
             return JobOutcome.from_json(out_path.read_text(encoding="utf-8"))
         except ContractError as exc:
-            return _failed(spec, "internal", f"benchmark child wrote an unreadable outcome: {exc}", agent_id)
+            return _failed(spec, ErrorKind.INTERNAL, f"benchmark child wrote an unreadable outcome: {exc}", agent_id)
 

@@ -14,8 +14,15 @@ from celery import Celery
 from agent.runner import run_job
 from agent.transport import install as guard_queues
 from protocol import (
-    BENCHMARK_TASK, CELERY_SETTINGS, FENCE_PREFIX, JOB_TIME_LIMIT_S, MAX_STARTS, STARTS_PREFIX, JobOutcome,
+    BENCHMARK_TASK,
+    CELERY_SETTINGS,
+    FENCE_PREFIX,
+    JOB_TIME_LIMIT_S,
+    MAX_STARTS,
+    STARTS_PREFIX,
+    JobOutcome,
 )  # fmt: skip
+from protocol.errors import ErrorKind
 
 log = logging.getLogger("fleetbench.agent")
 
@@ -61,14 +68,14 @@ def _gate(spec: dict) -> JobOutcome | None:
         fence = r.get(FENCE_PREFIX + str(job_id))
         if fence is not None and int(fence) != attempt:
             log.info("job %s attempt %s is no longer current (now %s): not run", job_id, attempt, int(fence))
-            return _refusal(spec, "superseded", f"attempt {attempt} was superseded (current: {int(fence)}); not run")
+            return _refusal(spec, ErrorKind.SUPERSEDED, f"attempt {attempt} was superseded (current: {int(fence)}); not run")
         key = f"{STARTS_PREFIX}{job_id}.{attempt}"
         starts = r.incr(key)
         r.expire(key, 7 * 24 * 3600)
     except (redis.exceptions.RedisError, ValueError):
         return None  # no fence to read: run it; the store fences the result
     if starts > MAX_STARTS:
-        return _refusal(spec, "crashed", f"attempt {attempt} was started {starts - 1} times and never finished: "
+        return _refusal(spec, ErrorKind.CRASHED, f"attempt {attempt} was started {starts - 1} times and never finished: "
                         "it takes its agent down with it, so it is not started again")  # fmt: skip
     return None
 
@@ -77,17 +84,17 @@ def _gate(spec: dict) -> JobOutcome | None:
 def benchmark(spec: dict | None = None, *extra, **kwargs) -> dict:
     if not isinstance(spec, dict) or extra or kwargs:  # a message of the right task name but not from a controller
         log.error("refused a job message whose argument is a %s, not a job spec", type(spec).__name__)
-        return _refusal({}, "bad-spec", f"the job argument is a {type(spec).__name__}, not a job spec").to_dict()
+        return _refusal({}, ErrorKind.BAD_SPEC, f"the job argument is a {type(spec).__name__}, not a job spec").to_dict()
     outcome = _gate(spec)
     if outcome is None:
         settings = spec.get("settings")
         timeout = settings.get("timeout_s", 0) if isinstance(settings, dict) else 0
         if isinstance(timeout, (int, float)) and timeout > context.job_time_limit_s:
-            outcome = _refusal(spec, "bad-spec", f"timeout_s={timeout:g} is above this agent's job time limit "
+            outcome = _refusal(spec, ErrorKind.BAD_SPEC, f"timeout_s={timeout:g} is above this agent's job time limit "
                                f"({context.job_time_limit_s:g} s); lower it, or raise job_time_limit_s on the agents")  # fmt: skip
         else:
             outcome = run_job(spec, agent_id(), forkserver=context.forkserver)
-    if context.outbox is not None and outcome.error_kind != "superseded":
+    if context.outbox is not None and outcome.error_kind != ErrorKind.SUPERSEDED:
         context.outbox.put(outcome)  # on disk before the message is acknowledged (acks_late)
         context.relay.kick()
     return outcome.to_dict()

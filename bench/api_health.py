@@ -25,16 +25,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from protocol.proc import free_port
 
 TOKEN = "bench-health-token"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_npz(path: Path, total_bytes: int) -> int:
@@ -85,7 +78,7 @@ def main(argv=None) -> int:
         root = Path(tmp)
         data = root / "zeros.npz"
         size = write_npz(data, limit)
-        port = _free_port()
+        port = free_port()
         env = dict(os.environ, FLEETBENCH_API_TOKENS=TOKEN, PYTHONUNBUFFERED="1", FLEETBENCH_DISABLE_GPU_PROBE="1")
         log = open(root / "serve.log", "w")
         server = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--port", str(port), "--data-dir",

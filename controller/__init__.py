@@ -1,4 +1,6 @@
 """The fleetbench controller: converts models, dispatches jobs, stores records."""
 
-# No OpenVINO/NNCF telemetry: importing the agent package turns it off (see agent/__init__.py).
-import agent  # noqa: E402,F401
+from protocol.proc import telemetry_off as _telemetry_off
+
+# No OpenVINO/NNCF telemetry from the controller either (see protocol/proc.py).
+_telemetry_off()

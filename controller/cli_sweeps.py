@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import signal
 import time
 from pathlib import Path
@@ -321,7 +320,6 @@ def _dead_letters(broker: str) -> None:
     import redis
 
     from controller.collector import DEAD_KEY, dead_letters
-    from protocol.redact import redact
 
     try:
         client = redis.Redis.from_url(broker, socket_timeout=5, socket_connect_timeout=5)

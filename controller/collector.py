@@ -24,11 +24,11 @@ import redis
 from sqlalchemy.exc import DataError
 
 from controller.store import Store, StoreError
-from protocol import RESULTS_KEY, ContractError, JobOutcome
+from protocol import RESULTS_DEAD_KEY, RESULTS_KEY, ContractError, JobOutcome, results_processing_key
 
 log = logging.getLogger("fleetbench.collector")
 #: Outcomes set aside: JSON ``{"reason", "at", "job_id", "raw"}``, oldest first.
-DEAD_KEY = RESULTS_KEY + ":dead"
+DEAD_KEY = RESULTS_DEAD_KEY
 #: How many set-aside outcomes are kept (the oldest go first).
 DEAD_KEEP = 10_000
 #: How much of a set-aside message is kept, in characters.
@@ -74,7 +74,7 @@ class Collector:
         self.on_result = on_result or (lambda outcome, what: None)
         #: called with (job_id, attempt, reason) for each outcome set aside (job_id/attempt None if unreadable)
         self.on_dead = lambda job_id, attempt, reason: None
-        self.processing = f"{RESULTS_KEY}:processing:{name}"
+        self.processing = results_processing_key(name)
 
     def drain(self, limit: int = 100_000, block_s: float = 0.0, batch: int = 500) -> Counter:
         """Store what is waiting, in batches; returns {what ingest did: count}.

@@ -8,11 +8,9 @@ parent (``PR_SET_PDEATHSIG``), so nothing outlives the CLI even after a
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,60 +18,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from agent.runner import die_with_parent
 from controller.errors import ServiceError
-from protocol.private import create_private
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawn(argv: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    create_private(log_path)  # logs hold hostnames, paths and errors: the owner's only
-    with contextlib.suppress(OSError):
-        os.chmod(log_path, 0o600)  # a log an older release made 0644
-    log = open(log_path, "ab")
-    try:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
-        )
-    finally:
-        log.close()
-
-
-def _stop(proc: subprocess.Popen | None, grace_s: float) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
+from protocol.proc import free_port, log_tail, spawn, stop
 
 
 def redis_server_binary() -> str:
@@ -113,7 +59,7 @@ class LocalDashboard:
         import urllib.request
 
         argv = [sys.executable, "-m", "controller.cli", "dashboard", "--port", str(self.port), "--db", self.db_url]
-        self.proc = _spawn(argv, self.log_path)
+        self.proc = spawn(argv, self.log_path)
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -128,7 +74,7 @@ class LocalDashboard:
             time.sleep(0.3)
 
     def stop(self) -> None:
-        _stop(self.proc, grace_s=10.0)
+        stop(self.proc, grace_s=10.0)
 
     def __enter__(self) -> "LocalDashboard":
         return self.start()
@@ -180,7 +126,7 @@ class RedisServer:
             "--daemonize", "no",
             *(["--requirepass", self.password] if self.password else []),
         ]  # fmt: skip
-        self.proc = _spawn(argv, self.log_path)
+        self.proc = spawn(argv, self.log_path)
         client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password or None, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s
         try:
@@ -202,7 +148,7 @@ class RedisServer:
             client.close()
 
     def stop(self) -> None:
-        _stop(self.proc, grace_s=5.0)
+        stop(self.proc, grace_s=5.0)
 
     def __enter__(self) -> "RedisServer":
         return self.start()
@@ -225,7 +171,7 @@ class LocalWorker:
 
     def start(self):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        self.proc = _spawn(self.argv(), self.log_path, env=env)
+        self.proc = spawn(self.argv(), self.log_path, env=env)
         return self
 
     def alive(self) -> bool:
@@ -246,7 +192,7 @@ class LocalWorker:
 
     def stop(self) -> None:
         # Celery's warm shutdown waits for the running job; a second signal makes it cold.
-        _stop(self.proc, grace_s=20.0)
+        stop(self.proc, grace_s=20.0)
 
     def __enter__(self):
         return self.start()

@@ -44,6 +44,7 @@ from controller.store.jobs import (
 )  # fmt: skip
 from controller.store.models import JobRow, SweepRow
 from protocol import FENCE_PREFIX, ArtifactRef, BenchmarkSettings, JobSpec, agent_queue
+from protocol.errors import ErrorKind
 
 #: which runtimes run which variant family
 FAMILY_RUNTIMES = {"tflite": ("litert", "tflite"), "openvino": ("openvino",)}
@@ -383,9 +384,9 @@ class Scheduler:
         why = f"attempt {job.attempt}'s result was set aside ({reason[:200]})"
         if job.attempt < job.max_attempts:
             self.store.update_job(job_id, expect_attempt=job.attempt, state=PENDING, reason=why + "; retrying",
-                                  error_kind="bad-result")  # fmt: skip
+                                  error_kind=ErrorKind.BAD_RESULT)  # fmt: skip
         else:
-            self.store.update_job(job_id, expect_attempt=job.attempt, state=DEAD_LETTER, error_kind="bad-result",
+            self.store.update_job(job_id, expect_attempt=job.attempt, state=DEAD_LETTER, error_kind=ErrorKind.BAD_RESULT,
                                   reason=f"failed {job.attempt} time(s), the last because {why}")  # fmt: skip
 
     # ---------------------------------------------------------- submit
@@ -461,7 +462,7 @@ class Scheduler:
                 elif m is not None and job.variant in m.converting and m.convert is not None:
                     convert[m.model_id] = m
                 else:
-                    self.store.update_job(job.job_id, state=FAILED, error_kind="conversion-failed",
+                    self.store.update_job(job.job_id, state=FAILED, error_kind=ErrorKind.CONVERSION_FAILED,
                                           reason=f"{job.variant} of {job.model_name} can no longer be made from its source")  # fmt: skip
             elif resend and (job.state in (QUEUED, RUNNING) or (job.state == WAITING and job.sent_attempt == job.attempt > 0)):
                 self.store.update_job(job.job_id, expect_attempt=job.attempt, state=PENDING, agent_id=None,
@@ -533,7 +534,7 @@ class Scheduler:
     def _fail_converting(self, sweep_id: str, m: ModelVariants, variant: str, why: str) -> None:
         for job in self.store.jobs(sweep_id, states=(CONVERTING,)):
             if job.variant == variant and job.model_id == m.model_id:
-                self.store.update_job(job.job_id, state=FAILED, reason=why, error_kind="conversion-failed")
+                self.store.update_job(job.job_id, state=FAILED, reason=why, error_kind=ErrorKind.CONVERSION_FAILED)
 
     # ---------------------------------------------------------- tick
 
@@ -615,10 +616,10 @@ class Scheduler:
         why = f"agent {job.agent_id} went away (no heartbeat) during attempt {job.attempt}"
         if job.attempt < job.max_attempts:
             self.store.update_job(job.job_id, expect_attempt=job.attempt, state=PENDING, reason=why + "; retrying",
-                                  error_kind="agent-lost")  # fmt: skip
+                                  error_kind=ErrorKind.AGENT_LOST)  # fmt: skip
         else:
             self.store.update_job(job.job_id, expect_attempt=job.attempt, state=DEAD_LETTER,
-                                  reason=f"failed {job.attempt} time(s), the last because {why}", error_kind="agent-lost")  # fmt: skip
+                                  reason=f"failed {job.attempt} time(s), the last because {why}", error_kind=ErrorKind.AGENT_LOST)  # fmt: skip
 
 
 def http_artifact_ref(base_url: str) -> Callable[[ArtifactRef], ArtifactRef]:

@@ -1,7 +1,8 @@
 """fleetbench's wire contract, shared by the controller and the agents.
 
 Depends only on numpy, so it installs on a bare edge device. Nothing here
-imports Celery; :data:`CELERY_SETTINGS` is a plain dict both sides apply.
+imports Celery. ``protocol.keys`` holds the broker's names, ``protocol.errors``
+the error kinds, ``protocol.proc`` the process helpers both sides use.
 """
 
 from protocol.records import (
@@ -27,105 +28,33 @@ from protocol.records import (
     utc_now,
 )
 
-#: Name of the Celery task an agent serves.
-BENCHMARK_TASK = "fleetbench.benchmark"
-
-#: Celery settings both sides must agree on. JSON only: a pickled message is
-#: refused, never executed.
-CELERY_SETTINGS = {
-    "task_serializer": "json",
-    "result_serializer": "json",
-    "accept_content": ["json"],
-    "result_accept_content": ["json"],
-    "task_acks_late": True,
-    "task_reject_on_worker_lost": True,
-    "worker_prefetch_multiplier": 1,
-    "task_track_started": True,
-    "result_expires": 24 * 3600,
-    "broker_connection_retry_on_startup": True,
-}
-
-
-#: Agents keep ``AGENT_KEY_PREFIX + agent_id`` (an AgentInventory as JSON) in
-#: the broker's Redis, refreshed every HEARTBEAT_S and expiring after
-#: HEARTBEAT_TTL_S: a key that is gone means the agent is gone.
-AGENT_KEY_PREFIX = "fleetbench:agent:"
-HEARTBEAT_S = 5.0
-HEARTBEAT_TTL_S = 15
-
-
-#: Agents push every JobOutcome (JSON) onto this Redis list, from their outbox;
-#: the controller's collector stores them (see agent/outbox.py).
-RESULTS_KEY = "fleetbench:results"
-#: ``FENCE_PREFIX + job_id`` holds the job's current attempt, set by the
-#: controller when it sends one; "0" means the job was called off. An agent
-#: runs a message only if its attempt is the current one.
-FENCE_PREFIX = "fleetbench:fence:"
-#: ``STARTS_PREFIX + job_id.attempt`` counts how often agents started that
-#: attempt; past MAX_STARTS it is not started again (it kills its agents).
-STARTS_PREFIX = "fleetbench:starts:"
-MAX_STARTS = 3
-#: A job may run this long at most (its ``timeout_s`` is capped here) ...
-JOB_TIME_LIMIT_S = 3600
-#: ... and the broker hands an unacknowledged job to another agent only after
-#: this long, which must be longer: otherwise a slow job runs twice at once.
-VISIBILITY_TIMEOUT_S = 7200
-
-
-def check_visibility_timeout(visibility_timeout_s: float, job_time_limit_s: float) -> str | None:
-    """Why these settings are unsafe, or None when the visibility timeout is longer than the job time limit."""
-    if visibility_timeout_s > job_time_limit_s:
-        return None
-    return (
-        f"the broker's visibility timeout ({visibility_timeout_s:g} s) must be longer than the job time limit "
-        f"({job_time_limit_s:g} s): otherwise Redis hands a job that is still running to a second agent. "
-        "Raise visibility_timeout_s or lower job_time_limit_s"
-    )
-
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def check_broker_url(url: str, allow_insecure: bool = False) -> str | None:
-    """Why ``url`` is not a broker an agent may use, or None.
-
-    A Redis beyond this machine must ask for a password: anyone who can write to it
-    can queue jobs on every device (and read every result). Loopback is allowed
-    without one (the embedded demo, tests); a closed lab network can opt out.
-    """
-    from urllib.parse import urlsplit
-
-    try:
-        u = urlsplit(url)
-        host = u.hostname
-    except ValueError as exc:
-        return f"the broker URL {url!r} does not parse: {exc}"
-    if u.scheme not in ("redis", "rediss"):
-        return f"the broker must be a redis:// or rediss:// URL, not {u.scheme or 'no scheme'}://"
-    if u.password or allow_insecure or host in LOOPBACK:
-        return None
-    return (
-        f"the broker {host}:{u.port or 6379} is given without a password: an agent refuses an unauthenticated "
-        "Redis beyond this machine. Use redis://:PASSWORD@HOST:6379/0 (docker-compose.yml sets REDIS_PASSWORD), "
-        "or, on a closed lab network only, allow_insecure_broker in the agent config (--allow-insecure-broker)"
-    )
-
-
-def queue_for(capability: str) -> str:
-    """The Celery queue that serves one capability, e.g. ``fleetbench.cap.litert:cpu``."""
-    if not capability or " " in capability:
-        raise ValueError(f"not a capability string: {capability!r}")
-    return f"fleetbench.cap.{capability}"
-
-
-def agent_queue(agent_id: str) -> str:
-    """The queue of one agent, for jobs pinned to it."""
-    if not agent_id or " " in agent_id:
-        raise ValueError(f"not an agent id: {agent_id!r}")
-    return f"fleetbench.agent.{agent_id}"
-
+from protocol.keys import (  # noqa: E402 (re-exported: protocol's names in one place)
+    BENCHMARK_TASK,
+    CELERY_SETTINGS,
+    CONVERT_QUEUE,
+    CONVERT_TASK,
+    RESULTS_DEAD_KEY,
+    results_processing_key,
+    AGENT_KEY_PREFIX,
+    HEARTBEAT_S,
+    HEARTBEAT_TTL_S,
+    RESULTS_KEY,
+    FENCE_PREFIX,
+    STARTS_PREFIX,
+    MAX_STARTS,
+    JOB_TIME_LIMIT_S,
+    VISIBILITY_TIMEOUT_S,
+    check_visibility_timeout,
+    LOOPBACK,
+    check_broker_url,
+    queue_for,
+    agent_queue,
+)
+from protocol.errors import ErrorKind, is_retryable  # noqa: E402
 
 __all__ = [
+    "ErrorKind",
+    "is_retryable",
     "LOOPBACK",
     "check_broker_url",
     "SCHEMA_VERSION",
@@ -144,6 +73,10 @@ __all__ = [
     "BenchmarkSettings",
     "BENCHMARK_TASK",
     "CELERY_SETTINGS",
+    "CONVERT_QUEUE",
+    "CONVERT_TASK",
+    "RESULTS_DEAD_KEY",
+    "results_processing_key",
     "CapabilityInfo",
     "ContractError",
     "Fidelity",

@@ -507,7 +507,12 @@ class JobOutcome(_Contract):
     ok: bool
     record: Optional[ResultRecord] = None
     error: Optional[str] = None
-    #: Machine-readable error kind: bad-artifact, load-failed, crashed, timeout, ...
+    #: Machine-readable error kind, a :class:`protocol.errors.ErrorKind` value (bad-artifact, crashed, ...).
+    #: A kind this release does not know (a newer agent's) is kept as it came, and is not retried.
     error_kind: Optional[str] = None
     agent_id: str = ""
     schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if isinstance(self.error_kind, str) and type(self.error_kind) is not str:
+            object.__setattr__(self, "error_kind", str.__str__(self.error_kind))  # an ErrorKind travels as its value

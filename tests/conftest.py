@@ -206,7 +206,7 @@ class PostgresServer:
     """A PostgreSQL cluster of our own (initdb into a temp dir, run as the postgres user), so a test may stop it."""
 
     def __init__(self, root: Path):
-        from controller.embedded import free_port
+        from protocol.proc import free_port
 
         self.root = root
         self.data = root / "data"

@@ -114,7 +114,8 @@ def test_api_without_user_tokens_refuses_to_start(tmp_path):
 @pytest.mark.slow
 def test_sweep_over_http_with_an_agent_downloading_artifacts(clean_redis_url, tmp_path, tiny_model):
     """`fleetbench serve` + an agent that shares no disk with it + the CLI with --controller."""
-    from controller.embedded import LocalAgent, free_port
+    from controller.embedded import LocalAgent
+    from protocol.proc import free_port
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -288,7 +289,7 @@ def test_a_sweep_is_cancelled_over_http_and_from_the_cli(clean_redis_url, tmp_pa
         assert all(r.get(FENCE_PREFIX + j["job_id"]) == b"0" for j in jobs)  # fenced: no agent runs them
         second = api.post("/api/v1/sweeps", json={"spec": dict(spec, name="cli-cancel")}, headers=_h(USER)).json()["sweep_id"]
 
-    from controller.embedded import free_port
+    from protocol.proc import free_port
 
     port = free_port()
     env = dict(os.environ, FLEETBENCH_API_TOKENS=USER, FLEETBENCH_AGENT_TOKENS=AGENT, FLEETBENCH_TOKEN=USER)

@@ -7,7 +7,6 @@ and exactly one `error:` line holding the key words.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,11 @@ import numpy as np
 import pytest
 
 from protocol.packing import pack_files
+from protocol.proc import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = ROOT / "agent" / "backends" / "data" / "probe.tflite"  # a real, small .tflite
 GOLDEN = ROOT / "tests" / "data" / "golden_record_litert_cpu.json"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(**extra) -> dict:
@@ -196,7 +190,7 @@ CONTROLLER_CASES = [
 @pytest.mark.parametrize("argv, code, words", CONTROLLER_CASES, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_fleetbench_bad_input_is_one_line(tmp_path, argv, code, words):
     _make_inputs(tmp_path)
-    dead = str(_free_port())  # nothing listens there
+    dead = str(free_port())  # nothing listens there
     r = _run([a.replace("{dead}", dead) for a in argv], tmp_path)
     _assert_one_line(r, code, words.replace("{dead}", dead), tmp_path)
 
@@ -212,7 +206,7 @@ def test_fleetbench_bad_input_is_one_line(tmp_path, argv, code, words):
 ])  # fmt: skip
 def test_a_dead_controller_is_one_line(tmp_path, argv, words):
     _make_inputs(tmp_path)
-    dead = str(_free_port())
+    dead = str(free_port())
     r = _run([a.replace("{dead}", dead) for a in argv], tmp_path, data_dir=False, env=_env(FLEETBENCH_TOKEN="t"))
     _assert_one_line(r, 0, words.replace("{dead}", dead), tmp_path)
 
@@ -223,7 +217,7 @@ def live_controller(tmp_path_factory):
     import urllib.request
 
     root = tmp_path_factory.mktemp("serve")
-    port = _free_port()
+    port = free_port()
     env = _env(FLEETBENCH_API_TOKENS="right", FLEETBENCH_AGENT_TOKENS="agent")
     proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--port", str(port), "--data-dir", str(root)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip

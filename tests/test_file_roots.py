@@ -93,7 +93,7 @@ def test_the_embedded_agent_reads_the_data_dirs_artifact_store(tmp_path):
 
 
 def test_logs_of_started_processes_are_private(tmp_path):
-    from controller.embedded import _spawn
+    from protocol.proc import spawn as _spawn
 
     old = tmp_path / "old.log"
     old.write_text("from an older release\n")

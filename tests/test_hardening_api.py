@@ -49,7 +49,7 @@ class _Server:
     def __init__(self, app, paths):
         import uvicorn
 
-        from controller.embedded import free_port
+        from protocol.proc import free_port
 
         self.paths, self.port = paths, free_port()
         # log_config=None: uvicorn's loggers propagate, so caplog sees what it would print

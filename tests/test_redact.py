@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from protocol.redact import redact
+from protocol.proc import free_port
 
 SECRET = "s3cret-pw"
 
@@ -23,16 +24,8 @@ def test_redact(text, clean):
     assert redact(text) == clean
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_no_command_prints_the_password(tmp_path, tiny_model):
-    port = _free_port()
+    port = free_port()
     broker = f"redis://:{SECRET}@127.0.0.1:{port}/0"
     db = f"postgresql+psycopg://u:{SECRET}@127.0.0.1:{port}/x"
     model = tmp_path / "tiny.tflite"

@@ -111,7 +111,7 @@ def test_stopped_agent_leaves_the_inventory(redis_url, dispatcher, tmp_path, art
 
 
 def test_dead_broker_gives_a_clear_error(artifacts):
-    from controller.embedded import free_port
+    from protocol.proc import free_port
 
     d = Dispatcher(f"redis://127.0.0.1:{free_port()}/0")
     try:

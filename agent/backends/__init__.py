@@ -1,15 +1,7 @@
 """Runtime backends: one module each, registered in one table, imported lazily.
 
-A backend module exposes ``Backend``, a class with:
-
-- ``probe() -> list[Capability]``: what this runtime can run on this host;
-  raises :class:`Unavailable` with the reason when the runtime is missing;
-- ``load(artifact_path, device, settings)``;
-- ``input_specs() -> list[TensorSpec]``;
-- ``prepare(inputs)``: bind input arrays once, reused by every ``run``;
-- ``run()``: one inference on the prepared inputs;
-- ``outputs() -> list[np.ndarray]``, and ``output_names() -> list[str]`` in the same order.
-
+A backend module exposes ``Backend``, a class that satisfies :class:`agent.backends.base.Backend`
+(probe, load, input_specs, prepare, run, outputs, output_names, precision, throughput_pool).
 Backends never time themselves: :mod:`agent.measure` does.
 """
 
@@ -20,9 +12,7 @@ import importlib.metadata
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
-
-from protocol import CapabilityInfo as Capability
+from agent.backends.base import PROBE_MODEL, Backend, Capability, TensorSpec, Unavailable  # noqa: F401 (the package's names)
 
 #: runtime name -> module. Importing a module must not import its runtime;
 #: that happens in ``probe``/``load`` so an agent without it still starts.
@@ -31,17 +21,6 @@ REGISTRY: dict[str, str] = {
     "openvino": "agent.backends.openvino",
     "tflite": "agent.backends.tflite",
 }
-
-
-class Unavailable(Exception):
-    """A runtime or device is not usable here; the message says why and how to enable it."""
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
 
 
 def dist_version(*dists: str) -> str:

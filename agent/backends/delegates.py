@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 
 from agent.errors import JobError
+from protocol.errors import ErrorKind
 
 ENV = "FLEETBENCH_DELEGATES"
 PROBE_TIMEOUT_S = 60.0
@@ -78,7 +79,7 @@ def configured(runtime: str) -> dict[str, dict]:
     try:
         entries = check_config(json.loads(raw)) if raw else {}
     except (ValueError, json.JSONDecodeError) as exc:
-        raise JobError("bad-config", f"${ENV} is not a valid delegates config: {exc}") from None
+        raise JobError(ErrorKind.BAD_CONFIG, f"${ENV} is not a valid delegates config: {exc}") from None
     mine = {n: e for n, e in entries.items() if runtime in e["runtimes"]}
     if runtime == "litert":
         mine.pop("gpu", None)  # litert:gpu is the CompiledModel GPU accelerator
@@ -98,7 +99,7 @@ def load(load_delegate, name: str, entry: dict):
         return load_delegate(entry["path"], entry["options"])
     except (ValueError, OSError, RuntimeError) as exc:
         raise JobError(
-            "unsupported-device",
+            ErrorKind.UNSUPPORTED_DEVICE,
             f"the '{name}' delegate could not be loaded from {entry['path']}: {one_line(exc)}. "
             "Check that the library is installed and on the library path (LD_LIBRARY_PATH), that its device is "
             "attached, and that its options are right",
@@ -120,7 +121,7 @@ def _probe_here(runtime: str, name: str) -> dict:
     import numpy as np
 
     from agent import backends
-    from agent.backends.litert import PROBE_MODEL
+    from agent.backends.base import PROBE_MODEL
 
     try:
         backend = backends.create(runtime)

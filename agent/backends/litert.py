@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.backends import Capability, TensorSpec, Unavailable, delegates, dist_version, probe_in_child
+from agent.backends import PROBE_MODEL, Capability, TensorSpec, Unavailable, delegates, dist_version, probe_in_child
 from agent.errors import JobError
 from agent.host import host_facts
+from protocol.errors import ErrorKind
 
-
-PROBE_MODEL = Path(__file__).parent / "data" / "probe.tflite"
 GPU_PROBE_TIMEOUT_S = 90.0
 #: Model precisions the interpreter's CPU kernels (XNNPACK and the reference ops) run.
 CPU_PRECISIONS = ("FP16", "FP32", "INT8")
@@ -112,7 +111,7 @@ class Backend:
             if entry is None:
                 offered = ", ".join(f"{self.runtime}:{d}" for d in ["cpu", *delegates.configured(self.runtime)])
                 raise JobError(
-                    "unsupported-device",
+                    ErrorKind.UNSUPPORTED_DEVICE,
                     f"{self.runtime} has no device '{device}' on this agent; it offers {offered}. "
                     "Add external delegates under \"delegates\" in the agent config",
                 )
@@ -127,13 +126,13 @@ class Backend:
                     why = (f"the runtime gave no reason ({why}); delegates that need static shapes refuse graphs "
                            "with dynamic-sized tensors")  # fmt: skip
                 raise JobError(
-                    "load-failed",
+                    ErrorKind.LOAD_FAILED,
                     f"the '{device}' delegate could not run {Path(artifact_path).name}: {why}. "
                     "The delegate rejected the model (unsupported ops or a delegate error); "
                     f"benchmark it on {self.runtime}:cpu, or compile it for that device first",
                 ) from None
             raise JobError(
-                "load-failed",
+                ErrorKind.LOAD_FAILED,
                 f"{self.runtime} could not load {artifact_path}: {exc}. "
                 "The file is not a valid TFLite model, or uses ops this runtime build lacks; "
                 "re-convert it with `fleetbench convert`",
@@ -156,7 +155,7 @@ class Backend:
         if self._session is not None:
             return self._session.prepare(inputs)
         if len(inputs) != len(self._inputs):
-            raise JobError("bad-dataset", f"model has {len(self._inputs)} inputs, got {len(inputs)}")
+            raise JobError(ErrorKind.BAD_DATASET, f"model has {len(self._inputs)} inputs, got {len(inputs)}")
         for detail, array in zip(self._inputs, inputs):
             array = quantize(array, detail)
             self._interp.set_tensor(detail["index"], np.ascontiguousarray(array.reshape(detail["shape"])))
@@ -169,7 +168,7 @@ class Backend:
 
     def throughput_pool(self, n: int, inputs: list[np.ndarray]):
         if self._session is not None or self._device != "cpu":
-            raise JobError("unsupported-device", f"the throughput phase runs on {self.runtime}:cpu only for now")
+            raise JobError(ErrorKind.UNSUPPORTED_DEVICE, f"the throughput phase runs on {self.runtime}:cpu only for now")
         pool = InterpreterPool(self._api().Interpreter, self._path, n, inputs)
         pool.mode = f"{self.runtime}-interpreters"
         return pool
@@ -246,12 +245,12 @@ class CompiledModelSession:
                 self.model = CompiledModel.from_file(str(path), options=options)
         except RuntimeError as exc:
             raise JobError(
-                "load-failed" if accelerator == "cpu" else "unsupported-device",
+                ErrorKind.LOAD_FAILED if accelerator == "cpu" else ErrorKind.UNSUPPORTED_DEVICE,
                 f"LiteRT could not compile {name} for the {accelerator.upper()}: {summarize_litert_error(str(exc))}",
             ) from None
         if accelerator != "cpu" and not self.model.is_fully_accelerated():
             raise JobError(
-                "unsupported-device",
+                ErrorKind.UNSUPPORTED_DEVICE,
                 f"{name} is not fully accelerated on the {accelerator.upper()}: some ops would fall back to the CPU, "
                 "so its numbers would not be GPU numbers. Benchmark it on litert:cpu or simplify the model",
             )
@@ -271,11 +270,11 @@ class CompiledModelSession:
 
     def prepare(self, inputs: list[np.ndarray]) -> None:
         if len(inputs) != len(self.in_details):
-            raise JobError("bad-dataset", f"model has {len(self.in_details)} inputs, got {len(inputs)}")
+            raise JobError(ErrorKind.BAD_DATASET, f"model has {len(self.in_details)} inputs, got {len(inputs)}")
         for d, buf, array in zip(self.in_details, self.in_buffers, inputs):
             want = np.dtype(d["dtype"])
             if want.kind in "iu" and array.dtype.kind == "f":
-                raise JobError("bad-dataset", f"input '{d['name']}' is {want.name}; quantized IO is not supported on this accelerator")
+                raise JobError(ErrorKind.BAD_DATASET, f"input '{d['name']}' is {want.name}; quantized IO is not supported on this accelerator")
             buf.write(np.ascontiguousarray(array.astype(want, copy=False).reshape(d["shape"])))
 
     def run(self) -> None:
@@ -393,7 +392,7 @@ def quantize(array: np.ndarray, detail: dict) -> np.ndarray:
     if want.kind in "iu" and array.dtype.kind == "f":
         scale, zero_point = detail.get("quantization", (0.0, 0))
         if not scale:
-            raise JobError("bad-dataset", f"input '{detail['name']}' is {want.name} without quantization parameters")
+            raise JobError(ErrorKind.BAD_DATASET, f"input '{detail['name']}' is {want.name} without quantization parameters")
         info = np.iinfo(want)
         q = np.round(array.astype(np.float32) / np.float32(scale)) + zero_point
         return np.clip(q, info.min, info.max).astype(want)

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.backends import Capability, TensorSpec, Unavailable, dist_version
+from agent.backends import PROBE_MODEL, Capability, TensorSpec, Unavailable, dist_version
 from agent.errors import JobError
+from protocol.errors import ErrorKind, ov_error_line
 from protocol.packing import unpack
 
 
@@ -44,7 +45,6 @@ def _core_class():
     )
 
 
-PROBE_MODEL = Path(__file__).parent / "data" / "probe.tflite"  # OpenVINO reads TFLite directly
 
 
 def extra_devices() -> list[str]:
@@ -139,12 +139,6 @@ class AsyncQueuePool:
         return self.completed
 
 
-def ov_error_line(exc: BaseException) -> str:
-    """The informative line of an OpenVINO error (they start with 'Exception from <file>:<line>:' lines)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("Exception from ")]
-    return lines[0] if lines else type(exc).__name__
-
-
 class Backend:
     runtime = "openvino"
 
@@ -223,21 +217,21 @@ class Backend:
         try:
             root = unpack(Path(artifact_path), Path(self._tmp.name))
         except Exception as exc:  # noqa: BLE001 - tarfile raises several types
-            raise JobError("load-failed", f"not an OpenVINO IR archive: {exc}") from None
+            raise JobError(ErrorKind.LOAD_FAILED, f"not an OpenVINO IR archive: {exc}") from None
         xml = root / "model.xml"
         if not xml.is_file() or not xml.with_suffix(".bin").is_file():
-            raise JobError("load-failed", "the IR archive lacks model.xml or model.bin; re-convert it with `fleetbench convert`")
+            raise JobError(ErrorKind.LOAD_FAILED, "the IR archive lacks model.xml or model.bin; re-convert it with `fleetbench convert`")
         config = {"PERFORMANCE_HINT": "LATENCY"}
         if settings.threads > 0 and device == "CPU":
             config["INFERENCE_NUM_THREADS"] = settings.threads
         try:
             model = core.read_model(str(xml))
         except RuntimeError as exc:
-            raise JobError("load-failed", f"OpenVINO cannot read the IR: {ov_error_line(exc)}") from None
+            raise JobError(ErrorKind.LOAD_FAILED, f"OpenVINO cannot read the IR: {ov_error_line(exc)}") from None
         dynamic = [str(p.get_partial_shape()) for p in model.inputs if p.get_partial_shape().is_dynamic]
         if dynamic:
             raise JobError(
-                "load-failed",
+                ErrorKind.LOAD_FAILED,
                 f"the model's input shape {', '.join(dynamic)} is dynamic; fleetbench benchmarks static shapes: "
                 "convert it with `fleetbench convert --input-shape ...` (or a data set that implies the shape)",
             )
@@ -250,8 +244,8 @@ class Backend:
             self._compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
             if device not in core.available_devices and ":" not in device:
-                raise JobError("unsupported-device", f"OpenVINO has no device '{device}' here; it has {', '.join(core.available_devices)}") from None
-            raise JobError("load-failed", f"OpenVINO could not compile the model for {device}: {ov_error_line(exc)}") from None
+                raise JobError(ErrorKind.UNSUPPORTED_DEVICE, f"OpenVINO has no device '{device}' here; it has {', '.join(core.available_devices)}") from None
+            raise JobError(ErrorKind.LOAD_FAILED, f"OpenVINO could not compile the model for {device}: {ov_error_line(exc)}") from None
         self._request = self._compiled.create_infer_request()
 
     def input_specs(self) -> list[TensorSpec]:
@@ -264,7 +258,7 @@ class Backend:
     def prepare(self, inputs: list[np.ndarray]) -> None:
         specs = self.input_specs()
         if len(inputs) != len(specs):
-            raise JobError("bad-dataset", f"model has {len(specs)} inputs, got {len(inputs)}")
+            raise JobError(ErrorKind.BAD_DATASET, f"model has {len(specs)} inputs, got {len(inputs)}")
         for i, (spec, array) in enumerate(zip(specs, inputs)):
             array = np.ascontiguousarray(array.astype(np.dtype(spec.dtype), copy=False).reshape(spec.shape))
             self._request.get_input_tensor(i).data[...] = array

@@ -15,6 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
+from protocol.errors import ErrorKind
 
 _OOM_SIGNS = ("failed to map segment", "Cannot allocate memory", "bad_alloc", "out of memory")
 
@@ -27,11 +28,11 @@ def describe(exc: BaseException) -> tuple[str, str]:
 
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]
         shown = "unlimited" if limit == resource.RLIM_INFINITY else f"{limit / 2**30:.1f} GiB"
-        return "out-of-memory", (
+        return ErrorKind.OUT_OF_MEMORY, (
             f"the conversion ran out of memory (address-space limit {shown}): {text.splitlines()[0]}. "
             "Raise the limit with --memory-limit-gb, or convert on a bigger converter worker"
         )
-    return "failed", text
+    return ErrorKind.CONVERSION_FAILED, text
 
 
 def main(argv: list[str]) -> int:
@@ -61,7 +62,7 @@ def main(argv: list[str]) -> int:
         src.settle_shape()
         if validation is not None and tuple(validation.shape[1:]) != tuple(src.input_shape[1:]):
             raise ConversionError(
-                "bad-shape",
+                ErrorKind.BAD_SHAPE,
                 f"the data set's samples are {tuple(validation.shape[1:])} but the model input is "
                 f"{tuple(src.input_shape)}; check the data set's layout (NHWC/NCHW) and size",
             )
@@ -94,7 +95,7 @@ def main(argv: list[str]) -> int:
             continue
         except Exception as exc:  # noqa: BLE001
             kind, message = describe(exc)
-            tail = "" if kind == "out-of-memory" else "\n" + traceback.format_exc(limit=3)
+            tail = "" if kind == ErrorKind.OUT_OF_MEMORY else "\n" + traceback.format_exc(limit=3)
             emit(event="failed", variant=variant, kind=kind, error=f"{variant}: {message}{tail}")
             continue
         seconds = time.perf_counter() - t0

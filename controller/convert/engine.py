@@ -18,15 +18,17 @@ import numpy as np
 
 from controller.convert.sources import H5, KERAS, OPENVINO_IR, SAVEDMODEL, TFLITE
 from controller.convert.variants import VARIANTS
+from protocol.errors import ErrorKind
 from protocol.packing import pack_files
 
 
 class ConversionError(Exception):
-    """kind: unsafe-model, bad-model, bad-shape, unsupported-op, failed."""
+    """``kind`` is an :class:`~protocol.errors.ErrorKind`: unsafe-model, bad-model, bad-shape, unsupported-op,
+    conversion-failed (kept as its string value, which is what the conversion's events carry)."""
 
-    def __init__(self, kind: str, message: str):
+    def __init__(self, kind: ErrorKind | str, message: str):
         super().__init__(message)
-        self.kind = kind
+        self.kind = ErrorKind.parse(kind).value
         self.message = message
 
 
@@ -49,18 +51,18 @@ def _static(shape, given: tuple[int, ...] | None, what: str) -> tuple[int, ...]:
     dims = [None if d is None or (isinstance(d, int) and d < 0) else int(d) for d in shape]
     if given:
         if len(given) != len(dims):
-            raise ConversionError("bad-shape", f"{what} input has rank {len(dims)} ({_fmt(dims)}) but the shape given is {_fmt(given)}")
+            raise ConversionError(ErrorKind.BAD_SHAPE, f"{what} input has rank {len(dims)} ({_fmt(dims)}) but the shape given is {_fmt(given)}")
         for g, d in zip(given[1:], dims[1:]):
             if d is not None and d != g:
                 raise ConversionError(
-                    "bad-shape", f"{what} input is {_fmt(dims)} but the shape given (or implied by the data set) is {_fmt(given)}"
+                    ErrorKind.BAD_SHAPE, f"{what} input is {_fmt(dims)} but the shape given (or implied by the data set) is {_fmt(given)}"
                 )
         return tuple(given)
     if dims and dims[0] is None:
         dims[0] = 1
     if any(d is None for d in dims):
         raise ConversionError(
-            "bad-shape",
+            ErrorKind.BAD_SHAPE,
             f"{what} input has dynamic dimensions {_fmt(dims)}; give a static shape with --input-shape "
             "(e.g. 1,224,224,3) or a data set whose samples imply it",
         )
@@ -96,7 +98,7 @@ def openvino_read_error(exc: BaseException) -> str:
 
     OpenVINO's messages start with ``Exception from src/...cpp:221:`` lines; the cause follows.
     """
-    from agent.backends.openvino import ov_error_line
+    from protocol.errors import ov_error_line
 
     text = str(exc)
     ops = re.findall(r"(?:operation|[Oo]p(?:eration)? type|[Cc]ustom op(?:eration)?)[^\n]*?['\"]?(\w{3,})['\"]?\s*(?:is not supported|not supported|cannot be)", text)
@@ -163,15 +165,15 @@ class SourceModel:
             text = str(exc)
             if "safe_mode" in text or "arbitrary code" in text:
                 raise ConversionError(
-                    "unsafe-model",
+                    ErrorKind.UNSAFE_MODEL,
                     f"{self.path.name}: refused: {_first_line(exc)}. fleetbench loads Keras models with "
                     "safe_mode=True because a Lambda layer or other Python code in the file would run on this "
                     "machine. Replace it with built-in layers, or export a SavedModel, and convert that",
                 ) from None
-            raise ConversionError("bad-model", f"{self.path.name}: not a loadable Keras model: {_first_line(exc)}") from None
+            raise ConversionError(ErrorKind.BAD_MODEL, f"{self.path.name}: not a loadable Keras model: {_first_line(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - h5py/zip errors on corrupt or truncated files
             raise ConversionError(
-                "bad-model", f"{self.path.name}: corrupt or truncated Keras model ({type(exc).__name__}: {_first_line(exc)})"
+                ErrorKind.BAD_MODEL, f"{self.path.name}: corrupt or truncated Keras model ({type(exc).__name__}: {_first_line(exc)})"
             ) from None
 
     def tf_function(self):
@@ -179,13 +181,13 @@ class SourceModel:
         if self._tf_fn is not None:
             return self._tf_fn
         if self.kind not in (KERAS, H5, SAVEDMODEL):
-            raise ConversionError("failed", f"no TensorFlow graph in a {self.kind} source")
+            raise ConversionError(ErrorKind.CONVERSION_FAILED, f"no TensorFlow graph in a {self.kind} source")
         tf = _tf()
         saved_dir = self.path
         if self.kind in (KERAS, H5):
             model = self._load_keras()
             if len(model.inputs) != 1:
-                raise ConversionError("bad-model", f"{self.path.name}: {len(model.inputs)} inputs; fleetbench converts single-input models")
+                raise ConversionError(ErrorKind.BAD_MODEL, f"{self.path.name}: {len(model.inputs)} inputs; fleetbench converts single-input models")
             # Keras's own exporter; a tf.function around a Keras 3 model would leave its weights as
             # resource variables that the TFLite converter cannot freeze.
             saved_dir = self.workdir / "keras-export"
@@ -194,13 +196,13 @@ class SourceModel:
         try:
             loaded = tf.saved_model.load(str(saved_dir))
         except Exception as exc:  # noqa: BLE001
-            raise ConversionError("bad-model", f"{self.name}: not a loadable SavedModel: {_first_line(exc)}") from None
+            raise ConversionError(ErrorKind.BAD_MODEL, f"{self.name}: not a loadable SavedModel: {_first_line(exc)}") from None
         sig = loaded.signatures.get("serving_default")
         if sig is None:
-            raise ConversionError("bad-model", f"{self.name}: the SavedModel has no 'serving_default' signature")
+            raise ConversionError(ErrorKind.BAD_MODEL, f"{self.name}: the SavedModel has no 'serving_default' signature")
         _, kwargs = sig.structured_input_signature
         if len(kwargs) != 1:
-            raise ConversionError("bad-model", f"{self.name}: {len(kwargs)} inputs; fleetbench converts single-input models")
+            raise ConversionError(ErrorKind.BAD_MODEL, f"{self.name}: {len(kwargs)} inputs; fleetbench converts single-input models")
         ((arg, spec),) = kwargs.items()
         out_key = sorted(sig.structured_outputs)[0]
         self.input_shape = _static(spec.shape, self.given_shape, self.name)
@@ -234,7 +236,7 @@ class SourceModel:
         int8 = params.get("io_type") == "int8"
         if int8:
             if calibration is None:
-                raise ConversionError("failed", f"{variant} needs a calibration set: pass --data")
+                raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant} needs a calibration set: pass --data")
             cal = calibration.astype(np.float32)
             conv.representative_dataset = lambda: ([cal[i : i + 1]] for i in range(len(cal)))
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -248,11 +250,11 @@ class SourceModel:
             if ops:
                 where = "TFLite int8 builtins (TFLITE_BUILTINS_INT8)" if int8 else "TFLite builtins"
                 raise ConversionError(
-                    "unsupported-op",
+                    ErrorKind.UNSUPPORTED_OP,
                     f"{variant}: op {', '.join(ops)} cannot be converted to {where}; replace it in the model "
                     "or use another variant",
                 ) from None
-            raise ConversionError("failed", f"{variant}: TFLite converter failed: {_first_line(exc, 500)}") from None
+            raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant}: TFLite converter failed: {_first_line(exc, 500)}") from None
 
     def _tflite_from_file(self, variant: str, params: dict, calibration: np.ndarray | None) -> bytes:
         """A variant of a TFLite source: the file itself, its fp32 form, or that quantized by ai-edge-quantizer."""
@@ -266,13 +268,13 @@ class SourceModel:
                 self._fp32_tflite = tflite_tools.dequantize_fp16(data)
             fp32 = self._fp32_tflite
         except Exception as exc:  # noqa: BLE001 - flatbuffers and the interpreter raise many types
-            raise ConversionError("failed", f"{variant}: could not dequantize {self.path.name}'s fp16 weights: "
+            raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant}: could not dequantize {self.path.name}'s fp16 weights: "
                                   f"{_first_line(exc)}") from None  # fmt: skip
         recipe = params.get("ai_edge_quantizer")
         if not recipe:
             return fp32
         if recipe.startswith("static") and calibration is None:
-            raise ConversionError("failed", f"{variant} needs a calibration set: pass --data")
+            raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant} needs a calibration set: pass --data")
         try:
             return tflite_tools.quantize(fp32, recipe, calibration)
         except Exception as exc:  # noqa: BLE001
@@ -280,11 +282,11 @@ class SourceModel:
             custom = re.search(r"unresolved custom op: (\w+)", text)
             if custom:
                 raise ConversionError(
-                    "unsupported-op",
+                    ErrorKind.UNSUPPORTED_OP,
                     f"{variant}: op {custom.group(1)} is a custom op that LiteRT's calibration cannot run, so "
                     "the file cannot be calibrated for full int8; tflite-dynamic-int8 needs no calibration",
                 ) from None
-            raise ConversionError("failed", f"{variant}: ai-edge-quantizer ({recipe}) failed: {_first_line(exc, 400)}") from None
+            raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant}: ai-edge-quantizer ({recipe}) failed: {_first_line(exc, 400)}") from None
 
     # ------------------------------------------------------------ OpenVINO
 
@@ -303,10 +305,10 @@ class SourceModel:
         except ConversionError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise ConversionError("bad-model", f"{self.path.name}: {openvino_read_error(exc)}") from None
+            raise ConversionError(ErrorKind.BAD_MODEL, f"{self.path.name}: {openvino_read_error(exc)}") from None
         decompress_f16(model)
         if len(model.inputs) != 1:
-            raise ConversionError("bad-model", f"{self.path.name}: {len(model.inputs)} inputs; fleetbench converts single-input models")
+            raise ConversionError(ErrorKind.BAD_MODEL, f"{self.path.name}: {len(model.inputs)} inputs; fleetbench converts single-input models")
         pshape = model.inputs[0].get_partial_shape()
         dims = [d.get_length() if d.is_static else None for d in pshape]
         shape = _static(dims, self.given_shape, self.path.name)
@@ -326,7 +328,7 @@ class SourceModel:
         model = self.ov_model()
         if params.get("nncf") == "quantize":
             if calibration is None:
-                raise ConversionError("failed", f"{variant} needs a calibration set: pass --data")
+                raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant} needs a calibration set: pass --data")
             import nncf
 
             items = [calibration[i : i + 1] for i in range(len(calibration))]
@@ -335,7 +337,7 @@ class SourceModel:
                     model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(items)
                 )
             except Exception as exc:  # noqa: BLE001
-                raise ConversionError("failed", f"{variant}: NNCF quantization failed: {_first_line(exc, 500)}") from None
+                raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant}: NNCF quantization failed: {_first_line(exc, 500)}") from None
         out = Path(tempfile.mkdtemp(dir=self.workdir)) / "model.xml"
         ov.save_model(model, str(out), compress_to_fp16=bool(params.get("compress_to_fp16")))
         return pack_files({"model.xml": out, "model.bin": out.with_suffix(".bin")})
@@ -358,7 +360,7 @@ class SourceModel:
             try:
                 interp = Interpreter(model_path=str(self.path))
             except (ValueError, RuntimeError) as exc:
-                raise ConversionError("bad-model", f"{self.path.name}: not a loadable TFLite model: {_first_line(exc)}") from None
+                raise ConversionError(ErrorKind.BAD_MODEL, f"{self.path.name}: not a loadable TFLite model: {_first_line(exc)}") from None
             (inp,) = interp.get_input_details()
             self.input_shape = _static(list(inp["shape"]), self.given_shape, self.path.name)
             self.input_dtype = np.dtype(inp["dtype"]).name

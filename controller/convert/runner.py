@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from agent.runner import signal_name
 from controller.artifacts import ArtifactStore
-from agent.runner import die_with_parent
 from protocol import ArtifactRef
+from protocol.errors import ErrorKind
 from protocol.packing import unpack
+from protocol.proc import die_with_parent, signal_name
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def run_conversion(
             calibration, validation = local(job.get("calibration")), local(job.get("validation"))
         except FileNotFoundError as exc:
             result["fatal"] = str(exc)
-            fail_rest(str(exc), "bad-artifact")
+            fail_rest(str(exc), ErrorKind.BAD_ARTIFACT)
             return result
         if job["kind"] in ("savedmodel", "openvino-ir"):
             root = unpack(src_path, tmp / "source")
@@ -120,12 +120,12 @@ def run_conversion(
                 fail_rest(
                     f"conversion timed out while {exc} (limit {limits.step_timeout_s:g} s per step); "
                     "the process was killed",
-                    "timeout",
+                    ErrorKind.TIMEOUT,
                 )
                 return result
             code = proc.wait()
         if result["fatal"] is not None:
-            fail_rest(result["fatal"], result.get("fatal_kind", "bad-model"))
+            fail_rest(result["fatal"], result.get("fatal_kind", ErrorKind.BAD_MODEL))
         elif len(result["variants"]) < len(variants):
             tail = err_path.read_bytes()[-1500:].decode("utf-8", "replace").strip()
             if code < 0:
@@ -133,7 +133,7 @@ def run_conversion(
             else:
                 why = f"the conversion process exited with code {code}"
             hint = " (out of memory? the limit is {:.0f} GiB)".format(limits.memory_bytes / 2**30) if "MemoryError" in tail or "bad_alloc" in tail else ""
-            fail_rest(f"{why}{hint} before finishing; the file may be corrupt or too large. Last output:\n{tail}", "crashed")
+            fail_rest(f"{why}{hint} before finishing; the file may be corrupt or too large. Last output:\n{tail}", ErrorKind.CRASHED)
     return result
 
 
@@ -162,7 +162,7 @@ def _pump(proc, limits: Limits, result: dict, artifacts: ArtifactStore, on_event
                 continue
             kind = event.get("event")
             if kind == "fatal":
-                result["fatal"], result["fatal_kind"] = event["error"], event.get("kind", "bad-model")
+                result["fatal"], result["fatal_kind"] = event["error"], event.get("kind", ErrorKind.BAD_MODEL)
             elif kind == "source":
                 result["input_shape"], result["input_dtype"] = event["input_shape"], event["input_dtype"]
             elif kind == "reference":

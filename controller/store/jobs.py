@@ -23,12 +23,15 @@ record of an older attempt is kept with ``superseded`` set, never counted.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 
 from sqlalchemy import false, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from controller.store.base import StoreError, _write_error
 from controller.store.models import BaselineRow, JobRow, Result, SweepRow
 from protocol import JobOutcome, ResultRecord
+from protocol.errors import is_retryable
 
 PENDING, CONVERTING, QUEUED, RUNNING = "pending", "converting", "queued", "running"
 WAITING = "waiting-for-device"
@@ -36,8 +39,6 @@ DONE, FAILED, DEAD_LETTER, EXPIRED, SUPERSEDED = "done", "failed", "dead-letter"
 CANCELLED = "cancelled"
 ACTIVE_STATES = (PENDING, CONVERTING, QUEUED, RUNNING, WAITING)
 FINAL_STATES = (DONE, FAILED, DEAD_LETTER, EXPIRED, SUPERSEDED, CANCELLED)
-#: failures another attempt may cure: the runtime crashed, hung, or the agent went away
-RETRYABLE = ("crashed", "timeout", "agent-lost", "internal", "fetch-failed")
 
 #: what ingest() did with an outcome
 STORED, DUPLICATE, LATE, RETRY, FAILED_FINAL, UNKNOWN = "stored", "duplicate", "superseded", "retry", "failed", "unknown-job"
@@ -77,8 +78,6 @@ class JobsMixin:
 
     def get_sweep(self, ref: str) -> SweepRow:
         """A sweep by id, unique id prefix, or name (the newest of that name)."""
-        from controller.store.store import StoreError
-
         with self._session() as session:
             row = session.get(SweepRow, ref)
             if row is None and len(ref) >= 4:
@@ -111,8 +110,6 @@ class JobsMixin:
 
     def resolve_sweep(self, ref: str) -> SweepRow:
         """A sweep by id, id prefix or name, or ``baseline:TAG`` for the sweep a baseline points at."""
-        from controller.store.store import StoreError
-
         if ref.startswith("baseline:"):
             tag = ref.removeprefix("baseline:")
             with self._session() as session:
@@ -183,7 +180,7 @@ class JobsMixin:
             if expect_attempt is not None and job.attempt != expect_attempt:
                 return False
             for key, value in fields.items():
-                setattr(job, key, value)
+                setattr(job, key, value.value if isinstance(value, enum.Enum) else value)
             job.updated_at = now()
         return True
 
@@ -215,8 +212,6 @@ class JobsMixin:
 
     def ingest_many(self, outcomes: list[JobOutcome]) -> list[str]:
         """:meth:`ingest` for a batch, in one transaction (one at a time if a concurrent writer collides)."""
-        from controller.store.store import _write_error
-
         try:
             return self._ingest_batch(outcomes)
         except IntegrityError:
@@ -296,11 +291,11 @@ class JobsMixin:
             job.state, job.reason, job.error_kind = DONE, "", None
             return STORED
         job.error_kind = outcome.error_kind
-        if outcome.error_kind in RETRYABLE and job.attempt < job.max_attempts:
+        if is_retryable(outcome.error_kind) and job.attempt < job.max_attempts:
             job.state = PENDING  # the scheduler sends attempt + 1
             job.reason = f"attempt {job.attempt} failed ({outcome.error_kind}): {outcome.error}; retrying"
             return RETRY
-        if outcome.error_kind in RETRYABLE:
+        if is_retryable(outcome.error_kind):
             job.state = DEAD_LETTER
             job.reason = f"failed {job.attempt} time(s), the last with ({outcome.error_kind}): {outcome.error}"
         else:

@@ -9,6 +9,7 @@ from sqlalchemy import create_engine, false, func, or_, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
+from controller.store.base import StoreError, _one_line, _parse_ts, _write_error, as_utc, redact_url  # noqa: F401 (re-exported)
 from controller.store.jobs import JobsMixin
 from controller.store.models import AgentRow, DatasetRow, ModelRow, ReferenceRow, Result, VariantRow
 from protocol import AgentInventory, JobOutcome, ResultRecord
@@ -18,39 +19,6 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest Alembic revision. `migrate()` skips Alembic (a slow import) when
 #: the database is already there; a test keeps this equal to the scripts' head.
 HEAD_REVISION = "0007"
-
-
-class StoreError(RuntimeError):
-    """The database cannot be used; the message says which and what to do."""
-
-
-def _parse_ts(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def as_utc(ts: dt.datetime) -> dt.datetime:
-    """SQLite hands timestamps back without their zone; they were stored in UTC."""
-    return ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
-def _write_error(url: str, exc: OperationalError) -> StoreError:
-    return StoreError(f"cannot write to {redact_url(url)}: {_one_line(exc.orig)}")
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by ***, for messages."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - only for messages
-        from protocol.redact import redact
-
-        return redact(url)
 
 
 class Store(JobsMixin):
