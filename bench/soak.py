@@ -177,7 +177,7 @@ def main() -> int:
         for i in list(down):
             agents[i] = restarted(agents[i])
         for _ in range(20):
-            sched.collector.drain(block_s=0.5)
+            sched.drain(block_s=0.5)
         return report(args, store, d, sweep_ids, figures, poisoned, sweep_walls, agents, t_start)
     finally:
         for a in agents:

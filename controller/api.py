@@ -533,7 +533,7 @@ class _State:
                 for sweep_id in running:
                     s.tick(sweep_id)
                 if running:
-                    s.collector.drain(block_s=0.5)  # wake as soon as an outcome arrives
+                    s.drain(block_s=0.5)  # wake as soon as an outcome arrives
                     continue
             except Exception as exc:  # noqa: BLE001 - outages: try again next time
                 log.warning("scheduler: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

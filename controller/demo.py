@@ -3,11 +3,13 @@
 Build (or reuse) the demo model, convert it into every variant through the
 conversion pipeline (a converter worker behind a private Redis; cached
 variants are not converted again), benchmark each variant on a local agent
-through Celery, store the records, stop everything it started.
+as a one-sweep run through the scheduler (Celery queues, the agent's outbox,
+the collector), store the records, stop everything it started.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,9 +21,8 @@ from controller.convert.variants import FAMILY_CAPABILITY, VARIANTS
 from controller.datasets import Preprocessing
 from controller.embedded import EmbeddedFleet
 from controller.store import Store
-from controller.store.jobs import ACTIVE_STATES, FAILED, QUEUED, STORED, now
-from controller.store.models import JobRow, SweepRow
-from protocol import BenchmarkSettings, JobSpec, ResultRecord, new_job_id
+from controller.store.jobs import ACTIVE_STATES, DONE, FAILED, RUNNING
+from protocol import BenchmarkSettings, ResultRecord
 
 #: Calibration images taken from the held-out set; the rest measure accuracy.
 N_CALIBRATION = 64
@@ -66,7 +67,6 @@ def run_demo(
         cached = [v.variant for v in plan.variants if v.status == "cached"]
         if cached:
             on_step(f"reusing {len(cached)} converted variant(s) from the cache")
-        records: list[ResultRecord] = []
         failures: list[tuple[str, str]] = []
         with EmbeddedFleet(paths, on_step) as fleet:
             report = service.execute(plan, store, fleet.convert, on_event=lambda e: _conversion_step(e, on_step))
@@ -75,29 +75,9 @@ def run_demo(
             if not ready:
                 raise DemoError("no variant converted: " + "; ".join(f"{v}: {e}" for v, e in failures))
             caps = tuple(sorted({FAMILY_CAPABILITY[VARIANTS[o.variant].family] for o in ready}))
-            agent = fleet.ensure_agent(caps)
-            dispatcher = fleet.dispatcher()
-            dispatcher.record_live_agents(store)  # so `fleetbench fleet` knows the local agent
-            specs = [
-                JobSpec(
-                    job_id=new_job_id(), model_id=plan.model_id, model_name=plan.name, variant=o.variant,
-                    capability=FAMILY_CAPABILITY[VARIANTS[o.variant].family], artifact=o.artifact,
-                    dataset=plan.dataset.validation, reference=o.reference, settings=settings,
-                )  # fmt: skip
-                for o in ready
-            ]
-            sweep_id = _record_sweep(store, specs, settings)
-            try:
-                for spec in specs:
-                    on_step(f"benchmarking {spec.variant} on {spec.capability}")
-                    store.update_job(spec.job_id, state="running", agent_id=agent.agent_id, attempt=1)
-                    outcome = dispatcher.wait(dispatcher.submit(spec), spec, check=agent.check_alive)
-                    if store.ingest(outcome) == STORED:
-                        records.append(outcome.record)
-                    elif not outcome.ok:
-                        failures.append((spec.variant, f"{outcome.error_kind}: {outcome.error}"))
-            finally:
-                _finish_sweep(store, sweep_id)
+            fleet.ensure_agent(caps)
+            records, failed, sweep_id = _benchmark(store, fleet, plan, ready, settings, on_step)
+            failures += failed
         if not records:
             raise DemoError("every benchmark failed: " + "; ".join(f"{v}: {e}" for v, e in failures))
         return DemoRun(
@@ -110,19 +90,47 @@ def run_demo(
         store.close()
 
 
-def _record_sweep(store: Store, specs: list[JobSpec], settings: BenchmarkSettings) -> str:
-    """Keep the demo's benchmarks as a sweep called ``demo``, so `fleetbench status` and the
-    dashboard's Sweeps and Compare pages show each demo run like any other sweep."""
-    sweep_id, t = new_job_id()[:16], now()
-    spec = {"name": "demo", "demo": True, "variants": [s.variant for s in specs], "settings": settings.to_dict()}
-    jobs = [
-        JobRow(job_id=s.job_id, sweep_id=sweep_id, model_id=s.model_id, model_name=s.model_name, variant=s.variant,
-               capability=s.capability, settings=settings.to_dict(), spec=s.to_dict(), state=QUEUED, reason="",
-               attempt=1, sent_attempt=1, max_attempts=1, created_at=t, updated_at=t)
-        for s in specs
-    ]  # fmt: skip
-    store.add_sweep(SweepRow(sweep_id=sweep_id, name="demo", spec=spec, state="running", created_at=t), jobs)
-    return sweep_id
+def _benchmark(store: Store, fleet: EmbeddedFleet, plan, ready, settings: BenchmarkSettings,
+               on_step: Callable[[str], None]) -> tuple[list[ResultRecord], list[tuple[str, str]], str]:  # fmt: skip
+    """Benchmark every ready variant as a one-sweep run named ``demo``, through the same scheduler, queues,
+    outbox and collector a fleet's sweep uses (so `fleetbench status` and the dashboard's Sweeps and
+    Compare pages show each demo run like any other sweep). Returns the records in variant order, the
+    failures, and the sweep's id."""
+    from controller.collector import Collector
+    from controller.sweeps import ModelVariants, Scheduler, SweepSpec
+
+    dispatcher = fleet.dispatcher()
+    agent = fleet.agent
+    sched = Scheduler(store, dispatcher, Collector(dispatcher.redis, store, name=f"demo-{agent.agent_id}"))
+    order = [o.variant for o in ready]
+    spec = SweepSpec(name="demo", models=[], variants=order, devices=sorted({FAMILY_CAPABILITY[VARIANTS[v].family]
+                     for v in order}), settings=[settings], max_attempts=1, raw={"name": "demo", "demo": True,
+                     "variants": order, "settings": settings.to_dict()})  # fmt: skip
+    model = ModelVariants(model_id=plan.model_id, name=plan.name, dataset=plan.dataset.validation,
+                          ready={o.variant: (o.artifact, o.reference) for o in ready}, converting=[])  # fmt: skip
+    sweep_id = sched.submit(spec, [model])
+    # the agent enforces each job's time limit; this only stops a demo whose agent hangs past all of them
+    budget_s = len(order) * (settings.timeout_s + 60)
+    deadline = time.monotonic() + budget_s
+    told: set[str] = set()
+    try:
+        while True:
+            counts = sched.tick(sweep_id, wait_s=0.5)
+            for job in store.jobs(sweep_id, states=(RUNNING,)):
+                if job.job_id not in told:
+                    told.add(job.job_id)
+                    on_step(f"benchmarking {job.variant} on {job.capability}")
+            if not any(counts.get(s) for s in ACTIVE_STATES):
+                break
+            agent.check_alive()
+            if time.monotonic() > deadline:
+                raise DemoError(f"the local agent did not finish the demo's jobs within {budget_s:g} s; "
+                                f"see its log, {fleet.paths.logs / 'agent.log'}")  # fmt: skip
+    finally:
+        _finish_sweep(store, sweep_id)
+    records = sorted(store.sweep_results(sweep_id), key=lambda r: order.index(r.variant))
+    failures = [(j.variant, f"{j.error_kind}: {j.reason}") for j in store.jobs(sweep_id) if j.state != DONE]
+    return records, failures, sweep_id
 
 
 def _finish_sweep(store: Store, sweep_id: str) -> None:

@@ -1,7 +1,10 @@
-"""Sending benchmark jobs to agents through Celery, and waiting for outcomes.
+"""Sending benchmark jobs to agents through Celery.
 
 The controller never imports agent code: it sends the task by name to the
-queue of the job's capability.
+queue of the job's capability. Outcomes come back one way only: through each
+agent's outbox onto the results list, where the collector stores them (the
+scheduler reads no Celery result for an outcome; it asks the result backend
+only whether an attempt has started).
 """
 
 from __future__ import annotations
@@ -14,17 +17,17 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from controller.errors import DispatchError
-from protocol import AGENT_KEY_PREFIX, BENCHMARK_TASK, CELERY_SETTINGS, AgentInventory, JobOutcome, JobSpec, queue_for
+from protocol import (
+    AGENT_KEY_PREFIX,
+    BENCHMARK_TASK,
+    CELERY_SETTINGS,
+    CONVERT_QUEUE,
+    CONVERT_TASK,
+    AgentInventory,
+    JobSpec,
+    queue_for,
+)
 from protocol.records import ContractError
-
-#: The controller-side conversion task and its queue (served by `fleetbench worker`).
-CONVERT_TASK = "fleetbench.convert"
-CONVERT_QUEUE = "fleetbench.convert"
-
-#: States reported to ``on_state`` while waiting.
-WAITING_FOR_DEVICE = "waiting-for-device"
-QUEUED = "queued"
-RUNNING = "running"
 
 
 def celery_client(broker_url: str) -> Celery:
@@ -112,7 +115,9 @@ class Dispatcher:
         except OperationalError as exc:
             raise DispatchError(self._broker_down(exc)) from None
 
-    def convert(self, job: dict, on_event: Callable[[dict], None] = lambda e: None, check: Callable[[], None] = lambda: None) -> dict:
+    def convert(
+        self, job: dict, on_event: Callable[[dict], None] = lambda e: None, check: Callable[[], None] = lambda: None
+    ) -> dict:
         """Send a conversion job to the converter workers and wait for it."""
         self.ping()
         try:
@@ -121,61 +126,12 @@ class Dispatcher:
             raise DispatchError(self._broker_down(exc)) from None
         return wait_conversion(self.app, result, on_event=on_event, check=check)
 
-    def wait(
-        self,
-        result,
-        spec: JobSpec,
-        on_state: Callable[[str], None] = lambda s: None,
-        check: Callable[[], None] = lambda: None,
-        poll_s: float = 0.2,
-        device_check_s: float = 2.0,
-        grace_s: float = 60.0,
-    ) -> JobOutcome:
-        """Wait for the job's outcome, reporting its state; ``check`` may raise to abort.
-
-        Gives up ``grace_s`` after the job's own timeout.
-        """
-        limit_s = spec.settings.timeout_s + grace_s
-        deadline = time.monotonic() + limit_s
-        next_device_check = 0.0
-        state = None
-        while True:
-            try:
-                ready = result.ready()
-                celery_state = result.state
-            except OperationalError as exc:
-                raise DispatchError(self._broker_down(exc)) from None
-            if ready:
-                break
-            now = time.monotonic()
-            if celery_state == "STARTED":
-                new_state = RUNNING
-            elif now >= next_device_check:
-                next_device_check = now + device_check_s
-                new_state = QUEUED if self.agents_offering(spec.capability) else WAITING_FOR_DEVICE
-            else:
-                new_state = state or QUEUED
-            if new_state != state:
-                state = new_state
-                on_state(state)
-            check()
-            if now > deadline:
-                raise DispatchError(
-                    f"no outcome for job {spec.job_id} within {limit_s:g} s "
-                    f"(last state: {state}); is an agent with {spec.capability} running?"
-                )
-            time.sleep(poll_s)
-        if result.failed():
-            raise DispatchError(f"job {spec.job_id} failed inside the agent's task: {result.result!r}")
-        try:
-            return JobOutcome.from_dict(result.get(timeout=5))
-        except ContractError as exc:
-            raise DispatchError(f"agent answered job {spec.job_id} with a malformed outcome: {exc}") from None
-
     def _broker_down(self, exc: Exception) -> str:
         from protocol.redact import redact
 
-        return redact(f"cannot reach the broker at {self.broker_url} ({exc}); start Redis or pass the right --broker URL")
+        return redact(
+            f"cannot reach the broker at {self.broker_url} ({exc}); start Redis or pass the right --broker URL"
+        )
 
 
 def wait_conversion(

@@ -25,9 +25,9 @@ device), a glob over the capabilities the fleet has shown (``openvino:*``,
 
 from __future__ import annotations
 
-import datetime as dt
 import fnmatch
 import itertools
+import logging
 import re
 import threading
 import time
@@ -36,15 +36,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from controller import jobs
 from controller.convert.variants import VARIANTS
 from controller.datasets import Preprocessing
-from controller.store import Store, as_utc
+from controller.fleet.port import Delivered, SetAside
+from controller.jobs import SweepState
+from controller.store import Store
 from controller.store.jobs import (
-    CANCELLED, CONVERTING, DEAD_LETTER, DONE, EXPIRED, FAILED, FINAL_STATES, PENDING, QUEUED, RUNNING, SUPERSEDED, WAITING, now,
+    ACTIVE_STATES,
+    CANCELLED,
+    CONVERTING,
+    DEAD_LETTER,
+    DONE,
+    EXPIRED,
+    FAILED,
+    FINAL_STATES,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    SUPERSEDED,
+    WAITING,
+    now,
 )  # fmt: skip
 from controller.store.models import JobRow, SweepRow
-from protocol import FENCE_PREFIX, ArtifactRef, BenchmarkSettings, JobSpec, agent_queue
+from protocol import ArtifactRef, BenchmarkSettings, JobSpec, agent_queue
 from protocol.errors import ErrorKind
+
+log = logging.getLogger("fleetbench.scheduler")
 
 #: which runtimes run which variant family
 FAMILY_RUNTIMES = {"tflite": ("litert", "tflite"), "openvino": ("openvino",)}
@@ -352,48 +370,71 @@ CONFIRM_ABOVE = 1_000
 class Scheduler:
     """Moves a sweep's jobs through their states: one ``tick()`` at a time.
 
-    ``dispatcher`` sends jobs and knows the live agents; ``collector`` stores
-    the outcomes agents relayed. ``artifact_ref`` rewrites artifact URIs for
-    agents (``file://`` embedded, the controller's HTTP URL in a fleet).
+    ``fleet`` is a :class:`~controller.fleet.port.FleetPort`: it sends jobs, fences attempts, knows the live
+    agents and stores the outcomes agents relayed (``Scheduler(store, dispatcher, collector)`` wraps today's
+    Redis and Celery fleet in one). The rules are :mod:`controller.jobs`'; this class applies them to the
+    store and the fleet. ``artifact_ref`` rewrites artifact URIs for agents (``file://`` embedded, the
+    controller's HTTP URL in a fleet).
     """
 
-    def __init__(self, store: Store, dispatcher, collector, artifact_ref: Callable[[ArtifactRef], ArtifactRef] = lambda r: r):
+    def __init__(self, store: Store, fleet, collector=None, artifact_ref: Callable[[ArtifactRef], ArtifactRef] = lambda r: r):
+        if collector is not None:  # (dispatcher, collector): the Redis and Celery fleet
+            from controller.fleet.redis_celery import RedisCeleryFleet
+
+            fleet = RedisCeleryFleet(fleet, collector)
         self.store = store
-        self.dispatcher = dispatcher
-        self.collector = collector
+        self.fleet = fleet
         self.artifact_ref = artifact_ref
         self.errors: list[str] = []
         self._threads: list[threading.Thread] = []
         #: set when the process that runs this scheduler is going away (Ctrl-C, a lost embedded broker): a
         #: conversion that fails then leaves its jobs converting, for `--resume`, instead of failing them
         self.stopping = False
-        collector.on_result = self._on_result
-        collector.on_dead = self._on_dead
 
-    def _on_result(self, outcome, what: str) -> None:
-        from controller.store.jobs import DUPLICATE, FAILED_FINAL, STORED
+    @property
+    def dispatcher(self):
+        """The Redis and Celery fleet's dispatcher (its broker client, for callers that need the broker itself)."""
+        return self.fleet.dispatcher
 
-        if what in (STORED, DUPLICATE, FAILED_FINAL):  # finished: a redelivered message must not run again
-            self._fence(outcome.job_id, 0)
+    @property
+    def collector(self):
+        return self.fleet.collector
 
-    def _on_dead(self, job_id: str, attempt: int | None, reason: str) -> None:
+    def drain(self, block_s: float = 0.0) -> int:
+        """Take in the outcomes agents sent (waiting up to ``block_s`` for one) and act on each; returns how many."""
+        events = self.fleet.drain_outcomes(block_s=block_s)
+        for event in events:
+            if isinstance(event, Delivered):
+                if event.what in jobs.FENCE_OFF_AFTER:  # finished: a redelivered message must not run again
+                    self._fence(event.outcome.job_id, 0)
+            elif event.job_id is not None:
+                try:
+                    self._on_set_aside(event)
+                except Exception as exc:  # noqa: BLE001 - the job then waits for its agent-lost or expiry path
+                    log.warning("could not mark job %s after setting its result aside: %s", event.job_id,
+                                str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)  # fmt: skip
+        return len(events)
+
+    def _on_set_aside(self, event: SetAside) -> None:
         """A sweep job whose outcome was set aside runs again (up to its attempts); else it is dead-lettered."""
-        job = self.store.get_job(job_id)
-        if job is None or job.state not in (QUEUED, RUNNING) or (attempt is not None and attempt != job.attempt):
-            return
-        why = f"attempt {job.attempt}'s result was set aside ({reason[:200]})"
-        if job.attempt < job.max_attempts:
-            self.store.update_job(job_id, expect_attempt=job.attempt, state=PENDING, reason=why + "; retrying",
-                                  error_kind=ErrorKind.BAD_RESULT)  # fmt: skip
-        else:
-            self.store.update_job(job_id, expect_attempt=job.attempt, state=DEAD_LETTER, error_kind=ErrorKind.BAD_RESULT,
-                                  reason=f"failed {job.attempt} time(s), the last because {why}")  # fmt: skip
+        job = self.store.get_job(event.job_id)
+        change = jobs.on_result_set_aside(job, event.attempt, event.reason) if job is not None else None
+        if change is not None:
+            self._apply(event.job_id, change)
+
+    def _apply(self, job_id: str, change: jobs.Change) -> bool:
+        if not self.store.update_job(job_id, expect_attempt=change.attempt, **change.fields):
+            return False
+        if change.fence is not None:
+            self._fence(job_id, change.fence)
+        return True
 
     # ---------------------------------------------------------- submit
 
     def known_capabilities(self) -> dict[str, set[str]]:
         known: dict[str, set[str]] = {}
-        self.dispatcher.record_live_agents(self.store)
+        for inv in self.fleet.live_agents():
+            self.store.record_agent(inv)
         for row in self.store.agents():
             for c in row.inventory["capabilities"]:
                 known.setdefault(c["name"], set()).add(row.agent_id)
@@ -539,87 +580,37 @@ class Scheduler:
     # ---------------------------------------------------------- tick
 
     def _fence(self, job_id: str, attempt: int) -> None:
-        self.dispatcher.redis.set(FENCE_PREFIX + job_id, attempt, ex=14 * 24 * 3600)
+        self.fleet.fence(job_id, attempt)
 
     def tick(self, sweep_id: str, wait_s: float = 0.0) -> dict[str, int]:
         """Collect outcomes (waiting up to ``wait_s`` for one), then move every active job one step;
         returns the counts by state."""
-        self.collector.drain()
-        live = {inv.agent_id: {c.name for c in inv.capabilities} for inv in self.dispatcher.live_agents()}
-        offered = set().union(*live.values())
+        self.drain()
+        fleet = jobs.FleetView({inv.agent_id: {c.name for c in inv.capabilities} for inv in self.fleet.live_agents()})
         sweep = self.store.get_sweep(sweep_id)
         expire_s = float(sweep.spec.get("expire_after", DEFAULT_EXPIRE_S))
         for job in self.store.jobs(sweep_id, states=(PENDING, WAITING, QUEUED, RUNNING)):
-            if job.pinned_agent:
-                available = job.capability in live.get(job.pinned_agent, ())
-                missing = f"waiting for agent {job.pinned_agent} (with {job.capability}) to come online"
-            else:
-                available = job.capability in offered
-                missing = f"waiting for a device with {job.capability}"
-            if job.state == RUNNING:
-                if job.agent_id and job.agent_id not in live:
-                    self._agent_lost(job)
-                continue
-            if job.state == QUEUED:
-                if not self._started(job) and not available:
-                    self._wait(job, missing, expire_s)
-                continue
-            # PENDING or WAITING
-            if not available:
-                if job.state == PENDING:
-                    self._wait(job, missing, expire_s)
-                elif job.expires_at is not None and now() > as_utc(job.expires_at):
-                    if self.store.update_job(job.job_id, expect_attempt=job.attempt, state=EXPIRED,
-                                             reason=f"{missing}: none came within {expire_s:g} s"):  # fmt: skip
-                        self._fence(job.job_id, 0)
-                continue
-            if job.state == WAITING and job.sent_attempt == job.attempt and job.attempt > 0:
-                self.store.update_job(job.job_id, expect_attempt=job.attempt, state=QUEUED, reason="", expires_at=None)
-                continue
-            self._send(job)
+            started = self.fleet.started(job.job_id, job.attempt) if job.state == QUEUED else None
+            step = jobs.on_tick(job, fleet, now(), expire_s, started=started)
+            if isinstance(step, jobs.Send):
+                self._send(job, step.attempt)
+            elif step is not None:
+                self._apply(job.job_id, step)
         if wait_s > 0:
-            self.collector.drain(block_s=wait_s)  # after sending: wake as soon as an outcome arrives
+            self.drain(block_s=wait_s)  # after sending: wake as soon as an outcome arrives
         counts = self.store.job_counts(sweep_id)
-        if not any(counts.get(s) for s in (PENDING, CONVERTING, QUEUED, RUNNING, WAITING)) and sweep.state == "running":
+        if not any(counts.get(s) for s in ACTIVE_STATES) and sweep.state == SweepState.RUNNING:
             self.store.set_sweep_state(sweep_id, "done", only_from="running")  # not over a cancel made meanwhile
         return counts
 
-    def _wait(self, job: JobRow, reason: str, expire_s: float) -> None:
-        """No live device for it: waiting-for-device, with the reason, until it expires."""
-        self.store.update_job(job.job_id, expect_attempt=job.attempt, state=WAITING, reason=reason,
-                              expires_at=now() + dt.timedelta(seconds=expire_s))  # fmt: skip
-
-    def _send(self, job: JobRow) -> None:
-        attempt = job.attempt + 1
+    def _send(self, job: JobRow, attempt: int) -> None:
         spec = JobSpec.from_dict(dict(job.spec, job_id=job.job_id, attempt=attempt))
         if not self.store.update_job(job.job_id, expect_attempt=job.attempt, attempt=attempt, state=QUEUED,
                                      reason="", expires_at=None):  # fmt: skip
             return  # an outcome moved it meanwhile
         self._fence(job.job_id, attempt)
-        self.dispatcher.submit(spec, queue=agent_queue(job.pinned_agent) if job.pinned_agent else None)
+        self.fleet.send(spec, queue=agent_queue(job.pinned_agent) if job.pinned_agent else None)
         self.store.update_job(job.job_id, expect_attempt=attempt, sent_attempt=attempt)
-
-    def _started(self, job: JobRow) -> bool:
-        """QUEUED -> RUNNING when Celery says an agent started it; records which agent."""
-        result = self.dispatcher.app.AsyncResult(f"{job.job_id}.{job.attempt}")
-        try:
-            state, info = result.state, result.info
-        except Exception:  # noqa: BLE001 - the result backend is the broker; the next tick retries
-            return False
-        if state != "STARTED":
-            return False
-        host = info.get("hostname", "") if isinstance(info, dict) else ""
-        self.store.update_job(job.job_id, expect_attempt=job.attempt, state=RUNNING, agent_id=host.split("@")[0] or None)
-        return True
-
-    def _agent_lost(self, job: JobRow) -> None:
-        why = f"agent {job.agent_id} went away (no heartbeat) during attempt {job.attempt}"
-        if job.attempt < job.max_attempts:
-            self.store.update_job(job.job_id, expect_attempt=job.attempt, state=PENDING, reason=why + "; retrying",
-                                  error_kind=ErrorKind.AGENT_LOST)  # fmt: skip
-        else:
-            self.store.update_job(job.job_id, expect_attempt=job.attempt, state=DEAD_LETTER,
-                                  reason=f"failed {job.attempt} time(s), the last because {why}", error_kind=ErrorKind.AGENT_LOST)  # fmt: skip
 
 
 def http_artifact_ref(base_url: str) -> Callable[[ArtifactRef], ArtifactRef]:

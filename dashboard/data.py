@@ -20,6 +20,7 @@ from sqlalchemy import Float, case, cast, create_engine, false, func, inspect, l
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from controller.jobs import FINAL_STATES, JobState
 from controller.store.models import AgentRow, JobRow, Result, SweepRow
 
 #: An agent counts as online when the controller recorded its heartbeat this recently (`fleetbench serve`
@@ -132,7 +133,7 @@ def fleet(engine: Engine, now: dt.datetime | None = None) -> pd.DataFrame:
     now = now or dt.datetime.now(dt.timezone.utc)
     agents = _frame(engine, select(AgentRow.agent_id, AgentRow.hostname, AgentRow.inventory, AgentRow.last_heartbeat))
     running = _frame(engine, select(JobRow.agent_id, func.count().label("running"))
-                     .where(JobRow.state == "running").group_by(JobRow.agent_id))  # fmt: skip
+                     .where(JobRow.state == JobState.RUNNING.value).group_by(JobRow.agent_id))  # fmt: skip
     cols = ["agent", "host", "status", "last heartbeat", "capability", "device", "runtime version", "precisions",
             "jobs running"]  # fmt: skip
     if agents.empty:
@@ -154,7 +155,7 @@ def running_jobs(engine: Engine) -> pd.DataFrame:
     stmt = (
         select(JobRow.agent_id.label("agent"), JobRow.model_name.label("model"), JobRow.variant,
                JobRow.capability, JobRow.attempt, JobRow.updated_at.label("since"), JobRow.sweep_id.label("sweep"))
-        .where(JobRow.state == "running").order_by(JobRow.updated_at)
+        .where(JobRow.state == JobState.RUNNING.value).order_by(JobRow.updated_at)
     )  # fmt: skip
     return _frame(engine, stmt)
 
@@ -162,8 +163,10 @@ def running_jobs(engine: Engine) -> pd.DataFrame:
 # ---------------------------------------------------------------- sweeps
 
 #: Sweep progress columns, in the order of a job's life.
-STATE_ORDER = ("done", "running", "queued", "pending", "converting", "waiting-for-device", "failed", "dead-letter",
-               "expired", "superseded", "cancelled")  # fmt: skip
+STATE_ORDER = tuple(s.value for s in (JobState.DONE, JobState.RUNNING, JobState.QUEUED, JobState.PENDING,
+                                     JobState.CONVERTING, JobState.WAITING, JobState.FAILED, JobState.DEAD_LETTER,
+                                     JobState.EXPIRED, JobState.SUPERSEDED, JobState.CANCELLED))  # fmt: skip
+FINISHED = [s.value for s in FINAL_STATES]
 
 
 def sweeps(engine: Engine, limit: int = 50) -> pd.DataFrame:
@@ -186,7 +189,7 @@ def sweeps(engine: Engine, limit: int = 50) -> pd.DataFrame:
     wide = df[base].drop_duplicates("sweep_id").merge(counts, left_on="sweep_id", right_index=True, how="left")
     wide[list(STATE_ORDER)] = wide[list(STATE_ORDER)].fillna(0).astype(int)
     wide["total"] = wide[list(STATE_ORDER)].sum(axis=1)
-    wide["finished"] = wide[["done", "failed", "dead-letter", "expired", "superseded", "cancelled"]].sum(axis=1)
+    wide["finished"] = wide[FINISHED].sum(axis=1)
     wide["created_at"] = _utc(wide["created_at"])
     return wide.sort_values("created_at", ascending=False).reset_index(drop=True)
 

@@ -19,6 +19,7 @@ from controller.store import Store, StoreError
 from controller.store.jobs import DEAD_LETTER, DONE, RUNNING
 from controller.sweeps import ModelVariants, Scheduler, SweepSpec
 from protocol import BENCHMARK_TASK, RESULTS_KEY, BenchmarkSettings, JobSpec, agent_queue, new_job_id
+from tests.helpers import wait_outcome
 
 SHORT = dict(threads=1, warmup_iterations=2, timeout_s=9)
 #: agents in these tests hand back unacknowledged jobs quickly
@@ -88,7 +89,7 @@ def test_pickle_message_is_refused_and_never_run(clean_redis_url, tmp_path, tiny
                                   serializer="pickle", task_id=f"{spec.job_id}.1")  # fmt: skip
         # the same job as JSON runs; by then the pickled one was long taken off the queue
         spec2 = JobSpec.from_dict(dict(spec.to_dict(), job_id=new_job_id()))
-        outcome = d.wait(d.app.send_task(BENCHMARK_TASK, args=[spec2.to_dict()], queue=agent_queue(agent.agent_id),
+        outcome = wait_outcome(d, d.app.send_task(BENCHMARK_TASK, args=[spec2.to_dict()], queue=agent_queue(agent.agent_id),
                                          task_id=f"{spec2.job_id}.1"), spec2, check=agent.check_alive)  # fmt: skip
         assert outcome.ok
         assert pickled.state == "PENDING"  # never started, never finished
@@ -252,7 +253,7 @@ def test_items_on_a_queue_that_are_not_task_messages_do_not_stop_the_agent(clean
         art = ArtifactStore(tmp_path / "artifacts").put_file(tiny_model["path"])
         spec = JobSpec(job_id=new_job_id(), model_id="m", model_name="tiny", variant="tflite-fp32", capability="litert:cpu",
                        artifact=art, settings=BenchmarkSettings(**SHORT, min_iterations=50, min_duration_s=0.0))  # fmt: skip
-        outcome = d.wait(d.app.send_task(BENCHMARK_TASK, args=[spec.to_dict()], queue=queue, task_id=f"{spec.job_id}.1"),
+        outcome = wait_outcome(d, d.app.send_task(BENCHMARK_TASK, args=[spec.to_dict()], queue=queue, task_id=f"{spec.job_id}.1"),
                          spec, check=agent.check_alive)  # fmt: skip
         assert outcome.ok and agent.alive()
         log = agent.log_path.read_text()

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from controller.artifacts import ArtifactStore
-from controller.dispatch import QUEUED, RUNNING, WAITING_FOR_DEVICE, Dispatcher, DispatchError
+from controller.dispatch import Dispatcher, DispatchError
 from controller.embedded import LocalAgent
 from protocol import BENCHMARK_TASK, BenchmarkSettings, JobSpec, agent_queue, new_job_id
+from tests.helpers import QUEUED, RUNNING, WAITING_FOR_DEVICE, wait_outcome
 
 FAST = BenchmarkSettings(threads=1, warmup_iterations=5, min_iterations=100, min_duration_s=0.0, timeout_s=120)
 
@@ -61,7 +62,7 @@ def test_job_runs_through_celery_and_comes_back_as_a_record(agent, dispatcher, a
     _, model = artifacts
     spec = _spec(model)
     states = []
-    outcome = dispatcher.wait(dispatcher.submit(spec), spec, on_state=states.append, check=agent.check_alive)
+    outcome = wait_outcome(dispatcher, dispatcher.submit(spec), spec, on_state=states.append, check=agent.check_alive)
     assert outcome.ok, outcome.error
     r = outcome.record
     assert r.job_id == spec.job_id and r.agent_id == agent.agent_id
@@ -74,11 +75,11 @@ def test_bad_job_fails_with_its_reason_and_the_agent_keeps_serving(agent, dispat
     _, model = artifacts
     garbage = ArtifactStore(tmp_path).put_bytes(np.arange(100, dtype=np.uint8).tobytes(), "garbage.tflite")
     bad = _spec(garbage, variant="tflite-fp32")
-    outcome = dispatcher.wait(dispatcher.submit(bad), bad, check=agent.check_alive)
+    outcome = wait_outcome(dispatcher, dispatcher.submit(bad), bad, check=agent.check_alive)
     assert not outcome.ok and outcome.error_kind in ("load-failed", "crashed")
     assert "garbage.tflite" in outcome.error or "killed by" in outcome.error
     good = _spec(model)
-    assert dispatcher.wait(dispatcher.submit(good), good, check=agent.check_alive).ok
+    assert wait_outcome(dispatcher, dispatcher.submit(good), good, check=agent.check_alive).ok
     assert agent.alive()
 
 
@@ -88,7 +89,7 @@ def test_capability_nobody_offers_waits_for_a_device(agent, dispatcher, artifact
     states = []
     start = time.monotonic()
     with pytest.raises(DispatchError, match="is an agent with openvino:MYRIAD running"):
-        dispatcher.wait(dispatcher.submit(spec), spec, on_state=states.append, grace_s=2.0)
+        wait_outcome(dispatcher, dispatcher.submit(spec), spec, on_state=states.append, grace_s=2.0)
     assert states == [WAITING_FOR_DEVICE]
     assert time.monotonic() - start < 30
 
@@ -102,7 +103,7 @@ def test_stopped_agent_leaves_the_inventory(redis_url, dispatcher, tmp_path, art
         if serve_a_job_first:  # pinned to this agent's own queue
             spec = _spec(artifacts[1])
             result = dispatcher.app.send_task(BENCHMARK_TASK, args=[spec.to_dict()], queue=agent_queue(agent_id))
-            assert dispatcher.wait(result, spec, check=a.check_alive).agent_id == agent_id
+            assert wait_outcome(dispatcher, result, spec, check=a.check_alive).agent_id == agent_id
     finally:
         a.stop()
     assert a.proc.returncode is not None
@@ -220,7 +221,7 @@ def test_agent_start_from_a_config_file_serves_a_delegate_through_celery(redis_u
         assert names["litert:npu"].device_name == "Test NPU"
         assert "INT8" in names["openvino:CPU"].precisions and "FP32" in names["litert:cpu"].precisions
         spec = _spec(artifacts[1], capability="litert:npu")
-        outcome = dispatcher.wait(dispatcher.submit(spec), spec, check=a.check_alive)
+        outcome = wait_outcome(dispatcher, dispatcher.submit(spec), spec, check=a.check_alive)
     finally:
         a.stop()
     assert outcome.ok, outcome.error
@@ -242,7 +243,7 @@ def test_an_agent_leaves_nothing_in_tmpdir_and_keeps_its_log_private(redis_url, 
         a.wait_ready(lambda: agent_id in dispatcher.agents_offering("litert:cpu"), timeout_s=60)
         spec = _spec(artifacts[1])
         result = dispatcher.app.send_task(BENCHMARK_TASK, args=[spec.to_dict()], queue=agent_queue(agent_id))
-        assert dispatcher.wait(result, spec, check=a.check_alive).ok
+        assert wait_outcome(dispatcher, result, spec, check=a.check_alive).ok
         assert list(tmpdir.glob("fleetbench-forkserver-*")), "the fork server should have a folder while it runs"
     finally:
         a.stop()  # SIGTERM

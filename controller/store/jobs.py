@@ -1,19 +1,7 @@
 """Sweeps, their jobs' persisted states, and result ingestion with attempt fencing.
 
-Job states (``JobRow.state``):
-
-==================== =====================================================
-``converting``       its variant is being converted; it starts when it exists
-``pending``          ready to send (shown as queued)
-``queued``           sent to the capability's (or pinned agent's) queue
-``running``          an agent took it
-``waiting-for-device`` no live agent offers its capability; expires later
-``done``             its record is stored
-``failed``           failed with an error that a retry cannot fix
-``dead-letter``      failed ``max_attempts`` times (crashes, time-outs, lost agents)
-``expired``          waited for a device longer than the sweep allows
-``superseded``       replaced by a newer sweep of the same name
-==================== =====================================================
+The states and the rules that move a job are in :mod:`controller.jobs`; here they are stored. The
+names below are those states' plain string values, as the jobs table holds them.
 
 Ingestion is idempotent and fenced by attempt: the current attempt's first
 record is stored; the same record again is a duplicate (nothing written); a
@@ -28,20 +16,20 @@ import enum
 from sqlalchemy import false, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from controller import jobs
+from controller.jobs import Ingest, JobState
 from controller.store.base import StoreError, _write_error
 from controller.store.models import BaselineRow, JobRow, Result, SweepRow
 from protocol import JobOutcome, ResultRecord
-from protocol.errors import is_retryable
 
-PENDING, CONVERTING, QUEUED, RUNNING = "pending", "converting", "queued", "running"
-WAITING = "waiting-for-device"
-DONE, FAILED, DEAD_LETTER, EXPIRED, SUPERSEDED = "done", "failed", "dead-letter", "expired", "superseded"
-CANCELLED = "cancelled"
-ACTIVE_STATES = (PENDING, CONVERTING, QUEUED, RUNNING, WAITING)
-FINAL_STATES = (DONE, FAILED, DEAD_LETTER, EXPIRED, SUPERSEDED, CANCELLED)
+PENDING, CONVERTING, QUEUED, RUNNING, WAITING = (s.value for s in (JobState.PENDING, JobState.CONVERTING,
+                                                               JobState.QUEUED, JobState.RUNNING, JobState.WAITING))  # fmt: skip
+DONE, FAILED, DEAD_LETTER, EXPIRED, SUPERSEDED, CANCELLED = (s.value for s in jobs.FINAL_STATES)
+ACTIVE_STATES = tuple(s.value for s in jobs.ACTIVE_STATES)
+FINAL_STATES = tuple(s.value for s in jobs.FINAL_STATES)
 
 #: what ingest() did with an outcome
-STORED, DUPLICATE, LATE, RETRY, FAILED_FINAL, UNKNOWN = "stored", "duplicate", "superseded", "retry", "failed", "unknown-job"
+STORED, DUPLICATE, LATE, RETRY, FAILED_FINAL, UNKNOWN = (a.value for a in Ingest)
 
 
 def now() -> dt.datetime:
@@ -278,27 +266,14 @@ class JobsMixin:
                 session.flush()  # before the new current row: one current record per job
             add()
             return STORED
-        if outcome.attempt < job.attempt or job.state in (SUPERSEDED, EXPIRED, CANCELLED):
+        verdict = jobs.on_outcome(job, outcome.attempt, outcome.ok, outcome.agent_id, outcome.error_kind, outcome.error)
+        if verdict.answer == Ingest.LATE:
             if outcome.ok and key not in have:
                 add(superseded=True, sweep_id=job.sweep_id)
-            return LATE
-        if job.state in (DONE, FAILED, DEAD_LETTER):
-            return DUPLICATE
-        job.updated_at = now()
-        job.agent_id = outcome.agent_id or job.agent_id
-        if outcome.ok:
-            add(sweep_id=job.sweep_id)
-            job.state, job.reason, job.error_kind = DONE, "", None
-            return STORED
-        job.error_kind = outcome.error_kind
-        if is_retryable(outcome.error_kind) and job.attempt < job.max_attempts:
-            job.state = PENDING  # the scheduler sends attempt + 1
-            job.reason = f"attempt {job.attempt} failed ({outcome.error_kind}): {outcome.error}; retrying"
-            return RETRY
-        if is_retryable(outcome.error_kind):
-            job.state = DEAD_LETTER
-            job.reason = f"failed {job.attempt} time(s), the last with ({outcome.error_kind}): {outcome.error}"
-        else:
-            job.state, job.reason = FAILED, outcome.error or "failed without an error message"
-        return FAILED_FINAL
-
+        elif verdict.answer != Ingest.DUPLICATE:
+            if verdict.answer == Ingest.STORED:
+                add(sweep_id=job.sweep_id)
+            for name, value in verdict.fields.items():
+                setattr(job, name, value.value if isinstance(value, enum.Enum) else value)
+            job.updated_at = now()
+        return verdict.answer.value

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from controller.jobs import JobState
 from dashboard import ui
 from dashboard.data import STATE_ORDER
 from dashboard.ui import LIVE_TTL_S
@@ -25,8 +26,8 @@ with ui.page("Sweeps", f"Refreshes every {LIVE_TTL_S} s.", needs="sweeps"):
     choices = {f"{r['name']} ({r['sweep_id']})": r["sweep_id"] for r in table.to_dict("records")}
     picked = st.selectbox("Sweep", list(choices), key="sweeps-pick")
     jobs = ui.query("sweep_jobs", choices[picked], live=True)
-    failed = jobs[jobs["state"].isin(["failed", "dead-letter", "expired"])]
-    waiting = jobs[jobs["state"] == "waiting-for-device"]
+    failed = jobs[jobs["state"].isin([JobState.FAILED.value, JobState.DEAD_LETTER.value, JobState.EXPIRED.value])]
+    waiting = jobs[jobs["state"] == JobState.WAITING.value]
     if len(failed):
         st.error(f"{len(failed)} job(s) failed")
         st.dataframe(failed[["model", "variant", "capability", "state", "attempt", "reason"]], hide_index=True,

@@ -1,0 +1,100 @@
+"""A whole fleet in memory, for tests of the scheduler's logic: no broker, no agents, no waiting.
+
+A test plays the agents: it adds and removes them, starts a sent attempt on one, and finishes it with an
+outcome (or a result that breaks the contract). Outcomes are checked and stored exactly as the real
+collector does (the same contract check, the same :meth:`Store.ingest_many`), so what the scheduler sees
+after :meth:`drain_outcomes` is what it would see from Redis. What it does not model: Celery's
+redelivery of an unacknowledged message, heartbeat expiry (an agent is live until it is removed), and
+the broker being unreachable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from controller.collector import REFUSED, _check
+from controller.fleet.port import Delivered, Event, SetAside
+from protocol import AgentInventory, CapabilityInfo, HostFacts, JobOutcome, JobSpec, queue_for, utc_now
+
+
+@dataclass
+class Sent:
+    spec: JobSpec
+    queue: str
+
+
+@dataclass
+class MemoryFleet:
+    store: object
+    agents: dict[str, AgentInventory] = field(default_factory=dict)
+    #: every attempt sent, in order
+    sent: list[Sent] = field(default_factory=list)
+    #: job id -> current attempt (0: called off), as the scheduler fenced it
+    fences: dict[str, int] = field(default_factory=dict)
+    #: "job_id.attempt" -> the agent that started it
+    starts: dict[str, str] = field(default_factory=dict)
+    _inbox: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------ the test's side: playing the agents
+
+    def add_agent(self, agent_id: str, *capabilities: str) -> None:
+        caps = tuple(CapabilityInfo(name=c, runtime=c.split(":")[0], runtime_version="0", device=c.split(":")[1],
+                                    device_name=c) for c in capabilities)  # fmt: skip
+        host = HostFacts(hostname=agent_id, cpu_model="test", cpu_cores=1, ram_bytes=1, os="test", python="3")
+        self.agents[agent_id] = AgentInventory(agent_id=agent_id, host=host, capabilities=caps, started_at=utc_now(),
+                                               heartbeat_at=utc_now())  # fmt: skip
+
+    def remove_agent(self, agent_id: str) -> None:
+        self.agents.pop(agent_id)
+
+    def last_sent(self, job_id: str) -> JobSpec:
+        return next(s.spec for s in reversed(self.sent) if s.spec.job_id == job_id)
+
+    def start(self, job_id: str, agent_id: str) -> JobSpec:
+        """``agent_id`` takes the newest sent attempt of ``job_id`` (as a Celery worker would, fence unchecked)."""
+        spec = self.last_sent(job_id)
+        self.starts[f"{job_id}.{spec.attempt}"] = agent_id
+        return spec
+
+    def finish(self, outcome: JobOutcome) -> None:
+        """An agent's outcome arrives on the results list."""
+        self._inbox.append(outcome.to_json())
+
+    def finish_raw(self, raw: str) -> None:
+        """Anything at all arrives on the results list."""
+        self._inbox.append(raw)
+
+    # ------------------------------------------------------------ the FleetPort
+
+    def send(self, spec: JobSpec, queue: str | None = None) -> None:
+        self.sent.append(Sent(spec, queue or queue_for(spec.capability)))
+
+    def fence(self, job_id: str, attempt: int) -> None:
+        self.fences[job_id] = attempt
+
+    def started(self, job_id: str, attempt: int) -> str | None:
+        return self.starts.get(f"{job_id}.{attempt}")
+
+    def live_agents(self) -> list[AgentInventory]:
+        return list(self.agents.values())
+
+    def drain_outcomes(self, block_s: float = 0.0) -> list[Event]:
+        events: list[Event] = []
+        good: list[JobOutcome] = []
+        for raw in self._inbox:
+            try:
+                good.append(_check(raw))
+            except REFUSED as exc:
+                import json
+
+                try:
+                    d = json.loads(raw)
+                    job_id, attempt = d.get("job_id"), d.get("attempt")
+                except (ValueError, AttributeError):
+                    job_id = attempt = None
+                events.append(SetAside(job_id if isinstance(job_id, str) else None,
+                                       attempt if isinstance(attempt, int) else None, str(exc)))  # fmt: skip
+        self._inbox.clear()
+        answers = self.store.ingest_many(good) if good else []
+        events += [Delivered(o, what) for o, what in zip(good, answers)]
+        return events
