@@ -68,7 +68,7 @@ def local_fleet(work: Path, name: str, n_agents: int):
                                      ("litert:cpu",)).start())  # fmt: skip
         for a in agents:
             a.wait_ready(lambda a=a: a.agent_id in {x.agent_id for x in d.live_agents()}, timeout_s=90)
-        yield store, Scheduler(store, d, Collector(d.redis, store))
+        yield store, Scheduler.on_broker(store, d)
     finally:
         for a in agents:
             a.stop()

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.fleet import tiny_tflite  # noqa: E402
 from controller.artifacts import ArtifactStore  # noqa: E402
-from controller.collector import DEAD_KEY, Collector  # noqa: E402
+from controller.collector import DEAD_KEY  # noqa: E402
 from controller.dispatch import Dispatcher  # noqa: E402
 from controller.embedded import LocalAgent, RedisServer  # noqa: E402
 from controller.store import Store  # noqa: E402
@@ -104,7 +104,7 @@ def main() -> int:
     store = Store(args.db or f"sqlite:///{work / 'soak.db'}")
     store.migrate()
     d = Dispatcher(broker.url)
-    sched = Scheduler(store, d, Collector(d.redis, store))
+    sched = Scheduler.on_broker(store, d)
     agent_args = (*AGENT_ARGS, "--file-root", str(work / "artifacts"))  # the artifacts are file:// URIs here
     agents = [LocalAgent(broker.url, f"soak-{i}", work / f"agent{i}.log", ("litert:cpu",), agent_args,
                          state_dir=work / f"agent{i}-state").start() for i in range(2)]  # fmt: skip

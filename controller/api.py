@@ -405,69 +405,41 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
         except (ConvertError, StoreError) as exc:  # these name the stored files they copied for planning
             raise _err(400, _scrub(" ".join(str(exc).split()), paths.root)) from None
 
+    def _answer(call):
+        from controller.service import ControllerError
+
+        try:
+            return call()
+        except ControllerError as exc:
+            raise _err(exc.status, str(exc)) from None
+
     @app.get(f"{API}/sweeps")
     def sweeps(role: str = Depends(user)) -> dict:
-        return {"sweeps": [dict(sweep_id=r.sweep_id, name=r.name, state=r.state, created_at=r.created_at.isoformat(),
-                                counts=store.job_counts(r.sweep_id)) for r in store.sweeps()]}  # fmt: skip
+        return {"sweeps": state.controller().sweeps()}
 
     @app.get(f"{API}/sweeps/{{ref}}", operation_id="getSweep", responses={404: {"model": Problem}})
     def sweep(ref: str, role: str = Depends(user)) -> dict:
-        from controller.cli_sweeps import _job_dict
-        from controller.store import StoreError
-
-        try:
-            row = store.get_sweep(ref)
-        except StoreError as exc:
-            raise _err(404, str(exc)) from None
-        return dict(sweep_id=row.sweep_id, name=row.name, state=row.state, counts=store.job_counts(row.sweep_id),
-                    jobs=[_job_dict(j) for j in store.jobs(row.sweep_id)])  # fmt: skip
+        return _answer(lambda: state.controller().sweep(ref))
 
     @app.post(f"{API}/sweeps/{{ref}}/cancel", operation_id="cancelSweep",
               responses={404: {"model": Problem}, 409: {"model": Problem}})  # fmt: skip
     def cancel_sweep(ref: str, role: str = Depends(user)) -> dict:
         """End a running sweep: its unfinished jobs become cancelled (fenced on the broker, so no agent runs them)."""
-        from controller.store import StoreError
-
-        try:
-            row = store.get_sweep(ref)
-        except StoreError as exc:
-            raise _err(404, str(exc)) from None
-        if row.state != "running":
-            raise _err(409, f"sweep {row.name} ({row.sweep_id}) is {row.state} already; there is nothing to cancel")
-        if broker_url:  # fenced too, so an agent that still gets a job does not run it (best effort)
-            n = state.scheduler().cancel(row.sweep_id)
-        else:
-            n = len(store.cancel_sweep(row.sweep_id))
-        return {"sweep_id": row.sweep_id, "cancelled": n}
+        return _answer(lambda: state.controller().cancel(ref))
 
     @app.get(f"{API}/jobs", operation_id="listJobs")
-    def jobs(sweep: str | None = None, state: str | None = None, role: str = Depends(user)) -> dict:
-        from controller.cli_sweeps import _job_dict
-
-        return {"jobs": [_job_dict(j) for j in store.jobs(sweep, (state,) if state else None)]}
+    def jobs(sweep: str | None = None, state_: str | None = Query(None, alias="state"), role: str = Depends(user)) -> dict:
+        return {"jobs": state.controller().jobs(sweep, state_)}
 
     @app.get(f"{API}/results", operation_id="listResults", responses={404: {"model": Problem}})
     def results(sweep: str | None = None, model: str | None = None, limit: int = Query(100, ge=1, le=10_000),
                 role: str = Depends(user)) -> dict:  # fmt: skip
-        from controller.store import StoreError
-
-        if sweep:
-            try:
-                records = store.sweep_results(store.get_sweep(sweep).sweep_id)
-            except StoreError as exc:
-                raise _err(404, str(exc)) from None
-        else:
-            records = store.results(model_id=model, limit=limit)
+        records, _ = _answer(lambda: state.controller().results(sweep, model, limit))
         return {"records": [r.to_dict() for r in records]}
 
     @app.get(f"{API}/fleet")
     def fleet(role: str = Depends(user)) -> dict:
-        from controller.store import as_utc
-
-        live = state.live_agents()
-        return {"agents": [dict(agent_id=r.agent_id, hostname=r.hostname, online=r.agent_id in live,
-                                last_heartbeat=as_utc(r.last_heartbeat).isoformat(), capabilities=r.inventory["capabilities"])
-                           for r in store.agents()]}  # fmt: skip
+        return {"agents": state.controller().fleet()}
 
     if run_scheduler and broker_url:
         state.start()
@@ -490,7 +462,6 @@ class _State:
         self._stop = threading.Event()
 
     def scheduler(self):
-        from controller.collector import Collector
         from controller.dispatch import Dispatcher
         from controller.sweeps import Scheduler, http_artifact_ref
 
@@ -498,8 +469,16 @@ class _State:
             if self._scheduler is None:
                 d = Dispatcher(self.broker_url)
                 ref = http_artifact_ref(self.public_url) if self.public_url else (lambda r: r)
-                self._scheduler = Scheduler(self.store, d, Collector(d.redis, self.store), artifact_ref=ref)
+                self._scheduler = Scheduler.on_broker(self.store, d, artifact_ref=ref)
             return self._scheduler
+
+    def controller(self):
+        """The routes' view of this controller: the store, and the fleet's broker when there is one."""
+        from controller.service import LocalController
+
+        if not self.broker_url:
+            return LocalController(self.store, live_agents=lambda: set())
+        return LocalController(self.store, scheduler=self.scheduler(), live_agents=self.live_agents)
 
     def live_agents(self) -> set[str]:
         if not self.broker_url:

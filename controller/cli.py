@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -61,6 +62,35 @@ def _open_store(data_dir: Optional[str], db: Optional[str]):
         store.close()
 
 
+@contextlib.contextmanager
+def _controller(controller_url: Optional[str], data_dir: Optional[str], db: Optional[str], broker: Optional[str] = None):
+    """The controller a command talks to: a controller's API with ``--controller``, else this machine's store
+    (asking ``broker``, when given, who is online). A bad broker URL is exit code 2; an error on the way, one line."""
+    from controller.errors import DispatchError
+    from controller.service import ControllerError, LocalController, RemoteController
+
+    try:
+        if controller_url:
+            yield RemoteController(controller_url)
+            return
+        with _open_store(data_dir, db) as (_, store):
+            if not broker:
+                yield LocalController(store)
+                return
+            from controller.dispatch import Dispatcher
+
+            try:
+                d = Dispatcher(broker)
+            except DispatchError as exc:
+                _fail(str(exc), code=2)
+            try:
+                yield LocalController(store, live_agents=lambda: d.record_live_agents(store))
+            finally:
+                d.close()
+    except (ControllerError, DispatchError) as exc:
+        _fail(str(exc))
+
+
 def _fail(message: str, code: int = 1) -> None:
     """Print ``message`` as one ``error:`` line (passwords masked, square brackets kept as they are) and exit.
 
@@ -77,8 +107,6 @@ def _fail(message: str, code: int = 1) -> None:
 
 def _writable_parent(path: Path, flag: str) -> None:
     """One line, before any work, when ``path`` cannot be written because its folder is missing."""
-    from pathlib import Path
-
     parent = Path(path).expanduser().parent
     if not parent.is_dir():
         _fail(f"{flag} {path}: the folder {parent} does not exist; create it or write elsewhere", code=2)
@@ -520,36 +548,16 @@ def fleet(
     controller_url: Optional[str] = ControllerOpt,
 ) -> None:
     """List agents: capabilities, online or offline since when, last heartbeat."""
-    from controller.errors import DispatchError
-    from controller.store import as_utc
-
-    if controller_url:
-        return _remote_fleet(controller_url)
-    live: set[str] = set()
-    with _open_store(data_dir, db) as (_, store):
-        if broker:
-            from controller.dispatch import Dispatcher
-
-            try:
-                d = Dispatcher(broker)
-            except DispatchError as exc:
-                _fail(str(exc), code=2)
-            try:
-                live = d.record_live_agents(store)
-            except DispatchError as exc:
-                _fail(str(exc))
-            finally:
-                d.close()
-        rows = store.agents()
-    if not rows:
+    with _controller(controller_url, data_dir, db, broker) as c:
+        agents = c.fleet()
+    if not agents:
         console.print("No agents seen yet: start one with `fleetbench-agent --broker URL` and run "
                       "`fleetbench fleet --broker URL`, or run `fleetbench demo`.")  # fmt: skip
         return
-    agents = [dict(agent_id=r.agent_id, hostname=r.hostname, capabilities=r.inventory["capabilities"],
-                   online=(r.agent_id in live) if broker else None, last_heartbeat=as_utc(r.last_heartbeat))
-              for r in rows]  # fmt: skip
-    console.print(fleet_table("Fleet" + ("" if broker else " (as last seen; pass --broker for live status)"), agents,
-                              width=console.width))  # fmt: skip
+    for a in agents:
+        a["last_heartbeat"] = dt.datetime.fromisoformat(a["last_heartbeat"])
+    title = f"Fleet of {controller_url}" if controller_url else "Fleet" + ("" if broker else " (as last seen; pass --broker for live status)")
+    console.print(fleet_table(title, agents, width=console.width))
 
 
 def fleet_table(title: str, agents: list[dict], width: int | None = None) -> Table:
@@ -577,23 +585,6 @@ def fleet_table(title: str, agents: list[dict], width: int | None = None) -> Tab
     return table
 
 
-def _remote_fleet(controller_url: str) -> None:
-    import datetime as dt
-
-    from controller.client import ApiClient, ApiError
-
-    try:
-        agents = ApiClient.from_env(controller_url).get("/api/v1/fleet")["agents"]
-    except ApiError as exc:
-        _fail(str(exc))
-    if not agents:
-        console.print("No agents seen yet.")
-        return
-    for a in agents:
-        a["last_heartbeat"] = dt.datetime.fromisoformat(a["last_heartbeat"])
-    console.print(fleet_table(f"Fleet of {controller_url}", agents, width=console.width))
-
-
 @app.command()
 def bundle(
     model: str = typer.Argument(..., help="Model id, id prefix or name (its stored variants go in)."),
@@ -609,8 +600,6 @@ def bundle(
     db: Optional[str] = DbOpt,
 ) -> None:
     """Pack benchmark jobs, artifacts and data into one file for an air-gapped device."""
-    from pathlib import Path
-
     from controller.artifacts import ArtifactStore
     from controller.bundles import create_bundle
 
@@ -638,8 +627,6 @@ def import_(
     db: Optional[str] = DbOpt,
 ) -> None:
     """Store the records of an offline run (idempotent: importing twice stores nothing twice)."""
-    from pathlib import Path
-
     from controller.bundles import import_results
     from protocol.bundles import BundleError
 
@@ -752,27 +739,9 @@ def results(
 
     if fmt not in ("table", "csv", "json"):
         _fail(f"--format must be table, csv or json; got '{fmt}'", code=2)
-    if controller_url:
-        from controller.client import ApiClient, ApiError
-
-        try:
-            data = ApiClient.from_env(controller_url).get("/api/v1/results", params={"sweep": sweep, "model": model, "limit": newest})
-        except ApiError as exc:
-            _fail(str(exc))
-        records = [ResultRecord.from_dict(r) for r in data["records"]]
-        title = f"Sweep {sweep}" if sweep else f"Newest {len(records)} record(s)"
-    else:
-        from controller.store import StoreError
-
-        with _open_store(data_dir, db) as (_, store):
-            try:
-                if sweep:
-                    row = store.get_sweep(sweep)
-                    records, title = store.sweep_results(row.sweep_id), f"Sweep {row.name} ({row.sweep_id})"
-                else:
-                    records, title = store.results(model_id=model, limit=newest), f"Newest {newest} record(s)"
-            except StoreError as exc:
-                _fail(str(exc))
+    with _controller(controller_url, data_dir, db) as c:
+        records, view = c.results(sweep, model, newest)
+    title = f"Sweep {view['name']} ({view['sweep_id']})" if view else f"Newest {len(records)} record(s)"
     if sweep and limit is not None and len(records) > limit:
         records, title = records[:limit], f"{title}, first {limit} of {len(records)}"
     if fmt == "json":

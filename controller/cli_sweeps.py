@@ -12,7 +12,8 @@ import typer
 from rich.table import Table
 
 from controller.cli import (
-    ControllerOpt, DataDirOpt, DbOpt, _fail, _open_store, _term_as_exit, app, console, err_console, results_table,
+    ControllerOpt, DataDirOpt, DbOpt, _controller, _fail, _open_store, _term_as_exit, app, console, err_console,
+    results_table,
 )  # fmt: skip
 from controller.store.jobs import CANCELLED, DEAD_LETTER, EXPIRED, FAILED, FINAL_STATES
 
@@ -111,7 +112,6 @@ def _finish(counts, records, sweep_id, name) -> None:
 
 
 def _cancel(ref, broker, data_dir, db) -> None:
-    from controller.collector import Collector
     from controller.dispatch import Dispatcher
     from controller.errors import DispatchError
     from controller.store import StoreError
@@ -126,7 +126,7 @@ def _cancel(ref, broker, data_dir, db) -> None:
                 dispatcher = Dispatcher(broker)
                 try:
                     dispatcher.ping()
-                    scheduler = Scheduler(store, dispatcher, Collector(dispatcher.redis, store))
+                    scheduler = Scheduler.on_broker(store, dispatcher)
                     n = scheduler.cancel(row.sweep_id)
                     for note in scheduler.errors:
                         console.print(f"  · {note}", highlight=False, markup=False)
@@ -184,7 +184,6 @@ def _embedded_tick(scheduler, sweep_id, fleet, name):
 
 def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False, resume=None):
     from controller.artifacts import ArtifactStore
-    from controller.collector import Collector
     from controller.convert.service import ConvertError
     from controller.dispatch import Dispatcher
     from controller.embedded import EmbeddedFleet
@@ -216,7 +215,7 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False, resume=Non
                 fleet.ensure_agent()
                 runner = fleet.convert
             ref = http_artifact_ref(artifact_url) if artifact_url else (lambda r: r)
-            scheduler = Scheduler(store, dispatcher, Collector(dispatcher.redis, store), artifact_ref=ref)
+            scheduler = Scheduler.on_broker(store, dispatcher, artifact_ref=ref)
             stack.callback(setattr, scheduler, "stopping", True)  # before the fleet stops: conversions it cuts stay resumable
             with console.status("reading the models…"):
                 models = prepare_models(spec, store, ArtifactStore(paths.artifacts), runner)
@@ -284,36 +283,14 @@ def status(
                                          help="Also count the results set aside on this broker (unreadable or inconsistent)."),  # fmt: skip
 ) -> None:
     """Sweeps and their jobs: state, attempts, agent, and why a job failed or waits."""
-    from controller.store import StoreError
-
     if broker:
         _dead_letters(broker)
-
-    if controller_url:
-        from controller.client import ApiClient, ApiError
-
-        try:
-            client = ApiClient.from_env(controller_url)
-            if sweep is None:
-                _sweeps_table(client.get("/api/v1/sweeps")["sweeps"])
-            else:
-                data = client.get(f"/api/v1/sweeps/{sweep}")
-                _jobs_table(data, data["jobs"])
-        except ApiError as exc:
-            _fail(str(exc))
-        return
-    with _open_store(data_dir, db) as (_, store):
+    with _controller(controller_url, data_dir, db) as c:
         if sweep is None:
-            rows = [dict(sweep_id=r.sweep_id, name=r.name, state=r.state, created_at=r.created_at.isoformat(timespec="seconds"),
-                         counts=store.job_counts(r.sweep_id)) for r in store.sweeps()]  # fmt: skip
-            _sweeps_table(rows)
-            return
-        try:
-            row = store.get_sweep(sweep)
-        except StoreError as exc:
-            _fail(str(exc))
-        jobs = [_job_dict(j) for j in store.jobs(row.sweep_id)]
-        _jobs_table(dict(sweep_id=row.sweep_id, name=row.name, state=row.state, counts=store.job_counts(row.sweep_id)), jobs)
+            _sweeps_table(c.sweeps())
+        else:
+            view = c.sweep(sweep)
+            _jobs_table(view, view["jobs"])
 
 
 def _dead_letters(broker: str) -> None:
@@ -333,12 +310,6 @@ def _dead_letters(broker: str) -> None:
     console.print(f"[yellow]results set aside: {count}[/] in {DEAD_KEY} (each with its reason); the newest:", highlight=False)
     for d in newest:
         console.print(f"  · {d.get('at') or '?'} job {d.get('job_id') or '?'}: {d.get('reason')}", highlight=False, markup=False)
-
-
-def _job_dict(j) -> dict:
-    return dict(job_id=j.job_id, model_name=j.model_name, variant=j.variant, capability=j.capability,
-                pinned_agent=j.pinned_agent, threads=j.settings.get("threads"), state=j.state, attempt=j.attempt,
-                max_attempts=j.max_attempts, agent_id=j.agent_id, reason=j.reason, error_kind=j.error_kind)  # fmt: skip
 
 
 def _sweeps_table(rows: list[dict]) -> None:

@@ -96,12 +96,11 @@ def _benchmark(store: Store, fleet: EmbeddedFleet, plan, ready, settings: Benchm
     outbox and collector a fleet's sweep uses (so `fleetbench status` and the dashboard's Sweeps and
     Compare pages show each demo run like any other sweep). Returns the records in variant order, the
     failures, and the sweep's id."""
-    from controller.collector import Collector
     from controller.sweeps import ModelVariants, Scheduler, SweepSpec
 
     dispatcher = fleet.dispatcher()
     agent = fleet.agent
-    sched = Scheduler(store, dispatcher, Collector(dispatcher.redis, store, name=f"demo-{agent.agent_id}"))
+    sched = Scheduler.on_broker(store, dispatcher)
     order = [o.variant for o in ready]
     spec = SweepSpec(name="demo", models=[], variants=order, devices=sorted({FAMILY_CAPABILITY[VARIANTS[v].family]
                      for v in order}), settings=[settings], max_attempts=1, raw={"name": "demo", "demo": True,

@@ -371,17 +371,13 @@ class Scheduler:
     """Moves a sweep's jobs through their states: one ``tick()`` at a time.
 
     ``fleet`` is a :class:`~controller.fleet.port.FleetPort`: it sends jobs, fences attempts, knows the live
-    agents and stores the outcomes agents relayed (``Scheduler(store, dispatcher, collector)`` wraps today's
-    Redis and Celery fleet in one). The rules are :mod:`controller.jobs`'; this class applies them to the
+    agents and stores the outcomes agents relayed (:meth:`on_broker` builds one on today's Redis and Celery
+    fleet). The rules are :mod:`controller.jobs`'; this class applies them to the
     store and the fleet. ``artifact_ref`` rewrites artifact URIs for agents (``file://`` embedded, the
     controller's HTTP URL in a fleet).
     """
 
-    def __init__(self, store: Store, fleet, collector=None, artifact_ref: Callable[[ArtifactRef], ArtifactRef] = lambda r: r):
-        if collector is not None:  # (dispatcher, collector): the Redis and Celery fleet
-            from controller.fleet.redis_celery import RedisCeleryFleet
-
-            fleet = RedisCeleryFleet(fleet, collector)
+    def __init__(self, store: Store, fleet, artifact_ref: Callable[[ArtifactRef], ArtifactRef] = lambda r: r):
         self.store = store
         self.fleet = fleet
         self.artifact_ref = artifact_ref
@@ -390,6 +386,15 @@ class Scheduler:
         #: set when the process that runs this scheduler is going away (Ctrl-C, a lost embedded broker): a
         #: conversion that fails then leaves its jobs converting, for `--resume`, instead of failing them
         self.stopping = False
+
+    @classmethod
+    def on_broker(cls, store: Store, dispatcher, artifact_ref: Callable[[ArtifactRef], ArtifactRef] = lambda r: r,
+                  collector_name: str = "main") -> "Scheduler":  # fmt: skip
+        """A scheduler on the Redis and Celery fleet behind ``dispatcher``, its results stored by a collector."""
+        from controller.collector import Collector
+        from controller.fleet.redis_celery import RedisCeleryFleet
+
+        return cls(store, RedisCeleryFleet(dispatcher, Collector(dispatcher.redis, store, name=collector_name)), artifact_ref)
 
     @property
     def dispatcher(self):

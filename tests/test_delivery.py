@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agent.outbox import Outbox
 from controller.artifacts import ArtifactStore
-from controller.collector import DEAD_KEY, Collector
+from controller.collector import DEAD_KEY
 from controller.dispatch import Dispatcher
 from controller.embedded import LocalAgent, RedisServer
 from controller.errors import DispatchError
@@ -70,7 +70,7 @@ def scheduler_on(tmp_path):
     def _make(broker_url, store):
         d = Dispatcher(broker_url)
         made.append(d)
-        return Scheduler(store, d, Collector(d.redis, store))
+        return Scheduler.on_broker(store, d)
 
     yield _make
     for d in made:

@@ -157,7 +157,6 @@ def test_a_sweep_finished_by_a_tick_after_a_cancel_stays_cancelled(store):
 def test_resume_sends_again_what_the_lost_broker_held(store, redis_url):
     """`sweep --resume` on the embedded fleet: queued, running, and sent-then-waiting jobs go back to pending
     (the fresh broker holds none of their messages); done ones and never-sent waiting ones are left as they are."""
-    from controller.collector import Collector
     from controller.dispatch import Dispatcher
     from controller.sweeps import Scheduler
 
@@ -169,7 +168,7 @@ def test_resume_sends_again_what_the_lost_broker_held(store, redis_url):
     store.update_job("job-4", state="done")
     d = Dispatcher(redis_url)  # resume sends nothing itself
     try:
-        unfinished = Scheduler(store, d, Collector(d.redis, store)).resume("s1", [], resend=True)
+        unfinished = Scheduler.on_broker(store, d).resume("s1", [], resend=True)
     finally:
         d.close()
     assert unfinished == 4 and len(jobs) == 5

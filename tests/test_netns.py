@@ -14,7 +14,6 @@ import uuid
 import pytest
 
 from controller.artifacts import ArtifactStore
-from controller.collector import Collector
 from controller.dispatch import Dispatcher
 from controller.embedded import LocalAgent, RedisServer
 from controller.store.jobs import DONE, RUNNING
@@ -94,7 +93,7 @@ def test_cut_link_longer_than_the_visibility_timeout_loses_and_duplicates_nothin
     store = sqlite_store
     broker = RedisServer(tmp_path / "redis", tmp_path / "redis.log", bind=tuple(h.host_ip for h in hosts)).start()
     d = Dispatcher(broker.url)
-    sched = Scheduler(store, d, Collector(d.redis, store))
+    sched = Scheduler.on_broker(store, d)
     agents = [
         NetnsAgent(h, broker.url_on(h.host_ip), f"{h.ns}-{uuid.uuid4().hex[:4]}", tmp_path / f"{h.ns}.log", ("litert:cpu",),
                    extra_args=("--visibility-timeout", str(VISIBILITY_S), "--job-time-limit", "10"))
