@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from controller.cli import DataDirOpt, DbOpt, _fail, _open_store, _writable_parent, app, console
+from controller.cli.app import DataDirOpt, DbOpt, _fail, _open_store, _writable_parent, app, console
 
 baseline_app = typer.Typer(help="Named baselines: a tag pointing at a sweep, for `fleetbench compare baseline:TAG ...`.")
 app.add_typer(baseline_app, name="baseline")
@@ -123,7 +123,8 @@ def compare(
     """Did anything get slower? Per model x variant x capability x threads: median and tail ratios, Mann-Whitney U.
 
     Exits 1 when any regression is beyond the threshold and significant."""
-    from controller.regress import IMPROVEMENT, REGRESSION, compare as run_compare
+    from controller.regress import IMPROVEMENT, REGRESSION
+    from controller.regress import compare as run_compare
     from controller.store import StoreError
 
     if fmt not in ("table", "json"):

@@ -11,35 +11,36 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from controller.cli import (
-    ControllerOpt, DataDirOpt, DbOpt, _controller, _fail, _open_store, _term_as_exit, app, console, err_console,
-    results_table,
+from controller.cli.app import (
+    ControllerOpt,
+    DataDirOpt,
+    DbOpt,
+    _controller,
+    _fail,
+    _open_store,
+    _term_as_exit,
+    app,
+    console,
+    err_console,
 )  # fmt: skip
+from controller.cli.render import results_table, sweep_progress
 from controller.store.jobs import CANCELLED, DEAD_LETTER, EXPIRED, FAILED, FINAL_STATES
 
 BAD_END = (FAILED, DEAD_LETTER, EXPIRED, CANCELLED)
-
-
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                    TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), console=console)  # fmt: skip
 
 
 def follow(tick, total_of, poll_s: float = 0.5, total: int | None = None) -> dict[str, int]:
     """Call ``tick(poll_s) -> counts`` until every job is final, with a progress bar of the counts.
 
     ``tick`` waits up to ``poll_s`` itself (for the next outcome, or by sleeping)."""
-    from controller.sweeps import finished, summary
-
     import redis
     from sqlalchemy.exc import SQLAlchemyError
 
     from controller.errors import DispatchError
     from controller.store import StoreError
+    from controller.sweeps import finished, summary
 
-    with _progress() as progress:
+    with sweep_progress() as progress:
         task = progress.add_task("sweep", total=total, counts="starting")  # the planned count at once
         while True:
             try:
@@ -143,9 +144,9 @@ def _cancel(ref, broker, data_dir, db) -> None:
 
 
 def _remote_cancel(controller_url, ref) -> None:
-    from controller.client import ApiClient, ApiError
-
     from urllib.parse import quote
+
+    from controller.client import ApiClient, ApiError
 
     try:
         out = ApiClient.from_env(controller_url).post(f"/api/v1/sweeps/{quote(ref, safe='')}/cancel", json={})

@@ -1,0 +1,115 @@
+"""The fleet: fleet, agent start, worker, dashboard."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from controller.cli.app import ControllerOpt, DataDirOpt, DbOpt, _controller, _fail, app, console, err_console
+from controller.cli.render import fleet_table
+
+
+@app.command()
+def fleet(
+    broker: Optional[str] = typer.Option(None, envvar="FLEETBENCH_BROKER_URL", help="Redis URL of the fleet's broker."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+    controller_url: Optional[str] = ControllerOpt,
+) -> None:
+    """List agents: capabilities, online or offline since when, last heartbeat."""
+    with _controller(controller_url, data_dir, db, broker) as c:
+        agents = c.fleet()
+    if not agents:
+        console.print("No agents seen yet: start one with `fleetbench-agent --broker URL` and run "
+                      "`fleetbench fleet --broker URL`, or run `fleetbench demo`.")  # fmt: skip
+        return
+    for a in agents:
+        a["last_heartbeat"] = dt.datetime.fromisoformat(a["last_heartbeat"])
+    title = f"Fleet of {controller_url}" if controller_url else "Fleet" + ("" if broker else " (as last seen; pass --broker for live status)")
+    console.print(fleet_table(title, agents, width=console.width))
+
+
+agent_app = typer.Typer(help="Run an agent on this machine (the same as `fleetbench-agent`).", no_args_is_help=True)
+
+
+app.add_typer(agent_app, name="agent")
+
+
+@agent_app.command("start")
+def agent_start(
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="Agent config file (JSON); flags win over it."),
+    broker: Optional[str] = typer.Option(None, envvar="FLEETBENCH_BROKER_URL", help="Redis URL of the broker."),
+    agent_id: Optional[str] = typer.Option(None, envvar="FLEETBENCH_AGENT_ID", help="Unique name of this agent."),
+    capability: list[str] = typer.Option([], "--capability", help="Serve only this capability (repeatable)."),
+    file_root: list[str] = typer.Option([], "--file-root", help="Read file:// artifacts only under this folder "
+                                        "(repeatable; default: the controller's artifact store on this machine)."),  # fmt: skip
+    probe: bool = typer.Option(False, "--probe", help="Print the capabilities found and exit."),
+    loglevel: str = typer.Option("INFO", help="Celery log level."),
+) -> None:
+    """Discover this machine's capabilities and serve them from the broker until stopped."""
+    from agent.cli import main as agent_main
+
+    argv = [f"--loglevel={loglevel}"]
+    for flag, value in (("--config", config), ("--broker", broker), ("--agent-id", agent_id)):
+        if value:
+            argv += [flag, value]
+    for cap in capability:
+        argv += ["--capability", cap]
+    for root in file_root:
+        argv += ["--file-root", root]
+    if probe:
+        argv.append("--probe")
+    raise typer.Exit(agent_main(argv))
+
+
+@app.command()
+def worker(
+    broker: str = typer.Option(..., envvar="FLEETBENCH_BROKER_URL", help="Redis URL of the broker."),
+    data_dir: Optional[str] = DataDirOpt,
+) -> None:
+    """Run a converter worker (conversions from the fleetbench.convert queue)."""
+    from controller.dispatch import broker_url_problem
+
+    problem = broker_url_problem(broker)
+    if problem:
+        _fail(problem, code=2)
+    from controller.worker import serve
+
+    serve(broker, data_dir)
+
+
+@app.command()
+def dashboard(
+    port: int = typer.Option(8501, help="Port to serve on."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 to let other machines in)."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Serve the Streamlit dashboard (Fleet, Sweeps, Explorer, Compare, History) on the database, read-only."""
+    import importlib.util
+    import os
+    import sys
+
+    from controller.config import Paths
+    from controller.store import redact_url
+
+    if importlib.util.find_spec("streamlit") is None:
+        _fail("the dashboard needs Streamlit: pip install 'fleetbench[dashboard]'")
+    from dashboard.data import DashboardError, readonly_engine
+    from dashboard.ui import DB_ENV
+
+    url = Paths.resolve(data_dir).db_url(db)
+    try:
+        readonly_engine(url).dispose()
+    except DashboardError as exc:  # the pages say the same; say it here too
+        err_console.print(f"[yellow]note:[/] {escape(str(exc))}", highlight=False)
+    argv = [sys.executable, "-m", "dashboard.serve", "--server.port", str(port),
+            "--server.address", host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.fileWatcherType", "none", "--global.developmentMode", "false",
+            "--client.showErrorDetails", "none", "--client.toolbarMode", "minimal"]  # fmt: skip
+    console.print(f"fleetbench dashboard on [bold]http://{host}:{port}[/] reading {redact_url(url)} (Ctrl-C stops it)")
+    sys.stdout.flush()
+    os.execve(sys.executable, argv, {**os.environ, DB_ENV: url})

@@ -1,0 +1,373 @@
+"""Models and their variants: demo, convert, models, variants, artifacts, bundle, import."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from controller.cli.app import (
+    DataDirOpt,
+    DbOpt,
+    _fail,
+    _open_store,
+    _term_as_exit,
+    _writable_parent,
+    app,
+    console,
+    err_console,
+)
+from controller.cli.render import conversion_table, results_table, spinner
+from protocol import BenchmarkSettings
+
+
+@app.command()
+def demo(
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+    threads: int = typer.Option(1, help="Inference threads (0 = runtime default)."),
+    min_iterations: int = typer.Option(1000, help="Minimum steady-state inferences."),
+    min_duration: float = typer.Option(1.0, help="Minimum steady-state seconds."),
+    warmup: int = typer.Option(20, help="Warm-up inferences, not timed."),
+    rebuild: bool = typer.Option(False, help="Retrain the demo model instead of reusing it."),
+    variants: Optional[str] = typer.Option(None, help="Comma-separated variants (default: all seven)."),
+    throughput_requests: int = typer.Option(0, help="Also measure throughput with N requests in flight (0: single-stream only)."),
+) -> None:
+    """Train the bundled digits CNN, convert it into every variant, benchmark each on a local agent."""
+    from controller.config import Paths
+    from controller.convert.service import ConvertError, parse_variants
+    from controller.demo import DemoError, run_demo
+    from controller.errors import DispatchError, ServiceError
+    from controller.store import StoreError, redact_url
+
+    settings = BenchmarkSettings(
+        threads=threads,
+        warmup_iterations=warmup,
+        min_iterations=min_iterations,
+        min_duration_s=min_duration,
+        max_iterations=max(200_000, min_iterations),
+        max_duration_s=max(300.0, min_duration * 2),
+        # room for load, warm-up and the accuracy pass beyond the sampling cap
+        timeout_s=max(900.0, min_duration * 2 + 600.0),
+        throughput_requests=throughput_requests,
+    )
+    problems = settings.problems()
+    if problems:
+        _fail("; ".join(problems), code=2)
+    signal.signal(signal.SIGTERM, _term_as_exit)
+    paths = Paths.resolve(data_dir)
+    db_url = paths.db_url(db)
+    console.print(f"fleetbench demo: data in [bold]{paths.root}[/]")
+    try:
+        wanted = parse_variants(variants)
+        with spinner() as progress:
+            task = progress.add_task("starting", total=None)
+
+            def on_step(message: str) -> None:
+                console.print(f"  · {message}", highlight=False, markup=False)
+                progress.update(task, description=message)
+
+            run = run_demo(paths, db_url, settings, rebuild=rebuild, variants=wanted, on_step=on_step)
+    except (ConvertError, DemoError, DispatchError, ServiceError, StoreError) as exc:
+        _fail(str(exc))
+    f = run.files
+    how = "reused from an earlier run" if f.reused else f"trained in {f.train_s:.1f} s"
+    console.print(
+        f"model [bold]digits-cnn[/] ({run.model_id[:12]}), {how}; Keras accuracy on the held-out split "
+        f"{f.keras_accuracy:.4f}"
+    )
+    from controller.artifacts import ArtifactStore
+
+    console.print(conversion_table(run.convert, ArtifactStore(paths.artifacts)))
+    console.print(results_table(run.records, title="Benchmark", width=console.width))
+    for variant, error in run.failures:
+        err_console.print(f"[yellow]{variant} not benchmarked:[/] {escape(str(error))}", highlight=False)
+    console.print(
+        f"Stored {len(run.records)} record(s) in [bold]{redact_url(run.db_url)}[/] "
+        f"({run.total_records} in total). See them again with `fleetbench results`, or in the browser with "
+        "`fleetbench dashboard`."
+    )
+
+
+def _parse_shape(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    if not text:
+        return None
+    try:
+        dims = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        _fail(f"--input-shape must be integers like 1,224,224,3; got '{text}'", code=2)
+    if any(d <= 0 for d in dims):
+        _fail(f"--input-shape dimensions must be positive; got '{text}'", code=2)
+    return dims
+
+
+def _floats(text: Optional[str], what: str) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        _fail(f"{what} must be comma-separated numbers; got '{text}'", code=2)
+
+
+@app.command()
+def convert(
+    model: str = typer.Argument(..., help="Keras .keras/.h5, SavedModel dir, .tflite, OpenVINO .xml or .onnx."),
+    variants: Optional[str] = typer.Option(None, help="Comma-separated variants, or 'all' (default)."),
+    data: Optional[str] = typer.Option(None, help="Data set: .npz with x (and y), or an image folder (one sub-folder per class)."),
+    input_shape: Optional[str] = typer.Option(None, help="Static input shape, e.g. 1,224,224,3 (default: from the data set or the model)."),
+    name: Optional[str] = typer.Option(None, help="Display name of the model (default: the file name)."),
+    scale: float = typer.Option(1.0, help="Preprocessing: multiply raw values by this (e.g. 0.00392157 for 1/255)."),
+    mean: Optional[str] = typer.Option(None, help="Preprocessing: per-channel mean, e.g. 0.485,0.456,0.406."),
+    std: Optional[str] = typer.Option(None, help="Preprocessing: per-channel std."),
+    layout: str = typer.Option("NHWC", help="Model input layout: NHWC or NCHW."),
+    resize: Optional[str] = typer.Option(None, help="Image folders: resize to HxW, e.g. 224x224."),
+    grayscale: bool = typer.Option(False, help="Image folders: load as one channel."),
+    seed: int = typer.Option(0, help="Seed of the calibration/validation split."),
+    calibration_size: int = typer.Option(100, help="Samples in the calibration split; the rest validate."),
+    broker: Optional[str] = typer.Option(None, help="Use converter workers on this broker instead of a local one."),
+    memory_limit_gb: float = typer.Option(12.0, help="Address-space limit of the conversion process."),
+    step_timeout: float = typer.Option(600.0, help="Seconds allowed to load the model, and again for each variant."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Convert and quantize a model into deployable variants (cached by content)."""
+    from controller.artifacts import ArtifactStore
+    from controller.config import Paths
+    from controller.convert import service
+    from controller.datasets import Preprocessing
+    from controller.errors import DispatchError, ServiceError
+    from controller.store import Store, StoreError
+
+    if broker:
+        from controller.dispatch import broker_url_problem
+
+        if broker_url_problem(broker):
+            _fail(broker_url_problem(broker), code=2)
+    size = None
+    if resize:
+        try:
+            h, w = (int(v) for v in resize.lower().split("x"))
+            size = (h, w)
+        except ValueError:
+            _fail(f"--resize must look like 224x224; got '{resize}'", code=2)
+    pre = Preprocessing(resize=size, scale=scale, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+                        layout=layout.upper(), channels=1 if grayscale else 3)  # fmt: skip
+    if pre.problems():
+        _fail("; ".join(pre.problems()), code=2)
+    signal.signal(signal.SIGTERM, _term_as_exit)
+    paths = Paths.resolve(data_dir)
+    store = Store(paths.db_url(db))
+    try:
+        wanted = service.parse_variants(variants)
+        store.migrate()
+        artifacts = ArtifactStore(paths.artifacts)
+        with console.status("reading the model and data set…"):
+            plan = service.plan(
+                model, wanted, store, artifacts, dataset_path=data, preprocessing=pre, seed=seed,
+                n_calibration=calibration_size, input_shape=_parse_shape(input_shape), name=name,
+            )  # fmt: skip
+        console.print(f"{plan.name}: {plan.source.kind}, id {plan.model_id[:12]}; "
+                      f"{len(plan.todo)} to convert, {sum(v.status == 'cached' for v in plan.variants)} cached")  # fmt: skip
+        if plan.source_variant:
+            console.print(f"the file itself is {plan.source_variant} ({plan.source_evidence}), benchmarked as it is")
+        limits = {"memory_bytes": int(memory_limit_gb * 2**30), "step_timeout_s": step_timeout}
+        report = _run_conversion(plan, store, paths, broker, limits)
+    except (service.ConvertError, DispatchError, ServiceError, StoreError) as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    console.print(conversion_table(report, ArtifactStore(paths.artifacts)))
+    if any(o.status == "failed" for o in report.outcomes):
+        raise typer.Exit(1)
+
+
+def _run_conversion(plan, store, paths, broker, limits):
+    """Convert the plan's missing variants with a progress bar per variant."""
+    from controller.convert import service
+
+    if not plan.todo and not plan.needs_reference:
+        return service.execute(plan, store, runner=None)
+
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from controller.dispatch import Dispatcher
+    from controller.embedded import EmbeddedFleet
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description:<22}"), BarColumn(bar_width=20),
+                        TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console)  # fmt: skip
+    with progress:
+        tasks = {v.variant: progress.add_task(v.variant, total=1, note="queued", start=False) for v in plan.todo}
+
+        def on_event(e: dict) -> None:
+            t = tasks.get(e.get("variant"))
+            if t is None:
+                return
+            if e["event"] == "start":
+                progress.start_task(t)
+                progress.update(t, note="converting")
+            elif e["event"] == "done":
+                progress.update(t, completed=1, note=f"[green]done[/] {e.get('size_bytes', 0) / 1024:,.1f} KiB")
+            elif e["event"] == "failed":
+                progress.update(t, completed=1, note="[red]failed[/]")
+
+        if broker:
+            dispatcher = Dispatcher(broker)
+            try:
+                return service.execute(plan, store, lambda job, ev: dispatcher.convert(job, ev), on_event, limits)
+            finally:
+                dispatcher.close()
+        with EmbeddedFleet(paths) as fleet:
+            return service.execute(plan, store, fleet.convert, on_event, limits)
+
+
+@app.command()
+def models(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt) -> None:
+    """List stored source models."""
+    with _open_store(data_dir, db) as (_, store):
+        rows = [(m, len({v.variant for v in store.variants(m.model_id)})) for m in store.models()]
+    if not rows:
+        console.print("No models yet: run `fleetbench convert MODEL` or `fleetbench demo`.")
+        return
+    table = Table(title="Models", title_justify="left")
+    for col in ("id", "name", "kind", "file", "size KiB", "variants", "added"):
+        table.add_column(col)
+    for m, n in rows:
+        table.add_row(m.model_id[:12], m.name, m.kind, m.filename, f"{m.size_bytes / 1024:,.1f}", str(n),
+                      m.created_at.strftime("%Y-%m-%d %H:%M"))  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def variants(
+    model: str = typer.Argument(..., help="Model id, id prefix or name."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """List the stored variants of one model, with their recipes and tool versions."""
+    with _open_store(data_dir, db) as (_, store):
+        m = store.find_model(model)
+        rows = store.variants(m.model_id)
+    table = Table(title=f"Variants of {m.name} ({m.model_id[:12]})", title_justify="left")
+    for col in ("variant", "size KiB", "convert s", "input", "artifact", "tools", "recipe"):
+        table.add_column(col, no_wrap=col in ("variant", "size KiB", "convert s", "artifact"))
+    for r in rows:
+        tools = ", ".join(f"{k} {v}" for k, v in sorted(r.tool_versions.items()))
+        table.add_row(r.variant, f"{r.size_bytes / 1024:,.1f}", f"{r.conversion_s:.2f}",
+                      f"{tuple(r.input_shape)} {r.input_dtype}", r.artifact["sha256"][:12], tools, r.recipe["how"])  # fmt: skip
+    console.print(table if rows else f"{m.name} has no variants yet: `fleetbench convert` it.")
+
+
+artifacts_app = typer.Typer(help="The content-addressed artifact store.", no_args_is_help=True)
+
+
+app.add_typer(artifacts_app, name="artifacts")
+
+
+@artifacts_app.command("list")
+def artifacts_list(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt) -> None:
+    """List stored artifacts and whether a record references them."""
+    from controller.artifacts import ArtifactStore
+
+    with _open_store(data_dir, db) as (paths, store):
+        keep = store.referenced_artifacts()
+    arts = ArtifactStore(paths.artifacts)
+    table = Table(title=f"Artifacts in {paths.artifacts}", title_justify="left")
+    for col in ("sha256", "size KiB", "referenced"):
+        table.add_column(col)
+    total = 0
+    for f in arts.iter_files():
+        total += f.size_bytes
+        table.add_row(f.sha256[:16], f"{f.size_bytes / 1024:,.1f}", "yes" if f.sha256 in keep else "no")
+    console.print(table)
+    console.print(f"{total / 2**20:,.1f} MiB in all")
+
+
+@artifacts_app.command("verify")
+def artifacts_verify(data_dir: Optional[str] = DataDirOpt) -> None:
+    """Re-hash every artifact; exit 1 if any no longer matches its name."""
+    from controller.artifacts import ArtifactStore
+    from controller.config import Paths
+
+    arts = ArtifactStore(Paths.resolve(data_dir).artifacts)
+    bad = arts.verify()
+    n = sum(1 for _ in arts.iter_files())
+    for f, actual in bad:
+        err_console.print(f"[red]corrupt:[/] {escape(str(f.path))} hashes to {actual[:16]}…; delete it and convert again")
+    console.print(f"{n - len(bad)} of {n} artifacts intact")
+    if bad:
+        raise typer.Exit(1)
+
+
+@artifacts_app.command("gc")
+def artifacts_gc(
+    dry_run: bool = typer.Option(False, help="Only list what would be deleted."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Delete artifacts that no stored model, data set, variant or record references (uploaded data sets stay)."""
+    from controller.artifacts import ArtifactStore
+
+    with _open_store(data_dir, db) as (paths, store):
+        keep = store.referenced_artifacts()
+    removed = ArtifactStore(paths.artifacts).gc(keep, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"{verb} {len(removed)} artifact(s), {sum(f.size_bytes for f in removed) / 2**20:,.2f} MiB")
+
+
+@app.command()
+def bundle(
+    model: str = typer.Argument(..., help="Model id, id prefix or name (its stored variants go in)."),
+    out: str = typer.Option(..., "--out", "-o", help="Bundle file to write."),
+    variants: Optional[str] = typer.Option(None, help="Comma-separated variants (default: all stored)."),
+    litert_capability: str = typer.Option("litert:cpu", help="Capability for tflite-* variants."),
+    openvino_capability: str = typer.Option("openvino:CPU", help="Capability for openvino-* variants."),
+    threads: int = typer.Option(1, help="Inference threads."),
+    min_iterations: int = typer.Option(1000, help="Minimum steady-state inferences."),
+    min_duration: float = typer.Option(1.0, help="Minimum steady-state seconds."),
+    throughput_requests: int = typer.Option(0, help="Also measure throughput with N requests in flight."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Pack benchmark jobs, artifacts and data into one file for an air-gapped device."""
+    from controller.artifacts import ArtifactStore
+    from controller.bundles import create_bundle
+
+    settings = BenchmarkSettings(threads=threads, min_iterations=min_iterations, min_duration_s=min_duration,
+                                 max_iterations=max(200_000, min_iterations),
+                                 throughput_requests=throughput_requests)  # fmt: skip
+    if settings.problems():
+        _fail("; ".join(settings.problems()), code=2)
+    _writable_parent(Path(out), "-o")
+    wanted = [v.strip() for v in variants.split(",")] if variants else None
+    with _open_store(data_dir, db) as (paths, store):
+        manifest = create_bundle(
+            store, ArtifactStore(paths.artifacts), model, Path(out), variants=wanted, settings=settings,
+            capabilities={"tflite": litert_capability, "openvino": openvino_capability},
+        )  # fmt: skip
+    size = Path(out).stat().st_size
+    console.print(f"wrote {out}: {len(manifest['jobs'])} job(s), {size / 2**20:,.1f} MiB. On the device: "
+                  f"`fleetbench-agent run-bundle {Path(out).name}`; then `fleetbench import` its results file.")  # fmt: skip
+
+
+@app.command(name="import")
+def import_(
+    results_file: str = typer.Argument(..., help="A results file written by `fleetbench-agent run-bundle`."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Store the records of an offline run (idempotent: importing twice stores nothing twice)."""
+    from controller.bundles import import_results
+    from protocol.bundles import BundleError
+
+    with _open_store(data_dir, db) as (_, store):
+        try:
+            report = import_results(store, Path(results_file))
+        except BundleError as exc:
+            _fail(str(exc))
+    console.print(f"stored {report.stored} record(s); {report.already} already stored; {len(report.failed)} failed job(s)")
+    for job_id, error in report.failed:
+        err_console.print(f"[yellow]job {escape(job_id[:8])} failed on the device:[/] {escape(str(error))}", highlight=False)
