@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 from agent.runner import run_job
 from protocol import SCHEMA_VERSION, utc_now
 from protocol.bundles import BUNDLE_FORMAT, RESULTS_FORMAT, BundleError
+from protocol.hashing import SHA256_HEX
 from protocol.packing import unpack
 
 
@@ -46,7 +46,7 @@ def _localize(ref: dict | None, root: Path) -> dict | None:
     if not isinstance(uri, str) or not uri:
         raise BundleError(f"artifact {what} has no `uri` in its bundle.json; make the bundle again with `fleetbench bundle`")
     name = uri.removeprefix("bundle:")
-    if not uri.startswith("bundle:") or not re.fullmatch(r"[0-9a-f]{64}", name):
+    if not uri.startswith("bundle:") or not SHA256_HEX.fullmatch(name):
         raise BundleError(f"artifact {what} is not inside the bundle ({uri})")
     path = root / "artifacts" / name
     return dict(ref, uri=path.resolve().as_uri())

@@ -31,14 +31,16 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
-from pydantic import BaseModel
+
+from protocol.hashing import SHA256_HEX
 
 log = logging.getLogger("fleetbench.api")
 
 API = "/api/v1"
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SHA256 = re.compile(rf"^{SHA256_HEX.pattern}$")
 UPLOAD_KINDS = (".keras", ".h5", ".tflite", ".onnx")
 #: routes whose raw bodies are uploads, bounded by ``max_upload_bytes`` instead of ``max_json_bytes``
 UPLOAD_PATHS = (f"{API}/models", f"{API}/datasets")

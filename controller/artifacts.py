@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from protocol import ArtifactRef
-from protocol.hashing import sha256_bytes, sha256_file
+from protocol.hashing import SHA256_HEX, sha256_bytes, sha256_file
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class ArtifactStore:
 
     def pinned(self) -> set[str]:
         pins = self.root / "pinned"
-        return {p.name for p in pins.iterdir() if len(p.name) == 64} if pins.is_dir() else set()
+        return {p.name for p in pins.iterdir() if SHA256_HEX.fullmatch(p.name)} if pins.is_dir() else set()
 
     def gc(self, keep: set[str], dry_run: bool = False, stale_incoming_s: float = 3600.0) -> list[StoredFile]:
         """Delete artifacts neither in ``keep`` nor pinned (and temp files of crashed writes); return what went."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 _CHUNK = 1 << 20
+#: a sha256 as fleetbench writes it: 64 lower-case hex digits (artifact names, model ids, data sets)
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: str | Path) -> str:

@@ -63,6 +63,8 @@ VARIANTS: dict[str, Recipe] = {
 
 #: Which runtime serves each family on an agent's CPU.
 FAMILY_CAPABILITY = {"tflite": "litert:cpu", "openvino": "openvino:CPU"}
+#: Every runtime that runs a family (the part of a capability before its colon).
+FAMILY_RUNTIMES = {"tflite": ("litert", "tflite"), "openvino": ("openvino",)}
 
 _TF_SOURCES = {KERAS, H5, SAVEDMODEL}
 
