@@ -8,7 +8,7 @@ benchmark child (``agent.runner.run_job``, fork server as agents use it), LiteRT
 1 thread, with the bench process and its children pinned to core 0.
 
 - A/A: two identical runs back to back, ``--pairs`` times. Flagged = a regression or an
-  improvement by ``controller.regress.significance`` (alpha 0.05, its default thresholds).
+  improvement by ``controller.analysis.regress.significance`` (alpha 0.05, its default thresholds).
   Target: about 5% or fewer flagged.
 - A/B, a second process competing: B runs while a busy process spins on the same core.
 - A/B, a larger model: B is the alpha-0.5 model.
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.runner import ForkServer, run_job  # noqa: E402
-from controller.regress import ALPHA, REGRESSION, SAME, TAIL_THRESHOLD, THRESHOLD, significance  # noqa: E402
+from controller.analysis.regress import ALPHA, REGRESSION, SAME, TAIL_THRESHOLD, THRESHOLD, significance  # noqa: E402
 from protocol import ArtifactRef, BenchmarkSettings, JobSpec, new_job_id  # noqa: E402
 from protocol.hashing import sha256_file  # noqa: E402
 

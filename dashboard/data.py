@@ -445,10 +445,10 @@ def _side_samples(engine: Engine, side: Side, limit: int, by_variant: bool = Tru
 def compare(engine: Engine, a: Side, b: Side, metric: str = "p50_ms", threshold: float = 0.05,
             sample_records: int = SAMPLE_RECORDS) -> pd.DataFrame:  # fmt: skip
     """Side by side per model × variant × capability × threads: means of ``metric`` on A and on B, the ratio
-    B/A, and a verdict. Latency metrics: the significance test of ``controller.regress`` on the raw samples
+    B/A, and a verdict. Latency metrics: the significance test of ``controller.analysis.regress`` on the raw samples
     of the newest ``sample_records`` records of each side (Mann-Whitney U, p < 0.05, and the median moved by
     more than ``threshold`` or the 99%-trimmed mean by more than 25%); other metrics: plain ratio (``threshold`` either way)."""
-    from controller.regress import IMPROVEMENT, REGRESSION, significance
+    from controller.analysis.regress import IMPROVEMENT, REGRESSION, significance
 
     if metric not in METRICS:
         raise DashboardError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")

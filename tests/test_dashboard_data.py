@@ -198,7 +198,7 @@ def test_compare_two_demo_sweeps_and_an_injected_slowdown(seeded):
     assert (same["verdict"] == "same").all() and np.allclose(same["p_value"], 1.0)  # the test on identical samples
     table = data.compare(engine, Side(sweep_id=a), Side(sweep_id=b), "p50_ms", threshold=0.05)
     assert len(table) == 7 and table["ratio"].notna().all() and table["p_value"].notna().all()
-    from controller.regress import significance
+    from controller.analysis.regress import significance
 
     by_variant = {r["variant"]: r for r in DOC["records"] if r["job_id"] in _jobs_of(b)}
     base = {r["variant"]: r for r in DOC["records"] if r["job_id"] in _jobs_of(a)}

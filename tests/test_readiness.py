@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from controller.readiness import (
+from controller.analysis.readiness import (
     Budget,
     BudgetError,
     assess,
@@ -19,7 +19,7 @@ from controller.readiness import (
     parse_budgets,
     recommend,
 )  # fmt: skip
-from controller.regress import IMPROVEMENT, REGRESSION, SAME, compare, significance
+from controller.analysis.regress import IMPROVEMENT, REGRESSION, SAME, compare, significance
 from protocol import ResultRecord
 from tests.golden_demo import GOLDEN, seed, slowed
 

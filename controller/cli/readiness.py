@@ -61,7 +61,8 @@ def readiness(
     """Is MODEL ready to ship? A verdict per capability x variant, a recommended variant per device.
 
     Exits 0 when every required device class has a passing variant, 1 otherwise."""
-    from controller.readiness import BudgetError, assess, html_report, junit_xml, load_budgets, markdown_report
+    from controller.analysis.readiness import BudgetError, assess, load_budgets
+    from controller.analysis.reports import html_report, junit_xml, markdown_report
     from controller.store import StoreError
 
     for flag, path in (("--junit", junit), ("--report", report)):
@@ -123,8 +124,8 @@ def compare(
     """Did anything get slower? Per model x variant x capability x threads: median and tail ratios, Mann-Whitney U.
 
     Exits 1 when any regression is beyond the threshold and significant."""
-    from controller.regress import IMPROVEMENT, REGRESSION
-    from controller.regress import compare as run_compare
+    from controller.analysis.regress import IMPROVEMENT, REGRESSION
+    from controller.analysis.regress import compare as run_compare
     from controller.store import StoreError
 
     if fmt not in ("table", "json"):

@@ -3,7 +3,7 @@ significance test."""
 
 import streamlit as st
 
-from controller import regress
+from controller.analysis import regress
 from dashboard import charts, ui
 from dashboard.data import METRICS, Side
 

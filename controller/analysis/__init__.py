@@ -1,0 +1,3 @@
+"""Plain functions over ResultRecords, shared by the CLI, the API and the dashboard (no database, no CLI):
+``readiness.py`` (budgets, verdicts, recommendations), ``regress.py`` (the significance test and
+``compare``), ``reports.py`` (JUnit XML, HTML, Markdown)."""
