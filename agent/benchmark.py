@@ -140,6 +140,7 @@ def _peak_rss_bytes() -> int:
     return int(rss) if sys.platform == "darwin" else int(rss) * 1024
 
 
+# size: the phases in the order they run (load, warm-up, latency, throughput, outputs, accuracy), read top to bottom
 def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
     problems = spec.settings.problems()
     if problems:

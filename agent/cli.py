@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+# size: the agent's flags, its config file and their checks, then serving: one straight sequence
 def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run-bundle"]:  # offline mode: no broker, no celery

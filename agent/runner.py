@@ -140,6 +140,7 @@ class ForkServer:
             self._dir = None
 
 
+# size: a benchmark child's life and each way it can end (signal, time-out, no outcome), in order
 def run_job(
     spec_data: dict,
     agent_id: str,

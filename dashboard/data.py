@@ -8,6 +8,8 @@ JSON record); the JSON record is read only for the raw latency samples of a
 bounded number of records.
 """
 
+# size: every query the pages run, aggregated in SQL; they share the filters and the read-only engines
+
 from __future__ import annotations
 
 import dataclasses

@@ -10,6 +10,8 @@ accepts its own major version and refuses others with a message that says to
 upgrade the older side.
 """
 
+# size: the whole wire contract in one file: every message with its checks, so a schema change is read in one place
+
 from __future__ import annotations
 
 import dataclasses

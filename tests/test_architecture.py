@@ -271,3 +271,38 @@ def test_the_backend_protocol_check_can_fail():
             return []
 
     assert not isinstance(Half(), Backend)
+
+
+MODULE_LINES, FUNCTION_LINES = 400, 60
+
+
+def size_violations(path: Path, text: str) -> list[str]:
+    """A module over MODULE_LINES or a function over FUNCTION_LINES lines, without a ``# size: <reason>`` comment
+    (for a module: in its first 15 lines; for a function: on the line above its def or its decorators)."""
+    lines = text.splitlines()
+    where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+    bad = []
+    if len(lines) > MODULE_LINES and not any(ln.startswith("# size: ") for ln in lines[:15]):
+        bad.append(f"{where}: {len(lines)} lines")
+    for node in ast.walk(ast.parse(text)):
+        if (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > FUNCTION_LINES
+        ):
+            top = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            if not (top >= 2 and lines[top - 2].strip().startswith("# size: ")):
+                bad.append(f"{where}:{node.lineno} {node.name}(): {node.end_lineno - node.lineno + 1} lines")
+    return bad
+
+
+def test_no_module_or_function_is_long_without_a_written_reason():
+    found = [v for path in sorted(_modules().values()) for v in size_violations(path, path.read_text(encoding="utf-8"))]
+    assert found == [], "split these, or write why they are long in a `# size:` comment at their top"
+
+
+def test_the_size_check_finds_a_long_function_and_takes_a_reason(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(FUNCTION_LINES))
+    plain = tmp_path / "plain.py"
+    assert size_violations(plain, f"def long():\n{body}\n") == ["plain.py:1 long(): 61 lines"]
+    assert size_violations(plain, f"# size: a table of cases\n@decorated\ndef long():\n{body}\n") == []
+    assert size_violations(plain, '"""doc"""\n' + "x = 1\n" * MODULE_LINES) == [f"plain.py: {MODULE_LINES + 1} lines"]

@@ -11,6 +11,8 @@
   so a crashing driver cannot take the agent down.
 """
 
+# size: the interpreter and the CompiledModel (GPU) paths share probing, precision and error summaries
+
 from __future__ import annotations
 
 import importlib

@@ -30,6 +30,7 @@ from controller.api.state import ApiState
 log = logging.getLogger("fleetbench.api")
 
 
+# size: the middleware and handlers are closures over the app they are registered on
 def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, max_upload_bytes: int = 512 * 2**20,
                public_url: str = "", run_scheduler: bool = True, max_array_bytes: int | None = None,
                max_json_bytes: int | None = None, body_timeout_s: float | None = None) -> FastAPI:  # fmt: skip

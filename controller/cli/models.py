@@ -25,6 +25,7 @@ from controller.cli.render import conversion_table, results_table, spinner
 from protocol import BenchmarkSettings
 
 
+# size: a Typer command: its options take half of it
 @app.command()
 def demo(
     data_dir: Optional[str] = DataDirOpt,
@@ -114,6 +115,7 @@ def _floats(text: Optional[str], what: str) -> tuple[float, ...]:
         _fail(f"{what} must be comma-separated numbers; got '{text}'", code=2)
 
 
+# size: a Typer command: its options take half of it
 @app.command()
 def convert(
     model: str = typer.Argument(..., help="Keras .keras/.h5, SavedModel dir, .tflite, OpenVINO .xml or .onnx."),

@@ -40,6 +40,7 @@ RESULT_COLUMNS = [
 _NAMES = {"model", "variant", "device", "runtime"}
 
 
+# size: one column per metric, each with its narrow-terminal rule
 def results_table(records: list[ResultRecord], title: str = "Results", wide: bool = False,
                   width: int | None = None) -> Table:  # fmt: skip
     """Records as a table that fits ``width`` (the console's): columns in a fixed order, the least needed

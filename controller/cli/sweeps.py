@@ -1,5 +1,7 @@
 """`fleetbench sweep` and `fleetbench status`: sweeps over the fleet, with live progress."""
 
+# size: sweep, status, serve and upload, with the local, embedded and remote ways to run a sweep side by side
+
 from __future__ import annotations
 
 import contextlib
@@ -183,6 +185,7 @@ def _embedded_tick(scheduler, sweep_id, fleet, name):
     return tick
 
 
+# size: the embedded fleet's start, the sweep's progress and its interrupted end, which share one set of processes
 def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False, resume=None):
     from controller.artifacts import ArtifactStore
     from controller.convert.service import ConvertError

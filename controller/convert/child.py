@@ -35,6 +35,7 @@ def describe(exc: BaseException) -> tuple[str, str]:
     return ErrorKind.CONVERSION_FAILED, text
 
 
+# size: the sandboxed child's whole run: limits, the source, each variant, and the events it reports
 def main(argv: list[str]) -> int:
     events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)

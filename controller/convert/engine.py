@@ -6,6 +6,8 @@ bytes and the fp32 reference outputs. TensorFlow, OpenVINO and NNCF are
 imported only when a step needs them.
 """
 
+# size: one class per source kind (Keras, SavedModel, TFLite, ONNX, IR) with its converters; they share the shape checks
+
 from __future__ import annotations
 
 import contextlib

@@ -47,6 +47,7 @@ def _limit(limits: Limits) -> Callable[[], None]:
     return apply
 
 
+# size: the child's events read as they come, with each way the child can end
 def run_conversion(
     job: dict,
     artifacts: ArtifactStore,

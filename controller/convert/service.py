@@ -111,6 +111,7 @@ def parse_variants(spec: str | None) -> list[str]:
     return names
 
 
+# size: each variant's cache key, refusal or recipe, decided in one pass over the source
 def plan(
     source_path: str | Path,
     variants: list[str],

@@ -134,6 +134,7 @@ def constant_bytes(data: bytes) -> dict[str, int]:
     return out
 
 
+# size: a flatbuffer rewrite that must keep tensors, buffers and operators consistent in one pass
 def dequantize_fp16(data: bytes) -> bytes:
     """An fp16-weight TFLite file as a real fp32 one (weights stored in float32, no DEQUANTIZE left).
 

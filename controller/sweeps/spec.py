@@ -179,6 +179,7 @@ def _api_data(value, i: int) -> str | None:
     return "sha256:" + m.group(1)
 
 
+# size: each top-level key of a spec checked in the order the docs list them, each with its own message
 def spec_from_dict(raw, base_dir: Path | None = None, *, server_paths: bool = True) -> SweepSpec:
     """A :class:`SweepSpec` from the parsed spec (the API takes it as JSON).
 
