@@ -190,7 +190,7 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         if y is not None or reference is not None:
             accuracy, fidelity = _evaluate(backend, x, y, task, reference)
 
-    precision, precision_ops = backend.precision() if hasattr(backend, "precision") else ("", {})
+    precision, precision_ops = backend.precision()
     reasons = tuple(summary.invalid_reasons) + tuple(m.problems(spec.settings))
     stats = LatencyStats.from_summary(summary, load_ms=load_ns / 1e6, first_inference_ms=m.first_inference_ns / 1e6)
     return ResultRecord(
