@@ -284,19 +284,13 @@ class LatencyStats(_Contract):
 
     @classmethod
     def from_summary(cls, s: Summary, *, load_ms: float, first_inference_ms: float) -> "LatencyStats":
-        return cls(
-            load_ms=load_ms,
-            first_inference_ms=first_inference_ms,
-            count=s.count,
-            p50_ms=s.p50_ms,
-            p90_ms=s.p90_ms,
-            p95_ms=s.p95_ms,
-            p99_ms=s.p99_ms,
-            mean_ms=s.mean_ms,
-            std_ms=s.std_ms,
-            min_ms=s.min_ms,
-            max_ms=s.max_ms,
-        )
+        """The statistics of ``s`` (every field the two share, by name), plus load and first inference."""
+        shared = {f.name: getattr(s, f.name) for f in dataclasses.fields(cls) if f.name not in _LOAD_FIELDS}
+        return cls(load_ms=load_ms, first_inference_ms=first_inference_ms, **shared)
+
+
+#: LatencyStats' fields that do not come from the samples' Summary
+_LOAD_FIELDS = ("load_ms", "first_inference_ms")
 
 
 @dataclass(frozen=True)
@@ -466,7 +460,10 @@ class ResultRecord(_Contract):
                 f"ResultRecord {self.job_id}: stats.count={self.stats.count} but {len(self.samples_ns)} samples"
             )
         s = summarize_ns(self.samples_ns)
-        for name in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms"):
+        for f in dataclasses.fields(LatencyStats):  # every statistic the samples give (not load, not the count)
+            name = f.name
+            if name in _LOAD_FIELDS or name == "count":
+                continue
             if not _close(getattr(s, name), getattr(self.stats, name)):
                 raise ContractError(f"ResultRecord {self.job_id}: stats.{name} does not match its raw samples")
 

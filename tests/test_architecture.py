@@ -306,3 +306,13 @@ def test_the_size_check_finds_a_long_function_and_takes_a_reason(tmp_path):
     assert size_violations(plain, f"def long():\n{body}\n") == ["plain.py:1 long(): 61 lines"]
     assert size_violations(plain, f"# size: a table of cases\n@decorated\ndef long():\n{body}\n") == []
     assert size_violations(plain, '"""doc"""\n' + "x = 1\n" * MODULE_LINES) == [f"plain.py: {MODULE_LINES + 1} lines"]
+
+
+def test_latency_stats_carry_every_statistic_of_a_summary_and_nothing_else():
+    import dataclasses
+
+    from protocol.records import _LOAD_FIELDS, LatencyStats
+    from protocol.stats import Summary
+
+    stats = {f.name for f in dataclasses.fields(LatencyStats)} - set(_LOAD_FIELDS)
+    assert stats == {f.name for f in dataclasses.fields(Summary)} - {"invalid_reasons"}
