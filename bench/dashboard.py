@@ -155,9 +155,8 @@ def browser_times(url: str) -> dict[str, float]:
     ("first open"), then from a click on each page's link until its key elements are drawn."""
     from playwright.sync_api import sync_playwright
 
-    from controller.embedded import LocalDashboard
-    from tests.test_dashboard_browser import CHROMIUM_ARGS, INSTALL, chromium_path
-    from tests.test_dashboard_browser import PAGES as BROWSER_PAGES
+    from tests.helpers import CHROMIUM_ARGS, INSTALL, LocalDashboard, chromium_path
+    from tests.helpers import PAGES as BROWSER_PAGES
 
     out = {}
     chromium = chromium_path() or sys.exit(INSTALL)

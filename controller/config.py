@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+#: How often `fleetbench serve` stores the live agents' inventories (their heartbeats), for the dashboard.
+FLEET_RECORD_S = 10.0
+
+
 def default_data_dir() -> Path:
     if os.environ.get("FLEETBENCH_HOME"):
         return Path(os.environ["FLEETBENCH_HOME"]).expanduser()

@@ -41,48 +41,6 @@ def redis_server_binary() -> str:
     )
 
 
-class LocalDashboard:
-    """`fleetbench dashboard` on a free loopback port, reading ``db_url``; ``start`` returns once Streamlit
-    answers its health check (the browser tests and bench/dashboard.py use it)."""
-
-    def __init__(self, db_url: str, log_path: Path, port: int | None = None):
-        self.db_url = db_url
-        self.log_path = Path(log_path)
-        self.port = port or free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout_s: float = 90.0) -> "LocalDashboard":
-        import urllib.request
-
-        argv = [sys.executable, "-m", "controller.cli", "dashboard", "--port", str(self.port), "--db", self.db_url]
-        self.proc = spawn(argv, self.log_path)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                if urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2).read() == b"ok":
-                    return self
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise ServiceError(f"`fleetbench dashboard` did not come up within {timeout_s:g} s:\n"
-                                   f"{log_tail(self.log_path, 40)}")  # fmt: skip
-            time.sleep(0.3)
-
-    def stop(self) -> None:
-        stop(self.proc, grace_s=10.0)
-
-    def __enter__(self) -> "LocalDashboard":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
 class RedisServer:
     """A private redis-server on a free loopback port, keeping nothing on disk.
 

@@ -22,12 +22,15 @@ from sqlalchemy import Float, case, cast, create_engine, false, func, inspect, l
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from controller.config import FLEET_RECORD_S
 from controller.jobs import FINAL_STATES, JobState
 from controller.store.models import AgentRow, JobRow, Result, SweepRow
+from protocol import HEARTBEAT_S, HEARTBEAT_TTL_S
 
-#: An agent counts as online when the controller recorded its heartbeat this recently (`fleetbench serve`
-#: records the live agents every 10 s; see controller.api.FLEET_RECORD_S).
-ONLINE_WINDOW_S = 30
+#: An agent counts as online when the controller recorded it this recently: `fleetbench serve` records the live
+#: agents every FLEET_RECORD_S, and an agent is live until its heartbeat key expires (HEARTBEAT_TTL_S), plus
+#: a heartbeat's interval of slack for the recording thread's own turn.
+ONLINE_WINDOW_S = FLEET_RECORD_S + HEARTBEAT_TTL_S + HEARTBEAT_S
 #: Per-record points up to this many; beyond it History averages per day, in SQL.
 HISTORY_POINTS = 2000
 #: The CSV download holds at most this many records (the newest).

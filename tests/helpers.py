@@ -1,15 +1,22 @@
-"""Helpers tests share: waiting on one agent task through Celery's result backend."""
+"""Helpers the tests share, and bench/ uses too (bench imports these, never a test module): waiting on one
+agent task through Celery's result backend, the dashboard on a free port, and the browser's settings."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 from kombu.exceptions import OperationalError
 
-from controller.errors import DispatchError
+from controller.errors import DispatchError, ServiceError
 from controller.jobs import JobState
 from protocol import JobOutcome, JobSpec
+from protocol.proc import free_port, log_tail, spawn, stop
 from protocol.records import ContractError
 
 #: States reported to ``on_state`` while waiting.
@@ -69,3 +76,65 @@ def wait_outcome(
         return JobOutcome.from_dict(result.get(timeout=5))
     except ContractError as exc:
         raise DispatchError(f"agent answered job {spec.job_id} with a malformed outcome: {exc}") from None
+
+
+#: Flags that work on this machine: no sandbox as root, no GPU, and no calls home on a closed network.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]  # fmt: skip
+INSTALL = ("Debian's Chromium is needed for the browser tests: `apt-get install chromium chromium-driver` "
+           "(`make test` installs it), or set FLEETBENCH_CHROMIUM to a Chromium binary")  # fmt: skip
+
+# page, path, heading, a selector that shows the page's content is there, how many of them at least
+PAGES = [
+    ("fleet", "", "Fleet", ".js-plotly-plot", 1),
+    ("sweeps", "sweeps", "Sweeps", '[data-testid="stProgress"]', 3),
+    ("explorer", "explorer", "Explorer", ".js-plotly-plot", 4),
+    ("compare", "compare", "Compare", ".js-plotly-plot", 1),
+    ("history", "history", "History", ".js-plotly-plot", 1),
+]
+
+
+def chromium_path() -> str | None:
+    return os.environ.get("FLEETBENCH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class LocalDashboard:
+    """`fleetbench dashboard` on a free loopback port, reading ``db_url``; ``start`` returns once Streamlit
+    answers its health check (the browser tests and bench/dashboard.py use it)."""
+
+    def __init__(self, db_url: str, log_path: Path, port: int | None = None):
+        self.db_url = db_url
+        self.log_path = Path(log_path)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 90.0) -> "LocalDashboard":
+        import urllib.request
+
+        argv = [sys.executable, "-m", "controller.cli", "dashboard", "--port", str(self.port), "--db", self.db_url]
+        self.proc = spawn(argv, self.log_path)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2).read() == b"ok":
+                    return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise ServiceError(f"`fleetbench dashboard` did not come up within {timeout_s:g} s:\n"
+                                   f"{log_tail(self.log_path, 40)}")  # fmt: skip
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        stop(self.proc, grace_s=10.0)
+
+    def __enter__(self) -> "LocalDashboard":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

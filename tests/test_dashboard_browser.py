@@ -3,34 +3,15 @@ key elements and no Streamlit exception box; a screenshot of each goes to build/
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import CHROMIUM_ARGS, INSTALL, PAGES, LocalDashboard, chromium_path
+
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "screenshots"
-#: Flags that work on this machine: no sandbox as root, no GPU, and no calls home on a closed network.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]  # fmt: skip
-INSTALL = ("Debian's Chromium is needed for the browser tests: `apt-get install chromium chromium-driver` "
-           "(`make test` installs it), or set FLEETBENCH_CHROMIUM to a Chromium binary")  # fmt: skip
-
-# page, path, heading, a selector that shows the page's content is there, how many of them at least
-PAGES = [
-    ("fleet", "", "Fleet", ".js-plotly-plot", 1),
-    ("sweeps", "sweeps", "Sweeps", '[data-testid="stProgress"]', 3),
-    ("explorer", "explorer", "Explorer", ".js-plotly-plot", 4),
-    ("compare", "compare", "Compare", ".js-plotly-plot", 1),
-    ("history", "history", "History", ".js-plotly-plot", 1),
-]
-
 pytestmark = pytest.mark.slow
-
-
-def chromium_path() -> str | None:
-    return os.environ.get("FLEETBENCH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def chromium() -> str:
@@ -42,7 +23,6 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def dashboard_url(golden_demo_url, tmp_path_factory):
-    from controller.embedded import LocalDashboard
     from controller.errors import ServiceError
 
     dashboard = LocalDashboard(golden_demo_url, tmp_path_factory.mktemp("dash-log") / "dashboard.log")

@@ -6,6 +6,6 @@ from controller.api.app import create_app
 from controller.api.auth import Tokens
 from controller.api.errors import _scrub
 from controller.api.limits import API
-from controller.api.state import FLEET_RECORD_S
+from controller.config import FLEET_RECORD_S
 
 __all__ = ["API", "FLEET_RECORD_S", "Tokens", "_scrub", "create_app"]

@@ -8,11 +8,11 @@ import time
 
 from fastapi import Request
 
+from controller.config import FLEET_RECORD_S
+
 log = logging.getLogger("fleetbench.api")
 
 
-#: How often the API stores the live agents' inventories (their heartbeats), for the dashboard.
-FLEET_RECORD_S = 10.0
 
 
 class ApiState:

@@ -6,7 +6,7 @@ from dashboard import charts, ui
 from dashboard.data import ONLINE_WINDOW_S
 
 with ui.page("Fleet", f"Agents as the controller last recorded them; online means a heartbeat in the last "
-             f"{ONLINE_WINDOW_S} s.", needs="agents"):  # fmt: skip
+             f"{ONLINE_WINDOW_S:g} s.", needs="agents"):  # fmt: skip
     table = ui.query("fleet", live=True)
     agents = table.drop_duplicates("agent")
     online = int(agents["status"].eq("online").sum())
