@@ -54,3 +54,29 @@ def test_wide_shows_every_column(golden_record):
     for header in ("runtime", "threads", "cosine", "samples", "ran in", "KiB", "fidelity"):
         assert header in text
     assert "not shown" not in text and "no: p99 needs at least 662 samples" in text
+
+
+def test_csv_and_the_store_take_their_values_from_one_flattening(golden_record, sqlite_store):
+    import csv
+    import io
+
+    from controller.cli.render import CSV_COLUMNS, write_csv
+    from controller.store.models import Result
+    from protocol.flatten import record_fields
+
+    flat = record_fields(golden_record)
+    assert set(CSV_COLUMNS) <= set(flat)  # every CSV column is a flattened value
+    out = io.StringIO()
+    write_csv([golden_record], out)
+    header, row = list(csv.reader(io.StringIO(out.getvalue())))
+    assert header == CSV_COLUMNS
+    got = dict(zip(header, row))
+    assert got["p50_ms"] == str(golden_record.stats.p50_ms) and got["samples"] == str(len(golden_record.samples_ns))
+    assert got["top1_agreement"] == ("" if golden_record.fidelity is None else str(golden_record.fidelity.top1_agreement))
+    sqlite_store.add_result(golden_record)
+    from sqlalchemy import select
+
+    with sqlite_store._session() as session:
+        stored = session.scalars(select(Result)).one()
+    for column in ("p50_ms", "p99_ms", "threads", "hostname", "device_name", "valid", "from_source"):
+        assert getattr(stored, column) == flat[column], column

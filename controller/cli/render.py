@@ -191,17 +191,10 @@ CSV_COLUMNS = ["job_id", "attempt", "model_name", "model_id", "variant", "capabi
 def write_csv(records, out) -> None:
     import csv
 
+    from protocol.flatten import record_fields
+
     w = csv.writer(out)
     w.writerow(CSV_COLUMNS)
     for r in records:
-        w.writerow([
-            r.job_id, r.attempt, r.model_name, r.model_id, r.variant, r.capability, r.device_name, r.agent_id,
-            r.runtime, r.runtime_version, r.settings.threads, r.stats.p50_ms, r.stats.p90_ms, r.stats.p99_ms,
-            r.stats.mean_ms, r.stats.count, r.validity.valid, r.throughput_ips, r.accuracy_top1,
-            *((a.task, a.top5, a.mean_iou, a.mae, a.rmse) if (a := r.accuracy) else ("", None, None, None, None)),
-            r.fidelity.top1_agreement if r.fidelity else None, r.fidelity.snr_db if r.fidelity else None,
-            r.fidelity.mean_cosine if r.fidelity else None, r.fidelity.max_abs_error if r.fidelity else None,
-            r.fidelity.worst_output if r.fidelity else "", "; ".join(r.fidelity.warnings) if r.fidelity else "",
-            r.precision, r.model_size_bytes, r.peak_rss_bytes,
-            r.loadgen.scenario if r.loadgen else "", r.loadgen.verdict if r.loadgen else "", r.finished_at,
-        ])  # fmt: skip
+        fields = record_fields(r)
+        w.writerow([fields[c] for c in CSV_COLUMNS])

@@ -82,42 +82,23 @@ class Store(JobsMixin):
     def _result_values(record: ResultRecord, sweep_id: str | None = None, superseded: bool = False) -> dict:
         """The ``results`` row for ``record``, as column values (refused if its stats do not match its samples)."""
         record.check_consistent()
+        from protocol.flatten import record_fields
+
+        flat = record_fields(record)
+        columns = ("job_id", "attempt", "model_id", "model_name", "artifact_sha256", "variant", "runtime",
+                   "runtime_version", "capability", "device", "device_name", "hostname", "agent_id", "p50_ms", "p90_ms",
+                   "p99_ms", "mean_ms", "throughput_ips", "accuracy_top1", "model_size_bytes", "valid", "threads",
+                   "throughput_requests", "peak_rss_bytes", "fidelity_snr_db", "fidelity_cosine", "from_source")  # fmt: skip
         return dict(
-            job_id=record.job_id,
-            attempt=record.attempt,
-            model_id=record.model_id,
-            model_name=record.model_name,
-            artifact_sha256=record.artifact_sha256,
-            variant=record.variant,
-            runtime=record.runtime,
-            runtime_version=record.runtime_version,
-            capability=record.capability,
-            device=record.device,
-            device_name=record.device_name,
-            hostname=record.host.hostname,
-            agent_id=record.agent_id,
-            p50_ms=record.stats.p50_ms,
-            p90_ms=record.stats.p90_ms,
-            p99_ms=record.stats.p99_ms,
-            mean_ms=record.stats.mean_ms,
-            throughput_ips=record.throughput_ips,
-            accuracy_top1=record.accuracy_top1,
-            model_size_bytes=record.model_size_bytes,
-            valid=record.validity.valid,
+            {c: flat[c] for c in columns},
             finished_at=_parse_ts(record.finished_at),
             stored_at=dt.datetime.now(dt.timezone.utc),
             record=record.to_dict(),
             sweep_id=sweep_id,
             superseded=superseded,
-            threads=record.settings.threads,
-            throughput_requests=record.throughput.requests if record.throughput else 0,
-            fidelity_top1=record.fidelity.top1_agreement if record.fidelity else None,
-            peak_rss_bytes=record.peak_rss_bytes,
+            fidelity_top1=flat["top1_agreement"],
             sample_count=len(record.samples_ns),
             precision=record.precision[:64],
-            fidelity_snr_db=record.fidelity.snr_db if record.fidelity else None,
-            fidelity_cosine=record.fidelity.mean_cosine if record.fidelity else None,
-            from_source=record.from_source,
         )
 
     def add_result(self, record: ResultRecord) -> bool:
