@@ -1,10 +1,23 @@
-"""What every part of the store shares: its error, timestamps in UTC, URLs fit for messages."""
+"""What every part of the store shares: :class:`StoreBase` (the engine, sessions and migrations, and a record's
+row), its error, timestamps in UTC, URLs fit for messages. Each table group is a subclass of StoreBase in a
+module of its own (results.py, catalog.py, agents.py, jobs.py); :class:`controller.store.Store` is all of them."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.orm import sessionmaker
+
+from protocol import ResultRecord
+from protocol.private import create_private
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: The newest Alembic revision. `migrate()` skips Alembic (a slow import) when
+#: the database is already there; a test keeps this equal to the scripts' head.
+HEAD_REVISION = "0007"
 
 
 class StoreError(RuntimeError):
@@ -38,3 +51,99 @@ def redact_url(url: str) -> str:
         from protocol.redact import redact
 
         return redact(url)
+
+
+class StoreBase:
+    """One database: its engine and sessions, its schema (Alembic), and what every table group needs."""
+
+    def __init__(self, url: str, **engine_kwargs):
+        self.url = url
+        if url.startswith("sqlite:///"):
+            db_file = Path(url.removeprefix("sqlite:///"))
+            db_file.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                create_private(db_file)  # records stay private; SQLite treats the empty file as a new database
+            except OSError:
+                pass  # a read-only place: SQLite says what is wrong
+        if not url.startswith("sqlite"):
+            engine_kwargs.setdefault("pool_pre_ping", True)  # a restarted server leaves dead pooled connections
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        try:
+            self.engine = create_engine(url, **engine_kwargs)
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+            raise StoreError(
+                f"{redact_url(url)} is not a database URL fleetbench can open ({_one_line(exc)}); "
+                "give sqlite:///PATH or postgresql+psycopg://USER@HOST/DB (--db / FLEETBENCH_DB_URL)"
+            ) from None
+        # Rows handed to callers stay readable after their session commits and closes.
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def current_revision(self) -> str | None:
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except OperationalError as exc:
+            if "alembic_version" in str(exc.orig):  # SQLite: no such table
+                return None
+            raise
+        except ProgrammingError:  # PostgreSQL: undefined table
+            return None
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision."""
+        try:
+            if self.current_revision() == HEAD_REVISION:
+                return
+            from alembic import command
+            from alembic.config import Config
+
+            cfg = Config()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except OperationalError as exc:
+            raise StoreError(
+                f"cannot open the database {redact_url(self.url)}: {_one_line(exc.orig)}. "
+                "Check that the server is running and the URL (--db / FLEETBENCH_DB_URL) is right"
+            ) from None
+
+    @staticmethod
+    def _result_values(record: ResultRecord, sweep_id: str | None = None, superseded: bool = False) -> dict:
+        """The ``results`` row for ``record``, as column values (refused if its stats do not match its samples)."""
+        record.check_consistent()
+        from protocol.flatten import record_fields
+
+        flat = record_fields(record)
+        columns = ("job_id", "attempt", "model_id", "model_name", "artifact_sha256", "variant", "runtime",
+                   "runtime_version", "capability", "device", "device_name", "hostname", "agent_id", "p50_ms", "p90_ms",
+                   "p99_ms", "mean_ms", "throughput_ips", "accuracy_top1", "model_size_bytes", "valid", "threads",
+                   "throughput_requests", "peak_rss_bytes", "fidelity_snr_db", "fidelity_cosine", "from_source")  # fmt: skip
+        return dict(
+            {c: flat[c] for c in columns},
+            finished_at=_parse_ts(record.finished_at),
+            stored_at=dt.datetime.now(dt.timezone.utc),
+            record=record.to_dict(),
+            sweep_id=sweep_id,
+            superseded=superseded,
+            fidelity_top1=flat["top1_agreement"],
+            sample_count=len(record.samples_ns),
+            precision=record.precision[:64],
+        )
+
+    def _add_once(self, row, key) -> bool:
+        """Insert ``row`` unless a row with primary key ``key`` exists. True if inserted."""
+        try:
+            with self._session() as session, session.begin():
+                if session.get(type(row), key) is not None:
+                    return False
+                session.add(row)
+        except IntegrityError:  # a concurrent writer inserted it first
+            return False
+        except OperationalError as exc:
+            raise _write_error(self.url, exc) from None
+        return True

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from controller import jobs
 from controller.jobs import Ingest, JobState
-from controller.store.base import StoreError, _write_error
+from controller.store.base import StoreBase, StoreError, _write_error
 from controller.store.models import BaselineRow, JobRow, Result, SweepRow
 from protocol import JobOutcome, ResultRecord
 
@@ -36,7 +36,7 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class JobsMixin:
+class JobsStore(StoreBase):
     """Sweep and job methods of :class:`controller.store.Store`."""
 
     # ------------------------------------------------------------ sweeps
@@ -193,6 +193,14 @@ class JobsMixin:
             return session.scalar(stmt) or 0
 
     # ------------------------------------------------------------ ingestion
+
+    def add_result(self, record: ResultRecord) -> bool:
+        """Store ``record`` once; True if it is now the job's current record (see :meth:`ingest`)."""
+        record.check_consistent()
+        outcome = JobOutcome(
+            job_id=record.job_id, attempt=record.attempt, ok=True, record=record, agent_id=record.agent_id
+        )
+        return self.ingest(outcome) == "stored"
 
     def ingest(self, outcome: JobOutcome) -> str:
         """Store an agent's outcome exactly once; returns what was done (STORED, DUPLICATE, ...)."""
