@@ -316,3 +316,18 @@ def test_latency_stats_carry_every_statistic_of_a_summary_and_nothing_else():
 
     stats = {f.name for f in dataclasses.fields(LatencyStats)} - set(_LOAD_FIELDS)
     assert stats == {f.name for f in dataclasses.fields(Summary)} - {"invalid_reasons"}
+
+
+def test_no_table_group_of_the_store_calls_another_groups_methods():
+    store = ROOT / "controller" / "store"
+    base = {n.name for n in ast.walk(ast.parse((store / "base.py").read_text())) if isinstance(n, ast.FunctionDef)}
+    base |= {"_session", "engine", "url"}  # StoreBase's attributes
+    crossing = {}
+    for group in ("results", "catalog", "agents", "jobs"):
+        tree = ast.parse((store / f"{group}.py").read_text())
+        own = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        used = {n.attr for n in ast.walk(tree)
+                if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"}  # fmt: skip
+        if used - own - base:
+            crossing[group] = sorted(used - own - base)
+    assert crossing == {}
