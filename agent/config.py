@@ -119,12 +119,16 @@ class AgentConfig:
         environ = os.environ if environ is None else environ
 
         def env_or_file(env: str, key: str) -> str | None:
-            return environ.get(env) or (str(file[key]) if file.get(key) not in (None, "") else None)
+            if env in environ:  # set at all, even empty, the environment wins
+                return environ[env]
+            return str(file[key]) if file.get(key) not in (None, "") else None
 
         if args.file_root:  # the flag wins over the environment and the config file
             roots = tuple(str(Path(r).expanduser().resolve()) for r in args.file_root)
+        elif FILE_ROOTS_ENV in environ:
+            roots = tuple(r for r in environ[FILE_ROOTS_ENV].split(os.pathsep) if r)
         else:
-            roots = tuple(r for r in environ.get(FILE_ROOTS_ENV, "").split(os.pathsep) if r) or tuple(file.get("file_roots") or ())
+            roots = tuple(file.get("file_roots") or ())
         devices = tuple(file.get("openvino_devices") or ()) or tuple(d for d in environ.get(OPENVINO_DEVICES_ENV, "").split(";") if d)
         return cls(
             broker=args.broker or file.get("broker"),

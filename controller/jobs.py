@@ -1,6 +1,6 @@
 """A sweep job's life: its states, and the pure rules that move it.
 
-Nothing here talks to a database, a broker or a clock: the scheduler (``controller/sweeps.py``) and
+Nothing here talks to a database, a broker or a clock: the scheduler (``controller/sweeps/scheduler.py``) and
 the store's ingestion (``controller/store/jobs.py``) ask these functions what to do and do it, so
 every rule is tested from tables of cases (tests/test_jobs.py) in milliseconds.
 
@@ -167,7 +167,10 @@ def on_outcome(job: Job, attempt: int, ok: bool, agent_id: str = "", error_kind:
         }
         return Verdict(Ingest.FAILED_FINAL, {**fields, **agent})
     fields = after_failure(job, error_kind, f"attempt {job.attempt} failed ({error_kind}): {error}")
-    return Verdict(Ingest.RETRY if fields["state"] == JobState.PENDING else Ingest.FAILED_FINAL, {**fields, **agent})
+    if fields["state"] == JobState.PENDING:
+        return Verdict(Ingest.RETRY, {**fields, **agent})
+    fields["reason"] = f"failed {job.attempt} time(s), the last with ({error_kind}): {error}"  # the agent's own words
+    return Verdict(Ingest.FAILED_FINAL, {**fields, **agent})
 
 
 def on_result_set_aside(job: Job, attempt: int | None, reason: str) -> Change | None:

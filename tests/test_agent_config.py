@@ -64,3 +64,9 @@ def test_child_env_hands_over_what_other_processes_read(monkeypatch):
     assert "FLEETBENCH_OPENVINO_DEVICES" not in env  # unset settings are not handed over as empty strings
     with pytest.raises(Exception):
         c.broker = "redis://elsewhere"  # frozen
+
+
+def test_an_environment_variable_set_empty_still_wins_over_the_file(monkeypatch):
+    c = _resolve([], {"token": "from-file", "file_roots": ["/srv/a"]},
+                 {"FLEETBENCH_AGENT_TOKEN": "", "FLEETBENCH_AGENT_FILE_ROOTS": ""}, monkeypatch)  # fmt: skip
+    assert c.token == "" and c.file_roots == ()

@@ -246,7 +246,7 @@ def test_crashes_are_retried_then_dead_lettered(fleet_store):
     fleet.finish(_fail(fleet.start(fleet.sent[-1].spec.job_id, "a1"), "crashed"))
     assert sched.tick(sid) == {"dead-letter": 1}
     job = _state(fleet_store, sid)
-    assert job.reason.startswith("failed 2 time(s), the last because attempt 2 failed (crashed)")
+    assert job.reason == "failed 2 time(s), the last with (crashed): boom"
     assert len(fleet.sent) == 2 and fleet.fences[job.job_id] == 0 and fleet_store.get_sweep(sid).state == "done"
 
 

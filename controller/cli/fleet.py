@@ -1,15 +1,28 @@
-"""The fleet: fleet, agent start, worker, dashboard."""
+"""The fleet: fleet, bundle and import (for devices off the network), agent start, worker, dashboard."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.markup import escape
 
-from controller.cli.app import ControllerOpt, DataDirOpt, DbOpt, _controller, _fail, app, console, err_console
+from controller.cli.app import (
+    ControllerOpt,
+    DataDirOpt,
+    DbOpt,
+    _controller,
+    _fail,
+    _open_store,
+    _writable_parent,
+    app,
+    console,
+    err_console,
+)
 from controller.cli.render import fleet_table
+from protocol import BenchmarkSettings
 
 
 @app.command()
@@ -23,13 +36,68 @@ def fleet(
     with _controller(controller_url, data_dir, db, broker) as c:
         agents = c.fleet()
     if not agents:
-        console.print("No agents seen yet: start one with `fleetbench-agent --broker URL` and run "
-                      "`fleetbench fleet --broker URL`, or run `fleetbench demo`.")  # fmt: skip
+        console.print("No agents seen yet." if controller_url else "No agents seen yet: start one with "
+                      "`fleetbench-agent --broker URL` and run `fleetbench fleet --broker URL`, or run `fleetbench demo`.")  # fmt: skip
         return
     for a in agents:
         a["last_heartbeat"] = dt.datetime.fromisoformat(a["last_heartbeat"])
     title = f"Fleet of {controller_url}" if controller_url else "Fleet" + ("" if broker else " (as last seen; pass --broker for live status)")
     console.print(fleet_table(title, agents, width=console.width))
+
+
+@app.command()
+def bundle(
+    model: str = typer.Argument(..., help="Model id, id prefix or name (its stored variants go in)."),
+    out: str = typer.Option(..., "--out", "-o", help="Bundle file to write."),
+    variants: Optional[str] = typer.Option(None, help="Comma-separated variants (default: all stored)."),
+    litert_capability: str = typer.Option("litert:cpu", help="Capability for tflite-* variants."),
+    openvino_capability: str = typer.Option("openvino:CPU", help="Capability for openvino-* variants."),
+    threads: int = typer.Option(1, help="Inference threads."),
+    min_iterations: int = typer.Option(1000, help="Minimum steady-state inferences."),
+    min_duration: float = typer.Option(1.0, help="Minimum steady-state seconds."),
+    throughput_requests: int = typer.Option(0, help="Also measure throughput with N requests in flight."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Pack benchmark jobs, artifacts and data into one file for an air-gapped device."""
+    from controller.artifacts import ArtifactStore
+    from controller.bundles import create_bundle
+
+    settings = BenchmarkSettings(threads=threads, min_iterations=min_iterations, min_duration_s=min_duration,
+                                 max_iterations=max(200_000, min_iterations),
+                                 throughput_requests=throughput_requests)  # fmt: skip
+    if settings.problems():
+        _fail("; ".join(settings.problems()), code=2)
+    _writable_parent(Path(out), "-o")
+    wanted = [v.strip() for v in variants.split(",")] if variants else None
+    with _open_store(data_dir, db) as (paths, store):
+        manifest = create_bundle(
+            store, ArtifactStore(paths.artifacts), model, Path(out), variants=wanted, settings=settings,
+            capabilities={"tflite": litert_capability, "openvino": openvino_capability},
+        )  # fmt: skip
+    size = Path(out).stat().st_size
+    console.print(f"wrote {out}: {len(manifest['jobs'])} job(s), {size / 2**20:,.1f} MiB. On the device: "
+                  f"`fleetbench-agent run-bundle {Path(out).name}`; then `fleetbench import` its results file.")  # fmt: skip
+
+
+@app.command(name="import")
+def import_(
+    results_file: str = typer.Argument(..., help="A results file written by `fleetbench-agent run-bundle`."),
+    data_dir: Optional[str] = DataDirOpt,
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Store the records of an offline run (idempotent: importing twice stores nothing twice)."""
+    from controller.bundles import import_results
+    from protocol.bundles import BundleError
+
+    with _open_store(data_dir, db) as (_, store):
+        try:
+            report = import_results(store, Path(results_file))
+        except BundleError as exc:
+            _fail(str(exc))
+    console.print(f"stored {report.stored} record(s); {report.already} already stored; {len(report.failed)} failed job(s)")
+    for job_id, error in report.failed:
+        err_console.print(f"[yellow]job {escape(job_id[:8])} failed on the device:[/] {escape(str(error))}", highlight=False)
 
 
 agent_app = typer.Typer(help="Run an agent on this machine (the same as `fleetbench-agent`).", no_args_is_help=True)
