@@ -21,7 +21,7 @@ from controller.convert.variants import FAMILY_CAPABILITY, VARIANTS
 from controller.datasets import Preprocessing
 from controller.embedded import EmbeddedFleet
 from controller.store import Store
-from controller.store.jobs import ACTIVE_STATES, DONE, FAILED, RUNNING
+from controller.store.jobs import ACTIVE_STATES, DONE, FAILED, PENDING, QUEUED, WAITING
 from protocol import BenchmarkSettings, ResultRecord
 
 #: Calibration images taken from the held-out set; the rest measure accuracy.
@@ -115,8 +115,8 @@ def _benchmark(store: Store, fleet: EmbeddedFleet, plan, ready, settings: Benchm
     try:
         while True:
             counts = sched.tick(sweep_id, wait_s=0.5)
-            for job in store.jobs(sweep_id, states=(RUNNING,)):
-                if job.job_id not in told:
+            for job in store.jobs(sweep_id):  # each job once: when it runs, or when it is over if that came first
+                if job.job_id not in told and job.state not in (PENDING, QUEUED, WAITING):
                     told.add(job.job_id)
                     on_step(f"benchmarking {job.variant} on {job.capability}")
             if not any(counts.get(s) for s in ACTIVE_STATES):

@@ -80,3 +80,10 @@ def test_csv_and_the_store_take_their_values_from_one_flattening(golden_record, 
         stored = session.scalars(select(Result)).one()
     for column in ("p50_ms", "p99_ms", "threads", "hostname", "device_name", "valid", "from_source"):
         assert getattr(stored, column) == flat[column], column
+
+
+def test_rows_that_differ_only_in_threads_show_the_threads(golden_record):
+    two = dataclasses.replace(golden_record, settings=dataclasses.replace(golden_record.settings, threads=2))
+    text = _render(results_table([golden_record, two], width=120), 120)
+    assert "threads" in text.splitlines()[2]  # the header row
+    assert "threads" not in _render(results_table([golden_record], width=120), 120)  # one setting: no column

@@ -86,7 +86,10 @@ def results_table(records: list[ResultRecord], title: str = "Results", wide: boo
         w = max(Text.from_markup(c).cell_len for c in cells)
         return (min(w, 12) if col in _NAMES else w) + 3  # a name may wrap down to 12
 
-    shown = [c for c in RESULT_COLUMNS if wide or c[2] > 0]
+    columns = RESULT_COLUMNS
+    if len({r.settings.threads for r in records}) > 1:  # rows that differ only in threads must say so
+        columns = [(c, j, 1) if c == "threads" else (c, j, p) for c, j, p in RESULT_COLUMNS]
+    shown = [c for c in columns if wide or c[2] > 0]
     if not wide and width:
         while sum(need(c[0]) for c in shown) + 1 > width and len(shown) > 4:
             shown.remove(max(shown, key=lambda c: c[2]))
@@ -99,7 +102,7 @@ def results_table(records: list[ResultRecord], title: str = "Results", wide: boo
                          overflow="fold" if col in _NAMES or col == "valid" else "ellipsis")  # fmt: skip
     for row in rows:
         table.add_row(*(row[c[0]] for c in shown))
-    dropped = [c[0] for c in RESULT_COLUMNS if c[2] > 0 and c not in shown]
+    dropped = [c[0] for c in columns if c[2] > 0 and c not in shown]
     if dropped:
         notes.append(f"not shown at this width: {', '.join(dropped)} (--wide shows every column)")
     if notes:
