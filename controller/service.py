@@ -74,7 +74,7 @@ class LocalController:
         return [views.agent_view(r, (r.agent_id in live) if live is not None else None) for r in self.store.agents()]
 
     def cancel(self, ref: str) -> dict:
-        """{"sweep_id", "cancelled": how many unfinished jobs were marked cancelled}."""
+        """{"sweep_id", "name", "cancelled": how many unfinished jobs were marked cancelled}."""
         row = self._row(ref)
         if row.state != SweepState.RUNNING:
             raise ControllerError(
@@ -84,7 +84,7 @@ class LocalController:
             n = self.scheduler.cancel(row.sweep_id)
         else:
             n = len(self.store.cancel_sweep(row.sweep_id))
-        return {"sweep_id": row.sweep_id, "cancelled": n}
+        return {"sweep_id": row.sweep_id, "name": row.name, "cancelled": n}
 
 
 def _q(ref: str) -> str:

@@ -96,3 +96,31 @@ def test_the_cli_prints_the_same_table_from_either(served, argv):
         assert "unknown" in "\n".join(here) and "offline" in "\n".join(there)
         return
     assert here == there
+
+
+def test_cancel_with_a_broker_fences_the_jobs_there(tmp_path, redis_url):
+    """`fleetbench sweep --cancel NAME --broker URL` cancels in the store and sets each job's fence to 0 on the
+    broker, so an agent that still gets one of its messages does not run it."""
+    import redis as redis_mod
+
+    from controller.fleet.memory import MemoryFleet
+    from protocol import FENCE_PREFIX
+    from tests.test_jobs import _sweep
+
+    paths = Paths.resolve(tmp_path / "fb")
+    store = Store(paths.db_url())
+    store.migrate()
+    fleet = MemoryFleet(store)
+    fleet.add_agent("a1", "litert:cpu")
+    _, sweep_id = _sweep(store, fleet, name="to-fence", n_threads=2)
+    jobs = [j.job_id for j in store.jobs(sweep_id)]
+    store.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETBENCH_")}
+    r = subprocess.run([sys.executable, "-m", "controller.cli", "sweep", "--cancel", "to-fence", "--broker", redis_url,
+                        "--data-dir", str(paths.root)], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0 and f"sweep to-fence ({sweep_id}) cancelled: 2 unfinished job(s)" in r.stdout, r.stderr
+    client = redis_mod.Redis.from_url(redis_url)
+    assert [client.get(FENCE_PREFIX + j) for j in jobs] == [b"0", b"0"]
+    again = subprocess.run([sys.executable, "-m", "controller.cli", "sweep", "--cancel", "to-fence", "--broker", redis_url,
+                            "--data-dir", str(paths.root)], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert again.returncode == 2 and "cancelled already" in again.stderr and "Traceback" not in again.stderr

@@ -85,7 +85,8 @@ def sweep(ref: str, role: str = Depends(user), st: ApiState = Depends(context)) 
           responses={404: {"model": Problem}, 409: {"model": Problem}})  # fmt: skip
 def cancel_sweep(ref: str, role: str = Depends(user), st: ApiState = Depends(context)) -> dict:
     """End a running sweep: its unfinished jobs become cancelled (fenced on the broker, so no agent runs them)."""
-    return _answer(lambda: st.controller().cancel(ref))
+    out = _answer(lambda: st.controller().cancel(ref))
+    return {"sweep_id": out["sweep_id"], "cancelled": out["cancelled"]}
 
 
 @router.get(f"{API}/jobs", operation_id="listJobs")

@@ -71,10 +71,12 @@ def _open_store(data_dir: Optional[str], db: Optional[str]):
 
 @contextlib.contextmanager
 def _controller(
-    controller_url: Optional[str], data_dir: Optional[str], db: Optional[str], broker: Optional[str] = None
+    controller_url: Optional[str], data_dir: Optional[str], db: Optional[str], broker: Optional[str] = None,
+    fence: bool = False,
 ):
     """The controller a command talks to: a controller's API with ``--controller``, else this machine's store
-    (asking ``broker``, when given, who is online). A bad broker URL is exit code 2; an error on the way, one line."""
+    (asking ``broker``, when given, who is online; with ``fence``, checking that it answers and fencing cancelled
+    jobs on it). A bad broker URL is exit code 2; an error on the way, one line."""
     from controller.errors import DispatchError
     from controller.service import ControllerError, LocalController, RemoteController
 
@@ -93,7 +95,13 @@ def _controller(
             except DispatchError as exc:
                 _fail(str(exc), code=2)
             try:
-                yield LocalController(store, live_agents=lambda: d.record_live_agents(store))
+                scheduler = None
+                if fence:
+                    from controller.sweeps import Scheduler
+
+                    d.ping()  # fail now, with advice, rather than after cancelling in the store alone
+                    scheduler = Scheduler.on_broker(store, d)
+                yield LocalController(store, scheduler=scheduler, live_agents=lambda: d.record_live_agents(store))
             finally:
                 d.close()
     except (ControllerError, DispatchError) as exc:

@@ -82,10 +82,8 @@ def sweep(
         _fail("give a sweep spec file, or --resume SWEEP, or --cancel SWEEP (one of them)", code=2)
     if resume and controller_url:
         _fail("--resume acts on this machine's database; a controller's API keeps its running sweeps going itself", code=2)
-    if cancel and controller_url:
-        return _remote_cancel(controller_url, cancel)
     if cancel:
-        return _cancel(cancel, broker, data_dir, db)
+        return _cancel(cancel, broker, data_dir, db, controller_url)
     signal.signal(signal.SIGTERM, _term_as_exit)
     if resume:
         return _finish(*_local_sweep(None, broker, artifact_url, data_dir, db, yes, resume=resume))
@@ -114,48 +112,24 @@ def _finish(counts, records, sweep_id, name) -> None:
         raise typer.Exit(1)
 
 
-def _cancel(ref, broker, data_dir, db) -> None:
-    from controller.dispatch import Dispatcher
-    from controller.errors import DispatchError
-    from controller.store import StoreError
-    from controller.sweeps import Scheduler
+def _cancel(ref, broker, data_dir, db, controller_url) -> None:
+    """``sweep --cancel``: on a controller's API, or on the store here (fencing the jobs on ``broker`` when given)."""
+    from controller.service import ControllerError
 
-    with _open_store(data_dir, db) as (_, store):
+    with _controller(controller_url, data_dir, db, broker, fence=True) as c:
         try:
-            row = store.get_sweep(ref)
-            if row.state != "running":
-                _fail(f"sweep {row.name} ({row.sweep_id}) is {row.state} already; there is nothing to cancel", code=2)
-            if broker:  # fence the jobs on the fleet's broker, so an agent that still gets one does not run it
-                dispatcher = Dispatcher(broker)
-                try:
-                    dispatcher.ping()
-                    scheduler = Scheduler.on_broker(store, dispatcher)
-                    n = scheduler.cancel(row.sweep_id)
-                    for note in scheduler.errors:
-                        console.print(f"  · {note}", highlight=False, markup=False)
-                finally:
-                    dispatcher.close()
-            else:  # the embedded broker that held its messages ended with its run
-                n = len(store.cancel_sweep(row.sweep_id))
-                console.print("  · without --broker the jobs are not fenced: if this sweep ran on a fleet's broker, "
-                              "its agents may still run what they were sent (the results are kept apart, not counted)",
-                              highlight=False, markup=False)  # fmt: skip
-        except (StoreError, DispatchError) as exc:
-            _fail(str(exc))
-    console.print(f"sweep {row.name} ({row.sweep_id}) cancelled: {n} unfinished job(s) marked cancelled")
-
-
-def _remote_cancel(controller_url, ref) -> None:
-    from urllib.parse import quote
-
-    from controller.client import ApiClient, ApiError
-
-    try:
-        out = ApiClient.from_env(controller_url).post(f"/api/v1/sweeps/{quote(ref, safe='')}/cancel", json={})
-    except ApiError as exc:
-        _fail(str(exc))
-    console.print(f"sweep {ref} ({out['sweep_id']}) cancelled on {controller_url}: "
-                  f"{out['cancelled']} unfinished job(s) marked cancelled", highlight=False, markup=False)  # fmt: skip
+            out = c.cancel(ref)
+        except ControllerError as exc:  # not running: nothing to do, as a usage error
+            _fail(str(exc), code=2 if exc.status == 409 else 1)
+        for line in getattr(getattr(c, "scheduler", None), "errors", None) or []:  # the broker's notes, if any
+            console.print(f"  · {line}", highlight=False, markup=False)
+        if not controller_url and not broker:  # the embedded broker that held its messages ended with its run
+            console.print("  · without --broker the jobs are not fenced: if this sweep ran on a fleet's broker, "
+                          "its agents may still run what they were sent (the results are kept apart, not counted)",
+                          highlight=False, markup=False)  # fmt: skip
+    where = f" on {controller_url}" if controller_url else ""
+    console.print(f"sweep {out.get('name', ref)} ({out['sweep_id']}) cancelled{where}: {out['cancelled']} unfinished job(s) "
+                  "marked cancelled", highlight=False, markup=False)  # fmt: skip
 
 
 def _embedded_tick(scheduler, sweep_id, fleet, name):
