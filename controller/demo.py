@@ -23,6 +23,7 @@ from controller.embedded import EmbeddedFleet
 from controller.store import Store
 from controller.store.jobs import ACTIVE_STATES, DONE, FAILED, PENDING, QUEUED, WAITING
 from protocol import BenchmarkSettings, ResultRecord
+from controller.jobs import SweepState
 
 #: Calibration images taken from the held-out set; the rest measure accuracy.
 N_CALIBRATION = 64
@@ -136,7 +137,7 @@ def _finish_sweep(store: Store, sweep_id: str) -> None:
     """Close the demo's sweep; a job it never finished (interrupted) is failed, not left running."""
     for job in store.jobs(sweep_id, states=ACTIVE_STATES):
         store.update_job(job.job_id, state=FAILED, reason="the demo stopped before this job finished")
-    store.set_sweep_state(sweep_id, "done")
+    store.set_sweep_state(sweep_id, SweepState.DONE.value)
 
 
 def _conversion_step(event: dict, on_step: Callable[[str], None]) -> None:

@@ -9,6 +9,7 @@ import time
 from fastapi import Request
 
 from controller.config import FLEET_RECORD_S
+from controller.jobs import SweepState
 
 log = logging.getLogger("fleetbench.api")
 
@@ -86,7 +87,7 @@ class ApiState:
                 recorded = time.monotonic()
             try:
                 s = self.scheduler()
-                running = [row.sweep_id for row in self.store.sweeps() if row.state == "running"]
+                running = [row.sweep_id for row in self.store.sweeps() if row.state == SweepState.RUNNING]
                 for sweep_id in running:
                     s.tick(sweep_id)
                 if running:

@@ -27,6 +27,7 @@ from controller.cli.app import (
 )  # fmt: skip
 from controller.cli.render import results_table, sweep_progress
 from controller.store.jobs import CANCELLED, DEAD_LETTER, EXPIRED, FAILED, FINAL_STATES
+from controller.jobs import JobState, SweepState
 
 BAD_END = (FAILED, DEAD_LETTER, EXPIRED, CANCELLED)
 
@@ -174,7 +175,7 @@ def _local_sweep(spec, broker, artifact_url, data_dir, db, yes=False, resume=Non
             row = None
             if resume:
                 row = store.get_sweep(resume)
-                if row.state != "running":
+                if row.state != SweepState.RUNNING:
                     _fail(f"sweep {row.name} ({row.sweep_id}) is {row.state}: there is nothing to resume; "
                           "`fleetbench status` lists the sweeps", code=2)  # fmt: skip
                 spec = spec_of_sweep(row)
@@ -311,7 +312,8 @@ def _jobs_table(sweep: dict, jobs: list[dict]) -> None:
     table = Table(title_justify="left")
     for col in ("job", "model", "variant", "device", "threads", "state", "attempt", "agent", "why"):
         table.add_column(col, no_wrap=col not in ("why", "device"))
-    colour = {"done": "green", "failed": "red", "dead-letter": "red", "expired": "yellow", "waiting-for-device": "yellow"}
+    colour = {JobState.DONE: "green", JobState.FAILED: "red", JobState.DEAD_LETTER: "red", JobState.EXPIRED: "yellow",
+              JobState.WAITING: "yellow"}  # fmt: skip
     for j in jobs:
         state = f"[{colour[j['state']]}]{j['state']}[/]" if j["state"] in colour else j["state"]
         device = j["capability"] + (f" @ {j['pinned_agent']}" if j.get("pinned_agent") else "")

@@ -17,7 +17,7 @@ from sqlalchemy import false, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from controller import jobs
-from controller.jobs import Ingest, JobState
+from controller.jobs import Ingest, JobState, SweepState
 from controller.store.base import StoreBase, StoreError, _write_error
 from controller.store.models import BaselineRow, JobRow, Result, SweepRow
 from protocol import JobOutcome, ResultRecord
@@ -114,7 +114,7 @@ class JobsStore(StoreBase):
             if only_from is not None and row.state != only_from:
                 return
             row.state = state
-            row.finished_at = now() if state == "done" else None
+            row.finished_at = now() if state == SweepState.DONE else None
 
     def cancel_sweep(self, sweep_id: str, why: str = "cancelled by the user") -> list[str]:
         """End a sweep: its unfinished jobs become cancelled; returns their ids (to fence on the broker)."""
@@ -124,7 +124,7 @@ class JobsStore(StoreBase):
             for job in session.scalars(select(JobRow).where(JobRow.sweep_id == sweep_id, JobRow.state.in_(ACTIVE_STATES))):
                 job.state, job.reason, job.updated_at = CANCELLED, why, now()
                 ids.append(job.job_id)
-            sweep.state, sweep.finished_at = "cancelled", now()
+            sweep.state, sweep.finished_at = SweepState.CANCELLED.value, now()
         return ids
 
     def supersede_sweeps(self, name: str, keep: str) -> list[str]:
@@ -137,7 +137,7 @@ class JobsStore(StoreBase):
     def _supersede(session, name: str, keep: str) -> list[str]:
         ids = []
         olds = select(SweepRow.sweep_id).where(SweepRow.name == name, SweepRow.sweep_id != keep)
-        for sweep in session.scalars(select(SweepRow).where(SweepRow.sweep_id.in_(olds), SweepRow.state == "running")):
+        for sweep in session.scalars(select(SweepRow).where(SweepRow.sweep_id.in_(olds), SweepRow.state == SweepState.RUNNING.value)):
             sweep.state, sweep.finished_at = "done", now()
         for job in session.scalars(select(JobRow).where(JobRow.sweep_id.in_(olds), JobRow.state.in_(ACTIVE_STATES))):
             job.state, job.reason, job.updated_at = SUPERSEDED, f"superseded by sweep {keep}", now()

@@ -160,7 +160,7 @@ class Scheduler:
             raise SweepError(f"the sweep expands to {len(jobs):,} jobs, more than {CONFIRM_ABOVE:,}; check its settings "
                              "matrix, or confirm it (fleetbench sweep --yes; the API's confirm: true)")  # fmt: skip
         raw = dict(spec.raw, expire_after=spec.expire_after_s, **({BASE_DIR_KEY: spec.base_dir} if spec.base_dir else {}))
-        superseded = self.store.add_sweep(SweepRow(sweep_id=sweep_id, name=spec.name, spec=raw, state="running",
+        superseded = self.store.add_sweep(SweepRow(sweep_id=sweep_id, name=spec.name, spec=raw, state=SweepState.RUNNING.value,
                                                    created_at=t), jobs, supersede=True)  # fmt: skip
         for job_id in superseded:
             self._fence(job_id, 0)  # an agent that still gets its message does not run it
@@ -180,7 +180,7 @@ class Scheduler:
         result of it is kept but not counted. A fleet's broker still holds them, so without ``resend`` they
         are left to arrive (or to be retried when their agent is seen gone)."""
         sweep = self.store.get_sweep(sweep_id)
-        if sweep.state != "running":
+        if sweep.state != SweepState.RUNNING:
             raise SweepError(f"sweep {sweep.name} ({sweep_id}) is {sweep.state}: there is nothing to resume; "
                              "`fleetbench status` lists the sweeps")  # fmt: skip
         by_id = {m.model_id: m for m in models}
@@ -293,7 +293,7 @@ class Scheduler:
             self.drain(block_s=wait_s)  # after sending: wake as soon as an outcome arrives
         counts = self.store.job_counts(sweep_id)
         if not any(counts.get(s) for s in ACTIVE_STATES) and sweep.state == SweepState.RUNNING:
-            self.store.set_sweep_state(sweep_id, "done", only_from="running")  # not over a cancel made meanwhile
+            self.store.set_sweep_state(sweep_id, SweepState.DONE.value, only_from=SweepState.RUNNING.value)  # not over a cancel made meanwhile
         return counts
 
     def _send(self, job: JobRow, attempt: int) -> None:
