@@ -91,8 +91,11 @@ class Collector:
             if raw is not None:
                 done.update(self._store_batch([raw]))
         while sum(done.values()) < limit:
+            waiting = int(self.redis.llen(RESULTS_KEY))  # one round trip when there is nothing, not `batch` moves
+            if not waiting:
+                break
             pipe = self.redis.pipeline(transaction=False)
-            for _ in range(batch):
+            for _ in range(min(batch, waiting)):
                 pipe.lmove(RESULTS_KEY, self.processing, "LEFT", "RIGHT")
             raws = [r for r in pipe.execute() if r is not None]
             if not raws:
