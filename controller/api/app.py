@@ -21,7 +21,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from controller.api import sweeps, uploads
+from controller.api import metrics, sweeps, uploads
 from controller.api.auth import Tokens, auth
 from controller.api.errors import Problem, _scrub
 from controller.api.limits import API, DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_JSON_BYTES, _BodyLimits, _env_number
@@ -56,6 +56,7 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
     artifacts = ArtifactStore(paths.artifacts)
     state = ApiState(store, artifacts, broker_url, public_url, paths)
     state.tokens, state.max_upload_bytes, state.max_array_bytes = tokens, max_upload_bytes, max_array_bytes
+    state.metrics = metrics.Metrics(state)
     app = FastAPI(title="fleetbench controller", version="1", description=__doc__,
                   responses={400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem},
                              408: {"model": Problem, "description": "the request body stalled"},
@@ -109,6 +110,7 @@ def create_app(paths, db_url: str, broker_url: str | None, tokens: Tokens, *, ma
 
     app.include_router(uploads.router)
     app.include_router(sweeps.router)
+    app.include_router(metrics.router)
 
     if run_scheduler and broker_url:
         state.start()

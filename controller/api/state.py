@@ -33,6 +33,7 @@ class ApiState:
         self._lock = threading.Lock()
         self._scheduler = None
         self._stop = threading.Event()
+        self.metrics = None  # controller.api.metrics.Metrics, set by create_app
 
     def scheduler(self):
         from controller.dispatch import Dispatcher
@@ -88,8 +89,9 @@ class ApiState:
             try:
                 s = self.scheduler()
                 running = [row.sweep_id for row in self.store.sweeps() if row.state == SweepState.RUNNING]
-                for sweep_id in running:
-                    s.tick(sweep_id)
+                with self.metrics.tick_seconds.time():  # /api/v1/metrics: fleetbench_scheduler_tick_seconds
+                    for sweep_id in running:
+                        s.tick(sweep_id)
                 if running:
                     s.drain(block_s=0.5)  # wake as soon as an outcome arrives
                     continue

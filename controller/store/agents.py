@@ -36,3 +36,7 @@ class AgentsStore(StoreBase):
     def agents(self) -> list[AgentRow]:
         with self._session() as session:
             return list(session.scalars(select(AgentRow).order_by(AgentRow.agent_id)))
+
+    def agent_capabilities(self) -> set[str]:
+        """Every capability an agent has shown (as last recorded)."""
+        return {c["name"] for row in self.agents() for c in row.inventory["capabilities"]}

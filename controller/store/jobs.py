@@ -172,6 +172,17 @@ class JobsStore(StoreBase):
             job.updated_at = now()
         return True
 
+    def job_counts_by_state(self) -> dict[str, int]:
+        """{state: count} over every job in the store, counted in SQL."""
+        with self._session() as session:
+            return {state: n for state, n in session.execute(select(JobRow.state, func.count()).group_by(JobRow.state))}
+
+    def active_capabilities(self) -> set[str]:
+        """The capabilities unfinished jobs ask for (a device nobody offers yet included)."""
+        stmt = select(JobRow.capability).where(JobRow.state.in_(ACTIVE_STATES)).distinct()
+        with self._session() as session:
+            return set(session.scalars(stmt))
+
     def job_counts(self, sweep_id: str) -> dict[str, int]:
         """{state: count} for one sweep, counted in SQL."""
         stmt = select(JobRow.state, func.count()).where(JobRow.sweep_id == sweep_id).group_by(JobRow.state)
