@@ -90,7 +90,6 @@ def _main(argv: list[str] | None = None) -> int:
     if unsafe:
         print(f"error: {unsafe}", file=sys.stderr)
         return 2
-    config = config.with_agent_id(config.agent_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
     os.environ.update(config.child_env())  # the one hand-over to the probes and benchmark children (agent/config.py)
     caps, missing = probe_all()
     for cap in caps:
@@ -117,7 +116,9 @@ def _main(argv: list[str] | None = None) -> int:
     from agent.presence import Heartbeat
     from protocol import AgentInventory, agent_queue, queue_for, utc_now
 
+    config = config.with_agent_id(config.agent_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
     agent_id = config.agent_id
+    os.environ.update(config.child_env())  # now with the agent's id, which its benchmark children stamp
     import redis
 
     from agent import outbox as outbox_mod

@@ -70,3 +70,14 @@ def test_an_environment_variable_set_empty_still_wins_over_the_file(monkeypatch)
     c = _resolve([], {"token": "from-file", "file_roots": ["/srv/a"]},
                  {"FLEETBENCH_AGENT_TOKEN": "", "FLEETBENCH_AGENT_FILE_ROOTS": ""}, monkeypatch)  # fmt: skip
     assert c.token == "" and c.file_roots == ()
+
+
+def test_probing_in_process_leaves_no_agent_id_behind(monkeypatch):
+    """`--probe` hands its settings to the probes but mints no agent id: a process that probes (a test, a
+    CLI) must not pass a made-up id on to every agent it starts afterwards."""
+    from agent.cli import main
+
+    monkeypatch.delenv("FLEETBENCH_AGENT_ID", raising=False)
+    monkeypatch.setenv("FLEETBENCH_DISABLE_GPU_PROBE", "1")
+    main(["--probe"])
+    assert "FLEETBENCH_AGENT_ID" not in os.environ

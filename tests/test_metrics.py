@@ -3,12 +3,23 @@ key as the agent's own Heartbeat writes it, messages on a capability's queue).""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from controller.api import Tokens, create_app
 from controller.config import Paths
 
 USER, AGENT = "metrics-user", "metrics-agent"
+
+
+@pytest.fixture
+def broker_url(tmp_path):
+    """A Redis of this test's own: the gauges count every agent and queue on the broker."""
+    from controller.embedded import RedisServer
+
+    server = RedisServer(tmp_path / "redis", tmp_path / "redis.log").start()
+    yield server.url
+    server.stop()
 
 
 def _value(text: str, name: str, **labels) -> float | None:
@@ -40,7 +51,7 @@ def test_metrics_need_a_token_and_count_jobs_and_records_without_a_broker(tmp_pa
     assert "fleetbench_queue_depth" not in text  # no broker: absent, not zero
 
 
-def test_metrics_read_agents_queues_and_the_results_backlog_from_the_broker(tmp_path, clean_redis_url, golden_record):
+def test_metrics_read_agents_queues_and_the_results_backlog_from_the_broker(tmp_path, broker_url):
     import redis
 
     from agent.presence import Heartbeat
@@ -49,12 +60,12 @@ def test_metrics_read_agents_queues_and_the_results_backlog_from_the_broker(tmp_
     host = HostFacts(hostname="pi", cpu_model="arm", cpu_cores=4, ram_bytes=1, os="linux", python="3.11")
     cap = CapabilityInfo(name="litert:cpu", runtime="litert", runtime_version="2.3", device="cpu", device_name="arm")
     inv = AgentInventory(agent_id="pi-7", host=host, capabilities=(cap,), started_at=utc_now(), heartbeat_at=utc_now())
-    Heartbeat(clean_redis_url, inv).beat()  # the key a live agent keeps
-    client = redis.Redis.from_url(clean_redis_url)
+    Heartbeat(broker_url, inv).beat()  # the key a live agent keeps
+    client = redis.Redis.from_url(broker_url)
     client.rpush(queue_for("litert:cpu"), b"m1", b"m2", b"m3")
     client.rpush(queue_for("litert:cpu") + "\x06\x166", b"m4")  # a message at priority 6
     client.rpush(RESULTS_KEY, b"{}", b"{}")
-    app = _app(tmp_path, clean_redis_url)
+    app = _app(tmp_path, broker_url)
     with TestClient(app) as api:
         text = api.get("/api/v1/metrics", headers={"Authorization": f"Bearer {USER}"}).text
     assert _value(text, "fleetbench_agents_online", capability="litert:cpu") == 1
@@ -62,14 +73,14 @@ def test_metrics_read_agents_queues_and_the_results_backlog_from_the_broker(tmp_
     assert _value(text, "fleetbench_results_backlog") == 2
 
 
-def test_the_scheduler_thread_times_its_ticks(tmp_path, clean_redis_url):
+def test_the_scheduler_thread_times_its_ticks(tmp_path, broker_url):
     """A running sweep in the store: the API's scheduler thread ticks it and each pass lands in the histogram."""
     import time
 
     from controller.fleet.memory import MemoryFleet
     from tests.test_jobs import _sweep
 
-    app = _app(tmp_path, clean_redis_url)
+    app = _app(tmp_path, broker_url)
     st = app.state.fleetbench
     fleet = MemoryFleet(st.store)
     fleet.add_agent("gone-agent", "litert:cpu")  # seen once, so the selector expands; not live on the broker
