@@ -129,3 +129,16 @@ def test_fast_percentiles_equal_numpys_linear_method(n):
 
     x = np.random.default_rng(n).random(n) * 10
     assert _linear_percentiles(np.sort(x), PERCENTILES) == [float(v) for v in np.percentile(x, PERCENTILES)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 700, 85_535])
+def test_percentiles_of_unsorted_samples_with_ties_equal_numpys(n):
+    import numpy as np
+
+    from protocol.stats import PERCENTILES, _linear_percentiles, summarize_ns
+
+    rng = np.random.default_rng(n)
+    x = rng.integers(1_000, 50_000, n).astype(np.float64)  # integer ns: many ties, in no order
+    assert _linear_percentiles(np.sort(x), PERCENTILES) == [float(v) for v in np.percentile(x, PERCENTILES)]
+    s = summarize_ns(x.astype(np.int64).tolist())
+    assert [s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms] == [float(v) for v in np.percentile(x / 1e6, PERCENTILES)]
