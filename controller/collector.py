@@ -53,6 +53,17 @@ def _check(raw: bytes) -> JobOutcome:
     return outcome
 
 
+def ids_of(raw: bytes | str) -> tuple[str | None, int | None]:
+    """The job id and attempt of a results item that could not be stored, where it says them (else None)."""
+    try:
+        d = json.loads(raw)
+        job_id = str(d["job_id"])[:200] if isinstance(d.get("job_id"), str) else None
+        attempt = d["attempt"] if isinstance(d.get("attempt"), int) else None
+    except (ValueError, AttributeError, TypeError):
+        return None, None
+    return job_id, attempt
+
+
 def dead_letters(client: redis.Redis, limit: int = 5) -> tuple[int, list[dict]]:
     """How many outcomes were set aside, and the newest ``limit`` of them (without their raw text)."""
     count = int(client.llen(DEAD_KEY))
@@ -133,13 +144,7 @@ class Collector:
         return done
 
     def _set_aside(self, raw: bytes, reason: str) -> None:
-        job_id = attempt = None
-        try:
-            d = json.loads(raw)
-            job_id = str(d["job_id"])[:200] if isinstance(d.get("job_id"), str) else None
-            attempt = d["attempt"] if isinstance(d.get("attempt"), int) else None
-        except (ValueError, AttributeError, TypeError):
-            pass
+        job_id, attempt = ids_of(raw)
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         entry = json.dumps({"reason": reason, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                             "job_id": job_id, "raw": text[:RAW_KEEP]})  # fmt: skip

@@ -117,10 +117,11 @@ class FleetView:
     """The live agents at one tick: agent id -> the capabilities it offers."""
 
     live: dict[str, set[str]] = field(default_factory=dict)
+    #: every capability some live agent offers; made once per tick, read for every job
+    offered: frozenset[str] = field(init=False, default=frozenset())
 
-    @property
-    def offered(self) -> set[str]:
-        return set().union(*self.live.values()) if self.live else set()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "offered", frozenset().union(*self.live.values()))
 
     def can_run(self, job: Job) -> bool:
         if job.pinned_agent:

@@ -4,6 +4,7 @@ satisfy the Backend protocol, and docs/architecture.md saying what the code does
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def _modules() -> dict[str, Path]:
     return found
 
 
+@functools.lru_cache(maxsize=1)
 def import_graph() -> dict[str, set[str]]:
     """module -> the fleetbench modules it imports anywhere in its body (lazy imports count too)."""
     mods = _modules()

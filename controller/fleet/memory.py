@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from controller.collector import REFUSED, _check
+from controller.collector import REFUSED, _check, ids_of
 from controller.fleet.port import Delivered, Event, SetAside
 from protocol import AgentInventory, CapabilityInfo, HostFacts, JobOutcome, JobSpec, queue_for, utc_now
 
@@ -85,15 +85,7 @@ class MemoryFleet:
             try:
                 good.append(_check(raw))
             except REFUSED as exc:
-                import json
-
-                try:
-                    d = json.loads(raw)
-                    job_id, attempt = d.get("job_id"), d.get("attempt")
-                except (ValueError, AttributeError):
-                    job_id = attempt = None
-                events.append(SetAside(job_id if isinstance(job_id, str) else None,
-                                       attempt if isinstance(attempt, int) else None, str(exc)))  # fmt: skip
+                events.append(SetAside(*ids_of(raw), str(exc)))
         self._inbox.clear()
         answers = self.store.ingest_many(good) if good else []
         events += [Delivered(o, what) for o, what in zip(good, answers)]

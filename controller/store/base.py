@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
 from protocol import ResultRecord
+from protocol.flatten import record_fields
 from protocol.private import create_private
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -116,8 +117,6 @@ class StoreBase:
     def _result_values(record: ResultRecord, sweep_id: str | None = None, superseded: bool = False) -> dict:
         """The ``results`` row for ``record``, as column values (refused if its stats do not match its samples)."""
         record.check_consistent()
-        from protocol.flatten import record_fields
-
         flat = record_fields(record)
         columns = ("job_id", "attempt", "model_id", "model_name", "artifact_sha256", "variant", "runtime",
                    "runtime_version", "capability", "device", "device_name", "hostname", "agent_id", "p50_ms", "p90_ms",
