@@ -97,3 +97,19 @@ def test_the_scheduler_thread_times_its_ticks(tmp_path, broker_url):
             st._stop.set()
     assert count >= 2 and _value(text, "fleetbench_scheduler_tick_seconds_sum") > 0
     assert _value(text, "fleetbench_jobs", state="waiting-for-device") == 1  # the tick moved it: no live agent
+
+
+def test_a_database_outage_is_a_one_line_503(tmp_path, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    app = _app(tmp_path)
+    store = app.state.fleetbench.store
+
+    def down():
+        raise OperationalError("SELECT", {}, Exception("connection refused by postgres://u:s3cret@db"))
+
+    monkeypatch.setattr(store, "job_counts_by_state", down)
+    with TestClient(app) as api:
+        r = api.get("/api/v1/metrics", headers={"Authorization": f"Bearer {USER}"})
+    assert r.status_code == 503 and r.json() == {"detail": "the database is unreachable; the controller's figures are back when it is"}
+    assert "s3cret" not in r.text

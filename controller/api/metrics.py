@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from controller.api.auth import auth
+from controller.api.errors import _err
 from controller.api.limits import API
 from controller.api.state import ApiState, context
 
@@ -96,10 +97,19 @@ class Metrics:
 
 
 @router.get(f"{API}/metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})  # fmt: skip
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+                       503: {"description": "the database is unreachable"}})  # fmt: skip
 def metrics(role: str = Depends(auth), st: ApiState = Depends(context)) -> Response:
     """The controller's figures in Prometheus' text format (jobs by state, agents and queue depth per
     capability, results not yet stored, records stored, scheduler tick time)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from sqlalchemy.exc import SQLAlchemyError
 
-    return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    from controller.store import StoreError, redact_url
+
+    try:
+        body = generate_latest(st.metrics.registry)
+    except (SQLAlchemyError, StoreError) as exc:  # a database outage: one line, and the scraper marks the target down
+        log.warning("metrics: the database %s is unreachable (%s)", redact_url(st.store.url), type(exc).__name__)
+        raise _err(503, "the database is unreachable; the controller's figures are back when it is") from None
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
