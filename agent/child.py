@@ -19,7 +19,7 @@ from protocol.errors import ErrorKind
 
 def _write(path: Path, outcome: JobOutcome) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(outcome.to_json(), encoding="utf-8")
+    tmp.write_text(outcome.to_json(samples="text"), encoding="utf-8")
     os.replace(tmp, path)
 
 

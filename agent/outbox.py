@@ -65,7 +65,7 @@ class Outbox:
         with self._lock, self._connect() as db:
             db.execute(
                 "INSERT OR IGNORE INTO outbox (job_id, attempt, body) VALUES (?, ?, ?)",
-                (outcome.job_id, outcome.attempt, outcome.to_json()),
+                (outcome.job_id, outcome.attempt, outcome.to_json(samples="text")),
             )
 
     def pending(self, limit: int = 100) -> list[tuple[int, str]]:

@@ -97,4 +97,4 @@ def benchmark(spec: dict | None = None, *extra, **kwargs) -> dict:
     if context.outbox is not None and outcome.error_kind != ErrorKind.SUPERSEDED:
         context.outbox.put(outcome)  # on disk before the message is acknowledged (acks_late)
         context.relay.kick()
-    return outcome.to_dict()
+    return outcome.to_dict(samples="text")

@@ -141,7 +141,7 @@ def ingestion(work: Path, n: int, pg_url: str) -> dict:
         bodies = []
         for i in range(n):
             r = dataclasses.replace(golden, job_id=f"ingest-{i}")
-            bodies.append(JobOutcome(job_id=r.job_id, attempt=1, ok=True, record=r, agent_id=r.agent_id).to_json())
+            bodies.append(JobOutcome(job_id=r.job_id, attempt=1, ok=True, record=r, agent_id=r.agent_id).to_json(samples="text"))
         for i in range(0, n, 500):
             d.redis.rpush(RESULTS_KEY, *bodies[i : i + 500])
         collector = Collector(d.redis, store)

@@ -26,6 +26,7 @@ from controller.config import FLEET_RECORD_S
 from controller.jobs import FINAL_STATES, JobState
 from controller.store.models import AgentRow, JobRow, Result, SweepRow
 from protocol import HEARTBEAT_S, HEARTBEAT_TTL_S
+from protocol.samples import decode
 
 #: An agent counts as online when the controller recorded it this recently: `fleetbench serve` records the live
 #: agents every FLEET_RECORD_S, and an agent is live until its heartbeat key expires (HEARTBEAT_TTL_S), plus
@@ -307,7 +308,7 @@ def selection_rows(engine: Engine, f: Filters, limit: int = SELECTION_ROWS) -> p
 def latency_boxes(engine: Engine, f: Filters, limit: int = SAMPLE_RECORDS) -> pd.DataFrame:
     """Box statistics (ms) from the raw samples of the newest record of each variant × capability × device.
 
-    Only ``limit`` records are read (their JSON holds the samples); the quartiles are computed with numpy.
+    Only ``limit`` records are read (their samples column, FBS1); the quartiles are computed with numpy.
     """
     newest = f.where(
         select(func.max(Result.id).label("id")).group_by(Result.model_name, Result.variant, Result.capability,
@@ -315,13 +316,13 @@ def latency_boxes(engine: Engine, f: Filters, limit: int = SAMPLE_RECORDS) -> pd
     ).subquery()  # fmt: skip
     stmt = (
         select(Result.model_name, Result.variant, Result.capability, Result.device_name, Result.hostname,
-               Result.record["samples_ns"].label("samples"))
+               Result.samples)
         .where(Result.id.in_(select(newest.c.id))).order_by(Result.id.desc()).limit(limit)
     )  # fmt: skip
     df = _frame(engine, stmt)
     out = []
     for row in df.itertuples(index=False):  # at most `limit` records
-        ms = np.asarray(row.samples, dtype=np.float64) / 1e6
+        ms = decode(bytes(row.samples)).astype(np.float64) / 1e6
         if ms.size == 0:
             continue
         q1, med, q3 = np.percentile(ms, [25, 50, 75])
@@ -437,13 +438,12 @@ TESTED_METRICS = ("p50_ms", "p90_ms", "p99_ms")
 def _side_samples(engine: Engine, side: Side, limit: int, by_variant: bool = True) -> dict[tuple, np.ndarray]:
     """Raw samples (ns) of the newest ``limit`` records of a side, concatenated per compare key."""
     stmt = side.where(select(Result.model_name, Result.variant, Result.capability, Result.threads,
-                             Result.record["samples_ns"].label("samples")))  # fmt: skip
+                             Result.samples))  # fmt: skip
     df = _frame(engine, stmt.order_by(Result.id.desc()).limit(limit))
     out: dict[tuple, list] = {}
     for row in df.itertuples(index=False):  # at most `limit` records
         key = (row.model_name, row.variant if by_variant else "", row.capability, int(row.threads))
-        out.setdefault(key, []).append(
-            np.asarray(row.samples, dtype=np.int64))
+        out.setdefault(key, []).append(decode(bytes(row.samples)))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from protocol.samples import Samples, SamplesError
 from protocol.stats import Summary, summarize_ns
 
 SCHEMA_VERSION = 1
@@ -54,85 +55,186 @@ def _hints(cls: type) -> dict:
     return typing.get_type_hints(cls)
 
 
-def _to_json(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+#: How :meth:`_Contract.to_dict` writes raw samples: a list of ints (for people and tools), the
+#: compact ``"fbs1:..."`` text (the wire), or not at all (the store keeps them in a column of their own).
+SAMPLES_AS = ("list", "text", "omit")
+_OMIT = object()
+
+
+_SCALAR_TYPES = frozenset(_SCALARS)
+
+
+@functools.lru_cache(maxsize=None)
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """The field names of a dataclass type (None for any other type), worked out once per type."""
+    return tuple(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else None
+
+
+def _to_json(value: Any, samples: str = "list") -> Any:
+    t = type(value)
+    if t in _SCALAR_TYPES:
+        return value
+    names = _field_names(t)
+    if names is not None:
+        out = {}
+        for name in names:
+            v = getattr(value, name)
+            if type(v) not in _SCALAR_TYPES:
+                v = _to_json(v, samples)
+                if v is _OMIT:
+                    continue
+            out[name] = v
+        return out
+    if t is Samples:
+        return value.tolist() if samples == "list" else value.to_text() if samples == "text" else _OMIT
     if isinstance(value, (list, tuple)):
-        if all(type(v) in _SCALARS for v in value):  # raw samples: thousands of plain numbers
+        if _SCALAR_TYPES.issuperset(map(type, value)):
             return list(value)
-        return [_to_json(v) for v in value]
+        return [_to_json(v, samples) for v in value]
     if isinstance(value, dict):
-        return {str(k): _to_json(v) for k, v in value.items()}
+        return {str(k): _to_json(v, samples) for k, v in value.items()}
     return value
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ContractError(f"{where}: must not be null")
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) != 1:
-            raise ContractError(f"{where}: unsupported union type {tp}")
-        return _convert(inner[0], value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ContractError(f"{where}: expected a list, got {type(value).__name__}")
-        (item_tp, _ellipsis) = typing.get_args(tp)
-        if item_tp is int and all(type(v) is int for v in value):  # the fast path for raw samples
-            return tuple(value)
-        return tuple(_convert(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ContractError(f"{where}: expected an object, got {type(value).__name__}")
-        key_tp, val_tp = typing.get_args(tp)
-        return {str(k): _convert(val_tp, v, f"{where}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return _from_dict(tp, value, where)
-    if tp is Any:
+# From JSON: one converter per type, built once from the type hints (a record's fields are checked
+# without working out their types again for every record).
+
+Converter = typing.Callable[[Any, str], Any]
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _to_float(value: Any, where: str) -> float:
+    t = type(value)
+    if t is float:
+        return value
+    if t is int:
+        return float(value)
+    if value is None:
+        raise ContractError(f"{where}: must not be null")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ContractError(f"{where}: expected a number, got {_type_name(value)}")
+    return float(value)
+
+
+def _to_int(value: Any, where: str) -> int:
+    if type(value) is int:
         return value
     if value is None:
         raise ContractError(f"{where}: must not be null")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ContractError(f"{where}: expected an integer, got {_type_name(value)}")
+    return value
+
+
+def _exact(tp: type) -> Converter:
+    def convert(value: Any, where: str) -> Any:
+        if isinstance(value, tp):
+            return value
+        if value is None:
+            raise ContractError(f"{where}: must not be null")
+        raise ContractError(f"{where}: expected {tp.__name__}, got {_type_name(value)}")
+
+    return convert
+
+
+def _to_samples(value: Any, where: str) -> Samples:
+    try:  # a list of ints or the fbs1 text, checked with numpy as a whole
+        return Samples.coerce(value)
+    except SamplesError as exc:
+        msg = str(exc)
+        raise ContractError(f"{where}{msg}" if msg.startswith("[") else f"{where}: {msg}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _converter(tp: Any) -> Converter:
+    """The function that checks and converts a JSON value to ``tp``, raising ContractError naming where."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"unsupported union type {tp}")  # a programming error, at import time
+        nullable, item = type(None) in args, _converter(inner[0])
+
+        def optional(value: Any, where: str) -> Any:
+            if value is None:
+                if nullable:
+                    return None
+                raise ContractError(f"{where}: must not be null")
+            return item(value, where)
+
+        return optional
+    if origin is tuple:
+        item = _converter(typing.get_args(tp)[0])
+
+        def sequence(value: Any, where: str) -> tuple:
+            if not isinstance(value, (list, tuple)):
+                raise ContractError(f"{where}: expected a list, got {_type_name(value)}")
+            return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+        return sequence
+    if origin is dict:
+        item = _converter(typing.get_args(tp)[1])
+
+        def mapping(value: Any, where: str) -> dict:
+            if not isinstance(value, dict):
+                raise ContractError(f"{where}: expected an object, got {_type_name(value)}")
+            return {str(k): item(v, f"{where}.{k}") for k, v in value.items()}
+
+        return mapping
+    if tp is Samples:
+        return _to_samples
+    if dataclasses.is_dataclass(tp):
+        return _dataclass_converter(tp)
+    if tp is Any:
+        return lambda value, where: value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ContractError(f"{where}: expected a number, got {type(value).__name__}")
-        return float(value)
+        return _to_float
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ContractError(f"{where}: expected an integer, got {type(value).__name__}")
-        return value
+        return _to_int
     if tp in (str, bool):
-        if not isinstance(value, tp):
-            raise ContractError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
-        return value
-    raise ContractError(f"{where}: unsupported type {tp}")  # pragma: no cover - programming error
+        return _exact(tp)
+    raise TypeError(f"unsupported type {tp}")  # a programming error
+
+
+def _dataclass_converter(cls: type) -> Converter:
+    plan = []  # (name, converter, required), resolved on first use (a dataclass may refer to itself)
+
+    def convert(data: Any, where: str) -> Any:
+        if not isinstance(data, dict):
+            raise ContractError(f"{where}: expected an object, got {_type_name(data)}")
+        if not plan:
+            hints = _hints(cls)
+            for f in dataclasses.fields(cls):
+                required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                plan.append((f.name, _converter(hints[f.name]), required))
+        kwargs = {}
+        for name, conv, required in plan:
+            if name in data:
+                kwargs[name] = conv(data[name], f"{where}.{name}")
+            elif required:
+                raise ContractError(f"{where}: missing field '{name}'")
+        return cls(**kwargs)
+
+    return convert
 
 
 def _from_dict(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ContractError(f"{where}: expected an object, got {type(data).__name__}")
-    hints = _hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
-                continue
-            raise ContractError(f"{where}: missing field '{f.name}'")
-        kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}")
-    return cls(**kwargs)
+    return _converter(cls)(data, where)
 
 
 class _Contract:
     """Mixin: ``to_dict``/``from_dict``/``to_json``/``from_json``."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return _to_json(self)
+    def to_dict(self, samples: str = "list") -> dict[str, Any]:
+        """The JSON-safe dict; ``samples`` says how raw samples are written (see SAMPLES_AS)."""
+        return _to_json(self, samples)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+    def to_json(self, samples: str = "list") -> str:
+        return json.dumps(self.to_dict(samples), separators=(",", ":"), allow_nan=False)
 
     @classmethod
     def from_dict(cls, data: Any):
@@ -420,8 +522,8 @@ class ResultRecord(_Contract):
     agent_id: str
     host: HostFacts
     settings: BenchmarkSettings
-    #: Raw per-inference latencies, steady state only, integer nanoseconds.
-    samples_ns: tuple[int, ...]
+    #: Raw per-inference latencies, steady state only, integer nanoseconds (given as any sequence of ints).
+    samples_ns: Samples
     stats: LatencyStats
     validity: Validity
     #: Inferences per second and how it was measured (``single-stream`` = 1/mean).
@@ -453,19 +555,30 @@ class ResultRecord(_Contract):
     accuracy: Optional[TaskAccuracy] = None
     schema_version: int = SCHEMA_VERSION
 
+    def __post_init__(self) -> None:
+        if type(self.samples_ns) is not Samples:  # a tuple or list from a constructor; checked as a whole
+            try:
+                object.__setattr__(self, "samples_ns", Samples.coerce(self.samples_ns))
+            except SamplesError as exc:
+                raise ContractError(f"ResultRecord.samples_ns: {exc}") from None
+
     def check_consistent(self) -> None:
-        """Raise ContractError if the stored statistics do not follow from the samples."""
+        """Raise ContractError if the stored statistics do not follow from the samples. A record is
+        immutable, so a pass is remembered: ingestion checks once, however many layers ask."""
+        if self.__dict__.get("_consistent"):
+            return
         if len(self.samples_ns) != self.stats.count:
             raise ContractError(
                 f"ResultRecord {self.job_id}: stats.count={self.stats.count} but {len(self.samples_ns)} samples"
             )
-        s = summarize_ns(self.samples_ns)
+        s = summarize_ns(self.samples_ns.array)
         for f in dataclasses.fields(LatencyStats):  # every statistic the samples give (not load, not the count)
             name = f.name
             if name in _LOAD_FIELDS or name == "count":
                 continue
             if not _close(getattr(s, name), getattr(self.stats, name)):
                 raise ContractError(f"ResultRecord {self.job_id}: stats.{name} does not match its raw samples")
+        object.__setattr__(self, "_consistent", True)
 
 
 def _close(a: float, b: float) -> bool:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime as dt
+import json
 
 import numpy as np
 import pytest
@@ -129,14 +130,14 @@ def test_agents_keep_their_newest_inventory(store, golden_record):
     assert as_utc(row.first_seen) == dt.datetime(2026, 11, 26, 9, 0, tzinfo=utc)
 
 
-def _store_at(tmp_path, revision: str) -> Store:
-    """A SQLite store migrated only up to ``revision``, as an older fleetbench left it."""
+def _store_at(tmp_path, revision: str, url: str | None = None, **kwargs) -> Store:
+    """A store (SQLite unless ``url``) migrated only up to ``revision``, as an older fleetbench left it."""
     from alembic import command
     from alembic.config import Config
 
     from controller.store.store import MIGRATIONS
 
-    store = Store(f"sqlite:///{tmp_path / 'old.db'}")
+    store = Store(url or f"sqlite:///{tmp_path / 'old.db'}", **kwargs)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with store.engine.begin() as conn:
@@ -145,12 +146,20 @@ def _store_at(tmp_path, revision: str) -> Store:
     return store
 
 
+def _values_before_0008(store, record) -> dict:
+    """A results row as fleetbench wrote it before 0008: the raw samples in the record JSON, no samples column."""
+    values = store._result_values(record)
+    values.pop("samples")
+    values["record"] = record.to_dict()
+    return values
+
+
 def test_migration_0005_fills_the_dashboard_columns_from_stored_records(tmp_path, golden_record):
     """A database written before 0005 gets threads, fidelity, peak memory and sample count from its records."""
     import sqlalchemy as sa
 
     store = _store_at(tmp_path, "0004")
-    values = store._result_values(golden_record)
+    values = _values_before_0008(store, golden_record)
     for column in ("threads", "throughput_requests", "fidelity_top1", "peak_rss_bytes", "sample_count",
                    "precision", "fidelity_snr_db", "fidelity_cosine", "from_source"):  # fmt: skip
         values.pop(column)
@@ -182,7 +191,7 @@ def test_migration_0007_fills_precision_and_fidelity_and_keeps_references(tmp_pa
     fid = F.compare([ref + 1e-3], [ref], ["out"])
     record = dataclasses.replace(golden_record, precision="bf16", fidelity=fid, from_source=True)
     store = _store_at(tmp_path, "0006")
-    values = store._result_values(record)
+    values = _values_before_0008(store, record)
     for column in ("precision", "fidelity_snr_db", "fidelity_cosine", "from_source"):
         values.pop(column)
     now = dt.datetime.now(dt.timezone.utc)
@@ -205,6 +214,71 @@ def test_migration_0007_fills_precision_and_fidelity_and_keeps_references(tmp_pa
     assert "r" * 64 in store.referenced_artifacts()
     assert store.get_result(record.job_id, 1) == record
     store.close()
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_migration_0008_moves_raw_samples_to_the_compact_column_and_back(db, request, tmp_path, golden_record):
+    """Rows written at 0007 (today's head before compact samples: the samples as a JSON list) get their samples
+    as an FBS1 blob, the JSON loses them, every record reads back equal and consistent, and downgrade undoes it."""
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from controller.store.models import Base
+    from controller.store.store import MIGRATIONS
+    from protocol.samples import decode
+
+    url, kwargs = request.getfixturevalue("pg_url") if db == "postgresql" else (None, {})
+    store = _store_at(tmp_path, "0007", url, **kwargs)
+    rng = np.random.default_rng(3)
+    records = [golden_record]
+    for i, n in enumerate((1, 2, 5000)):  # one sample, two, and a slow model's wide spread
+        ns = (rng.lognormal(17, 0.4, n)).astype(np.int64)
+        records.append(_with_samples(golden_record, ns, job_id=f"other-{i}"))
+    try:
+        with store.engine.begin() as conn:
+            values = [_values_before_0008(store, r) for r in records]
+            record_type = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+            columns = [sa.column(c, record_type) if c == "record" else sa.column(c) for c in values[0]]
+            conn.execute(sa.table("results", *columns).insert(), values)
+        store.migrate()
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT job_id, record, samples FROM results ORDER BY id")).all()
+        for (job_id, record, blob), want in zip(rows, records, strict=True):
+            record = json.loads(record) if isinstance(record, str) else record
+            assert "samples_ns" not in record and job_id == want.job_id
+            assert decode(blob).tolist() == list(want.samples_ns)
+        golden_blob = rows[0][2]
+        assert len(golden_blob) / len(golden_record.samples_ns) <= 4  # the issue's bound, on a real record
+        for r in records:
+            got = store.get_result(r.job_id, 1)
+            assert got == r and got.samples_ns.tolist() == list(r.samples_ns)
+            got.check_consistent()
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with store.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0007")
+        with store.engine.connect() as conn:
+            back = conn.execute(sa.text("SELECT record FROM results ORDER BY id")).scalars().all()
+        back = [json.loads(b) if isinstance(b, str) else b for b in back]
+        assert [b["samples_ns"] for b in back] == [list(r.samples_ns) for r in records]
+    finally:
+        if db == "postgresql":
+            Base.metadata.drop_all(store.engine)
+            with store.engine.begin() as conn:
+                conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+        store.close()
+
+
+def _with_samples(record, ns, **changes):
+    """``record`` with other raw samples, its statistics recomputed from them."""
+    from protocol.records import LatencyStats
+    from protocol.stats import summarize_ns
+
+    s = summarize_ns(ns)
+    stats = LatencyStats.from_summary(s, load_ms=record.stats.load_ms, first_inference_ms=record.stats.first_inference_ms)
+    return dataclasses.replace(record, samples_ns=ns.tolist(), stats=stats, **changes)
 
 
 def test_newest_results_picks_the_newest_record_of_each_setting(store, golden_record):

@@ -58,7 +58,7 @@ class MemoryFleet:
 
     def finish(self, outcome: JobOutcome) -> None:
         """An agent's outcome arrives on the results list."""
-        self._inbox.append(outcome.to_json())
+        self._inbox.append(outcome.to_json(samples="text"))
 
     def finish_raw(self, raw: str) -> None:
         """Anything at all arrives on the results list."""

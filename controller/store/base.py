@@ -14,11 +14,12 @@ from sqlalchemy.orm import sessionmaker
 from protocol import ResultRecord
 from protocol.flatten import record_fields
 from protocol.private import create_private
+from protocol.samples import Samples
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest Alembic revision. `migrate()` skips Alembic (a slow import) when
 #: the database is already there; a test keeps this equal to the scripts' head.
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 
 
 class StoreError(RuntimeError):
@@ -52,6 +53,13 @@ def redact_url(url: str) -> str:
         from protocol.redact import redact
 
         return redact(url)
+
+
+def record_of(data: dict, blob: bytes | None) -> ResultRecord:
+    """The record of a ``results`` row: its JSON and its samples column (decoded only when read)."""
+    if blob is not None:
+        data = {**data, "samples_ns": Samples.from_blob(blob)}
+    return ResultRecord.from_dict(data)
 
 
 class StoreBase:
@@ -126,7 +134,8 @@ class StoreBase:
             {c: flat[c] for c in columns},
             finished_at=_parse_ts(record.finished_at),
             stored_at=dt.datetime.now(dt.timezone.utc),
-            record=record.to_dict(),
+            record=record.to_dict(samples="omit"),
+            samples=record.samples_ns.to_blob(),
             sweep_id=sweep_id,
             superseded=superseded,
             fidelity_top1=flat["top1_agreement"],

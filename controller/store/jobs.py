@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from controller import jobs
 from controller.jobs import Ingest, JobState, SweepState
-from controller.store.base import StoreBase, StoreError, _write_error
+from controller.store.base import StoreBase, StoreError, _write_error, record_of
 from controller.store.models import BaselineRow, JobRow, Result, SweepRow
 from protocol import JobOutcome, ResultRecord
 
@@ -191,12 +191,12 @@ class JobsStore(StoreBase):
 
     def sweep_results(self, sweep_id: str) -> list[ResultRecord]:
         stmt = (
-            select(Result.record)
+            select(Result.record, Result.samples)
             .where(Result.sweep_id == sweep_id, Result.superseded == false())
             .order_by(Result.model_name, Result.variant, Result.capability)
         )
         with self._session() as session:
-            return [ResultRecord.from_dict(r) for r in session.scalars(stmt)]
+            return [record_of(r, b) for r, b in session.execute(stmt)]
 
     def count_superseded(self, job_id: str) -> int:
         stmt = select(func.count()).select_from(Result).where(Result.job_id == job_id, Result.superseded.is_(True))

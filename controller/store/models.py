@@ -1,11 +1,13 @@
-"""SQLAlchemy tables. The full record lives in ``record`` (JSON); the columns
-beside it are the fields dashboards filter and sort on."""
+"""SQLAlchemy tables. A record lives in ``record`` (JSON) and, for its raw samples, ``samples`` (the
+compact FBS1 blob of :mod:`protocol.samples`); the columns beside them are the fields dashboards filter
+and sort on."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, LargeBinary, String, Text, UniqueConstraint,
+                        false)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -53,7 +55,10 @@ class Result(Base):
     valid: Mapped[bool] = mapped_column(Boolean, nullable=False)
     finished_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     stored_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    #: the record without its raw samples (``samples_ns`` is in ``samples``)
     record: Mapped[dict] = mapped_column(JSONType, nullable=False)
+    #: the raw samples, FBS1 (migration 0008; every row has them)
+    samples: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     #: the sweep whose job made it (None for demo, bundle and ad-hoc jobs)
     sweep_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     #: a late result of an attempt that was already replaced: kept, never counted

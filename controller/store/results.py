@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import false, func, or_, select
 
-from controller.store.base import StoreBase
+from controller.store.base import StoreBase, record_of
 from controller.store.models import Result
 from protocol import ResultRecord
 
@@ -15,12 +15,12 @@ class ResultsStore(StoreBase):
     def get_result(self, job_id: str, attempt: int) -> ResultRecord | None:
         with self._session() as session:
             row = session.scalar(select(Result).where(Result.job_id == job_id, Result.attempt == attempt))
-            return ResultRecord.from_dict(row.record) if row else None
+            return record_of(row.record, row.samples) if row else None
 
     def results(self, model_id: str | None = None, limit: int | None = None) -> list[ResultRecord]:
         """Stored records, newest first."""
         stmt = (
-            select(Result.record)
+            select(Result.record, Result.samples)
             .where(Result.superseded == false())
             .order_by(Result.finished_at.desc(), Result.id.desc())
         )
@@ -29,7 +29,7 @@ class ResultsStore(StoreBase):
         if limit:
             stmt = stmt.limit(limit)
         with self._session() as session:
-            return [ResultRecord.from_dict(r) for r in session.scalars(stmt)]
+            return [record_of(r, b) for r, b in session.execute(stmt)]
 
     def newest_results(self, model_id: str) -> list[ResultRecord]:
         """The newest current record of each capability × variant × threads of a model (picked in SQL)."""
@@ -43,13 +43,13 @@ class ResultsStore(StoreBase):
             .subquery()
         )
         stmt = (
-            select(Result.record)
+            select(Result.record, Result.samples)
             .join(ranked, ranked.c.id == Result.id)
             .where(ranked.c.rank == 1)
             .order_by(Result.capability, Result.variant, Result.threads)
         )
         with self._session() as session:
-            return [ResultRecord.from_dict(r) for r in session.scalars(stmt)]
+            return [record_of(r, b) for r, b in session.execute(stmt)]
 
     def model_of_results(self, ref: str) -> tuple[str, str] | None:
         """(model id, name) of the newest record whose model name is ``ref`` or whose model id starts with it:
