@@ -175,3 +175,64 @@ def test_resume_sends_again_what_the_lost_broker_held(store, redis_url):
     states = {j.job_id: j.state for j in store.jobs("s1")}
     assert states == {"job-0": "pending", "job-1": "pending", "job-2": "pending", "job-3": "waiting-for-device", "job-4": "done"}
     assert all("resumed" in j.reason for j in store.jobs("s1") if j.state == "pending")
+
+
+_COLLECTOR = """
+import json, sys
+import redis
+from controller.collector import Collector
+from controller.store import Store
+url, kwargs, redis_url, name = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
+store, client = Store(url, **kwargs), redis.Redis.from_url(redis_url)
+sys.stdin.readline()  # both start together
+done = {}
+while True:
+    got = Collector(client, store, name=name).drain(batch=50)
+    for k, v in got.items():
+        done[k] = done.get(k, 0) + v
+    if not got and not client.llen("fleetbench:results"):
+        break
+print(json.dumps(done))
+"""
+
+
+def test_two_collector_processes_on_one_results_list_store_each_record_once(store, golden_record, tmp_path, request):
+    """Issue 16: several collectors may run at once. Two processes drain one results list in which every
+    outcome is there twice (a redelivery); each record is stored once, nothing is set aside, nothing fails
+    (on SQLite that needs WAL with BEGIN IMMEDIATE for writes; on PostgreSQL the unique keys)."""
+    import json
+    import subprocess
+    import sys
+
+    import redis
+
+    from controller.embedded import RedisServer
+    from protocol import RESULTS_DEAD_KEY, RESULTS_KEY
+
+    n_jobs = 120
+    jobs = _sweep(store, n_jobs=n_jobs)
+    bodies = [_ok(golden_record, job_id=j.job_id).to_json(samples="text") for j in jobs]
+    server = RedisServer(tmp_path / "redis", tmp_path / "redis.log").start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.rpush(RESULTS_KEY, *[b for pair in zip(bodies, bodies) for b in pair])
+        kwargs = request.getfixturevalue("pg_url")[1] if store.engine.dialect.name == "postgresql" else {}
+        procs = [subprocess.Popen([sys.executable, "-c", _COLLECTOR, store.url, json.dumps(kwargs), server.url, f"c{i}"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(2)]  # fmt: skip
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outs = [p.communicate(timeout=120) for p in procs]
+        for p, (_, err) in zip(procs, outs):
+            assert p.returncode == 0, err
+        done = [json.loads(out) for out, _ in outs]
+        assert sum(d.get(STORED, 0) for d in done) == n_jobs
+        assert sum(d.get(DUPLICATE, 0) for d in done) == n_jobs
+        assert all(set(d) <= {STORED, DUPLICATE} for d in done), done
+        assert client.llen(RESULTS_DEAD_KEY) == 0 and client.llen(RESULTS_KEY) == 0
+        client.close()
+    finally:
+        server.stop()
+    assert store.count_results() == n_jobs and len(store.sweep_results("s1")) == n_jobs
+    assert store.job_counts("s1") == {DONE: n_jobs}

@@ -314,3 +314,56 @@ def test_the_database_and_the_agent_outbox_are_created_owner_only(tmp_path, gold
         os.umask(old)
     assert oct((tmp_path / "fb" / "fleetbench.db").stat().st_mode & 0o777) == "0o600"
     assert oct(box.path.stat().st_mode & 0o777) == "0o600" and len(box) == 0
+
+
+def test_sqlite_is_in_wal_mode_and_concurrent_read_then_write_transactions_never_fail(tmp_path, golden_record):
+    """Issue 16: the controller's SQLite runs WAL with synchronous=NORMAL. A transaction that reads a job and
+    then writes it, from two stores (two connections) at once: in WAL a deferred one fails at once when the
+    other commits in between (SQLITE_BUSY_SNAPSHOT); the store begins writes IMMEDIATE, so none fails.
+    The dashboard's read-only engine reads meanwhile."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from controller.store.jobs import now
+    from controller.store.models import JobRow, SweepRow
+    from dashboard.data import readonly_engine
+
+    url = f"sqlite:///{tmp_path / 'fb.db'}"
+    a, b = Store(url), Store(url)
+    a.migrate()
+    with a.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    a.add_sweep(SweepRow(sweep_id="s1", name="n", spec={}, state="running", created_at=now()),
+                [JobRow(job_id="j", sweep_id="s1", model_id="m", model_name="m", variant="v", capability="c",
+                        settings={}, state="queued", reason="", attempt=1, created_at=now(), updated_at=now())])  # fmt: skip
+    errors, rounds = [], 150
+    reader = readonly_engine(url)
+
+    def write(store, tag):
+        try:
+            for i in range(rounds):
+                assert store.update_job("j", reason=f"{tag}{i}")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def read():
+        try:
+            for _ in range(rounds):
+                with reader.connect() as conn:
+                    conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(a, "a")), threading.Thread(target=write, args=(b, "b")),
+               threading.Thread(target=read)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert a.get_job("j").reason in (f"a{rounds - 1}", f"b{rounds - 1}")
+    reader.dispose()
+    a.close()
+    b.close()

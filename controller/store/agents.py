@@ -16,7 +16,7 @@ class AgentsStore(StoreBase):
         beat = _parse_ts(inventory.heartbeat_at)
         for _ in range(2):  # a concurrent first insert of the same agent: retry as an update
             try:
-                with self._session() as session, session.begin():
+                with self._write() as session:
                     row = session.get(AgentRow, inventory.agent_id)
                     if row is None:
                         session.add(AgentRow(agent_id=inventory.agent_id, hostname=inventory.host.hostname,

@@ -4,10 +4,12 @@ module of its own (results.py, catalog.py, agents.py, jobs.py); :class:`controll
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import sessionmaker
 
@@ -20,6 +22,37 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest Alembic revision. `migrate()` skips Alembic (a slow import) when
 #: the database is already there; a test keeps this equal to the scripts' head.
 HEAD_REVISION = "0008"
+
+
+#: Set while a store method writes: SQLite then begins with BEGIN IMMEDIATE (see _sqlite_wal).
+_WRITING = contextvars.ContextVar("fleetbench_store_writing", default=False)
+#: How long a SQLite writer waits for another's lock before the write fails, in milliseconds.
+SQLITE_BUSY_MS = 15_000
+
+
+def _sqlite_wal(engine) -> None:
+    """The controller's SQLite: WAL (readers never wait for the writer, nor it for them) with
+    ``synchronous=NORMAL`` (a commit is one WAL append, synced at checkpoints: safe against a killed
+    process; an OS crash or power cut can lose the newest commits, never corrupt the file).
+
+    A transaction that writes begins with BEGIN IMMEDIATE, taking the write lock first: a deferred
+    one that read and then wrote would fail at once (SQLITE_BUSY_SNAPSHOT) whenever another
+    connection committed in between, and WAL's busy timeout does not help it. Reads begin deferred.
+    Transactions are begun here, not by the driver (SQLAlchemy's pysqlite recipe)."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None
+        dbapi_conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+        except Exception:  # noqa: BLE001 - a read-only file: SQLite says so at the first write
+            pass
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if _WRITING.get() else "BEGIN")
 
 
 class StoreError(RuntimeError):
@@ -85,8 +118,20 @@ class StoreBase:
                 f"{redact_url(url)} is not a database URL fleetbench can open ({_one_line(exc)}); "
                 "give sqlite:///PATH or postgresql+psycopg://USER@HOST/DB (--db / FLEETBENCH_DB_URL)"
             ) from None
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            _sqlite_wal(self.engine)
         # Rows handed to callers stay readable after their session commits and closes.
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def _write(self):
+        """A session in a transaction that writes (committed at the end, rolled back on an error)."""
+        token = _WRITING.set(True)
+        try:
+            with self._session() as session, session.begin():
+                yield session
+        finally:
+            _WRITING.reset(token)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -112,9 +157,13 @@ class StoreBase:
 
             cfg = Config()
             cfg.set_main_option("script_location", str(MIGRATIONS))
-            with self.engine.begin() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+            token = _WRITING.set(True)  # SQLite: the migration holds the write lock from its start
+            try:
+                with self.engine.begin() as conn:
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+            finally:
+                _WRITING.reset(token)
         except OperationalError as exc:
             raise StoreError(
                 f"cannot open the database {redact_url(self.url)}: {_one_line(exc.orig)}. "
@@ -146,7 +195,7 @@ class StoreBase:
     def _add_once(self, row, key) -> bool:
         """Insert ``row`` unless a row with primary key ``key`` exists. True if inserted."""
         try:
-            with self._session() as session, session.begin():
+            with self._write() as session:
                 if session.get(type(row), key) is not None:
                     return False
                 session.add(row)

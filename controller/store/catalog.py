@@ -52,14 +52,14 @@ class CatalogStore(StoreBase):
             return session.get(VariantRow, cache_key)
 
     def delete_variant(self, cache_key: str) -> None:
-        with self._session() as session, session.begin():
+        with self._write() as session:
             row = session.get(VariantRow, cache_key)
             if row is not None:
                 session.delete(row)
 
     def add_reference(self, model_id: str, dataset_id: str, artifact: dict) -> None:
         """The fp32 reference outputs of ``model_id`` on ``dataset_id`` (the newest replaces an older one)."""
-        with self._session() as session, session.begin():
+        with self._write() as session:
             row = session.get(ReferenceRow, (model_id, dataset_id))
             if row is None:
                 session.add(ReferenceRow(model_id=model_id, dataset_id=dataset_id, artifact=artifact,

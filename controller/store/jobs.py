@@ -48,7 +48,7 @@ class JobsStore(StoreBase):
         Submissions of one name are serialized (a PostgreSQL advisory lock; SQLite's write lock), so of
         concurrent submissions the last to commit is the one running, and no sweep ends with a job unsent.
         """
-        with self._session() as session, session.begin():
+        with self._write() as session:
             ids = []
             if supersede:
                 self._lock_sweep_name(session, sweep.name)
@@ -84,7 +84,7 @@ class JobsStore(StoreBase):
 
     def set_baseline(self, tag: str, sweep_id: str) -> bool:
         """Point ``tag`` at ``sweep_id``; True if the tag is new, False if it moved."""
-        with self._session() as session, session.begin():
+        with self._write() as session:
             row = session.get(BaselineRow, tag)
             if row is None:
                 session.add(BaselineRow(tag=tag, sweep_id=sweep_id, created_at=now()))
@@ -109,7 +109,7 @@ class JobsStore(StoreBase):
 
     def set_sweep_state(self, sweep_id: str, state: str, *, only_from: str | None = None) -> None:
         """Set a sweep's state (with ``only_from``, only if it is in that state now)."""
-        with self._session() as session, session.begin():
+        with self._write() as session:
             row = session.get(SweepRow, sweep_id, with_for_update=True)
             if only_from is not None and row.state != only_from:
                 return
@@ -118,7 +118,7 @@ class JobsStore(StoreBase):
 
     def cancel_sweep(self, sweep_id: str, why: str = "cancelled by the user") -> list[str]:
         """End a sweep: its unfinished jobs become cancelled; returns their ids (to fence on the broker)."""
-        with self._session() as session, session.begin():
+        with self._write() as session:
             sweep = session.get(SweepRow, sweep_id, with_for_update=True)
             ids = []
             for job in session.scalars(select(JobRow).where(JobRow.sweep_id == sweep_id, JobRow.state.in_(ACTIVE_STATES))):
@@ -129,7 +129,7 @@ class JobsStore(StoreBase):
 
     def supersede_sweeps(self, name: str, keep: str) -> list[str]:
         """Mark the unfinished jobs of older sweeps called ``name`` superseded; returns their ids."""
-        with self._session() as session, session.begin():
+        with self._write() as session:
             self._lock_sweep_name(session, name)
             return self._supersede(session, name, keep)
 
@@ -161,7 +161,7 @@ class JobsStore(StoreBase):
 
     def update_job(self, job_id: str, *, expect_attempt: int | None = None, **fields) -> bool:
         """Set ``fields`` on a job (unless it is final, or its attempt moved on); True if it was changed."""
-        with self._session() as session, session.begin():
+        with self._write() as session:
             job = session.get(JobRow, job_id, with_for_update=True)
             if job is None or job.state in FINAL_STATES:
                 return False
@@ -241,7 +241,7 @@ class JobsStore(StoreBase):
 
     def _ingest_batch(self, outcomes: list[JobOutcome]) -> list[str]:
         ids = {o.job_id for o in outcomes}
-        with self._session() as session, session.begin():
+        with self._write() as session:
             jobs = {j.job_id: j for j in session.scalars(select(JobRow).where(JobRow.job_id.in_(ids)).with_for_update())}
             have = {(j, a) for j, a in session.execute(select(Result.job_id, Result.attempt).where(Result.job_id.in_(ids)))}
             current = {r.job_id: r for r in session.scalars(
