@@ -14,6 +14,7 @@ Standard library only (sqlite3) plus redis, which Celery brings.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -40,7 +41,9 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         create_private(self.path)  # results are the lab's own (SQLite keeps the mode for its -wal and -shm files)
         self._lock = threading.Lock()
-        with self._connect() as db:
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        with contextlib.closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS outbox ("
@@ -56,42 +59,63 @@ class Outbox:
             )
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA synchronous=FULL")  # on disk before the message is acknowledged
         return db
 
-    def put(self, outcome: JobOutcome) -> None:
-        """Keep ``outcome`` until relayed (a second copy of the same job attempt is ignored)."""
-        with self._lock, self._connect() as db:
-            db.execute(
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The one connection (opened on first use, in this process: a forked child opens its own)."""
+        if self._conn is None or self._pid != os.getpid():
+            self._conn, self._pid = self._connect(), os.getpid()
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def put(self, outcome: JobOutcome) -> tuple[int, str] | None:
+        """Keep ``outcome`` until relayed (a second copy of the same job attempt is ignored); returns its
+        row (id, body), or None if that attempt was already kept."""
+        body = outcome.to_json(samples="text")
+        with self._lock:
+            cur = self._db.execute(
                 "INSERT OR IGNORE INTO outbox (job_id, attempt, body) VALUES (?, ?, ?)",
-                (outcome.job_id, outcome.attempt, outcome.to_json(samples="text")),
+                (outcome.job_id, outcome.attempt, body),
             )
+            return (cur.lastrowid, body) if cur.rowcount else None
 
     def pending(self, limit: int = 100) -> list[tuple[int, str]]:
-        with self._lock, self._connect() as db:
-            return list(db.execute("SELECT id, body FROM outbox ORDER BY id LIMIT ?", (limit,)))
+        with self._lock:
+            return list(self._db.execute("SELECT id, body FROM outbox ORDER BY id LIMIT ?", (limit,)))
 
     def remove(self, row_id: int) -> None:
-        with self._lock, self._connect() as db:
-            db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+        with self._lock:
+            self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
 
     def set_aside(self, row_id: int, reason: str) -> None:
         """Move a row the relay cannot send to the ``dead`` table, so the rows behind it go on."""
-        with self._lock, self._connect() as db:
+        with self._lock:
+            db = self._db
             db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT INTO dead (id, body, reason) SELECT id, body, ? FROM outbox WHERE id = ?", (reason, row_id))
-            db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
-            db.execute("COMMIT")
+            try:
+                db.execute("INSERT INTO dead (id, body, reason) SELECT id, body, ? FROM outbox WHERE id = ?", (reason, row_id))
+                db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     def dead(self) -> list[tuple[str, str]]:
         """(reason, body) of every row set aside, oldest first."""
-        with self._lock, self._connect() as db:
-            return list(db.execute("SELECT reason, body FROM dead ORDER BY id"))
+        with self._lock:
+            return list(self._db.execute("SELECT reason, body FROM dead ORDER BY id"))
 
     def __len__(self) -> int:
-        with self._lock, self._connect() as db:
-            return db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
 
 class Relay:
@@ -105,6 +129,7 @@ class Relay:
         self.interval_s, self.max_backoff_s = interval_s, max_backoff_s
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._sending = threading.Lock()  # the task's push and the thread's relay never send one row twice
         self._thread = threading.Thread(target=self._loop, name="outbox-relay", daemon=True)
 
     def start(self) -> "Relay":
@@ -114,6 +139,24 @@ class Relay:
     def kick(self) -> None:
         self._wake.set()
 
+    def push(self, row: tuple[int, str] | None) -> None:
+        """Send one row just put in the outbox, now, from the caller's thread (no wait for the relay
+        thread); if the broker does not take it, the relay thread retries it."""
+        import redis
+
+        if row is None:
+            return
+        if not self._sending.acquire(blocking=False):  # the relay thread is sending: it takes this row too
+            self.kick()
+            return
+        try:
+            self.redis.rpush(RESULTS_KEY, row[1])
+            self.outbox.remove(row[0])  # a crash between these two lines re-sends: the store dedups
+        except (redis.exceptions.RedisError, OSError):
+            self.kick()
+        finally:
+            self._sending.release()
+
     def stop(self, flush_timeout_s: float = 5.0) -> None:
         """Try once more to relay what is left, then stop (what is left stays on disk)."""
         self._stop.set()
@@ -122,6 +165,10 @@ class Relay:
 
     def relay_once(self) -> int:
         """Push every pending outcome; returns how many went. Raises on a broker error."""
+        with self._sending:
+            return self._relay_pending()
+
+    def _relay_pending(self) -> int:
         from protocol import ContractError
 
         sent = 0

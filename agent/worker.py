@@ -5,6 +5,7 @@ The CLI (:mod:`agent.cli`) sets :data:`context` before the worker starts.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from protocol import (
     FENCE_PREFIX,
     JOB_TIME_LIMIT_S,
     MAX_STARTS,
+    STARTED_KEY,
     STARTS_PREFIX,
     JobOutcome,
 )  # fmt: skip
@@ -57,7 +59,9 @@ def _refusal(spec: dict, kind: str, message: str) -> JobOutcome:
 
 
 def _gate(spec: dict) -> JobOutcome | None:
-    """An outcome instead of running: the attempt was called off, or keeps killing its agents."""
+    """An outcome instead of running: the attempt was called off, or keeps killing its agents. Otherwise
+    the start is counted and announced on :data:`STARTED_KEY` (the scheduler marks the job running): two
+    round trips to the broker in all."""
     r = context.redis
     job_id, attempt = spec.get("job_id"), spec.get("attempt")
     if r is None or not job_id:
@@ -70,8 +74,11 @@ def _gate(spec: dict) -> JobOutcome | None:
             log.info("job %s attempt %s is no longer current (now %s): not run", job_id, attempt, int(fence))
             return _refusal(spec, ErrorKind.SUPERSEDED, f"attempt {attempt} was superseded (current: {int(fence)}); not run")
         key = f"{STARTS_PREFIX}{job_id}.{attempt}"
-        starts = r.incr(key)
-        r.expire(key, 7 * 24 * 3600)
+        pipe = r.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, 7 * 24 * 3600)
+        pipe.rpush(STARTED_KEY, json.dumps({"job_id": str(job_id)[:64], "attempt": attempt, "agent_id": agent_id()}))
+        starts = pipe.execute()[0]
     except (redis.exceptions.RedisError, ValueError):
         return None  # no fence to read: run it; the store fences the result
     if starts > MAX_STARTS:
@@ -80,7 +87,8 @@ def _gate(spec: dict) -> JobOutcome | None:
     return None
 
 
-@app.task(name=BENCHMARK_TASK)
+# The agent announces a start itself (_gate): Celery's STARTED write to the result backend is not made.
+@app.task(name=BENCHMARK_TASK, track_started=False)
 def benchmark(spec: dict | None = None, *extra, **kwargs) -> dict:
     if not isinstance(spec, dict) or extra or kwargs:  # a message of the right task name but not from a controller
         log.error("refused a job message whose argument is a %s, not a job spec", type(spec).__name__)
@@ -95,6 +103,6 @@ def benchmark(spec: dict | None = None, *extra, **kwargs) -> dict:
         else:
             outcome = run_job(spec, agent_id(), forkserver=context.forkserver)
     if context.outbox is not None and outcome.error_kind != ErrorKind.SUPERSEDED:
-        context.outbox.put(outcome)  # on disk before the message is acknowledged (acks_late)
-        context.relay.kick()
+        row = context.outbox.put(outcome)  # on disk before the message is acknowledged (acks_late)
+        context.relay.push(row)  # to the broker from here; the relay thread retries what this could not send
     return outcome.to_dict(samples="text")

@@ -115,6 +115,23 @@ class Dispatcher:
         except OperationalError as exc:
             raise DispatchError(self._broker_down(exc)) from None
 
+    def submit_many(self, sends: list[tuple[JobSpec, str | None]]) -> int:
+        """:meth:`submit` for many (spec, queue), in order: one ping and one producer for all of them.
+        Returns how many went; a lost broker is a DispatchError (those before it went)."""
+        if not sends:
+            return 0
+        self.ping()
+        sent = 0
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for spec, queue in sends:
+                    self.app.send_task(BENCHMARK_TASK, args=[spec.to_dict()], queue=queue or queue_for(spec.capability),
+                                       task_id=f"{spec.job_id}.{spec.attempt}", producer=producer)  # fmt: skip
+                    sent += 1
+        except OperationalError as exc:
+            raise DispatchError(self._broker_down(exc)) from None
+        return sent
+
     def convert(
         self, job: dict, on_event: Callable[[dict], None] = lambda e: None, check: Callable[[], None] = lambda: None
     ) -> dict:

@@ -39,6 +39,10 @@ RESULTS_KEY = "fleetbench:results"
 #: controller when it sends one; "0" means the job was called off. An agent
 #: runs a message only if its attempt is the current one.
 FENCE_PREFIX = "fleetbench:fence:"
+#: Agents push ``{"job_id", "attempt", "agent_id"}`` (JSON) onto this Redis list as they start a job;
+#: the scheduler takes them in batches and marks those jobs running (work per started job, not a lookup
+#: per queued job per tick). Celery's own STARTED state is not written for benchmark tasks.
+STARTED_KEY = "fleetbench:started"
 #: ``STARTS_PREFIX + job_id.attempt`` counts how often agents started that
 #: attempt; past MAX_STARTS it is not started again (it kills its agents).
 STARTS_PREFIX = "fleetbench:starts:"

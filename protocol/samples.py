@@ -66,7 +66,11 @@ def decode(blob: bytes) -> np.ndarray:
         raise SamplesError(f"samples blob does not decompress ({exc})") from None
     if len(raw) != want or z.unconsumed_tail or not z.eof or z.unused_data:
         raise SamplesError(f"samples blob holds other than the {n:,} samples its header says")
-    values = np.frombuffer(raw, dtype=np.uint8).reshape(w, n).T.copy().view(f"<u{w}").reshape(n).astype(np.int64)
+    planes = np.frombuffer(raw, dtype=np.uint8).reshape(w, n)
+    packed = np.empty((n, w), dtype=np.uint8)
+    for k in range(w):  # a plane at a time: 4-5x faster than copying the transpose
+        packed[:, k] = planes[k]
+    values = packed.view(f"<u{w}").reshape(n).astype(np.int64)
     if w == 8 and n and int(values.min()) < 0:  # above 2**63: not a latency
         raise SamplesError("samples blob holds a value above 2**63 ns")
     values.flags.writeable = False

@@ -102,10 +102,21 @@ def summarize_ns(samples_ns: Sequence[int]) -> Summary:
     """Summarize raw latency samples given in integer nanoseconds."""
     if len(samples_ns) == 0:
         raise ValueError("cannot summarize an empty set of latency samples")
-    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
-    if not np.all(np.isfinite(ms)) or np.any(ms < 0):
-        raise ValueError("latency samples must be finite and non-negative")
-    p50, p90, p95, p99 = _linear_percentiles(np.sort(ms), PERCENTILES)
+    raw = np.asarray(samples_ns)
+    if raw.dtype.kind in "iu":  # integers: finite by nature; min and max from the sorted copy
+        ordered = np.sort(raw)
+        if ordered[0] < 0:
+            raise ValueError("latency samples must be finite and non-negative")
+        ms = raw.astype(np.float64)
+        ms /= 1e6
+        sorted_ms = ordered.astype(np.float64)
+        sorted_ms /= 1e6
+    else:
+        ms = raw.astype(np.float64) / 1e6
+        if not np.all(np.isfinite(ms)) or np.any(ms < 0):
+            raise ValueError("latency samples must be finite and non-negative")
+        sorted_ms = np.sort(ms)
+    p50, p90, p95, p99 = _linear_percentiles(sorted_ms, PERCENTILES)
     return Summary(
         count=int(ms.size),
         p50_ms=p50,
@@ -114,7 +125,7 @@ def summarize_ns(samples_ns: Sequence[int]) -> Summary:
         p99_ms=p99,
         mean_ms=float(ms.mean()),
         std_ms=float(ms.std(ddof=1)) if ms.size > 1 else 0.0,
-        min_ms=float(ms.min()),
-        max_ms=float(ms.max()),
+        min_ms=float(sorted_ms[0]),
+        max_ms=float(sorted_ms[-1]),
         invalid_reasons=validity_reasons(int(ms.size)),
     )

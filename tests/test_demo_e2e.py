@@ -35,9 +35,13 @@ def _demo(data_dir: Path, *extra: str, timeout: float = 600) -> subprocess.Compl
 
 
 def _rows(data_dir: Path) -> list[dict]:
+    """The stored records as JSON, their raw samples (kept apart, FBS1) put back."""
+    from protocol.samples import decode
+
     con = sqlite3.connect(data_dir / "fleetbench.db")
     try:
-        return [json.loads(r[0]) for r in con.execute("SELECT record FROM results ORDER BY id")]
+        return [dict(json.loads(r), samples_ns=decode(b).tolist())
+                for r, b in con.execute("SELECT record, samples FROM results ORDER BY id")]  # fmt: skip
     finally:
         con.close()
 

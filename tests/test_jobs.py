@@ -322,3 +322,42 @@ def test_settings_a_job_was_sent_with_travel_to_the_agent(fleet_store):
     assert sorted(s.spec.settings.threads for s in fleet.sent) == [1, 2]
     assert {s.queue for s in fleet.sent} == {"fleetbench.agent.pi-7"}
     assert all(isinstance(s.spec.settings, BenchmarkSettings) for s in fleet.sent)
+
+
+def test_a_tick_looks_only_at_the_jobs_something_happened_to(fleet_store, monkeypatch):
+    """Issue 16: the scheduler's work follows events, not active jobs x ticks. With nothing happening a
+    tick loads no job row; a start loads that job; an agent going away loads the queued and running jobs;
+    and the periodic full pass still looks at every active one."""
+    from controller.sweeps import scheduler as S
+
+    fleet = MemoryFleet(fleet_store)
+    fleet.add_agent("a1", "litert:cpu")
+    fleet.add_agent("a2", "litert:cpu")
+    sched, sid = _sweep(fleet_store, fleet, n_threads=8)
+    assert sched.tick(sid) == {"queued": 8}
+    loaded = []
+    for name in ("jobs", "jobs_by_id"):
+        real = getattr(fleet_store, name)
+        monkeypatch.setattr(fleet_store, name, lambda *a, _real=real, **k: _count(loaded, _real(*a, **k)))
+    for _ in range(3):
+        assert sched.tick(sid) == {"queued": 8}
+    assert loaded == []  # nothing happened: no job looked at
+    ids = [s.spec.job_id for s in fleet.sent]
+    for job_id in ids[:3]:
+        fleet.start(job_id, "a1")
+    assert sched.tick(sid) == {"queued": 5, "running": 3}
+    assert sorted(j.job_id for j in loaded) == sorted(ids[:3])  # the three started, nothing else
+    loaded.clear()
+    assert sched.tick(sid) == {"queued": 5, "running": 3} and loaded == []
+    fleet.remove_agent("a1")
+    assert sched.tick(sid) == {"queued": 5, "pending": 3}  # its three are seen lost
+    assert len(loaded) == 8  # the queued and running ones, once
+    loaded.clear()
+    monkeypatch.setattr(S, "FULL_PASS_S", -1.0)
+    assert sched.tick(sid) == {"queued": 8}  # the three sent again; the full pass looked at every active job
+    assert len(loaded) == 8
+
+
+def _count(loaded: list, rows: list) -> list:
+    loaded.extend(rows)
+    return rows

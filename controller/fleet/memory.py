@@ -33,6 +33,8 @@ class MemoryFleet:
     fences: dict[str, int] = field(default_factory=dict)
     #: "job_id.attempt" -> the agent that started it
     starts: dict[str, str] = field(default_factory=dict)
+    #: starts not yet told to the scheduler (started_events)
+    _announced: dict[tuple[str, int], str] = field(default_factory=dict)
     _inbox: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------ the test's side: playing the agents
@@ -54,6 +56,7 @@ class MemoryFleet:
         """``agent_id`` takes the newest sent attempt of ``job_id`` (as a Celery worker would, fence unchecked)."""
         spec = self.last_sent(job_id)
         self.starts[f"{job_id}.{spec.attempt}"] = agent_id
+        self._announced[(job_id, spec.attempt)] = agent_id
         return spec
 
     def finish(self, outcome: JobOutcome) -> None:
@@ -72,8 +75,17 @@ class MemoryFleet:
     def fence(self, job_id: str, attempt: int) -> None:
         self.fences[job_id] = attempt
 
-    def started(self, job_id: str, attempt: int) -> str | None:
-        return self.starts.get(f"{job_id}.{attempt}")
+    def send_many(self, sends: list[tuple[JobSpec, str | None]]) -> int:
+        for spec, queue in sends:
+            self.send(spec, queue)
+        return len(sends)
+
+    def fence_many(self, fences: list[tuple[str, int]]) -> None:
+        self.fences.update(fences)
+
+    def started_events(self) -> dict[tuple[str, int], str]:
+        out, self._announced = self._announced, {}
+        return out
 
     def live_agents(self) -> list[AgentInventory]:
         return list(self.agents.values())

@@ -42,8 +42,18 @@ class FleetPort(Protocol):
         """Tell every agent which attempt of ``job_id`` is current; 0 calls the job off."""
         ...
 
-    def started(self, job_id: str, attempt: int) -> str | None:
-        """The id of the agent that started this attempt ("" when the fleet does not say which), or None."""
+    def send_many(self, sends: list[tuple[JobSpec, str | None]]) -> int:
+        """:meth:`send` for many (spec, queue) at once, in order; returns how many went (an error stops it:
+        those before went)."""
+        ...
+
+    def fence_many(self, fences: list[tuple[str, int]]) -> None:
+        """:meth:`fence` for many (job id, attempt) at once."""
+        ...
+
+    def started_events(self) -> dict[tuple[str, int], str]:
+        """The attempts agents said they started since the last call: (job id, attempt) -> agent id ("" when
+        it does not say). Each start is told once, to one caller."""
         ...
 
     def live_agents(self) -> list[AgentInventory]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 from controller.collector import Collector
 from controller.dispatch import Dispatcher
 from controller.fleet.port import Delivered, Event, SetAside
-from protocol import FENCE_PREFIX, AgentInventory, JobSpec
+
+from protocol import FENCE_PREFIX, STARTED_KEY, AgentInventory, JobSpec
 
 #: how long a fence outlives its job's last attempt (a message can sit on a queue for days)
 FENCE_TTL_S = 14 * 24 * 3600
@@ -27,16 +30,32 @@ class RedisCeleryFleet:
     def fence(self, job_id: str, attempt: int) -> None:
         self.dispatcher.redis.set(FENCE_PREFIX + job_id, attempt, ex=FENCE_TTL_S)
 
-    def started(self, job_id: str, attempt: int) -> str | None:
-        result = self.dispatcher.app.AsyncResult(f"{job_id}.{attempt}")
-        try:
-            state, info = result.state, result.info
-        except Exception:  # noqa: BLE001 - the result backend is the broker; the next tick asks again
-            return None
-        if state != "STARTED":
-            return None
-        host = info.get("hostname", "") if isinstance(info, dict) else ""
-        return host.split("@")[0]
+    def send_many(self, sends: list[tuple[JobSpec, str | None]]) -> int:
+        return self.dispatcher.submit_many(sends)
+
+    def fence_many(self, fences: list[tuple[str, int]]) -> None:
+        pipe = self.dispatcher.redis.pipeline(transaction=False)
+        for job_id, attempt in fences:
+            pipe.set(FENCE_PREFIX + job_id, attempt, ex=FENCE_TTL_S)
+        pipe.execute()
+
+    def started_events(self, batch: int = 10_000) -> dict[tuple[str, int], str]:
+        """Take up to ``batch`` start announcements off :data:`STARTED_KEY` (one MULTI: LRANGE and LTRIM,
+        so two schedulers never take the same one). Unreadable items are dropped."""
+        pipe = self.dispatcher.redis.pipeline(transaction=True)
+        pipe.lrange(STARTED_KEY, 0, batch - 1)
+        pipe.ltrim(STARTED_KEY, batch, -1)
+        items, _ = pipe.execute()
+        out: dict[tuple[str, int], str] = {}
+        for raw in items:
+            try:
+                d = json.loads(raw)
+                job_id, attempt, agent = d["job_id"], d["attempt"], d.get("agent_id") or ""
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue
+            if isinstance(job_id, str) and type(attempt) is int and isinstance(agent, str):
+                out[(job_id, attempt)] = agent[:128]
+        return out
 
     def live_agents(self) -> list[AgentInventory]:
         return self.dispatcher.live_agents()

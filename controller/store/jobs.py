@@ -146,12 +146,15 @@ class JobsStore(StoreBase):
 
     # ------------------------------------------------------------ jobs
 
-    def jobs(self, sweep_id: str | None = None, states: tuple[str, ...] | None = None) -> list[JobRow]:
+    def jobs(self, sweep_id: str | None = None, states: tuple[str, ...] | None = None,
+             expiring_before: dt.datetime | None = None) -> list[JobRow]:  # fmt: skip
         stmt = select(JobRow).order_by(JobRow.created_at, JobRow.job_id)
         if sweep_id:
             stmt = stmt.where(JobRow.sweep_id == sweep_id)
         if states:
             stmt = stmt.where(JobRow.state.in_(states))
+        if expiring_before is not None:
+            stmt = stmt.where(JobRow.expires_at.isnot(None), JobRow.expires_at <= expiring_before)
         with self._session() as session:
             return list(session.scalars(stmt))
 
@@ -161,16 +164,43 @@ class JobsStore(StoreBase):
 
     def update_job(self, job_id: str, *, expect_attempt: int | None = None, **fields) -> bool:
         """Set ``fields`` on a job (unless it is final, or its attempt moved on); True if it was changed."""
+        return self.update_jobs([(job_id, expect_attempt, fields)])[0]
+
+    def jobs_by_id(self, ids, states: tuple[str, ...] | None = None) -> list[JobRow]:
+        """The jobs of these ids (in any sweep) that exist, in ``states`` if given."""
+        ids = list(ids)
+        out: list[JobRow] = []
+        with self._session() as session:
+            for i in range(0, len(ids), 500):  # SQLite's bound-parameter limit, and plans that stay short
+                stmt = select(JobRow).where(JobRow.job_id.in_(ids[i : i + 500]))
+                if states:
+                    stmt = stmt.where(JobRow.state.in_(states))
+                out.extend(session.scalars(stmt))
+        return out
+
+    def update_jobs(self, changes: list[tuple[str, int | None, dict]]) -> list[bool]:
+        """:meth:`update_job` for many (job id, expected attempt, fields) in one transaction; returns, for
+        each, whether it was changed."""
+        done: list[bool] = []
+        if not changes:
+            return done
         with self._write() as session:
-            job = session.get(JobRow, job_id, with_for_update=True)
-            if job is None or job.state in FINAL_STATES:
-                return False
-            if expect_attempt is not None and job.attempt != expect_attempt:
-                return False
-            for key, value in fields.items():
-                setattr(job, key, value.value if isinstance(value, enum.Enum) else value)
-            job.updated_at = now()
-        return True
+            ids = list({c[0] for c in changes})
+            rows: dict[str, JobRow] = {}
+            for i in range(0, len(ids), 500):
+                stmt = select(JobRow).where(JobRow.job_id.in_(ids[i : i + 500])).with_for_update()
+                rows.update((j.job_id, j) for j in session.scalars(stmt))
+            stamp = now()
+            for job_id, expect_attempt, fields in changes:
+                job = rows.get(job_id)
+                if job is None or job.state in FINAL_STATES or (expect_attempt is not None and job.attempt != expect_attempt):
+                    done.append(False)
+                    continue
+                for key, value in fields.items():
+                    setattr(job, key, value.value if isinstance(value, enum.Enum) else value)
+                job.updated_at = stamp
+                done.append(True)
+        return done
 
     def job_counts_by_state(self) -> dict[str, int]:
         """{state: count} over every job in the store, counted in SQL."""

@@ -1,5 +1,8 @@
 """The scheduler: it stores a sweep's jobs and moves them, one tick at a time, by controller.jobs' rules."""
 
+# size: one class whose parts (submit, resume, cancel, conversions, the event-driven tick and its batched
+# sends) all move the same jobs through the same store and fleet; split, each part would need the others' state
+
 from __future__ import annotations
 
 import itertools
@@ -53,6 +56,10 @@ class ModelVariants:
 
 #: A sweep of more jobs than this needs confirming (a settings matrix grows fast).
 CONFIRM_ABOVE = 1_000
+#: A tick looks at every active job at least this often (seconds), whatever the events said.
+FULL_PASS_S = 30.0
+#: At most this many jobs are sent in one tick (a big sweep is sent over several, with progress between).
+SEND_BATCH = 1_000
 
 
 class Scheduler:
@@ -71,6 +78,10 @@ class Scheduler:
         self.artifact_ref = artifact_ref
         self.errors: list[str] = []
         self._threads: list[threading.Thread] = []
+        #: sweep id -> (the fleet at its last tick, when its last full pass was): what _due compares against
+        self._seen: dict[str, tuple[jobs.FleetView | None, float]] = {}
+        #: jobs to look at on the next tick whatever happens (started on an agent already gone)
+        self._recheck: set[str] = set()
         #: set when the process that runs this scheduler is going away (Ctrl-C, a lost embedded broker): a
         #: conversion that fails then leaves its jobs converting, for `--resume`, instead of failing them
         self.stopping = False
@@ -96,11 +107,11 @@ class Scheduler:
     def drain(self, block_s: float = 0.0) -> int:
         """Take in the outcomes agents sent (waiting up to ``block_s`` for one) and act on each; returns how many."""
         events = self.fleet.drain_outcomes(block_s=block_s)
+        finished = [(e.outcome.job_id, 0) for e in events if isinstance(e, Delivered) and e.what in jobs.FENCE_OFF_AFTER]
+        if finished:  # a redelivered message of a finished job must not run again
+            self.fleet.fence_many(finished)
         for event in events:
-            if isinstance(event, Delivered):
-                if event.what in jobs.FENCE_OFF_AFTER:  # finished: a redelivered message must not run again
-                    self._fence(event.outcome.job_id, 0)
-            elif event.job_id is not None:
+            if isinstance(event, SetAside) and event.job_id is not None:
                 try:
                     self._on_set_aside(event)
                 except Exception as exc:  # noqa: BLE001 - the job then waits for its agent-lost or expiry path
@@ -115,12 +126,8 @@ class Scheduler:
         if change is not None:
             self._apply(event.job_id, change)
 
-    def _apply(self, job_id: str, change: jobs.Change) -> bool:
-        if not self.store.update_job(job_id, expect_attempt=change.attempt, **change.fields):
-            return False
-        if change.fence is not None:
-            self._fence(job_id, change.fence)
-        return True
+    def _apply(self, job_id: str, change: jobs.Change) -> None:
+        self._apply_many([(job_id, change)])
 
     # ---------------------------------------------------------- submit
 
@@ -162,8 +169,8 @@ class Scheduler:
         raw = dict(spec.raw, expire_after=spec.expire_after_s, **({BASE_DIR_KEY: spec.base_dir} if spec.base_dir else {}))
         superseded = self.store.add_sweep(SweepRow(sweep_id=sweep_id, name=spec.name, spec=raw, state=SweepState.RUNNING.value,
                                                    created_at=t), jobs, supersede=True)  # fmt: skip
-        for job_id in superseded:
-            self._fence(job_id, 0)  # an agent that still gets its message does not run it
+        if superseded:  # an agent that still gets one of their messages does not run it
+            self.fleet.fence_many([(job_id, 0) for job_id in superseded])
         if superseded:
             self.errors.append(f"{len(superseded)} unfinished job(s) of an earlier '{spec.name}' sweep superseded")
         for m in models:
@@ -186,6 +193,7 @@ class Scheduler:
         by_id = {m.model_id: m for m in models}
         convert = {}
         unfinished = 0
+        self._seen.pop(sweep_id, None)  # its next tick looks at every job
         for job in self.store.jobs(sweep_id, states=(PENDING, CONVERTING, QUEUED, RUNNING, WAITING)):
             unfinished += 1
             m = by_id.get(job.model_id)
@@ -211,8 +219,7 @@ class Scheduler:
 
         ids = self.store.cancel_sweep(sweep_id)
         try:
-            for job_id in ids:
-                self._fence(job_id, 0)
+            self.fleet.fence_many([(job_id, 0) for job_id in ids])
         except redis.exceptions.RedisError as exc:  # cancelled in the store all the same; a late result is not counted
             self.errors.append(f"the broker is unreachable ({type(exc).__name__}): {len(ids)} cancelled job(s) not fenced; "
                                "an agent that still gets one runs it, and its result is kept apart")  # fmt: skip
@@ -276,19 +283,29 @@ class Scheduler:
         self.fleet.fence(job_id, attempt)
 
     def tick(self, sweep_id: str, wait_s: float = 0.0) -> dict[str, int]:
-        """Collect outcomes (waiting up to ``wait_s`` for one), then move every active job one step;
-        returns the counts by state."""
+        """Collect outcomes (waiting up to ``wait_s`` for one), take in the starts agents announced, then
+        move the jobs something happened to one step; returns the counts by state.
+
+        The work is proportional to events, not to active jobs: pending jobs are sent; queued and
+        running jobs are looked at only when agents went away (or their start was announced); waiting
+        jobs only when agents came or their expiry is due. Every :data:`FULL_PASS_S` (and on a sweep's
+        first tick here) every active job is looked at, so a missed event heals on its own.
+        """
         self.drain()
+        t = now()
         fleet = jobs.FleetView({inv.agent_id: {c.name for c in inv.capabilities} for inv in self.fleet.live_agents()})
         sweep = self.store.get_sweep(sweep_id)
         expire_s = float(sweep.spec.get("expire_after", DEFAULT_EXPIRE_S))
-        for job in self.store.jobs(sweep_id, states=(PENDING, WAITING, QUEUED, RUNNING)):
-            started = self.fleet.started(job.job_id, job.attempt) if job.state == QUEUED else None
-            step = jobs.on_tick(job, fleet, now(), expire_s, started=started)
+        self._take_starts(fleet, t, expire_s)
+        sends, changes = [], []
+        for job in self._due(sweep_id, fleet, t):
+            step = jobs.on_tick(job, fleet, t, expire_s)
             if isinstance(step, jobs.Send):
-                self._send(job, step.attempt)
+                sends.append((job, step.attempt))
             elif step is not None:
-                self._apply(job.job_id, step)
+                changes.append((job.job_id, step))
+        self._apply_many(changes)
+        self._send_many(sends[:SEND_BATCH])  # the rest stay pending, for the next tick
         if wait_s > 0:
             self.drain(block_s=wait_s)  # after sending: wake as soon as an outcome arrives
         counts = self.store.job_counts(sweep_id)
@@ -296,14 +313,69 @@ class Scheduler:
             self.store.set_sweep_state(sweep_id, SweepState.DONE.value, only_from=SweepState.RUNNING.value)  # not over a cancel made meanwhile
         return counts
 
-    def _send(self, job: JobRow, attempt: int) -> None:
-        spec = JobSpec.from_dict(dict(job.spec, job_id=job.job_id, attempt=attempt))
-        if not self.store.update_job(job.job_id, expect_attempt=job.attempt, attempt=attempt, state=QUEUED,
-                                     reason="", expires_at=None):  # fmt: skip
-            return  # an outcome moved it meanwhile
-        self._fence(job.job_id, attempt)
-        self.fleet.send(spec, queue=agent_queue(job.pinned_agent) if job.pinned_agent else None)
-        self.store.update_job(job.job_id, expect_attempt=attempt, sent_attempt=attempt)
+    def _due(self, sweep_id: str, fleet: jobs.FleetView, t) -> list[JobRow]:
+        """The active jobs of a sweep that this tick must look at (see :meth:`tick`)."""
+        last, full_at = self._seen.get(sweep_id, (None, 0.0))
+        clock = time.monotonic()
+        states = [PENDING]
+        if last is None or clock - full_at > FULL_PASS_S:
+            states, full_at = [PENDING, WAITING, QUEUED, RUNNING], clock
+        else:
+            if any(not caps <= fleet.live.get(a, set()) for a, caps in last.live.items()):  # something went away
+                states += [QUEUED, RUNNING]
+            if any(not caps <= last.live.get(a, set()) for a, caps in fleet.live.items()):  # something came
+                states.append(WAITING)
+        self._seen[sweep_id] = (fleet, full_at)
+        rows = self.store.jobs(sweep_id, states=tuple(states))
+        if WAITING not in states:
+            rows += self.store.jobs(sweep_id, states=(WAITING,), expiring_before=t)
+        if self._recheck:
+            have = {j.job_id for j in rows}
+            again = [j for j in self.store.jobs_by_id(self._recheck, states=ACTIVE_STATES) if j.job_id not in have]
+            rows += [j for j in again if j.sweep_id == sweep_id]
+            self._recheck -= {j.job_id for j in rows}
+        return rows
+
+    def _take_starts(self, fleet: jobs.FleetView, t, expire_s: float) -> None:
+        """Mark running the queued jobs whose start agents announced (of any sweep: one list for the fleet)."""
+        started = self.fleet.started_events()
+        if not started:
+            return
+        changes = []
+        for job in self.store.jobs_by_id({job_id for job_id, _ in started}, states=(QUEUED,)):
+            agent = started.get((job.job_id, job.attempt))
+            if agent is None:
+                continue  # an older attempt's start
+            step = jobs.on_tick(job, fleet, t, expire_s, started=agent)
+            if isinstance(step, jobs.Change):
+                changes.append((job.job_id, step))
+                if agent and agent not in fleet.live:  # started, then gone before this tick: look again
+                    self._recheck.add(job.job_id)
+        self._apply_many(changes)
+
+    def _apply_many(self, changes: list[tuple[str, jobs.Change]]) -> None:
+        """Apply rule changes in one transaction, then set the fences they call for in one round trip."""
+        if not changes:
+            return
+        done = self.store.update_jobs([(job_id, c.attempt, c.fields) for job_id, c in changes])
+        fences = [(job_id, c.fence) for (job_id, c), ok in zip(changes, done) if ok and c.fence is not None]
+        if fences:
+            self.fleet.fence_many(fences)
+
+    def _send_many(self, sends: list[tuple[JobRow, int]]) -> None:
+        """Send next attempts in a batch: one transaction marks them queued, one round trip fences them,
+        one producer sends them, one transaction notes they are in a queue."""
+        if not sends:
+            return
+        marked = self.store.update_jobs([(job.job_id, job.attempt, dict(attempt=a, state=QUEUED, reason="", expires_at=None))
+                                         for job, a in sends])  # fmt: skip
+        go = [(job, a) for (job, a), ok in zip(sends, marked) if ok]  # not those an outcome moved meanwhile
+        if not go:
+            return
+        self.fleet.fence_many([(job.job_id, a) for job, a in go])
+        self.fleet.send_many([(JobSpec.from_dict(dict(job.spec, job_id=job.job_id, attempt=a)),
+                               agent_queue(job.pinned_agent) if job.pinned_agent else None) for job, a in go])  # fmt: skip
+        self.store.update_jobs([(job.job_id, a, {"sent_attempt": a}) for job, a in go])
 
 
 def http_artifact_ref(base_url: str) -> Callable[[ArtifactRef], ArtifactRef]:
