@@ -35,6 +35,10 @@ def _preload() -> None:
     from protocol.stats import summarize_ns
 
     summarize_ns([1000 + i for i in range(700)])  # lazy numpy paths of the statistics
+    from protocol import AgentInventory, ResultRecord
+    from protocol.records import warm
+
+    warm(JobSpec, JobOutcome, ResultRecord, AgentInventory)  # the contract converters, once for every child
     for runtime in REGISTRY:
         try:
             create(runtime).version  # importlib.metadata's first look-up is slow
@@ -47,50 +51,88 @@ def _preload() -> None:
             pass
 
 
-def _zygote() -> int:
-    """Fork one child per job line on stdin; report its pid, then how it ended, as JSON lines on stdout."""
+def _spare(devnull: int) -> tuple[int, int, int]:
+    """Fork the next job's process ahead of its job: it waits, in its own session, for the job on a pipe.
+    Returns (its pid, the pipe to write the job to, the pipe it says "written" on)."""
     import signal
 
     from protocol.proc import die_with_parent
 
+    job_r, job_w = os.pipe()
+    written_r, written_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the job's own process
+        code = 70
+        try:
+            os.close(job_w)
+            os.close(written_r)
+            os.setsid()
+            die_with_parent(signal.SIGKILL)
+            chunks = []
+            while chunk := os.read(job_r, 1 << 16):
+                chunks.append(chunk)
+            if not chunks:  # the fork server is going away: no job
+                os._exit(0)
+            job = json.loads(b"".join(chunks))
+            fd = os.open(job["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a job's log is the lab's own
+            os.dup2(devnull, 0)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            code = run(job["spec"], Path(job["out"]), job["agent"])
+            os.write(written_w, b"w")
+        except BaseException:  # noqa: BLE001 - report it as the child's own failure
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(job_r)
+    os.close(written_w)
+    return pid, job_w, written_r
+
+
+def _zygote() -> int:
+    """Run one job per line on stdin, each in a process of its own; report its pid, when its outcome is
+    on disk, then how it ended, as JSON lines on stdout.
+
+    The next job's process is forked ahead, once the last one is reaped (no job runs then), so a job
+    does not wait for a fork. A job line carries the spec itself (no file to write and read). The
+    child says its outcome file is written on a pipe of its own; the agent is told at once and goes on
+    with the outcome while the child exits and is reaped. The garbage collector's objects are frozen
+    before the first fork, so no child copies the pages it would otherwise touch.
+    """
+    import gc
+    import select
+
     _preload()
+    gc.collect()
+    gc.freeze()
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     devnull = os.open(os.devnull, os.O_RDWR)
+    pid, job_w, written_r = _spare(devnull)
     for line in sys.stdin:
-        spec_path, out_path, agent_id, err_path = json.loads(line)
-        pid = os.fork()
-        if pid == 0:  # the job's own process, in its own session
-            code = 70
-            try:
-                os.setsid()
-                die_with_parent(signal.SIGKILL)
-                fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a job's log is the lab's own
-                os.dup2(devnull, 0)
-                os.dup2(fd, 1)
-                os.dup2(fd, 2)
-                code = main([spec_path, out_path, agent_id])
-            except BaseException:  # noqa: BLE001 - report it as the child's own failure
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+        os.write(job_w, line.encode())  # the child reads it to the end (the pipe's close)
+        os.close(job_w)
         replies.write(json.dumps({"pid": pid}) + "\n")
+        select.select([written_r], [], [])  # "w" once the outcome is written; end of file if it died first
+        if os.read(written_r, 1) == b"w":
+            replies.write(json.dumps({"written": True}) + "\n")
+        os.close(written_r)
         _, status = os.waitpid(pid, 0)
         replies.write(json.dumps({"exit": os.waitstatus_to_exitcode(status)}) + "\n")
+        pid, job_w, written_r = _spare(devnull)
+    os.close(job_w)  # the spare exits
+    os.waitpid(pid, 0)
     return 0
 
 
-def main(argv: list[str]) -> int:
-    if argv == ["--zygote"]:
-        return _zygote()
-    spec_path, out_path, agent_id = Path(argv[0]), Path(argv[1]), argv[2]
+def run(raw_spec: str, out_path: Path, agent_id: str) -> int:
+    """Run one job whose spec is ``raw_spec`` (JSON) and write its outcome to ``out_path``."""
     from agent.benchmark import execute
     from agent.errors import JobError
 
-    raw = spec_path.read_text(encoding="utf-8")
     try:
-        spec = JobSpec.from_json(raw)
+        spec = JobSpec.from_json(raw_spec)
     except ContractError as exc:
         _write(out_path, JobOutcome(job_id="?", attempt=0, ok=False, error=str(exc), error_kind=ErrorKind.BAD_SPEC, agent_id=agent_id))
         return 0
@@ -113,6 +155,13 @@ def main(argv: list[str]) -> int:
         )
     _write(out_path, outcome)
     return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--zygote"]:
+        return _zygote()
+    spec_path, out_path, agent_id = Path(argv[0]), Path(argv[1]), argv[2]
+    return run(spec_path.read_text(encoding="utf-8"), out_path, agent_id)
 
 
 if __name__ == "__main__":

@@ -70,13 +70,15 @@ class ForkServer:
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
         self._buf = b""
+        #: the last child said its outcome was written; the line saying how it ended is still to come
+        self._reaping = False
         #: a private folder for the fork server's own stderr; removed by close() and at exit
         self._dir: Path | None = None
         atexit.register(self._remove_dir)
 
     def start(self) -> "ForkServer":
         if self.proc is None or self.proc.poll() is not None:
-            self._buf = b""
+            self._buf, self._reaping = b"", False
             if self._dir is None:
                 self._dir = Path(tempfile.mkdtemp(prefix="fleetbench-forkserver-"))
             log_path = self._dir / "forkserver.log"
@@ -107,23 +109,36 @@ class ForkServer:
         line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
 
-    def run(self, spec_path: Path, out_path: Path, agent_id: str, err_path: Path, timeout_s: float) -> int | None:
-        """The child's exit code (negative: killed by that signal); None if it ran past ``timeout_s`` (killed)."""
+    def run(self, spec_json: str, out_path: Path, agent_id: str, err_path: Path, timeout_s: float) -> int | None:
+        """The child's exit code (negative: killed by that signal), or 0 as soon as it says its outcome is
+        on disk (it is reaped meanwhile; the next run hears how it ended); None if it ran past
+        ``timeout_s`` (killed)."""
         self.start()
-        self.proc.stdin.write((json.dumps([str(spec_path), str(out_path), agent_id, str(err_path)]) + "\n").encode())
+        if self._reaping:  # the previous child's end, told after its outcome
+            self._reaping = False
+            if self._read(30.0) is None:
+                raise EOFError("the fork server did not reap the previous job")
+        line = {"spec": spec_json, "out": str(out_path), "agent": agent_id, "err": str(err_path)}
+        self.proc.stdin.write((json.dumps(line) + "\n").encode())
         self.proc.stdin.flush()
         started = self._read(120.0)  # the first job may wait for the fork server's imports
         if started is None:
             raise EOFError("the fork server did not answer")
         pid = started["pid"]
         ended = self._read(timeout_s)
+        if ended is not None and ended.get("written"):
+            self._reaping = True
+            return 0
         if ended is None:
             try:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:  # it hung before its setsid(): it is in the fork server's group
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            self._read(30.0)  # it reaps the child and says so
+            for _ in range(2):  # it reaps the child and says so (after "written", if it got that far)
+                told = self._read(30.0)
+                if told is None or "exit" in told:
+                    break
             return None
         return int(ended["exit"])
 
@@ -165,17 +180,18 @@ def run_job(
     with tempfile.TemporaryDirectory(prefix="fleetbench-job-") as tmp:
         tmpdir = Path(tmp)
         spec_path, out_path, err_path = tmpdir / "spec.json", tmpdir / "outcome.json", tmpdir / "stderr.log"
-        spec_path.write_text(spec.to_json(), encoding="utf-8")
+        spec_json = spec.to_json()
         argv = list(child_argv or [sys.executable, "-m", "agent.child"]) + [str(spec_path), str(out_path), agent_id]
         what = f"{spec.model_name} {spec.variant} on {spec.capability}"
         returncode: int | None = -1
         served = False
-        if forkserver is not None and child_argv is None:
+        if forkserver is not None and child_argv is None:  # the spec goes through its pipe, not a file
             try:
-                returncode, served = forkserver.run(spec_path, out_path, agent_id, err_path, spec.settings.timeout_s), True
+                returncode, served = forkserver.run(spec_json, out_path, agent_id, err_path, spec.settings.timeout_s), True
             except (EOFError, OSError):
                 forkserver.close()  # started again for the next job; this one starts cold
         if not served:
+            spec_path.write_text(spec_json, encoding="utf-8")
             create_private(err_path)
             with open(err_path, "wb") as err:
                 proc = subprocess.Popen(

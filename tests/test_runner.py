@@ -176,3 +176,37 @@ def test_the_fork_server_imports_openvino_without_its_telemetry_thread():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['MainThread']"
+
+
+def test_the_fork_server_runs_jobs_back_to_back_in_fresh_processes_and_survives_a_timeout(spec, tmp_path):
+    """Issue 16's lean agent path: each job runs in a process forked ahead of it (a spare waits between
+    jobs), the agent goes on once the outcome is written (the end of the child is heard on the next
+    job), and a job killed at its timeout leaves the fork server in step for the next one."""
+    import time
+
+    import psutil
+
+    from agent.runner import ForkServer
+
+    fs = ForkServer().start()
+    try:
+        for i in range(3):
+            outcome = run_job(_with(spec, job_id=f"job-{i}"), "agent-t", forkserver=fs)
+            assert outcome.ok, outcome.error
+            assert outcome.record.job_id == f"job-{i}" and outcome.record.stats.count >= 700
+        assert fs._reaping and "exit" in fs._read(10.0)  # the last job's end, told after its outcome: reaped
+        fs._reaping = False
+        server = psutil.Process(fs.proc.pid)
+        deadline = time.monotonic() + 10
+        while not server.children() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (spare,) = server.children()  # the next job's process, waiting for its job
+        hang = _with(spec, job_id="hangs", settings=dict(spec.settings.to_dict(), min_duration_s=600.0,
+                                                        max_duration_s=600.0, max_iterations=10**12, timeout_s=1.0))  # fmt: skip
+        timed_out = run_job(hang, "agent-t", forkserver=fs)
+        assert not timed_out.ok and timed_out.error_kind == "timeout"
+        after = run_job(_with(spec, job_id="after"), "agent-t", forkserver=fs)
+        assert after.ok and after.record.job_id == "after", after.error
+        assert not spare.is_running() or spare.status() == psutil.STATUS_ZOMBIE  # it took the timed-out job
+    finally:
+        fs.close()

@@ -7,6 +7,7 @@ Backends never time themselves: :mod:`agent.measure` does.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import json
@@ -23,8 +24,10 @@ REGISTRY: dict[str, str] = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def dist_version(*dists: str) -> str:
-    """The version of the first of these installed distributions, or "unknown"."""
+    """The version of the first of these installed distributions, or "unknown" (read once per process:
+    the fork server reads it, every benchmark child inherits it)."""
     for dist in dists:
         try:
             return importlib.metadata.version(dist)
