@@ -322,6 +322,8 @@ def latency_boxes(engine: Engine, f: Filters, limit: int = SAMPLE_RECORDS) -> pd
     df = _frame(engine, stmt)
     out = []
     for row in df.itertuples(index=False):  # at most `limit` records
+        if row.samples is None:  # a row no store wrote (every stored record has its samples)
+            continue
         ms = decode(bytes(row.samples)).astype(np.float64) / 1e6
         if ms.size == 0:
             continue
@@ -443,7 +445,8 @@ def _side_samples(engine: Engine, side: Side, limit: int, by_variant: bool = Tru
     out: dict[tuple, list] = {}
     for row in df.itertuples(index=False):  # at most `limit` records
         key = (row.model_name, row.variant if by_variant else "", row.capability, int(row.threads))
-        out.setdefault(key, []).append(decode(bytes(row.samples)))
+        if row.samples is not None:  # a row no store wrote (every stored record has its samples)
+            out.setdefault(key, []).append(decode(bytes(row.samples)))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
