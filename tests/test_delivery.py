@@ -21,7 +21,10 @@ from controller.sweeps import ModelVariants, Scheduler, SweepSpec
 from protocol import BENCHMARK_TASK, RESULTS_KEY, BenchmarkSettings, JobSpec, agent_queue, new_job_id
 from tests.helpers import wait_outcome
 
-SHORT = dict(threads=1, warmup_iterations=2, timeout_s=9)
+#: max_iterations: a job asked for seconds of sampling gets them (up to a million samples). The tiny model takes
+#: the default 200,000 in ~0.25 s, and since outcomes cost the agent no JSON per sample the whole job can end
+#: inside one 0.3 s tick, before a test sees it running and stops its broker or kills its agent.
+SHORT = dict(threads=1, warmup_iterations=2, timeout_s=9, max_iterations=1_000_000)
 #: agents in these tests hand back unacknowledged jobs quickly
 FAST_REDELIVERY = ("--visibility-timeout", "20", "--job-time-limit", "10")
 
@@ -197,10 +200,7 @@ def test_kill_9_agent_mid_job_runs_it_again_on_another_and_stores_one_record(sql
     sched = scheduler_on(clean_redis_url, store)
     agents = [_online(_agent(clean_redis_url, tmp_path, n, *FAST_REDELIVERY).start(), sched.dispatcher) for n in ("k1", "k2")]
     try:
-        # a job that runs long enough to be killed: the tiny model takes its default 200,000 samples in ~0.25 s,
-        # less than one 0.3 s tick now that an outcome costs the agent no JSON per sample
-        long_job = BenchmarkSettings(**SHORT, min_iterations=100, min_duration_s=6.0, max_iterations=1_000_000)
-        sweep_id = _sweep(sched, tiny_model, tmp_path, [long_job], name="kill9")
+        sweep_id = _sweep(sched, tiny_model, tmp_path, [BenchmarkSettings(**SHORT, min_iterations=100, min_duration_s=6.0)], name="kill9")
         _tick_until(sched, sweep_id, lambda c: c.get(RUNNING, 0) == 1)
         (job,) = store.jobs(sweep_id)
         victim = next(a for a in agents if a.agent_id == job.agent_id)
