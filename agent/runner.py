@@ -116,13 +116,14 @@ class ForkServer:
         self.start()
         if self._reaping:  # the previous child's end, told after its outcome
             self._reaping = False
-            if self._read(30.0) is None:
+            told = self._read(30.0)
+            if told is None or "exit" not in told:
                 raise EOFError("the fork server did not reap the previous job")
         line = {"spec": spec_json, "out": str(out_path), "agent": agent_id, "err": str(err_path)}
         self.proc.stdin.write((json.dumps(line) + "\n").encode())
         self.proc.stdin.flush()
         started = self._read(120.0)  # the first job may wait for the fork server's imports
-        if started is None:
+        if started is None or "pid" not in started:  # no answer, or out of step: run_job starts a new one
             raise EOFError("the fork server did not answer")
         pid = started["pid"]
         ended = self._read(timeout_s)
@@ -137,7 +138,10 @@ class ForkServer:
                     os.kill(pid, signal.SIGKILL)
             for _ in range(2):  # it reaps the child and says so (after "written", if it got that far)
                 told = self._read(30.0)
-                if told is None or "exit" in told:
+                if told is None:
+                    self.close()  # out of step with it: the next job starts a new one
+                    break
+                if "exit" in told:
                     break
             return None
         return int(ended["exit"])

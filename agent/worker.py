@@ -27,6 +27,8 @@ from protocol import (
 from protocol.errors import ErrorKind
 
 log = logging.getLogger("fleetbench.agent")
+#: the most start announcements kept on the broker while no scheduler takes them
+STARTED_KEEP = 100_000
 
 app = Celery("fleetbench-agent")
 app.conf.update(CELERY_SETTINGS)
@@ -78,6 +80,7 @@ def _gate(spec: dict) -> JobOutcome | None:
         pipe.incr(key)
         pipe.expire(key, 7 * 24 * 3600)
         pipe.rpush(STARTED_KEY, json.dumps({"job_id": str(job_id)[:64], "attempt": attempt, "agent_id": agent_id()}))
+        pipe.ltrim(STARTED_KEY, -STARTED_KEEP, -1)  # nobody ticking (no sweep running): the list stays bounded
         starts = pipe.execute()[0]
     except (redis.exceptions.RedisError, ValueError):
         return None  # no fence to read: run it; the store fences the result

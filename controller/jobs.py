@@ -187,8 +187,8 @@ def on_tick(job: Job, fleet: FleetView, now: dt.datetime, expire_s: float, start
             ) -> Change | Send | None:  # fmt: skip
     """One scheduler step for an active, converted job (pending, waiting, queued or running).
 
-    ``started`` is, for a queued job, the id of the agent the broker says started it ("" when it does not
-    name one), else None. Returns the change to make, a :class:`Send`, or None to leave it as it is.
+    ``started`` is the id of the agent that announced it started this attempt ("" when it does not name
+    one), else None; it moves a queued job, or a waiting one whose message is on a queue, to running. Returns the change to make, a :class:`Send`, or None to leave it as it is.
     """
     if job.pinned_agent:
         missing = f"waiting for agent {job.pinned_agent} (with {job.capability}) to come online"
@@ -197,14 +197,18 @@ def on_tick(job: Job, fleet: FleetView, now: dt.datetime, expire_s: float, start
     available = fleet.can_run(job)
     wait = Change({"state": JobState.WAITING, "reason": missing, "expires_at": now + dt.timedelta(seconds=expire_s)},
                   job.attempt)  # fmt: skip
+    if started is not None and (job.state == JobState.QUEUED or _on_a_queue(job)):
+        # started: queued, or waiting with its message still on a queue (its agent came back and took it)
+        fields = {"state": JobState.RUNNING, "agent_id": started or None}
+        if job.state == JobState.WAITING:
+            fields.update(reason="", expires_at=None)
+        return Change(fields, job.attempt)
     if job.state == JobState.RUNNING:
         if job.agent_id and job.agent_id not in fleet.live:
             why = f"agent {job.agent_id} went away (no heartbeat) during attempt {job.attempt}"
             return Change(after_failure(job, ErrorKind.AGENT_LOST, why), job.attempt)
         return None
     if job.state == JobState.QUEUED:
-        if started is not None:
-            return Change({"state": JobState.RUNNING, "agent_id": started or None}, job.attempt)
         return None if available else wait
     if not available:  # pending or waiting
         if job.state == JobState.PENDING:
@@ -213,10 +217,14 @@ def on_tick(job: Job, fleet: FleetView, now: dt.datetime, expire_s: float, start
             return Change({"state": JobState.EXPIRED, "reason": f"{missing}: none came within {expire_s:g} s"},
                           job.attempt, fence=0)  # fmt: skip
         return None
-    if job.state == JobState.WAITING and job.sent_attempt == job.attempt and job.attempt > 0:
-        # it was sent before its device went away: its message is still on the queue
+    if _on_a_queue(job):  # it was sent before its device went away: its message is still on the queue
         return Change({"state": JobState.QUEUED, "reason": "", "expires_at": None}, job.attempt)
     return Send(job.attempt + 1)
+
+
+def _on_a_queue(job: Job) -> bool:
+    """Waiting for a device, but sent before it went away: its message is still on a queue."""
+    return job.state == JobState.WAITING and job.sent_attempt == job.attempt and job.attempt > 0
 
 
 def _utc(ts: dt.datetime) -> dt.datetime:

@@ -247,6 +247,8 @@ class _Contract:
 
     def to_dict(self, samples: str = "list") -> dict[str, Any]:
         """The JSON-safe dict; ``samples`` says how raw samples are written (see SAMPLES_AS)."""
+        if samples not in SAMPLES_AS:
+            raise ValueError(f"samples must be one of {', '.join(SAMPLES_AS)}, not {samples!r}")
         return _to_json(self, samples)
 
     def to_json(self, samples: str = "list") -> str:

@@ -61,7 +61,7 @@ def decode(blob: bytes) -> np.ndarray:
     want = n * w
     z = zlib.decompressobj()
     try:
-        raw = z.decompress(blob[_HEADER.size :], want)  # never more than the header promised (a zlib bomb)
+        raw = z.decompress(blob[_HEADER.size :], max(want, 1))  # never more than promised (a zlib bomb); 0 means no limit
     except zlib.error as exc:
         raise SamplesError(f"samples blob does not decompress ({exc})") from None
     if len(raw) != want or z.unconsumed_tail or not z.eof or z.unused_data:
@@ -72,7 +72,7 @@ def decode(blob: bytes) -> np.ndarray:
         packed[:, k] = planes[k]
     values = packed.view(f"<u{w}").reshape(n).astype(np.int64)
     if w == 8 and n and int(values.min()) < 0:  # above 2**63: not a latency
-        raise SamplesError("samples blob holds a value above 2**63 ns")
+        raise SamplesError("samples blob holds a value at or above 2**63 ns")
     values.flags.writeable = False
     return values
 
@@ -84,7 +84,7 @@ def _as_array(values: Any) -> np.ndarray:
         if values.ndim != 1 or values.dtype.kind not in "iu":
             raise SamplesError("expected a flat array of integers")
         if values.dtype == np.uint64 and values.size and int(values.max()) >= 1 << 63:
-            raise SamplesError("a sample is above 2**63 ns")
+            raise SamplesError("a sample is at or above 2**63 ns")
         arr = values.astype(np.int64, copy=False)
     else:
         if not isinstance(values, (list, tuple)):
@@ -200,7 +200,7 @@ class Samples(Sequence[int]):
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(self.to_blob())
+        return hash(self.array.tobytes())  # the values, as __eq__ compares them (two encoders may differ)
 
     def __repr__(self) -> str:
         return f"Samples({len(self)} samples)"

@@ -55,6 +55,9 @@ TICK_CASES = [
     ("queued and started runs", J(JobState.QUEUED, 1), CPU, "a1", JobState.RUNNING),
     ("queued, started, device gone: still runs", J(JobState.QUEUED, 1), NONE, "a1", JobState.RUNNING),
     ("queued, not started, device there: stays", J(JobState.QUEUED, 1), CPU, None, None),
+    ("waiting with its message on a queue, started, runs", J(JobState.WAITING, 1, sent_attempt=1), NONE, "a1",
+     JobState.RUNNING),
+    ("waiting, never sent, a stray start: still waits", J(JobState.WAITING, 1, sent_attempt=0), NONE, "a1", None),
     ("queued, not started, device gone: waits", J(JobState.QUEUED, 1), NONE, None, JobState.WAITING),
     ("running on a live agent stays", J(JobState.RUNNING, 1, agent_id="a1"), CPU, None, None),
     ("running on a lost agent is retried", J(JobState.RUNNING, 1, agent_id="gone"), CPU, None, JobState.PENDING),
@@ -361,3 +364,23 @@ def test_a_tick_looks_only_at_the_jobs_something_happened_to(fleet_store, monkey
 def _count(loaded: list, rows: list) -> list:
     loaded.extend(rows)
     return rows
+
+
+def test_a_send_the_broker_fails_goes_back_to_pending_and_is_sent_again_as_a_new_attempt(fleet_store):
+    """Review of issue 16: a batch marked queued whose send fails must not stay queued with no message."""
+    fleet = MemoryFleet(fleet_store)
+    fleet.add_agent("a1", "litert:cpu")
+    sched, sid = _sweep(fleet_store, fleet, n_threads=3)
+    real = fleet.send_many
+
+    def broken(sends):
+        raise ConnectionError("the broker went away")
+
+    fleet.send_many = broken
+    with pytest.raises(ConnectionError):
+        sched.tick(sid)
+    assert fleet_store.job_counts(sid) == {"pending": 3} and fleet.sent == []
+    fleet.send_many = real
+    assert sched.tick(sid) == {"queued": 3}
+    assert sorted(s.spec.attempt for s in fleet.sent) == [2, 2, 2]  # attempt 1 may have gone out: it is fenced off
+    assert all(fleet.fences[s.spec.job_id] == 2 for s in fleet.sent)

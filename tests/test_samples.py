@@ -48,13 +48,20 @@ def _header(width: int, count: int) -> bytes:
         (_header(1, 2) + zlib.compress(b"\1\2\3"), "other than the 2 samples"),
         (_header(1, 2) + zlib.compress(b"\1\2") + b"junk", "other than the 2 samples"),
         (_header(1, 2) + b"not zlib", "does not decompress"),
-        (_header(8, 1) + zlib.compress(b"\xff" * 8), r"above 2\*\*63"),
+        (_header(8, 1) + zlib.compress(b"\xff" * 8), r"at or above 2\*\*63"),
         (_header(8, MAX_SAMPLES + 1) + zlib.compress(b""), "more than the 10,000,000"),
     ],
 )
 def test_a_hostile_blob_is_one_clear_error(blob, message):
     with pytest.raises(SamplesError, match=message):
         decode(blob)
+
+
+def test_a_zlib_bomb_that_claims_no_samples_is_not_inflated_either():
+    """Review of issue 16: zlib's max_length 0 means no limit, so a header of 0 samples must still bound it."""
+    bomb = _header(1, 0) + zlib.compress(b"\0" * 50_000_000)
+    with pytest.raises(SamplesError, match="other than the 0 samples"):
+        decode(bomb)
 
 
 def test_a_zlib_bomb_is_not_inflated_past_its_header():

@@ -178,22 +178,26 @@ class JobsStore(StoreBase):
                 out.extend(session.scalars(stmt))
         return out
 
-    def update_jobs(self, changes: list[tuple[str, int | None, dict]]) -> list[bool]:
-        """:meth:`update_job` for many (job id, expected attempt, fields) in one transaction; returns, for
-        each, whether it was changed."""
+    def update_jobs(self, changes: list[tuple]) -> list[bool]:
+        """:meth:`update_job` for many ``(job id, expected attempt, fields[, expected states])`` in one
+        transaction; a change is made only while the job is not final, its attempt is the expected one and,
+        if given, its state is one of the expected (what the rule that made it saw). Returns, for each,
+        whether it was made. Rows are locked in job-id order, as ingestion locks them (no deadlock)."""
         done: list[bool] = []
         if not changes:
             return done
         with self._write() as session:
-            ids = list({c[0] for c in changes})
+            ids = sorted({c[0] for c in changes})
             rows: dict[str, JobRow] = {}
             for i in range(0, len(ids), 500):
-                stmt = select(JobRow).where(JobRow.job_id.in_(ids[i : i + 500])).with_for_update()
+                stmt = (select(JobRow).where(JobRow.job_id.in_(ids[i : i + 500])).order_by(JobRow.job_id)
+                        .with_for_update())  # fmt: skip
                 rows.update((j.job_id, j) for j in session.scalars(stmt))
             stamp = now()
-            for job_id, expect_attempt, fields in changes:
+            for job_id, expect_attempt, fields, *states in changes:
                 job = rows.get(job_id)
-                if job is None or job.state in FINAL_STATES or (expect_attempt is not None and job.attempt != expect_attempt):
+                if (job is None or job.state in FINAL_STATES or (expect_attempt is not None and job.attempt != expect_attempt)
+                        or (states and states[0] is not None and job.state not in states[0])):  # fmt: skip
                     done.append(False)
                     continue
                 for key, value in fields.items():
@@ -272,7 +276,8 @@ class JobsStore(StoreBase):
     def _ingest_batch(self, outcomes: list[JobOutcome]) -> list[str]:
         ids = {o.job_id for o in outcomes}
         with self._write() as session:
-            jobs = {j.job_id: j for j in session.scalars(select(JobRow).where(JobRow.job_id.in_(ids)).with_for_update())}
+            jobs = {j.job_id: j for j in session.scalars(  # locked in job-id order, as update_jobs locks them
+                select(JobRow).where(JobRow.job_id.in_(sorted(ids))).order_by(JobRow.job_id).with_for_update())}
             have = {(j, a) for j, a in session.execute(select(Result.job_id, Result.attempt).where(Result.job_id.in_(ids)))}
             current = {r.job_id: r for r in session.scalars(
                 select(Result).where(Result.job_id.in_(ids), Result.superseded == false()))}  # fmt: skip

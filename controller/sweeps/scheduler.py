@@ -107,16 +107,16 @@ class Scheduler:
     def drain(self, block_s: float = 0.0) -> int:
         """Take in the outcomes agents sent (waiting up to ``block_s`` for one) and act on each; returns how many."""
         events = self.fleet.drain_outcomes(block_s=block_s)
-        finished = [(e.outcome.job_id, 0) for e in events if isinstance(e, Delivered) and e.what in jobs.FENCE_OFF_AFTER]
-        if finished:  # a redelivered message of a finished job must not run again
-            self.fleet.fence_many(finished)
-        for event in events:
+        for event in events:  # these first: the outcomes are off the broker already, a failed fence must not lose them
             if isinstance(event, SetAside) and event.job_id is not None:
                 try:
                     self._on_set_aside(event)
                 except Exception as exc:  # noqa: BLE001 - the job then waits for its agent-lost or expiry path
                     log.warning("could not mark job %s after setting its result aside: %s", event.job_id,
                                 str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)  # fmt: skip
+        finished = [(e.outcome.job_id, 0) for e in events if isinstance(e, Delivered) and e.what in jobs.FENCE_OFF_AFTER]
+        if finished:  # a redelivered message of a finished job must not run again
+            self.fleet.fence_many(finished)
         return len(events)
 
     def _on_set_aside(self, event: SetAside) -> None:
@@ -303,7 +303,7 @@ class Scheduler:
             if isinstance(step, jobs.Send):
                 sends.append((job, step.attempt))
             elif step is not None:
-                changes.append((job.job_id, step))
+                changes.append((job.job_id, step, job.state))
         self._apply_many(changes)
         self._send_many(sends[:SEND_BATCH])  # the rest stay pending, for the next tick
         if wait_s > 0:
@@ -331,9 +331,9 @@ class Scheduler:
             rows += self.store.jobs(sweep_id, states=(WAITING,), expiring_before=t)
         if self._recheck:
             have = {j.job_id for j in rows}
-            again = [j for j in self.store.jobs_by_id(self._recheck, states=ACTIVE_STATES) if j.job_id not in have]
-            rows += [j for j in again if j.sweep_id == sweep_id]
-            self._recheck -= {j.job_id for j in rows}
+            active = self.store.jobs_by_id(self._recheck, states=(QUEUED, RUNNING, WAITING))
+            self._recheck = {j.job_id for j in active if j.sweep_id != sweep_id}  # others wait for their sweep's tick
+            rows += [j for j in active if j.sweep_id == sweep_id and j.job_id not in have]
         return rows
 
     def _take_starts(self, fleet: jobs.FleetView, t, expire_s: float) -> None:
@@ -342,40 +342,48 @@ class Scheduler:
         if not started:
             return
         changes = []
-        for job in self.store.jobs_by_id({job_id for job_id, _ in started}, states=(QUEUED,)):
+        for job in self.store.jobs_by_id({job_id for job_id, _ in started}, states=(QUEUED, WAITING)):
             agent = started.get((job.job_id, job.attempt))
             if agent is None:
                 continue  # an older attempt's start
             step = jobs.on_tick(job, fleet, t, expire_s, started=agent)
-            if isinstance(step, jobs.Change):
-                changes.append((job.job_id, step))
+            if isinstance(step, jobs.Change) and step.fields.get("state") == jobs.JobState.RUNNING:
+                changes.append((job.job_id, step, job.state))
                 if agent and agent not in fleet.live:  # started, then gone before this tick: look again
                     self._recheck.add(job.job_id)
         self._apply_many(changes)
 
-    def _apply_many(self, changes: list[tuple[str, jobs.Change]]) -> None:
-        """Apply rule changes in one transaction, then set the fences they call for in one round trip."""
+    def _apply_many(self, changes: list[tuple]) -> None:
+        """Apply rule changes ``(job id, change[, the state the rule saw])`` in one transaction (each only
+        while its job is still in that state), then set the fences they call for in one round trip."""
         if not changes:
             return
-        done = self.store.update_jobs([(job_id, c.attempt, c.fields) for job_id, c in changes])
-        fences = [(job_id, c.fence) for (job_id, c), ok in zip(changes, done) if ok and c.fence is not None]
+        done = self.store.update_jobs([(c[0], c[1].attempt, c[1].fields, (c[2],) if len(c) > 2 else None) for c in changes])
+        fences = [(c[0], c[1].fence) for c, ok in zip(changes, done) if ok and c[1].fence is not None]
         if fences:
             self.fleet.fence_many(fences)
 
     def _send_many(self, sends: list[tuple[JobRow, int]]) -> None:
         """Send next attempts in a batch: one transaction marks them queued, one round trip fences them,
-        one producer sends them, one transaction notes they are in a queue."""
+        one producer sends them, one transaction notes they are on a queue. If the broker fails on the
+        way, the jobs marked and not noted go back to pending (their next send is a new attempt, so a
+        message of this one that did go out is fenced off) and the error goes on to the caller."""
         if not sends:
             return
-        marked = self.store.update_jobs([(job.job_id, job.attempt, dict(attempt=a, state=QUEUED, reason="", expires_at=None))
-                                         for job, a in sends])  # fmt: skip
-        go = [(job, a) for (job, a), ok in zip(sends, marked) if ok]  # not those an outcome moved meanwhile
+        specs = [JobSpec.from_dict(dict(job.spec, job_id=job.job_id, attempt=a)) for job, a in sends]  # before marking
+        marked = self.store.update_jobs([(job.job_id, job.attempt, dict(attempt=a, state=QUEUED, reason="", expires_at=None),
+                                          (job.state,)) for job, a in sends])  # fmt: skip
+        go = [(job, a, spec) for (job, a), spec, ok in zip(sends, specs, marked) if ok]  # not those moved meanwhile
         if not go:
             return
-        self.fleet.fence_many([(job.job_id, a) for job, a in go])
-        self.fleet.send_many([(JobSpec.from_dict(dict(job.spec, job_id=job.job_id, attempt=a)),
-                               agent_queue(job.pinned_agent) if job.pinned_agent else None) for job, a in go])  # fmt: skip
-        self.store.update_jobs([(job.job_id, a, {"sent_attempt": a}) for job, a in go])
+        try:
+            self.fleet.fence_many([(job.job_id, a) for job, a, _ in go])
+            self.fleet.send_many([(spec, agent_queue(job.pinned_agent) if job.pinned_agent else None) for job, _, spec in go])
+        except BaseException:
+            self.store.update_jobs([(job.job_id, a, {"state": PENDING, "reason": "its send failed; it is sent again"},
+                                     (QUEUED,)) for job, a, _ in go])  # fmt: skip
+            raise
+        self.store.update_jobs([(job.job_id, a, {"sent_attempt": a}, (QUEUED, RUNNING)) for job, a, _ in go])
 
 
 def http_artifact_ref(base_url: str) -> Callable[[ArtifactRef], ArtifactRef]:
