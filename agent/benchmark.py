@@ -22,6 +22,7 @@ from protocol import accuracy as accuracy_mod
 from protocol import fidelity as fidelity_mod
 from protocol.errors import ErrorKind
 from protocol.npz import load_npz
+from protocol.samples import Samples
 from protocol.stats import summarize_ns
 
 
@@ -176,7 +177,8 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         t = measure_throughput(pool, spec.settings.throughput_duration_s)
         throughput = Throughput(mode=pool.mode, requests=n, completed=t.completed, elapsed_s=t.elapsed_ns / 1e9, ips=t.ips)
 
-    summary = summarize_ns(m.samples_ns)
+    samples = Samples(m.samples_ns)  # checked and made an array once: the statistics and the record share it
+    summary = summarize_ns(samples.array)
     loadgen = None
     if spec.settings.loadgen_scenario:
         from agent.loadgen import run_scenario
@@ -208,7 +210,7 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         agent_id=agent_id,
         host=host_facts(),
         settings=spec.settings,
-        samples_ns=tuple(int(v) for v in m.samples_ns),
+        samples_ns=samples,
         stats=stats,
         validity=Validity(valid=not reasons, reasons=reasons),
         throughput_ips=1000.0 / summary.mean_ms if summary.mean_ms > 0 else 0.0,

@@ -150,8 +150,7 @@ class Relay:
             self.kick()
             return
         try:
-            self.redis.rpush(RESULTS_KEY, row[1])
-            self.outbox.remove(row[0])  # a crash between these two lines re-sends: the store dedups
+            self._send(*row)
         except (redis.exceptions.RedisError, OSError):
             self.kick()
         finally:
@@ -165,24 +164,24 @@ class Relay:
 
     def relay_once(self) -> int:
         """Push every pending outcome; returns how many went. Raises on a broker error."""
-        with self._sending:
-            return self._relay_pending()
-
-    def _relay_pending(self) -> int:
         from protocol import ContractError
 
         sent = 0
-        for row_id, body in self.outbox.pending():
-            try:
-                JobOutcome.from_json(body)
-            except ContractError as exc:  # damaged on disk: set aside, the rest go on
-                self.outbox.set_aside(row_id, str(exc))
-                log.error("outbox row %d is unreadable (%s); set aside in %s (table dead)", row_id, exc, self.outbox.path)
-                continue
-            self.redis.rpush(RESULTS_KEY, body)
-            self.outbox.remove(row_id)  # a crash between these two lines re-sends: the store dedups
-            sent += 1
+        with self._sending:
+            for row_id, body in self.outbox.pending():
+                try:
+                    JobOutcome.from_json(body)
+                except ContractError as exc:  # damaged on disk: set aside, the rest go on
+                    self.outbox.set_aside(row_id, str(exc))
+                    log.error("outbox row %d is unreadable (%s); set aside in %s (table dead)", row_id, exc, self.outbox.path)
+                    continue
+                self._send(row_id, body)
+                sent += 1
         return sent
+
+    def _send(self, row_id: int, body: str) -> None:
+        self.redis.rpush(RESULTS_KEY, body)
+        self.outbox.remove(row_id)  # a crash between these two lines re-sends: the store dedups
 
     def _loop(self) -> None:
         import redis

@@ -106,12 +106,7 @@ class Dispatcher:
         """Send ``spec`` to its capability's queue (or ``queue``, e.g. a pinned agent's)."""
         self.ping()  # Celery's own reconnect loop would retry for ~20 s, then fail obscurely
         try:
-            return self.app.send_task(
-                BENCHMARK_TASK,
-                args=[spec.to_dict()],
-                queue=queue or queue_for(spec.capability),
-                task_id=f"{spec.job_id}.{spec.attempt}",
-            )
+            return self._publish(spec, queue)
         except OperationalError as exc:
             raise DispatchError(self._broker_down(exc)) from None
 
@@ -121,16 +116,17 @@ class Dispatcher:
         if not sends:
             return 0
         self.ping()
-        sent = 0
         try:
             with self.app.producer_or_acquire() as producer:
                 for spec, queue in sends:
-                    self.app.send_task(BENCHMARK_TASK, args=[spec.to_dict()], queue=queue or queue_for(spec.capability),
-                                       task_id=f"{spec.job_id}.{spec.attempt}", producer=producer)  # fmt: skip
-                    sent += 1
+                    self._publish(spec, queue, producer)
         except OperationalError as exc:
             raise DispatchError(self._broker_down(exc)) from None
-        return sent
+        return len(sends)
+
+    def _publish(self, spec: JobSpec, queue: str | None, producer=None):
+        return self.app.send_task(BENCHMARK_TASK, args=[spec.to_dict()], queue=queue or queue_for(spec.capability),
+                                  task_id=f"{spec.job_id}.{spec.attempt}", producer=producer)  # fmt: skip
 
     def convert(
         self, job: dict, on_event: Callable[[dict], None] = lambda e: None, check: Callable[[], None] = lambda: None

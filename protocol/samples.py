@@ -208,7 +208,3 @@ class Samples(Sequence[int]):
     def __reduce__(self):
         return (Samples.from_blob, (self.to_blob(),))
 
-
-def samples_of(value: Sequence[int] | Samples) -> np.ndarray:
-    """int64 array of samples given either way (for the statistics)."""
-    return value.array if isinstance(value, Samples) else _as_array(value)

@@ -69,15 +69,8 @@ class MemoryFleet:
 
     # ------------------------------------------------------------ the FleetPort
 
-    def send(self, spec: JobSpec, queue: str | None = None) -> None:
-        self.sent.append(Sent(spec, queue or queue_for(spec.capability)))
-
-    def fence(self, job_id: str, attempt: int) -> None:
-        self.fences[job_id] = attempt
-
     def send_many(self, sends: list[tuple[JobSpec, str | None]]) -> int:
-        for spec, queue in sends:
-            self.send(spec, queue)
+        self.sent += [Sent(spec, queue or queue_for(spec.capability)) for spec, queue in sends]
         return len(sends)
 
     def fence_many(self, fences: list[tuple[str, int]]) -> None:

@@ -34,21 +34,13 @@ Event = Union[Delivered, SetAside]
 
 
 class FleetPort(Protocol):
-    def send(self, spec: JobSpec, queue: str | None = None) -> None:
-        """Queue one attempt of a job, on its capability's queue or ``queue`` (a pinned agent's)."""
-        ...
-
-    def fence(self, job_id: str, attempt: int) -> None:
-        """Tell every agent which attempt of ``job_id`` is current; 0 calls the job off."""
-        ...
-
     def send_many(self, sends: list[tuple[JobSpec, str | None]]) -> int:
-        """:meth:`send` for many (spec, queue) at once, in order; returns how many went (an error stops it:
-        those before went)."""
+        """Queue one attempt of each job, in order, on its capability's queue or the given one (a pinned
+        agent's); returns how many went (an error stops it: those before went)."""
         ...
 
     def fence_many(self, fences: list[tuple[str, int]]) -> None:
-        """:meth:`fence` for many (job id, attempt) at once."""
+        """Tell every agent which attempt of each job is current; 0 calls the job off."""
         ...
 
     def started_events(self) -> dict[tuple[str, int], str]:

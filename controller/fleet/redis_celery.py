@@ -7,7 +7,6 @@ import json
 from controller.collector import Collector
 from controller.dispatch import Dispatcher
 from controller.fleet.port import Delivered, Event, SetAside
-
 from protocol import FENCE_PREFIX, STARTED_KEY, AgentInventory, JobSpec
 
 #: how long a fence outlives its job's last attempt (a message can sit on a queue for days)
@@ -23,12 +22,6 @@ class RedisCeleryFleet:
         self._events: list[Event] = []
         collector.on_result = lambda outcome, what: self._events.append(Delivered(outcome, what))
         collector.on_dead = lambda job_id, attempt, reason: self._events.append(SetAside(job_id, attempt, reason))
-
-    def send(self, spec: JobSpec, queue: str | None = None) -> None:
-        self.dispatcher.submit(spec, queue=queue)
-
-    def fence(self, job_id: str, attempt: int) -> None:
-        self.dispatcher.redis.set(FENCE_PREFIX + job_id, attempt, ex=FENCE_TTL_S)
 
     def send_many(self, sends: list[tuple[JobSpec, str | None]]) -> int:
         return self.dispatcher.submit_many(sends)

@@ -36,6 +36,12 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def _in_parts(ids, size: int = 500):
+    """``ids`` in lists of at most ``size``, in order: SQLite's bound-parameter limit, and plans that stay short."""
+    ids = list(ids)
+    return (ids[i : i + size] for i in range(0, len(ids), size))
+
+
 class JobsStore(StoreBase):
     """Sweep and job methods of :class:`controller.store.Store`."""
 
@@ -164,40 +170,37 @@ class JobsStore(StoreBase):
 
     def update_job(self, job_id: str, *, expect_attempt: int | None = None, **fields) -> bool:
         """Set ``fields`` on a job (unless it is final, or its attempt moved on); True if it was changed."""
-        return self.update_jobs([(job_id, expect_attempt, fields)])[0]
+        return self.update_jobs([(job_id, expect_attempt, fields, None)])[0]
 
     def jobs_by_id(self, ids, states: tuple[str, ...] | None = None) -> list[JobRow]:
         """The jobs of these ids (in any sweep) that exist, in ``states`` if given."""
-        ids = list(ids)
         out: list[JobRow] = []
         with self._session() as session:
-            for i in range(0, len(ids), 500):  # SQLite's bound-parameter limit, and plans that stay short
-                stmt = select(JobRow).where(JobRow.job_id.in_(ids[i : i + 500]))
+            for part in _in_parts(ids):
+                stmt = select(JobRow).where(JobRow.job_id.in_(part))
                 if states:
                     stmt = stmt.where(JobRow.state.in_(states))
                 out.extend(session.scalars(stmt))
         return out
 
-    def update_jobs(self, changes: list[tuple]) -> list[bool]:
-        """:meth:`update_job` for many ``(job id, expected attempt, fields[, expected states])`` in one
-        transaction; a change is made only while the job is not final, its attempt is the expected one and,
-        if given, its state is one of the expected (what the rule that made it saw). Returns, for each,
-        whether it was made. Rows are locked in job-id order, as ingestion locks them (no deadlock)."""
+    def update_jobs(self, changes: list[tuple[str, int | None, dict, tuple[str, ...] | None]]) -> list[bool]:
+        """:meth:`update_job` for many ``(job id, expected attempt, fields, expected states)`` in one
+        transaction; a change is made only while the job is not final, its attempt is the expected one (if
+        not None) and its state one of the expected (if not None: what the rule that made it saw). Returns,
+        for each, whether it was made. Rows are locked in job-id order, as ingestion locks them (no deadlock)."""
         done: list[bool] = []
         if not changes:
             return done
         with self._write() as session:
-            ids = sorted({c[0] for c in changes})
             rows: dict[str, JobRow] = {}
-            for i in range(0, len(ids), 500):
-                stmt = (select(JobRow).where(JobRow.job_id.in_(ids[i : i + 500])).order_by(JobRow.job_id)
-                        .with_for_update())  # fmt: skip
+            for part in _in_parts(sorted({c[0] for c in changes})):
+                stmt = select(JobRow).where(JobRow.job_id.in_(part)).order_by(JobRow.job_id).with_for_update()
                 rows.update((j.job_id, j) for j in session.scalars(stmt))
             stamp = now()
-            for job_id, expect_attempt, fields, *states in changes:
+            for job_id, expect_attempt, fields, states in changes:
                 job = rows.get(job_id)
                 if (job is None or job.state in FINAL_STATES or (expect_attempt is not None and job.attempt != expect_attempt)
-                        or (states and states[0] is not None and job.state not in states[0])):  # fmt: skip
+                        or (states is not None and job.state not in states)):  # fmt: skip
                     done.append(False)
                     continue
                 for key, value in fields.items():

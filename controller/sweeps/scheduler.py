@@ -124,10 +124,7 @@ class Scheduler:
         job = self.store.get_job(event.job_id)
         change = jobs.on_result_set_aside(job, event.attempt, event.reason) if job is not None else None
         if change is not None:
-            self._apply(event.job_id, change)
-
-    def _apply(self, job_id: str, change: jobs.Change) -> None:
-        self._apply_many([(job_id, change)])
+            self._apply_many([(event.job_id, change, job.state)])
 
     # ---------------------------------------------------------- submit
 
@@ -279,9 +276,6 @@ class Scheduler:
 
     # ---------------------------------------------------------- tick
 
-    def _fence(self, job_id: str, attempt: int) -> None:
-        self.fleet.fence(job_id, attempt)
-
     def tick(self, sweep_id: str, wait_s: float = 0.0) -> dict[str, int]:
         """Collect outcomes (waiting up to ``wait_s`` for one), take in the starts agents announced, then
         move the jobs something happened to one step; returns the counts by state.
@@ -353,13 +347,13 @@ class Scheduler:
                     self._recheck.add(job.job_id)
         self._apply_many(changes)
 
-    def _apply_many(self, changes: list[tuple]) -> None:
-        """Apply rule changes ``(job id, change[, the state the rule saw])`` in one transaction (each only
+    def _apply_many(self, changes: list[tuple[str, jobs.Change, str]]) -> None:
+        """Apply rule changes ``(job id, change, the state the rule saw)`` in one transaction (each only
         while its job is still in that state), then set the fences they call for in one round trip."""
         if not changes:
             return
-        done = self.store.update_jobs([(c[0], c[1].attempt, c[1].fields, (c[2],) if len(c) > 2 else None) for c in changes])
-        fences = [(c[0], c[1].fence) for c, ok in zip(changes, done) if ok and c[1].fence is not None]
+        done = self.store.update_jobs([(job_id, c.attempt, c.fields, (seen,)) for job_id, c, seen in changes])
+        fences = [(job_id, c.fence) for (job_id, c, _), ok in zip(changes, done) if ok and c.fence is not None]
         if fences:
             self.fleet.fence_many(fences)
 
