@@ -6,8 +6,10 @@ process (:mod:`agent.child`) calls it for the Celery task and for bundles.
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -17,8 +19,9 @@ from agent.artifacts import local_path
 from agent.errors import JobError
 from agent.host import host_facts
 from agent.measure import measure_latency, measure_throughput, timed
-from protocol import Fidelity, JobSpec, LatencyStats, ResultRecord, TaskAccuracy, Throughput, Validity, utc_now
+from protocol import Fidelity, JobSpec, LatencyStats, Profile, ResultRecord, TaskAccuracy, Throughput, Validity, utc_now
 from protocol import accuracy as accuracy_mod
+from protocol import profiling
 from protocol import fidelity as fidelity_mod
 from protocol.errors import ErrorKind
 from protocol.npz import load_npz
@@ -136,6 +139,33 @@ def _load(backend, path: str, device: str, spec: JobSpec) -> None:
     backend.load(path, device, spec.settings, f32=spec.variant.endswith("-fp32"))
 
 
+#: The profile phase's runs are cut to what fits in this many seconds at the latency phase's mean.
+PROFILE_BUDGET_S = 60.0
+
+
+def _profile(backend, spec: JobSpec, mean_ms: float, deadline: float) -> Profile:
+    """The profile phase, last of all so that it perturbs no other figure. A failure costs the profile (it says
+    why), never the job's record."""
+    runs = spec.settings.profile_runs
+    if mean_ms > 0:
+        runs = max(1, min(runs, int(PROFILE_BUDGET_S * 1000 / mean_ms)))
+    left = deadline - time.monotonic()
+    target = spec.capability.partition(":")[2]
+    try:
+        if left < 5:
+            raise RuntimeError(f"the job's timeout_s={spec.settings.timeout_s:g} s left no time for it; raise it")
+        profile = backend.profile(runs, left * 0.9)
+    except JobError as exc:
+        return profiling.failed(spec.capability, target, f"the profile phase could not run: {exc.message}")
+    except Exception as exc:  # noqa: BLE001 - the runtime's own error, in one line
+        return profiling.failed(spec.capability, target, f"the profile phase could not run: {type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())[:300]}")  # fmt: skip
+    if runs < spec.settings.profile_runs:
+        note = f"{runs} of the {spec.settings.profile_runs} profile_runs: the rest would take over {PROFILE_BUDGET_S:g} s"
+        profile = dataclasses.replace(profile, notes=profile.notes + (note,))
+    return profile
+
+
 def _peak_rss_bytes() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss) if sys.platform == "darwin" else int(rss) * 1024
@@ -155,6 +185,7 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         raise JobError(ErrorKind.UNSUPPORTED_DEVICE, str(exc)) from None
 
     started_at = utc_now()
+    deadline = time.monotonic() + spec.settings.timeout_s
     model_path = local_path(spec.artifact)
     dataset = _load_dataset(spec)
 
@@ -193,6 +224,8 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
             accuracy, fidelity = _evaluate(backend, x, y, task, reference)
 
     precision, precision_ops = backend.precision()
+    peak_rss = _peak_rss_bytes()  # before the profile phase, whose second compile is no part of the job's footprint
+    profile = _profile(backend, spec, summary.mean_ms, deadline) if spec.settings.profile else None
     reasons = tuple(summary.invalid_reasons) + tuple(m.problems(spec.settings))
     stats = LatencyStats.from_summary(summary, load_ms=load_ns / 1e6, first_inference_ms=m.first_inference_ns / 1e6)
     return ResultRecord(
@@ -217,7 +250,7 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         throughput_mode="single-stream",
         accuracy_top1=accuracy.top1 if accuracy is not None else None,
         accuracy_samples=accuracy.samples if accuracy is not None else 0,
-        peak_rss_bytes=_peak_rss_bytes(),
+        peak_rss_bytes=peak_rss,
         model_size_bytes=model_path.stat().st_size,
         started_at=started_at,
         finished_at=utc_now(),
@@ -229,4 +262,5 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         precision_ops=precision_ops,
         from_source=spec.artifact.sha256 == spec.model_id,
         accuracy=accuracy,
+        profile=profile,
     )

@@ -292,6 +292,7 @@ class ArtifactRef(_Contract):
 
 
 LOADGEN_SCENARIOS = ("", "SingleStream", "Offline", "Server")
+MAX_PROFILE_RUNS = 100_000
 
 
 @dataclass(frozen=True)
@@ -322,6 +323,11 @@ class BenchmarkSettings(_Contract):
     loadgen_target_latency_ms: float = 100.0
     loadgen_min_duration_s: float = 5.0
     loadgen_min_queries: int = 256
+    #: A profile phase after every other phase (so it perturbs none of their numbers): per-op times,
+    #: placement and the precision each node really ran in, read from the runtime (see ``Profile``).
+    profile: bool = False
+    #: Inferences the profile phase averages over (fewer when they would take more than a minute).
+    profile_runs: int = 100
 
     def problems(self) -> list[str]:
         out = []
@@ -351,6 +357,8 @@ class BenchmarkSettings(_Contract):
             out.append("loadgen_target_qps must be >= 0 and loadgen_target_latency_ms > 0")
         if self.loadgen_min_duration_s < 0 or self.loadgen_min_queries < 1:
             out.append("loadgen_min_duration_s must be >= 0 and loadgen_min_queries >= 1")
+        if not 1 <= self.profile_runs <= MAX_PROFILE_RUNS:
+            out.append(f"profile_runs must be between 1 and {MAX_PROFILE_RUNS:,}")
         return out
 
 
@@ -522,6 +530,134 @@ class LoadGenResult(_Contract):
     version: str = ""
 
 
+#: Where a node ran, beside a delegate's or a device's own name (see ``ProfileNode.place``).
+PLACE_XNNPACK = "xnnpack"
+PLACE_BUILTIN = "builtin"
+#: A node's status in a profile.
+NODE_STATUSES = ("executed", "not-run", "optimized-out")
+#: A profile keeps this many nodes, the slowest (or the first, where the runtime gives no per-op time).
+PROFILE_TOP_NODES = 20
+#: More op types than this in one profile is not a real model's: the record is refused.
+PROFILE_MAX_OP_TYPES = 1000
+
+
+@dataclass(frozen=True)
+class ProfileNode(_Contract):
+    """One node of a profiled model, as its runtime reported it."""
+
+    name: str
+    #: The runtime's name for the op: ``Convolution`` (OpenVINO, XNNPACK), ``CONV_2D`` (TFLite's own kernels).
+    op_type: str
+    #: Where it ran: ``xnnpack``, ``builtin`` (TFLite's own CPU kernels, not XNNPACK), a delegate's name,
+    #: ``gpu`` (LiteRT's GPU accelerator), or an OpenVINO device (``CPU``, ``GPU``).
+    place: str
+    #: The precision its kernel computed in, read from the runtime: i8, u8, f16, f32, bf16; "" unknown.
+    precision: str = ""
+    #: The kernel that ran: OpenVINO's exec_type (``jit_avx512_I8``), XNNPACK's operator
+    #: (``Convolution (NHWC, QS8) IGEMM``); "" where the runtime does not say.
+    exec_type: str = ""
+    #: Mean time per inference in ms; None where the runtime gives no per-op time.
+    time_ms: Optional[float] = None
+    #: ``executed``; ``not-run`` or ``optimized-out`` for a node fused into another.
+    status: str = "executed"
+
+
+@dataclass(frozen=True)
+class OpTypeProfile(_Contract):
+    """The executed nodes of one op type."""
+
+    op_type: str
+    count: int
+    time_ms: Optional[float] = None
+    #: Share of the summed node time (0-1).
+    share: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class PrecisionShare(_Contract):
+    """How much of a profile ran in one precision: share of the nodes, and of the node time."""
+
+    precision: str
+    ops: int
+    op_share: float
+    time_ms: Optional[float] = None
+    time_share: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Placement(_Contract):
+    """Which ops ran where the capability asked (the target) and which fell back.
+
+    Counted over the model's ops as the runtime placed them (TFLite: the graph's nodes, each claimed by a
+    delegate or left on TFLite's own kernels; OpenVINO: the executed nodes of the compiled graph)."""
+
+    #: What the capability runs on: ``xnnpack`` (litert:cpu), a delegate's name, ``gpu``, an OpenVINO device.
+    target: str
+    ops_on_target: int
+    fallback_ops: int
+    #: The target's partitions (delegate kernels, HETERO subgraphs): each boundary is a copy.
+    partitions: int
+    time_on_target_ms: Optional[float] = None
+    fallback_time_ms: Optional[float] = None
+    #: Op count per place, e.g. {"xnnpack": 12, "builtin": 1}.
+    places: dict[str, int] = field(default_factory=dict)
+    #: The op types left off the target, the most frequent first.
+    fallback_op_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Profile(_Contract):
+    """Where the time goes inside the model, from the runtime's own per-node counters, after every other
+    phase of the job (see :mod:`protocol.profiling`)."""
+
+    #: What produced it, e.g. ``openvino PERF_COUNT``, ``litert profiler (CompiledModel, CPU)``.
+    source: str
+    #: Inferences it averages over.
+    runs: int
+    #: Executed nodes, and nodes fused into others (not run, optimized out).
+    nodes: int
+    not_executed: int
+    #: Summed mean node time per inference (ms); None without per-op time.
+    node_time_ms: Optional[float]
+    #: The runtime's own mean whole-inference time while profiling (ms); profiling adds overhead.
+    latency_ms: Optional[float]
+    #: "" when every node has a time; otherwise why none has (``per-op time not available from this runtime: ...``).
+    op_time: str
+    op_types: tuple[OpTypeProfile, ...]
+    #: The slowest nodes (or the first, in execution order, without per-op time).
+    top_nodes: tuple[ProfileNode, ...]
+    placement: Placement
+    #: Precision coverage: share of the executed nodes of known precision, and of their time.
+    precisions: tuple[PrecisionShare, ...]
+    notes: tuple[str, ...] = ()
+    #: Why the profile phase could not run (the job's other numbers stand); every other field is then empty.
+    error: str = ""
+
+    def problems(self) -> list[str]:
+        """What makes this profile impossible (shares outside 0-1, counts that do not add up, too big)."""
+        out = []
+        if self.runs < 1 or self.nodes < 0 or self.not_executed < 0:
+            out.append("runs must be >= 1 and node counts >= 0")
+        if len(self.top_nodes) > PROFILE_TOP_NODES:
+            out.append(f"{len(self.top_nodes)} top nodes, more than {PROFILE_TOP_NODES}")
+        if len(self.op_types) > PROFILE_MAX_OP_TYPES or len(self.precisions) > PROFILE_MAX_OP_TYPES:
+            out.append(f"more than {PROFILE_MAX_OP_TYPES} op types or precisions")
+        if sum(t.count for t in self.op_types) != self.nodes:
+            out.append(f"op type counts add up to {sum(t.count for t in self.op_types)}, not nodes={self.nodes}")
+        shares = [t.share for t in self.op_types] + [p.op_share for p in self.precisions] + [p.time_share for p in self.precisions]
+        if any(v is not None and not 0 <= v <= 1 for v in shares):
+            out.append("a share is outside 0-1")
+        times = [t.time_ms for t in self.op_types] + [n.time_ms for n in self.top_nodes] + [self.node_time_ms, self.latency_ms]
+        if any(v is not None and not v >= 0 for v in times):
+            out.append("a time is negative or not a number")
+        if any(n.status not in NODE_STATUSES for n in self.top_nodes):
+            out.append(f"a node status is not one of {', '.join(NODE_STATUSES)}")
+        pl = self.placement
+        if min(pl.ops_on_target, pl.fallback_ops, pl.partitions) < 0:
+            out.append("placement counts must be >= 0")
+        return out
+
+
 @dataclass(frozen=True)
 class ResultRecord(_Contract):
     """One measured benchmark. Statistics are always derived from ``samples_ns``."""
@@ -571,6 +707,8 @@ class ResultRecord(_Contract):
     #: Accuracy by task (classification top-1/top-5, segmentation mIoU, regression MAE/RMSE); None without labels.
     #: ``accuracy_top1`` repeats a classification's top-1.
     accuracy: Optional[TaskAccuracy] = None
+    #: The profile phase (``settings.profile``): per-op times, placement, precision per node; None when not asked.
+    profile: Optional[Profile] = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -596,6 +734,8 @@ class ResultRecord(_Contract):
                 continue
             if not _close(getattr(s, name), getattr(self.stats, name)):
                 raise ContractError(f"ResultRecord {self.job_id}: stats.{name} does not match its raw samples")
+        if self.profile is not None and self.profile.problems():
+            raise ContractError(f"ResultRecord {self.job_id}: profile: {'; '.join(self.profile.problems())}")
         object.__setattr__(self, "_consistent", True)
 
 

@@ -81,3 +81,9 @@ class Backend(Protocol):
     def throughput_pool(self, n: int, inputs: list[np.ndarray]) -> Any:
         """``n`` requests in flight for the throughput phase: an object with ``run(stop) -> completed``."""
         ...
+
+    def profile(self, runs: int, timeout_s: float) -> Any:
+        """The profile phase (a :class:`protocol.Profile`): ``runs`` inferences on the prepared inputs with the
+        runtime's own per-node counters, where each node ran, and its precision. The times are the runtime's,
+        never the agent's clock; where the runtime gives none, the profile says so. Within ``timeout_s``."""
+        ...

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -27,7 +28,10 @@ import numpy as np
 from agent.backends import PROBE_MODEL, Capability, TensorSpec, Unavailable, delegates, dist_version, probe_in_child
 from agent.errors import JobError
 from agent.host import host_facts
+from protocol import Profile, ProfileNode
 from protocol.errors import ErrorKind
+from protocol.profiling import NO_OP_TIME, GraphOp, canonical_precision, summarize, xnnpack_op
+from protocol.records import PLACE_BUILTIN, PLACE_XNNPACK
 
 GPU_PROBE_TIMEOUT_S = 90.0
 #: Model precisions the interpreter's CPU kernels (XNNPACK and the reference ops) run.
@@ -105,6 +109,7 @@ class Backend:
         threads = getattr(settings, "threads", 1)
         if device == "gpu" and self.runtime == "litert":
             self._session = CompiledModelSession(artifact_path, "gpu", threads)
+            self._path, self._device = str(artifact_path), device
             return
         api = self._api()
         extra = {}
@@ -120,6 +125,9 @@ class Backend:
             extra["experimental_delegates"] = [delegates.load(api.load_delegate, device, entry)]
         try:
             interp = api.Interpreter(model_path=str(artifact_path), num_threads=threads if threads > 0 else None, **extra)
+            # external delegates were applied just now; XNNPACK (the default delegate) is applied at allocation:
+            # nodes added after this count are XNNPACK's (see graph_placement)
+            self._nodes_at_init = interp._interpreter.NumNodes()
             interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             if extra:
@@ -141,6 +149,7 @@ class Backend:
             ) from None
         self._interp = interp
         self._device = device
+        self._threads = threads
         self._path = str(artifact_path)
         self._inputs = interp.get_input_details()
         self._outputs = interp.get_output_details()
@@ -190,6 +199,63 @@ class Backend:
         if self._session is not None:
             return list(self._session.out_names)
         return [d["name"] for d in self._outputs]
+
+    def profile(self, runs: int, timeout_s: float) -> Profile:
+        """Where each of the model's ops ran (XNNPACK, TFLite's own kernels, a delegate, the GPU), the partitions,
+        and, on litert:cpu, each op's time from LiteRT's own profiler (:mod:`agent.backends.litert_profiler`)."""
+        if self._session is not None:  # load() refused anything the GPU did not take whole
+            ops, tensors = _op_list(self._api().Interpreter(model_path=self._path))
+            nodes = [_node(op, tensors, "gpu") for op in ops]
+            return summarize(nodes, source="litert CompiledModel (GPU accelerator): op list", runs=runs, target="gpu",
+                             partitions=1 if nodes else 0, op_time=f"{NO_OP_TIME}: fleetbench reads no per-op time "
+                             "on LiteRT's GPU accelerator; the placement is the accelerator's own check that the "
+                             "model compiled fully on the GPU", notes=(GPU_PLACEMENT_NOTE,))  # fmt: skip
+        ops, tensors = _op_list(self._interp)
+        target = "xnnpack" if self._device == "cpu" else self._device
+        places, partitions = graph_placement(ops, self._nodes_at_init, self._device)
+        originals = [op for op in ops if op["op_name"] != "DELEGATE"]
+        nodes = [_node(op, tensors, places[op["index"]]) for op in originals]
+        graph = [GraphOp(n.op_type, n.place) for n in nodes]
+        source = f"{self.runtime} interpreter: op list"
+        why = self._no_op_time()
+        if why:
+            return summarize(nodes, source=source, runs=runs, target=target, partitions=partitions.get(target, 0),
+                             op_time=f"{NO_OP_TIME}: {why}")  # fmt: skip
+        order = [d["name"] for d in self._inputs]
+        arrays = [self._interp.get_tensor(d["index"]) for d in self._inputs]
+        shapes = {d["name"]: [int(v) for v in d["shape"]] for d in self._inputs + self._outputs}
+        found, why = run_profiler(self._path, arrays, order, shapes, runs, self._threads, timeout_s)
+        if found is None:
+            return summarize(nodes, source=source, runs=runs, target=target, partitions=partitions.get(target, 0),
+                             op_time=f"{NO_OP_TIME}: {why}")  # fmt: skip
+        by_index = {op["index"]: op for op in originals}
+        timed = []
+        for row in found["ops"]:
+            if row["kind"] == "delegate":
+                op_type, precision = xnnpack_op(row["tag"])
+                name = f"xnnpack partition {row['partition']} op {row['index']}" if row["index"] >= 0 else \
+                    f"xnnpack partition {row['partition']}"  # fmt: skip
+                timed.append(ProfileNode(name=name, op_type=op_type, place="xnnpack", precision=precision,
+                                         exec_type=row["tag"], time_ms=row["mean_us"] / 1000))  # fmt: skip
+            elif row["subgraph"] == 0 and row["index"] in by_index:
+                base = _node(by_index[row["index"]], tensors, PLACE_BUILTIN)
+                timed.append(dataclasses.replace(base, time_ms=row["mean_us"] / 1000))
+            else:  # an op of another subgraph (a control-flow body): its time, under its TFLite name
+                timed.append(ProfileNode(name=f"subgraph {row['subgraph']} node {row['index']}", op_type=row["tag"],
+                                         place=PLACE_BUILTIN, time_ms=row["mean_us"] / 1000))  # fmt: skip
+        invoke = found.get("invoke_us")
+        return summarize(timed, source="litert profiler (CompiledModel API, CPU)", runs=runs, target=target,
+                         partitions=partitions.get(target, 0), graph=graph,
+                         latency_ms=invoke / 1000 if invoke is not None else None, notes=CPU_PROFILE_NOTES)  # fmt: skip
+
+    def _no_op_time(self) -> str:
+        """Why this backend reads no per-op time for this job ("" when it does)."""
+        if self._device != "cpu":
+            return (f"LiteRT's profiler runs on its own CPU path; the '{self._device}' delegate's ops are "
+                    "placed, not timed")  # fmt: skip
+        from agent.backends import litert_profiler
+
+        return litert_profiler.available(self.version)
 
 
 class InterpreterPool:
@@ -352,6 +418,15 @@ if __name__ == "__main__" and sys.argv[1:] == ["--probe-gpu"]:
     print(json.dumps(_probe_gpu_here()), flush=True)
 
 
+GPU_PLACEMENT_NOTE = ("litert:gpu runs a model only when LiteRT says it is fully accelerated (no op on the CPU), "
+                      "so every op is placed on the GPU in one partition")
+CPU_PROFILE_NOTES = (
+    "per-op times from LiteRT's profiler on a second compile of the model (CompiledModel API, CPU, the job's "
+    "threads, XNNPACK as in the latency phase), in whole microseconds",
+    "XNNPACK times its own operators, which do not map one to one onto the model's ops: the op types are "
+    "XNNPACK's (and TFLite's for ops it did not take); the placement counts the model's ops",
+)
+
 _SHORT = {"float32": "f32", "float16": "f16", "int8": "i8", "uint8": "u8", "int16": "i16", "int32": "i32", "bfloat16": "bf16"}
 #: Ops that only move or convert data: their types say nothing about the arithmetic.
 _CONVERT_OPS = frozenset({"DEQUANTIZE", "QUANTIZE", "DENSIFY", "CAST", "RESHAPE", "DELEGATE"})
@@ -409,3 +484,80 @@ def dequantize(array: np.ndarray, detail: dict) -> np.ndarray:
     if not scale:
         return array
     return (array.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+
+
+def _op_list(interp) -> tuple[list[dict], dict[int, dict]]:
+    """The interpreter's nodes (model ops, then delegate kernels) and its tensors by index."""
+    try:
+        return list(interp._get_ops_details()), {t["index"]: t for t in interp.get_tensor_details()}
+    except Exception:  # noqa: BLE001 - a runtime build without the op list
+        return [], {}
+
+
+def graph_placement(ops: list[dict], nodes_at_init: int, device: str) -> tuple[dict[int, str], dict[str, int]]:
+    """({model node index: where it ran}, {place: its partitions}) from the interpreter's nodes.
+
+    A delegate replaces the ops it claims by one DELEGATE node per partition, appended after the model's
+    ops, with the partition's inputs and outputs. The ops it claimed are those that produce its outputs,
+    walking back until its inputs. DELEGATE nodes added before allocation (index below ``nodes_at_init``)
+    are the external delegate's (``device``); those added at allocation, XNNPACK's. Ops claimed by none
+    ran on TFLite's own kernels (``builtin``).
+    """
+    first = next((op["index"] for op in ops if op["op_name"] == "DELEGATE"), len(ops))
+    producer = {int(t): op["index"] for op in ops[:first] for t in op["outputs"] if int(t) >= 0}
+    places = {op["index"]: PLACE_BUILTIN for op in ops[:first]}
+    partitions: dict[str, int] = {}
+    for op in ops[first:]:
+        owner = device if op["index"] < nodes_at_init and device != "cpu" else PLACE_XNNPACK
+        partitions[owner] = partitions.get(owner, 0) + 1
+        stop = {int(t) for t in op["inputs"]}
+        todo = [int(t) for t in op["outputs"]]
+        while todo:
+            t = todo.pop()
+            node = producer.get(t)
+            if t in stop or node is None or places[node] != PLACE_BUILTIN:
+                continue
+            places[node] = owner
+            todo.extend(int(i) for i in ops[node]["inputs"] if int(i) >= 0)
+    return places, partitions
+
+
+def _node(op: dict, tensors: dict[int, dict], place: str) -> ProfileNode:
+    """A model op as a profile node: named by its first output tensor, its precision from its types."""
+    outputs = [tensors.get(int(t)) for t in op.get("outputs", []) if int(t) >= 0]
+    name = outputs[0]["name"] if outputs and outputs[0] is not None and outputs[0]["name"] else f"node {op['index']}"
+    return ProfileNode(name=name, op_type=op["op_name"], place=place, precision=_op_precision(op, tensors))
+
+
+def _op_precision(op: dict, tensors: dict[int, dict]) -> str:
+    """The type an op's kernel works in: its result's, except a float op with constant int8 weights (dynamic-range
+    quantization), which quantizes its input on the fly and multiplies in int8 (i8)."""
+    outputs = [tensors.get(int(t)) for t in op.get("outputs", []) if int(t) >= 0]
+    if not outputs or outputs[0] is None:
+        return ""
+    kind = canonical_precision(np.dtype(outputs[0]["dtype"]).name)
+    if kind in ("f32", "f16") and op["op_name"] not in _CONVERT_OPS:
+        ins = [tensors.get(int(i)) for i in op.get("inputs", []) if int(i) >= 0]
+        if any(t is not None and np.dtype(t["dtype"]).name == "int8" for t in ins):
+            return "i8"
+    return kind
+
+
+def run_profiler(path: str, arrays: list[np.ndarray], order: list[str], shapes: dict[str, list[int]], runs: int,
+                 threads: int, timeout_s: float) -> tuple[dict | None, str]:  # fmt: skip
+    """:func:`agent.backends.litert_profiler.profile` in a child process: (its answer, "") or (None, why not)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fleetbench-profile-") as tmp:
+        request = Path(tmp) / "request.json"
+        np.savez(Path(tmp) / "inputs.npz", **{f"in_{i}": a for i, a in enumerate(arrays)})
+        request.write_text(json.dumps({"model": str(path), "inputs": str(Path(tmp) / "inputs.npz"), "order": order,
+                                       "shapes": shapes, "runs": runs, "threads": threads}), encoding="utf-8")  # fmt: skip
+        result, problem, stderr = probe_in_child("agent.backends.litert_profiler", [str(request)],
+                                                 "LiteRT's profiler", timeout_s)  # fmt: skip
+    if result is None:
+        tail = summarize_litert_error(stderr) if stderr else ""
+        return None, f"{problem}: {tail}" if tail else problem
+    if not result.get("ok"):
+        return None, f"LiteRT's profiler refused the model: {result.get('why', 'no reason given')}"
+    return result, ""

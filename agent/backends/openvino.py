@@ -25,8 +25,10 @@ import numpy as np
 
 from agent.backends import PROBE_MODEL, Capability, TensorSpec, Unavailable, dist_version
 from agent.errors import JobError
+from protocol import Profile, ProfileNode
 from protocol.errors import ErrorKind, ov_error_line
 from protocol.packing import unpack
+from protocol.profiling import openvino_precision, summarize
 
 
 def _core_class():
@@ -104,6 +106,37 @@ def runtime_precision(compiled) -> tuple[str, dict[str, int]]:
 
 def _version() -> str:
     return dist_version("openvino", "openvino-dev")
+
+
+#: PERF_COUNT's statuses, as a profile names them.
+_STATUS = {"EXECUTED": "executed", "NOT_RUN": "not-run", "OPTIMIZED_OUT": "optimized-out"}
+#: Nodes that compute nothing: a profile leaves them out.
+_NOT_NODES = frozenset({"Parameter", "Result", "Constant", "Const", "Input", "Output"})
+
+
+def hetero_partitions(model, affinity: dict[str, str], target: str) -> int:
+    """How many connected groups of the model's ops ``affinity`` places on ``target`` (HETERO compiles each as
+    one subgraph; every boundary between devices is a copy)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    on_target = [op.get_friendly_name() for op in model.get_ordered_ops() if affinity.get(op.get_friendly_name()) == target]
+    for name in on_target:
+        find(name)
+    for op in model.get_ordered_ops():
+        name = op.get_friendly_name()
+        if affinity.get(name) != target:
+            continue
+        for port in op.inputs():
+            src = port.get_source_output().get_node().get_friendly_name()
+            if affinity.get(src) == target:
+                parent[find(src)] = find(name)
+    return len({find(n) for n in on_target})
 
 
 class AsyncQueuePool:
@@ -286,3 +319,67 @@ class Backend:
 
     def output_names(self) -> list[str]:
         return [port.get_any_name() if port.get_names() else f"output_{i}" for i, port in enumerate(self._compiled.outputs)]
+
+    def profile(self, runs: int, timeout_s: float) -> Profile:
+        """The model compiled a second time with PERF_COUNT (the same device and settings), ``runs`` inferences on
+        the latency phase's inputs, each node's ``real_time`` averaged: its type, exec_type, the precision its
+        kernel ran in, its status, and where it ran (HETERO: the device ``query_model`` placed it on)."""
+        config = {"PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True, **self._extra}
+        if self._threads > 0 and self._device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = self._threads
+        compiled = self.core().compile_model(self._model, self._device, config)
+        request = compiled.create_infer_request()
+        for i in range(len(compiled.inputs)):
+            request.get_input_tensor(i).data[...] = self._request.get_input_tensor(i).data
+        for _ in range(min(10, runs)):
+            request.infer()
+        totals: dict[str, list] = {}  # node name -> [type, exec_type, status, summed µs]
+        latency_ms = 0.0
+        for _ in range(runs):
+            request.infer()
+            latency_ms += request.latency
+            for info in request.profiling_info:
+                row = totals.setdefault(info.node_name, [info.node_type, info.exec_type, "", 0.0])
+                status = _STATUS.get(info.status.name, "executed")
+                if row[2] != "executed":  # executed in any run counts as executed
+                    row[2] = status
+                row[1] = info.exec_type or row[1]
+                row[3] += info.real_time.total_seconds() * 1e6
+        layers = {op.get_friendly_name(): op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops()}
+        target, places, partitions = self._placement(layers)
+        nodes = []
+        for name, (node_type, exec_type, status, us) in totals.items():
+            if node_type in _NOT_NODES:
+                continue
+            info = layers.get(name)
+            rt = info["runtimePrecision"].astype(str) if info is not None and "runtimePrecision" in info else ""
+            nodes.append(ProfileNode(name=name, op_type=node_type, place=places.get(name, target),
+                                     precision=openvino_precision(exec_type, rt), exec_type=exec_type,
+                                     time_ms=us / runs / 1000, status=status))  # fmt: skip
+        return summarize(nodes, source="openvino PERF_COUNT (profiling_info)", runs=runs, target=target,
+                         partitions=partitions, latency_ms=latency_ms / runs)  # fmt: skip
+
+    def _placement(self, layers: dict) -> tuple[str, dict[str, str], int]:
+        """(the target device, {runtime node: device} where not the target, the target's partitions).
+
+        A plain device runs every node: one partition. HETERO places each op of the model on one of its devices
+        (``query_model``): the first device listed is the target, the rest fallback, and the target's
+        partitions are the connected groups of ops placed on it. AUTO and MULTI run on the devices they chose."""
+        head, _, rest = self._device.partition(":")
+        if head in ("AUTO", "MULTI"):
+            try:
+                chosen = [str(d) for d in self._compiled.get_property("EXECUTION_DEVICES")]
+            except Exception:  # noqa: BLE001 - an older plugin without the property
+                chosen = [d for d in rest.split(",") if d]
+            return ",".join(chosen) or self._device, {}, 1
+        if head != "HETERO":
+            return self._device, {}, 1
+        target = rest.split(",")[0]
+        affinity = {str(k): str(v) for k, v in self.core().query_model(self._model, self._device).items()}
+        places = {}
+        for name, info in layers.items():
+            originals = info["originalLayersNames"].astype(str).split(",") if "originalLayersNames" in info else []
+            devices = [affinity[o] for o in originals if o in affinity]
+            if devices and devices[0] != target:
+                places[name] = devices[0]
+        return target, places, hetero_partitions(self._model, affinity, target)

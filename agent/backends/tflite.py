@@ -36,3 +36,6 @@ class Backend(litert.Backend):
 
     def _accelerator_caps(self) -> list[Capability]:
         return []  # tflite:gpu is the GPU delegate, probed with the other delegates
+
+    def _no_op_time(self) -> str:
+        return "tflite-runtime's Python API has no profiler (LiteRT's C API profiler is ai-edge-litert's)"
