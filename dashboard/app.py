@@ -16,6 +16,7 @@ PAGES = [
     st.Page(HERE / "sweeps.py", title="Sweeps", icon=":material/play_circle:"),
     st.Page(HERE / "explorer.py", title="Explorer", icon=":material/scatter_plot:"),
     st.Page(HERE / "compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page(HERE / "profile.py", title="Profile", icon=":material/stacked_bar_chart:"),
     st.Page(HERE / "history.py", title="History", icon=":material/timeline:"),
 ]
 st.navigation(PAGES).run()

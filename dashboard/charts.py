@@ -202,3 +202,44 @@ def records_per_capability(per_cap: pd.DataFrame) -> go.Figure:
     fig.update_layout(height=100 + 28 * len(per_cap), margin=dict(t=10, l=10, r=10, b=10),
                       xaxis_title="stored records (count)", yaxis_title="capability")  # fmt: skip
     return fig
+
+
+#: Precision colours on the Profile page: int8 warm, float cool, the same on every chart.
+PRECISION_COLOURS = {"i8": "#d62728", "u8": "#ff7f0e", "i4": "#8c564b", "f16": "#2ca02c", "bf16": "#9467bd",
+                     "f32": "#1f77b4", "i32": "#7f7f7f", "i64": "#bcbd22"}  # fmt: skip
+
+
+def op_type_bars(sides: dict[str, pd.DataFrame], top: int = 15) -> go.Figure:
+    """Time per inference by op type (ms), one bar per side (A, B) for each op type, the biggest first;
+    by count where a side has no per-op time."""
+    timed = all(df["time_ms"].notna().all() and not df.empty for df in sides.values())
+    value = "time_ms" if timed else "count"
+    order = (pd.concat(list(sides.values())).groupby("op_type")[value].max().sort_values(ascending=False)
+             .index[:top].tolist())  # fmt: skip
+    fig = go.Figure()
+    for i, (label, df) in enumerate(sides.items()):
+        df = df.set_index("op_type").reindex(order)
+        fig.add_trace(go.Bar(y=order, x=df[value].fillna(0), name=label, orientation="h", marker_color=PALETTE[i],
+                             hovertemplate="%{y}: %{x:.4g}" + (" ms" if timed else " node(s)") + "<extra>" + label
+                             + "</extra>"))  # fmt: skip
+    fig.update_layout(barmode="group", height=120 + 26 * len(order) * max(1, len(sides)),
+                      margin=dict(t=30, l=10, r=10, b=10), legend=dict(orientation="h", y=1.02, yanchor="bottom"),
+                      xaxis_title="time per inference (ms)" if timed else "nodes (no per-op time)",
+                      yaxis=dict(title="op type", autorange="reversed"))  # fmt: skip
+    return fig
+
+
+def precision_coverage(cov: pd.DataFrame) -> go.Figure:
+    """Share of each record's node time (or nodes) per precision, one stacked bar per variant × device."""
+    labels = (cov["variant"] + " · " + cov["device"] + " · " + cov["threads"].astype(str) + "t").tolist()
+    fig = go.Figure()
+    for col in [c for c in cov.columns if c.startswith("share_")]:
+        p = col.removeprefix("share_")
+        fig.add_trace(go.Bar(y=labels, x=cov[col] * 100, name=p, orientation="h",
+                             marker_color=PRECISION_COLOURS.get(p, PALETTE[len(fig.data) % len(PALETTE)]),
+                             hovertemplate="%{y}: %{x:.1f}% " + p + "<extra></extra>"))  # fmt: skip
+    fig.update_layout(barmode="stack", height=110 + 26 * len(labels), margin=dict(t=30, l=10, r=10, b=10),
+                      legend=dict(title="ran in", orientation="h", y=1.02, yanchor="bottom"),
+                      xaxis=dict(title="share of node time (%; of nodes where no per-op time)", range=[0, 100]),
+                      yaxis=dict(title="variant · device", autorange="reversed"))  # fmt: skip
+    return fig

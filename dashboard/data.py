@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
@@ -499,3 +500,78 @@ __all__ = [
     "history", "hosts_by_capability", "latency_boxes", "mark_regressions", "pareto_front", "readonly_engine",
     "running_jobs", "selection_rows", "sweep_jobs", "sweeps",
 ]  # fmt: skip
+
+
+# ---------------------------------------------------------------- profiles
+
+#: The Profile page reads the profiles of at most this many records (the newest).
+PROFILE_RECORDS = 500
+
+
+def profiles(engine: Engine, limit: int = PROFILE_RECORDS) -> pd.DataFrame:
+    """The newest profiled record of each model × variant × capability × threads (the ``profiled`` column of
+    migration 0009), with its profile as a dict: one row each, newest first. Only these rows' JSON is read."""
+    cols = (Result.job_id, Result.model_name, Result.variant, Result.capability, Result.device_name, Result.threads,
+            Result.p50_ms, Result.mean_ms, Result.fallback_ops, Result.finished_at)  # fmt: skip
+    stmt = (select(*cols, Result.record).where(Result.profiled.is_(True), Result.superseded == false())
+            .order_by(Result.finished_at.desc(), Result.id.desc()).limit(limit))  # fmt: skip
+    df = _frame(engine, stmt)
+    if df.empty:
+        return df.drop(columns=["record"]).assign(profile=[])
+    df = df.drop_duplicates(["model_name", "variant", "capability", "threads"]).reset_index(drop=True)
+    df["profile"] = [(r if isinstance(r, dict) else json.loads(r)).get("profile") for r in df.pop("record")]
+    df["finished_at"] = _utc(df["finished_at"])
+    return df
+
+
+def op_types(profile: dict) -> pd.DataFrame:
+    """A profile's time by op type: op_type, count, time_ms, share."""
+    return pd.DataFrame(profile.get("op_types") or [], columns=["op_type", "count", "time_ms", "share"])
+
+
+def top_nodes(profile: dict) -> pd.DataFrame:
+    """A profile's slowest nodes as the page shows them: time ms, op type, place, ran in, kernel, node, status."""
+    df = pd.DataFrame(profile.get("top_nodes") or [], columns=["name", "op_type", "place", "precision", "exec_type",
+                                                                "time_ms", "status"])  # fmt: skip
+    names = {"time_ms": "time ms", "op_type": "op type", "place": "place", "precision": "ran in", "exec_type": "kernel",
+             "name": "node", "status": "status"}  # fmt: skip
+    return df[list(names)].rename(columns=names)
+
+
+def coverage(rows: pd.DataFrame) -> pd.DataFrame:
+    """Placement and precision coverage per variant × device (× threads): one row per profiled record, with the
+    share of node time (or, without per-op time, of nodes) in each precision as columns ``share_<precision>``."""
+    out = []
+    for r in rows.itertuples(index=False):
+        p = r.profile or {}
+        pl = p.get("placement") or {}
+        total = (pl.get("ops_on_target") or 0) + (pl.get("fallback_ops") or 0)
+        row = {"variant": r.variant, "device": r.capability, "threads": r.threads,
+               "on target": f"{pl.get('ops_on_target')}/{total} {pl.get('target', '')}" if pl else "-",
+               "fallback ops": pl.get("fallback_ops"), "partitions": pl.get("partitions"),
+               "node time ms": p.get("node_time_ms"), "p50 ms": r.p50_ms, "job": r.job_id[:8],
+               "error": p.get("error", "")}  # fmt: skip
+        for s in p.get("precisions") or []:
+            share = s.get("time_share") if s.get("time_share") is not None else s.get("op_share")
+            row[f"share_{s['precision']}"] = share
+        out.append(row)
+    df = pd.DataFrame(out)
+    shares = sorted((c for c in df.columns if c.startswith("share_")), key=lambda c: (c != "share_i8", c != "share_u8", c))
+    head = ["variant", "device", "threads", "on target", "fallback ops", "partitions"]
+    return df[head + shares + [c for c in df.columns if c not in head and not c.startswith("share_")]].fillna(
+        {c: 0.0 for c in shares})
+
+
+def default_pair(rows: pd.DataFrame) -> tuple[int, int | None]:
+    """The two records the Profile page opens on (row positions): a float variant and an int8 one on the same
+    device (fp32 before fp16, the int8 of the same family first), else the newest record alone."""
+    variants = list(rows["variant"])
+    for cap in dict.fromkeys(rows["capability"]):
+        here = [i for i, c in enumerate(rows["capability"]) if c == cap]
+        floats = sorted((i for i in here if variants[i].endswith(("-fp32", "-fp16"))),
+                        key=lambda i: (not variants[i].endswith("-fp32"), i))  # fmt: skip
+        ints = [i for i in here if "int8" in variants[i]]
+        if floats and ints:
+            family = variants[floats[0]].split("-")[0]
+            return floats[0], min(ints, key=lambda i: (variants[i] != f"{family}-int8", i))
+    return 0, None

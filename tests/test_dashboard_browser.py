@@ -63,7 +63,7 @@ def test_every_page_renders_in_chromium(dashboard_url, browser, name, path, head
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
     assert page.locator(selector).count() >= at_least
-    for other in ("Fleet", "Sweeps", "Explorer", "Compare", "History"):  # the navigation lists every page
+    for other in ("Fleet", "Sweeps", "Explorer", "Compare", "Profile", "History"):  # the navigation lists every page
         assert page.locator('[data-testid="stSidebarNav"]').get_by_text(other, exact=True).count() == 1
     if name in ("fleet", "explorer", "compare"):
         assert page.locator('[data-testid="stMetric"]').count() >= 4
@@ -72,5 +72,49 @@ def test_every_page_renders_in_chromium(dashboard_url, browser, name, path, head
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
     print(f"{name}: key elements shown {shown_s:.2f} s after navigation")
+    assert not errors, errors
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def profiled_url(tmp_path_factory):
+    """A dashboard on the golden profiled runs (tests/data/profile_runs.json)."""
+    from controller.errors import ServiceError
+    from controller.store import Store
+    from tests.golden_demo import seed
+
+    root = tmp_path_factory.mktemp("dash-profiled")
+    url = f"sqlite:///{root / 'profiled.db'}"
+    store = Store(url)
+    store.migrate()
+    seed(store, Path(__file__).parent / "data" / "profile_runs.json")
+    store.close()
+    dashboard = LocalDashboard(url, root / "dashboard.log")
+    try:
+        dashboard.start()
+    except ServiceError as exc:
+        pytest.fail(str(exc))
+    yield dashboard.url
+    dashboard.stop()
+
+
+def test_the_profile_page_renders_in_chromium(profiled_url, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 2200})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{profiled_url}/profile", wait_until="domcontentloaded")
+    page.get_by_role("heading", name="Profile", exact=True).first.wait_for(timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    page.wait_for_timeout(500)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    assert page.locator('[data-testid="stMetric"]').count() >= 4 and page.locator('[data-testid="stDataFrame"]').count() >= 2
+    for heading in ("Placement and precision coverage", "Time by op type", "Slowest nodes"):
+        assert page.get_by_role("heading", name=heading).count() == 1
+    legend = page.locator(".js-plotly-plot").first.locator(".legendtext")  # the coverage chart names its precisions
+    assert {legend.nth(i).text_content() for i in range(legend.count())} == {"f32", "i8"}
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "profile.png"), full_page=True)
     assert not errors, errors
     page.close()

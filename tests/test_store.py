@@ -147,9 +147,11 @@ def _store_at(tmp_path, revision: str, url: str | None = None, **kwargs) -> Stor
 
 
 def _values_before_0008(store, record) -> dict:
-    """A results row as fleetbench wrote it before 0008: the raw samples in the record JSON, no samples column."""
+    """A results row as fleetbench wrote it before 0008: the raw samples in the record JSON, no samples column
+    (nor the columns of later revisions)."""
     values = store._result_values(record)
-    values.pop("samples")
+    for column in ("samples", "profiled", "fallback_ops"):  # 0008's, then 0009's
+        values.pop(column)
     values["record"] = record.to_dict()
     return values
 

@@ -13,6 +13,8 @@ A budgets file (YAML)::
         memory_max_mb: 300                   # peak resident memory of the benchmark process, MiB (2^20 bytes)
         size_max_mb: 1                       # the variant's file, MiB
         throughput_min: 1000                 # inferences per second
+        fallback_ops_max: 0                  # ops the profile saw fall back off the target (a delegate, XNNPACK)
+        int8_time_share_min: 0.9             # int8 variants: share of the profiled node time in int8 (0-1)
 
 For each capability, the first rule whose ``devices`` matches applies; a
 capability no rule matches is judged against nothing but validity.
@@ -21,9 +23,11 @@ A candidate is one capability × variant × thread setting. Its records (every
 one of the sweep with ``--sweep``; otherwise the newest) are merged: samples
 concatenated before percentiles are taken, accuracy and top-1 agreement
 averaged, the SNR and cosine the worst of any record,
-memory the highest, throughput the median. A percentile that has too few
-samples under the MLPerf LoadGen rule is not used: it is a failure reason of
-its own.
+memory the highest, throughput the median, the fallback ops the most and the
+int8 time share the least of any profiled record (``profile: true``; a
+candidate without a profile fails a profile budget, and says how to get one).
+A percentile that has too few samples under the MLPerf LoadGen rule is not
+used: it is a failure reason of its own.
 
 Recommendation, per capability, among the passing candidates: the most
 accurate (accuracy, else fidelity); within 0.1 point of it, the one with the
@@ -44,11 +48,15 @@ from typing import Callable
 import numpy as np
 
 from protocol import ResultRecord
+from protocol.profiling import int8_share
 from protocol.stats import min_samples_for
 
 PERCENTILE_KEYS = {"p50_ms": 50, "p90_ms": 90, "p95_ms": 95, "p99_ms": 99}
 LIMIT_KEYS = ("accuracy_drop_max", "fidelity_min", "top1_agreement_min", "snr_db_min", "cosine_min", "memory_max_mb",
-              "size_max_mb", "throughput_min")  # fmt: skip
+              "size_max_mb", "throughput_min", "fallback_ops_max", "int8_time_share_min")  # fmt: skip
+#: Budget keys that are fractions (0-1).
+FRACTION_KEYS = ("fidelity_min", "cosine_min", "int8_time_share_min")
+NO_PROFILE = "no profile: add `profile: true` to the sweep spec and run it again"
 MIB = 2**20
 TIE_POINTS = 0.1
 
@@ -69,6 +77,9 @@ class Budget:
     memory_max_mb: float | None = None
     size_max_mb: float | None = None
     throughput_min: float | None = None
+    fallback_ops_max: float | None = None
+    #: int8 variants only: the share of the profiled node time spent in int8 kernels (0-1)
+    int8_time_share_min: float | None = None
 
     @property
     def percentile(self) -> int:
@@ -118,7 +129,7 @@ def parse_budgets(doc: dict, source: str = "budgets") -> Budgets:
             raise BudgetError(f"{where}: fidelity_min and top1_agreement_min are the same limit; give one")
         if "top1_agreement_min" in values:
             values["fidelity_min"] = values.pop("top1_agreement_min")
-        for key in ("fidelity_min", "cosine_min"):
+        for key in FRACTION_KEYS:
             if key in values and values[key] > 1:
                 shown = "top1_agreement_min" if key == "fidelity_min" and "fidelity_min" not in entry else key
                 raise BudgetError(f"{where}: {shown} is a fraction (0-1), got {values[key]}")
@@ -165,6 +176,12 @@ class Candidate:
     throughput_ips: float
     #: Why its fidelity may mean nothing (a constant reference), from any of its records.
     warnings: tuple[str, ...] = ()
+    #: From its profiled records (None without one): the most ops fallen back off the target, the target, and
+    #: the least share in int8 with what it is a share of ("time", or "ops" where the runtime gave no per-op time).
+    fallback_ops: int | None = None
+    target: str = ""
+    int8_share: float | None = None
+    int8_by: str = ""
 
     @property
     def name(self) -> str:
@@ -185,6 +202,9 @@ def candidates(records: list[ResultRecord]) -> list[Candidate]:
         snr = [r.fidelity.snr_db for r in rs if r.fidelity is not None and r.fidelity.snr_db is not None]
         cos = [r.fidelity.mean_cosine for r in rs if r.fidelity is not None]
         tput = [r.throughput.ips if r.throughput else r.throughput_ips for r in rs]
+        profiles = [r.profile for r in rs if r.profile is not None and not r.profile.error]
+        shares = [s for s in (int8_share(p) for p in profiles) if s is not None]
+        least = min(shares) if shares else None
         out.append(Candidate(
             capability=cap, variant=variant, threads=threads, device_name=rs[0].device_name, runs=len(rs),
             samples=int(ms.size), percentiles_ms={p: float(v) for p, v in pct.items()},
@@ -193,6 +213,9 @@ def candidates(records: list[ResultRecord]) -> list[Candidate]:
             memory_mb=max(r.peak_rss_bytes for r in rs) / MIB, size_mb=rs[0].model_size_bytes / MIB,
             throughput_ips=float(statistics.median(tput)),
             warnings=tuple(dict.fromkeys(w for r in rs if r.fidelity for w in r.fidelity.warnings)),
+            fallback_ops=max(p.placement.fallback_ops for p in profiles) if profiles else None,
+            target=profiles[0].placement.target if profiles else "",
+            int8_share=least[0] if least else None, int8_by=least[1] if least else "",
         ))  # fmt: skip
     return out
 
@@ -265,7 +288,27 @@ def judge(c: Candidate, budget: Budget, fp32_accuracy: float | None) -> Verdict:
         reasons.append(f"model size {c.size_mb:.3f} MiB > {budget.size_max_mb:g} MiB")
     if budget.throughput_min is not None and c.throughput_ips < budget.throughput_min:
         reasons.append(f"throughput {c.throughput_ips:,.1f}/s < {budget.throughput_min:g}/s")
+    reasons += _profile_reasons(c, budget)
     return Verdict(c, budget, tuple(reasons), fp32_accuracy)
+
+
+def _profile_reasons(c: Candidate, budget: Budget) -> list[str]:
+    """The profile budgets: ops fallen back off the target, and the int8 time share of an int8 variant."""
+    reasons = []
+    if budget.fallback_ops_max is not None:
+        if c.fallback_ops is None:
+            reasons.append(NO_PROFILE)
+        elif c.fallback_ops > budget.fallback_ops_max:
+            reasons.append(f"{c.fallback_ops} ops fell back off {c.target} > {budget.fallback_ops_max:g}")
+    if budget.int8_time_share_min is not None and "int8" in c.variant:
+        if c.int8_share is None:
+            reasons.append(NO_PROFILE if c.fallback_ops is None else "the profile knows no node's precision")
+        elif c.int8_by != "time":
+            reasons.append(f"no per-op time on {c.capability} to take an int8 time share from ({c.int8_share:.1%} of "
+                           "the nodes ran in int8)")  # fmt: skip
+        elif c.int8_share < budget.int8_time_share_min:
+            reasons.append(f"int8 time share {c.int8_share:.1%} < {budget.int8_time_share_min:.0%}")
+    return reasons
 
 
 def recommend(verdicts: list[Verdict]) -> dict[str, Verdict]:

@@ -35,6 +35,8 @@ def demo(
     rebuild: bool = typer.Option(False, help="Retrain the demo model instead of reusing it."),
     variants: Optional[str] = typer.Option(None, help="Comma-separated variants (default: all seven)."),
     throughput_requests: int = typer.Option(0, help="Also measure throughput with N requests in flight (0: single-stream only)."),
+    profile: bool = typer.Option(False, "--profile", help="Also profile each variant: per-op time, placement, precision "
+                                                           "per node (`fleetbench profile demo` shows them)."),
 ) -> None:
     """Train the bundled digits CNN, convert it into every variant, benchmark each on a local agent."""
     from controller.config import Paths
@@ -53,6 +55,7 @@ def demo(
         # room for load, warm-up and the accuracy pass beyond the sampling cap
         timeout_s=max(900.0, min_duration * 2 + 600.0),
         throughput_requests=throughput_requests,
+        profile=profile,
     )
     problems = settings.problems()
     if problems:
@@ -88,7 +91,7 @@ def demo(
     console.print(
         f"Stored {len(run.records)} record(s) in [bold]{redact_url(run.db_url)}[/] "
         f"({run.total_records} in total). See them again with `fleetbench results`, or in the browser with "
-        "`fleetbench dashboard`."
+        "`fleetbench dashboard`." + (" Their profiles: `fleetbench profile demo`." if profile else "")
     )
 
 

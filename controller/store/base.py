@@ -21,7 +21,7 @@ from protocol.samples import Samples
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest Alembic revision. `migrate()` skips Alembic (a slow import) when
 #: the database is already there; a test keeps this equal to the scripts' head.
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 
 
 #: Set while a store method writes: SQLite then begins with BEGIN IMMEDIATE (see _sqlite_wal).
@@ -190,6 +190,8 @@ class StoreBase:
             fidelity_top1=flat["top1_agreement"],
             sample_count=len(record.samples_ns),
             precision=record.precision[:64],
+            profiled=flat["profiled"],
+            fallback_ops=flat["fallback_ops"],
         )
 
     def _add_once(self, row, key) -> bool:

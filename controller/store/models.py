@@ -29,6 +29,7 @@ class Result(Base):
         Index("ix_results_device_name", "device_name"),
         Index("ix_results_model_time", "model_id", "finished_at"),
         Index("ix_results_hostname", "hostname"),
+        Index("ix_results_profiled", "profiled", "model_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -78,6 +79,11 @@ class Result(Base):
     fidelity_cosine: Mapped[float | None] = mapped_column(Float, nullable=True)
     #: the artifact was the user's own file as given
     from_source: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    # Read from the record (migration 0009).
+    #: the record carries a profile that ran (ResultRecord.profile without an error)
+    profiled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    #: the profile's ops that fell back off the capability's target (a delegate, XNNPACK, a HETERO device)
+    fallback_ops: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 # Attempt fencing: at most one current (not superseded) record per job.

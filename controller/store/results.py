@@ -64,6 +64,18 @@ class ResultsStore(StoreBase):
             row = session.execute(stmt).first()
         return (row[0], row[1]) if row else None
 
+    def results_by_job(self, prefix: str, limit: int = 10) -> list[ResultRecord]:
+        """Current records whose job id starts with ``prefix`` (the 8 characters `fleetbench status` shows), newest
+        first, at most ``limit``."""
+        stmt = (
+            select(Result.record, Result.samples)
+            .where(Result.job_id.startswith(prefix, autoescape=True), Result.superseded == false())
+            .order_by(Result.finished_at.desc(), Result.id.desc())
+            .limit(limit)
+        )
+        with self._session() as session:
+            return [record_of(r, b) for r, b in session.execute(stmt)]
+
     def count_results(self) -> int:
         with self._session() as session:
             return session.scalar(select(func.count()).select_from(Result).where(Result.superseded == false())) or 0

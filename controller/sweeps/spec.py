@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -188,9 +189,10 @@ def spec_from_dict(raw, base_dir: Path | None = None, *, server_paths: bool = Tr
     """
     if not isinstance(raw, dict):
         raise SweepError("the sweep spec must be a mapping with at least `models:`")
-    unknown = set(raw) - {"name", "models", "variants", "devices", "settings", "expire_after", "max_attempts"}
+    unknown = set(raw) - {"name", "models", "variants", "devices", "settings", "expire_after", "max_attempts", "profile"}
     if unknown:
-        raise SweepError(f"unknown key(s) {', '.join(sorted(unknown))}; known: name, models, variants, devices, settings, expire_after, max_attempts")
+        raise SweepError(f"unknown key(s) {', '.join(sorted(unknown))}; known: name, models, variants, devices, settings, "
+                         "expire_after, max_attempts, profile")  # fmt: skip
     models = []
     if not isinstance(raw.get("models") or [], list):
         raise SweepError("models: a list, e.g. [{path: model.keras}] or [{id: digits-cnn}]")
@@ -245,9 +247,16 @@ def spec_from_dict(raw, base_dir: Path | None = None, *, server_paths: bool = Tr
     if not isinstance(devices, list) or not all(isinstance(d, str) and d for d in devices):
         raise SweepError("devices: a list of selectors, e.g. ['litert:*', 'openvino:CPU', 'agent:pi-07']")
     max_attempts = _int(raw.get("max_attempts", 3), "max_attempts", least=1)
+    settings = _settings_matrix(raw.get("settings") or {})
+    if "profile" in raw:
+        if not isinstance(raw["profile"], bool):
+            raise SweepError(f"profile: true or false (a profile phase in every job), not '{raw['profile']}'")
+        if "profile" in (raw.get("settings") or {}):
+            raise SweepError("profile: given both at the top and under settings; give it once")
+        settings = [dataclasses.replace(s, profile=raw["profile"]) for s in settings]
     return SweepSpec(
         name=_name(raw.get("name")), models=models, variants=list(variants), devices=devices,
-        settings=_settings_matrix(raw.get("settings") or {}),
+        settings=settings,
         expire_after_s=parse_duration(raw.get("expire_after", DEFAULT_EXPIRE_S), "expire_after"),
         max_attempts=max_attempts, raw=raw, base_dir=str(Path(base_dir).resolve()) if base_dir else None,
     )  # fmt: skip
