@@ -143,25 +143,29 @@ def _load(backend, path: str, device: str, spec: JobSpec) -> None:
 PROFILE_BUDGET_S = 60.0
 
 
-def _profile(backend, spec: JobSpec, mean_ms: float, deadline: float) -> Profile:
-    """The profile phase, last of all so that it perturbs no other figure. A failure costs the profile (it says
-    why), never the job's record."""
+def _profile(backend, spec: JobSpec, mean_ms: float, load_s: float, deadline: float) -> Profile:
+    """The profile phase, last of all so that it perturbs no other figure. It must fit in what is left of the
+    job's timeout (a second compile may take as long as the first, ``load_s``). A failure costs the profile (it
+    says why), never the job's record."""
     runs = spec.settings.profile_runs
     if mean_ms > 0:
         runs = max(1, min(runs, int(PROFILE_BUDGET_S * 1000 / mean_ms)))
     left = deadline - time.monotonic()
-    target = spec.capability.partition(":")[2]
+    runtime, _, target = spec.capability.partition(":")
+    source = f"{runtime} profile phase"
     try:
-        if left < 5:
-            raise RuntimeError(f"the job's timeout_s={spec.settings.timeout_s:g} s left no time for it; raise it")
-        profile = backend.profile(runs, left * 0.9)
+        if left < 5 + 2 * load_s:
+            raise RuntimeError(f"the job's timeout_s={spec.settings.timeout_s:g} s left {max(left, 0):.0f} s for it, "
+                               f"too little for a second compile (the first took {load_s:.1f} s); raise timeout_s")  # fmt: skip
+        profile = backend.profile(runs, (left - 2) * 0.9)
     except JobError as exc:
-        return profiling.failed(spec.capability, target, f"the profile phase could not run: {exc.message}")
+        return profiling.failed(source, target, f"the profile phase could not run: {exc.message}")
     except Exception as exc:  # noqa: BLE001 - the runtime's own error, in one line
-        return profiling.failed(spec.capability, target, f"the profile phase could not run: {type(exc).__name__}: "
+        return profiling.failed(source, target, f"the profile phase could not run: {type(exc).__name__}: "
                                 f"{' '.join(str(exc).split())[:300]}")  # fmt: skip
-    if runs < spec.settings.profile_runs:
-        note = f"{runs} of the {spec.settings.profile_runs} profile_runs: the rest would take over {PROFILE_BUDGET_S:g} s"
+    if profile.runs < spec.settings.profile_runs:
+        note = (f"{profile.runs} of the {spec.settings.profile_runs} profile_runs: the rest would take over "
+                f"{PROFILE_BUDGET_S:g} s, or past the job's timeout_s")  # fmt: skip
         profile = dataclasses.replace(profile, notes=profile.notes + (note,))
     return profile
 
@@ -225,7 +229,7 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
 
     precision, precision_ops = backend.precision()
     peak_rss = _peak_rss_bytes()  # before the profile phase, whose second compile is no part of the job's footprint
-    profile = _profile(backend, spec, summary.mean_ms, deadline) if spec.settings.profile else None
+    profile = _profile(backend, spec, summary.mean_ms, load_ns / 1e9, deadline) if spec.settings.profile else None
     reasons = tuple(summary.invalid_reasons) + tuple(m.problems(spec.settings))
     stats = LatencyStats.from_summary(summary, load_ms=load_ns / 1e6, first_inference_ms=m.first_inference_ns / 1e6)
     return ResultRecord(

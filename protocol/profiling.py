@@ -114,7 +114,7 @@ def summarize(
 
 def failed(source: str, target: str, why: str) -> Profile:
     """The profile of a phase that could not run: empty, with the reason (the job's other numbers stand)."""
-    return Profile(source=source, runs=1, nodes=0, not_executed=0, node_time_ms=None, latency_ms=None, op_time=why,
+    return Profile(source=source, runs=0, nodes=0, not_executed=0, node_time_ms=None, latency_ms=None, op_time=why,
                    op_types=(), top_nodes=(), placement=Placement(target=target, ops_on_target=0, fallback_ops=0,
                                                                   partitions=0), precisions=(), error=why)  # fmt: skip
 

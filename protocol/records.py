@@ -612,7 +612,7 @@ class Profile(_Contract):
 
     #: What produced it, e.g. ``openvino PERF_COUNT``, ``litert profiler (CompiledModel, CPU)``.
     source: str
-    #: Inferences it averages over.
+    #: Inferences it averages over (0: the runtime was not run for it, as for an op list without times).
     runs: int
     #: Executed nodes, and nodes fused into others (not run, optimized out).
     nodes: int
@@ -636,8 +636,8 @@ class Profile(_Contract):
     def problems(self) -> list[str]:
         """What makes this profile impossible (shares outside 0-1, counts that do not add up, too big)."""
         out = []
-        if self.runs < 1 or self.nodes < 0 or self.not_executed < 0:
-            out.append("runs must be >= 1 and node counts >= 0")
+        if self.runs < 0 or self.nodes < 0 or self.not_executed < 0:
+            out.append("runs and node counts must be >= 0")
         if len(self.top_nodes) > PROFILE_TOP_NODES:
             out.append(f"{len(self.top_nodes)} top nodes, more than {PROFILE_TOP_NODES}")
         if len(self.op_types) > PROFILE_MAX_OP_TYPES or len(self.precisions) > PROFILE_MAX_OP_TYPES:

@@ -7,6 +7,14 @@ then two alike. Regenerate it with
     FLEETBENCH_HOME=/tmp/fbgold fleetbench demo --min-duration 0 --min-iterations 400 --threads 2 --throughput-requests 2
     FLEETBENCH_HOME=/tmp/fbgold fleetbench demo --min-duration 0 --min-iterations 400   # twice
     python -m tests.golden_demo dump sqlite:////tmp/fbgold/fleetbench.db tests/data/demo_runs.json
+
+tests/data/profile_runs.json (issue 17) holds profiled runs, made and dumped the same way:
+
+    FLEETBENCH_HOME=/tmp/fbgoldp fleetbench demo --min-duration 0 --min-iterations 400 --profile
+    FLEETBENCH_HOME=/tmp/fbgoldp fleetbench sweep palm.yaml   # name: palm-profile, profile: true, the corpus's
+        # palm_detection_lite.tflite, variants [tflite-fp16, tflite-dynamic-int8, openvino-fp32, openvino-fp16],
+        # settings {min_iterations: 400, min_duration_s: 0}
+    python -m tests.golden_demo dump sqlite:////tmp/fbgoldp/fleetbench.db tests/data/profile_runs.json
 """
 
 from __future__ import annotations

@@ -21,9 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOT_ON_DEVICE = ["celery", "kombu", "redis", "sqlalchemy", "alembic", "tensorflow", "keras", "typer"]
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory, tiny_model):
-    root = tmp_path_factory.mktemp("bundle")
+def tiny_variants(root: Path, tiny_model) -> tuple[Store, ArtifactStore]:
+    """A store in ``root`` holding the tiny model's tflite-fp32 and openvino-fp32 variants, with its data set."""
     store = Store(f"sqlite:///{root / 'fb.db'}")
     store.migrate()
     arts = ArtifactStore(root / "artifacts")
@@ -32,16 +31,28 @@ def made(tmp_path_factory, tiny_model):
                         dataset_path=root / "data.npz", n_calibration=2, name="tiny")  # fmt: skip
     report = service.execute(plan, store, service.local_runner(arts))
     assert [o.status for o in report.outcomes] == ["converted", "converted"], [o.error for o in report.outcomes]
+    return store, arts
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, tiny_model):
+    root = tmp_path_factory.mktemp("bundle")
+    store, arts = tiny_variants(root, tiny_model)
     from protocol import BenchmarkSettings
 
     out = root / "tiny.fbb"
     manifest = create_bundle(store, arts, "tiny", out, settings=BenchmarkSettings(min_iterations=100, min_duration_s=0.0))
+    yield store, out, manifest, bare_device(root)
+    store.close()
+
+
+def bare_device(root: Path) -> Path:
+    """A folder that, first on PYTHONPATH, makes importing any of NOT_ON_DEVICE fail, as on a bare device."""
     blocker = root / "blocked"
     for name in NOT_ON_DEVICE:
         (blocker / name).mkdir(parents=True)
         (blocker / name / "__init__.py").write_text(f"raise ImportError('bundle mode imported {name}')\n")
-    yield store, out, manifest, blocker
-    store.close()
+    return blocker
 
 
 def _run_bundle(bundle, blocker, *extra):

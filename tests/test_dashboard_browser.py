@@ -21,17 +21,22 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def dashboard_url(golden_demo_url, tmp_path_factory):
+def _serve(url: str, log: Path):
+    """`fleetbench dashboard` on ``url``: yields the page's address, stops it after."""
     from controller.errors import ServiceError
 
-    dashboard = LocalDashboard(golden_demo_url, tmp_path_factory.mktemp("dash-log") / "dashboard.log")
+    dashboard = LocalDashboard(url, log)
     try:
         dashboard.start()
     except ServiceError as exc:
         pytest.fail(str(exc))
     yield dashboard.url
     dashboard.stop()
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(golden_demo_url, tmp_path_factory):
+    yield from _serve(golden_demo_url, tmp_path_factory.mktemp("dash-log") / "dashboard.log")
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +84,6 @@ def test_every_page_renders_in_chromium(dashboard_url, browser, name, path, head
 @pytest.fixture(scope="module")
 def profiled_url(tmp_path_factory):
     """A dashboard on the golden profiled runs (tests/data/profile_runs.json)."""
-    from controller.errors import ServiceError
     from controller.store import Store
     from tests.golden_demo import seed
 
@@ -89,13 +93,7 @@ def profiled_url(tmp_path_factory):
     store.migrate()
     seed(store, Path(__file__).parent / "data" / "profile_runs.json")
     store.close()
-    dashboard = LocalDashboard(url, root / "dashboard.log")
-    try:
-        dashboard.start()
-    except ServiceError as exc:
-        pytest.fail(str(exc))
-    yield dashboard.url
-    dashboard.stop()
+    yield from _serve(url, root / "dashboard.log")
 
 
 def test_the_profile_page_renders_in_chromium(profiled_url, browser):

@@ -115,7 +115,7 @@ def test_two_profiles_compared_op_type_by_op_type():
 
 @pytest.mark.parametrize("change, error", [
     (dict(nodes=5), "add up to"),
-    (dict(runs=0), "runs must be >= 1"),
+    (dict(runs=-1), "runs and node counts must be >= 0"),
     (dict(top_nodes=tuple(node(f"n{i}") for i in range(21))), "21 top nodes"),
     (dict(node_time_ms=-1.0), "negative"),
     (dict(latency_ms=float("nan")), "not a number"),
@@ -252,7 +252,7 @@ def test_the_passthrough_delegate_claims_nothing_and_that_is_full_fallback(tmp_p
     assert (pl.target, pl.ops_on_target, pl.partitions) == ("passthrough", 0, 0)
     assert pl.fallback_ops == r.profile.nodes == 8 and set(pl.places) == {"xnnpack", "builtin"}
     assert r.profile.op_time.startswith(P.NO_OP_TIME) and "placed, not timed" in r.profile.op_time
-    assert all(n.time_ms is None for n in r.profile.top_nodes)
+    assert all(n.time_ms is None for n in r.profile.top_nodes) and r.profile.runs == 0  # an op list: nothing ran for it
 
 
 def test_tflite_runtime_says_it_has_no_per_op_time(tmp_path, cumsum_model, monkeypatch):
@@ -348,3 +348,21 @@ def test_the_profiler_child_says_why_for_a_model_it_cannot_read(tmp_path):
     found, why = run_profiler(str(bad), [np.zeros((1, 2), np.float32)], ["x"], {}, 5, 1, 60)
     assert found is None and why and "\n" not in why
     assert why.startswith(("LiteRT's profiler refused the model", "LiteRT's profiler crashed"))
+
+
+@pytest.mark.slow
+def test_the_profile_phase_keeps_within_its_time(demo_variants, monkeypatch):
+    """Its runs are cut to what fits in PROFILE_BUDGET_S at the latency phase's mean, and OpenVINO's loop stops at
+    its deadline; the profile says how many ran."""
+    from agent import backends, benchmark
+    from agent.artifacts import local_path
+
+    backend = backends.create("openvino")
+    backend.load(str(local_path(demo_variants["openvino-fp32"])), "CPU", FAST)
+    backend.prepare([np.zeros(backend.input_specs()[0].shape, np.float32)])
+    assert backend.profile(50, 0.0).runs == 1  # past its deadline at once: one run, never none
+    monkeypatch.setattr(benchmark, "PROFILE_BUDGET_S", 1e-6)
+    spec = JobSpec(job_id="budget", model_id="m", model_name="digits-cnn", variant="openvino-fp32",
+                   capability="openvino:CPU", artifact=demo_variants["openvino-fp32"], settings=FAST)  # fmt: skip
+    p = benchmark.execute(spec, "agent-p").profile
+    assert p.runs == 1 and p.notes[-1].startswith(f"1 of the {FAST.profile_runs} profile_runs")

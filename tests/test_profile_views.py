@@ -200,6 +200,11 @@ def test_profile_true_in_a_spec_profiles_every_job():
     assert [s.profile for s in swept.settings] == [False, True]
 
 
+def test_the_example_profile_sweep_profiles_every_job():
+    spec = parse_spec((ROOT / "examples" / "demo-profile-sweep.yaml").read_text(), base_dir=ROOT / "examples")
+    assert spec.name == "demo-profile" and spec.settings and all(s.profile for s in spec.settings)
+
+
 @pytest.mark.parametrize("text, error", [
     ("models: [{id: m}]\nprofile: yes please\n", "profile: true or false"),
     ("models: [{id: m}]\nprofile: true\nsettings: {profile: true}\n", "given both at the top and under settings"),
@@ -345,3 +350,75 @@ def test_the_profile_page_without_profiles_says_how_to_get_them(tmp_path, golden
     monkeypatch.setenv(DB_ENV, f"sqlite:///{tmp_path / 'plain.db'}")
     at = AppTest.from_file(str(Path(dashboard.__file__).parent / "views" / "profile.py"), default_timeout=60).run()
     assert not at.exception and "profile: true" in at.info[0].value
+
+
+# ---------------------------------------------------------------- a whole sweep
+
+
+@pytest.mark.slow
+def test_a_sweep_with_profile_true_stores_profiles_through_the_fleet(tmp_path, tiny_model):
+    """The embedded fleet (Redis, a Celery agent, the collector) carries profiles into the store; the command and
+    the readiness budgets read them."""
+    import numpy as np
+
+    model_dir = tmp_path / "in"
+    model_dir.mkdir()
+    np.savez(model_dir / "tiny.npz", x=tiny_model["x"], y=tiny_model["y"])
+    (model_dir / "tiny.tflite").write_bytes(tiny_model["path"].read_bytes())
+    (model_dir / "sweep.yaml").write_text(
+        "name: profiled\nmodels: [{path: tiny.tflite, data: tiny.npz, calibration_size: 4}]\n"
+        "variants: [tflite-fp32, openvino-fp32]\ndevices: ['litert:cpu', 'openvino:CPU']\nprofile: true\n"
+        "settings: {min_iterations: 100, min_duration_s: 0, profile_runs: 20}\n"
+    )  # fmt: skip
+    (model_dir / "budgets.yaml").write_text("required: ['openvino:*']\nbudgets: [{fallback_ops_max: 3}]\n")
+    data = tmp_path / "fb"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETBENCH_")}
+    env.update(FLEETBENCH_DISABLE_GPU_PROBE="1", PYTHONPATH=str(ROOT), COLUMNS="120")
+    base = [sys.executable, "-m", "controller.cli"]
+    run = subprocess.run(base + ["sweep", str(model_dir / "sweep.yaml"), "--data-dir", str(data)], env=env,
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    listed = subprocess.run(base + ["profile", "profiled", "-f", "json", "--data-dir", str(data)], env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    found = {(d["record"]["variant"], d["record"]["capability"]): d["profile"] for d in json.loads(listed.stdout)}
+    assert set(found) == {("tflite-fp32", "litert:cpu"), ("openvino-fp32", "openvino:CPU")}
+    for p in found.values():
+        assert p["error"] == "" and p["op_time"] == "" and p["runs"] == 20 and p["nodes"] > 0
+        assert "f32" in {s["precision"] for s in p["precisions"]} and not {"i8", "u8"} & {s["precision"] for s in p["precisions"]}
+    assert found[("openvino-fp32", "openvino:CPU")]["placement"]["fallback_ops"] == 0
+    litert = found[("tflite-fp32", "litert:cpu")]["placement"]
+    # the file's batch is open (-1): the shape arithmetic of its Flatten runs on TFLite's kernels, between two
+    # XNNPACK partitions
+    assert litert["target"] == "xnnpack" and litert["partitions"] == 2
+    assert sorted(litert["fallback_op_types"]) == ["PACK", "RESHAPE", "SHAPE", "STRIDED_SLICE"]
+    table = subprocess.run(base + ["profile", "profiled", "--data-dir", str(data)], env=env, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert "Profiles in sweep profiled (tiny)" in table.stdout
+    ready = subprocess.run(base + ["readiness", "--model", "tiny", "--budgets", str(model_dir / "budgets.yaml"),
+                                   "--sweep", "profiled", "--data-dir", str(data)], env=env, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert ready.returncode == 0, ready.stdout + ready.stderr  # openvino:CPU is required, and passes
+    assert "4 ops fell back off xnnpack > 3" in " ".join(ready.stdout.split())
+
+
+def test_a_bundle_profiles_on_a_bare_device(tmp_path, tiny_model):
+    """`fleetbench bundle --profile`: run-bundle with only numpy and the runtimes (the C API profiler included)
+    brings profiles back, and `fleetbench import` stores them."""
+    from controller.bundles import create_bundle, import_results
+    from protocol import BenchmarkSettings
+    from protocol.bundles import read_results
+    from tests.test_bundle import _run_bundle, bare_device, tiny_variants
+
+    store, arts = tiny_variants(tmp_path, tiny_model)
+    settings = BenchmarkSettings(min_iterations=100, min_duration_s=0.0, profile=True, profile_runs=10)
+    create_bundle(store, arts, "tiny", tmp_path / "tiny.fbb", settings=settings)
+    r = _run_bundle(tmp_path / "tiny.fbb", bare_device(tmp_path), "--out", str(tmp_path / "results.json"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    outcomes = read_results(tmp_path / "results.json")
+    sources = {o.record.capability: o.record.profile.source for o in outcomes}
+    assert sources == {"litert:cpu": "litert profiler (CompiledModel API, CPU)",
+                       "openvino:CPU": "openvino PERF_COUNT (profiling_info)"}  # fmt: skip
+    assert import_results(store, tmp_path / "results.json").stored == 2
+    assert all(r.profile is not None and r.profile.nodes > 0 for r in store.results())
+    store.close()

@@ -206,12 +206,12 @@ class Backend:
         if self._session is not None:  # load() refused anything the GPU did not take whole
             ops, tensors = _op_list(self._api().Interpreter(model_path=self._path))
             nodes = [_node(op, tensors, "gpu") for op in ops]
-            return summarize(nodes, source="litert CompiledModel (GPU accelerator): op list", runs=runs, target="gpu",
+            return summarize(nodes, source="litert CompiledModel (GPU accelerator): op list", runs=0, target="gpu",
                              partitions=1 if nodes else 0, op_time=f"{NO_OP_TIME}: fleetbench reads no per-op time "
                              "on LiteRT's GPU accelerator; the placement is the accelerator's own check that the "
                              "model compiled fully on the GPU", notes=(GPU_PLACEMENT_NOTE,))  # fmt: skip
         ops, tensors = _op_list(self._interp)
-        target = "xnnpack" if self._device == "cpu" else self._device
+        target = PLACE_XNNPACK if self._device == "cpu" else self._device
         places, partitions = graph_placement(ops, self._nodes_at_init, self._device)
         originals = [op for op in ops if op["op_name"] != "DELEGATE"]
         nodes = [_node(op, tensors, places[op["index"]]) for op in originals]
@@ -219,14 +219,14 @@ class Backend:
         source = f"{self.runtime} interpreter: op list"
         why = self._no_op_time()
         if why:
-            return summarize(nodes, source=source, runs=runs, target=target, partitions=partitions.get(target, 0),
+            return summarize(nodes, source=source, runs=0, target=target, partitions=partitions.get(target, 0),
                              op_time=f"{NO_OP_TIME}: {why}")  # fmt: skip
         order = [d["name"] for d in self._inputs]
         arrays = [self._interp.get_tensor(d["index"]) for d in self._inputs]
         shapes = {d["name"]: [int(v) for v in d["shape"]] for d in self._inputs + self._outputs}
         found, why = run_profiler(self._path, arrays, order, shapes, runs, self._threads, timeout_s)
         if found is None:
-            return summarize(nodes, source=source, runs=runs, target=target, partitions=partitions.get(target, 0),
+            return summarize(nodes, source=source, runs=0, target=target, partitions=partitions.get(target, 0),
                              op_time=f"{NO_OP_TIME}: {why}")  # fmt: skip
         by_index = {op["index"]: op for op in originals}
         timed = []
@@ -235,7 +235,7 @@ class Backend:
                 op_type, precision = xnnpack_op(row["tag"])
                 name = f"xnnpack partition {row['partition']} op {row['index']}" if row["index"] >= 0 else \
                     f"xnnpack partition {row['partition']}"  # fmt: skip
-                timed.append(ProfileNode(name=name, op_type=op_type, place="xnnpack", precision=precision,
+                timed.append(ProfileNode(name=name, op_type=op_type, place=PLACE_XNNPACK, precision=precision,
                                          exec_type=row["tag"], time_ms=row["mean_us"] / 1000))  # fmt: skip
             elif row["subgraph"] == 0 and row["index"] in by_index:
                 base = _node(by_index[row["index"]], tensors, PLACE_BUILTIN)

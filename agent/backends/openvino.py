@@ -323,7 +323,11 @@ class Backend:
     def profile(self, runs: int, timeout_s: float) -> Profile:
         """The model compiled a second time with PERF_COUNT (the same device and settings), ``runs`` inferences on
         the latency phase's inputs, each node's ``real_time`` averaged: its type, exec_type, the precision its
-        kernel ran in, its status, and where it ran (HETERO: the device ``query_model`` placed it on)."""
+        kernel ran in, its status, and where it ran (HETERO: the device ``query_model`` placed it on). Fewer runs
+        when ``timeout_s`` would pass (the profile then says how many ran)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
         config = {"PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True, **self._extra}
         if self._threads > 0 and self._device == "CPU":
             config["INFERENCE_NUM_THREADS"] = self._threads
@@ -334,9 +338,10 @@ class Backend:
         for _ in range(min(10, runs)):
             request.infer()
         totals: dict[str, list] = {}  # node name -> [type, exec_type, status, summed µs]
-        latency_ms = 0.0
-        for _ in range(runs):
+        latency_ms, done = 0.0, 0
+        while done < runs and (done == 0 or time.monotonic() < deadline):
             request.infer()
+            done += 1
             latency_ms += request.latency
             for info in request.profiling_info:
                 row = totals.setdefault(info.node_name, [info.node_type, info.exec_type, "", 0.0])
@@ -355,9 +360,9 @@ class Backend:
             rt = info["runtimePrecision"].astype(str) if info is not None and "runtimePrecision" in info else ""
             nodes.append(ProfileNode(name=name, op_type=node_type, place=places.get(name, target),
                                      precision=openvino_precision(exec_type, rt), exec_type=exec_type,
-                                     time_ms=us / runs / 1000, status=status))  # fmt: skip
-        return summarize(nodes, source="openvino PERF_COUNT (profiling_info)", runs=runs, target=target,
-                         partitions=partitions, latency_ms=latency_ms / runs)  # fmt: skip
+                                     time_ms=us / done / 1000, status=status))  # fmt: skip
+        return summarize(nodes, source="openvino PERF_COUNT (profiling_info)", runs=done, target=target,
+                         partitions=partitions, latency_ms=latency_ms / done)  # fmt: skip
 
     def _placement(self, layers: dict) -> tuple[str, dict[str, str], int]:
         """(the target device, {runtime node: device} where not the target, the target's partitions).

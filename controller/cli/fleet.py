@@ -56,6 +56,8 @@ def bundle(
     min_iterations: int = typer.Option(1000, help="Minimum steady-state inferences."),
     min_duration: float = typer.Option(1.0, help="Minimum steady-state seconds."),
     throughput_requests: int = typer.Option(0, help="Also measure throughput with N requests in flight."),
+    profile: bool = typer.Option(False, "--profile", help="Also profile each job: per-op time, placement, precision "
+                                                           "(`fleetbench profile JOB` once imported)."),
     data_dir: Optional[str] = DataDirOpt,
     db: Optional[str] = DbOpt,
 ) -> None:
@@ -65,7 +67,7 @@ def bundle(
 
     settings = BenchmarkSettings(threads=threads, min_iterations=min_iterations, min_duration_s=min_duration,
                                  max_iterations=max(200_000, min_iterations),
-                                 throughput_requests=throughput_requests)  # fmt: skip
+                                 throughput_requests=throughput_requests, profile=profile)  # fmt: skip
     if settings.problems():
         _fail("; ".join(settings.problems()), code=2)
     _writable_parent(Path(out), "-o")

@@ -161,8 +161,8 @@ def _show_one(r: ResultRecord, fmt: str, top: int) -> None:
 
 def summary_lines(r: ResultRecord, p: Profile) -> list[str]:
     """What a profile says in a few lines: how it was made, its time against the latency, the placement."""
-    out = [f"{p.source}: {p.runs} runs, {p.nodes} nodes executed" + (f", {p.not_executed} fused or optimized out"
-                                                                     if p.not_executed else "")]  # fmt: skip
+    runs = f"{p.runs} runs, {p.nodes} nodes executed" if p.runs else f"{p.nodes} nodes (the runtime was not run for it)"
+    out = [f"{p.source}: {runs}" + (f", {p.not_executed} fused or optimized out" if p.not_executed else "")]
     if p.node_time_ms is not None:
         line = f"summed node time {_ms(p.node_time_ms)} ms per inference"
         if p.latency_ms:

@@ -46,7 +46,8 @@ with ui.page("Profile", "From each job's profile phase (`profile: true` in a swe
 
     for col, (side, r) in zip(st.columns(len(picked)), picked.items()):
         p, pl = r.profile, r.profile["placement"]
-        col.markdown(f"**{side}: {r.variant}** on `{r.capability}` · {p['source']}, {p['runs']} runs")
+        runs = f", {p['runs']} runs" if p["runs"] else ""
+        col.markdown(f"**{side}: {r.variant}** on `{r.capability}` · {p['source']}{runs}")
         int8 = sum((s["time_share"] if s["time_share"] is not None else s["op_share"])
                    for s in p["precisions"] if s["precision"] in ("i8", "u8"))  # fmt: skip
         figures = [("Node time", "-" if p["node_time_ms"] is None else f"{p['node_time_ms']:.3g} ms"),
