@@ -164,10 +164,10 @@ def summary_lines(r: ResultRecord, p: Profile) -> list[str]:
     runs = f"{p.runs} runs, {p.nodes} nodes executed" if p.runs else f"{p.nodes} nodes (the runtime was not run for it)"
     out = [f"{p.source}: {runs}" + (f", {p.not_executed} fused or optimized out" if p.not_executed else "")]
     if p.node_time_ms is not None:
-        line = f"summed node time {_ms(p.node_time_ms)} ms per inference"
+        line = f"summed node time {_ms(p.node_time_ms)} ms"
         if p.latency_ms:
-            line += f"; the runtime's own latency while profiling {_ms(p.latency_ms)} ms ({p.node_time_ms / p.latency_ms:.2f}x)"
-        out.append(line + f"; the latency phase's mean {_ms(r.stats.mean_ms)} ms")
+            line += f"; runtime's latency while profiling {_ms(p.latency_ms)} ms ({p.node_time_ms / p.latency_ms:.2f}x)"
+        out.append(line + f"; latency phase mean {_ms(r.stats.mean_ms)} ms")
     pl = p.placement
     where = f"{pl.ops_on_target} of {pl.ops_on_target + pl.fallback_ops} ops on {pl.target}"
     where += f" in {pl.partitions} partition{'s' if pl.partitions != 1 else ''}"
@@ -235,26 +235,30 @@ def _show_sweep(ref: str, records: list[ResultRecord], fmt: str) -> None:
         _csv([row for r in records if not r.profile.error for row in _op_rows(r)], _OP_CSV)
         return
     models = sorted({r.model_name for r in records})
+    threads = sorted({r.settings.threads for r in records})
     title = f"Profiles in sweep {ref}" + (f" ({models[0]})" if len(models) == 1 else "")
+    title += f", {threads[0]} thread{'s' if threads[0] != 1 else ''}" if len(threads) == 1 else ""
     table = Table(title=title, title_justify="left", caption="`fleetbench profile JOB` shows one; `fleetbench profile "
                   "JOB JOB` compares two", caption_justify="left")  # fmt: skip
-    numbers = ("thr", "on target", "parts", "int8", "node µs")
-    cols = ("job",) + (("model",) if len(models) > 1 else ()) + ("variant", "device", *numbers, "slowest op type")
-    for col in cols:
-        table.add_column(col, justify="right" if col in numbers else "left", no_wrap=col != "slowest op type",
-                         overflow="fold")  # fmt: skip
+    numbers = ("thr", "parts", "int8", "node µs")
+    cols = ("job",) + (("model",) if len(models) > 1 else ()) + ("variant", "device") + \
+        (("thr",) if len(threads) > 1 else ()) + ("on target", "parts", "int8", "node µs", "slowest op type")  # fmt: skip
+    for col in cols:  # ids and numbers never wrap; names do, down to a readable width
+        table.add_column(col, justify="right" if col in numbers + ("on target",) else "left",
+                         no_wrap=col in numbers or col == "job", overflow="fold",
+                         min_width={"model": 12, "variant": 11, "device": 10, "on target": 9}.get(col))  # fmt: skip
     for r in records:
         p = r.profile
-        head = (r.job_id[:8],) + ((r.model_name,) if len(models) > 1 else ()) + (r.variant, r.capability)
+        head = (r.job_id[:8],) + ((r.model_name,) if len(models) > 1 else ()) + (r.variant, r.capability) + \
+            ((str(r.settings.threads),) if len(threads) > 1 else ())  # fmt: skip
         if p.error:
-            table.add_row(*head, str(r.settings.threads), "[yellow]failed[/]", "", "", "", p.error)
+            table.add_row(*head, "[yellow]failed[/]", "", "", "", p.error)
             continue
         pl, share = p.placement, int8_share(p)
         slowest = p.op_types[0] if p.op_types else None
         slow = "-" if slowest is None else (f"{slowest.op_type} {_pct(slowest.share)}" if slowest.share is not None
                                             else f"{slowest.op_type} ×{slowest.count}")  # fmt: skip
-        table.add_row(*head, str(r.settings.threads), f"{pl.ops_on_target}/{pl.ops_on_target + pl.fallback_ops} "
-                      f"{pl.target}", str(pl.partitions),
+        table.add_row(*head, f"{pl.ops_on_target}/{pl.ops_on_target + pl.fallback_ops} {pl.target}", str(pl.partitions),
                       "-" if share is None else _pct(share[0]) + ("" if share[1] == "time" else " ops"),
                       _us(p.node_time_ms), slow)  # fmt: skip
     console.print(table)
