@@ -11,6 +11,7 @@ import resource
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +20,8 @@ from agent.artifacts import local_path
 from agent.errors import JobError
 from agent.host import host_facts
 from agent.measure import measure_latency, measure_throughput, timed
-from protocol import Fidelity, JobSpec, LatencyStats, Profile, ResultRecord, TaskAccuracy, Throughput, Validity, utc_now
+from protocol import (ContractError, Fidelity, JobSpec, LatencyStats, Profile, ResultRecord, TaskAccuracy, Throughput,
+                      Validity, utc_now)  # fmt: skip
 from protocol import accuracy as accuracy_mod
 from protocol import profiling
 from protocol import fidelity as fidelity_mod
@@ -141,29 +143,54 @@ def _load(backend, path: str, device: str, spec: JobSpec) -> None:
 
 #: The profile phase's runs are cut to what fits in this many seconds at the latency phase's mean.
 PROFILE_BUDGET_S = 60.0
+#: Inferences the profile phase runs before it counts (the backends' warm-up).
+PROFILE_WARMUP = 10
 
 
-def _profile(backend, spec: JobSpec, mean_ms: float, load_s: float, deadline: float) -> Profile:
-    """The profile phase, last of all so that it perturbs no other figure. It must fit in what is left of the
-    job's timeout (a second compile may take as long as the first, ``load_s``). A failure costs the profile (it
-    says why), never the job's record."""
+# size: the phase's budget, its own process, and each way it can end (refused, crashed, late, done), in order
+def _profile(spec: JobSpec, model_path, inputs: list[np.ndarray], mean_ms: float, load_s: float,
+             deadline: float) -> Profile:  # fmt: skip
+    """The profile phase, last of all so that it perturbs no other figure, in a process of its own
+    (:mod:`agent.profile_child`) that must end before the job's deadline: a second load, the warm-up and the
+    runs have to fit in what is left. A failure costs the profile (it says why), never the job's record."""
+    import json
+    import tempfile
+
+    from agent.backends import probe_in_child
+
+    runtime, _, device = spec.capability.partition(":")
+    source = f"{runtime} profile phase"
     runs = spec.settings.profile_runs
     if mean_ms > 0:
         runs = max(1, min(runs, int(PROFILE_BUDGET_S * 1000 / mean_ms)))
     left = deadline - time.monotonic()
-    runtime, _, target = spec.capability.partition(":")
-    source = f"{runtime} profile phase"
+    need = 5 + 2 * load_s + (PROFILE_WARMUP + 1) * mean_ms / 1000
+    if left < need:
+        return profiling.failed(source, device, f"the profile phase could not run: the job's timeout_s="
+                                f"{spec.settings.timeout_s:g} s left {max(left, 0):.0f} s, and a second load, the "
+                                f"warm-up and one run need {need:.0f} s; raise timeout_s")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="fleetbench-profile-") as tmp:
+        np.savez(Path(tmp) / "inputs.npz", **{f"in_{i}": a for i, a in enumerate(inputs)})
+        request = Path(tmp) / "request.json"
+        request.write_text(json.dumps({
+            "runtime": runtime, "device": device, "model": str(model_path), "settings": spec.settings.to_dict(),
+            "f32": spec.variant.endswith("-fp32"), "inputs": str(Path(tmp) / "inputs.npz"), "n_inputs": len(inputs),
+            "runs": runs, "timeout_s": left - 3,
+        }), encoding="utf-8")  # fmt: skip
+        found, problem, stderr = probe_in_child("agent.profile_child", [str(request)], "the profile phase", left - 2)
+    if found is None:
+        tail = (stderr or "").strip().splitlines()[-1:] if stderr else []
+        return profiling.failed(source, device, f"the profile phase could not run: {problem}"
+                                + (f": {tail[0][:300]}" if tail else ""))  # fmt: skip
+    if not found.get("ok"):
+        return profiling.failed(source, device, f"the profile phase could not run: {found.get('why', 'no reason given')}")
     try:
-        if left < 5 + 2 * load_s:
-            raise RuntimeError(f"the job's timeout_s={spec.settings.timeout_s:g} s left {max(left, 0):.0f} s for it, "
-                               f"too little for a second compile (the first took {load_s:.1f} s); raise timeout_s")  # fmt: skip
-        profile = backend.profile(runs, (left - 2) * 0.9)
-    except JobError as exc:
-        return profiling.failed(source, target, f"the profile phase could not run: {exc.message}")
-    except Exception as exc:  # noqa: BLE001 - the runtime's own error, in one line
-        return profiling.failed(source, target, f"the profile phase could not run: {type(exc).__name__}: "
-                                f"{' '.join(str(exc).split())[:300]}")  # fmt: skip
-    if profile.runs < spec.settings.profile_runs:
+        profile = Profile.from_dict(found["profile"])
+    except ContractError as exc:
+        return profiling.failed(source, device, f"the profile phase gave an unreadable profile: {exc}")
+    if profile.problems():
+        return profiling.failed(source, device, f"the profile phase gave an impossible profile: {'; '.join(profile.problems())}")
+    if 0 < profile.runs < spec.settings.profile_runs:
         note = (f"{profile.runs} of the {spec.settings.profile_runs} profile_runs: the rest would take over "
                 f"{PROFILE_BUDGET_S:g} s, or past the job's timeout_s")  # fmt: skip
         profile = dataclasses.replace(profile, notes=profile.notes + (note,))
@@ -175,8 +202,10 @@ def _peak_rss_bytes() -> int:
     return int(rss) if sys.platform == "darwin" else int(rss) * 1024
 
 
-# size: the phases in the order they run (load, warm-up, latency, throughput, outputs, accuracy), read top to bottom
-def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
+# size: the phases in the order they run (load, warm-up, latency, throughput, outputs, accuracy, profile), read top to bottom
+def execute(spec: JobSpec, agent_id: str, deadline: float | None = None) -> ResultRecord:
+    """The job's record. ``deadline`` (``time.monotonic()``, which every process of this machine shares) is when
+    the agent kills this process: from ``spec.settings.timeout_s`` on when the caller gives none."""
     problems = spec.settings.problems()
     if problems:
         raise JobError(ErrorKind.BAD_SPEC, "invalid benchmark settings: " + "; ".join(problems))
@@ -189,7 +218,8 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
         raise JobError(ErrorKind.UNSUPPORTED_DEVICE, str(exc)) from None
 
     started_at = utc_now()
-    deadline = time.monotonic() + spec.settings.timeout_s
+    if deadline is None:
+        deadline = time.monotonic() + spec.settings.timeout_s
     model_path = local_path(spec.artifact)
     dataset = _load_dataset(spec)
 
@@ -228,8 +258,10 @@ def execute(spec: JobSpec, agent_id: str) -> ResultRecord:
             accuracy, fidelity = _evaluate(backend, x, y, task, reference)
 
     precision, precision_ops = backend.precision()
-    peak_rss = _peak_rss_bytes()  # before the profile phase, whose second compile is no part of the job's footprint
-    profile = _profile(backend, spec, summary.mean_ms, load_ns / 1e9, deadline) if spec.settings.profile else None
+    peak_rss = _peak_rss_bytes()
+    profile = None
+    if spec.settings.profile:
+        profile = _profile(spec, model_path, inputs, summary.mean_ms, load_ns / 1e9, deadline)
     reasons = tuple(summary.invalid_reasons) + tuple(m.problems(spec.settings))
     stats = LatencyStats.from_summary(summary, load_ms=load_ns / 1e6, first_inference_ms=m.first_inference_ns / 1e6)
     return ResultRecord(

@@ -1,7 +1,7 @@
 """Entry point of the benchmark child process.
 
-``python -m agent.child SPEC.json OUTCOME.json AGENT_ID`` runs one job and
-writes a :class:`protocol.JobOutcome`. The outcome goes to a file, not stdout,
+``python -m agent.child SPEC.json OUTCOME.json AGENT_ID [DEADLINE]`` runs one job and
+writes a :class:`protocol.JobOutcome` (DEADLINE: the ``time.monotonic()`` at which the agent kills it). The outcome goes to a file, not stdout,
 so runtime log lines cannot corrupt it.
 """
 
@@ -78,7 +78,7 @@ def _spare(devnull: int) -> tuple[int, int, int]:
             os.dup2(devnull, 0)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
-            code = run(job["spec"], Path(job["out"]), job["agent"])
+            code = run(job["spec"], Path(job["out"]), job["agent"], job.get("deadline"))
             os.write(written_w, b"w")
         except BaseException:  # noqa: BLE001 - report it as the child's own failure
             traceback.print_exc()
@@ -126,8 +126,9 @@ def _zygote() -> int:
     return 0
 
 
-def run(raw_spec: str, out_path: Path, agent_id: str) -> int:
-    """Run one job whose spec is ``raw_spec`` (JSON) and write its outcome to ``out_path``."""
+def run(raw_spec: str, out_path: Path, agent_id: str, deadline: float | None = None) -> int:
+    """Run one job whose spec is ``raw_spec`` (JSON) and write its outcome to ``out_path``; ``deadline``
+    (``time.monotonic()``) is when the agent kills this process."""
     from agent.benchmark import execute
     from agent.errors import JobError
 
@@ -137,7 +138,7 @@ def run(raw_spec: str, out_path: Path, agent_id: str) -> int:
         _write(out_path, JobOutcome(job_id="?", attempt=0, ok=False, error=str(exc), error_kind=ErrorKind.BAD_SPEC, agent_id=agent_id))
         return 0
     try:
-        record = execute(spec, agent_id)
+        record = execute(spec, agent_id, deadline)
         outcome = JobOutcome(job_id=spec.job_id, attempt=spec.attempt, ok=True, record=record, agent_id=agent_id)
     except JobError as exc:
         outcome = JobOutcome(
@@ -161,7 +162,8 @@ def main(argv: list[str]) -> int:
     if argv == ["--zygote"]:
         return _zygote()
     spec_path, out_path, agent_id = Path(argv[0]), Path(argv[1]), argv[2]
-    return run(spec_path.read_text(encoding="utf-8"), out_path, agent_id)
+    deadline = float(argv[3]) if len(argv) > 3 else None  # the agent's, on the clock every process shares
+    return run(spec_path.read_text(encoding="utf-8"), out_path, agent_id, deadline)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,8 @@ class ForkServer:
         line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
 
-    def run(self, spec_json: str, out_path: Path, agent_id: str, err_path: Path, timeout_s: float) -> int | None:
+    def run(self, spec_json: str, out_path: Path, agent_id: str, err_path: Path, timeout_s: float,
+            deadline: float | None = None) -> int | None:  # fmt: skip
         """The child's exit code (negative: killed by that signal), or 0 as soon as it says its outcome is
         on disk (it is reaped meanwhile; the next run hears how it ended); None if it ran past
         ``timeout_s`` (killed)."""
@@ -119,7 +120,7 @@ class ForkServer:
             told = self._read(30.0)
             if told is None or "exit" not in told:
                 raise EOFError("the fork server did not reap the previous job")
-        line = {"spec": spec_json, "out": str(out_path), "agent": agent_id, "err": str(err_path)}
+        line = {"spec": spec_json, "out": str(out_path), "agent": agent_id, "err": str(err_path), "deadline": deadline}
         self.proc.stdin.write((json.dumps(line) + "\n").encode())
         self.proc.stdin.flush()
         started = self._read(120.0)  # the first job may wait for the fork server's imports
@@ -185,13 +186,17 @@ def run_job(
         tmpdir = Path(tmp)
         spec_path, out_path, err_path = tmpdir / "spec.json", tmpdir / "outcome.json", tmpdir / "stderr.log"
         spec_json = spec.to_json()
-        argv = list(child_argv or [sys.executable, "-m", "agent.child"]) + [str(spec_path), str(out_path), agent_id]
+        # when this process kills the child, on the clock every process shares (the profile phase keeps within it)
+        deadline = time.monotonic() + spec.settings.timeout_s
+        argv = list(child_argv or [sys.executable, "-m", "agent.child"]) + [str(spec_path), str(out_path), agent_id,
+                                                                             f"{deadline:.3f}"]  # fmt: skip
         what = f"{spec.model_name} {spec.variant} on {spec.capability}"
         returncode: int | None = -1
         served = False
         if forkserver is not None and child_argv is None:  # the spec goes through its pipe, not a file
             try:
-                returncode, served = forkserver.run(spec_json, out_path, agent_id, err_path, spec.settings.timeout_s), True
+                returncode, served = forkserver.run(spec_json, out_path, agent_id, err_path, spec.settings.timeout_s,
+                                                    deadline), True  # fmt: skip
             except (EOFError, OSError):
                 forkserver.close()  # started again for the next job; this one starts cold
         if not served:

@@ -206,7 +206,7 @@ def records_per_capability(per_cap: pd.DataFrame) -> go.Figure:
 
 #: Precision colours on the Profile page: int8 warm, float cool, the same on every chart.
 PRECISION_COLOURS = {"i8": "#d62728", "u8": "#ff7f0e", "i4": "#8c564b", "f16": "#2ca02c", "bf16": "#9467bd",
-                     "f32": "#1f77b4", "i32": "#7f7f7f", "i64": "#bcbd22"}  # fmt: skip
+                     "f32": "#1f77b4", "i32": "#7f7f7f", "i64": "#bcbd22", "unknown": "#c7c7c7"}  # fmt: skip
 
 
 def op_type_bars(sides: dict[str, pd.DataFrame], top: int = 15) -> go.Figure:

@@ -26,7 +26,8 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from controller.config import FLEET_RECORD_S
 from controller.jobs import FINAL_STATES, JobState
 from controller.store.models import AgentRow, JobRow, Result, SweepRow
-from protocol import HEARTBEAT_S, HEARTBEAT_TTL_S
+from protocol import HEARTBEAT_S, HEARTBEAT_TTL_S, Profile
+from protocol.profiling import int8_share
 from protocol.samples import decode
 
 #: An agent counts as online when the controller recorded it this recently: `fleetbench serve` records the live
@@ -509,8 +510,8 @@ PROFILE_RECORDS = 500
 
 
 def profiles(engine: Engine, limit: int = PROFILE_RECORDS) -> pd.DataFrame:
-    """The newest profiled record of each model × variant × capability × threads (the ``profiled`` column of
-    migration 0009), with its profile as a dict: one row each, newest first. Only these rows' JSON is read."""
+    """The newest profiled record of each model × variant × capability × device × threads (the ``profiled`` column
+    of migration 0009), with its profile as a dict: one row each, newest first. Only these rows' JSON is read."""
     cols = (Result.job_id, Result.model_name, Result.variant, Result.capability, Result.device_name, Result.threads,
             Result.p50_ms, Result.mean_ms, Result.fallback_ops, Result.finished_at)  # fmt: skip
     stmt = (select(*cols, Result.record).where(Result.profiled.is_(True), Result.superseded == false())
@@ -518,7 +519,7 @@ def profiles(engine: Engine, limit: int = PROFILE_RECORDS) -> pd.DataFrame:
     df = _frame(engine, stmt)
     if df.empty:
         return df.drop(columns=["record"]).assign(profile=[])
-    df = df.drop_duplicates(["model_name", "variant", "capability", "threads"]).reset_index(drop=True)
+    df = df.drop_duplicates(["model_name", "variant", "capability", "device_name", "threads"]).reset_index(drop=True)
     df["profile"] = [(r if isinstance(r, dict) else json.loads(r)).get("profile") for r in df.pop("record")]
     df["finished_at"] = _utc(df["finished_at"])
     return df
@@ -546,18 +547,20 @@ def coverage(rows: pd.DataFrame) -> pd.DataFrame:
         p = r.profile or {}
         pl = p.get("placement") or {}
         total = (pl.get("ops_on_target") or 0) + (pl.get("fallback_ops") or 0)
+        share = int8_share(Profile.from_dict(p)) if p and not p.get("error") else None
         row = {"variant": r.variant, "device": r.capability, "threads": r.threads,
                "on target": f"{pl.get('ops_on_target')}/{total} {pl.get('target', '')}" if pl else "-",
                "fallback ops": pl.get("fallback_ops"), "partitions": pl.get("partitions"),
-               "node time ms": p.get("node_time_ms"), "p50 ms": r.p50_ms, "job": r.job_id[:8],
-               "error": p.get("error", "")}  # fmt: skip
+               "int8": share[0] if share else None, "node time ms": p.get("node_time_ms"), "p50 ms": r.p50_ms,
+               "job": r.job_id[:8], "error": p.get("error", "")}  # fmt: skip
         for s in p.get("precisions") or []:
             share = s.get("time_share") if s.get("time_share") is not None else s.get("op_share")
             row[f"share_{s['precision']}"] = share
         out.append(row)
     df = pd.DataFrame(out)
-    shares = sorted((c for c in df.columns if c.startswith("share_")), key=lambda c: (c != "share_i8", c != "share_u8", c))
-    head = ["variant", "device", "threads", "on target", "fallback ops", "partitions"]
+    shares = sorted((c for c in df.columns if c.startswith("share_")),
+                    key=lambda c: (c != "share_i8", c != "share_u8", c == "share_unknown", c))  # fmt: skip
+    head = ["variant", "device", "threads", "on target", "fallback ops", "partitions", "int8"]
     return df[head + shares + [c for c in df.columns if c not in head and not c.startswith("share_")]].fillna(
         {c: 0.0 for c in shares})
 

@@ -9,7 +9,7 @@ from protocol.profiling import int8_share
 def record_fields(r) -> dict:
     """Every value of ``r`` a table shows, by name (a missing measurement is None; a missing name or word, "")."""
     f, a, lg, t = r.fidelity, r.accuracy, r.loadgen, r.throughput
-    p = r.profile if r.profile is not None and not r.profile.error else None
+    p = r.profile if r.profile is not None and not r.profile.error else None  # a profile that ran
     int8 = int8_share(p) if p is not None else None
     return dict(
         job_id=r.job_id, attempt=r.attempt, model_name=r.model_name, model_id=r.model_id, variant=r.variant,
@@ -26,7 +26,7 @@ def record_fields(r) -> dict:
         fidelity_max_abs_error=f.max_abs_error if f else None, fidelity_worst_output=f.worst_output if f else "",
         fidelity_warnings="; ".join(f.warnings) if f else "", precision=r.precision, model_size_bytes=r.model_size_bytes,
         peak_rss_bytes=r.peak_rss_bytes, from_source=r.from_source, loadgen_scenario=lg.scenario if lg else "",
-        loadgen_verdict=lg.verdict if lg else "", profiled=p is not None,
+        loadgen_verdict=lg.verdict if lg else "", profiled=r.profile is not None,
         fallback_ops=p.placement.fallback_ops if p else None, partitions=p.placement.partitions if p else None,
-        int8_share=int8[0] if int8 else None, finished_at=r.finished_at,
+        int8_share=int8[0] if int8 else None, int8_by=int8[1] if int8 else "", finished_at=r.finished_at,
     )  # fmt: skip

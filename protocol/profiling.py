@@ -1,5 +1,6 @@
 """Profiles: a runtime's per-node figures made into the compact record (:class:`protocol.records.Profile`), the
-precision a kernel ran in read from its name, and two profiles compared op type by op type.
+precision a kernel ran in read from its name, a graph cut into partitions where its placement changes, and two
+profiles compared op type by op type.
 
 Pure functions over plain values. The agent's backends read their runtime's own counters (OpenVINO's
 ``PERF_COUNT``, LiteRT's profiler) into :class:`~protocol.records.ProfileNode` objects; :func:`summarize`
@@ -19,6 +20,8 @@ from protocol.records import (PROFILE_TOP_NODES, OpTypeProfile, Placement, Preci
 INT8 = ("i8", "u8")
 #: Said where a runtime gives no per-op time (the record never invents one).
 NO_OP_TIME = "per-op time not available from this runtime"
+#: The precision coverage's name for nodes whose kernel names no precision (a reshape, a copy, a delegate's op).
+UNKNOWN = "unknown"
 _NAME_MAX = 200
 
 
@@ -94,15 +97,13 @@ def summarize(
         places=dict(sorted(places.items(), key=lambda kv: (-kv[1], kv[0]))), fallback_op_types=tuple(fallback_types),
     )  # fmt: skip
 
-    known = [n for n in executed if n.precision]
-    known_time = _sum(n.time_ms for n in known) if timed else None
     precisions = []
-    for p in sorted({n.precision for n in known}):
-        group = [n for n in known if n.precision == p]
+    for p in sorted({n.precision or UNKNOWN for n in executed}):
+        group = [n for n in executed if (n.precision or UNKNOWN) == p]
         t = _sum(n.time_ms for n in group) if timed else None
-        precisions.append(PrecisionShare(precision=p, ops=len(group), op_share=round(len(group) / len(known), 6),
-                                         time_ms=t, time_share=_share(t, known_time) if timed else None))  # fmt: skip
-    precisions.sort(key=lambda s: (-(s.time_share or 0.0), -s.ops, s.precision))
+        precisions.append(PrecisionShare(precision=p, ops=len(group), op_share=round(len(group) / len(executed), 6),
+                                         time_ms=t, time_share=_share(t, node_time) if timed else None))  # fmt: skip
+    precisions.sort(key=lambda s: (s.precision == UNKNOWN, -(s.time_share or 0.0), -s.ops, s.precision))
 
     return Profile(
         source=source, runs=runs, nodes=len(executed), not_executed=len(nodes) - len(executed), node_time_ms=node_time,
@@ -114,7 +115,7 @@ def summarize(
 
 def failed(source: str, target: str, why: str) -> Profile:
     """The profile of a phase that could not run: empty, with the reason (the job's other numbers stand)."""
-    return Profile(source=source, runs=0, nodes=0, not_executed=0, node_time_ms=None, latency_ms=None, op_time=why,
+    return Profile(source=source, runs=0, nodes=0, not_executed=0, node_time_ms=None, latency_ms=None, op_time="",
                    op_types=(), top_nodes=(), placement=Placement(target=target, ops_on_target=0, fallback_ops=0,
                                                                   partitions=0), precisions=(), error=why)  # fmt: skip
 
@@ -135,13 +136,42 @@ def _untimed(n: ProfileNode) -> ProfileNode:
 
 
 def int8_share(profile: Profile) -> tuple[float, str] | None:
-    """(share of the profile in 8-bit integer arithmetic, "time" or "ops"): by time where the runtime gave
-    per-op time, else by the share of nodes. None when no node's precision is known."""
-    if not profile.precisions:
+    """(share of the profile in 8-bit integer arithmetic, "time" or "ops"): of all the node time where the runtime
+    gave per-op time, else of all the nodes. None when no node's precision is known (or the phase failed)."""
+    if not any(p.precision != UNKNOWN for p in profile.precisions):
         return None
     if all(p.time_share is not None for p in profile.precisions):
         return round(sum(p.time_share for p in profile.precisions if p.precision in INT8), 6), "time"
     return round(sum(p.op_share for p in profile.precisions if p.precision in INT8), 6), "ops"
+
+
+def partitions(nodes: list[str], edges: list[tuple[str, str]], place: dict[str, str]) -> dict[str, int]:
+    """How many subgraphs each place's nodes make when a graph is cut wherever the place changes: {place: count}.
+
+    Nodes are taken in dependency order, as many of one place as are ready before any of another (a delegate
+    or HETERO takes a subgraph only when its inputs are all computed): a target node that depends on a
+    fallback node which depends on the target starts a new target subgraph, even where a skip edge joins the
+    two target nodes directly."""
+    succ: dict[str, list[str]] = {n: [] for n in nodes}
+    indeg = {n: 0 for n in nodes}
+    for a, b in edges:
+        if a in succ and b in indeg and a != b:
+            succ[a].append(b)
+            indeg[b] += 1
+    ready = [n for n in nodes if indeg[n] == 0]
+    counts: dict[str, int] = {}
+    while ready:
+        current = place[ready[0]]
+        queue = [n for n in ready if place[n] == current]
+        ready = [n for n in ready if place[n] != current]
+        counts[current] = counts.get(current, 0) + 1
+        while queue:
+            n = queue.pop()
+            for s in succ[n]:
+                indeg[s] -= 1
+                if indeg[s] == 0:
+                    (queue if place[s] == current else ready).append(s)
+    return counts
 
 
 # ---------------------------------------------------------------- precision names

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import datetime as _dt
 import json
+import math
 import types
 import typing
 import uuid
@@ -539,6 +540,8 @@ NODE_STATUSES = ("executed", "not-run", "optimized-out")
 PROFILE_TOP_NODES = 20
 #: More op types than this in one profile is not a real model's: the record is refused.
 PROFILE_MAX_OP_TYPES = 1000
+#: Nor more notes, or a longer name, kernel or note, than these.
+PROFILE_MAX_NOTES, PROFILE_MAX_TEXT = 20, 1000
 
 
 @dataclass(frozen=True)
@@ -627,34 +630,46 @@ class Profile(_Contract):
     #: The slowest nodes (or the first, in execution order, without per-op time).
     top_nodes: tuple[ProfileNode, ...]
     placement: Placement
-    #: Precision coverage: share of the executed nodes of known precision, and of their time.
+    #: Precision coverage: share of the executed nodes, and of the node time, per precision ("unknown" where the
+    #: kernel names none).
     precisions: tuple[PrecisionShare, ...]
     notes: tuple[str, ...] = ()
     #: Why the profile phase could not run (the job's other numbers stand); every other field is then empty.
     error: str = ""
 
     def problems(self) -> list[str]:
-        """What makes this profile impossible (shares outside 0-1, counts that do not add up, too big)."""
+        """What makes this profile impossible: counts that do not add up, shares outside 0-1 or summing past 1,
+        times that are negative or not finite, or sizes no real profile has."""
         out = []
-        if self.runs < 0 or self.nodes < 0 or self.not_executed < 0:
-            out.append("runs and node counts must be >= 0")
+        pl = self.placement
+        counts = [self.runs, self.nodes, self.not_executed, pl.ops_on_target, pl.fallback_ops, pl.partitions,
+                  *pl.places.values(), *(t.count for t in self.op_types), *(p.ops for p in self.precisions)]  # fmt: skip
+        if any(c < 0 for c in counts):
+            out.append("runs and counts must be >= 0")
         if len(self.top_nodes) > PROFILE_TOP_NODES:
             out.append(f"{len(self.top_nodes)} top nodes, more than {PROFILE_TOP_NODES}")
-        if len(self.op_types) > PROFILE_MAX_OP_TYPES or len(self.precisions) > PROFILE_MAX_OP_TYPES:
-            out.append(f"more than {PROFILE_MAX_OP_TYPES} op types or precisions")
+        if max(len(self.op_types), len(self.precisions), len(pl.places), len(pl.fallback_op_types)) > PROFILE_MAX_OP_TYPES:
+            out.append(f"more than {PROFILE_MAX_OP_TYPES} op types, precisions or places")
         if sum(t.count for t in self.op_types) != self.nodes:
             out.append(f"op type counts add up to {sum(t.count for t in self.op_types)}, not nodes={self.nodes}")
         shares = [t.share for t in self.op_types] + [p.op_share for p in self.precisions] + [p.time_share for p in self.precisions]
         if any(v is not None and not 0 <= v <= 1 for v in shares):
             out.append("a share is outside 0-1")
-        times = [t.time_ms for t in self.op_types] + [n.time_ms for n in self.top_nodes] + [self.node_time_ms, self.latency_ms]
-        if any(v is not None and not v >= 0 for v in times):
-            out.append("a time is negative or not a number")
+        for what in ("op_share", "time_share"):
+            total = sum(getattr(p, what) or 0.0 for p in self.precisions)
+            if total > 1 + 1e-3:
+                out.append(f"the precisions' {what}s add up to {total:.3f}, past 1")
+        times = ([t.time_ms for t in self.op_types] + [n.time_ms for n in self.top_nodes] + [p.time_ms for p in self.precisions]
+                 + [self.node_time_ms, self.latency_ms, pl.time_on_target_ms, pl.fallback_time_ms])  # fmt: skip
+        if any(v is not None and not (math.isfinite(v) and v >= 0) for v in times):
+            out.append("a time is negative or not a finite number")
         if any(n.status not in NODE_STATUSES for n in self.top_nodes):
             out.append(f"a node status is not one of {', '.join(NODE_STATUSES)}")
-        pl = self.placement
-        if min(pl.ops_on_target, pl.fallback_ops, pl.partitions) < 0:
-            out.append("placement counts must be >= 0")
+        texts = ([self.source, self.op_time, self.error, pl.target, *pl.places, *pl.fallback_op_types, *self.notes]
+                 + [t.op_type for t in self.op_types] + [p.precision for p in self.precisions]
+                 + [v for n in self.top_nodes for v in (n.name, n.op_type, n.place, n.precision, n.exec_type)])  # fmt: skip
+        if len(self.notes) > PROFILE_MAX_NOTES or any(len(t) > PROFILE_MAX_TEXT for t in texts):
+            out.append(f"more than {PROFILE_MAX_NOTES} notes, or a text longer than {PROFILE_MAX_TEXT} characters")
         return out
 
 

@@ -53,6 +53,11 @@ def test_summarize_keeps_time_by_op_type_the_slowest_nodes_placement_and_precisi
     shares = {s.precision: (s.ops, s.op_share, s.time_share) for s in p.precisions}
     assert shares == {"i8": (2, 0.5, 0.4), "f32": (2, 0.5, 0.6)}
     assert P.int8_share(p) == (0.4, "time")
+    # a node whose kernel names no precision stays in the whole: int8 is a share of all the node time
+    unnamed = P.summarize(nodes + [node("copy", op_type="Copy", precision="", time_ms=0.1)], source="t", runs=1,
+                          target="CPU", partitions=1)  # fmt: skip
+    assert [s.precision for s in unnamed.precisions] == ["f32", "i8", "unknown"]
+    assert P.int8_share(unnamed) == (0.2, "time") and unnamed.precisions[-1].time_share == 0.5
     assert not p.problems() and Profile.from_dict(json.loads(json.dumps(p.to_dict()))) == p
 
 
@@ -115,10 +120,13 @@ def test_two_profiles_compared_op_type_by_op_type():
 
 @pytest.mark.parametrize("change, error", [
     (dict(nodes=5), "add up to"),
-    (dict(runs=-1), "runs and node counts must be >= 0"),
+    (dict(runs=-1), "runs and counts must be >= 0"),
     (dict(top_nodes=tuple(node(f"n{i}") for i in range(21))), "21 top nodes"),
-    (dict(node_time_ms=-1.0), "negative"),
-    (dict(latency_ms=float("nan")), "not a number"),
+    (dict(node_time_ms=-1.0), "negative or not a finite number"),
+    (dict(latency_ms=float("nan")), "negative or not a finite number"),
+    (dict(latency_ms=float("inf")), "negative or not a finite number"),
+    (dict(notes=("x" * 1001,)), "a text longer than 1000 characters"),
+    (dict(notes=("n",) * 21), "more than 20 notes"),
 ])  # fmt: skip
 def test_an_impossible_profile_is_refused_with_the_record(golden_record, change, error):
     good = P.summarize([node("a"), node("b")], source="t", runs=3, target="CPU", partitions=1)
@@ -129,6 +137,11 @@ def test_an_impossible_profile_is_refused_with_the_record(golden_record, change,
         record.check_consistent()
     shares = dataclasses.replace(good, precisions=(dataclasses.replace(good.precisions[0], op_share=1.5),))
     assert "a share is outside 0-1" in shares.problems()
+    twice = dataclasses.replace(good, precisions=good.precisions * 2)  # two full shares: int8 could read 200%
+    assert "the precisions' op_shares add up to 2.000, past 1" in twice.problems()
+    placement = dataclasses.replace(good.placement, fallback_time_ms=float("nan"), places={"CPU": -2})
+    assert {"runs and counts must be >= 0", "a time is negative or not a finite number"} <= set(
+        dataclasses.replace(good, placement=placement).problems())  # fmt: skip
 
 
 def test_a_record_with_a_profile_travels_and_an_old_one_reads_without(golden_record):
@@ -173,6 +186,21 @@ def test_delegate_partitions_are_traced_back_to_the_ops_they_replaced(delegates,
     assert [got[i] for i in range(7)] == places and parts == partitions
 
 
+@pytest.mark.parametrize("nodes, edges, place, expected", [
+    # target -> fallback -> target, and a skip edge joining the two target nodes: two target subgraphs
+    ("abc", [("a", "b"), ("b", "c"), ("a", "c")], dict(a="GPU", b="CPU", c="GPU"), {"GPU": 2, "CPU": 1}),
+    ("abc", [("a", "b"), ("b", "c")], dict(a="GPU", b="GPU", c="GPU"), {"GPU": 1}),
+    # two independent branches on the target, joined on the target: one subgraph
+    ("abcd", [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")], dict(a="GPU", b="GPU", c="GPU", d="GPU"), {"GPU": 1}),
+    # a fallback op on one branch only: the join waits for it
+    ("abcd", [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")], dict(a="GPU", b="CPU", c="GPU", d="GPU"),
+     {"GPU": 2, "CPU": 1}),
+    ("ab", [], dict(a="GPU", b="CPU"), {"GPU": 1, "CPU": 1}),
+])  # fmt: skip
+def test_hetero_partitions_are_cut_where_the_device_changes(nodes, edges, place, expected):
+    assert P.partitions(list(nodes), edges, place) == expected
+
+
 def test_profiler_events_become_one_mean_per_op():
     events = []
     for run in range(2):
@@ -187,6 +215,10 @@ def test_profiler_events_become_one_mean_per_op():
                     ("delegate", 1, 1): ("Static Reshape (NC)", 0.0, 2), ("node", 0, 5): ("CUMSUM", 4.0, 2),
                     ("delegate", 2, 0): ("Fully Connected (NC, F32) GEMM", 6.0, 2)}  # fmt: skip
     assert out["invoke_us"] == 100.5
+    # an op that runs three times per inference (a loop body) counts three times, per inference
+    loop = [(1, "Invoke", 90, 0, 0)] + [(2, "ADD", 2, 3, 1)] * 3 + [(1, "Invoke", 90, 0, 0)] + [(2, "ADD", 2, 3, 1)] * 3
+    (row,) = litert_profiler.aggregate(loop, runs=2)["ops"]
+    assert (row["subgraph"], row["index"], row["mean_us"], row["count"]) == (1, 3, 6.0, 6)
 
 
 def test_the_c_api_profiler_is_read_only_from_the_release_it_was_written_for():
@@ -253,6 +285,7 @@ def test_the_passthrough_delegate_claims_nothing_and_that_is_full_fallback(tmp_p
     assert pl.fallback_ops == r.profile.nodes == 8 and set(pl.places) == {"xnnpack", "builtin"}
     assert r.profile.op_time.startswith(P.NO_OP_TIME) and "placed, not timed" in r.profile.op_time
     assert all(n.time_ms is None for n in r.profile.top_nodes) and r.profile.runs == 0  # an op list: nothing ran for it
+    assert r.profile.notes == ()  # nothing was cut short
 
 
 def test_tflite_runtime_says_it_has_no_per_op_time(tmp_path, cumsum_model, monkeypatch):
@@ -281,7 +314,22 @@ def test_a_profile_that_cannot_run_costs_the_profile_never_the_record(tmp_path, 
     r = _profiled(_job(ArtifactStore(tmp_path / "a"), cumsum_model, "tflite-fp32", "litert:cpu", settings))
     assert r.stats.count >= settings.min_iterations
     assert r.profile.error.startswith("the profile phase could not run") and "timeout_s=4" in r.profile.error
-    assert r.profile.nodes == 0 and not r.profile.problems()
+    assert r.profile.nodes == 0 and r.profile.op_time == "" and not r.profile.problems()
+
+
+def test_a_profile_phase_that_crashes_costs_the_profile_never_the_record(tmp_path, cumsum_model, monkeypatch):
+    """The phase runs in a process of its own: a runtime that dies there (here, a SIGKILL at its start, as the
+    kernel's OOM killer would) leaves the job's record whole."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal, sys\n"
+        "if 'agent.profile_child' in getattr(sys, 'orig_argv', []):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n")  # fmt: skip
+    monkeypatch.setenv("PYTHONPATH", f"{hook}{__import__('os').pathsep}{ROOT}")
+    r = _profiled(_job(ArtifactStore(tmp_path / "a"), cumsum_model, "tflite-fp32", "litert:cpu"))
+    assert r.stats.count >= FAST.min_iterations and r.profile is not None
+    assert r.profile.error == "the profile phase could not run: the profile phase crashed (killed by signal 9)"
 
 
 @pytest.fixture(scope="module")

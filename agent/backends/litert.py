@@ -229,7 +229,7 @@ class Backend:
             return summarize(nodes, source=source, runs=0, target=target, partitions=partitions.get(target, 0),
                              op_time=f"{NO_OP_TIME}: {why}")  # fmt: skip
         by_index = {op["index"]: op for op in originals}
-        timed = []
+        timed, nested = [], 0
         for row in found["ops"]:
             if row["kind"] == "delegate":
                 op_type, precision = xnnpack_op(row["tag"])
@@ -240,13 +240,13 @@ class Backend:
             elif row["subgraph"] == 0 and row["index"] in by_index:
                 base = _node(by_index[row["index"]], tensors, PLACE_BUILTIN)
                 timed.append(dataclasses.replace(base, time_ms=row["mean_us"] / 1000))
-            else:  # an op of another subgraph (a control-flow body): its time, under its TFLite name
-                timed.append(ProfileNode(name=f"subgraph {row['subgraph']} node {row['index']}", op_type=row["tag"],
-                                         place=PLACE_BUILTIN, time_ms=row["mean_us"] / 1000))  # fmt: skip
+            else:  # an op of a control-flow body: its time is inside its WHILE/IF node's
+                nested += 1
+        notes = CPU_PROFILE_NOTES + _disagreements(places, timed, nested)
         invoke = found.get("invoke_us")
         return summarize(timed, source="litert profiler (CompiledModel API, CPU)", runs=runs, target=target,
                          partitions=partitions.get(target, 0), graph=graph,
-                         latency_ms=invoke / 1000 if invoke is not None else None, notes=CPU_PROFILE_NOTES)  # fmt: skip
+                         latency_ms=invoke / 1000 if invoke is not None else None, notes=notes)  # fmt: skip
 
     def _no_op_time(self) -> str:
         """Why this backend reads no per-op time for this job ("" when it does)."""
@@ -486,6 +486,20 @@ def dequantize(array: np.ndarray, detail: dict) -> np.ndarray:
     return (array.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
 
 
+def _disagreements(places: dict[int, str], timed: list[ProfileNode], nested: int) -> tuple[str, ...]:
+    """Notes where the profiled compile and the interpreter's placement differ, or ops were left out."""
+    notes = []
+    on_builtin = {i for i, p in places.items() if p == PLACE_BUILTIN}
+    timed_builtin = sum(1 for n in timed if n.place == PLACE_BUILTIN)
+    if timed_builtin != len(on_builtin):
+        notes.append(f"the profiled compile ran {timed_builtin} ops on TFLite's own kernels where the interpreter "
+                     f"placed {len(on_builtin)} there: the two compiles split the model differently")  # fmt: skip
+    if nested:
+        notes.append(f"{nested} ops of control-flow bodies (WHILE, IF) are left out: their time is inside their "
+                     "WHILE or IF node's")  # fmt: skip
+    return tuple(notes)
+
+
 def _op_list(interp) -> tuple[list[dict], dict[int, dict]]:
     """The interpreter's nodes (model ops, then delegate kernels) and its tensors by index."""
     try:
@@ -523,20 +537,30 @@ def graph_placement(ops: list[dict], nodes_at_init: int, device: str) -> tuple[d
 
 
 def _node(op: dict, tensors: dict[int, dict], place: str) -> ProfileNode:
-    """A model op as a profile node: named by its first output tensor, its precision from its types."""
+    """A model op as a profile node: named by its first output tensor. Its precision is read from its types only
+    where TFLite's own CPU kernels or XNNPACK run it (they compute in the types the model gives); a delegate or
+    the GPU chooses its own, which it does not tell, so there it is unknown."""
     outputs = [tensors.get(int(t)) for t in op.get("outputs", []) if int(t) >= 0]
     name = outputs[0]["name"] if outputs and outputs[0] is not None and outputs[0]["name"] else f"node {op['index']}"
-    return ProfileNode(name=name, op_type=op["op_name"], place=place, precision=_op_precision(op, tensors))
+    precision = _op_precision(op, tensors) if place in (PLACE_XNNPACK, PLACE_BUILTIN) else ""
+    return ProfileNode(name=name, op_type=op["op_name"], place=place, precision=precision)
+
+
+#: Ops with hybrid kernels: with int8 weights and float activations they quantize the activations on the fly
+#: and multiply in int8 (dynamic-range quantization).
+_HYBRID_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV", "LSTM",
+                         "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "RNN",
+                         "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN", "SVDF"})  # fmt: skip
 
 
 def _op_precision(op: dict, tensors: dict[int, dict]) -> str:
-    """The type an op's kernel works in: its result's, except a float op with constant int8 weights (dynamic-range
-    quantization), which quantizes its input on the fly and multiplies in int8 (i8)."""
+    """The type an op's kernel works in: its result's, except a hybrid op (float result, int8 weights), which
+    multiplies in int8 (i8)."""
     outputs = [tensors.get(int(t)) for t in op.get("outputs", []) if int(t) >= 0]
     if not outputs or outputs[0] is None:
         return ""
     kind = canonical_precision(np.dtype(outputs[0]["dtype"]).name)
-    if kind in ("f32", "f16") and op["op_name"] not in _CONVERT_OPS:
+    if kind in ("f32", "f16") and op["op_name"] in _HYBRID_OPS:
         ins = [tensors.get(int(i)) for i in op.get("inputs", []) if int(i) >= 0]
         if any(t is not None and np.dtype(t["dtype"]).name == "int8" for t in ins):
             return "i8"

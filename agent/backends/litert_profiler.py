@@ -207,8 +207,8 @@ def profile(model: str, inputs: dict[str, bytes], order: list[str], runs: int, t
 
 
 def aggregate(events: list[tuple[int, str, int, int, int]], runs: int) -> dict:
-    """Each op's mean time over the runs, from the profiler's events in order:
-    (type, tag, elapsed µs, metadata1, metadata2).
+    """Each op's time per inference (its summed time over the runs, divided by the runs), from the profiler's
+    events in order: (type, tag, elapsed µs, metadata1, metadata2).
 
     An ``Invoke`` event starts a run. A delegate-profiled event (XNNPACK) is one of the delegate's own
     operators, numbered from 0 in each partition: a number not above the last one starts the next
@@ -235,8 +235,9 @@ def aggregate(events: list[tuple[int, str, int, int, int]], runs: int) -> dict:
         entry = ops.setdefault(key, {"us": 0, "n": 0})
         entry["us"] += us
         entry["n"] += 1
+    per = len(invokes) or runs  # an op's time per inference: one that runs k times in a loop body counts k times
     rows = [{"kind": k[0], "partition": k[1] if k[0] == "delegate" else 0, "index": k[2],
-             "subgraph": k[1] if k[0] == "node" else 0, "tag": k[3], "mean_us": v["us"] / v["n"], "count": v["n"]}
+             "subgraph": k[1] if k[0] == "node" else 0, "tag": k[3], "mean_us": v["us"] / per, "count": v["n"]}
             for k, v in ops.items()]  # fmt: skip
     return {"ok": True, "runs": runs, "ops": rows, "invoke_us": sum(invokes) / len(invokes) if invokes else None}
 

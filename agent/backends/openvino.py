@@ -28,7 +28,7 @@ from agent.errors import JobError
 from protocol import Profile, ProfileNode
 from protocol.errors import ErrorKind, ov_error_line
 from protocol.packing import unpack
-from protocol.profiling import openvino_precision, summarize
+from protocol.profiling import openvino_precision, partitions, summarize
 
 
 def _core_class():
@@ -112,31 +112,6 @@ def _version() -> str:
 _STATUS = {"EXECUTED": "executed", "NOT_RUN": "not-run", "OPTIMIZED_OUT": "optimized-out"}
 #: Nodes that compute nothing: a profile leaves them out.
 _NOT_NODES = frozenset({"Parameter", "Result", "Constant", "Const", "Input", "Output"})
-
-
-def hetero_partitions(model, affinity: dict[str, str], target: str) -> int:
-    """How many connected groups of the model's ops ``affinity`` places on ``target`` (HETERO compiles each as
-    one subgraph; every boundary between devices is a copy)."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    on_target = [op.get_friendly_name() for op in model.get_ordered_ops() if affinity.get(op.get_friendly_name()) == target]
-    for name in on_target:
-        find(name)
-    for op in model.get_ordered_ops():
-        name = op.get_friendly_name()
-        if affinity.get(name) != target:
-            continue
-        for port in op.inputs():
-            src = port.get_source_output().get_node().get_friendly_name()
-            if affinity.get(src) == target:
-                parent[find(src)] = find(name)
-    return len({find(n) for n in on_target})
 
 
 class AsyncQueuePool:
@@ -336,6 +311,8 @@ class Backend:
         for i in range(len(compiled.inputs)):
             request.get_input_tensor(i).data[...] = self._request.get_input_tensor(i).data
         for _ in range(min(10, runs)):
+            if time.monotonic() >= deadline:
+                break
             request.infer()
         totals: dict[str, list] = {}  # node name -> [type, exec_type, status, summed µs]
         latency_ms, done = 0.0, 0
@@ -351,7 +328,7 @@ class Backend:
                 row[1] = info.exec_type or row[1]
                 row[3] += info.real_time.total_seconds() * 1e6
         layers = {op.get_friendly_name(): op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops()}
-        target, places, partitions = self._placement(layers)
+        target, places, partitions, notes = self._placement(compiled, layers)
         nodes = []
         for name, (node_type, exec_type, status, us) in totals.items():
             if node_type in _NOT_NODES:
@@ -362,29 +339,42 @@ class Backend:
                                      precision=openvino_precision(exec_type, rt), exec_type=exec_type,
                                      time_ms=us / done / 1000, status=status))  # fmt: skip
         return summarize(nodes, source="openvino PERF_COUNT (profiling_info)", runs=done, target=target,
-                         partitions=partitions, latency_ms=latency_ms / done)  # fmt: skip
+                         partitions=partitions, latency_ms=latency_ms / done, notes=notes)  # fmt: skip
 
-    def _placement(self, layers: dict) -> tuple[str, dict[str, str], int]:
-        """(the target device, {runtime node: device} where not the target, the target's partitions).
+    def _placement(self, compiled, layers: dict) -> tuple[str, dict[str, str], int, tuple[str, ...]]:
+        """(the target device, {runtime node: device} where not the target, the target's partitions, notes).
 
         A plain device runs every node: one partition. HETERO places each op of the model on one of its devices
         (``query_model``): the first device listed is the target, the rest fallback, and the target's
-        partitions are the connected groups of ops placed on it. AUTO and MULTI run on the devices they chose."""
+        partitions are counted as HETERO cuts them (:func:`partitions`). AUTO and MULTI run on the devices
+        they chose for this compile."""
         head, _, rest = self._device.partition(":")
         if head in ("AUTO", "MULTI"):
             try:
-                chosen = [str(d) for d in self._compiled.get_property("EXECUTION_DEVICES")]
+                chosen = [str(d) for d in compiled.get_property("EXECUTION_DEVICES")]
             except Exception:  # noqa: BLE001 - an older plugin without the property
                 chosen = [d for d in rest.split(",") if d]
-            return ",".join(chosen) or self._device, {}, 1
+            return ",".join(chosen) or self._device, {}, 1, ()
         if head != "HETERO":
-            return self._device, {}, 1
+            return self._device, {}, 1, ()
         target = rest.split(",")[0]
         affinity = {str(k): str(v) for k, v in self.core().query_model(self._model, self._device).items()}
-        places = {}
+        places, unmapped = {}, 0
         for name, info in layers.items():
+            if info["layerType"].astype(str) in ("Input", "Output", "Const"):
+                continue
             originals = info["originalLayersNames"].astype(str).split(",") if "originalLayersNames" in info else []
             devices = [affinity[o] for o in originals if o in affinity]
-            if devices and devices[0] != target:
+            if not devices:
+                unmapped += 1
+            elif devices[0] != target:
                 places[name] = devices[0]
-        return target, places, hetero_partitions(self._model, affinity, target)
+        ops = [op for op in self._model.get_ordered_ops() if op.get_type_name() not in ("Parameter", "Result", "Constant")]
+        names = {op.get_friendly_name() for op in ops}
+        edges = [(port.get_source_output().get_node().get_friendly_name(), op.get_friendly_name())
+                 for op in ops for port in op.inputs()]  # fmt: skip
+        cuts = partitions([op.get_friendly_name() for op in ops],
+                          [(a, b) for a, b in edges if a in names], {n: affinity.get(n, target) for n in names})  # fmt: skip
+        notes = (f"{unmapped} nodes of the compiled graph name no op of the model (layout copies HETERO or the plugin "
+                 f"added); they are counted on {target}",) if unmapped else ()  # fmt: skip
+        return target, places, cuts.get(target, 0), notes

@@ -13,6 +13,7 @@ import sys
 from typing import Optional
 
 import typer
+from rich.markup import escape as e
 from rich.table import Table
 
 from controller.cli.app import DataDirOpt, DbOpt, _fail, _open_store, app, console
@@ -49,6 +50,9 @@ def _resolve(store, ref: str) -> tuple[list[ResultRecord], str]:
     """(records, what ``ref`` named: "job" or "sweep"): a job id or its first characters, else a sweep."""
     from controller.store import StoreError
 
+    named = store.sweep_named(ref)
+    if named is not None:  # a sweep's own name wins over a job id that happens to start the same
+        return store.sweep_results(named.sweep_id), "sweep"
     if _JOB_PREFIX.fullmatch(ref):
         found = store.results_by_job(ref)
         jobs = list(dict.fromkeys(r.job_id for r in found))
@@ -148,15 +152,15 @@ def _show_one(r: ResultRecord, fmt: str, top: int) -> None:
     if fmt == "csv":
         _csv(_op_rows(r), _OP_CSV)
         return
-    console.print(f"[bold]Profile of {r.model_name} {r.variant}[/] on {r.capability} ({r.device_name}), "
+    console.print(f"[bold]Profile of {e(r.model_name)} {e(r.variant)}[/] on {e(r.capability)} ({e(r.device_name)}), "
                   f"job {r.job_id[:8]}, {r.settings.threads} thread(s)", highlight=False)  # fmt: skip
     for line in summary_lines(r, p):
-        console.print(f"  {line}", highlight=False)
+        console.print(f"  {e(line)}", highlight=False)
     console.print(_op_types_table(p, top))
     console.print(_nodes_table(p, top))
     console.print(_precision_table(p))
     for note in ([p.op_time] if p.op_time else []) + list(p.notes):
-        console.print(f"[dim]note: {note}[/]", highlight=False)
+        console.print(f"[dim]note: {e(note)}[/]", highlight=False)
 
 
 def summary_lines(r: ResultRecord, p: Profile) -> list[str]:
@@ -195,7 +199,7 @@ def _op_types_table(p: Profile, top: int) -> Table:
                          overflow="fold")  # fmt: skip
     for t in shown:
         bar = "█" * round((t.share or 0) * 30) if t.share is not None else ""
-        table.add_row(t.op_type, str(t.count), _us(t.time_ms), _pct(t.share), f"[cyan]{bar}[/]")
+        table.add_row(e(t.op_type), str(t.count), _us(t.time_ms), _pct(t.share), f"[cyan]{bar}[/]")
     return table
 
 
@@ -209,7 +213,8 @@ def _nodes_table(p: Profile, top: int) -> Table:
                          max_width=30 if col == "kernel" else 44 if col == "node" else None)  # fmt: skip
     for n in nodes:
         share = n.time_ms / p.node_time_ms if n.time_ms is not None and p.node_time_ms else None
-        table.add_row(_us(n.time_ms), _pct(share), n.op_type, n.place, n.precision or "-", n.exec_type or "-", n.name)
+        table.add_row(_us(n.time_ms), _pct(share), e(n.op_type), e(n.place), e(n.precision or "-"), e(n.exec_type or "-"),
+                      e(n.name))  # fmt: skip
     return table
 
 
@@ -219,7 +224,7 @@ def _precision_table(p: Profile) -> Table:
     for col in ("ran in", "nodes", "of nodes", "time µs", "of time"):
         table.add_column(col, justify="left" if col == "ran in" else "right")
     for s in p.precisions:
-        table.add_row(s.precision, str(s.ops), _pct(s.op_share), _us(s.time_ms), _pct(s.time_share))
+        table.add_row(e(s.precision), str(s.ops), _pct(s.op_share), _us(s.time_ms), _pct(s.time_share))
     return table
 
 
@@ -236,7 +241,7 @@ def _show_sweep(ref: str, records: list[ResultRecord], fmt: str) -> None:
         return
     models = sorted({r.model_name for r in records})
     threads = sorted({r.settings.threads for r in records})
-    title = f"Profiles in sweep {ref}" + (f" ({models[0]})" if len(models) == 1 else "")
+    title = f"Profiles in sweep {e(ref)}" + (f" ({e(models[0])})" if len(models) == 1 else "")
     title += f", {threads[0]} thread{'s' if threads[0] != 1 else ''}" if len(threads) == 1 else ""
     table = Table(title=title, title_justify="left", caption="`fleetbench profile JOB` shows one; `fleetbench profile "
                   "JOB JOB` compares two", caption_justify="left")  # fmt: skip
@@ -249,16 +254,16 @@ def _show_sweep(ref: str, records: list[ResultRecord], fmt: str) -> None:
                          min_width={"model": 12, "variant": 11, "device": 10, "on target": 9}.get(col))  # fmt: skip
     for r in records:
         p = r.profile
-        head = (r.job_id[:8],) + ((r.model_name,) if len(models) > 1 else ()) + (r.variant, r.capability) + \
+        head = (e(r.job_id[:8]),) + ((e(r.model_name),) if len(models) > 1 else ()) + (e(r.variant), e(r.capability)) + \
             ((str(r.settings.threads),) if len(threads) > 1 else ())  # fmt: skip
         if p.error:
-            table.add_row(*head, "[yellow]failed[/]", "", "", "", p.error)
+            table.add_row(*head, "[yellow]failed[/]", "", "", "", e(p.error))
             continue
         pl, share = p.placement, int8_share(p)
         slowest = p.op_types[0] if p.op_types else None
-        slow = "-" if slowest is None else (f"{slowest.op_type} {_pct(slowest.share)}" if slowest.share is not None
-                                            else f"{slowest.op_type} ×{slowest.count}")  # fmt: skip
-        table.add_row(*head, f"{pl.ops_on_target}/{pl.ops_on_target + pl.fallback_ops} {pl.target}", str(pl.partitions),
+        slow = "-" if slowest is None else (f"{e(slowest.op_type)} {_pct(slowest.share)}" if slowest.share is not None
+                                            else f"{e(slowest.op_type)} ×{slowest.count}")  # fmt: skip
+        table.add_row(*head, f"{pl.ops_on_target}/{pl.ops_on_target + pl.fallback_ops} {e(pl.target)}", str(pl.partitions),
                       "-" if share is None else _pct(share[0]) + ("" if share[1] == "time" else " ops"),
                       _us(p.node_time_ms), slow)  # fmt: skip
     console.print(table)
@@ -282,10 +287,10 @@ def _show_diff(a: ResultRecord, b: ResultRecord, fmt: str) -> None:
              ["op_type", "count_a", "count_b", "time_a_ms", "time_b_ms", "delta_ms", "ratio"])  # fmt: skip
         return
     for label, r, p in (("A", a, pa), ("B", b, pb)):
-        console.print(f"[bold]{label}[/]: {r.model_name} {r.variant} on {r.capability}, job {r.job_id[:8]}: "
+        console.print(f"[bold]{label}[/]: {e(r.model_name)} {e(r.variant)} on {e(r.capability)}, job {e(r.job_id[:8])}: "
                       f"p50 {_ms(r.stats.p50_ms)} ms, summed node time {_ms(p.node_time_ms)} ms", highlight=False)  # fmt: skip
         for line in summary_lines(r, p)[2:]:  # placement and int8 share
-            console.print(f"   {line}", highlight=False)
+            console.print(f"   {e(line)}", highlight=False)
     table = Table(title="Op types, A against B (the biggest change in time first)", title_justify="left")
     for col in ("op type", "count A", "count B", "time A µs", "time B µs", "B - A µs", "B / A"):
         table.add_column(col, justify="left" if col == "op type" else "right", no_wrap=col != "op type")
@@ -293,7 +298,7 @@ def _show_diff(a: ResultRecord, b: ResultRecord, fmt: str) -> None:
         delta = "-" if d.delta_ms is None else (f"[red]{_us(d.delta_ms, True)}[/]" if d.delta_ms > 0 else
                                                 f"[green]{_us(d.delta_ms, True)}[/]" if d.delta_ms < 0 else "0")  # fmt: skip
         ratio = "-" if d.ratio is None else f"{d.ratio:.2f}"
-        table.add_row(d.op_type, str(d.count_a), str(d.count_b), _us(d.time_a_ms), _us(d.time_b_ms), delta, ratio)
+        table.add_row(e(d.op_type), str(d.count_a), str(d.count_b), _us(d.time_a_ms), _us(d.time_b_ms), delta, ratio)
     if pa.node_time_ms is not None and pb.node_time_ms is not None:
         table.add_section()
         table.add_row("[bold]all nodes[/]", str(pa.nodes), str(pb.nodes), _us(pa.node_time_ms), _us(pb.node_time_ms),
@@ -301,5 +306,5 @@ def _show_diff(a: ResultRecord, b: ResultRecord, fmt: str) -> None:
                       f"{pb.node_time_ms / pa.node_time_ms:.2f}" if pa.node_time_ms else "-")  # fmt: skip
     console.print(table)
     if pa.source != pb.source:
-        console.print(f"[dim]note: A was profiled by {pa.source}, B by {pb.source}: their op types need not match[/]",
+        console.print(f"[dim]note: A was profiled by {e(pa.source)}, B by {e(pb.source)}: their op types need not match[/]",
                       highlight=False)  # fmt: skip

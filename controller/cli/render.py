@@ -188,7 +188,7 @@ CSV_COLUMNS = ["job_id", "attempt", "model_name", "model_id", "variant", "capabi
                "throughput_ips", "accuracy_top1", "accuracy_task", "accuracy_top5", "accuracy_mean_iou", "accuracy_mae",
                "accuracy_rmse", "top1_agreement", "fidelity_snr_db", "fidelity_cosine",
                "fidelity_max_abs_error", "fidelity_worst_output", "fidelity_warnings", "precision", "model_size_bytes", "peak_rss_bytes",
-               "loadgen_scenario", "loadgen_verdict", "fallback_ops", "partitions", "int8_share", "finished_at"]  # fmt: skip
+               "loadgen_scenario", "loadgen_verdict", "fallback_ops", "partitions", "int8_share", "int8_by", "finished_at"]  # fmt: skip
 
 
 def write_csv(records, out) -> None:

@@ -84,6 +84,15 @@ class JobsStore(StoreBase):
             raise StoreError(f"no sweep matches '{ref}'; `fleetbench status` lists the sweeps")
         return row
 
+    def sweep_named(self, name: str) -> SweepRow | None:
+        """The newest sweep called exactly ``name`` (or whose id is ``name``), or None."""
+        with self._session() as session:
+            row = session.get(SweepRow, name)
+            if row is None:
+                stmt = select(SweepRow).where(SweepRow.name == name).order_by(SweepRow.created_at.desc()).limit(1)
+                row = session.scalar(stmt)
+            return row
+
     def sweeps(self, limit: int = 50) -> list[SweepRow]:
         with self._session() as session:
             return list(session.scalars(select(SweepRow).order_by(SweepRow.created_at.desc()).limit(limit)))

@@ -80,7 +80,7 @@ class Result(Base):
     #: the artifact was the user's own file as given
     from_source: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     # Read from the record (migration 0009).
-    #: the record carries a profile that ran (ResultRecord.profile without an error)
+    #: the record carries a profile (ResultRecord.profile: one that ran, or one that says why it could not)
     profiled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     #: the profile's ops that fell back off the capability's target (a delegate, XNNPACK, a HETERO device)
     fallback_ops: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -4,6 +4,8 @@ the slowest nodes, placement and precision coverage per variant × device, and t
 import streamlit as st
 
 from dashboard import charts, data, ui
+from protocol import Profile
+from protocol.profiling import int8_share
 
 NONE = "(none)"
 
@@ -24,7 +26,7 @@ with ui.page("Profile", "From each job's profile phase (`profile: true` in a swe
     st.plotly_chart(charts.precision_coverage(cov[cov["error"] == ""]), key="profile-coverage-chart")
     precisions = [c.removeprefix("share_") for c in cov.columns if c.startswith("share_")]
     shown = cov.drop(columns=["error"]).rename(columns=lambda c: c.removeprefix("share_"))
-    percent = {p: "{:.0%}" for p in precisions}
+    percent = {p: "{:.0%}" for p in [*precisions, "int8"]}
     st.dataframe(shown.style.format({**percent, "node time ms": "{:.4f}", "p50 ms": "{:.4f}"}, na_rep="-"),
                  hide_index=True, width="stretch", key="profile-coverage")  # fmt: skip
     for r in cov[cov["error"] != ""].itertuples():
@@ -48,11 +50,11 @@ with ui.page("Profile", "From each job's profile phase (`profile: true` in a swe
         p, pl = r.profile, r.profile["placement"]
         runs = f", {p['runs']} runs" if p["runs"] else ""
         col.markdown(f"**{side}: {r.variant}** on `{r.capability}` · {p['source']}{runs}")
-        int8 = sum((s["time_share"] if s["time_share"] is not None else s["op_share"])
-                   for s in p["precisions"] if s["precision"] in ("i8", "u8"))  # fmt: skip
+        int8 = int8_share(Profile.from_dict(p))
+        share = "-" if int8 is None else f"{int8[0]:.0%}" + ("" if int8[1] == "time" else " of nodes")
         figures = [("Node time", "-" if p["node_time_ms"] is None else f"{p['node_time_ms']:.3g} ms"),
                    (f"Ops on {pl['target']}", f"{pl['ops_on_target']} / {pl['ops_on_target'] + pl['fallback_ops']}"),
-                   ("Partitions", pl["partitions"]), ("int8 share", f"{int8:.0%}")]  # fmt: skip
+                   ("Partitions", pl["partitions"]), ("int8 share", share)]  # fmt: skip
         per_row = 4 if len(picked) == 1 else 2  # side by side, two rows of two stay readable
         for start in range(0, 4, per_row):
             for cell, (label, value) in zip(col.columns(per_row), figures[start:start + per_row]):
