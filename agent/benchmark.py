@@ -143,8 +143,6 @@ def _load(backend, path: str, device: str, spec: JobSpec) -> None:
 
 #: The profile phase's runs are cut to what fits in this many seconds at the latency phase's mean.
 PROFILE_BUDGET_S = 60.0
-#: Inferences the profile phase runs before it counts (the backends' warm-up).
-PROFILE_WARMUP = 10
 
 
 # size: the phase's budget, its own process, and each way it can end (refused, crashed, late, done), in order
@@ -157,6 +155,7 @@ def _profile(spec: JobSpec, model_path, inputs: list[np.ndarray], mean_ms: float
     import tempfile
 
     from agent.backends import probe_in_child
+    from agent.backends.base import PROFILE_WARMUP
 
     runtime, _, device = spec.capability.partition(":")
     source = f"{runtime} profile phase"
@@ -177,7 +176,7 @@ def _profile(spec: JobSpec, model_path, inputs: list[np.ndarray], mean_ms: float
             "f32": spec.variant.endswith("-fp32"), "inputs": str(Path(tmp) / "inputs.npz"), "n_inputs": len(inputs),
             "runs": runs, "timeout_s": left - 3,
         }), encoding="utf-8")  # fmt: skip
-        found, problem, stderr = probe_in_child("agent.profile_child", [str(request)], "the profile phase", left - 2)
+        found, problem, stderr = probe_in_child("agent.profile_child", [str(request)], "its process", left - 2)
     if found is None:
         tail = (stderr or "").strip().splitlines()[-1:] if stderr else []
         return profiling.failed(source, device, f"the profile phase could not run: {problem}"

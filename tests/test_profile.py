@@ -329,7 +329,7 @@ def test_a_profile_phase_that_crashes_costs_the_profile_never_the_record(tmp_pat
     monkeypatch.setenv("PYTHONPATH", f"{hook}{__import__('os').pathsep}{ROOT}")
     r = _profiled(_job(ArtifactStore(tmp_path / "a"), cumsum_model, "tflite-fp32", "litert:cpu"))
     assert r.stats.count >= FAST.min_iterations and r.profile is not None
-    assert r.profile.error == "the profile phase could not run: the profile phase crashed (killed by signal 9)"
+    assert r.profile.error == "the profile phase could not run: its process crashed (killed by signal 9)"
 
 
 @pytest.fixture(scope="module")

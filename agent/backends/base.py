@@ -15,6 +15,9 @@ import numpy as np
 
 from protocol import CapabilityInfo as Capability
 
+#: Inferences a backend's profile runs before it counts (the warm-up of the profile phase).
+PROFILE_WARMUP = 10
+
 #: A tiny real TFLite model every backend can load (OpenVINO reads TFLite directly): probes apply a
 #: device or delegate to it, so a capability is offered only when it really runs.
 PROBE_MODEL = Path(__file__).parent / "data" / "probe.tflite"

@@ -27,6 +27,8 @@ import os
 import sys
 from pathlib import Path
 
+from agent.backends.base import PROFILE_WARMUP
+
 #: ai-edge-litert releases whose C API (struct layouts, option identifiers) this module was written from.
 KNOWN_RELEASES = ("2.3.",)
 #: LiteRtProfilerEventType: the whole-inference event, an op on TFLite's kernels, a delegate node as one,
@@ -192,7 +194,7 @@ def profile(model: str, inputs: dict[str, bytes], order: list[str], runs: int, t
     def run() -> None:
         api("LiteRtRunCompiledModel", compiled, 0, len(ins), ins, len(outs), outs)
 
-    for _ in range(min(10, runs)):  # warm-up: the profiler records nothing before it starts
+    for _ in range(min(PROFILE_WARMUP, runs)):  # warm-up: the profiler records nothing before it starts
         run()
     api("LiteRtStartProfiler", prof)
     for _ in range(runs):

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.backends import PROBE_MODEL, Capability, TensorSpec, Unavailable, dist_version
+from agent.backends.base import PROFILE_WARMUP
 from agent.errors import JobError
 from protocol import Profile, ProfileNode
 from protocol.errors import ErrorKind, ov_error_line
@@ -310,7 +311,7 @@ class Backend:
         request = compiled.create_infer_request()
         for i in range(len(compiled.inputs)):
             request.get_input_tensor(i).data[...] = self._request.get_input_tensor(i).data
-        for _ in range(min(10, runs)):
+        for _ in range(min(PROFILE_WARMUP, runs)):
             if time.monotonic() >= deadline:
                 break
             request.infer()
