@@ -219,8 +219,8 @@ def _nodes_table(p: Profile, top: int) -> Table:
 
 
 def _precision_table(p: Profile) -> Table:
-    table = Table(title="Precision coverage", title_justify="left", caption="of the executed nodes whose kernel's "
-                  "precision the runtime names", caption_justify="left")  # fmt: skip
+    table = Table(title="Precision coverage", title_justify="left", caption="of all the executed nodes and their "
+                  "time; unknown: the kernel names no precision", caption_justify="left")  # fmt: skip
     for col in ("ran in", "nodes", "of nodes", "time µs", "of time"):
         table.add_column(col, justify="left" if col == "ran in" else "right")
     for s in p.precisions:
