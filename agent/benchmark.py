@@ -11,7 +11,6 @@ import resource
 import sys
 import time
 import zipfile
-from pathlib import Path
 
 import numpy as np
 
@@ -151,10 +150,7 @@ def _profile(spec: JobSpec, model_path, inputs: list[np.ndarray], mean_ms: float
     """The profile phase, last of all so that it perturbs no other figure, in a process of its own
     (:mod:`agent.profile_child`) that must end before the job's deadline: a second load, the warm-up and the
     runs have to fit in what is left. A failure costs the profile (it says why), never the job's record."""
-    import json
-    import tempfile
-
-    from agent.backends import probe_in_child
+    from agent.backends import run_in_child
     from agent.backends.base import PROFILE_WARMUP
 
     runtime, _, device = spec.capability.partition(":")
@@ -168,15 +164,9 @@ def _profile(spec: JobSpec, model_path, inputs: list[np.ndarray], mean_ms: float
         return profiling.failed(source, device, f"the profile phase could not run: the job's timeout_s="
                                 f"{spec.settings.timeout_s:g} s left {max(left, 0):.0f} s, and a second load, the "
                                 f"warm-up and one run need {need:.0f} s; raise timeout_s")  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="fleetbench-profile-") as tmp:
-        np.savez(Path(tmp) / "inputs.npz", **{f"in_{i}": a for i, a in enumerate(inputs)})
-        request = Path(tmp) / "request.json"
-        request.write_text(json.dumps({
-            "runtime": runtime, "device": device, "model": str(model_path), "settings": spec.settings.to_dict(),
-            "f32": spec.variant.endswith("-fp32"), "inputs": str(Path(tmp) / "inputs.npz"), "n_inputs": len(inputs),
-            "runs": runs, "timeout_s": left - 3,
-        }), encoding="utf-8")  # fmt: skip
-        found, problem, stderr = probe_in_child("agent.profile_child", [str(request)], "its process", left - 2)
+    request = {"runtime": runtime, "device": device, "model": str(model_path), "settings": spec.settings.to_dict(),
+               "f32": spec.variant.endswith("-fp32"), "n_inputs": len(inputs), "runs": runs, "timeout_s": left - 3}
+    found, problem, stderr = run_in_child("agent.profile_child", request, inputs, "its process", left - 2)
     if found is None:
         tail = (stderr or "").strip().splitlines()[-1:] if stderr else []
         return profiling.failed(source, device, f"the profile phase could not run: {problem}"

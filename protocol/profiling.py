@@ -10,6 +10,7 @@ CLI, the dashboard and readiness read profiles through :func:`int8_share` and :f
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -122,16 +123,12 @@ def failed(source: str, target: str, why: str) -> Profile:
 
 def _tidy(n: ProfileNode) -> ProfileNode:
     """The node with its name cut to 200 characters and its time rounded to the nanosecond."""
-    import dataclasses
-
     name = n.name if len(n.name) <= _NAME_MAX else n.name[: _NAME_MAX - 1] + "…"
     t = round(n.time_ms, 6) if n.time_ms is not None else None
     return n if (name, t) == (n.name, n.time_ms) else dataclasses.replace(n, name=name, time_ms=t)
 
 
 def _untimed(n: ProfileNode) -> ProfileNode:
-    import dataclasses
-
     return n if n.time_ms is None else dataclasses.replace(n, time_ms=None)
 
 

@@ -54,6 +54,21 @@ def probe_in_child(module: str, args: list[str], what: str, timeout_s: float) ->
     return json.loads(lines[-1]), "", r.stderr
 
 
+def run_in_child(module: str, request: dict, arrays: list, what: str, timeout_s: float) -> tuple[dict | None, str, str | None]:
+    """:func:`probe_in_child` for a child that takes its work as files: ``request`` (JSON, with ``"inputs"`` set to
+    an .npz of ``arrays`` as ``in_0``, ``in_1``, ...) in a private temporary folder, removed afterwards."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="fleetbench-child-") as tmp:
+        inputs, path = Path(tmp) / "inputs.npz", Path(tmp) / "request.json"
+        np.savez(inputs, **{f"in_{i}": a for i, a in enumerate(arrays)})
+        path.write_text(json.dumps(dict(request, inputs=str(inputs))), encoding="utf-8")
+        return probe_in_child(module, [str(path)], what, timeout_s)
+
+
 def create(runtime: str):
     """Instantiate the backend for ``runtime`` (e.g. ``litert``)."""
     try:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.backends import PROBE_MODEL, Capability, TensorSpec, Unavailable, delegates, dist_version, probe_in_child
+from agent.backends import (PROBE_MODEL, Capability, TensorSpec, Unavailable, delegates, dist_version, probe_in_child,
+                            run_in_child)  # fmt: skip
 from agent.errors import JobError
 from agent.host import host_facts
 from protocol import Profile, ProfileNode
@@ -216,18 +217,15 @@ class Backend:
         originals = [op for op in ops if op["op_name"] != "DELEGATE"]
         nodes = [_node(op, tensors, places[op["index"]]) for op in originals]
         graph = [GraphOp(n.op_type, n.place) for n in nodes]
-        source = f"{self.runtime} interpreter: op list"
-        why = self._no_op_time()
-        if why:
-            return summarize(nodes, source=source, runs=0, target=target, partitions=partitions.get(target, 0),
-                             op_time=f"{NO_OP_TIME}: {why}")  # fmt: skip
-        order = [d["name"] for d in self._inputs]
-        arrays = [self._interp.get_tensor(d["index"]) for d in self._inputs]
-        shapes = {d["name"]: [int(v) for v in d["shape"]] for d in self._inputs + self._outputs}
-        found, why = run_profiler(self._path, arrays, order, shapes, runs, self._threads, timeout_s)
+        found, why = None, self._no_op_time()
+        if not why:
+            order = [d["name"] for d in self._inputs]
+            arrays = [self._interp.get_tensor(d["index"]) for d in self._inputs]
+            shapes = {d["name"]: [int(v) for v in d["shape"]] for d in self._inputs + self._outputs}
+            found, why = run_profiler(self._path, arrays, order, shapes, runs, self._threads, timeout_s)
         if found is None:
-            return summarize(nodes, source=source, runs=0, target=target, partitions=partitions.get(target, 0),
-                             op_time=f"{NO_OP_TIME}: {why}")  # fmt: skip
+            return summarize(nodes, source=f"{self.runtime} interpreter: op list", runs=0, target=target,
+                             partitions=partitions.get(target, 0), op_time=f"{NO_OP_TIME}: {why}")  # fmt: skip
         by_index = {op["index"]: op for op in originals}
         timed, nested = [], 0
         for row in found["ops"]:
@@ -427,7 +425,6 @@ CPU_PROFILE_NOTES = (
     "XNNPACK's (and TFLite's for ops it did not take); the placement counts the model's ops",
 )
 
-_SHORT = {"float32": "f32", "float16": "f16", "int8": "i8", "uint8": "u8", "int16": "i16", "int32": "i32", "bfloat16": "bf16"}
 #: Ops that only move or convert data: their types say nothing about the arithmetic.
 _CONVERT_OPS = frozenset({"DEQUANTIZE", "QUANTIZE", "DENSIFY", "CAST", "RESHAPE", "DELEGATE"})
 
@@ -451,7 +448,7 @@ def tensor_precision(interp) -> tuple[str, dict[str, int]]:
         out = tensors.get(int(op["outputs"][0]))
         if out is None:
             continue
-        kind = _SHORT.get(np.dtype(out["dtype"]).name, np.dtype(out["dtype"]).name)
+        kind = canonical_precision(np.dtype(out["dtype"]).name) or np.dtype(out["dtype"]).name
         if kind in ("f32", "f16"):
             ins = [tensors.get(int(i)) for i in op.get("inputs", []) if int(i) >= 0]
             if any(t is not None and np.dtype(t["dtype"]).name == "int8" for t in ins):
@@ -570,15 +567,9 @@ def _op_precision(op: dict, tensors: dict[int, dict]) -> str:
 def run_profiler(path: str, arrays: list[np.ndarray], order: list[str], shapes: dict[str, list[int]], runs: int,
                  threads: int, timeout_s: float) -> tuple[dict | None, str]:  # fmt: skip
     """:func:`agent.backends.litert_profiler.profile` in a child process: (its answer, "") or (None, why not)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="fleetbench-profile-") as tmp:
-        request = Path(tmp) / "request.json"
-        np.savez(Path(tmp) / "inputs.npz", **{f"in_{i}": a for i, a in enumerate(arrays)})
-        request.write_text(json.dumps({"model": str(path), "inputs": str(Path(tmp) / "inputs.npz"), "order": order,
-                                       "shapes": shapes, "runs": runs, "threads": threads}), encoding="utf-8")  # fmt: skip
-        result, problem, stderr = probe_in_child("agent.backends.litert_profiler", [str(request)],
-                                                 "LiteRT's profiler", timeout_s)  # fmt: skip
+    request = {"model": str(path), "order": order, "shapes": shapes, "runs": runs, "threads": threads}
+    result, problem, stderr = run_in_child("agent.backends.litert_profiler", request, arrays, "LiteRT's profiler",
+                                           timeout_s)  # fmt: skip
     if result is None:
         tail = summarize_litert_error(stderr) if stderr else ""
         return None, f"{problem}: {tail}" if tail else problem

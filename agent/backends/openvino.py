@@ -19,6 +19,7 @@ import importlib
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -301,8 +302,6 @@ class Backend:
         the latency phase's inputs, each node's ``real_time`` averaged: its type, exec_type, the precision its
         kernel ran in, its status, and where it ran (HETERO: the device ``query_model`` placed it on). Fewer runs
         when ``timeout_s`` would pass (the profile then says how many ran)."""
-        import time
-
         deadline = time.monotonic() + timeout_s
         config = {"PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True, **self._extra}
         if self._threads > 0 and self._device == "CPU":
