@@ -20,7 +20,11 @@ WORKDIR /home/fleetbench
 CMD ["fleetbench-agent", "--help"]
 
 FROM base AS controller
-RUN pip install ".[controller]" && rm -rf /src && mkdir -p /data && chown fleetbench /data
+# tf-keras and tfmot (quantization-aware training) without their declared dependencies: see the Makefile's QAT_PKGS
+RUN pip install ".[controller]" dm-tree six \
+    && pip install --no-deps "tf-keras==$(python -c 'from importlib.metadata import version; print(".".join(version("tensorflow-cpu").split(".")[:2]))').*" \
+       tensorflow-model-optimization==0.8.1 \
+    && rm -rf /src && mkdir -p /data && chown fleetbench /data
 USER fleetbench
 WORKDIR /home/fleetbench
 CMD ["fleetbench", "--help"]

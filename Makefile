@@ -11,6 +11,14 @@ TFLITE_VENV  := .venv-tflite
 TFLITE_STAMP := $(TFLITE_VENV)/.installed
 TFLITE_PKGS  := tflite-runtime-nightly==2.20.0.dev20250409 'numpy<2'
 
+# Quantization-aware training (issue 18) needs tf-keras and tensorflow-model-optimization, installed with
+# --no-deps on purpose: tf-keras's metadata requires the full `tensorflow` package (572 MB beside the
+# tensorflow-cpu we install, the same code twice), and tfmot pins absl-py~=1.2 and numpy~=1.23, which would
+# downgrade what TensorFlow and the agent run on. Their real runtime needs are TensorFlow (tensorflow-cpu,
+# at the same minor version as tf-keras: QAT_PKGS follows it), numpy, six, absl-py and dm-tree.
+QAT_PKGS = tf-keras==$$($(BIN)/python -c 'from importlib.metadata import version; print(".".join(version("tensorflow-cpu").split(".")[:2]))').* tensorflow-model-optimization==0.8.1
+QAT_DEPS = dm-tree six
+
 # The dashboard's browser tests drive Debian's Chromium (never a browser downloaded at run time).
 APT_BROWSER := chromium chromium-driver
 
@@ -26,6 +34,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "error: could not create a venv; on Debian/Ubuntu install python3.11-venv"; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[all]'
+	$(BIN)/python -m pip install --quiet $(QAT_DEPS)
+	$(BIN)/python -m pip install --quiet --no-deps $(QAT_PKGS)
 	@touch $@
 
 demo: $(STAMP)

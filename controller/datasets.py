@@ -1,6 +1,7 @@
 """Data sets: an ``.npz`` (``x``, optional ``y``) or a folder of images, one
 sub-folder per class; preprocessing declared and stored with the set; a
-calibration split and a validation split fixed by a seed.
+calibration split and a validation split fixed by a seed, and on request a
+labelled training split between them (for quantization-aware training).
 
 A prepared data set is two artifacts: ``calibration.npz`` (``x``) and
 ``validation.npz`` (``x``, and ``y`` when labelled), already preprocessed to
@@ -104,6 +105,9 @@ class PreparedDataset:
     #: Shape of one preprocessed sample, without the batch axis.
     sample_shape: tuple[int, ...]
     classes: tuple[str, ...] = ()
+    #: The labelled training split (``x``, ``y``) for quantization-aware training; None unless asked for.
+    train: ArtifactRef | None = None
+    n_train: int = 0
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
@@ -197,11 +201,24 @@ def split_indices(n: int, seed: int, n_calibration: int) -> tuple[np.ndarray, np
 
     At least one sample always stays for validation.
     """
+    cal, _, val = split3(n, seed, n_calibration, 0)
+    return cal, val
+
+
+def split3(n: int, seed: int, n_calibration: int, n_train: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(calibration, train, validation) indices of one seeded permutation: calibration first, then the training
+    split, then validation. With ``n_train`` 0 the split is :func:`split_indices`'s, so asking for no training
+    split changes nothing. The three never overlap; at least one sample stays for validation."""
     if n < 2:
         raise DatasetError(f"a data set needs at least 2 samples to split, got {n}")
     k = max(1, min(n_calibration, n - 1))
+    if n_train < 0:
+        raise DatasetError(f"the training split must be 0 or more samples, not {n_train}")
+    if n_train and k + n_train > n - 1:
+        raise DatasetError(f"a training split of {n_train:,} samples leaves none to validate: the data set has {n:,}, "
+                           f"{k:,} of them for calibration; ask for at most {max(0, n - 1 - k):,}")  # fmt: skip
     order = np.random.default_rng(seed).permutation(n)
-    return np.sort(order[:k]), np.sort(order[k:])
+    return np.sort(order[:k]), np.sort(order[k : k + n_train]), np.sort(order[k + n_train :])
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
@@ -246,6 +263,12 @@ def _check_values(p: Path, x: np.ndarray, y: np.ndarray | None, task: str | None
                            "or declare task=regression in the .npz if they are targets")  # fmt: skip
 
 
+def _check_train(p: Path, n_train: int, y: np.ndarray | None) -> None:
+    if n_train and y is None:
+        raise DatasetError(f"{p}: a training split needs labels, and this data set has none ('y' in an .npz, or one "
+                           "sub-folder per class)")  # fmt: skip
+
+
 def prepare(
     path: str | Path,
     store: ArtifactStore,
@@ -254,8 +277,10 @@ def prepare(
     n_calibration: int = 100,
     name: str | None = None,
     allow_nan: bool | None = None,
+    n_train: int = 0,
 ) -> PreparedDataset:
-    """``allow_nan``: keep NaN and infinite inputs (None: as ``FLEETBENCH_ALLOW_NAN=1`` says)."""
+    """``allow_nan``: keep NaN and infinite inputs (None: as ``FLEETBENCH_ALLOW_NAN=1`` says). ``n_train``: samples
+    set apart, with their labels, to fine-tune on (quantization-aware training); never validated on."""
     p = Path(path).expanduser()
     problems = preprocessing.problems()
     if problems:
@@ -271,7 +296,9 @@ def prepare(
     task = None if y is None else _declared_task(p) if p.suffix.lower() == ".npz" else "classification"
     _check_values(p, x, y, task, allow_nan=allow_nan)
     x = apply_preprocessing(x, preprocessing)
-    cal, val = split_indices(len(x), seed, n_calibration)
+    _check_train(p, n_train, y)
+    cal, train, val = split3(len(x), seed, n_calibration, n_train)
+    train_ref = store.put_bytes(_npz_bytes(x=x[train], y=y[train]), "train.npz") if n_train else None
     cal_ref = store.put_bytes(_npz_bytes(x=x[cal]), "calibration.npz")
     val_arrays = {"x": x[val]}
     if y is not None:
@@ -280,9 +307,10 @@ def prepare(
             val_arrays["task"] = np.array(task)
     val_ref = store.put_bytes(_npz_bytes(**val_arrays), "validation.npz")
     src_sha = _source_sha(p)
-    ident = json.dumps(
-        {"source": src_sha, "pre": preprocessing.to_dict(), "seed": seed, "cal": int(len(cal))}, sort_keys=True
-    )
+    split = {"source": src_sha, "pre": preprocessing.to_dict(), "seed": seed, "cal": int(len(cal))}
+    if n_train:  # a set without a training split keeps the id it always had
+        split["train"] = int(len(train))
+    ident = json.dumps(split, sort_keys=True)
     ds = PreparedDataset(
         dataset_id=hashlib.sha256(ident.encode()).hexdigest(),
         name=name or p.stem,
@@ -296,5 +324,7 @@ def prepare(
         labelled=y is not None,
         sample_shape=tuple(int(v) for v in x.shape[1:]),
         classes=classes,
+        train=train_ref,
+        n_train=int(len(train)),
     )
     return ds

@@ -17,7 +17,7 @@ from controller import demo_model
 from controller.artifacts import ArtifactStore
 from controller.config import Paths
 from controller.convert import service
-from controller.convert.variants import FAMILY_CAPABILITY, VARIANTS
+from controller.convert.variants import FAMILY_CAPABILITY, STANDARD, VARIANTS
 from controller.datasets import Preprocessing
 from controller.embedded import EmbeddedFleet
 from controller.store import Store
@@ -27,6 +27,10 @@ from controller.jobs import SweepState
 
 #: Calibration images taken from the held-out set; the rest measure accuracy.
 N_CALIBRATION = 64
+#: ``demo --quant``: post-training int8, QAT int8 and accuracy-controlled int8 of both families side by side.
+QUANT_VARIANTS = ["tflite-int8", "tflite-int8-qat", "openvino-int8", "openvino-int8-qat", "openvino-int8-ac"]
+#: ``demo --quant``: held-out images set apart to fine-tune on (QAT), between calibration and validation.
+QUANT_TRAIN = 150
 
 
 class DemoError(RuntimeError):
@@ -53,7 +57,10 @@ def run_demo(
     rebuild: bool = False,
     variants: list[str] | None = None,
     on_step: Callable[[str], None] = lambda msg: None,
+    quant: bool = False,
 ) -> DemoRun:
+    """``quant``: :data:`QUANT_VARIANTS` (unless ``variants`` names others), with a training split of
+    :data:`QUANT_TRAIN` held-out images for QAT; the validation split is what is left."""
     store = Store(db_url)
     try:
         on_step("opening the database")
@@ -61,9 +68,9 @@ def run_demo(
         artifacts = ArtifactStore(paths.artifacts)
         files = demo_model.ensure(paths, rebuild=rebuild, on_step=on_step)
         plan = service.plan(
-            files.keras, variants or list(VARIANTS), store, artifacts,
+            files.keras, variants or (QUANT_VARIANTS if quant else list(STANDARD)), store, artifacts,
             dataset_path=files.holdout, preprocessing=Preprocessing(scale=demo_model.SCALE),
-            n_calibration=N_CALIBRATION, name=demo_model.MODEL_NAME,
+            n_calibration=N_CALIBRATION, name=demo_model.MODEL_NAME, n_train=QUANT_TRAIN if quant else 0,
         )  # fmt: skip
         cached = [v.variant for v in plan.variants if v.status == "cached"]
         if cached:

@@ -142,7 +142,7 @@ def run_model(name: str, workdir: Path, settings, capabilities=("litert:cpu", "o
     from controller.artifacts import ArtifactStore
     from controller.convert import service
     from controller.convert.runner import Limits, run_conversion
-    from controller.convert.variants import FAMILY_CAPABILITY, VARIANTS
+    from controller.convert.variants import FAMILY_CAPABILITY, STANDARD, VARIANTS
     from controller.datasets import Preprocessing
     from controller.store import Store
     from protocol import JobSpec, new_job_id
@@ -153,7 +153,7 @@ def run_model(name: str, workdir: Path, settings, capabilities=("litert:cpu", "o
     arts = ArtifactStore(workdir / "artifacts")
     data, layout = random_dataset(name, workdir / f"{name}.npz")
     try:
-        plan = service.plan(path(name), list(VARIANTS), store, arts, dataset_path=data,
+        plan = service.plan(path(name), list(STANDARD), store, arts, dataset_path=data,
                             preprocessing=Preprocessing(layout=layout), n_calibration=4)  # fmt: skip
         report = service.execute(plan, store, lambda job, ev: run_conversion(job, arts, ev, Limits()))
         rows = []

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from controller.convert.variants import VARIANTS
+from controller.convert.variants import STANDARD
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def test_demo_twice(tmp_path):
     assert max(len(ln) for ln in out.splitlines()) <= 120  # piped: no wider than 120 columns
 
     rows = _rows(data)
-    assert sorted(r["variant"] for r in rows) == sorted(VARIANTS)
+    assert sorted(r["variant"] for r in rows) == sorted(STANDARD)
     for rec in rows:
         assert rec["accuracy_top1"] > 0.9 and rec["accuracy_samples"] == 359 - 64, rec["variant"]
         assert rec["stats"]["p50_ms"] > 0 and rec["stats"]["p90_ms"] >= rec["stats"]["p50_ms"]

@@ -148,7 +148,8 @@ def test_cache_key_follows_every_input():
     fp32 = cache_key("a" * 64, "tflite-fp32", None, "c" * 64, tools)
     assert fp32 == cache_key("a" * 64, "tflite-fp32", None, "d" * 64, dict(tools, nncf="9"))
     assert set(VARIANTS) == {"tflite-fp32", "tflite-dynamic-int8", "tflite-fp16", "tflite-int8",
-                             "openvino-fp32", "openvino-fp16", "openvino-int8"}  # fmt: skip
+                             "openvino-fp32", "openvino-fp16", "openvino-int8", "tflite-int8-qat",
+                             "openvino-int8-qat", "openvino-int8-ac", "tflite-int8-mixed"}  # fmt: skip
 
 
 @pytest.mark.parametrize(

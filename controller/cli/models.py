@@ -20,6 +20,7 @@ from controller.cli.app import (
     err_console,
 )
 from controller.cli.render import conversion_table, results_table, spinner
+from controller.convert.variants import QAT_DEFAULTS
 from protocol import BenchmarkSettings
 
 
@@ -37,6 +38,8 @@ def demo(
     throughput_requests: int = typer.Option(0, help="Also measure throughput with N requests in flight (0: single-stream only)."),
     profile: bool = typer.Option(False, "--profile", help="Also profile each variant: per-op time, placement, precision "
                                                            "per node (`fleetbench profile demo` shows them)."),
+    quant: bool = typer.Option(False, "--quant", help="Post-training int8, QAT int8 and accuracy-controlled int8 side by "
+                                                       "side (a train/calibration/validation split of the held-out set)."),
 ) -> None:
     """Train the bundled digits CNN, convert it into every variant, benchmark each on a local agent."""
     from controller.config import Paths
@@ -65,7 +68,7 @@ def demo(
     db_url = paths.db_url(db)
     console.print(f"fleetbench demo: data in [bold]{paths.root}[/]")
     try:
-        wanted = parse_variants(variants)
+        wanted = parse_variants(variants) if variants or not quant else None
         with spinner() as progress:
             task = progress.add_task("starting", total=None)
 
@@ -73,7 +76,7 @@ def demo(
                 console.print(f"  · {message}", highlight=False, markup=False)
                 progress.update(task, description=message)
 
-            run = run_demo(paths, db_url, settings, rebuild=rebuild, variants=wanted, on_step=on_step)
+            run = run_demo(paths, db_url, settings, rebuild=rebuild, variants=wanted, on_step=on_step, quant=quant)
     except (ConvertError, DemoError, DispatchError, ServiceError, StoreError) as exc:
         _fail(str(exc))
     f = run.files
@@ -132,6 +135,11 @@ def convert(
     grayscale: bool = typer.Option(False, help="Image folders: load as one channel."),
     seed: int = typer.Option(0, help="Seed of the calibration/validation split."),
     calibration_size: int = typer.Option(100, help="Samples in the calibration split; the rest validate."),
+    train_samples: int = typer.Option(0, help="QAT: labelled samples set apart to fine-tune on (never validated on)."),
+    qat_epochs: int = typer.Option(QAT_DEFAULTS["epochs"], help="QAT: epochs of fine-tuning."),
+    qat_lr: float = typer.Option(QAT_DEFAULTS["learning_rate"], help="QAT: the fine-tune's learning rate (Adam)."),
+    max_accuracy_drop: float = typer.Option(1.0, help="openvino-int8-ac: the top-1 drop allowed, in points."),
+    fidelity_target_db: Optional[float] = typer.Option(None, help="tflite-int8-mixed: the worst output's SNR to reach, dB."),
     broker: Optional[str] = typer.Option(None, help="Use converter workers on this broker instead of a local one."),
     memory_limit_gb: float = typer.Option(12.0, help="Address-space limit of the conversion process."),
     step_timeout: float = typer.Option(600.0, help="Seconds allowed to load the model, and again for each variant."),
@@ -162,6 +170,7 @@ def convert(
                         layout=layout.upper(), channels=1 if grayscale else 3)  # fmt: skip
     if pre.problems():
         _fail("; ".join(pre.problems()), code=2)
+    options = _quant_options(train_samples, qat_epochs, qat_lr, max_accuracy_drop, fidelity_target_db)
     signal.signal(signal.SIGTERM, _term_as_exit)
     paths = Paths.resolve(data_dir)
     store = Store(paths.db_url(db))
@@ -173,6 +182,7 @@ def convert(
             plan = service.plan(
                 model, wanted, store, artifacts, dataset_path=data, preprocessing=pre, seed=seed,
                 n_calibration=calibration_size, input_shape=_parse_shape(input_shape), name=name,
+                n_train=train_samples, options=options,
             )  # fmt: skip
         console.print(f"{plan.name}: {plan.source.kind}, id {plan.model_id[:12]}; "
                       f"{len(plan.todo)} to convert, {sum(v.status == 'cached' for v in plan.variants)} cached")  # fmt: skip
@@ -187,6 +197,24 @@ def convert(
     console.print(conversion_table(report, ArtifactStore(paths.artifacts)))
     if any(o.status == "failed" for o in report.outcomes):
         raise typer.Exit(1)
+
+
+def _quant_options(train_samples, qat_epochs, qat_lr, max_drop_points, fidelity_target_db):
+    """The accuracy-keeping variants' options, checked (each bad value is one line and exit 2)."""
+    from controller.convert.variants import QuantOptions
+
+    if train_samples < 0:
+        _fail(f"--train-samples must be 0 or more; got {train_samples}", code=2)
+    if qat_epochs < 1:
+        _fail(f"--qat-epochs must be 1 or more; got {qat_epochs}", code=2)
+    if not (0 < qat_lr < 1):
+        _fail(f"--qat-lr must be between 0 and 1 (e.g. 0.0001); got {qat_lr:g}", code=2)
+    if not (0 <= max_drop_points < 100):
+        _fail(f"--max-accuracy-drop is in points of top-1 accuracy, 0 to 100 (e.g. 1); got {max_drop_points:g}", code=2)
+    if fidelity_target_db is not None and not (0 < fidelity_target_db <= 200):
+        _fail(f"--fidelity-target-db is an SNR in dB above 0 (e.g. 30); got {fidelity_target_db:g}", code=2)
+    return QuantOptions(qat_epochs=qat_epochs, qat_learning_rate=qat_lr, max_accuracy_drop=max_drop_points / 100,
+                        fidelity_target_db=fidelity_target_db)  # fmt: skip
 
 
 def _run_conversion(plan, store, paths, broker, limits):
@@ -212,6 +240,8 @@ def _run_conversion(plan, store, paths, broker, limits):
             if e["event"] == "start":
                 progress.start_task(t)
                 progress.update(t, note="converting")
+            elif e["event"] == "progress":
+                progress.update(t, note=escape(e.get("note", "")))
             elif e["event"] == "done":
                 progress.update(t, completed=1, note=f"[green]done[/] {e.get('size_bytes', 0) / 1024:,.1f} KiB")
             elif e["event"] == "failed":

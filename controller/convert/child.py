@@ -58,7 +58,12 @@ def main(argv: list[str]) -> int:
 
     calibration = load_x(req.get("calibration"))
     validation = load_x(req.get("validation"))
-    src = SourceModel(req["kind"], Path(req["path"]), req["name"], req.get("input_shape"), outdir)
+    src = SourceModel(req["kind"], Path(req["path"]), req["name"], req.get("input_shape"), outdir,
+                      qat_source=req.get("qat_source"))  # fmt: skip
+    src.train_path, src.calibration_path, src.emit = req.get("train"), req.get("calibration"), emit
+    if req.get("validation"):
+        with np.load(req["validation"], allow_pickle=False) as d:
+            src.validation = (d["x"], d["y"] if "y" in d.files else None)
     try:
         src.settle_shape()
         if validation is not None and tuple(validation.shape[1:]) != tuple(src.input_shape[1:]):
@@ -85,6 +90,8 @@ def main(argv: list[str]) -> int:
         except Exception as exc:  # noqa: BLE001 - variants can still be made
             emit(event="reference-failed", error=f"{type(exc).__name__}: {exc}")
 
+    if req.get("report"):
+        _report(src, req["report"], calibration, emit)
     for variant in req["variants"]:
         emit(event="start", variant=variant)
         t0 = time.perf_counter()
@@ -102,9 +109,27 @@ def main(argv: list[str]) -> int:
         seconds = time.perf_counter() - t0
         out = outdir / f"{variant}.bin"
         out.write_bytes(data)
-        emit(event="done", variant=variant, file=str(out), seconds=seconds)
+        emit(event="done", variant=variant, file=str(out), seconds=seconds, details=src.details.get(variant))
     emit(event="end")
     return 0
+
+
+def _report(src, variant: str, calibration, emit) -> None:
+    """The per-layer quantization report of ``variant`` (``fleetbench quant-report``), as one event."""
+    from controller.convert.accuracy import layer_report
+    from controller.convert.engine import ConversionError
+    from controller.convert.quant import REPORT_LAYERS
+
+    emit(event="start", variant=variant)
+    try:
+        rows = layer_report(src, variant, calibration)
+    except ConversionError as exc:
+        emit(event="report", variant=variant, error=exc.message)
+        return
+    except Exception as exc:  # noqa: BLE001
+        emit(event="report", variant=variant, error=f"{variant}: {describe(exc)[1].splitlines()[0]}")
+        return
+    emit(event="report", variant=variant, layers=rows[:REPORT_LAYERS], total=len(rows), samples=int(len(calibration)))
 
 
 if __name__ == "__main__":

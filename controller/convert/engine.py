@@ -18,34 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from controller.convert.accuracy import AccuracyKeeping
+from controller.convert.common import ConversionError, _first_line, _tf, openvino_read_error  # noqa: F401 - engine's names
 from controller.convert.sources import H5, KERAS, OPENVINO_IR, SAVEDMODEL, TFLITE
 from controller.convert.variants import VARIANTS
 from protocol.errors import ErrorKind
 from protocol.packing import pack_files
-
-
-class ConversionError(Exception):
-    """``kind`` is an :class:`~protocol.errors.ErrorKind`: unsafe-model, bad-model, bad-shape, unsupported-op,
-    conversion-failed (kept as its string value, which is what the conversion's events carry)."""
-
-    def __init__(self, kind: ErrorKind | str, message: str):
-        super().__init__(message)
-        self.kind = ErrorKind.parse(kind).value
-        self.message = message
-
-
-def _tf():
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    return tf
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:limit]
 
 
 def _static(shape, given: tuple[int, ...] | None, what: str) -> tuple[int, ...]:
@@ -95,28 +73,6 @@ def unsupported_ops(message: str) -> list[str]:
     return found
 
 
-def openvino_read_error(exc: BaseException) -> str:
-    """One line on why OpenVINO cannot read a model, naming the op where it says which.
-
-    OpenVINO's messages start with ``Exception from src/...cpp:221:`` lines; the cause follows.
-    """
-    from protocol.errors import ov_error_line
-
-    text = str(exc)
-    ops = re.findall(r"(?:operation|[Oo]p(?:eration)? type|[Cc]ustom op(?:eration)?)[^\n]*?['\"]?(\w{3,})['\"]?\s*(?:is not supported|not supported|cannot be)", text)
-    ops += re.findall(r"No conversion rule found for operations?:?\s*([\w, ]+)", text)
-    ops += re.findall(r"CUSTOM \(([\w]+)\)", text)
-    ops += re.findall(r"No translator found for (\w+) node", text)
-    line = ov_error_line(exc)
-    if line.startswith("Check ") and " failed at " in line:  # the check's own text; the cause is on a later line
-        rest = [ln.strip() for ln in text.splitlines()[1:] if ln.strip() and not ln.strip().startswith("FrontEnd API failed")]
-        line = rest[-1] if rest else line
-    named = sorted({o.strip() for group in ops for o in group.split(",") if o.strip()})
-    if named:
-        return f"op {', '.join(named)}: a custom or unsupported op OpenVINO cannot read; LiteRT may still run this model"
-    return f"OpenVINO cannot read it: {line[:500]}"
-
-
 def decompress_f16(model) -> int:
     """Replace f16 weight constants (Constant f16 -> Convert f32) by f32 constants; return how many.
 
@@ -143,8 +99,13 @@ def decompress_f16(model) -> int:
     return n
 
 
-class SourceModel:
-    def __init__(self, kind: str, path: Path, name: str, input_shape: tuple[int, ...] | None, workdir: Path):
+class SourceModel(AccuracyKeeping):
+    def __init__(self, kind: str, path: Path, name: str, input_shape: tuple[int, ...] | None, workdir: Path,
+                 qat_source: str | None = None):  # fmt: skip
+        #: Why the source counts as quantization-aware trained (a tf_keras .h5 of that kind loads as tf_keras).
+        self.qat_source = qat_source
+        #: What each variant's conversion found out (see :mod:`controller.convert.accuracy`).
+        self.details: dict[str, dict] = {}
         self.kind = kind
         self.path = Path(path)
         self.name = name
@@ -186,7 +147,9 @@ class SourceModel:
             raise ConversionError(ErrorKind.CONVERSION_FAILED, f"no TensorFlow graph in a {self.kind} source")
         tf = _tf()
         saved_dir = self.path
-        if self.kind in (KERAS, H5):
+        if self.kind == H5 and self.qat_source:
+            saved_dir = self._export_qat_h5()
+        elif self.kind in (KERAS, H5):
             model = self._load_keras()
             if len(model.inputs) != 1:
                 raise ConversionError(ErrorKind.BAD_MODEL, f"{self.path.name}: {len(model.inputs)} inputs; fleetbench converts single-input models")
@@ -214,6 +177,24 @@ class SourceModel:
         self._tf_fn = (concrete, loaded)
         return self._tf_fn
 
+    def _export_qat_h5(self) -> Path:
+        """A user's tf_keras QAT .h5 as a SavedModel, written by the tf_keras process (Keras 3 cannot read it)."""
+        from controller.convert import qat
+
+        layer = qat.h5_lambda(self.path)
+        if layer:
+            raise ConversionError(ErrorKind.UNSAFE_MODEL, f"{self.path.name}: refused: layer '{layer}' is a Lambda layer, "
+                                  "Python code that loading would run on this machine; replace it with built-in layers")  # fmt: skip
+        out = self.workdir / "qat-export"
+        out.mkdir(exist_ok=True)
+        request = {"mode": "export", "path": str(self.path), "outdir": str(out),
+                   "input_shape": list(self.given_shape) if self.given_shape else None}  # fmt: skip
+        try:
+            qat.run_legacy(request, self.workdir, lambda e: None)
+        except qat.LegacyRefused as exc:
+            raise ConversionError(ErrorKind.BAD_MODEL, f"{self.path.name}: {exc}") from None
+        return out / "savedmodel"
+
     def static_savedmodel(self) -> Path:
         """The source as a SavedModel with one static-shape signature; both converters start here."""
         export_dir = self.workdir / "savedmodel-static"
@@ -227,6 +208,12 @@ class SourceModel:
 
     def tflite(self, variant: str, calibration: np.ndarray | None, params: dict | None = None) -> bytes:
         params = VARIANTS[variant].params if params is None else params
+        if "qat" in params or params.get("qat_source"):
+            return self.qat_tflite(variant, params)
+        if "mixed" in params:
+            if calibration is None:
+                raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant} needs a calibration set: pass --data")
+            return self.mixed_tflite(variant, params, calibration)
         if self.kind == TFLITE:
             return self._tflite_from_file(variant, params, calibration)
         tf = _tf()
@@ -327,7 +314,14 @@ class SourceModel:
         params = VARIANTS[variant].params if params is None else params
         if params.get("source") and self.kind == OPENVINO_IR:
             return pack_files({"model.xml": self.path, "model.bin": self.path.with_suffix(".bin")})
-        model = self.ov_model()
+        if "qat" in params or params.get("qat_source"):
+            model = self.qat_openvino(variant, params)
+        elif params.get("nncf") == "accuracy_control":
+            if calibration is None:
+                raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant} needs a calibration set: pass --data")
+            model = self.ac_openvino(variant, params, calibration)
+        else:
+            model = self.ov_model()
         if params.get("nncf") == "quantize":
             if calibration is None:
                 raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant} needs a calibration set: pass --data")
@@ -342,7 +336,18 @@ class SourceModel:
                 raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant}: NNCF quantization failed: {_first_line(exc, 500)}") from None
         out = Path(tempfile.mkdtemp(dir=self.workdir)) / "model.xml"
         ov.save_model(model, str(out), compress_to_fp16=bool(params.get("compress_to_fp16")))
+        if variant in self.details:  # an accuracy-keeping variant: its IR must hold int8 weights
+            self._check_ir(variant, ov.Core().read_model(str(out)))
         return pack_files({"model.xml": out, "model.bin": out.with_suffix(".bin")})
+
+    def _check_ir(self, variant: str, model) -> None:
+        from controller.convert.quant import ir_int8_check
+
+        check = ir_int8_check(model)
+        self.details[variant]["ir_check"] = check
+        if not check["int8_weights"]:
+            raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant}: the IR holds no int8 weight "
+                                  f"({check['fake_quantize']} FakeQuantize ops were left unfolded)")  # fmt: skip
 
     # ------------------------------------------------------------ dispatch
 

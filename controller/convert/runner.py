@@ -84,6 +84,7 @@ def run_conversion(
         try:
             src_path = Path(local(job["source"]))
             calibration, validation = local(job.get("calibration")), local(job.get("validation"))
+            train = local(job.get("train"))
         except FileNotFoundError as exc:
             result["fatal"] = str(exc)
             fail_rest(str(exc), ErrorKind.BAD_ARTIFACT)
@@ -101,7 +102,8 @@ def run_conversion(
         request = {
             "kind": job["kind"], "path": str(src_path), "name": job["name"], "variants": variants,
             "input_shape": job.get("input_shape"), "calibration": calibration, "validation": validation,
-            "recipes": job.get("recipes") or {},
+            "recipes": job.get("recipes") or {}, "train": train, "qat_source": job.get("qat_source"),
+            "report": job.get("report"),
         }  # fmt: skip
         req_path = tmp / "request.json"
         req_path.write_text(json.dumps(request), encoding="utf-8")
@@ -173,12 +175,16 @@ def _pump(proc, limits: Limits, result: dict, artifacts: ArtifactStore, on_event
             elif kind == "start":
                 step = f"converting {event['variant']}"
                 deadline = time.monotonic() + limits.step_timeout_s
+            elif kind == "progress":  # a fine-tune's epoch or a search's try: the step is alive, its clock restarts
+                deadline = time.monotonic() + limits.step_timeout_s
             elif kind == "done":
                 v = event["variant"]
                 ref = artifacts.put_file(Path(event["file"]), _filename(v))
                 result["variants"][v] = {"status": "converted", "artifact": ref.to_dict(), "seconds": event["seconds"],
-                                         "size_bytes": ref.size_bytes}  # fmt: skip
+                                         "size_bytes": ref.size_bytes, "details": event.get("details")}  # fmt: skip
                 event = dict(event, size_bytes=ref.size_bytes, artifact=ref.to_dict())
+            elif kind == "report":
+                result["report"] = {k: v for k, v in event.items() if k != "event"}
             elif kind == "failed":
                 result["variants"][event["variant"]] = {"status": "failed", "kind": event["kind"], "error": event["error"]}
             on_event(event)

@@ -14,7 +14,9 @@ from typing import Callable
 from controller import datasets
 from controller.artifacts import ArtifactStore
 from controller.convert.sources import OPENVINO_IR, TFLITE, Source, SourceError, identify
-from controller.convert.variants import VARIANTS, Recipe, cache_key, recipe_for, refusal, tool_versions
+from controller.convert.variants import (
+    QAT_VARIANTS, STANDARD, VARIANTS, QuantOptions, Recipe, cache_key, recipe_for, refusal, tool_versions,
+)
 from controller.store import Store
 from controller.store.models import DatasetRow, VariantRow
 from protocol import ArtifactRef
@@ -58,6 +60,8 @@ class Plan:
     #: Whether the source is in the models catalog yet: a file is listed only once it is known to be valid
     #: (its own variant was read from it, or a variant was converted from it).
     registered: bool = False
+    #: Why the source counts as trained with quantization (QAT), or None.
+    qat_source: str | None = None
 
     @property
     def needs_reference(self) -> bool:
@@ -84,6 +88,8 @@ class VariantOutcome:
     reference: ArtifactRef | None = None
     #: The user's own file as it is (no conversion).
     from_source: bool = False
+    #: What the conversion found out (layers kept in float, QAT epochs, integer checks); see VariantRow.details.
+    details: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -102,8 +108,9 @@ class ConvertReport:
 
 
 def parse_variants(spec: str | None) -> list[str]:
+    """``all`` (or nothing) is the seven standard variants; the accuracy-keeping ones are asked for by name."""
     if not spec or spec == "all":
-        return list(VARIANTS)
+        return list(STANDARD)
     names = [v.strip() for v in spec.split(",") if v.strip()]
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
@@ -126,7 +133,10 @@ def plan(
     name: str | None = None,
     allow_nan: bool | None = None,
     max_bytes: int | None = None,
+    n_train: int = 0,
+    options: QuantOptions | None = None,
 ) -> Plan:
+    """``n_train``: a labelled training split for QAT; ``options``: the accuracy-keeping variants' settings."""
     given = input_shape  # the shape the user gave, not one a data set implies
     try:
         source = identify(source_path)
@@ -143,7 +153,7 @@ def plan(
     if dataset_path is not None:
         try:
             dataset = datasets.prepare(dataset_path, artifacts, preprocessing, seed=seed, n_calibration=n_calibration,
-                                       allow_nan=allow_nan)  # fmt: skip
+                                       allow_nan=allow_nan, n_train=n_train)  # fmt: skip
         except datasets.DatasetError as exc:
             raise ConvertError(str(exc)) from None
         store.add_dataset(
@@ -170,11 +180,19 @@ def plan(
         if stored is not None and artifacts.get(stored["sha256"]) is not None:
             p.reference = ArtifactRef.from_dict(stored)
     calibration_sha = dataset.calibration.sha256 if dataset else None
+    from controller.convert import qat
+
+    p.qat_source = qat.evidence(source)
+    if p.qat_source and list(variants) == list(STANDARD):  # no variants named: what a QAT model gives
+        variants = [v for v in QAT_VARIANTS if refusal(source.kind, v, None, p.qat_source) is None]
+    opts = _options(options or QuantOptions(), dataset, seed)
     for v in variants:
-        why = refusal(source.kind, v, source_variant)
-        recipe = recipe_for(source.kind, v, source_variant) if why is None else None
+        why = refusal(source.kind, v, source_variant, p.qat_source)
+        recipe = recipe_for(source.kind, v, source_variant, opts, p.qat_source) if why is None else None
         if why is None and recipe.needs_calibration and dataset is None:
             why = f"{v} needs calibration data: pass --data DATASET (an .npz or an image folder)"
+        if why is None:
+            why = _data_refusal(v, recipe, dataset, opts)
         if why:
             p.variants.append(VariantPlan(v, "refused", reason=why))
             continue
@@ -191,6 +209,32 @@ def plan(
                 store.delete_variant(key)
             p.variants.append(VariantPlan(v, "todo", cache_key=key, recipe=recipe))
     return p
+
+
+def _options(o: QuantOptions, dataset, seed: int) -> QuantOptions:
+    """The options with the data set's splits filled in, so the recipes (and cache keys) name them."""
+    from dataclasses import replace
+
+    if dataset is None:
+        return replace(o, seed=seed)
+    return replace(o, seed=seed, train_sha=dataset.train.sha256 if dataset.train else None, n_train=dataset.n_train,
+                   validation_sha=dataset.validation.sha256, n_validation=dataset.n_validation,
+                   n_calibration=dataset.n_calibration)  # fmt: skip
+
+
+def _data_refusal(v: str, recipe: Recipe, dataset, o: QuantOptions) -> str | None:
+    """What an accuracy-keeping variant still lacks (labels, a training split, a target), and what to pass."""
+    params = recipe.params
+    if "qat" in params and dataset is not None and not dataset.n_train:
+        return (f"{v} fine-tunes on a labelled training split apart from calibration and validation: pass "
+                "--train-samples N (e.g. half of the data set) with a labelled --data")  # fmt: skip
+    if params.get("nncf") == "accuracy_control" and dataset is not None and not dataset.labelled:
+        return (f"{v} controls the top-1 accuracy drop on labelled validation data, and this data set has no labels: "
+                "pass --data with labels ('y' in an .npz, or one sub-folder per class)")  # fmt: skip
+    if "mixed" in params and o.fidelity_target_db is None:
+        return (f"{v} keeps layers in float until a fidelity target is met: pass --fidelity-target-db "
+                "(the worst output's SNR against fp32, e.g. 30)")  # fmt: skip
+    return None
 
 
 def max_model_bytes() -> int:
@@ -279,7 +323,13 @@ def job_for(p: Plan, limits: dict | None = None) -> dict:
         "calibration": p.dataset.calibration.to_dict() if p.dataset else None,
         "validation": p.dataset.validation.to_dict() if p.dataset else None,
         "recipes": {v.variant: v.recipe.to_dict() for v in p.todo if v.recipe is not None},
+        "train": p.dataset.train.to_dict() if p.dataset and p.dataset.train and _trains(p) else None,
+        "qat_source": p.qat_source,
     }
+
+
+def _trains(p: Plan) -> bool:
+    return any(v.recipe is not None and "qat" in v.recipe.params for v in p.todo)
 
 
 def execute(
@@ -308,7 +358,7 @@ def execute(
             outcomes.append(
                 VariantOutcome(vp.variant, "cached", size_bytes=row.size_bytes, seconds=row.conversion_s,
                                artifact=ArtifactRef.from_dict(row.artifact),
-                               reference=reference, from_source=vp.from_source)
+                               reference=reference, from_source=vp.from_source, details=row.details)
             )  # fmt: skip
             if shape is None:
                 shape = tuple(row.input_shape)
@@ -326,11 +376,12 @@ def execute(
                     reference=reference.to_dict() if reference else None, size_bytes=art.size_bytes,
                     conversion_s=float(r["seconds"]), tool_versions=p.tools, recipe=vp.recipe.to_dict(),
                     input_shape=list(result["input_shape"]), input_dtype=result["input_dtype"],
-                    created_at=dt.datetime.now(dt.timezone.utc),
+                    created_at=dt.datetime.now(dt.timezone.utc), details=r.get("details"),
                 )
             )  # fmt: skip
             outcomes.append(VariantOutcome(vp.variant, "converted", size_bytes=art.size_bytes, seconds=float(r["seconds"]),
-                                           artifact=art, reference=reference, from_source=vp.from_source))  # fmt: skip
+                                           artifact=art, reference=reference, from_source=vp.from_source,
+                                           details=r.get("details")))  # fmt: skip
     return ConvertReport(
         model_id=p.model_id, name=p.name, kind=p.source.kind,
         dataset_id=p.dataset.dataset_id if p.dataset else None, input_shape=shape, outcomes=outcomes,

@@ -51,6 +51,15 @@ class CatalogStore(StoreBase):
         with self._session() as session:
             return session.get(VariantRow, cache_key)
 
+    def update_variant_details(self, cache_key: str, details: dict) -> bool:
+        """Merge ``details`` into a stored variant's (a per-layer report made after it was converted)."""
+        with self._write() as session:
+            row = session.get(VariantRow, cache_key)
+            if row is None:
+                return False
+            row.details = {**(row.details or {}), **details}
+            return True
+
     def delete_variant(self, cache_key: str) -> None:
         with self._write() as session:
             row = session.get(VariantRow, cache_key)

@@ -152,6 +152,9 @@ class VariantRow(Base):
     input_shape: Mapped[list] = mapped_column(JSONType, nullable=False)
     input_dtype: Mapped[str] = mapped_column(String(16), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    #: What the conversion found out (issue 18): layers kept in float, QAT epochs, integer checks, the
+    #: per-layer quantization report. None for a variant whose recipe says all there is.
+    details: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
 
 
 class AgentRow(Base):

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.convert.variants import VARIANTS
+from controller.convert.variants import STANDARD, VARIANTS
 from controller.datasets import Preprocessing
 from controller.store.models import SweepRow
 from protocol import BenchmarkSettings
@@ -239,7 +239,7 @@ def spec_from_dict(raw, base_dir: Path | None = None, *, server_paths: bool = Tr
                                  seed=_int(m.get("seed", 0), f"models[{i}].seed")))  # fmt: skip
     if not models:
         raise SweepError("models: list at least one model (`- path: model.keras` or `- id: digits-cnn`)")
-    variants = _str_list(raw.get("variants") or list(VARIANTS), "variants", "[tflite-fp32, openvino-int8]")
+    variants = _str_list(raw.get("variants") or list(STANDARD), "variants", "[tflite-fp32, openvino-int8]")
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise SweepError(f"variants: unknown {', '.join(bad)}; known: {', '.join(VARIANTS)}")
