@@ -17,7 +17,7 @@ from controller import demo_model
 from controller.artifacts import ArtifactStore
 from controller.config import Paths
 from controller.convert import service
-from controller.convert.variants import FAMILY_CAPABILITY, STANDARD, VARIANTS
+from controller.convert.variants import FAMILY_CAPABILITY, STANDARD, VARIANTS, QuantOptions
 from controller.datasets import Preprocessing
 from controller.embedded import EmbeddedFleet
 from controller.store import Store
@@ -58,6 +58,7 @@ def run_demo(
     variants: list[str] | None = None,
     on_step: Callable[[str], None] = lambda msg: None,
     quant: bool = False,
+    options: QuantOptions | None = None,
 ) -> DemoRun:
     """``quant``: :data:`QUANT_VARIANTS` (unless ``variants`` names others), with a training split of
     :data:`QUANT_TRAIN` held-out images for QAT; the validation split is what is left."""
@@ -71,6 +72,7 @@ def run_demo(
             files.keras, variants or (QUANT_VARIANTS if quant else list(STANDARD)), store, artifacts,
             dataset_path=files.holdout, preprocessing=Preprocessing(scale=demo_model.SCALE),
             n_calibration=N_CALIBRATION, name=demo_model.MODEL_NAME, n_train=QUANT_TRAIN if quant else 0,
+            options=options,
         )  # fmt: skip
         cached = [v.variant for v in plan.variants if v.status == "cached"]
         if cached:

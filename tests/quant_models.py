@@ -57,3 +57,78 @@ def hard_to_quantize(path: Path, epochs: int = 12) -> Path:
     model.get_layer("hard").set_weights([w, b])
     model.save(path)
     return path
+
+
+_USER_QAT = r'''
+import sys, numpy as np
+import tensorflow as tf, tf_keras, tensorflow_model_optimization as tfmot
+from tests.quant_models import digits, TRAINED
+out = sys.argv[1]
+tf_keras.utils.set_random_seed(0)
+x, y = digits()
+x, y = x[:TRAINED] / 16.0, y[:TRAINED]
+model = tf_keras.Sequential([
+    tf_keras.Input((8, 8, 1)),
+    tf_keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+    tf_keras.layers.Flatten(),
+    tf_keras.layers.Dense(10, activation="softmax"),
+])
+model.compile("adam", "sparse_categorical_crossentropy")
+model.fit(x, y, epochs=5, verbose=0)
+qat = tfmot.quantization.keras.quantize_model(model)
+qat.compile("adam", "sparse_categorical_crossentropy")
+qat.fit(x, y, epochs=2, verbose=0)
+qat.save(out + "/user_qat.h5")
+tf.saved_model.save(qat, out + "/user_qat_savedmodel")
+'''
+
+
+def user_qat_models(root: Path) -> tuple[Path, Path]:
+    """A tf_keras model a user trained with tfmot's QAT, as a ``.h5`` and as a SavedModel (FakeQuant ops).
+
+    Built in a process of its own: tfmot needs ``TF_USE_LEGACY_KERAS=1``, which is process-wide."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(repo))
+    r = subprocess.run([sys.executable, "-c", _USER_QAT, str(root)], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return root / "user_qat.h5", root / "user_qat_savedmodel"
+
+
+def onnx_qdq(path: Path) -> Path:
+    """An ONNX QDQ model as quantization tools export it: a conv net on 1×1×8×8 (NCHW) whose weights are int8
+    initializers behind DequantizeLinear, and whose activations pass QuantizeLinear/DequantizeLinear pairs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = rng.integers(-127, 128, (8, 1, 3, 3)).astype(np.int8)
+    w2 = rng.integers(-127, 128, (10, 8 * 8 * 8)).astype(np.int8)
+    inits = [
+        numpy_helper.from_array(w1, "w1_q"), numpy_helper.from_array(np.array(0.01, np.float32), "w1_s"),
+        numpy_helper.from_array(np.array(0, np.int8), "zp"), numpy_helper.from_array(w2, "w2_q"),
+        numpy_helper.from_array(np.array(0.002, np.float32), "w2_s"), numpy_helper.from_array(np.array(0.02, np.float32), "a_s"),
+        numpy_helper.from_array(np.zeros(8, np.float32), "b1"), numpy_helper.from_array(np.zeros(10, np.float32), "b2"),
+        numpy_helper.from_array(np.array([1, -1], np.int64), "flat"),
+    ]  # fmt: skip
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "a_s", "zp"], ["x_q"]),
+        helper.make_node("DequantizeLinear", ["x_q", "a_s", "zp"], ["x_dq"]),
+        helper.make_node("DequantizeLinear", ["w1_q", "w1_s", "zp"], ["w1"]),
+        helper.make_node("Conv", ["x_dq", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("QuantizeLinear", ["r1", "a_s", "zp"], ["r1_q"]),
+        helper.make_node("DequantizeLinear", ["r1_q", "a_s", "zp"], ["r1_dq"]),
+        helper.make_node("Reshape", ["r1_dq", "flat"], ["f"]),
+        helper.make_node("DequantizeLinear", ["w2_q", "w2_s", "zp"], ["w2"]),
+        helper.make_node("Gemm", ["f", "w2", "b2"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path

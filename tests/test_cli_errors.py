@@ -47,6 +47,7 @@ def _results_doc(**change) -> dict:
 def _make_inputs(tmp: Path) -> None:
     """Every bad input the cases name, in ``tmp``."""
     np.savez(tmp / "strings.npz", x=np.array(["a", "b", "c"]), y=np.array([0, 1, 0]))
+    np.savez(tmp / "unlabelled.npz", x=np.zeros((10, 2), np.float32))
     (tmp / "random.tflite").write_bytes(np.random.default_rng(0).bytes(4096))
     good = PROBE.read_bytes()
     (tmp / "truncated.tflite").write_bytes(good[: len(good) // 2])
@@ -138,6 +139,15 @@ CONTROLLER_CASES = [
     (["convert", "{probe}", "--input-shape", "abc"], 2, "--input-shape must be integers"),
     (["convert", "{probe}", "--resize", "big"], 2, "--resize must look like 224x224"),
     (["convert", "{probe}", "--broker", "foo://u:pw@x"], 2, "foo://u:***@x is not a broker URL"),
+    (["convert", "{probe}", "--qat-epochs", "0"], 2, "--qat-epochs must be 1 or more"),
+    (["convert", "{probe}", "--qat-lr", "5"], 2, "--qat-lr must be between 0 and 1"),
+    (["convert", "{probe}", "--max-accuracy-drop", "150"], 2, "--max-accuracy-drop is in points of top-1 accuracy"),
+    (["convert", "{probe}", "--fidelity-target-db", "-3"], 2, "--fidelity-target-db is an SNR in dB above 0"),
+    (["convert", "{probe}", "--train-samples", "-1"], 2, "--train-samples must be 0 or more"),
+    (["convert", "{probe}", "--data", "{tmp}/unlabelled.npz", "--train-samples", "2"], 1, "a training split needs labels"),
+    (["quant-report", "nosuch"], 1, "no stored model matches 'nosuch'"),
+    (["quant-report", "m", "--variant", "openvino-fp16"], 1, "no per-layer report for openvino-fp16"),
+    (["quant-report", "m", "--format", "xml"], 2, "--format must be table or json"),
     # sweep specs
     (["sweep", "{tmp}/shape.yaml"], 2, "models[0].input_shape: a list of whole numbers"),
     (["sweep", "{tmp}/cal.yaml"], 2, "models[0].calibration_size: 'x' is not a whole number"),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from controller.artifacts import ArtifactStore
-from controller.datasets import DatasetError, Preprocessing, apply_preprocessing, prepare, split_indices
+from controller.datasets import DatasetError, Preprocessing, apply_preprocessing, prepare, split3, split_indices
 
 
 def _load(store, ref):
@@ -50,6 +50,28 @@ def test_npz_prepared_into_calibration_and_validation(store, npz):
     assert prepare(path, store, Preprocessing(scale=0.5), seed=1, n_calibration=10).dataset_id == ds.dataset_id
     assert prepare(path, store, Preprocessing(scale=0.5), seed=2, n_calibration=10).dataset_id != ds.dataset_id
     assert prepare(path, store, Preprocessing(scale=0.25), seed=1, n_calibration=10).dataset_id != ds.dataset_id
+
+
+def test_a_training_split_sits_between_calibration_and_validation(store, npz):
+    path, x, y = npz
+    cal, train, val = split3(50, seed=1, n_calibration=10, n_train=15)
+    assert (len(cal), len(train), len(val)) == (10, 15, 25)
+    assert not set(cal) & set(train) and not set(train) & set(val) and not set(cal) & set(val)
+    assert set(cal) | set(train) | set(val) == set(range(50))
+    # calibration is the same as without a training split; validation is what the training split leaves
+    assert (cal == split_indices(50, 1, 10)[0]).all() and set(val) < set(split_indices(50, 1, 10)[1])
+    plain = prepare(path, store, seed=1, n_calibration=10)
+    ds = prepare(path, store, seed=1, n_calibration=10, n_train=15)
+    assert plain.train is None and plain.n_train == 0
+    assert ds.dataset_id != plain.dataset_id and ds.calibration == plain.calibration and ds.n_validation == 25
+    t = _load(store, ds.train)
+    np.testing.assert_array_equal(t["x"], x[train])
+    np.testing.assert_array_equal(t["y"], y[train])
+    with pytest.raises(DatasetError, match="leaves none to validate: the data set has 50, 10 of them for calibration; ask for at most 39"):
+        prepare(path, store, seed=1, n_calibration=10, n_train=40)
+    np.savez(path.with_name("unlabelled.npz"), x=x)
+    with pytest.raises(DatasetError, match="a training split needs labels"):
+        prepare(path.with_name("unlabelled.npz"), store, n_train=5)
 
 
 def test_preprocessing_mean_std_and_layout():

@@ -180,6 +180,11 @@ def details_summary(details: dict | None) -> str:
         m = details["mixed"]
         parts.append(f"{len(m['float_layers'])} of {m['layers']} layers kept in float: {m['snr_db']:.1f} dB "
                      f"(all int8 {m['int8_snr_db']:.1f} dB, target {m['fidelity_target_db']:g})")  # fmt: skip
+    check = details.get("integer_check")
+    if check and not check["float_tensor_count"]:
+        parts.append(f"all {check['tensors']} tensors integer")
+    if "ir_check" in details:
+        parts.append(f"{details['ir_check']['int8_weights']} int8 weight tensor(s)")
     if "note" in details:
         parts.append(details["note"])
     return "; ".join(parts)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-_KEY = re.compile(r"unexpected keyword argument '(\w+)'|Unrecognized keyword arguments?:? \[?'?(\w+)")
+_KEY = re.compile(r"(?:unexpected|[Uu]nrecognized) keyword argument|Keyword argument not understood")
 _UNSUPPORTED = re.compile(r"Layer (\S+?):<class '[\w.]*?\.(\w+)'> is not supported")
 
 
@@ -72,9 +72,10 @@ def _layer(tf_keras, spec: dict):
         try:
             return cls.from_config(cfg)
         except (TypeError, ValueError) as exc:
-            m = _KEY.search(str(exc))
-            key = m and (m.group(1) or m.group(2))
-            if not key or key not in cfg:
+            text = str(exc)
+            m = _KEY.search(text)
+            key = next((k for k in re.findall(r"'(\w+)'", text[m.end():]) if k in cfg), None) if m else None
+            if not key:
                 raise Refused(f"layer '{name}' ({cls_name}) cannot be rebuilt as tf_keras: {str(exc).splitlines()[0][:200]}") from None
             cfg.pop(key)
     raise Refused(f"layer '{name}' ({cls_name}) cannot be rebuilt as tf_keras")
