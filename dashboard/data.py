@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from controller.config import FLEET_RECORD_S
 from controller.jobs import FINAL_STATES, JobState
-from controller.store.models import AgentRow, JobRow, Result, SweepRow
+from controller.store.models import AgentRow, JobRow, ModelRow, Result, SweepRow, VariantRow
 from protocol import HEARTBEAT_S, HEARTBEAT_TTL_S, Profile
 from protocol.profiling import int8_share
 from protocol.samples import decode
@@ -294,6 +294,42 @@ def explorer_groups(engine: Engine, f: Filters) -> pd.DataFrame:
     if not df.empty:
         df["last_run"] = _utc(df["last_run"])
     return df
+
+
+def quantization(engine: Engine, f: Filters) -> pd.DataFrame:
+    """The selected models' variants whose conversion found something out (issue 18): layers kept in float,
+    QAT, integer checks, the per-layer report; beside each, the mean accuracy and worst fidelity of its records.
+    One row per stored variant (model × variant × data set), newest first; ``details`` is the dict."""
+    measured = f.where(
+        select(Result.model_id, Result.variant, _avg(Result.accuracy_top1).label("accuracy_top1"),
+               func.min(Result.fidelity_snr_db).label("fidelity_snr_db"), func.count().label("runs"))
+        .group_by(Result.model_id, Result.variant)
+    )  # fmt: skip
+    m = _frame(engine, measured)
+    if m.empty:
+        return pd.DataFrame(columns=["model_name", "variant", "details", "accuracy_top1", "fidelity_snr_db", "runs"])
+    stmt = (
+        select(ModelRow.name.label("model_name"), VariantRow.model_id, VariantRow.variant, VariantRow.details,
+               VariantRow.created_at)
+        .join(ModelRow, ModelRow.model_id == VariantRow.model_id)
+        .where(VariantRow.details.is_not(None), VariantRow.model_id.in_(m["model_id"].unique().tolist()))
+        .order_by(VariantRow.created_at.desc())
+    )  # fmt: skip
+    v = _frame(engine, stmt)
+    if v.empty:
+        return pd.DataFrame(columns=["model_name", "variant", "details", "accuracy_top1", "fidelity_snr_db", "runs"])
+    v["details"] = [d if isinstance(d, dict) else json.loads(d) for d in v["details"]]
+    v = v[[bool(d) for d in v["details"]]]
+    out = v.merge(m, on=["model_id", "variant"], how="left")
+    out["runs"] = out["runs"].astype("Int64")  # a variant never benchmarked has no runs, not NaN of them
+    return out[["model_name", "variant", "details", "accuracy_top1", "fidelity_snr_db", "runs"]].reset_index(drop=True)
+
+
+def layer_errors(details: dict) -> pd.DataFrame:
+    """A variant's per-layer report (``fleetbench quant-report``, or a mixed variant's ranking), worst first."""
+    rows = details.get("layer_errors") or []
+    return pd.DataFrame([{"layer": r["layer"], "op": r["op"], "error": r["error"], "metric": r["metric"]} for r in rows],
+                        columns=["layer", "op", "error", "metric"])  # fmt: skip
 
 
 def selection_rows(engine: Engine, f: Filters, limit: int = SELECTION_ROWS) -> pd.DataFrame:

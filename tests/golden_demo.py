@@ -103,3 +103,26 @@ if __name__ == "__main__":
         sys.exit("usage: python -m tests.golden_demo dump DB_URL OUT.json")
     d = dump(sys.argv[2], Path(sys.argv[3]))
     print(f"{len(d['agents'])} agents, {len(d['sweeps'])} sweeps, {len(d['jobs'])} jobs, {len(d['records'])} records")
+
+
+QUANT_DETAILS = Path(__file__).parent / "data" / "quant_details.json"
+
+
+def seed_quant(store) -> str:
+    """Attach the recorded accuracy-keeping details (tests/data/quant_details.json: what `fleetbench demo --quant`
+    and `fleetbench quant-report` stored for the demo model) to the golden runs' model, as its stored variants.
+    Returns the model's id."""
+    from controller.store.models import VariantRow
+
+    doc = json.loads(GOLDEN.read_text())
+    rec = next(r for r in doc["records"] if r["variant"] == "tflite-int8")
+    model_id = rec["model_id"]
+    store.add_model(model_id, rec["model_name"], "keras", "digits-cnn.keras", 1)
+    now = dt.datetime.now(dt.timezone.utc)
+    for i, (variant, details) in enumerate(json.loads(QUANT_DETAILS.read_text())["details"].items()):
+        art = {"sha256": f"{i:064x}", "uri": "", "size_bytes": 1, "filename": variant}
+        store.add_variant(VariantRow(cache_key=f"{i + 1:064x}", model_id=model_id, variant=variant, dataset_id=None,
+                                     artifact=art, reference=None, size_bytes=1, conversion_s=0.0, tool_versions={},
+                                     recipe={"variant": variant}, input_shape=[1, 8, 8, 1], input_dtype="float32",
+                                     created_at=now + dt.timedelta(seconds=i), details=details))  # fmt: skip
+    return model_id

@@ -116,3 +116,40 @@ def test_the_profile_page_renders_in_chromium(profiled_url, browser):
     page.screenshot(path=str(SCREENSHOTS / "profile.png"), full_page=True)
     assert not errors, errors
     page.close()
+
+
+@pytest.fixture(scope="module")
+def quant_url(tmp_path_factory):
+    """A dashboard on the golden runs with the demo model's accuracy-keeping variants and per-layer reports."""
+    from controller.store import Store
+    from tests.golden_demo import seed, seed_quant
+
+    root = tmp_path_factory.mktemp("dash-quant")
+    url = f"sqlite:///{root / 'quant.db'}"
+    store = Store(url)
+    store.migrate()
+    seed(store)
+    seed_quant(store)
+    store.close()
+    yield from _serve(url, root / "dashboard.log")
+
+
+def test_explorer_shows_the_quantization_details_beside_fidelity(quant_url, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 3200})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{quant_url}/explorer", wait_until="domcontentloaded")
+    heading = page.get_by_role("heading", name="Quantization: what each int8 variant kept, and where int8 loses")
+    heading.wait_for(timeout=60_000)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    page.wait_for_timeout(500)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    assert page.locator('[data-testid="stDataFrame"]').count() >= 3  # the variants, one report, the selection
+    assert page.get_by_text("Per-layer quantization error of").count() == 1
+    assert page.get_by_text("rmse/scale is the error in quantization steps", exact=False).count() == 1
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    heading.scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "explorer-quantization.png"), full_page=True)
+    assert not errors, errors
+    page.close()

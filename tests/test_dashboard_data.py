@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from dashboard import data
 from dashboard.data import DashboardError, Filters, Side
 from protocol import ResultRecord
-from tests.golden_demo import GOLDEN, seed, slowed
+from tests.golden_demo import GOLDEN, seed, seed_quant, slowed
 
 DOC = json.loads(GOLDEN.read_text())
 
@@ -248,6 +248,24 @@ def test_hosts_by_capability(seeded):
     _, engine = seeded
     hosts = data.hosts_by_capability(engine)
     assert hosts.groupby("capability")["records"].sum().to_dict() == {"litert:cpu": 12, "openvino:CPU": 9}
+
+
+def test_quantization_lists_what_each_variant_found_beside_its_measures(seeded):
+    store, engine = seeded
+    assert data.quantization(engine, Filters()).empty  # no variant details stored yet
+    seed_quant(store)
+    q = data.quantization(engine, Filters())
+    assert set(q["variant"]) == {"tflite-int8", "openvino-int8", "tflite-int8-qat", "openvino-int8-qat", "openvino-int8-ac"}
+    row = q[q["variant"] == "tflite-int8"].iloc[0]
+    measured = [r for r in DOC["records"] if r["variant"] == "tflite-int8"]
+    assert row["runs"] == len(measured)
+    assert row["accuracy_top1"] == pytest.approx(np.mean([r["accuracy_top1"] for r in measured]))
+    snrs = [r["fidelity"]["snr_db"] for r in measured if r["fidelity"].get("snr_db") is not None]
+    assert row["fidelity_snr_db"] == pytest.approx(min(snrs)) if snrs else pd.isna(row["fidelity_snr_db"])
+    layers = data.layer_errors(row["details"])
+    assert list(layers.columns) == ["layer", "op", "error", "metric"] and layers["error"].is_monotonic_decreasing
+    assert np.isnan(q[q["variant"] == "openvino-int8-ac"].iloc[0]["accuracy_top1"])  # never benchmarked in these runs
+    assert data.quantization(engine, Filters(models=("nosuch",))).empty
 
 
 def test_missing_or_empty_databases_say_run_the_demo(tmp_path):

@@ -7,6 +7,7 @@ import datetime as dt
 from rich.markup import escape
 from rich.table import Table
 
+from controller.analysis.quantization import details_summary
 from controller.cli.app import console
 from protocol import ResultRecord
 
@@ -160,34 +161,6 @@ def conversion_table(report, artifacts=None) -> Table:
             "yes" if o.status == "cached" else "no",
         )
     return table
-
-
-def details_summary(details: dict | None) -> str:
-    """One line on what an accuracy-keeping conversion found out (issue 18), or ""."""
-    if not details:
-        return ""
-    parts = []
-    if "qat" in details:
-        q = details["qat"]
-        last = q["history"][-1] if q.get("history") else {}
-        parts.append(f"QAT: {q['epochs']} epoch(s) on {q['n_train']:,} samples in {q['fine_tune_s']:.1f} s"
-                     + (f", training accuracy {last['accuracy']:.3f}" if "accuracy" in last else ""))  # fmt: skip
-    if "accuracy_control" in details:
-        a = details["accuracy_control"]
-        parts.append(f"{len(a['float_layers'])} of {a['layers']} layers kept in float; top-1 {a['accuracy']:.2%} against "
-                     f"fp32 {a['fp32_accuracy']:.2%} (max drop {a['max_drop'] * 100:g} pt)")  # fmt: skip
-    if "mixed" in details:
-        m = details["mixed"]
-        parts.append(f"{len(m['float_layers'])} of {m['layers']} layers kept in float: {m['snr_db']:.1f} dB "
-                     f"(all int8 {m['int8_snr_db']:.1f} dB, target {m['fidelity_target_db']:g})")  # fmt: skip
-    check = details.get("integer_check")
-    if check and not check["float_tensor_count"]:
-        parts.append(f"all {check['tensors']} tensors integer")
-    if "ir_check" in details:
-        parts.append(f"{details['ir_check']['int8_weights']} int8 weight tensor(s)")
-    if "note" in details:
-        parts.append(details["note"])
-    return "; ".join(parts)
 
 
 def fleet_table(title: str, agents: list[dict], width: int | None = None) -> Table:

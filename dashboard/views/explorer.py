@@ -1,9 +1,11 @@
 """Explorer: filter the records; latency against accuracy or fidelity with the Pareto front, latency
-distributions from the raw samples, size against latency, throughput against threads, and the table."""
+distributions from the raw samples, size against latency, throughput against threads, what the accuracy-keeping
+int8 variants kept in float with the per-layer quantization report beside their fidelity, and the table."""
 
 import streamlit as st
 
-from dashboard import charts, ui
+from controller.analysis.quantization import details_summary
+from dashboard import charts, data, ui
 from dashboard.data import SAMPLE_RECORDS, SELECTION_ROWS
 
 with ui.page("Explorer", "Each point is the mean over the runs of one model × variant × device × host × threads."):
@@ -43,6 +45,21 @@ with ui.page("Explorer", "Each point is the mean over the runs of one model × v
         st.subheader("Throughput against threads")
         st.plotly_chart(charts.throughput_vs_threads(groups), key="explorer-threads")
         st.caption("Dashed: measured with more than one request in flight.")
+
+    quant = ui.query("quantization", f)
+    if not quant.empty:
+        st.subheader("Quantization: what each int8 variant kept, and where int8 loses")
+        shown_q = quant.assign(found=[details_summary(d) for d in quant["details"]]).drop(columns=["details"])
+        st.dataframe(shown_q.style.format({"accuracy_top1": "{:.2%}", "fidelity_snr_db": "{:.1f} dB"}, na_rep="-"),
+                     hide_index=True, width="stretch", key="explorer-quant")  # fmt: skip
+        reported = [i for i, d in enumerate(quant["details"]) if d.get("layer_errors")]
+        if reported:
+            pick = st.selectbox("Per-layer quantization error of", reported, key="explorer-quant-layers",
+                                format_func=lambda i: f"{quant.at[i, 'model_name']} · {quant.at[i, 'variant']}")  # fmt: skip
+            layers = data.layer_errors(quant.at[pick, "details"])
+            st.dataframe(layers.head(15), hide_index=True, width="stretch", key="explorer-quant-table")
+            st.caption("Worst first, int8 against fp32 on the calibration split (`fleetbench quant-report` made it): "
+                       "rmse/scale is the error in quantization steps; added relative rms is a layer's own share.")  # fmt: skip
 
     st.subheader("Selection")
     shown = groups.assign(model_size_mib=groups["model_size_bytes"] / 2**20, peak_rss_mib=groups["peak_rss_bytes"] / 2**20)
