@@ -19,6 +19,7 @@ from controller.cli.app import (
     console,
     err_console,
 )
+from controller.analysis.quantization import details_summary
 from controller.cli.render import conversion_table, results_table, spinner
 from controller.convert.variants import QAT_DEFAULTS
 from protocol import BenchmarkSettings
@@ -290,7 +291,8 @@ def variants(
     for r in rows:
         tools = ", ".join(f"{k} {v}" for k, v in sorted(r.tool_versions.items()))
         table.add_row(r.variant, f"{r.size_bytes / 1024:,.1f}", f"{r.conversion_s:.2f}",
-                      f"{tuple(r.input_shape)} {r.input_dtype}", r.artifact["sha256"][:12], tools, r.recipe["how"])  # fmt: skip
+                      f"{tuple(r.input_shape)} {r.input_dtype}", r.artifact["sha256"][:12], tools,
+                      r.recipe["how"] + (f" — {found}" if (found := details_summary(r.details)) else ""))  # fmt: skip
     console.print(table if rows else f"{m.name} has no variants yet: `fleetbench convert` it.")
 
 
