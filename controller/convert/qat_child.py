@@ -76,9 +76,17 @@ def _layer(tf_keras, spec: dict):
             m = _KEY.search(text)
             key = next((k for k in re.findall(r"'(\w+)'", text[m.end():]) if k in cfg), None) if m else None
             if not key:
-                raise Refused(f"layer '{name}' ({cls_name}) cannot be rebuilt as tf_keras: {str(exc).splitlines()[0][:200]}") from None
+                raise Refused(f"layer '{name}' ({cls_name}) cannot be rebuilt as tf_keras: {_cause(text)}") from None
             cfg.pop(key)
     raise Refused(f"layer '{name}' ({cls_name}) cannot be rebuilt as tf_keras")
+
+
+def _cause(text: str) -> str:
+    """The reason in a Keras deserialization error, without the config it dumps."""
+    if "Exception encountered:" in text:
+        text = text.split("Exception encountered:", 1)[1]
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "unknown error")
+    return line[:200]
 
 
 def _history(arg) -> list:

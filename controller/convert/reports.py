@@ -33,6 +33,9 @@ def find_variant(store: Store, model: str, variant: str) -> VariantRow:
     if variant not in REPORTABLE:
         raise ConvertError(f"no per-layer report for {variant}: --variant is one of {', '.join(REPORTABLE)}")
     m = store.find_model(model)
+    if variant == "tflite-int8" and m.kind == "tflite":
+        raise ConvertError(f"{m.name} is a .tflite file: the tflite-int8 report runs TensorFlow's QuantizationDebugger, "
+                           "which needs the TensorFlow model it came from; report openvino-int8 instead")  # fmt: skip
     rows = [r for r in store.variants(m.model_id) if r.variant == variant and r.dataset_id]
     if not rows:
         raise ConvertError(f"{m.name} has no {variant} made with a data set yet: run `fleetbench convert {m.name} "
