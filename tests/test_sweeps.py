@@ -46,6 +46,13 @@ KNOWN = {"litert:cpu": {"a1", "a2"}, "openvino:CPU": {"a1"}, "openvino:GPU": {"a
         ("models: [a.keras]\nname: [x]", "name: a string"),
         ("models: [{path: a.keras, preprocessing: {scale: abc}}]", "scale must be a non-zero number"),
         ("models: [{path: a.keras, preprocessing: {mean: [a], std: [1]}}]", "lists of numbers"),
+        # issue 18: the accuracy-keeping variants' settings
+        ("models: [{path: a.keras, quantization: 5}]", "models[0].quantization: a mapping"),
+        ("models: [{path: a.keras, quantization: {epochs: 3}}]", "unknown key(s) epochs; known: train_samples"),
+        ("models: [{path: a.keras, quantization: {qat_epochs: 0}}]", "models[0].quantization.qat_epochs: must be at least 1"),
+        ("models: [{path: a.keras, quantization: {qat_lr: 2}}]", "quantization.qat_lr: a number above 0 and at most 1"),
+        ("models: [{path: a.keras, quantization: {fidelity_target_db: high}}]", "fidelity_target_db: a number"),
+        ("models: [{path: a.keras, quantization: {train_samples: x}}]", "train_samples: 'x' is not a whole number"),
     ],
 )
 def test_bad_specs_say_what_to_change(text, error):
@@ -53,6 +60,17 @@ def test_bad_specs_say_what_to_change(text, error):
     with pytest.raises(SweepError) as exc:
         parse_spec(text)
     assert error in str(exc.value)
+
+
+def test_a_models_quantization_settings_reach_its_plan():
+    spec = parse_spec("models: [{path: a.keras, quantization: {train_samples: 150, qat_epochs: 2, qat_lr: 0.001, "
+                      "max_accuracy_drop: 0.5, fidelity_target_db: 35}}]\nvariants: [tflite-int8-qat, openvino-int8-ac]")
+    m = spec.models[0]
+    assert m.train_samples == 150 and spec.variants == ["tflite-int8-qat", "openvino-int8-ac"]
+    assert (m.quant.qat_epochs, m.quant.qat_learning_rate, m.quant.max_accuracy_drop, m.quant.fidelity_target_db) == (
+        2, 0.001, 0.005, 35.0)
+    plain = parse_spec("models: [a.keras]").models[0]
+    assert plain.train_samples == 0 and plain.quant.fidelity_target_db is None and plain.quant.max_accuracy_drop == 0.01
 
 
 def test_settings_lists_are_swept_over(tmp_path):

@@ -60,7 +60,8 @@ def _prepare_model(entry: ModelEntry, spec: SweepSpec, store: Store, artifacts, 
             raise SweepError(f"data set {DATA_SHA256.fullmatch(entry.data).group(1)[:12]}…: not in the artifact store; upload it first")
     plan = service.plan(path, spec.variants, store, artifacts, dataset_path=data, preprocessing=entry.preprocessing, seed=entry.seed,
                         n_calibration=entry.calibration_size, input_shape=entry.input_shape, name=name,
-                        allow_nan=entry.allow_nan, max_bytes=max_model_bytes)  # fmt: skip
+                        allow_nan=entry.allow_nan, max_bytes=max_model_bytes, n_train=entry.train_samples,
+                        options=entry.quant)  # fmt: skip
     if plan.needs_reference:  # variants cached on another data set (or none): the outputs on this one first
         import dataclasses
 

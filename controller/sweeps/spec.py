@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.convert.variants import STANDARD, VARIANTS
+from controller.convert.variants import STANDARD, VARIANTS, QuantOptions
 from controller.datasets import Preprocessing
 from controller.store.models import SweepRow
 from protocol import BenchmarkSettings
@@ -44,6 +44,9 @@ class ModelEntry:
     seed: int = 0
     #: keep NaN in the data set (an upload made with ``allow_nan=true``); None: as FLEETBENCH_ALLOW_NAN says
     allow_nan: bool | None = None
+    #: the accuracy-keeping variants' settings (``quantization:`` in the spec): a training split for QAT
+    train_samples: int = 0
+    quant: QuantOptions = field(default_factory=QuantOptions)
 
 
 @dataclass
@@ -122,6 +125,36 @@ def parse_spec(text: str, base_dir: Path | None = None) -> SweepSpec:
     except yaml.YAMLError as exc:
         raise SweepError(f"the sweep spec is not valid YAML: {' '.join(str(exc).split())}") from None
     return spec_from_dict(raw, base_dir)
+
+
+_QUANT_KEYS = ("train_samples", "qat_epochs", "qat_lr", "max_accuracy_drop", "fidelity_target_db")
+
+
+def _quantization(raw, i: int) -> dict:
+    """A model's ``quantization:`` mapping (the accuracy-keeping variants' settings) as ModelEntry fields."""
+    where = f"models[{i}].quantization"
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SweepError(f"{where}: a mapping, e.g. {{train_samples: 150, qat_epochs: 3, fidelity_target_db: 30}}")
+    unknown = set(raw) - set(_QUANT_KEYS)
+    if unknown:
+        raise SweepError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(_QUANT_KEYS)}")
+
+    def number(key: str, low: float, high: float, default):
+        value = raw.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low < value <= high):
+            raise SweepError(f"{where}.{key}: a number above {low:g} and at most {high:g}, not {value!r}")
+        return float(value)
+
+    base = QuantOptions()
+    drop = number("max_accuracy_drop", -1e-9, 100, base.max_accuracy_drop * 100)
+    options = QuantOptions(qat_epochs=_int(raw.get("qat_epochs", base.qat_epochs), f"{where}.qat_epochs", 1),
+                           qat_learning_rate=number("qat_lr", 0, 1, base.qat_learning_rate), max_accuracy_drop=drop / 100,
+                           fidelity_target_db=number("fidelity_target_db", 0, 200, None))  # fmt: skip
+    return {"train_samples": _int(raw.get("train_samples", 0), f"{where}.train_samples"), "quant": options}
 
 
 def _int(value, where: str, least: int = 0) -> int:
@@ -203,7 +236,7 @@ def spec_from_dict(raw, base_dir: Path | None = None, *, server_paths: bool = Tr
             m = {"path": m}
         if not isinstance(m, dict) or ("path" in m) == ("id" in m):
             raise SweepError(f"models[{i}]: give either `path:` (a model file to convert) or `id:` (a stored model)")
-        known_m = ("path", "id", "data", "name", "input_shape", "preprocessing", "calibration_size", "seed")
+        known_m = ("path", "id", "data", "name", "input_shape", "preprocessing", "calibration_size", "seed", "quantization")
         unknown_m = set(m) - set(known_m)
         if unknown_m:
             raise SweepError(f"models[{i}]: unknown key(s) {', '.join(sorted(unknown_m))}; known: {', '.join(known_m)}")
@@ -236,7 +269,7 @@ def spec_from_dict(raw, base_dir: Path | None = None, *, server_paths: bool = Tr
             raise SweepError(f"models[{i}].preprocessing: " + "; ".join(pre.problems()))
         models.append(ModelEntry(path=path, model_id=m.get("id"), data=data, name=m.get("name"), input_shape=shape,
                                  preprocessing=pre, calibration_size=_int(m.get("calibration_size", 100), f"models[{i}].calibration_size", 1),
-                                 seed=_int(m.get("seed", 0), f"models[{i}].seed")))  # fmt: skip
+                                 seed=_int(m.get("seed", 0), f"models[{i}].seed"), **_quantization(m.get("quantization"), i)))  # fmt: skip
     if not models:
         raise SweepError("models: list at least one model (`- path: model.keras` or `- id: digits-cnn`)")
     variants = _str_list(raw.get("variants") or list(STANDARD), "variants", "[tflite-fp32, openvino-int8]")
