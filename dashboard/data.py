@@ -298,31 +298,35 @@ def explorer_groups(engine: Engine, f: Filters) -> pd.DataFrame:
 
 def quantization(engine: Engine, f: Filters) -> pd.DataFrame:
     """The selected models' variants whose conversion found something out (issue 18): layers kept in float,
-    QAT, integer checks, the per-layer report; beside each, the mean accuracy and worst fidelity of its records.
-    One row per stored variant (model × variant × data set), newest first; ``details`` is the dict."""
+    QAT, integer checks, the per-layer report; beside each, the mean accuracy and worst fidelity of the records
+    that ran that very file (joined on its sha256, so two stored variants of one name never pool their records).
+    One row per stored variant, newest first; ``details`` is the dict."""
+    columns = ["model_name", "variant", "details", "accuracy_top1", "fidelity_snr_db", "runs"]
     measured = f.where(
-        select(Result.model_id, Result.variant, _avg(Result.accuracy_top1).label("accuracy_top1"),
+        select(Result.model_id, Result.artifact_sha256, _avg(Result.accuracy_top1).label("accuracy_top1"),
                func.min(Result.fidelity_snr_db).label("fidelity_snr_db"), func.count().label("runs"))
-        .group_by(Result.model_id, Result.variant)
+        .group_by(Result.model_id, Result.artifact_sha256)
     )  # fmt: skip
     m = _frame(engine, measured)
     if m.empty:
-        return pd.DataFrame(columns=["model_name", "variant", "details", "accuracy_top1", "fidelity_snr_db", "runs"])
+        return pd.DataFrame(columns=columns)
     stmt = (
-        select(ModelRow.name.label("model_name"), VariantRow.model_id, VariantRow.variant, VariantRow.details,
-               VariantRow.created_at)
+        select(ModelRow.name.label("model_name"), VariantRow.model_id, VariantRow.variant, VariantRow.artifact,
+               VariantRow.details, VariantRow.created_at)
         .join(ModelRow, ModelRow.model_id == VariantRow.model_id)
         .where(VariantRow.details.is_not(None), VariantRow.model_id.in_(m["model_id"].unique().tolist()))
         .order_by(VariantRow.created_at.desc())
     )  # fmt: skip
     v = _frame(engine, stmt)
     if v.empty:
-        return pd.DataFrame(columns=["model_name", "variant", "details", "accuracy_top1", "fidelity_snr_db", "runs"])
-    v["details"] = [d if isinstance(d, dict) else json.loads(d) for d in v["details"]]
+        return pd.DataFrame(columns=columns)
+    loads = lambda d: d if isinstance(d, dict) else json.loads(d)  # noqa: E731 - JSON columns come back as text on SQLite
+    v["details"] = [loads(d) for d in v["details"]]
+    v["artifact_sha256"] = [loads(a)["sha256"] for a in v["artifact"]]
     v = v[[bool(d) for d in v["details"]]]
-    out = v.merge(m, on=["model_id", "variant"], how="left")
+    out = v.merge(m.drop(columns=["model_id"]), on="artifact_sha256", how="left")
     out["runs"] = out["runs"].astype("Int64")  # a variant never benchmarked has no runs, not NaN of them
-    return out[["model_name", "variant", "details", "accuracy_top1", "fidelity_snr_db", "runs"]].reset_index(drop=True)
+    return out[columns].reset_index(drop=True)
 
 
 def layer_errors(details: dict) -> pd.DataFrame:

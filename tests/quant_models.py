@@ -132,3 +132,50 @@ def onnx_qdq(path: Path) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return path
+
+
+_LAMBDA_QAT = r'''
+import json, sys
+import h5py, tf_keras, tensorflow_model_optimization as tfmot
+out, canary, name = sys.argv[1], sys.argv[2], sys.argv[3]
+from tf_keras.src.saving.serialization_lib import enable_unsafe_deserialization
+enable_unsafe_deserialization()  # quantize_apply clones the model through its config (this script trusts itself)
+annotate = tfmot.quantization.keras.quantize_annotate_layer
+inp = tf_keras.Input((8, 8, 1))
+x = tf_keras.layers.Flatten()(inp)
+# the code writes the canary whenever it runs, except while this script builds the model
+fn = eval(f"lambda t: (__import__('os').environ.get('FLEETBENCH_BUILDING') or open({canary!r}, 'w').write('ran'), t)[1]")
+x = tf_keras.layers.Lambda(fn, name="shady")(x)
+x = annotate(tf_keras.layers.Dense(10, activation="softmax"))(x)
+model = tfmot.quantization.keras.quantize_apply(tf_keras.Model(inp, x))
+model.save(out)
+with h5py.File(out, "r+") as f:  # (if asked) no name on the Lambda
+    text = f.attrs["model_config"]
+    config = json.loads(text.decode() if isinstance(text, bytes) else text)
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "Lambda" and name == "-":
+                node["config"]["name"] = None
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(config)
+    f.attrs["model_config"] = json.dumps(config)
+'''
+
+
+def qat_h5_with_lambda(path: Path, canary: Path, name: str | None) -> Path:
+    """A tf_keras QAT .h5 (a QuantizeWrapper'd Dense) with a Lambda layer whose code would write ``canary`` if it
+    ever ran; ``name`` None removes the Lambda's name from the config."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(repo), FLEETBENCH_BUILDING="1")
+    r = subprocess.run([sys.executable, "-c", _LAMBDA_QAT, str(path), str(canary), name or "-"], capture_output=True,
+                       text=True, env=env, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    return path

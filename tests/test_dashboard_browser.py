@@ -81,19 +81,26 @@ def test_every_page_renders_in_chromium(dashboard_url, browser, name, path, head
     page.close()
 
 
+def _seeded(tmp_path_factory, name: str, *seeders):
+    """A dashboard on a new SQLite store that each of ``seeders`` (store -> None) fills."""
+    from controller.store import Store
+
+    root = tmp_path_factory.mktemp(f"dash-{name}")
+    url = f"sqlite:///{root / f'{name}.db'}"
+    store = Store(url)
+    store.migrate()
+    for fill in seeders:
+        fill(store)
+    store.close()
+    yield from _serve(url, root / "dashboard.log")
+
+
 @pytest.fixture(scope="module")
 def profiled_url(tmp_path_factory):
     """A dashboard on the golden profiled runs (tests/data/profile_runs.json)."""
-    from controller.store import Store
     from tests.golden_demo import seed
 
-    root = tmp_path_factory.mktemp("dash-profiled")
-    url = f"sqlite:///{root / 'profiled.db'}"
-    store = Store(url)
-    store.migrate()
-    seed(store, Path(__file__).parent / "data" / "profile_runs.json")
-    store.close()
-    yield from _serve(url, root / "dashboard.log")
+    yield from _seeded(tmp_path_factory, "profiled", lambda store: seed(store, Path(__file__).parent / "data" / "profile_runs.json"))
 
 
 def test_the_profile_page_renders_in_chromium(profiled_url, browser):
@@ -121,17 +128,9 @@ def test_the_profile_page_renders_in_chromium(profiled_url, browser):
 @pytest.fixture(scope="module")
 def quant_url(tmp_path_factory):
     """A dashboard on the golden runs with the demo model's accuracy-keeping variants and per-layer reports."""
-    from controller.store import Store
     from tests.golden_demo import seed, seed_quant
 
-    root = tmp_path_factory.mktemp("dash-quant")
-    url = f"sqlite:///{root / 'quant.db'}"
-    store = Store(url)
-    store.migrate()
-    seed(store)
-    seed_quant(store)
-    store.close()
-    yield from _serve(url, root / "dashboard.log")
+    yield from _seeded(tmp_path_factory, "quant", seed, seed_quant)
 
 
 def test_explorer_shows_the_quantization_details_beside_fidelity(quant_url, browser):

@@ -257,7 +257,8 @@ def test_quantization_lists_what_each_variant_found_beside_its_measures(seeded):
     q = data.quantization(engine, Filters())
     assert set(q["variant"]) == {"tflite-int8", "openvino-int8", "tflite-int8-qat", "openvino-int8-qat", "openvino-int8-ac"}
     row = q[q["variant"] == "tflite-int8"].iloc[0]
-    measured = [r for r in DOC["records"] if r["variant"] == "tflite-int8"]
+    sha = next(r["artifact_sha256"] for r in DOC["records"] if r["variant"] == "tflite-int8")
+    measured = [r for r in DOC["records"] if r["artifact_sha256"] == sha]  # the records of that very file
     assert row["runs"] == len(measured)
     assert row["accuracy_top1"] == pytest.approx(np.mean([r["accuracy_top1"] for r in measured]))
     snrs = [r["fidelity"]["snr_db"] for r in measured if r["fidelity"].get("snr_db") is not None]
@@ -266,6 +267,22 @@ def test_quantization_lists_what_each_variant_found_beside_its_measures(seeded):
     assert list(layers.columns) == ["layer", "op", "error", "metric"] and layers["error"].is_monotonic_decreasing
     assert np.isnan(q[q["variant"] == "openvino-int8-ac"].iloc[0]["accuracy_top1"])  # never benchmarked in these runs
     assert data.quantization(engine, Filters(models=("nosuch",))).empty
+    # a second stored tflite-int8 of the same model (another data set, say) that never ran pools nothing
+    from controller.store.models import VariantRow
+
+    first = next(r for r in store.variants(row_model_id(store)) if r.variant == "tflite-int8")
+    store.add_variant(VariantRow(**{**{c: getattr(first, c) for c in ("model_id", "variant", "dataset_id", "reference",
+                                   "size_bytes", "conversion_s", "tool_versions", "recipe", "input_shape", "input_dtype",
+                                   "created_at")}, "cache_key": "f" * 64, "artifact": dict(first.artifact, sha256="e" * 64),
+                                   "details": {"note": "another file"}}))  # fmt: skip
+    again = data.quantization(engine, Filters())
+    other = again[[d.get("note") == "another file" for d in again["details"]]].iloc[0]
+    assert pd.isna(other["runs"]) and pd.isna(other["accuracy_top1"])
+    assert again[again["variant"] == "tflite-int8"]["runs"].dropna().tolist() == [len(measured)]
+
+
+def row_model_id(store) -> str:
+    return store.find_model("digits-cnn").model_id
 
 
 def test_missing_or_empty_databases_say_run_the_demo(tmp_path):

@@ -28,14 +28,16 @@ class AccuracyKeeping:
     validation: tuple[np.ndarray, np.ndarray | None] | None = None
     emit = staticmethod(lambda **event: None)
 
-    def _qat_dir(self, variant: str, params: dict) -> Path:
-        """The fine-tuned model's files (``model.tflite``, ``savedmodel/``), trained once per set of params."""
+    def _qat_dir(self, variant: str, params: dict) -> tuple[Path, dict]:
+        """The fine-tuned model's files (``model.tflite``, ``savedmodel/``) and what the fine-tune reported: trained
+        once per set of params for both QAT variants (a refusal is given to both without training again)."""
         from controller.convert.common import ConversionError
 
         key = json.dumps(params["qat"], sort_keys=True)
-        done = getattr(self, "_qat_done", {})
-        self._qat_done = done
+        done = self.__dict__.setdefault("_qat_done", {})
         if key in done:
+            if isinstance(done[key], ConversionError):
+                raise ConversionError(done[key].kind, f"{variant}: {done[key].message.split(': ', 1)[1]}")
             return done[key]
         if not self.train_path:
             raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant} needs a labelled training split: pass --train-samples N")
@@ -59,12 +61,15 @@ class AccuracyKeeping:
         try:
             info = qat.run_legacy(request, out, lambda e: self.emit(
                 event="progress", variant=variant, epoch=e["epoch"], epochs=epochs, loss=e["loss"], accuracy=e["accuracy"],
-                note=f"epoch {e['epoch']}/{epochs}  loss {e['loss']:.3f}  accuracy {e['accuracy']:.3f}"))  # fmt: skip
+                note=f"epoch {e['epoch']}/{epochs}  loss {_num(e['loss'])}  accuracy {_num(e['accuracy'])}"))  # fmt: skip
         except qat.LegacyRefused as exc:
-            raise ConversionError(ErrorKind.UNSUPPORTED_OP, f"{variant}: {exc}") from None
-        done[key] = out
-        self._qat_info = info
-        return out
+            done[key] = ConversionError(ErrorKind.UNSUPPORTED_OP, f"{variant}: {exc}")
+            raise done[key] from None
+        except RuntimeError as exc:  # the process crashed or was killed: one line, its log's last line in it
+            done[key] = ConversionError(ErrorKind.CRASHED, f"{variant}: {exc}")
+            raise done[key] from None
+        done[key] = (out, info)
+        return done[key]
 
     def qat_tflite(self, variant: str, params: dict) -> bytes:
         from controller.convert.common import ConversionError
@@ -72,8 +77,11 @@ class AccuracyKeeping:
         if params.get("qat_source"):
             data = self._tflite_from_fake_quant(variant)
         else:
-            data = (self._qat_dir(variant, params) / "model.tflite").read_bytes()
-            self.details[variant] = {"qat": self._qat_info}
+            out, info = self._qat_dir(variant, params)
+            if info.get("tflite_error"):
+                raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant}: {info['tflite_error']}")
+            data = (out / "model.tflite").read_bytes()
+            self.details[variant] = {"qat": {k: v for k, v in info.items() if k != "tflite_error"}}
         check = quant.tflite_integer_check(data)
         self.details.setdefault(variant, {})["integer_check"] = check
         if check["float_tensor_count"] or check["float_quantize_ops"]:
@@ -109,8 +117,9 @@ class AccuracyKeeping:
             model = self.ov_model()
             self.details.setdefault(variant, {})
         else:
-            saved = self._qat_dir(variant, params) / "savedmodel"
-            self.details[variant] = {"qat": self._qat_info}
+            out, info = self._qat_dir(variant, params)
+            saved = out / "savedmodel"
+            self.details[variant] = {"qat": {k: v for k, v in info.items() if k != "tflite_error"}}
             try:
                 model = ov.convert_model(str(saved), input=[list(self.input_shape)])
             except Exception as exc:  # noqa: BLE001
@@ -124,11 +133,22 @@ class AccuracyKeeping:
     def ac_openvino(self, variant: str, params: dict, calibration: np.ndarray):
         from controller.convert.common import ConversionError, _first_line
 
-        x, y = self.validation or (None, None)
+        if params.get("tune_on") == "train":
+            if not self.train_path:
+                raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant} tunes on the training split, which is missing")
+            with np.load(self.train_path, allow_pickle=False) as d:
+                x, y, split = d["x"], d["y"], "training split"
+        else:
+            (x, y), split = self.validation or (None, None), "validation split"
         if y is None:
             raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant} needs a labelled validation split: pass --data with labels")
+        if y.ndim != 1 or (y.dtype.kind == "f" and not np.all(y == np.round(y))):
+            raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant} controls top-1 accuracy, and the labels are not "
+                                  f"one class id per sample (shape {y.shape}, {y.dtype}); use openvino-int8 or "
+                                  "tflite-int8-mixed for segmentation and regression models")  # fmt: skip
         try:
             model, details = quant.ac_model(self.ov_model(), calibration, x, y, float(params["max_drop"]))
+            details["accuracy_control"]["tuned_on"] = split
         except Exception as exc:  # noqa: BLE001
             raise ConversionError(ErrorKind.CONVERSION_FAILED, f"{variant}: NNCF accuracy control failed: {_first_line(exc, 400)}") from None
         self.details[variant] = details
@@ -171,6 +191,10 @@ def layer_report(src, variant: str, calibration: np.ndarray) -> list[dict]:
                              subset_size=len(items))  # fmt: skip
         return quant.openvino_layer_errors(fp32, int8, calibration)
     raise ConversionError(ErrorKind.CONVERSION_FAILED, f"no per-layer report for {variant}; one of {', '.join(REPORTABLE)}")
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def _has_int8_weights(model: bytes) -> bool:

@@ -9,7 +9,6 @@ before exec (see :mod:`controller.convert.runner`).
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import traceback
@@ -37,13 +36,9 @@ def describe(exc: BaseException) -> tuple[str, str]:
 
 # size: the sandboxed child's whole run: limits, the source, each variant, and the events it reports
 def main(argv: list[str]) -> int:
-    events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    os.dup2(2, 1)
+    from controller.convert.common import event_stream
 
-    def emit(**event) -> None:
-        events.write(json.dumps(event) + "\n")
-        events.flush()
-
+    emit = event_stream()
     req = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     outdir = Path(argv[1])
     import numpy as np

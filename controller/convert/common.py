@@ -3,9 +3,25 @@ on why OpenVINO cannot read a model."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from typing import Callable
 
 from protocol.errors import ErrorKind
+
+
+def event_stream() -> Callable[..., None]:
+    """``emit(**event)``: JSON lines on a private copy of stdout. Everything else that writes to stdout
+    (TensorFlow, NNCF's progress bars) goes to stderr from here on, so it cannot corrupt the events."""
+    events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+
+    def emit(**event) -> None:
+        events.write(json.dumps(event) + "\n")
+        events.flush()
+
+    return emit
 
 
 class ConversionError(Exception):

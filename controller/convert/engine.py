@@ -182,6 +182,9 @@ class SourceModel(AccuracyKeeping):
         from controller.convert import qat
 
         layer = qat.h5_lambda(self.path)
+        if layer and layer.startswith("(its config"):
+            raise ConversionError(ErrorKind.UNSAFE_MODEL, f"{self.path.name}: refused: its model config could not be read, "
+                                  "so nothing shows it holds no Python code (Lambda layers); export it again")  # fmt: skip
         if layer:
             raise ConversionError(ErrorKind.UNSAFE_MODEL, f"{self.path.name}: refused: layer '{layer}' is a Lambda layer, "
                                   "Python code that loading would run on this machine; replace it with built-in layers")  # fmt: skip

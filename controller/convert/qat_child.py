@@ -162,6 +162,15 @@ def _quantize(tfmot, model):
         raise Refused(f"tfmot cannot quantize this model: {str(exc).splitlines()[0][:300]}") from None
 
 
+def _finite(value) -> float | None:
+    """A metric as JSON can hold it: NaN and infinity (a diverging fine-tune) become None."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
 def _loss(tf_keras, model):
     last = model.layers[-1]
     act = getattr(last, "activation", None)
@@ -174,6 +183,7 @@ def fine_tune(req: dict, emit) -> dict:
     tf, tf_keras, tfmot = _legacy()
     q = req["qat"]
     tf_keras.utils.set_random_seed(int(q["seed"]))
+    tf.config.experimental.enable_op_determinism()  # the same request trains the same weights
     config = json.loads(Path(req["config"]).read_text(encoding="utf-8"))
     model = rebuild(tf_keras, config["config"], config["class_name"])
     load_weights(model, Path(req["weights"]))
@@ -182,7 +192,11 @@ def fine_tune(req: dict, emit) -> dict:
                       f"model's output is {[tuple(o.shape) for o in model.outputs]}")  # fmt: skip
     qmodel = _quantize(tfmot, model)
     with np.load(req["train"], allow_pickle=False) as d:
-        x, y = d["x"].astype(np.float32), d["y"].astype(np.int64).reshape(-1)
+        x, labels = d["x"].astype(np.float32), d["y"]
+    if labels.ndim != 1 or (labels.dtype.kind == "f" and not np.all(labels == np.round(labels))):
+        raise Refused(f"QAT fine-tunes classifiers, and the training labels are not one class id per sample "
+                      f"(shape {labels.shape}, {labels.dtype}); segmentation and regression labels are not supported")  # fmt: skip
+    y = labels.astype(np.int64)
     n_classes = int(model.outputs[0].shape[-1])
     if y.size and (y.min() < 0 or y.max() >= n_classes):
         raise Refused(f"the training labels run {int(y.min())}..{int(y.max())} but the model has {n_classes} classes")
@@ -194,23 +208,27 @@ def fine_tune(req: dict, emit) -> dict:
     class Progress(tf_keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            row = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))),
-                   "accuracy": float(logs.get("accuracy", float("nan")))}  # fmt: skip
+            row = {"epoch": epoch + 1, "loss": _finite(logs.get("loss")), "accuracy": _finite(logs.get("accuracy"))}
             history.append(row)
             emit(event="epoch", epochs=epochs, **row)
 
     t0 = time.perf_counter()
     qmodel.fit(x, y, epochs=epochs, batch_size=int(q["batch_size"]), shuffle=True, verbose=0, callbacks=[Progress()])
     fine_tune_s = time.perf_counter() - t0
+    if not history or history[-1]["loss"] is None:
+        raise Refused(f"the fine-tune diverged (loss {history[-1]['loss'] if history else 'none'} after {epochs} "
+                      f"epoch(s) at learning rate {float(q['learning_rate']):g}); lower --qat-lr")  # fmt: skip
     out = Path(req["outdir"])
     shape = [int(d) for d in req["input_shape"]]
-    write_outputs(tf, qmodel, shape, out, req.get("calibration"))
+    tflite_error = write_outputs(tf, qmodel, shape, out, req.get("calibration"))
     return {"history": history, "fine_tune_s": fine_tune_s, "n_train": int(len(x)), "epochs": epochs,
-            "learning_rate": float(q["learning_rate"]), "batch_size": int(q["batch_size"]), "seed": int(q["seed"])}  # fmt: skip
+            "learning_rate": float(q["learning_rate"]), "batch_size": int(q["batch_size"]), "seed": int(q["seed"]),
+            "tflite_error": tflite_error}  # fmt: skip
 
 
-def write_outputs(tf, qmodel, shape: list[int], out: Path, calibration: str | None) -> None:
-    """``model.tflite`` (full integer, int8 input and output) and ``savedmodel/`` (static input shape)."""
+def write_outputs(tf, qmodel, shape: list[int], out: Path, calibration: str | None) -> str | None:
+    """``savedmodel/`` (static input shape), then ``model.tflite`` (full integer, int8 input and output); the
+    TFLite converter's error, if it failed (the SavedModel still serves openvino-int8-qat), else None."""
     fn = tf.function(lambda x: qmodel(x, training=False))
     concrete = fn.get_concrete_function(tf.TensorSpec(shape, tf.float32))
     tf.saved_model.save(qmodel, str(out / "savedmodel"), signatures=concrete)
@@ -223,13 +241,21 @@ def write_outputs(tf, qmodel, shape: list[int], out: Path, calibration: str | No
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
-    (out / "model.tflite").write_bytes(conv.convert())
+    try:
+        (out / "model.tflite").write_bytes(conv.convert())
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types
+        return f"the TFLite converter failed on the QAT model: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__}"
+    return None
 
 
 def export(req: dict) -> dict:
     """A user's tf_keras QAT .h5 as a SavedModel (the conversion child reads that)."""
     tf, tf_keras, tfmot = _legacy()
-    with tfmot.quantization.keras.quantize_scope():
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
+    # tf_keras's .h5 loader does not pass safe_mode on; the scope makes a Lambda's deserialization refuse anyway
+    # (the conversion child has already refused any Lambda it found in the config)
+    with tfmot.quantization.keras.quantize_scope(), SafeModeScope(True):
         try:
             model = tf_keras.models.load_model(req["path"], compile=False, safe_mode=True)
         except Exception as exc:  # noqa: BLE001 - h5py and Keras raise many types
@@ -248,18 +274,21 @@ def export(req: dict) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    os.dup2(2, 1)
+    from controller.convert.common import event_stream
 
-    def emit(**event) -> None:
-        events.write(json.dumps(event) + "\n")
-        events.flush()
-
+    emit = event_stream()
     req = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     try:
         result = fine_tune(req, emit) if req["mode"] == "fine-tune" else export(req)
     except Refused as exc:
         emit(event="refused", error=str(exc))
+        return 0
+    except Exception as exc:  # noqa: BLE001 - one line for the variant; the traceback goes to the log
+        import traceback
+
+        traceback.print_exc()
+        text = str(exc).strip().splitlines()
+        emit(event="refused", error=f"QAT failed: {type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": "))
         return 0
     emit(event="done", **result)
     return 0

@@ -204,7 +204,8 @@ def _accuracy(compiled, x: np.ndarray, y: np.ndarray) -> float:
 
 # size: NNCF's accuracy control with the data it needs, and what it reverted
 def ac_model(model, cal: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, max_drop: float):
-    """``openvino-int8-ac``: (model, details). Top-1 accuracy on the labelled validation split is the metric."""
+    """``openvino-int8-ac``: (model, details). Top-1 accuracy on ``val_x``/``val_y`` (the labelled split it is tuned
+    on: the training split when there is one) is the metric."""
     import nncf
     import openvino as ov
 
@@ -226,7 +227,7 @@ def ac_model(model, cal: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, max_d
     acc = _accuracy(core.compile_model(quantized, "CPU"), val_x, y)
     return quantized, {"accuracy_control": {"max_drop": max_drop, "fp32_accuracy": fp32_acc, "accuracy": acc,
                                             "drop": fp32_acc - acc, "float_layers": reverted, "layers": weighted,
-                                            "validation_samples": int(len(val_x))}}  # fmt: skip
+                                            "samples": int(len(val_x))}}  # fmt: skip
 
 
 def _compare_nodes(fp32_model, int8_model) -> list[tuple[str, str]]:

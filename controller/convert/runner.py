@@ -120,6 +120,8 @@ def run_conversion(
             except TimeoutError as exc:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+                if job.get("report"):
+                    result["fatal"] = f"the report timed out while {exc} (limit {limits.step_timeout_s:g} s); the process was killed"
                 fail_rest(
                     f"conversion timed out while {exc} (limit {limits.step_timeout_s:g} s per step); "
                     "the process was killed",
@@ -129,6 +131,11 @@ def run_conversion(
             code = proc.wait()
         if result["fatal"] is not None:
             fail_rest(result["fatal"], result.get("fatal_kind", ErrorKind.BAD_MODEL))
+        elif job.get("report") and "report" not in result:  # a per-layer report whose process died: say how
+            tail = err_path.read_bytes()[-600:].decode("utf-8", "replace").strip().splitlines()
+            why = f"killed by {signal_name(code)}" if code < 0 else f"exited with code {code}"
+            result["fatal"] = (f"the report's process {why} before finishing"
+                               + (f": {tail[-1][:300]}" if tail else ""))  # fmt: skip
         elif len(result["variants"]) < len(variants):
             tail = err_path.read_bytes()[-1500:].decode("utf-8", "replace").strip()
             if code < 0:

@@ -163,6 +163,7 @@ def plan(
                 n_validation=dataset.n_validation, labelled=dataset.labelled,
                 calibration=dataset.calibration.to_dict(), validation=dataset.validation.to_dict(),
                 sample_shape=list(dataset.sample_shape), created_at=dt.datetime.now(dt.timezone.utc),
+                train=dataset.train.to_dict() if dataset.train else None, n_train=dataset.n_train,
             )
         )  # fmt: skip
         if input_shape is None:
@@ -329,7 +330,9 @@ def job_for(p: Plan, limits: dict | None = None) -> dict:
 
 
 def _trains(p: Plan) -> bool:
-    return any(v.recipe is not None and "qat" in v.recipe.params for v in p.todo)
+    """Whether a variant to make reads the training split: QAT fine-tunes on it, accuracy control tunes on it."""
+    return any(v.recipe is not None and ("qat" in v.recipe.params or v.recipe.params.get("tune_on") == "train")
+               for v in p.todo)  # fmt: skip
 
 
 def execute(

@@ -81,7 +81,7 @@ VARIANTS: dict[str, Recipe] = {
         Recipe(
             "openvino-int8-ac", "openvino",
             "NNCF quantize_with_accuracy_control: int8 on the calibration split, layers reverted to float until the "
-            "top-1 accuracy drop on the labelled validation split is within max_drop",
+            "top-1 accuracy drop on the labelled training split (else the validation split) is within max_drop",
             {"nncf": "accuracy_control", "max_drop": 0.01, "preset": "PERFORMANCE"}, needs_calibration=True,
         ),
         Recipe(
@@ -148,8 +148,11 @@ def _with_options(recipe: Recipe, o: QuantOptions) -> Recipe:
         params["qat"] = {"epochs": o.qat_epochs, "learning_rate": o.qat_learning_rate, "batch_size": o.qat_batch_size,
                          "seed": o.seed, "train": o.train_sha, "n_train": o.n_train, "n_calibration": o.n_calibration,
                          "n_validation": o.n_validation}  # fmt: skip
-    elif params.get("nncf") == "accuracy_control":
-        params.update(max_drop=o.max_accuracy_drop, validation=o.validation_sha, n_validation=o.n_validation)
+    elif params.get("nncf") == "accuracy_control":  # tuned on the training split when there is one (held-out scores)
+        tune_on = "train" if o.train_sha else "validation"
+        params.update(max_drop=o.max_accuracy_drop, tune_on=tune_on,
+                      tuning_data=o.train_sha if o.train_sha else o.validation_sha,
+                      n_tuning=o.n_train if o.train_sha else o.n_validation)  # fmt: skip
     elif "mixed" in params:
         params["mixed"] = {"fidelity_target_db": o.fidelity_target_db}
     return Recipe(recipe.name, recipe.family, recipe.how, params, recipe.needs_calibration)
@@ -279,7 +282,11 @@ def _tools_for(recipe: Recipe) -> set[str]:
     if recipe.params.get("source"):
         return set()
     if "qat" in recipe.params:
-        return {"tensorflow", "tf-keras", "tensorflow-model-optimization", "openvino"}
+        return {"tensorflow", "tf-keras", "tensorflow-model-optimization"} | ({"openvino"} if recipe.family == "openvino" else set())
+    if recipe.params.get("qat_source"):  # a tf_keras .h5 is exported by tf_keras; the rest by the family's converter
+        return {"tensorflow", "tf-keras", "tensorflow-model-optimization"} | ({"openvino"} if recipe.family == "openvino" else set())
+    if "mixed" in recipe.params:  # LiteRT runs each try of the search
+        return {"tensorflow", "ai-edge-litert"}
     if recipe.params.get("ai_edge_quantizer") or recipe.params.get("dequantize_fp16"):
         return {"ai-edge-quantizer", "ai-edge-litert"}
     return {"tensorflow"} if recipe.family == "tflite" else {"openvino", "nncf", "tensorflow"}

@@ -91,8 +91,10 @@ class CatalogStore(StoreBase):
         keep: set[str] = set()
         with self._session() as session:
             keep.update(session.scalars(select(ModelRow.model_id)))
-            for cal, val in session.execute(select(DatasetRow.calibration, DatasetRow.validation)):
+            for cal, val, train in session.execute(select(DatasetRow.calibration, DatasetRow.validation, DatasetRow.train)):
                 keep.update((cal["sha256"], val["sha256"]))
+                if train:
+                    keep.add(train["sha256"])
             for art, ref in session.execute(select(VariantRow.artifact, VariantRow.reference)):
                 keep.add(art["sha256"])
                 if ref:

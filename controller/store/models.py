@@ -130,6 +130,9 @@ class DatasetRow(Base):
     calibration: Mapped[dict] = mapped_column(JSONType, nullable=False)  # ArtifactRef
     validation: Mapped[dict] = mapped_column(JSONType, nullable=False)  # ArtifactRef
     sample_shape: Mapped[list] = mapped_column(JSONType, nullable=False)
+    #: The labelled training split for QAT (ArtifactRef), between calibration and validation; None without one.
+    train: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    n_train: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 

@@ -141,19 +141,21 @@ def _quantization(raw, i: int) -> dict:
     if unknown:
         raise SweepError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(_QUANT_KEYS)}")
 
-    def number(key: str, low: float, high: float, default):
+    def number(key: str, low: float, high: float, default, low_ok: bool = False, high_ok: bool = True):
         value = raw.get(key, default)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low < value <= high):
-            raise SweepError(f"{where}.{key}: a number above {low:g} and at most {high:g}, not {value!r}")
+        ok = not isinstance(value, bool) and isinstance(value, (int, float))
+        if not ok or not ((low <= value) if low_ok else (low < value)) or not ((value <= high) if high_ok else (value < high)):
+            raise SweepError(f"{where}.{key}: a number from {low:g} ({'inclusive' if low_ok else 'exclusive'}) to "
+                             f"{high:g} ({'inclusive' if high_ok else 'exclusive'}), not {value!r}")  # fmt: skip
         return float(value)
 
-    base = QuantOptions()
-    drop = number("max_accuracy_drop", -1e-9, 100, base.max_accuracy_drop * 100)
+    base = QuantOptions()  # the same bounds as `fleetbench convert`'s options
+    drop = number("max_accuracy_drop", 0, 100, base.max_accuracy_drop * 100, low_ok=True, high_ok=False)
     options = QuantOptions(qat_epochs=_int(raw.get("qat_epochs", base.qat_epochs), f"{where}.qat_epochs", 1),
-                           qat_learning_rate=number("qat_lr", 0, 1, base.qat_learning_rate), max_accuracy_drop=drop / 100,
-                           fidelity_target_db=number("fidelity_target_db", 0, 200, None))  # fmt: skip
+                           qat_learning_rate=number("qat_lr", 0, 1, base.qat_learning_rate, high_ok=False),
+                           max_accuracy_drop=drop / 100, fidelity_target_db=number("fidelity_target_db", 0, 200, None))  # fmt: skip
     return {"train_samples": _int(raw.get("train_samples", 0), f"{where}.train_samples"), "quant": options}
 
 

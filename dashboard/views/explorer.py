@@ -58,8 +58,9 @@ with ui.page("Explorer", "Each point is the mean over the runs of one model × v
                                 format_func=lambda i: f"{quant.at[i, 'model_name']} · {quant.at[i, 'variant']}")  # fmt: skip
             layers = data.layer_errors(quant.at[pick, "details"])
             st.dataframe(layers.head(15), hide_index=True, width="stretch", key="explorer-quant-table")
-            st.caption("Worst first, int8 against fp32 on the calibration split (`fleetbench quant-report` made it): "
-                       "rmse/scale is the error in quantization steps; added relative rms is a layer's own share.")  # fmt: skip
+            st.caption("Worst first, int8 against fp32 on the calibration split (from `fleetbench quant-report`, or the "
+                       "ranking a mixed-precision variant searched by): rmse/scale is the error in quantization steps; "
+                       "added relative rms is a layer's own share.")  # fmt: skip
 
     st.subheader("Selection")
     shown = groups.assign(model_size_mib=groups["model_size_bytes"] / 2**20, peak_rss_mib=groups["peak_rss_bytes"] / 2**20)
