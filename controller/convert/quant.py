@@ -82,7 +82,11 @@ def _debugger(tf, saved_model: str, cal: np.ndarray, denylist=()):
 def tflite_layer_errors(tf, saved_model: str, cal: np.ndarray) -> list[dict]:
     """Each quantized op's output error, int8 against float on the calibration split: the debugger's RMSE/scale
     (the error in units of the tensor's quantization step), worst first."""
-    dbg = _debugger(tf, saved_model, cal)
+    return _ranked(_debugger(tf, saved_model, cal))
+
+
+def _ranked(dbg) -> list[dict]:
+    """The layer errors of a debugger (run here), worst first."""
     dbg.run()
     buf = io.StringIO()
     dbg.layer_statistics_dump(buf)
@@ -119,8 +123,8 @@ def _steps(n: int) -> list[int]:
 def mixed_tflite(tf, saved_model: str, cal: np.ndarray, refs: list[np.ndarray], target_db: float, on_try=None) -> tuple[bytes, dict]:
     """``tflite-int8-mixed``: int8, with the worst layers (by RMSE/scale) kept in float, fewest first, until the
     worst output's SNR against ``refs`` (fp32 on ``cal``) reaches ``target_db``."""
-    ranked = tflite_layer_errors(tf, saved_model, cal)
-    dbg = _debugger(tf, saved_model, cal)
+    dbg = _debugger(tf, saved_model, cal)  # calibrated once: the ranking and every try quantize its model
+    ranked = _ranked(dbg)
     model = _quantize_denylisted(tf, dbg, [])
     start = worst_snr(run_tflite(model, cal), refs)
     tries = [{"float_layers": 0, "snr_db": start}]
