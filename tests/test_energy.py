@@ -1,0 +1,106 @@
+"""The agent's energy sources on recorded sysfs trees (tests/sysfs.py), read through the code that reads a real
+device; the sampler's joules, watts and validity."""
+
+import os
+import time
+
+import pytest
+
+from agent.energy import MIN_INTERVALS, Counter, Hwmon, Rapl, Sampler, Sources
+from tests.sysfs import Ina3221Tree, RaplTree, Ticker
+
+
+def test_rapl_finds_every_zone_and_its_wrap_range(tmp_path):
+    RaplTree(tmp_path)
+    probe = Rapl(tmp_path).probe()
+    assert sorted(d.name.split(" ")[0] for d in probe.domains) == ["core", "dram", "package-0", "psys", "uncore"]
+    assert all(d.kind == "energy" and d.source == "rapl" for d in probe.domains) and probe.missing == []
+
+
+def test_a_wrapping_counter_keeps_counting(tmp_path):
+    tree = RaplTree(tmp_path, wrap_uj=50_000_000, start_uj=49_000_000)  # 1 J below the wrap
+    rapl = Rapl(tmp_path)
+    domains = rapl.probe().domains
+    pkg = next(d for d in domains if d.name.startswith("package-0"))
+    counter = Counter(rapl.ranges[pkg.key])
+    assert counter.add(rapl.read([pkg])[pkg.name]) == 0.0
+    tree.advance(1.0)  # 15 J at 15 W: the counter wraps past 50 J
+    raw = rapl.read([pkg])[pkg.name]
+    assert raw < 49.0  # the raw counter fell
+    assert counter.add(raw) == pytest.approx(15.0) and counter.wraps == 1
+    tree.advance(2.0)
+    assert counter.add(rapl.read([pkg])[pkg.name]) == pytest.approx(45.0)
+
+
+def test_the_sampler_integrates_a_ticking_rapl_tree(tmp_path):
+    tree = RaplTree(tmp_path, wrap_uj=3_000_000, start_uj=0)  # wraps every 0.2 s at 15 W
+    sources = Sources.probe(powercap=tmp_path, hwmon=tmp_path / "none", nvml=False)
+    with Ticker(tree, step_s=0.005):
+        sampler = Sampler(sources, interval_s=0.01, clock=lambda: tree.t).start()  # timed by the device's clock
+        while tree.t < 0.5:
+            time.sleep(0.01)
+        energy = sampler.stop()
+    assert energy.valid, energy.why
+    assert energy.intervals >= MIN_INTERVALS and energy.seconds >= 0.4
+    pkg = next(n for n in energy.joules if n.startswith("package-0"))
+    # a tick may land between a sample's reads and its clock: at most one 5 ms step (75 mJ of ~7.5 J) each end
+    assert energy.avg_w[pkg] == pytest.approx(15.0, rel=0.05), energy.avg_w
+    dram = next(n for n in energy.joules if n.startswith("dram"))
+    assert energy.avg_w[dram] == pytest.approx(2.0, rel=0.05)
+    assert energy.joules[pkg] == pytest.approx(15.0 * energy.seconds, rel=0.05)
+    assert energy.sources[pkg] == "rapl" and energy.peak_w[pkg] >= energy.avg_w[pkg]
+
+
+def test_too_short_a_window_is_invalid_with_the_reason(tmp_path):
+    RaplTree(tmp_path)
+    sampler = Sampler(Sources.probe(powercap=tmp_path, hwmon=tmp_path / "none", nvml=False), interval_s=10.0).start()
+    energy = sampler.stop()
+    assert not energy.valid and "fewer than 10" in energy.why and energy.intervals < MIN_INTERVALS
+
+
+def test_ina3221_rails_are_voltage_times_current_and_power_files_are_read(tmp_path):
+    tree = Ina3221Tree(tmp_path)
+    probe = Hwmon(tmp_path).probe()
+    names = {d.name: d for d in probe.domains}
+    assert set(names) == {"ina238 power1", "ina3221 VDD_IN", "ina3221 VDD_CPU_GPU_CV", "ina3221 VDD_SOC"}
+    values = Hwmon(tmp_path).read(probe.domains)
+    assert values["ina3221 VDD_IN"] == pytest.approx(6.0)  # 5 V × 1.2 A
+    assert values["ina238 power1"] == pytest.approx(2.5)
+    tree.set_current(1, 2000)
+    assert Hwmon(tmp_path).read([names["ina3221 VDD_IN"]])["ina3221 VDD_IN"] == pytest.approx(10.0)
+
+
+def test_power_sensors_integrate_to_joules(tmp_path):
+    Ina3221Tree(tmp_path)
+    sources = Sources.probe(powercap=tmp_path / "none", hwmon=tmp_path, nvml=False)
+    energy = Sampler(sources, interval_s=0.01).start()
+    time.sleep(0.2)
+    e = energy.stop()
+    assert e.valid, e.why
+    assert e.avg_w["ina3221 VDD_IN"] == pytest.approx(6.0) and e.peak_w["ina3221 VDD_IN"] == pytest.approx(6.0)
+    assert e.joules["ina3221 VDD_IN"] == pytest.approx(6.0 * e.seconds)
+
+
+def test_no_sensor_says_why(tmp_path):
+    sources = Sources.probe(powercap=tmp_path / "no-powercap", hwmon=tmp_path / "no-hwmon", nvml=False)
+    assert sources.readers == []
+    assert sources.none_why.startswith("no energy sensor: rapl: ") and "does not exist" in sources.none_why
+    e = Sampler(sources, interval_s=0.01).start().stop()
+    assert not e.valid and e.why.startswith("no energy sensor") and e.joules == {}
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_an_unreadable_counter_names_the_permission_and_the_fix(tmp_path):
+    RaplTree(tmp_path)
+    (tmp_path / "intel-rapl:1" / "energy_uj").chmod(0o000)
+    probe = Rapl(tmp_path).probe()
+    assert any("permission denied" in m and "udev rule" in m for m in probe.missing)
+    assert "psys (intel-rapl:1)" not in {d.name for d in probe.domains}
+
+
+def test_nvml_says_what_is_missing_here():
+    from agent.energy import Nvml
+
+    probe = Nvml().probe()
+    # this machine has no NVIDIA driver (and may lack nvidia-ml-py): either way one line says which
+    assert probe.domains == [] and len(probe.missing) == 1 and probe.missing[0].startswith("nvml: ")
