@@ -14,7 +14,7 @@ import zipfile
 
 import numpy as np
 
-from agent import backends
+from agent import backends, energy
 from agent.artifacts import local_path
 from agent.errors import JobError
 from agent.host import host_facts
@@ -219,10 +219,15 @@ def execute(spec: JobSpec, agent_id: str, deadline: float | None = None) -> Resu
         raise JobError(exc.kind, f"{name} ({spec.variant}, sha256 {spec.artifact.sha256[:12]}): {exc.message}") from None
     inputs = _latency_inputs(backend, dataset)
     backend.prepare(inputs)
+    sampler = energy.Sampler(energy.Sources.probe(), interval_s=energy.interval_s()).start()
     try:
         m = measure_latency(backend.run, spec.settings, runtime_latency_ns=getattr(backend, "runtime_latency_ns", None))
     except Exception as exc:  # a runtime error during invoke is the model's fault, not the agent's
         raise JobError(ErrorKind.INFERENCE_FAILED, f"inference failed on {spec.capability}: {exc}") from None
+    finally:
+        joules = sampler.stop()
+    # every inference the window ran: the first, the warm-up, the timed ones
+    energy_record = joules.record(1 + spec.settings.warmup_iterations + len(m.samples_ns))
 
     throughput = None
     n = spec.settings.throughput_requests
@@ -288,4 +293,5 @@ def execute(spec: JobSpec, agent_id: str, deadline: float | None = None) -> Resu
         from_source=spec.artifact.sha256 == spec.model_id,
         accuracy=accuracy,
         profile=profile,
+        energy=energy_record,
     )

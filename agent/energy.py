@@ -33,6 +33,10 @@ from pathlib import Path
 MIN_INTERVALS = 10
 POWERCAP = "/sys/class/powercap"
 HWMON = "/sys/class/hwmon"
+#: The sysfs roots an agent reads, for a device whose sysfs sits elsewhere (and for tests on recorded trees).
+POWERCAP_ENV, HWMON_ENV = "FLEETBENCH_POWERCAP_ROOT", "FLEETBENCH_HWMON_ROOT"
+#: Sampling interval of the latency phase's energy sampler.
+INTERVAL_ENV, INTERVAL_S = "FLEETBENCH_ENERGY_INTERVAL_S", 0.02
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,15 @@ class Source:
     def read(self, domains: list[Domain]) -> dict[str, float]:
         """Each domain's joules (kind "energy", raw, before wrap handling) or watts (kind "power")."""
         raise NotImplementedError
+
+
+def interval_s() -> float:
+    """The latency phase's sampling interval: FLEETBENCH_ENERGY_INTERVAL_S, else 20 ms."""
+    try:
+        value = float(os.environ.get(INTERVAL_ENV, INTERVAL_S))
+    except ValueError:
+        return INTERVAL_S
+    return value if 0.001 <= value <= 10 else INTERVAL_S
 
 
 def _text(path: Path) -> str:
@@ -260,6 +273,18 @@ class Energy:
     def per_inference_mj(self, domain: str, inferences: int) -> float | None:
         return self.joules[domain] / inferences * 1e3 if inferences and domain in self.joules else None
 
+    def record(self, inferences: int):
+        """The wire form (:class:`protocol.EnergyRecord`), per inference from the first domain."""
+        from protocol import EnergyDomain, EnergyRecord
+
+        domains = tuple(EnergyDomain(name=n, source=self.sources[n], joules=j, avg_w=self.avg_w[n], peak_w=self.peak_w[n])
+                        for n, j in self.joules.items())  # fmt: skip
+        first = domains[0].name if domains else ""
+        return EnergyRecord(valid=self.valid, why=self.why, interval_s=self.interval_s, intervals=self.intervals,
+                            seconds=self.seconds, inferences=inferences,
+                            mj_per_inference=self.per_inference_mj(first, inferences) if self.valid else None,
+                            domains=domains)  # fmt: skip
+
 
 @dataclass
 class Sources:
@@ -269,8 +294,11 @@ class Sources:
     missing: list[str]
 
     @classmethod
-    def probe(cls, powercap: str | os.PathLike = POWERCAP, hwmon: str | os.PathLike = HWMON,
+    def probe(cls, powercap: str | os.PathLike | None = None, hwmon: str | os.PathLike | None = None,
               nvml: bool = True) -> "Sources":  # fmt: skip
+        """Every source; the roots default to FLEETBENCH_POWERCAP_ROOT / FLEETBENCH_HWMON_ROOT, else sysfs."""
+        powercap = powercap or os.environ.get(POWERCAP_ENV) or POWERCAP
+        hwmon = hwmon or os.environ.get(HWMON_ENV) or HWMON
         readers, missing = [], []
         for source in [Rapl(powercap), Hwmon(hwmon)] + ([Nvml()] if nvml else []):
             p = source.probe()
@@ -323,11 +351,16 @@ class Sampler:
             self._stop.wait(self.interval_s)
 
     def start(self) -> "Sampler":
+        """Start sampling; with no source to read, no thread runs (nothing perturbs the phase it brackets)."""
         self._samples.clear()
         self._counters.clear()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="energy-sampler", daemon=True)
-        self._thread.start()
+        self._thread = None
+        if self.sources.readers:
+            self._thread = threading.Thread(target=self._run, name="energy-sampler", daemon=True)
+            self._thread.start()
+        else:
+            self._sample()
         return self
 
     def stop(self) -> Energy:

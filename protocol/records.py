@@ -674,6 +674,46 @@ class Profile(_Contract):
 
 
 @dataclass(frozen=True)
+class EnergyDomain(_Contract):
+    """One sensor domain over the latency phase (RAPL package, a Jetson rail, a GPU)."""
+
+    name: str
+    #: Where it was read: ``rapl``, ``hwmon`` or ``nvml``.
+    source: str
+    joules: float
+    avg_w: float
+    peak_w: float
+
+
+@dataclass(frozen=True)
+class EnergyRecord(_Contract):
+    """Energy over the latency phase (issue 19), measured by the device's own sensors, never estimated.
+
+    ``valid`` is False with ``why`` when there is no sensor (``no energy sensor: <why>``) or the window held
+    fewer than 10 sampling intervals. ``mj_per_inference`` is the first domain's joules over every inference
+    the window ran (warm-up and the first inference included), in millijoules."""
+
+    valid: bool
+    why: str
+    interval_s: float
+    intervals: int
+    seconds: float
+    inferences: int
+    mj_per_inference: Optional[float]
+    domains: tuple[EnergyDomain, ...] = ()
+
+    def problems(self) -> list[str]:
+        values = [self.interval_s, self.seconds, *(v for d in self.domains for v in (d.joules, d.avg_w, d.peak_w))]
+        if self.mj_per_inference is not None:
+            values.append(self.mj_per_inference)
+        if any(not math.isfinite(v) or v < 0 for v in values) or self.intervals < 0 or self.inferences < 0:
+            return ["energy figures must be finite and >= 0"]
+        if len(self.domains) > 64 or len(self.why) > 2000:
+            return ["more than 64 energy domains, or an overlong reason"]
+        return []
+
+
+@dataclass(frozen=True)
 class ResultRecord(_Contract):
     """One measured benchmark. Statistics are always derived from ``samples_ns``."""
 
@@ -724,6 +764,8 @@ class ResultRecord(_Contract):
     accuracy: Optional[TaskAccuracy] = None
     #: The profile phase (``settings.profile``): per-op times, placement, precision per node; None when not asked.
     profile: Optional[Profile] = None
+    #: Energy over the latency phase from the device's sensors, or why there is none; None from agents before it.
+    energy: Optional[EnergyRecord] = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -751,6 +793,8 @@ class ResultRecord(_Contract):
                 raise ContractError(f"ResultRecord {self.job_id}: stats.{name} does not match its raw samples")
         if self.profile is not None and self.profile.problems():
             raise ContractError(f"ResultRecord {self.job_id}: profile: {'; '.join(self.profile.problems())}")
+        if self.energy is not None and self.energy.problems():
+            raise ContractError(f"ResultRecord {self.job_id}: energy: {'; '.join(self.energy.problems())}")
         object.__setattr__(self, "_consistent", True)
 
 

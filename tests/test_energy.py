@@ -104,3 +104,67 @@ def test_nvml_says_what_is_missing_here():
     probe = Nvml().probe()
     # this machine has no NVIDIA driver (and may lack nvidia-ml-py): either way one line says which
     assert probe.domains == [] and len(probe.missing) == 1 and probe.missing[0].startswith("nvml: ")
+
+
+# ---------------------------------------------------------------- the latency phase's energy, on a real job
+
+def _spec(tmp_path, tiny_model):
+    from controller.artifacts import ArtifactStore
+    from protocol import BenchmarkSettings, JobSpec
+
+    settings = BenchmarkSettings(threads=1, warmup_iterations=5, min_iterations=50, min_duration_s=0.5, timeout_s=120)
+    art = ArtifactStore(tmp_path / "artifacts").put_file(tiny_model["path"])
+    return JobSpec(job_id="energy", model_id="m", model_name="tiny", variant="tflite-fp32", capability="litert:cpu",
+                   artifact=art, settings=settings)  # fmt: skip
+
+
+def test_a_job_on_a_device_with_a_rapl_counter_records_its_energy(tmp_path, tiny_model, monkeypatch):
+    from agent import benchmark
+    from protocol import ResultRecord
+
+    tree = RaplTree(tmp_path / "powercap", wrap_uj=5_000_000, start_uj=4_000_000)  # wraps during the job
+    monkeypatch.setenv("FLEETBENCH_POWERCAP_ROOT", str(tmp_path / "powercap"))
+    monkeypatch.setenv("FLEETBENCH_HWMON_ROOT", str(tmp_path / "no-hwmon"))
+    spec = _spec(tmp_path, tiny_model)
+    with Ticker(tree, step_s=0.005):
+        record = benchmark.execute(spec, "agent-e")
+    e = record.energy
+    assert e.valid, e.why
+    assert e.intervals >= MIN_INTERVALS and e.interval_s == 0.02
+    assert e.inferences == 1 + 5 + len(record.samples_ns)
+    names = [d.name for d in e.domains]
+    assert names[0].startswith("package-0") and {n.split(" ")[0] for n in names} == {"package-0", "core", "uncore",
+                                                                                   "dram", "psys"}  # fmt: skip
+    pkg = e.domains[0]
+    assert pkg.source == "rapl" and pkg.joules > 0 and pkg.peak_w >= pkg.avg_w > 0
+    assert e.mj_per_inference == pytest.approx(pkg.joules / e.inferences * 1e3)
+    record.check_consistent()
+    again = ResultRecord.from_json(record.to_json())
+    assert again.energy == e
+
+
+def test_a_job_without_a_sensor_says_why_and_keeps_its_other_figures(tmp_path, tiny_model, monkeypatch):
+    from agent import benchmark
+
+    monkeypatch.setenv("FLEETBENCH_POWERCAP_ROOT", str(tmp_path / "no-powercap"))
+    monkeypatch.setenv("FLEETBENCH_HWMON_ROOT", str(tmp_path / "no-hwmon"))
+    record = benchmark.execute(_spec(tmp_path, tiny_model), "agent-e")
+    e = record.energy
+    assert not e.valid and e.why.startswith("no energy sensor: rapl: ") and e.mj_per_inference is None
+    assert e.domains == () and record.stats.count > 0
+
+
+def test_impossible_energy_is_refused_at_ingestion(tmp_path, tiny_model, monkeypatch):
+    import dataclasses
+
+    from agent import benchmark
+    from protocol import ContractError, EnergyDomain
+
+    tree = RaplTree(tmp_path / "powercap")
+    monkeypatch.setenv("FLEETBENCH_POWERCAP_ROOT", str(tmp_path / "powercap"))
+    monkeypatch.setenv("FLEETBENCH_HWMON_ROOT", str(tmp_path / "no-hwmon"))
+    with Ticker(tree, step_s=0.005):
+        record = benchmark.execute(_spec(tmp_path, tiny_model), "agent-e")
+    bad = dataclasses.replace(record.energy, domains=(EnergyDomain("x", "rapl", float("nan"), 1.0, 1.0),))
+    with pytest.raises(ContractError, match="energy: energy figures must be finite"):
+        dataclasses.replace(record, energy=bad).check_consistent()
