@@ -11,6 +11,7 @@ def record_fields(r) -> dict:
     f, a, lg, t = r.fidelity, r.accuracy, r.loadgen, r.throughput
     p = r.profile if r.profile is not None and not r.profile.error else None  # a profile that ran
     int8 = int8_share(p) if p is not None else None
+    e = r.energy if r.energy is not None and r.energy.valid and r.energy.domains else None
     return dict(
         job_id=r.job_id, attempt=r.attempt, model_name=r.model_name, model_id=r.model_id, variant=r.variant,
         capability=r.capability, device=r.device, device_name=r.device_name, agent_id=r.agent_id,
@@ -28,5 +29,8 @@ def record_fields(r) -> dict:
         peak_rss_bytes=r.peak_rss_bytes, from_source=r.from_source, loadgen_scenario=lg.scenario if lg else "",
         loadgen_verdict=lg.verdict if lg else "", profiled=r.profile is not None,
         fallback_ops=p.placement.fallback_ops if p else None, partitions=p.placement.partitions if p else None,
-        int8_share=int8[0] if int8 else None, int8_by=int8[1] if int8 else "", finished_at=r.finished_at,
+        int8_share=int8[0] if int8 else None, int8_by=int8[1] if int8 else "",
+        energy_mj_per_inference=e.mj_per_inference if e else None, energy_avg_w=e.domains[0].avg_w if e else None,
+        energy_peak_w=e.domains[0].peak_w if e else None, energy_domain=e.domains[0].name if e else "",
+        energy_why=r.energy.why if r.energy is not None else "", finished_at=r.finished_at,
     )  # fmt: skip

@@ -168,3 +168,36 @@ def test_impossible_energy_is_refused_at_ingestion(tmp_path, tiny_model, monkeyp
     bad = dataclasses.replace(record.energy, domains=(EnergyDomain("x", "rapl", float("nan"), 1.0, 1.0),))
     with pytest.raises(ContractError, match="energy: energy figures must be finite"):
         dataclasses.replace(record, energy=bad).check_consistent()
+
+
+# ---------------------------------------------------------------- readiness budgets on energy
+
+
+def _with_energy(record, mj=None, watts=None, why=""):
+    import dataclasses
+
+    from protocol import EnergyDomain, EnergyRecord
+
+    if mj is None:
+        e = EnergyRecord(valid=False, why=why, interval_s=0.02, intervals=0, seconds=0.0, inferences=0,
+                         mj_per_inference=None)  # fmt: skip
+    else:
+        e = EnergyRecord(valid=True, why="", interval_s=0.02, intervals=50, seconds=1.0, inferences=1000,
+                         mj_per_inference=mj, domains=(EnergyDomain("package-0 (intel-rapl:0)", "rapl", mj, watts, watts * 1.5),))  # fmt: skip
+    return dataclasses.replace(record, energy=e)
+
+
+def test_energy_budgets_judge_the_highest_figure_and_say_why_there_is_none(golden_record):
+    from controller.analysis.readiness import candidates, judge, parse_budgets
+
+    budgets = parse_budgets({"budgets": [{"devices": "*", "energy_per_inference_mj_max": 2.5, "power_w_max": 5}]})
+    rule = budgets.for_capability(golden_record.capability)
+    (c,) = candidates([_with_energy(golden_record, 2.0, 4.0), _with_energy(golden_record, 3.0, 4.5)])
+    assert c.energy_mj == 3.0 and c.power_w == 4.5
+    assert judge(c, rule, None).reasons == ("energy per inference 3 mJ > 2.5 mJ",)
+    (ok,) = candidates([_with_energy(golden_record, 2.0, 4.0)])
+    assert judge(ok, rule, None).passed
+    (none,) = candidates([_with_energy(golden_record, why="no energy sensor: rapl: /sys/class/powercap does not exist")])
+    assert judge(none, rule, None).reasons == ("no energy sensor: rapl: /sys/class/powercap does not exist",) * 2
+    (old,) = candidates([golden_record])  # a record from before the energy phase
+    assert "no energy measured" in judge(old, rule, None).reasons[0]

@@ -15,6 +15,8 @@ A budgets file (YAML)::
         throughput_min: 1000                 # inferences per second
         fallback_ops_max: 0                  # ops the profile saw fall back off the target (a delegate, XNNPACK)
         int8_time_share_min: 0.9             # int8 variants: share of the profiled node time in int8 (0-1)
+        energy_per_inference_mj_max: 5       # millijoules per inference, from the device's own sensor
+        power_w_max: 10                      # average watts over the latency phase (the sensor's first domain)
 
 For each capability, the first rule whose ``devices`` matches applies; a
 capability no rule matches is judged against nothing but validity.
@@ -25,7 +27,10 @@ concatenated before percentiles are taken, accuracy and top-1 agreement
 averaged, the SNR and cosine the worst of any record,
 memory the highest, throughput the median, the fallback ops the most and the
 int8 time share the least of any profiled record (``profile: true``; a
-candidate without a profile fails a profile budget, and says how to get one).
+candidate without a profile fails a profile budget, and says how to get one),
+and the energy per inference and average power the highest of any record with
+a valid energy figure (a candidate with none fails an energy budget, with the
+device's reason: ``no energy sensor: ...``).
 A percentile that has too few samples under the MLPerf LoadGen rule is not
 used: it is a failure reason of its own.
 
@@ -53,7 +58,8 @@ from protocol.stats import min_samples_for
 
 PERCENTILE_KEYS = {"p50_ms": 50, "p90_ms": 90, "p95_ms": 95, "p99_ms": 99}
 LIMIT_KEYS = ("accuracy_drop_max", "fidelity_min", "top1_agreement_min", "snr_db_min", "cosine_min", "memory_max_mb",
-              "size_max_mb", "throughput_min", "fallback_ops_max", "int8_time_share_min")  # fmt: skip
+              "size_max_mb", "throughput_min", "fallback_ops_max", "int8_time_share_min", "energy_per_inference_mj_max",
+              "power_w_max")  # fmt: skip
 #: Budget keys that are fractions (0-1).
 FRACTION_KEYS = ("fidelity_min", "cosine_min", "int8_time_share_min")
 NO_PROFILE = "no profile: add `profile: true` to the sweep spec and run it again"
@@ -80,6 +86,8 @@ class Budget:
     fallback_ops_max: float | None = None
     #: int8 variants only: the share of the profiled node time spent in int8 kernels (0-1)
     int8_time_share_min: float | None = None
+    energy_per_inference_mj_max: float | None = None
+    power_w_max: float | None = None
 
     @property
     def percentile(self) -> int:
@@ -182,6 +190,11 @@ class Candidate:
     target: str = ""
     int8_share: float | None = None
     int8_by: str = ""
+    #: From its records with a valid energy figure (None without one): the most millijoules per inference and
+    #: average watts; else why there is none.
+    energy_mj: float | None = None
+    power_w: float | None = None
+    no_energy: str = ""
 
     @property
     def name(self) -> str:
@@ -205,6 +218,7 @@ def candidates(records: list[ResultRecord]) -> list[Candidate]:
         profiles = [r.profile for r in rs if r.profile is not None and not r.profile.error]
         shares = [s for s in (int8_share(p) for p in profiles) if s is not None]
         least = min(shares) if shares else None
+        energies = [r.energy for r in rs if r.energy is not None and r.energy.valid and r.energy.domains]
         out.append(Candidate(
             capability=cap, variant=variant, threads=threads, device_name=rs[0].device_name, runs=len(rs),
             samples=int(ms.size), percentiles_ms={p: float(v) for p, v in pct.items()},
@@ -216,6 +230,10 @@ def candidates(records: list[ResultRecord]) -> list[Candidate]:
             fallback_ops=max(p.placement.fallback_ops for p in profiles) if profiles else None,
             target=profiles[0].placement.target if profiles else "",
             int8_share=least[0] if least else None, int8_by=least[1] if least else "",
+            energy_mj=max(e.mj_per_inference for e in energies) if energies else None,
+            power_w=max(e.domains[0].avg_w for e in energies) if energies else None,
+            no_energy=next((r.energy.why for r in rs if r.energy is not None and r.energy.why), "") or
+            "no energy measured: these records come from an agent without the energy phase",
         ))  # fmt: skip
     return out
 
@@ -289,6 +307,14 @@ def judge(c: Candidate, budget: Budget, fp32_accuracy: float | None) -> Verdict:
     if budget.throughput_min is not None and c.throughput_ips < budget.throughput_min:
         reasons.append(f"throughput {c.throughput_ips:,.1f}/s < {budget.throughput_min:g}/s")
     reasons += _profile_reasons(c, budget)
+    for limit, value, text in [(budget.energy_per_inference_mj_max, c.energy_mj, "energy per inference {:.4g} mJ > {:g} mJ"),
+                               (budget.power_w_max, c.power_w, "average power {:.3g} W > {:g} W")]:  # fmt: skip
+        if limit is None:
+            continue
+        if value is None:
+            reasons.append(c.no_energy)
+        elif value > limit:
+            reasons.append(text.format(value, limit))
     return Verdict(c, budget, tuple(reasons), fp32_accuracy)
 
 

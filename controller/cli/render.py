@@ -35,7 +35,8 @@ RESULT_COLUMNS = [
     ("model", "left", 1), ("variant", "left", 1), ("ran in", "left", 4), ("device", "left", 1),
     ("runtime", "left", 0), ("threads", "right", 0),
     ("p50 ms", "right", 1), ("p90 ms", "right", 6), ("inf/s", "right", 7), ("accuracy", "right", 3),
-    ("fidelity", "right", 4), ("cosine", "right", 0), ("samples", "right", 0), ("KiB", "right", 5), ("valid", "left", 2),
+    ("fidelity", "right", 4), ("cosine", "right", 0), ("samples", "right", 0), ("KiB", "right", 5),
+    ("mJ/inf", "right", 0), ("valid", "left", 2),
 ]  # fmt: skip
 
 
@@ -80,7 +81,7 @@ def results_table(records: list[ResultRecord], title: str = "Results", wide: boo
             "inf/s": f"{r.throughput.ips:,.0f} ({r.throughput.requests} req)" if r.throughput else f"{r.throughput_ips:,.0f}",
             "accuracy": accuracy, "fidelity": fid,
             "cosine": "-" if r.fidelity is None else f"{r.fidelity.mean_cosine:.6f}", "samples": f"{r.stats.count:,}",
-            "KiB": f"{r.model_size_bytes / 1024:,.1f}", "valid": valid,
+            "KiB": f"{r.model_size_bytes / 1024:,.1f}", "valid": valid, "mJ/inf": _energy_cell(r),
         })  # fmt: skip
 
     def need(col: str) -> int:  # the column's width with its padding and border
@@ -110,6 +111,14 @@ def results_table(records: list[ResultRecord], title: str = "Results", wide: boo
     if notes:
         table.caption = "\n".join(f"[{i}] {t}" if not t.startswith("not shown") else t for i, t in enumerate(notes, 1))
     return table
+
+
+def _energy_cell(r: ResultRecord) -> str:
+    """Millijoules per inference with the average watts, or "-" (no sensor, or an invalid window)."""
+    e = r.energy
+    if e is None or not e.valid or e.mj_per_inference is None:
+        return "-"
+    return f"{e.mj_per_inference:.4g} ({e.domains[0].avg_w:.3g} W)"
 
 
 def spinner():
@@ -193,7 +202,8 @@ CSV_COLUMNS = ["job_id", "attempt", "model_name", "model_id", "variant", "capabi
                "throughput_ips", "accuracy_top1", "accuracy_task", "accuracy_top5", "accuracy_mean_iou", "accuracy_mae",
                "accuracy_rmse", "top1_agreement", "fidelity_snr_db", "fidelity_cosine",
                "fidelity_max_abs_error", "fidelity_worst_output", "fidelity_warnings", "precision", "model_size_bytes", "peak_rss_bytes",
-               "loadgen_scenario", "loadgen_verdict", "fallback_ops", "partitions", "int8_share", "int8_by", "finished_at"]  # fmt: skip
+               "loadgen_scenario", "loadgen_verdict", "fallback_ops", "partitions", "int8_share", "int8_by",
+               "energy_mj_per_inference", "energy_avg_w", "energy_peak_w", "energy_domain", "energy_why", "finished_at"]  # fmt: skip
 
 
 def write_csv(records, out) -> None:
