@@ -14,7 +14,7 @@ import zipfile
 
 import numpy as np
 
-from agent import backends, energy
+from agent import backends, conditions, energy
 from agent.artifacts import local_path
 from agent.errors import JobError
 from agent.host import host_facts
@@ -206,6 +206,10 @@ def execute(spec: JobSpec, agent_id: str, deadline: float | None = None) -> Resu
     except backends.Unavailable as exc:
         raise JobError(ErrorKind.UNSUPPORTED_DEVICE, str(exc)) from None
 
+    try:
+        conditions.apply_affinity(spec.settings.cpu_affinity)  # before the runtime makes its threads
+    except ValueError as exc:
+        raise JobError(ErrorKind.BAD_SPEC, str(exc)) from None
     started_at = utc_now()
     if deadline is None:
         deadline = time.monotonic() + spec.settings.timeout_s
@@ -219,6 +223,7 @@ def execute(spec: JobSpec, agent_id: str, deadline: float | None = None) -> Resu
         raise JobError(exc.kind, f"{name} ({spec.variant}, sha256 {spec.artifact.sha256[:12]}): {exc.message}") from None
     inputs = _latency_inputs(backend, dataset)
     backend.prepare(inputs)
+    watch = conditions.Watch(spec.settings.disturbance_max_cores).start()
     sampler = energy.Sampler(energy.Sources.probe(), interval_s=energy.interval_s()).start()
     try:
         m = measure_latency(backend.run, spec.settings, runtime_latency_ns=getattr(backend, "runtime_latency_ns", None))
@@ -236,6 +241,7 @@ def execute(spec: JobSpec, agent_id: str, deadline: float | None = None) -> Resu
         t = measure_throughput(pool, spec.settings.throughput_duration_s)
         throughput = Throughput(mode=pool.mode, requests=n, completed=t.completed, elapsed_s=t.elapsed_ns / 1e9, ips=t.ips)
 
+    device_conditions = watch.stop()  # the latency and throughput phases: what the record's speed figures saw
     samples = Samples(m.samples_ns)  # checked and made an array once: the statistics and the record share it
     summary = summarize_ns(samples.array)
     loadgen = None
@@ -294,4 +300,5 @@ def execute(spec: JobSpec, agent_id: str, deadline: float | None = None) -> Resu
         accuracy=accuracy,
         profile=profile,
         energy=energy_record,
+        conditions=device_conditions,
     )

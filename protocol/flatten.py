@@ -32,5 +32,9 @@ def record_fields(r) -> dict:
         int8_share=int8[0] if int8 else None, int8_by=int8[1] if int8 else "",
         energy_mj_per_inference=e.mj_per_inference if e else None, energy_avg_w=e.domains[0].avg_w if e else None,
         energy_peak_w=e.domains[0].peak_w if e else None, energy_domain=e.domains[0].name if e else "",
-        energy_why=r.energy.why if r.energy is not None else "", finished_at=r.finished_at,
+        energy_why=r.energy.why if r.energy is not None else "",
+        disturbed=r.conditions.disturbed if r.conditions else None,
+        other_cpu_cores=r.conditions.other_cpu_cores if r.conditions else None,
+        throttled=r.conditions.throttled if r.conditions else None,
+        cpu_affinity=",".join(map(str, r.conditions.affinity)) if r.conditions else "", finished_at=r.finished_at,
     )  # fmt: skip

@@ -329,6 +329,10 @@ class BenchmarkSettings(_Contract):
     profile: bool = False
     #: Inferences the profile phase averages over (fewer when they would take more than a minute).
     profile_runs: int = 100
+    #: Cores the benchmark process is pinned to ("0", "0-3", "0,2"; "" for no pinning), as vendor tools advise.
+    cpu_affinity: str = ""
+    #: Other processes' CPU time during the job, in cores, above which the record is marked ``disturbed``.
+    disturbance_max_cores: float = 0.25
 
     def problems(self) -> list[str]:
         out = []
@@ -360,6 +364,12 @@ class BenchmarkSettings(_Contract):
             out.append("loadgen_min_duration_s must be >= 0 and loadgen_min_queries >= 1")
         if not 1 <= self.profile_runs <= MAX_PROFILE_RUNS:
             out.append(f"profile_runs must be between 1 and {MAX_PROFILE_RUNS:,}")
+        try:
+            parse_cpus(self.cpu_affinity)
+        except ValueError as exc:
+            out.append(str(exc))
+        if not 0 <= self.disturbance_max_cores <= 1024:
+            out.append("disturbance_max_cores must be between 0 and 1024 (cores of other processes' CPU time)")
         return out
 
 
@@ -673,6 +683,45 @@ class Profile(_Contract):
         return out
 
 
+def parse_cpus(text: str) -> tuple[int, ...]:
+    """``"0-3,6"`` -> (0, 1, 2, 3, 6); "" -> (); raises ValueError saying what is wrong."""
+    cpus: set[int] = set()
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise ValueError(f"cpu_affinity: '{part}' is not a core number or a range like 0-3")
+        if int(hi or lo) < int(lo):
+            raise ValueError(f"cpu_affinity: the range '{part}' runs backwards")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return tuple(sorted(cpus))
+
+
+@dataclass(frozen=True)
+class ThermalState(_Contract):
+    """Temperatures (°C, by thermal zone) and CPU clocks (MHz, by core) at one moment, with the governor."""
+
+    temps_c: dict[str, float] = field(default_factory=dict)
+    cpu_mhz: dict[str, float] = field(default_factory=dict)
+    governor: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceConditions(_Contract):
+    """The device around a job (issue 19): thermal state before and after, throttling, other processes' CPU
+    time during it, and the cores the benchmark ran on."""
+
+    before: ThermalState
+    after: ThermalState
+    throttled: bool
+    throttle_why: str
+    #: Other processes' CPU time during the job over its wall time, in cores.
+    other_cpu_cores: float
+    disturbed: bool
+    disturbance_max_cores: float
+    seconds: float
+    affinity: tuple[int, ...] = ()
+
+
 @dataclass(frozen=True)
 class EnergyDomain(_Contract):
     """One sensor domain over the latency phase (RAPL package, a Jetson rail, a GPU)."""
@@ -766,6 +815,8 @@ class ResultRecord(_Contract):
     profile: Optional[Profile] = None
     #: Energy over the latency phase from the device's sensors, or why there is none; None from agents before it.
     energy: Optional[EnergyRecord] = None
+    #: The device around the job: temperatures and clocks, throttling, disturbance, affinity.
+    conditions: Optional[DeviceConditions] = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

@@ -98,3 +98,27 @@ class Ticker:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class ThermalTree:
+    """``/sys/class/thermal`` with two zones and ``/sys/devices/system/cpu`` with two cores' cpufreq."""
+
+    def __init__(self, thermal: Path, cpus: Path, mhz: int = 2400):
+        for i, (kind, mc) in enumerate([("x86_pkg_temp", 52000), ("acpitz", 41000)]):
+            zone = thermal / f"thermal_zone{i}"
+            zone.mkdir(parents=True, exist_ok=True)
+            (zone / "type").write_text(kind + "\n")
+            (zone / "temp").write_text(f"{mc}\n")
+        self.cpus = cpus
+        for c in (0, 1):
+            freq = cpus / f"cpu{c}" / "cpufreq"
+            freq.mkdir(parents=True, exist_ok=True)
+            (freq / "scaling_governor").write_text("powersave\n")
+            self.set_mhz(c, mhz)
+        (cpus / "cpuidle").mkdir(exist_ok=True)  # not a core
+
+    def set_mhz(self, cpu: int, mhz: int) -> None:
+        path = self.cpus / f"cpu{cpu}" / "cpufreq" / "scaling_cur_freq"
+        tmp = path.with_name("scaling_cur_freq.new")
+        tmp.write_text(f"{mhz * 1000}\n")
+        os.replace(tmp, path)

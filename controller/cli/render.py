@@ -71,6 +71,7 @@ def results_table(records: list[ResultRecord], title: str = "Results", wide: boo
             valid = "[yellow]no[/]: " + "; ".join(r.validity.reasons)
         else:
             valid = "[yellow]no[/]" + note("; ".join(r.validity.reasons))
+        valid += "".join(note(text) for text in conditions_notes(r))
         variant = r.variant + (note("the user's own file, benchmarked as it is") if r.from_source else "")
         accuracy = r.accuracy.headline() if r.accuracy else ("-" if r.accuracy_top1 is None else f"{r.accuracy_top1:.4f}")
         rows.append({
@@ -111,6 +112,20 @@ def results_table(records: list[ResultRecord], title: str = "Results", wide: boo
     if notes:
         table.caption = "\n".join(f"[{i}] {t}" if not t.startswith("not shown") else t for i, t in enumerate(notes, 1))
     return table
+
+
+def conditions_notes(r: ResultRecord) -> list[str]:
+    """Why a record's speed may not be the device's own: other processes' CPU time during it, a falling clock."""
+    c = r.conditions
+    if c is None:
+        return []
+    out = []
+    if c.disturbed:
+        out.append(f"disturbed: other processes used {c.other_cpu_cores:.2f} cores during the job "
+                   f"(limit {c.disturbance_max_cores:g})")  # fmt: skip
+    if c.throttled:
+        out.append(f"throttled: {c.throttle_why}")
+    return out
 
 
 def _energy_cell(r: ResultRecord) -> str:
@@ -203,7 +218,8 @@ CSV_COLUMNS = ["job_id", "attempt", "model_name", "model_id", "variant", "capabi
                "accuracy_rmse", "top1_agreement", "fidelity_snr_db", "fidelity_cosine",
                "fidelity_max_abs_error", "fidelity_worst_output", "fidelity_warnings", "precision", "model_size_bytes", "peak_rss_bytes",
                "loadgen_scenario", "loadgen_verdict", "fallback_ops", "partitions", "int8_share", "int8_by",
-               "energy_mj_per_inference", "energy_avg_w", "energy_peak_w", "energy_domain", "energy_why", "finished_at"]  # fmt: skip
+               "energy_mj_per_inference", "energy_avg_w", "energy_peak_w", "energy_domain", "energy_why",
+               "disturbed", "other_cpu_cores", "throttled", "cpu_affinity", "finished_at"]  # fmt: skip
 
 
 def write_csv(records, out) -> None:
