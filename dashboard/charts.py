@@ -123,6 +123,23 @@ def size_vs_latency(groups: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def energy_vs_latency(groups: pd.DataFrame) -> go.Figure:
+    """Millijoules per inference (the device's own sensor) against p50 latency, a point per group with energy."""
+    fig = go.Figure()
+    measured = groups[groups["energy_mj"].notna()]
+    for variant, colour in variant_colours(measured["variant"]).items():
+        g = measured[measured["variant"] == variant]
+        fig.add_trace(go.Scatter(
+            x=g["p50_ms"], y=g["energy_mj"], mode="markers", name=variant, marker=dict(color=colour, size=9),
+            customdata=g[["device_name", "capability", "energy_w"]],
+            hovertemplate=f"{variant}<br>p50 %{{x:.3f}} ms, %{{y:.4g}} mJ/inference (%{{customdata[2]:.3g}} W)"
+                          "<br>%{customdata[0]} (%{customdata[1]})<extra></extra>",
+        ))  # fmt: skip
+    fig.update_layout(height=420, margin=dict(t=30, l=10, r=10, b=10), xaxis_title="p50 latency (ms)",
+                      yaxis_title="energy per inference (mJ)", legend_title="variant")  # fmt: skip
+    return fig
+
+
 def throughput_vs_threads(groups: pd.DataFrame) -> go.Figure:
     """Throughput (inferences/s) against threads, a line per variant and requests in flight, per capability."""
     caps = sorted(groups["capability"].unique())

@@ -286,7 +286,11 @@ def explorer_groups(engine: Engine, f: Filters) -> pd.DataFrame:
             func.max(Result.precision).label("precision"),
             _avg(Result.model_size_bytes).label("model_size_bytes"),
             func.max(Result.peak_rss_bytes).label("peak_rss_bytes"),
+            _avg(Result.energy_mj).label("energy_mj"),
+            _avg(Result.energy_w).label("energy_w"),
             func.sum(case((Result.valid, 0), else_=1)).label("invalid_runs"),
+            func.sum(case((Result.disturbed, 1), else_=0)).label("disturbed_runs"),
+            func.sum(case((Result.throttled, 1), else_=0)).label("throttled_runs"),
             func.max(Result.finished_at).label("last_run"),
         ).group_by(*keys)
     )

@@ -303,3 +303,30 @@ def test_a_dead_database_is_a_clear_error():
     with pytest.raises(DashboardError) as err:
         data.counts(engine)
     assert "127.0.0.1:1" in str(err.value) and "secret" not in str(err.value)
+
+
+def test_explorer_groups_average_energy_and_count_disturbed_and_throttled_runs(seeded, golden_record):
+    import dataclasses
+
+    from dashboard import charts
+    from protocol import DeviceConditions, EnergyDomain, EnergyRecord, JobOutcome, ThermalState
+
+    store, engine = seeded
+    assert data.explorer_groups(engine, Filters())["energy_mj"].isna().all()  # records before issue 19 have none
+    rows = []
+    for i, (mj, disturbed) in enumerate([(2.0, True), (4.0, False)]):
+        energy = EnergyRecord(valid=True, why="", interval_s=0.02, intervals=50, seconds=1.0, inferences=1000,
+                              mj_per_inference=mj, domains=(EnergyDomain("package-0", "rapl", mj, 3.0 + i, 5.0),))  # fmt: skip
+        cond = DeviceConditions(before=ThermalState(), after=ThermalState(), throttled=False, throttle_why="",
+                                other_cpu_cores=1.0 if disturbed else 0.0, disturbed=disturbed,
+                                disturbance_max_cores=0.25, seconds=1.0)  # fmt: skip
+        r = dataclasses.replace(golden_record, job_id=f"energy-{i}", model_name="energy-model", energy=energy, conditions=cond)
+        rows.append(JobOutcome(job_id=r.job_id, attempt=r.attempt, ok=True, record=r, agent_id=r.agent_id))
+    store.ingest_many(rows)
+    g = data.explorer_groups(engine, Filters(models=("energy-model",)))
+    assert len(g) == 1
+    row = g.iloc[0]
+    assert row["energy_mj"] == pytest.approx(3.0) and row["energy_w"] == pytest.approx(3.5)
+    assert row["disturbed_runs"] == 1 and row["throttled_runs"] == 0
+    fig = charts.energy_vs_latency(g)
+    assert list(fig.data[0].y) == [pytest.approx(3.0)]

@@ -21,7 +21,7 @@ from protocol.samples import Samples
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest Alembic revision. `migrate()` skips Alembic (a slow import) when
 #: the database is already there; a test keeps this equal to the scripts' head.
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 
 
 #: Set while a store method writes: SQLite then begins with BEGIN IMMEDIATE (see _sqlite_wal).
@@ -192,6 +192,10 @@ class StoreBase:
             precision=record.precision[:64],
             profiled=flat["profiled"],
             fallback_ops=flat["fallback_ops"],
+            energy_mj=flat["energy_mj_per_inference"],
+            energy_w=flat["energy_avg_w"],
+            disturbed=flat["disturbed"],
+            throttled=flat["throttled"],
         )
 
     def _add_once(self, row, key) -> bool:

@@ -84,6 +84,12 @@ class Result(Base):
     profiled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     #: the profile's ops that fell back off the capability's target (a delegate, XNNPACK, a HETERO device)
     fallback_ops: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: The latency phase's millijoules per inference and average watts from the device's sensor (issue 19, 0011).
+    energy_mj: Mapped[float | None] = mapped_column(Float, nullable=True)
+    energy_w: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: Other processes' CPU time passed the job's limit; a clock fell during it (None: not recorded).
+    disturbed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    throttled: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 # Attempt fencing: at most one current (not superseded) record per job.

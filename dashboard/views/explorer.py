@@ -46,6 +46,17 @@ with ui.page("Explorer", "Each point is the mean over the runs of one model × v
         st.plotly_chart(charts.throughput_vs_threads(groups), key="explorer-threads")
         st.caption("Dashed: measured with more than one request in flight.")
 
+    if groups["energy_mj"].notna().any():
+        st.subheader("Energy against latency")
+        st.plotly_chart(charts.energy_vs_latency(groups), key="explorer-energy")
+        st.caption("Millijoules per inference over the latency phase, from each device's own sensor (RAPL, hwmon "
+                   "rails, NVML); devices without one are left out, never estimated.")  # fmt: skip
+    marked = groups[(groups["disturbed_runs"] > 0) | (groups["throttled_runs"] > 0)]
+    if not marked.empty:
+        st.warning(f"{int(marked['disturbed_runs'].sum())} run(s) were disturbed (other processes' CPU time past the "
+                   f"limit) and {int(marked['throttled_runs'].sum())} throttled (a clock fell during the job): "
+                   "the disturbed_runs and throttled_runs columns of the selection show where.")  # fmt: skip
+
     quant = ui.query("quantization", f)
     if not quant.empty:
         st.subheader("Quantization: what each int8 variant kept, and where int8 loses")
