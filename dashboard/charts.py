@@ -108,36 +108,32 @@ def latency_boxes(boxes: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def size_vs_latency(groups: pd.DataFrame) -> go.Figure:
+def _by_variant(groups: pd.DataFrame, x, y, custom: list[str], hover: str, x_title: str, y_title: str) -> go.Figure:
+    """A scatter, one trace per variant in its colour; ``x``/``y`` take a variant's rows, ``hover`` follows
+    Plotly's template (``{variant}`` is filled in)."""
     fig = go.Figure()
     for variant, colour in variant_colours(groups["variant"]).items():
         g = groups[groups["variant"] == variant]
-        fig.add_trace(go.Scatter(
-            x=g["model_size_bytes"] / 2**20, y=g["p50_ms"], mode="markers", name=variant, marker=dict(color=colour, size=9),
-            customdata=g[["device_name", "capability"]],
-            hovertemplate=f"{variant}<br>%{{x:.3f}} MiB, p50 %{{y:.3f}} ms<br>%{{customdata[0]}} (%{{customdata[1]}})"
-                          "<extra></extra>",
-        ))  # fmt: skip
-    fig.update_layout(height=420, margin=dict(t=30, l=10, r=10, b=10), xaxis_title="model size (MiB)",
-                      yaxis_title="p50 latency (ms)", legend_title="variant")  # fmt: skip
+        fig.add_trace(go.Scatter(x=x(g), y=y(g), mode="markers", name=variant, marker=dict(color=colour, size=9),
+                                 customdata=g[custom], hovertemplate=hover.replace("{variant}", variant)))  # fmt: skip
+    fig.update_layout(height=420, margin=dict(t=30, l=10, r=10, b=10), xaxis_title=x_title, yaxis_title=y_title,
+                      legend_title="variant")  # fmt: skip
     return fig
+
+
+def size_vs_latency(groups: pd.DataFrame) -> go.Figure:
+    return _by_variant(groups, lambda g: g["model_size_bytes"] / 2**20, lambda g: g["p50_ms"], ["device_name", "capability"],
+                       "{variant}<br>%{x:.3f} MiB, p50 %{y:.3f} ms<br>%{customdata[0]} (%{customdata[1]})<extra></extra>",
+                       "model size (MiB)", "p50 latency (ms)")  # fmt: skip
 
 
 def energy_vs_latency(groups: pd.DataFrame) -> go.Figure:
     """Millijoules per inference (the device's own sensor) against p50 latency, a point per group with energy."""
-    fig = go.Figure()
-    measured = groups[groups["energy_mj"].notna()]
-    for variant, colour in variant_colours(measured["variant"]).items():
-        g = measured[measured["variant"] == variant]
-        fig.add_trace(go.Scatter(
-            x=g["p50_ms"], y=g["energy_mj"], mode="markers", name=variant, marker=dict(color=colour, size=9),
-            customdata=g[["device_name", "capability", "energy_w"]],
-            hovertemplate=f"{variant}<br>p50 %{{x:.3f}} ms, %{{y:.4g}} mJ/inference (%{{customdata[2]:.3g}} W)"
-                          "<br>%{customdata[0]} (%{customdata[1]})<extra></extra>",
-        ))  # fmt: skip
-    fig.update_layout(height=420, margin=dict(t=30, l=10, r=10, b=10), xaxis_title="p50 latency (ms)",
-                      yaxis_title="energy per inference (mJ)", legend_title="variant")  # fmt: skip
-    return fig
+    return _by_variant(groups[groups["energy_mj"].notna()], lambda g: g["p50_ms"], lambda g: g["energy_mj"],
+                       ["device_name", "capability", "energy_w"],
+                       "{variant}<br>p50 %{x:.3f} ms, %{y:.4g} mJ/inference (%{customdata[2]:.3g} W)"
+                       "<br>%{customdata[0]} (%{customdata[1]})<extra></extra>",
+                       "p50 latency (ms)", "energy per inference (mJ)")  # fmt: skip
 
 
 def throughput_vs_threads(groups: pd.DataFrame) -> go.Figure:
