@@ -45,18 +45,18 @@ def quant_report(
     try:
         store.migrate()
         artifacts = ArtifactStore(paths.artifacts)
-        reports.find_variant(store, model, variant)  # a clear line before any process starts
+        found = reports.find_variant(store, model, variant)  # a clear line before any process starts
         with console.status(f"computing the per-layer report of {variant} (quantizing again, every layer compared)…"):
             if broker:
                 from controller.dispatch import Dispatcher
 
                 dispatcher = Dispatcher(broker)
                 try:
-                    rep = reports.run(store, artifacts, model, variant, dispatcher.convert, limits=limits)
+                    rep = reports.run(store, artifacts, found, dispatcher.convert, limits=limits)
                 finally:
                     dispatcher.close()
             else:
-                rep = reports.run(store, artifacts, model, variant, local_runner(artifacts), limits=limits)
+                rep = reports.run(store, artifacts, found, local_runner(artifacts), limits=limits)
     except (ConvertError, DispatchError, ServiceError, StoreError) as exc:
         _fail(str(exc))
     finally:

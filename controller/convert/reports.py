@@ -14,7 +14,7 @@ from controller.artifacts import ArtifactStore
 from controller.convert.accuracy import REPORTABLE
 from controller.convert.service import ConvertError, Runner
 from controller.store import Store
-from controller.store.models import VariantRow
+from controller.store.models import ModelRow, VariantRow
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,8 @@ class LayerReport:
     metric: str
 
 
-def find_variant(store: Store, model: str, variant: str) -> VariantRow:
-    """The newest stored ``variant`` of ``model`` made with a data set; one clear line when there is none."""
+def find_variant(store: Store, model: str, variant: str) -> tuple[ModelRow, VariantRow]:
+    """The model and its newest stored ``variant`` made with a data set; one clear line when there is none."""
     if variant not in REPORTABLE:
         raise ConvertError(f"no per-layer report for {variant}: --variant is one of {', '.join(REPORTABLE)}")
     m = store.find_model(model)
@@ -40,13 +40,14 @@ def find_variant(store: Store, model: str, variant: str) -> VariantRow:
     if not rows:
         raise ConvertError(f"{m.name} has no {variant} made with a data set yet: run `fleetbench convert {m.name} "
                            f"--variants {variant} --data DATASET` first")  # fmt: skip
-    return rows[-1]
+    return m, rows[-1]
 
 
-def run(store: Store, artifacts: ArtifactStore, model: str, variant: str, runner: Runner,
+def run(store: Store, artifacts: ArtifactStore, found: tuple[ModelRow, VariantRow], runner: Runner,
         on_event=lambda e: None, limits: dict | None = None) -> LayerReport:  # fmt: skip
-    row = find_variant(store, model, variant)
-    m = store.find_model(row.model_id)
+    """The report of ``found`` (what :func:`find_variant` returned), computed by ``runner`` and stored."""
+    m, row = found
+    variant = row.variant
     dataset = store.get_dataset(row.dataset_id)
     source = artifacts.get(m.model_id, m.filename)
     if dataset is None or source is None or artifacts.get(dataset.calibration["sha256"]) is None:
