@@ -11,7 +11,7 @@ def record_fields(r) -> dict:
     f, a, lg, t = r.fidelity, r.accuracy, r.loadgen, r.throughput
     p = r.profile if r.profile is not None and not r.profile.error else None  # a profile that ran
     int8 = int8_share(p) if p is not None else None
-    e = r.energy if r.energy is not None and r.energy.valid and r.energy.domains else None
+    e = r.energy if r.energy is not None and r.energy.measured else None
     return dict(
         job_id=r.job_id, attempt=r.attempt, model_name=r.model_name, model_id=r.model_id, variant=r.variant,
         capability=r.capability, device=r.device, device_name=r.device_name, agent_id=r.agent_id,

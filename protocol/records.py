@@ -721,6 +721,18 @@ class DeviceConditions(_Contract):
     seconds: float
     affinity: tuple[int, ...] = ()
 
+    def problems(self) -> list[str]:
+        """What no real device reports: figures that are not finite or are negative, or more zones and cores
+        than any device has."""
+        values = [self.other_cpu_cores, self.disturbance_max_cores, self.seconds,
+                  *(v for st in (self.before, self.after) for v in (*st.temps_c.values(), *st.cpu_mhz.values()))]  # fmt: skip
+        if any(not math.isfinite(v) for v in values) or min(self.other_cpu_cores, self.seconds, self.disturbance_max_cores) < 0:
+            return ["conditions figures must be finite (and cores and seconds >= 0)"]
+        sizes = [len(st.temps_c) + len(st.cpu_mhz) for st in (self.before, self.after)] + [len(self.affinity)]
+        if max(sizes) > 4096 or len(self.throttle_why) > 2000 or len(self.before.governor + self.after.governor) > 2000:
+            return ["more than 4096 zones, cores or affinity entries, or an overlong text"]
+        return []
+
 
 @dataclass(frozen=True)
 class EnergyDomain(_Contract):
@@ -750,6 +762,11 @@ class EnergyRecord(_Contract):
     inferences: int
     mj_per_inference: Optional[float]
     domains: tuple[EnergyDomain, ...] = ()
+
+    @property
+    def measured(self) -> bool:
+        """A valid figure from at least one domain (what tables, budgets and the store use)."""
+        return self.valid and bool(self.domains) and self.mj_per_inference is not None
 
     def problems(self) -> list[str]:
         values = [self.interval_s, self.seconds, *(v for d in self.domains for v in (d.joules, d.avg_w, d.peak_w))]
@@ -846,6 +863,8 @@ class ResultRecord(_Contract):
             raise ContractError(f"ResultRecord {self.job_id}: profile: {'; '.join(self.profile.problems())}")
         if self.energy is not None and self.energy.problems():
             raise ContractError(f"ResultRecord {self.job_id}: energy: {'; '.join(self.energy.problems())}")
+        if self.conditions is not None and self.conditions.problems():
+            raise ContractError(f"ResultRecord {self.job_id}: conditions: {'; '.join(self.conditions.problems())}")
         object.__setattr__(self, "_consistent", True)
 
 

@@ -50,6 +50,12 @@ def test_a_busy_process_during_the_job_marks_it_disturbed(tmp_path, tiny_model):
     assert c.disturbed and c.other_cpu_cores >= 0.5 and c.disturbance_max_cores == 0.25, c
     assert c.other_cpu_cores > quiet.record.conditions.other_cpu_cores + 0.4
     assert c.seconds > 0
+    import dataclasses
+
+    from protocol import ContractError
+
+    with pytest.raises(ContractError, match="conditions: conditions figures must be finite"):
+        dataclasses.replace(loud.record, conditions=dataclasses.replace(c, other_cpu_cores=float("nan"))).check_consistent()
     from controller.cli.render import conditions_notes
     from protocol.flatten import record_fields
 

@@ -218,7 +218,7 @@ def candidates(records: list[ResultRecord]) -> list[Candidate]:
         profiles = [r.profile for r in rs if r.profile is not None and not r.profile.error]
         shares = [s for s in (int8_share(p) for p in profiles) if s is not None]
         least = min(shares) if shares else None
-        energies = [r.energy for r in rs if r.energy is not None and r.energy.valid and r.energy.domains]
+        energies = [r.energy for r in rs if r.energy is not None and r.energy.measured]
         out.append(Candidate(
             capability=cap, variant=variant, threads=threads, device_name=rs[0].device_name, runs=len(rs),
             samples=int(ms.size), percentiles_ms={p: float(v) for p, v in pct.items()},

@@ -131,7 +131,7 @@ def conditions_notes(r: ResultRecord) -> list[str]:
 def _energy_cell(r: ResultRecord) -> str:
     """Millijoules per inference with the average watts, or "-" (no sensor, or an invalid window)."""
     e = r.energy
-    if e is None or not e.valid or e.mj_per_inference is None:
+    if e is None or not e.measured:
         return "-"
     return f"{e.mj_per_inference:.4g} ({e.domains[0].avg_w:.3g} W)"
 
