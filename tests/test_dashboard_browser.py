@@ -140,6 +140,8 @@ def test_explorer_shows_the_quantization_details_beside_fidelity(quant_url, brow
     page.goto(f"{quant_url}/explorer", wait_until="domcontentloaded")
     heading = page.get_by_role("heading", name="Quantization: what each int8 variant kept, and where int8 loses")
     heading.wait_for(timeout=60_000)
+    # the heading can draw before the tables below it (and before the status widget shows): wait for them too
+    page.wait_for_function("document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 3", timeout=60_000)
     page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
     page.wait_for_timeout(500)
     assert page.locator('[data-testid="stException"]').count() == 0
