@@ -225,24 +225,36 @@ def execute(spec: JobSpec, agent_id: str, deadline: float | None = None) -> Resu
     backend.prepare(inputs)
     watch = conditions.Watch(spec.settings.disturbance_max_cores).start()
     sampler = energy.Sampler(energy.Sources.probe(), interval_s=energy.interval_s()).start()
+    readings: list = []  # sustained mode: the thermal state as each window closes
+    on_window = (lambda: readings.append(conditions.thermal_state())) if spec.settings.sustained_s else None
     try:
-        m = measure_latency(backend.run, spec.settings, runtime_latency_ns=getattr(backend, "runtime_latency_ns", None))
+        m = measure_latency(backend.run, spec.settings, runtime_latency_ns=getattr(backend, "runtime_latency_ns", None),
+                            on_window=on_window)  # fmt: skip
     except Exception as exc:  # a runtime error during invoke is the model's fault, not the agent's
         raise JobError(ErrorKind.INFERENCE_FAILED, f"inference failed on {spec.capability}: {exc}") from None
     finally:
         joules = sampler.stop()
     # every inference the window ran: the first, the warm-up, the timed ones
     energy_record = joules.record(1 + spec.settings.warmup_iterations + len(m.samples_ns))
+    samples = Samples(m.samples_ns)  # checked and made an array once: the statistics and the record share it
+    sustained = None
+    if spec.settings.sustained_s:
+        readings.append(conditions.thermal_state())  # the last window's end
+        sustained = conditions.sustained_record(samples.array, m, readings, spec.settings.window_s())
 
     throughput = None
     n = spec.settings.throughput_requests
     if n:
         pool = backend.throughput_pool(n, inputs)
-        t = measure_throughput(pool, spec.settings.throughput_duration_s)
-        throughput = Throughput(mode=pool.mode, requests=n, completed=t.completed, elapsed_s=t.elapsed_ns / 1e9, ips=t.ips)
+        sampler.start()  # the same sources over the throughput window
+        try:
+            t = measure_throughput(pool, spec.settings.throughput_duration_s)
+        finally:
+            joules = sampler.stop()
+        throughput = Throughput(mode=pool.mode, requests=n, completed=t.completed, elapsed_s=t.elapsed_ns / 1e9,
+                                ips=t.ips, energy=joules.record(t.completed))  # fmt: skip
 
     device_conditions = watch.stop()  # the latency and throughput phases: what the record's speed figures saw
-    samples = Samples(m.samples_ns)  # checked and made an array once: the statistics and the record share it
     summary = summarize_ns(samples.array)
     loadgen = None
     if spec.settings.loadgen_scenario:
@@ -301,4 +313,5 @@ def execute(spec: JobSpec, agent_id: str, deadline: float | None = None) -> Resu
         profile=profile,
         energy=energy_record,
         conditions=device_conditions,
+        sustained=sustained,
     )

@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
                    "os.pathsep-separated); default: the controller's artifact store on this machine")
     p.add_argument("--allow-insecure-broker", action="store_true",
                    help="accept a broker beyond this machine without a password (closed lab networks only)")
+    p.add_argument("--cooldown-s", type=float, default=None, metavar="S",
+                   help="before each job, wait S seconds (or at most S for --cooldown-within-c; default 300 then)")
+    p.add_argument("--cooldown-within-c", type=float, default=None, metavar="C",
+                   help="before each job, wait until every thermal zone is within C °C of its idle baseline")
+    p.add_argument("--on-disturbance", choices=("record", "wait", "refuse"), default=None,
+                   help="other processes busy before a job: run and mark the record (record, the default), wait for "
+                   "quiet (wait), or fail the job as device-busy (refuse)")
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--probe", action="store_true", help="print the capabilities found and exit")
     return p
@@ -86,7 +93,12 @@ def _main(argv: list[str] | None = None) -> int:
         if insecure:
             print(f"error: {insecure}", file=sys.stderr)  # names host:port only, and an example URL
             return 2
-    unsafe = check_visibility_timeout(config.visibility_timeout_s, config.job_time_limit_s)
+    try:
+        prejob = config.prejob()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    unsafe = check_visibility_timeout(config.visibility_timeout_s, config.job_time_limit_s + prejob.max_wait_s)
     if unsafe:
         print(f"error: {unsafe}", file=sys.stderr)
         return 2
@@ -129,7 +141,8 @@ def _main(argv: list[str] | None = None) -> int:
     app.conf.broker_transport_options = {"visibility_timeout": config.visibility_timeout_s}
     app.conf.result_backend_transport_options = {"visibility_timeout": config.visibility_timeout_s}
     # the child's own timeout fires first; this is Celery's last resort
-    app.conf.task_time_limit = config.job_time_limit_s + 60
+    app.conf.task_time_limit = config.job_time_limit_s + prejob.max_wait_s + 60
+    context.prejob = prejob
     outbox = outbox_mod.Outbox(outbox_mod.default_path(agent_id))
     context.outbox, context.job_time_limit_s = outbox, config.job_time_limit_s
     context.redis = redis.Redis.from_url(config.broker, socket_timeout=5, socket_connect_timeout=5)

@@ -133,3 +133,133 @@ def apply_affinity(text: str) -> None:
         raise ValueError(f"cpu_affinity: core(s) {', '.join(map(str, missing))} not available here "
                          f"(this device has {', '.join(map(str, sorted(available)))})")  # fmt: skip
     os.sched_setaffinity(0, cpus)
+
+
+def sustained_record(samples_ns, m, readings: list, window_s: float):
+    """Sustained mode's record: the samples cut where ``m`` (a :class:`agent.measure.Measurement`) says each window
+    began, with the thermal state read when each closed (``readings``, one per window), and the drift of the last
+    window's p50 from the first's."""
+    from protocol import Sustained, SustainedWindow
+    from protocol.stats import window_percentiles
+
+    starts = [(0, 0), *m.boundaries]
+    ends = [i for i, _ in m.boundaries] + [len(samples_ns)]
+    counts = [end - start for (start, _), end in zip(starts, ends)]
+    windows = tuple(
+        SustainedWindow(start_s=t_ns / 1e9, count=n, p50_ms=p50, p99_ms=p99,
+                        hottest_c=max(st.temps_c.values()) if st.temps_c else None,
+                        cpu_mhz=sum(st.cpu_mhz.values()) / len(st.cpu_mhz) if st.cpu_mhz else None)
+        for (_, t_ns), n, (p50, p99), st in zip(starts, counts, window_percentiles(samples_ns, counts), readings)
+    )  # fmt: skip
+    drift = windows[-1].p50_ms / windows[0].p50_ms if len(windows) > 1 and windows[0].p50_ms > 0 else None
+    return Sustained(seconds=m.elapsed_ns / 1e9, window_s=window_s, windows=windows, drift_ratio=drift)
+
+
+#: What an agent does when the device is busy before a job: run and mark the record, wait for quiet, or refuse.
+ON_DISTURBANCE = ("record", "wait", "refuse")
+
+
+class DeviceBusy(Exception):
+    """The device was busy before the job and the agent's ``on_disturbance`` is ``refuse``."""
+
+
+class PreJob:
+    """The agent's waits before each job (its settings, not the job's): ``cooldown`` until every thermal zone is
+    within ``cooldown_within_c`` of its idle baseline (at most ``cooldown_s``), or ``cooldown_s`` flat where no
+    target is set; then, with ``on_disturbance`` ``wait``, until other processes use at most the job's
+    ``disturbance_max_cores`` over a ``probe_s`` probe (at most ``quiet_wait_s``), or ``refuse`` at once.
+
+    The idle baseline is ``idle_c`` for every zone where given, else each zone's coolest reading this agent has
+    seen (from its start, and before each job)."""
+
+    def __init__(self, cooldown_s: float = 0.0, cooldown_within_c: float = 0.0, idle_c: float | None = None,
+                 on_disturbance: str = "record", quiet_wait_s: float = 60.0, probe_s: float = 1.0,
+                 sleep=time.sleep, clock=time.monotonic):  # fmt: skip
+        if on_disturbance not in ON_DISTURBANCE:
+            raise ValueError(f"on_disturbance must be one of {', '.join(ON_DISTURBANCE)}, not {on_disturbance!r}")
+        if min(cooldown_s, cooldown_within_c, quiet_wait_s) < 0 or probe_s <= 0:
+            raise ValueError("cooldown_s, cooldown_within_c and quiet_wait_s must be >= 0")
+        self.cooldown_s = cooldown_s or (300.0 if cooldown_within_c else 0.0)
+        self.within_c, self.idle_c = cooldown_within_c, idle_c
+        self.on_disturbance, self.quiet_wait_s, self.probe_s = on_disturbance, quiet_wait_s, probe_s
+        self.sleep, self.clock = sleep, clock
+        self.mine = _ancestors()
+        self.baseline: dict[str, float] = {}
+        self._note(thermal_state().temps_c)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.cooldown_s) or self.on_disturbance != "record"
+
+    @property
+    def max_wait_s(self) -> float:
+        """The longest the waits before one job can take (a probe may run past ``quiet_wait_s`` by one)."""
+        quiet = {"record": 0.0, "wait": self.quiet_wait_s + 2 * self.probe_s, "refuse": self.probe_s}[self.on_disturbance]
+        return self.cooldown_s + quiet
+
+    def _note(self, temps: dict[str, float]) -> None:
+        for zone, c in temps.items():
+            self.baseline[zone] = min(c, self.baseline.get(zone, c)) if self.idle_c is None else self.idle_c
+
+    def _hot(self, temps: dict[str, float]) -> tuple[str, float, float] | None:
+        """The zone furthest above its baseline by more than ``within_c``: (zone, °C, baseline), or None."""
+        over = [(z, c, self.baseline[z]) for z, c in temps.items() if z in self.baseline and c - self.baseline[z] > self.within_c]
+        return max(over, key=lambda o: o[1] - o[2]) if over else None
+
+    def cooldown(self):
+        from protocol import Wait
+
+        t0 = self.clock()
+        if not self.within_c:
+            self.sleep(self.cooldown_s)
+            return Wait(kind="cooldown", seconds=self.clock() - t0, done=True, why=f"waited {self.cooldown_s:g} s (cooldown_s)")
+        temps = thermal_state().temps_c
+        if not temps:
+            self.sleep(self.cooldown_s)
+            return Wait(kind="cooldown", seconds=self.clock() - t0, done=False,
+                        why=f"no thermal zone to watch: waited cooldown_s={self.cooldown_s:g} s instead")  # fmt: skip
+        while (hot := self._hot(temps)) and self.clock() - t0 < self.cooldown_s:
+            self.sleep(min(1.0, max(0.0, self.cooldown_s - (self.clock() - t0))))
+            temps = thermal_state().temps_c
+        self._note(temps)
+        seconds = self.clock() - t0
+        if hot:
+            zone, c, idle = hot
+            return Wait(kind="cooldown", seconds=seconds, done=False, why=f"gave up after {seconds:.0f} s: {zone} at "
+                        f"{c:.1f} °C, more than {self.within_c:g} °C above its idle {idle:.1f} °C")  # fmt: skip
+        worst = max(temps.items(), key=lambda zc: zc[1] - self.baseline.get(zc[0], zc[1]))
+        return Wait(kind="cooldown", seconds=seconds, done=True, why=f"every zone within {self.within_c:g} °C of idle after "
+                    f"{seconds:.1f} s ({worst[0]} {worst[1]:.1f} °C, idle {self.baseline[worst[0]]:.1f} °C)")  # fmt: skip
+
+    def _busy(self) -> float:
+        """Other processes' CPU use over one probe, in cores."""
+        cpu0, t0 = other_cpu_seconds(self.mine), self.clock()
+        self.sleep(self.probe_s)
+        return max(0.0, other_cpu_seconds(self.mine) - cpu0) / max(1e-9, self.clock() - t0)
+
+    def quiet(self, max_cores: float):
+        from protocol import Wait
+
+        t0 = self.clock()
+        cores = self._busy()
+        if cores > max_cores and self.on_disturbance == "refuse":
+            raise DeviceBusy(f"device busy: other processes used {cores:.2f} cores over the {self.probe_s:g} s before "
+                             f"the job, above disturbance_max_cores={max_cores:g}; this agent refuses busy devices "
+                             "(on_disturbance=refuse): stop the other work, or set on_disturbance to wait or record")  # fmt: skip
+        while cores > max_cores and self.clock() - t0 < self.quiet_wait_s:
+            cores = self._busy()
+        seconds = self.clock() - t0
+        if cores > max_cores:
+            return Wait(kind="quiet", seconds=seconds, done=False, why=f"still busy after {seconds:.0f} s: other "
+                        f"processes used {cores:.2f} cores (limit {max_cores:g}); ran anyway")  # fmt: skip
+        return Wait(kind="quiet", seconds=seconds, done=True,
+                    why=f"other processes used {cores:.2f} cores (limit {max_cores:g}) after {seconds:.1f} s")  # fmt: skip
+
+    def run(self, max_cores: float) -> tuple:
+        """The waits before one job, in order (DeviceBusy when the agent refuses a busy device)."""
+        waits = []
+        if self.cooldown_s:
+            waits.append(self.cooldown())
+        if self.on_disturbance != "record":
+            waits.append(self.quiet(max_cores))
+        return tuple(waits)

@@ -38,6 +38,13 @@ CONFIG_KEYS = {
     "state_dir": "where the outbox of unsent results lives (default ~/.local/share/fleetbench-agent)",
     "visibility_timeout_s": "seconds before the broker hands an unacknowledged job to another agent (default 7200)",
     "job_time_limit_s": "the longest a job may run (default 3600); must be below visibility_timeout_s",
+    "cooldown_s": "before each job, wait this long (seconds), or at most this long for cooldown_within_c (default 300 "
+    "then)",
+    "cooldown_within_c": "before each job, wait until every thermal zone is within this many °C of its idle baseline",
+    "cooldown_idle_c": "the idle baseline in °C (default: each zone's coolest reading since the agent started)",
+    "on_disturbance": "when other processes use the CPU before a job: record (run, mark the record disturbed), "
+    "wait (for a quiet device, at most quiet_wait_s) or refuse (fail the job as device-busy)",
+    "quiet_wait_s": "the most seconds on_disturbance=wait waits for a quiet device (default 60)",
     "delegates": "TFLite external delegates by path, e.g. {\"edgetpu\": {\"path\": \"libedgetpu.so.1\"}} "
     "(see agent/backends/delegates.py)",
 }
@@ -51,7 +58,9 @@ CONFIG_TYPES = {
     "capabilities": ((list,), "a list of strings"), "openvino_devices": ((list,), "a list of strings"),
     "file_roots": ((list,), "a list of strings"),
     "cache_max_mb": ((int, float), "a number"), "visibility_timeout_s": ((int, float), "a number"),
-    "job_time_limit_s": ((int, float), "a number"),
+    "job_time_limit_s": ((int, float), "a number"), "cooldown_s": ((int, float), "a number"),
+    "cooldown_within_c": ((int, float), "a number"), "cooldown_idle_c": ((int, float), "a number"),
+    "on_disturbance": ((str,), "a string"), "quiet_wait_s": ((int, float), "a number"),
 }  # fmt: skip
 
 
@@ -90,6 +99,10 @@ def load_config(path: str) -> dict:
     return data
 
 
+def _first(*values) -> float:
+    return float(next(v for v in values if v is not None))
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """Everything an agent runs with, once flags, environment and config file are weighed (see the module)."""
@@ -108,6 +121,12 @@ class AgentConfig:
     file_roots: tuple[str, ...] = ()
     #: the config file's delegates, as JSON text (a frozen value)
     delegates: str | None = None
+    #: the waits before each job (agent/conditions.py PreJob)
+    cooldown_s: float = 0.0
+    cooldown_within_c: float = 0.0
+    cooldown_idle_c: float | None = None
+    on_disturbance: str = "record"
+    quiet_wait_s: float = 60.0
 
     @classmethod
     def resolve(cls, args, file: dict, environ=None) -> "AgentConfig":
@@ -144,7 +163,20 @@ class AgentConfig:
             cache_max_mb=env_or_file(CACHE_MAX_ENV, "cache_max_mb"),
             file_roots=roots,
             delegates=json.dumps(file["delegates"]) if file.get("delegates") else environ.get(DELEGATES_ENV),
+            cooldown_s=_first(args.cooldown_s, file.get("cooldown_s"), 0.0),
+            cooldown_within_c=_first(args.cooldown_within_c, file.get("cooldown_within_c"), 0.0),
+            cooldown_idle_c=file.get("cooldown_idle_c"),
+            on_disturbance=args.on_disturbance or file.get("on_disturbance") or "record",
+            quiet_wait_s=_first(None, file.get("quiet_wait_s"), 60.0),
         )  # fmt: skip
+
+    def prejob(self):
+        """The waits before each job these settings ask for (:class:`agent.conditions.PreJob`); ValueError says
+        which setting is wrong."""
+        from agent.conditions import PreJob
+
+        return PreJob(cooldown_s=self.cooldown_s, cooldown_within_c=self.cooldown_within_c, idle_c=self.cooldown_idle_c,
+                      on_disturbance=self.on_disturbance, quiet_wait_s=self.quiet_wait_s)  # fmt: skip
 
     def with_agent_id(self, agent_id: str) -> "AgentConfig":
         return dataclasses.replace(self, agent_id=agent_id)

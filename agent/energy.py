@@ -1,4 +1,5 @@
-"""Energy sources on an agent (issue 19, first step): what measures power on this device, and reading it.
+# size: three sysfs/NVML readers and the sampler that integrates them; each reader is short
+"""Energy sources on an agent (issue 19): what measures power on this device, and reading it.
 
 Three kinds of source, one small interface each (:class:`Source`): ``probe()`` lists the domains that can be
 read and says why others cannot; ``read()`` returns each domain's cumulative joules (an energy counter) or
@@ -18,8 +19,6 @@ turns the samples into joules, average and peak watts; an energy figure over few
 :data:`MIN_INTERVALS` sampling intervals is marked invalid with the reason, like a percentile over too few
 samples. Nothing here estimates: a device with no sensor says ``no energy sensor: <why>``.
 """
-
-# size: three sysfs/NVML readers and the sampler that integrates them; each reader is short
 
 from __future__ import annotations
 
@@ -315,6 +314,31 @@ class Sources:
         return "no energy sensor: " + ("; ".join(self.missing) or "no source found")
 
 
+@dataclass
+class _Track:
+    """One domain's figures so far, integrated sample by sample (a sustained run samples for hours: nothing is
+    kept per sample). A counter's joules are its last reading less its first; a power sensor's are trapezoids."""
+
+    kind: str
+    t0: float
+    v0: float
+    t: float
+    v: float
+    joules: float = 0.0
+    peak_w: float = 0.0
+    readings: int = 1
+
+    def add(self, ts: float, value: float) -> None:
+        if self.kind == "energy":
+            if ts > self.t:
+                self.peak_w = max(self.peak_w, (value - self.v) / (ts - self.t))
+            self.joules = value - self.v0
+        else:
+            self.joules += (ts - self.t) * (self.v + value) / 2
+            self.peak_w = max(self.peak_w, value)
+        self.t, self.v, self.readings = ts, value, self.readings + 1
+
+
 # size: the sampling thread and the integration of its samples, kept together
 class Sampler:
     """Samples every source at ``interval_s`` in a background thread between ``start()`` and ``stop()``."""
@@ -323,13 +347,16 @@ class Sampler:
         self.sources = sources
         self.interval_s = interval_s
         self.clock = clock
-        self._samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._counters: dict[str, Counter] = {}
+        self._tracks: dict[str, _Track] = {}
+        self._first: float | None = None
+        self._last: float | None = None
+        self._n = 0
 
     def _sample(self) -> None:
-        values: dict[str, float] = {}
+        values: dict[str, tuple[str, float]] = {}
         for source, domains in self.sources.readers:
             try:
                 raw = source.read(domains)
@@ -340,10 +367,18 @@ class Sampler:
                     continue
                 if d.kind == "energy":
                     wrap = getattr(source, "ranges", {}).get(d.key, 0.0)
-                    values[d.name] = self._counters.setdefault(d.name, Counter(wrap)).add(raw[d.name])
+                    values[d.name] = (d.kind, self._counters.setdefault(d.name, Counter(wrap)).add(raw[d.name]))
                 else:
-                    values[d.name] = raw[d.name]
-        self._samples.append((self.clock(), values))
+                    values[d.name] = (d.kind, raw[d.name])
+        ts = self.clock()
+        for name, (kind, value) in values.items():
+            track = self._tracks.get(name)
+            if track is None:
+                self._tracks[name] = _Track(kind, ts, value, ts, value, peak_w=value if kind == "power" else 0.0)
+            else:
+                track.add(ts, value)
+        self._first = ts if self._first is None else self._first
+        self._last, self._n = ts, self._n + 1
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -352,8 +387,9 @@ class Sampler:
 
     def start(self) -> "Sampler":
         """Start sampling; with no source to read, no thread runs (nothing perturbs the phase it brackets)."""
-        self._samples.clear()
         self._counters.clear()
+        self._tracks.clear()
+        self._first, self._last, self._n = None, None, 0
         self._stop.clear()
         self._thread = None
         if self.sources.readers:
@@ -371,27 +407,19 @@ class Sampler:
         return self.result()
 
     def result(self) -> Energy:
-        kinds = {d.name: (s.name, d.kind) for s, ds in self.sources.readers for d in ds}
-        t = [ts for ts, _ in self._samples]
-        seconds = t[-1] - t[0] if len(t) > 1 else 0.0
+        sources = {d.name: s.name for s, ds in self.sources.readers for d in ds}
+        seconds = self._last - self._first if self._n > 1 else 0.0
         joules, avg, peak = {}, {}, {}
-        for name, (source, kind) in kinds.items():
-            pts = [(ts, v[name]) for ts, v in self._samples if name in v]
-            if len(pts) < 2:
+        for name, track in self._tracks.items():
+            if track.readings < 2:
                 continue
-            span = pts[-1][0] - pts[0][0]
-            if kind == "energy":
-                joules[name] = pts[-1][1] - pts[0][1]
-                rates = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(pts, pts[1:]) if b[0] > a[0]]
-                peak[name] = max(rates) if rates else 0.0
-            else:  # trapezoids over the power samples
-                joules[name] = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(pts, pts[1:]))
-                peak[name] = max(v for _, v in pts)
-            avg[name] = joules[name] / span if span > 0 else 0.0
-        intervals = max(0, len(t) - 1)
+            span = track.t - track.t0
+            joules[name], peak[name] = track.joules, track.peak_w
+            avg[name] = track.joules / span if span > 0 else 0.0
+        intervals = max(0, self._n - 1)
         why = self.sources.none_why or ""
         if not why and intervals < MIN_INTERVALS:
             why = (f"the window held {intervals} sampling interval(s) of {self.interval_s * 1e3:g} ms, fewer than "
                    f"{MIN_INTERVALS}; run longer (min_duration_s) or sample faster")  # fmt: skip
-        return Energy(joules=joules, avg_w=avg, peak_w=peak, sources={n: s for n, (s, _) in kinds.items()},
+        return Energy(joules=joules, avg_w=avg, peak_w=peak, sources={n: sources[n] for n in joules},
                       interval_s=self.interval_s, intervals=intervals, seconds=seconds, valid=not why, why=why)  # fmt: skip

@@ -9,6 +9,10 @@ Single-stream latency, the way the vendor tools measure it:
    the ``run()`` call on inputs prepared once, until BOTH ``min_iterations``
    and ``min_duration_s`` are reached, or a safety cap (``max_iterations``,
    ``max_duration_s``) stops the run early; the stop reason is kept.
+
+Sustained mode (``sustained_s``) runs step 3 for at least that long and notes where each window of
+``settings.window_s()`` begins (the sample's index and the elapsed time), calling ``on_window`` there (between
+two samples: what it reads is timed by neither).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class Measurement:
     samples_ns: list[int]
     stop_reason: str
     elapsed_ns: int
+    #: Sustained mode: (index of the first sample, ns since sampling began) of each window after the first.
+    boundaries: tuple[tuple[int, int], ...] = ()
 
     def problems(self, settings: BenchmarkSettings) -> list[str]:
         """Reasons the run fell short of its own minimums (empty when it did not)."""
@@ -55,6 +61,7 @@ def measure_latency(
     settings: BenchmarkSettings,
     clock: Callable[[], int] = time.perf_counter_ns,
     runtime_latency_ns: Callable[[], int] | None = None,
+    on_window: Callable[[], object] | None = None,
 ) -> Measurement:
     """Measure ``run`` following the module's rules.
 
@@ -68,8 +75,12 @@ def measure_latency(
 
     min_n = settings.min_iterations
     max_n = settings.max_iterations
-    min_ns = int(settings.min_duration_s * 1e9)
-    max_ns = int(settings.max_duration_s * 1e9)
+    sustained_ns = int(settings.sustained_s * 1e9)
+    min_ns = max(int(settings.min_duration_s * 1e9), sustained_ns)
+    max_ns = max(int(settings.max_duration_s * 1e9), sustained_ns)
+    window_ns = int(settings.window_s() * 1e9) if sustained_ns else 0
+    next_window = window_ns or max_ns + 1  # never reached outside sustained mode: the loop stops at max_ns
+    boundaries: list[tuple[int, int]] = []
     samples: list[int] = []
     append = samples.append
     start = clock()
@@ -89,7 +100,14 @@ def measure_latency(
         if elapsed >= max_ns:
             reason = STOP_MAX_DURATION
             break
-    return Measurement(first_inference_ns=first_ns, samples_ns=samples, stop_reason=reason, elapsed_ns=elapsed)
+        if elapsed >= next_window:
+            boundaries.append((n, elapsed))
+            while next_window <= elapsed:  # an inference longer than a window: the empty ones are skipped
+                next_window += window_ns
+            if on_window is not None:
+                on_window()
+    return Measurement(first_inference_ns=first_ns, samples_ns=samples, stop_reason=reason, elapsed_ns=elapsed,
+                       boundaries=tuple(boundaries))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from agent import conditions
 from protocol import ContractError, JobOutcome, JobSpec
 from protocol.errors import ErrorKind
 from protocol.private import create_private
@@ -160,19 +162,20 @@ class ForkServer:
             self._dir = None
 
 
-# size: a benchmark child's life and each way it can end (signal, time-out, no outcome), in order
 def run_job(
     spec_data: dict,
     agent_id: str,
     *,
     child_argv: Sequence[str] | None = None,
     forkserver: ForkServer | None = None,
+    prejob: "conditions.PreJob | None" = None,
 ) -> JobOutcome:
     """Run the job described by ``spec_data`` (a JobSpec dict) in a child process.
 
     ``child_argv`` replaces the child command; tests use it to run a child
     that crashes for real. ``forkserver`` forks the child from a process that
-    has imported the runtimes already.
+    has imported the runtimes already. ``prejob`` holds the agent's waits before
+    a job (cooldown, a quiet device); what it waited is added to the record.
     """
     try:
         spec = JobSpec.from_dict(spec_data)
@@ -181,7 +184,25 @@ def run_job(
     problems = spec.settings.problems()
     if problems:
         return _failed(spec, ErrorKind.BAD_SPEC, "invalid benchmark settings: " + "; ".join(problems), agent_id)
+    waits = ()
+    if prejob is not None and prejob.active:  # before the child's clock starts: waiting is not the job's time
+        try:
+            waits = prejob.run(spec.settings.disturbance_max_cores)
+        except conditions.DeviceBusy as exc:
+            return _failed(spec, ErrorKind.DEVICE_BUSY, str(exc), agent_id)
+    return _with_waits(_run_child(spec, agent_id, child_argv, forkserver), waits)
 
+
+def _with_waits(outcome: JobOutcome, waits: tuple) -> JobOutcome:
+    record = outcome.record
+    if not waits or record is None or record.conditions is None:
+        return outcome
+    return dataclasses.replace(outcome, record=dataclasses.replace(
+        record, conditions=dataclasses.replace(record.conditions, waits=waits)))  # fmt: skip
+
+
+# size: a benchmark child's life and each way it can end (signal, time-out, no outcome), in order
+def _run_child(spec: JobSpec, agent_id: str, child_argv: Sequence[str] | None, forkserver: ForkServer | None) -> JobOutcome:
     with tempfile.TemporaryDirectory(prefix="fleetbench-job-") as tmp:
         tmpdir = Path(tmp)
         spec_path, out_path, err_path = tmpdir / "spec.json", tmpdir / "outcome.json", tmpdir / "stderr.log"

@@ -44,6 +44,7 @@ class Context:
     redis: object = None  # redis.Redis on the broker, for fences
     job_time_limit_s: float = JOB_TIME_LIMIT_S
     forkserver: object = None  # agent.runner.ForkServer
+    prejob: object = None  # agent.conditions.PreJob: cooldown and quiet-device waits
 
 
 context = Context()
@@ -104,7 +105,7 @@ def benchmark(spec: dict | None = None, *extra, **kwargs) -> dict:
             outcome = _refusal(spec, ErrorKind.BAD_SPEC, f"timeout_s={timeout:g} is above this agent's job time limit "
                                f"({context.job_time_limit_s:g} s); lower it, or raise job_time_limit_s on the agents")  # fmt: skip
         else:
-            outcome = run_job(spec, agent_id(), forkserver=context.forkserver)
+            outcome = run_job(spec, agent_id(), forkserver=context.forkserver, prejob=context.prejob)
     if context.outbox is not None and outcome.error_kind != ErrorKind.SUPERSEDED:
         row = context.outbox.put(outcome)  # on disk before the message is acknowledged (acks_late)
         context.relay.push(row)  # to the broker from here; the relay thread retries what this could not send

@@ -46,6 +46,7 @@ class ErrorKind(str, enum.Enum):
     INTERNAL = ("internal", True, "an unexpected error in fleetbench itself")
     AGENT_LOST = ("agent-lost", True, "the agent running the job stopped sending heartbeats")
     BAD_RESULT = ("bad-result", True, "the agent's result broke the record contract; it was set aside")
+    DEVICE_BUSY = ("device-busy", True, "other work was using the device's CPU and the agent refuses busy devices")
     # Conversion, before any job runs.
     UNSAFE_MODEL = ("unsafe-model", False, "the Keras file needs code to load (a Lambda or custom layer); refused")
     BAD_MODEL = ("bad-model", False, "the model file is corrupt, truncated or of a shape fleetbench cannot convert")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from protocol.samples import Samples, SamplesError
-from protocol.stats import Summary, summarize_ns
+from protocol.stats import Summary, summarize_ns, window_percentiles
 
 SCHEMA_VERSION = 1
 
@@ -294,6 +294,9 @@ class ArtifactRef(_Contract):
 
 LOADGEN_SCENARIOS = ("", "SingleStream", "Offline", "Server")
 MAX_PROFILE_RUNS = 100_000
+#: Sustained mode's longest run (a day) and most windows.
+MAX_SUSTAINED_S = 86_400.0
+MAX_WINDOWS = 1000
 
 
 @dataclass(frozen=True)
@@ -333,6 +336,10 @@ class BenchmarkSettings(_Contract):
     cpu_affinity: str = ""
     #: Other processes' CPU time during the job, in cores, above which the record is marked ``disturbed``.
     disturbance_max_cores: float = 0.25
+    #: Sustained mode: the latency loop runs this many seconds (0: off), and the record keeps latency in windows
+    #: of ``sustained_window_s`` (0: a tenth of the run) with the drift of the last window's p50 from the first's.
+    sustained_s: float = 0.0
+    sustained_window_s: float = 0.0
 
     def problems(self) -> list[str]:
         out = []
@@ -370,7 +377,24 @@ class BenchmarkSettings(_Contract):
             out.append(str(exc))
         if not 0 <= self.disturbance_max_cores <= 1024:
             out.append("disturbance_max_cores must be between 0 and 1024 (cores of other processes' CPU time)")
+        out += self._sustained_problems()
         return out
+
+    def _sustained_problems(self) -> list[str]:
+        if not self.sustained_s and not self.sustained_window_s:
+            return []
+        if not 0 < self.sustained_s <= MAX_SUSTAINED_S or self.sustained_window_s < 0:
+            return [f"sustained_s must be between 0 and {MAX_SUSTAINED_S:g} s (and sustained_window_s >= 0)"]
+        if self.window_s() * MAX_WINDOWS < self.sustained_s:
+            return [f"sustained_window_s={self.sustained_window_s:g} makes more than {MAX_WINDOWS} windows; raise it"]
+        if self.timeout_s <= self.sustained_s:
+            return [f"timeout_s={self.timeout_s:g} must be above sustained_s={self.sustained_s:g} (it also covers "
+                    "loading and the other phases)"]  # fmt: skip
+        return []
+
+    def window_s(self) -> float:
+        """The sustained mode's window: ``sustained_window_s``, or a tenth of ``sustained_s``."""
+        return self.sustained_window_s or self.sustained_s / 10
 
 
 @dataclass(frozen=True)
@@ -518,6 +542,8 @@ class Throughput(_Contract):
     completed: int
     elapsed_s: float
     ips: float
+    #: Energy over this phase, as ``ResultRecord.energy`` is over the latency phase; None from agents before it.
+    energy: Optional[EnergyRecord] = None
 
 
 @dataclass(frozen=True)
@@ -720,6 +746,8 @@ class DeviceConditions(_Contract):
     disturbance_max_cores: float
     seconds: float
     affinity: tuple[int, ...] = ()
+    #: What the agent waited for before the job (its cooldown and quiet-device settings), in that order.
+    waits: tuple[Wait, ...] = ()
 
     def problems(self) -> list[str]:
         """What no real device reports: figures that are not finite or are negative, or more zones and cores
@@ -731,6 +759,58 @@ class DeviceConditions(_Contract):
         sizes = [len(st.temps_c) + len(st.cpu_mhz) for st in (self.before, self.after)] + [len(self.affinity)]
         if max(sizes) > 4096 or len(self.throttle_why) > 2000 or len(self.before.governor + self.after.governor) > 2000:
             return ["more than 4096 zones, cores or affinity entries, or an overlong text"]
+        if len(self.waits) > 2 or any(not math.isfinite(w.seconds) or w.seconds < 0 or len(w.why) > 2000 for w in self.waits):
+            return ["at most two waits, each of finite seconds >= 0 with a short reason"]
+        return []
+
+
+@dataclass(frozen=True)
+class Wait(_Contract):
+    """One wait before a job: ``cooldown`` (for the temperature to fall near the idle baseline) or ``quiet`` (for
+    other processes to stop using the CPU). ``done`` is False when the agent stopped waiting at its limit."""
+
+    kind: str
+    seconds: float
+    done: bool
+    why: str
+
+
+@dataclass(frozen=True)
+class SustainedWindow(_Contract):
+    """One window of a sustained run: its samples' count and percentiles, and the device at its end."""
+
+    start_s: float
+    count: int
+    p50_ms: float
+    p99_ms: float
+    #: The hottest thermal zone and the mean CPU clock when the window closed (None where there is no sensor).
+    hottest_c: Optional[float] = None
+    cpu_mhz: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Sustained(_Contract):
+    """Sustained mode (``settings.sustained_s``): latency over time, in consecutive windows of the samples."""
+
+    seconds: float
+    window_s: float
+    windows: tuple[SustainedWindow, ...]
+    #: The last window's p50 over the first's (1.2: 20 % slower by the end); None with fewer than two windows.
+    drift_ratio: Optional[float]
+
+    def problems(self, samples) -> list[str]:
+        """Where the windows do not follow from ``samples`` (their counts and percentiles are derived from them)."""
+        if len(self.windows) > MAX_WINDOWS:
+            return [f"more than {MAX_WINDOWS} windows"]
+        if sum(w.count for w in self.windows) != len(samples) or any(w.count < 1 for w in self.windows):
+            return ["window counts do not add up to the samples"]
+        derived = window_percentiles(samples.array, [w.count for w in self.windows])
+        for i, (w, (p50, p99)) in enumerate(zip(self.windows, derived)):
+            if not (_close(p50, w.p50_ms) and _close(p99, w.p99_ms)):
+                return [f"window {i + 1}'s percentiles do not match its samples"]
+        expected = self.windows[-1].p50_ms / self.windows[0].p50_ms if len(self.windows) > 1 and self.windows[0].p50_ms > 0 else None
+        if (expected is None) != (self.drift_ratio is None) or (expected is not None and not _close(expected, self.drift_ratio)):
+            return ["drift_ratio is not the last window's p50 over the first's"]
         return []
 
 
@@ -834,6 +914,8 @@ class ResultRecord(_Contract):
     energy: Optional[EnergyRecord] = None
     #: The device around the job: temperatures and clocks, throttling, disturbance, affinity.
     conditions: Optional[DeviceConditions] = None
+    #: Sustained mode's windows and drift (``settings.sustained_s``); None when not asked.
+    sustained: Optional[Sustained] = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -865,6 +947,10 @@ class ResultRecord(_Contract):
             raise ContractError(f"ResultRecord {self.job_id}: energy: {'; '.join(self.energy.problems())}")
         if self.conditions is not None and self.conditions.problems():
             raise ContractError(f"ResultRecord {self.job_id}: conditions: {'; '.join(self.conditions.problems())}")
+        if self.throughput is not None and self.throughput.energy is not None and self.throughput.energy.problems():
+            raise ContractError(f"ResultRecord {self.job_id}: throughput energy: {'; '.join(self.throughput.energy.problems())}")
+        if self.sustained is not None and self.sustained.problems(self.samples_ns):
+            raise ContractError(f"ResultRecord {self.job_id}: sustained: {'; '.join(self.sustained.problems(self.samples_ns))}")
         object.__setattr__(self, "_consistent", True)
 
 

@@ -129,3 +129,13 @@ def summarize_ns(samples_ns: Sequence[int]) -> Summary:
         max_ms=float(ordered[-1]) / scale,
         invalid_reasons=validity_reasons(int(ms.size)),
     )
+
+
+def window_percentiles(samples_ns: Sequence[int], counts: Sequence[int]) -> list[tuple[float, float]]:
+    """(p50, p99) in ms of each run of consecutive samples (``counts`` of them in turn): a sustained run's windows."""
+    raw, out, start = np.asarray(samples_ns), [], 0
+    for n in counts:
+        p50, p99 = _linear_percentiles(np.sort(raw[start : start + n]), (50, 99), 1e6)
+        out.append((p50, p99))
+        start += n
+    return out

@@ -1,5 +1,6 @@
-"""Recorded sysfs trees for the agent's energy sources (issue 19): the files a real device exposes, written into
-a folder the sources read as their root, and advanced as the device's counters would advance.
+"""Recorded sysfs trees for the agent's energy sources (issue 19): the files a real device exposes
+(``tests/data/sysfs/<device>/``, the layout, names and units its kernel lists) copied into a folder the sources
+read as their root, and advanced as the device's counters would advance.
 
 - :class:`RaplTree`: ``/sys/class/powercap`` of an Intel laptop: package-0 (with core, uncore and DRAM
   sub-zones, nested under it and linked beside it, as the kernel lists them), psys; energy counters in µJ that wrap at ``max_energy_range_uj`` (262143328850 µJ on real parts; a
@@ -11,8 +12,15 @@ a folder the sources read as their root, and advanced as the device's counters w
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from pathlib import Path
+
+RECORDED = Path(__file__).parent / "data" / "sysfs"
+
+
+def _copy(recorded: str, root: Path) -> None:
+    shutil.copytree(RECORDED / recorded, root, symlinks=True, dirs_exist_ok=True)  # sub-zone links stay links
 
 
 class RaplTree:
@@ -29,16 +37,13 @@ class RaplTree:
         self.wrap_uj = wrap_uj
         self.t = 0.0  # the device's own clock, seconds: what a sampler reading this tree should time by
         self.energy = {}
+        _copy("intel-laptop/class/powercap", root)  # sub-zones nested and linked beside, as the kernel lists them
         for zone, (name, _) in self.ZONES.items():
-            d = root / zone
-            d.mkdir(parents=True, exist_ok=True)
-            (d / "name").write_text(name + "\n")
-            (d / "max_energy_range_uj").write_text(f"{wrap_uj}\n")
+            assert (root / zone / "name").read_text().strip() == name, zone
+            (root / zone / "max_energy_range_uj").write_text(f"{wrap_uj}\n")  # a small range: it wraps in a test
             self.energy[zone] = start_uj
             self._write(zone)
-            if "/" in zone:  # the class folder lists every zone, sub-zones too, as links to where they live
-                (root / zone.rsplit("/", 1)[1]).symlink_to(d)
-        # what the kernel links beside the zones: not a RAPL zone, not read
+        # what the kernel lists beside the zones: not a RAPL zone, not read
         (root / "dtpm").mkdir(exist_ok=True)
 
     def _write(self, zone: str) -> None:
@@ -61,18 +66,11 @@ class Ina3221Tree:
 
     def __init__(self, root: Path):
         self.root = root
-        ina = root / "hwmon1"
-        ina.mkdir(parents=True, exist_ok=True)
-        (ina / "name").write_text("ina3221\n")
+        _copy("jetson-orin-nano/class/hwmon", root)  # hwmon1: the INA3221's rails; hwmon0: an INA238 (2.5 W in µW)
         for ch, (label, mv, ma) in self.RAILS.items():
-            (ina / f"in{ch}_label").write_text(label + "\n")
-            (ina / f"in{ch}_input").write_text(f"{mv}\n")
-            (ina / f"curr{ch}_input").write_text(f"{ma}\n")
-        other = root / "hwmon0"
-        other.mkdir(exist_ok=True)
-        (other / "name").write_text("ina238\n")
-        (other / "power1_input").write_text("2500000\n")  # 2.5 W in µW
-        (other / "temp1_input").write_text("45000\n")  # not a power reading
+            assert (root / "hwmon1" / f"in{ch}_label").read_text().strip() == label
+            (root / "hwmon1" / f"in{ch}_input").write_text(f"{mv}\n")
+            self.set_current(ch, ma)
 
     def set_current(self, channel: int, ma: int) -> None:
         (self.root / "hwmon1" / f"curr{channel}_input").write_text(f"{ma}\n")
@@ -104,18 +102,18 @@ class ThermalTree:
     """``/sys/class/thermal`` with two zones and ``/sys/devices/system/cpu`` with two cores' cpufreq."""
 
     def __init__(self, thermal: Path, cpus: Path, mhz: int = 2400):
-        for i, (kind, mc) in enumerate([("x86_pkg_temp", 52000), ("acpitz", 41000)]):
-            zone = thermal / f"thermal_zone{i}"
-            zone.mkdir(parents=True, exist_ok=True)
-            (zone / "type").write_text(kind + "\n")
-            (zone / "temp").write_text(f"{mc}\n")
-        self.cpus = cpus
+        _copy("intel-laptop/class/thermal", thermal)  # x86_pkg_temp at 52 °C, acpitz at 41 °C
+        _copy("intel-laptop/devices/system/cpu", cpus)  # the powersave governor
+        self.thermal, self.cpus = thermal, cpus
         for c in (0, 1):
-            freq = cpus / f"cpu{c}" / "cpufreq"
-            freq.mkdir(parents=True, exist_ok=True)
-            (freq / "scaling_governor").write_text("powersave\n")
             self.set_mhz(c, mhz)
         (cpus / "cpuidle").mkdir(exist_ok=True)  # not a core
+
+    def set_temp(self, zone: int, celsius: float) -> None:
+        path = self.thermal / f"thermal_zone{zone}" / "temp"
+        tmp = path.with_name("temp.new")
+        tmp.write_text(f"{int(celsius * 1000)}\n")
+        os.replace(tmp, path)
 
     def set_mhz(self, cpu: int, mhz: int) -> None:
         path = self.cpus / f"cpu{cpu}" / "cpufreq" / "scaling_cur_freq"

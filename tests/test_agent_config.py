@@ -38,6 +38,10 @@ CASES = [
     ("time limits from the file", [], {"job_time_limit_s": 60}, {}, "job_time_limit_s", 60.0),
     ("a time-limit flag wins", ["--job-time-limit", "30"], {"job_time_limit_s": 60}, {}, "job_time_limit_s", 30.0),
     ("insecure broker from the file", [], {"allow_insecure_broker": True}, {}, "allow_insecure_broker", True),
+    ("no waits before jobs by default", [], {}, {}, "on_disturbance", "record"),
+    ("cooldown from the file", [], {"cooldown_within_c": 3, "cooldown_s": 120}, {}, "cooldown_s", 120.0),
+    ("a cooldown flag wins", ["--cooldown-s", "10"], {"cooldown_s": 120}, {}, "cooldown_s", 10.0),
+    ("on_disturbance from a flag", ["--on-disturbance", "refuse"], {"on_disturbance": "wait"}, {}, "on_disturbance", "refuse"),
 ]  # fmt: skip
 
 
@@ -81,3 +85,12 @@ def test_probing_in_process_leaves_no_agent_id_behind(monkeypatch):
     monkeypatch.setenv("FLEETBENCH_DISABLE_GPU_PROBE", "1")
     main(["--probe"])
     assert "FLEETBENCH_AGENT_ID" not in os.environ
+
+
+def test_the_waits_before_jobs_are_built_from_the_settings_and_refused_when_wrong(monkeypatch):
+    prejob = _resolve(["--cooldown-within-c", "3"], {"on_disturbance": "wait", "quiet_wait_s": 20}, monkeypatch=monkeypatch).prejob()
+    assert prejob.active and prejob.within_c == 3.0 and prejob.cooldown_s == 300.0  # the most a target waits, by default
+    assert prejob.max_wait_s == 300.0 + 20.0 + 2 * prejob.probe_s
+    assert not _resolve([], monkeypatch=monkeypatch).prejob().active
+    with pytest.raises(ValueError, match="on_disturbance must be one of record, wait, refuse, not 'sometimes'"):
+        _resolve([], {"on_disturbance": "sometimes"}, monkeypatch=monkeypatch).prejob()

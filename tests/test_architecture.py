@@ -195,9 +195,10 @@ def test_the_error_kinds_in_architecture_md_are_the_enum():
 
 
 def test_retried_kinds_are_the_machines_failures():
-    # the store's rule before ErrorKind existed, plus bad-result (a result set aside was always sent again)
+    # the store's rule before ErrorKind existed, plus bad-result (a result set aside was always sent again) and
+    # device-busy (an agent that refuses busy devices: another agent, or this one later, may be quiet)
     retried = {k.value for k in ErrorKind if k.retryable}
-    assert retried == {"crashed", "timeout", "agent-lost", "internal", "fetch-failed", "bad-result"}
+    assert retried == {"crashed", "timeout", "agent-lost", "internal", "fetch-failed", "bad-result", "device-busy"}
     assert is_retryable("crashed") and is_retryable(ErrorKind.TIMEOUT)
     assert not is_retryable("bad-spec") and not is_retryable(None) and not is_retryable("a-newer-agents-kind")
 

@@ -16,12 +16,12 @@ from protocol.errors import ErrorKind
 from tests.sysfs import ThermalTree
 
 
-def _job(tmp_path, tiny_model, **settings):
+def _job(tmp_path, tiny_model, prejob=None, **settings):
     base = dict(threads=1, warmup_iterations=5, min_iterations=50, min_duration_s=1.0, timeout_s=120)
     art = ArtifactStore(tmp_path / "artifacts").put_file(tiny_model["path"])
     spec = JobSpec(job_id="cond", model_id="m", model_name="tiny", variant="tflite-fp32", capability="litert:cpu",
                    artifact=art, settings=BenchmarkSettings(**{**base, **settings}))  # fmt: skip
-    return run_job(spec.to_dict(), "agent-c")
+    return run_job(spec.to_dict(), "agent-c", prejob=prejob)
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux only")
@@ -85,3 +85,95 @@ def test_bad_affinity_settings_are_refused_before_a_job_is_sent():
     assert BenchmarkSettings(cpu_affinity="0-3,6").problems() == []
     assert "runs backwards" in BenchmarkSettings(cpu_affinity="3-1").problems()[0]
     assert "disturbance_max_cores" in BenchmarkSettings(disturbance_max_cores=-1).problems()[0]
+
+
+# ---------------------------------------------------------------- sustained mode
+
+
+def test_sustained_mode_keeps_latency_in_windows_with_the_drift_and_the_device_state(tmp_path, tiny_model, monkeypatch):
+    import dataclasses
+
+    from protocol import ContractError
+
+    ThermalTree(tmp_path / "thermal", tmp_path / "cpu", mhz=2400)
+    monkeypatch.setenv("FLEETBENCH_THERMAL_ROOT", str(tmp_path / "thermal"))
+    monkeypatch.setenv("FLEETBENCH_CPUFREQ_ROOT", str(tmp_path / "cpu"))
+    outcome = _job(tmp_path, tiny_model, sustained_s=1.5, sustained_window_s=0.5, max_iterations=5_000_000)
+    assert outcome.ok, outcome.error
+    r = outcome.record
+    s = r.sustained
+    assert [w.start_s for w in s.windows] == pytest.approx([0.0, 0.5, 1.0], abs=0.05) and s.window_s == 0.5
+    assert sum(w.count for w in s.windows) == r.stats.count and s.seconds >= 1.5
+    assert s.drift_ratio == pytest.approx(s.windows[-1].p50_ms / s.windows[0].p50_ms)
+    assert {w.hottest_c for w in s.windows} == {52.0} and {w.cpu_mhz for w in s.windows} == {2400.0}
+    r.check_consistent()
+    w0 = dataclasses.replace(s.windows[0], p50_ms=s.windows[0].p50_ms * 2)
+    with pytest.raises(ContractError, match="sustained: window 1's percentiles do not match its samples"):
+        dataclasses.replace(r, sustained=dataclasses.replace(s, windows=(w0, *s.windows[1:]))).check_consistent()
+    with pytest.raises(ContractError, match="sustained: drift_ratio is not"):
+        dataclasses.replace(r, sustained=dataclasses.replace(s, drift_ratio=1.0 + s.drift_ratio)).check_consistent()
+    assert _job(tmp_path, tiny_model).record.sustained is None
+
+
+def test_sustained_settings_that_cannot_work_are_refused_before_a_job_is_sent():
+    assert BenchmarkSettings(sustained_s=600, timeout_s=900).problems() == []
+    assert "timeout_s=300 must be above sustained_s=600" in BenchmarkSettings(sustained_s=600, timeout_s=300).problems()[0]
+    assert "more than 1000 windows" in BenchmarkSettings(sustained_s=600, sustained_window_s=0.1).problems()[0]
+    assert "sustained_s must be between" in BenchmarkSettings(sustained_window_s=5).problems()[0]
+
+
+# ---------------------------------------------------------------- the agent's waits before a job
+
+
+def test_cooldown_waits_until_every_zone_is_near_its_idle_baseline(tmp_path, monkeypatch):
+    from agent.conditions import PreJob
+
+    tree = ThermalTree(tmp_path / "thermal", tmp_path / "cpu")
+    monkeypatch.setenv("FLEETBENCH_THERMAL_ROOT", str(tmp_path / "thermal"))
+    clock = [0.0]
+
+    def cooling(seconds):  # the device's own clock: the package cools 4 °C a second while the agent waits
+        clock[0] += seconds
+        tree.set_temp(0, max(52.0, 70.0 - 4 * clock[0]))
+
+    prejob = PreJob(cooldown_within_c=3, sleep=cooling, clock=lambda: clock[0])  # idle: 52 and 41 °C, read now
+    tree.set_temp(0, 70.0)  # the last job heated it
+    (wait,) = prejob.run(max_cores=0.25)
+    assert wait.kind == "cooldown" and wait.done and wait.seconds == pytest.approx(4.0)  # 70 - 16 = 54 <= 52 + 3
+    assert wait.why.startswith("every zone within 3 °C of idle after 4.0 s (x86_pkg_temp (thermal_zone0) 54.0 °C")
+    tree.set_temp(1, 60.0)  # a zone that does not cool: the agent stops at cooldown_s, and says so
+    short = PreJob(cooldown_within_c=3, cooldown_s=5, idle_c=41.0, sleep=lambda s: clock.__setitem__(0, clock[0] + s),
+                   clock=lambda: clock[0])  # fmt: skip
+    (gave_up,) = short.run(max_cores=0.25)
+    assert not gave_up.done and gave_up.seconds == pytest.approx(5.0)
+    assert gave_up.why == "gave up after 5 s: acpitz (thermal_zone1) at 60.0 °C, more than 3 °C above its idle 41.0 °C"
+
+
+def test_a_flat_cooldown_is_waited_and_recorded_on_the_job(tmp_path, tiny_model):
+    from agent.conditions import PreJob
+
+    outcome = _job(tmp_path, tiny_model, prejob=PreJob(cooldown_s=0.3))
+    assert outcome.ok, outcome.error
+    (wait,) = outcome.record.conditions.waits
+    assert wait.kind == "cooldown" and wait.done and wait.seconds >= 0.3 and wait.why == "waited 0.3 s (cooldown_s)"
+
+
+def test_a_busy_device_is_refused_or_waited_for_as_the_agent_is_set(tmp_path, tiny_model):
+    from agent.conditions import PreJob
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        refused = _job(tmp_path, tiny_model, prejob=PreJob(on_disturbance="refuse", probe_s=0.3))
+        assert not refused.ok and refused.error_kind == ErrorKind.DEVICE_BUSY.value and ErrorKind.DEVICE_BUSY.retryable
+        assert refused.error.startswith("device busy: other processes used ") and "on_disturbance=refuse" in refused.error
+        threading.Timer(1.0, busy.kill).start()  # the other work ends while the agent waits
+        waited = _job(tmp_path, tiny_model, prejob=PreJob(on_disturbance="wait", probe_s=0.3, quiet_wait_s=30),
+                      disturbance_max_cores=0.5)  # fmt: skip
+    finally:
+        busy.kill()
+        busy.wait()
+    assert waited.ok, waited.error
+    (wait,) = waited.record.conditions.waits
+    assert wait.kind == "quiet" and wait.done and 0.8 <= wait.seconds < 30, wait
+    assert not waited.record.conditions.disturbed

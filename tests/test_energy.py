@@ -143,6 +143,28 @@ def test_a_job_on_a_device_with_a_rapl_counter_records_its_energy(tmp_path, tiny
     assert again.energy == e
 
 
+def test_the_throughput_phase_gets_its_own_energy_figure(tmp_path, tiny_model, monkeypatch):
+    import dataclasses
+
+    from agent import benchmark
+
+    tree = RaplTree(tmp_path / "powercap")
+    monkeypatch.setenv("FLEETBENCH_POWERCAP_ROOT", str(tmp_path / "powercap"))
+    monkeypatch.setenv("FLEETBENCH_HWMON_ROOT", str(tmp_path / "no-hwmon"))
+    spec = _spec(tmp_path, tiny_model)
+    spec = dataclasses.replace(spec, settings=dataclasses.replace(spec.settings, throughput_requests=2, throughput_duration_s=0.5))
+    with Ticker(tree, step_s=0.005):
+        record = benchmark.execute(spec, "agent-e")
+    t = record.throughput
+    assert t.energy.valid, t.energy.why
+    assert t.energy.inferences == t.completed and 0.45 <= t.energy.seconds <= 1.0
+    assert t.energy.mj_per_inference == pytest.approx(t.energy.domains[0].joules / t.completed * 1e3)
+    assert record.energy.inferences == 1 + 5 + len(record.samples_ns)  # the latency phase's figure is its own
+    bad = dataclasses.replace(t.energy, seconds=-1.0)
+    with pytest.raises(Exception, match="throughput energy: energy figures must be finite"):
+        dataclasses.replace(record, throughput=dataclasses.replace(t, energy=bad)).check_consistent()
+
+
 def test_a_job_without_a_sensor_says_why_and_keeps_its_other_figures(tmp_path, tiny_model, monkeypatch):
     from agent import benchmark
 
