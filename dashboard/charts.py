@@ -14,14 +14,19 @@ from dashboard.data import MEGABYTES, METRICS, PERCENT, pareto_front
 
 #: Variant order and colours, the same on every chart.
 VARIANT_ORDER = ("tflite-fp32", "tflite-fp16", "tflite-dynamic-int8", "tflite-int8", "openvino-fp32",
-                 "openvino-fp16", "openvino-int8")  # fmt: skip
+                 "openvino-fp16", "openvino-int8", "tflite-int8-qat", "openvino-int8-qat", "openvino-int8-ac",
+                 "tflite-int8-mixed")  # fmt: skip
 PALETTE = qualitative.D3 + qualitative.Set2
 FACET_COLUMNS = 4
 
 
 def variant_colours(variants) -> dict[str, str]:
-    ordered = [v for v in VARIANT_ORDER if v in set(variants)] + sorted(set(variants) - set(VARIANT_ORDER))
-    return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(ordered)}
+    """Each variant's colour, the same on every chart whichever variants a chart shows (a known variant keeps its
+    place in VARIANT_ORDER; others follow it, by name)."""
+    present = set(variants)
+    known = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(VARIANT_ORDER) if v in present}
+    others = sorted(present - set(VARIANT_ORDER))
+    return {**known, **{v: PALETTE[(len(VARIANT_ORDER) + i) % len(PALETTE)] for i, v in enumerate(others)}}
 
 
 def scaled(df: pd.DataFrame, metric: str, column: str | None = None) -> pd.Series:
@@ -134,6 +139,31 @@ def energy_vs_latency(groups: pd.DataFrame) -> go.Figure:
                        "{variant}<br>p50 %{x:.3f} ms, %{y:.4g} mJ/inference (%{customdata[2]:.3g} W)"
                        "<br>%{customdata[0]} (%{customdata[1]})<extra></extra>",
                        "p50 latency (ms)", "energy per inference (mJ)")  # fmt: skip
+
+
+def sustained(windows: pd.DataFrame) -> go.Figure:
+    """Sustained runs: each window's p50 against the minute it began (one line per run, in its variant's colour),
+    and the hottest thermal zone below where the device reported one."""
+    hot = windows["hottest_c"].notna().any()
+    fig = make_subplots(rows=2 if hot else 1, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35] if hot else None,
+                        vertical_spacing=0.08)  # fmt: skip
+    colours = variant_colours(windows["variant"])
+    for dash, (run, g) in zip(["solid", "dot", "dash", "dashdot"] * 100, windows.groupby("run", sort=False)):
+        colour = colours[g["variant"].iloc[0]]
+        drift = g["drift_ratio"].iloc[0]
+        fig.add_trace(go.Scatter(x=g["minute"], y=g["p50_ms"], mode="lines+markers", name=f"{run} (drift {drift:.2f}x)",
+                                 line=dict(color=colour, dash=dash), legendgroup=run,
+                                 hovertemplate=f"{run}<br>minute %{{x:.1f}}: p50 %{{y:.3f}} ms<extra></extra>"), row=1, col=1)  # fmt: skip
+        if hot and g["hottest_c"].notna().any():
+            fig.add_trace(go.Scatter(x=g["minute"], y=g["hottest_c"], mode="lines", showlegend=False, legendgroup=run,
+                                     line=dict(color=colour, dash=dash),
+                                     hovertemplate=f"{run}<br>minute %{{x:.1f}}: %{{y:.1f}} °C<extra></extra>"), row=2, col=1)  # fmt: skip
+    fig.update_yaxes(title_text="p50 latency (ms)", row=1, col=1)
+    if hot:
+        fig.update_yaxes(title_text="hottest zone (°C)", row=2, col=1)
+    fig.update_xaxes(title_text="minutes into the run", row=2 if hot else 1, col=1)
+    fig.update_layout(height=520 if hot else 380, margin=dict(t=30, l=10, r=10, b=10), legend=dict(orientation="h", y=-0.2))
+    return fig
 
 
 def throughput_vs_threads(groups: pd.DataFrame) -> go.Figure:

@@ -569,6 +569,35 @@ def profiles(engine: Engine, limit: int = PROFILE_RECORDS) -> pd.DataFrame:
     return df
 
 
+#: The most sustained runs the Explorer draws (the newest of each model × variant × device × threads).
+SUSTAINED_RECORDS = 12
+
+
+def sustained(engine: Engine, f: Filters, limit: int = SUSTAINED_RECORDS) -> pd.DataFrame:
+    """The windows of the newest sustained run (``drift_ratio`` set, migration 0012) of each model × variant ×
+    capability × device × threads in the selection: one row per window, with the run's drift; only these rows'
+    JSON is read."""
+    cols = (Result.job_id, Result.model_name, Result.variant, Result.capability, Result.device_name, Result.threads,
+            Result.drift_ratio, Result.finished_at)  # fmt: skip
+    stmt = f.where(select(*cols, Result.record).where(Result.drift_ratio.is_not(None)))
+    df = _frame(engine, stmt.order_by(Result.finished_at.desc(), Result.id.desc()).limit(limit * 20))
+    columns = [c.key for c in cols] + ["run", "window", "minute", "p50_ms", "p99_ms", "hottest_c", "cpu_mhz"]
+    if df.empty:
+        return pd.DataFrame(columns=columns)
+    df = df.drop_duplicates(["model_name", "variant", "capability", "device_name", "threads"]).head(limit)
+    rows = []
+    for run in df.itertuples(index=False):
+        record = run.record if isinstance(run.record, dict) else json.loads(run.record)
+        label = f"{run.model_name} · {run.variant} · {run.device_name}" + (f" · {run.threads} threads" if run.threads != 1 else "")
+        for i, w in enumerate((record.get("sustained") or {}).get("windows", [])):
+            rows.append({**{c: getattr(run, c) for c in columns[:8]}, "run": label, "window": i + 1,
+                         "minute": w["start_s"] / 60, "p50_ms": w["p50_ms"], "p99_ms": w["p99_ms"],
+                         "hottest_c": w.get("hottest_c"), "cpu_mhz": w.get("cpu_mhz")})  # fmt: skip
+    out = pd.DataFrame(rows, columns=columns)
+    out["finished_at"] = _utc(out["finished_at"])
+    return out
+
+
 def op_types(profile: dict) -> pd.DataFrame:
     """A profile's time by op type: op_type, count, time_ms, share."""
     return pd.DataFrame(profile.get("op_types") or [], columns=["op_type", "count", "time_ms", "share"])

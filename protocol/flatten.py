@@ -12,6 +12,8 @@ def record_fields(r) -> dict:
     p = r.profile if r.profile is not None and not r.profile.error else None  # a profile that ran
     int8 = int8_share(p) if p is not None else None
     e = r.energy if r.energy is not None and r.energy.measured else None
+    te = t.energy if t is not None and t.energy is not None and t.energy.measured else None
+    waits = {w.kind: w.seconds for w in r.conditions.waits} if r.conditions else {}
     return dict(
         job_id=r.job_id, attempt=r.attempt, model_name=r.model_name, model_id=r.model_id, variant=r.variant,
         capability=r.capability, device=r.device, device_name=r.device_name, agent_id=r.agent_id,
@@ -36,5 +38,8 @@ def record_fields(r) -> dict:
         disturbed=r.conditions.disturbed if r.conditions else None,
         other_cpu_cores=r.conditions.other_cpu_cores if r.conditions else None,
         throttled=r.conditions.throttled if r.conditions else None,
-        cpu_affinity=",".join(map(str, r.conditions.affinity)) if r.conditions else "", finished_at=r.finished_at,
+        cpu_affinity=",".join(map(str, r.conditions.affinity)) if r.conditions else "",
+        throughput_mj_per_inference=te.mj_per_inference if te else None, cooldown_s=waits.get("cooldown"),
+        quiet_wait_s=waits.get("quiet"), sustained_s=r.sustained.seconds if r.sustained else None,
+        drift_ratio=r.sustained.drift_ratio if r.sustained else None, finished_at=r.finished_at,
     )  # fmt: skip

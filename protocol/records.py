@@ -388,8 +388,8 @@ class BenchmarkSettings(_Contract):
         if self.window_s() * MAX_WINDOWS < self.sustained_s:
             return [f"sustained_window_s={self.sustained_window_s:g} makes more than {MAX_WINDOWS} windows; raise it"]
         if self.timeout_s <= self.sustained_s:
-            return [f"timeout_s={self.timeout_s:g} must be above sustained_s={self.sustained_s:g} (it also covers "
-                    "loading and the other phases)"]  # fmt: skip
+            return [f"timeout_s={self.timeout_s:g} must be above sustained_s={self.sustained_s:g}: raise timeout_s "
+                    "(it also covers loading and the other phases)"]  # fmt: skip
         return []
 
     def window_s(self) -> float:

@@ -98,6 +98,62 @@ def slowed(record, factor: float, job_id: str | None = None):
                                throughput_ips=record.throughput_ips / factor)  # fmt: skip
 
 
+def sustained(record, drift: float, windows: int = 6, minutes: float = 30.0, job_id: str | None = None):
+    """``record`` as a sustained run of ``minutes`` in ``windows`` windows, each window its samples slowed a step
+    further, to ``drift`` times in the last: the device heating (55 to 85 °C) and its clock falling as it does. Its
+    statistics and windows derive from its samples, as the store checks."""
+    import dataclasses
+
+    import numpy as np
+
+    from protocol import LatencyStats, Sustained, SustainedWindow, Validity
+    from protocol.stats import summarize_ns, window_percentiles
+
+    base = np.asarray(record.samples_ns, dtype=np.int64)
+    steps = [1 + (drift - 1) * k / (windows - 1) for k in range(windows)]
+    samples = np.concatenate([(base * f).astype(np.int64) for f in steps])
+    counts = [len(base)] * windows
+    heat = [55 + 30 * k / (windows - 1) for k in range(windows)]
+    ws = tuple(SustainedWindow(start_s=k * minutes * 60 / windows, count=n, p50_ms=p50, p99_ms=p99, hottest_c=heat[k],
+                               cpu_mhz=2400 / steps[k])
+               for k, (n, (p50, p99)) in enumerate(zip(counts, window_percentiles(samples, counts))))  # fmt: skip
+    stats = LatencyStats.from_summary(summarize_ns(samples), load_ms=record.stats.load_ms,
+                                      first_inference_ms=record.stats.first_inference_ms)  # fmt: skip
+    return dataclasses.replace(record, job_id=job_id or "sus-" + record.job_id[:10], samples_ns=samples.tolist(),
+                               stats=stats, validity=Validity(True, ()),
+                               sustained=Sustained(seconds=minutes * 60, window_s=minutes * 60 / windows, windows=ws,
+                                                   drift_ratio=ws[-1].p50_ms / ws[0].p50_ms))  # fmt: skip
+
+
+def seed_conditions(store) -> int:
+    """Sustained runs of three golden variants on litert:cpu (drift 1.02, 1.15 and 1.4), each with an energy figure
+    from a RAPL package domain, the last disturbed and throttled. Returns how many were stored."""
+    import dataclasses
+
+    from protocol import DeviceConditions, EnergyDomain, EnergyRecord, JobOutcome, ResultRecord, ThermalState
+
+    doc = json.loads(GOLDEN.read_text())
+    picked = {}
+    for r in doc["records"]:
+        if r["capability"] == "litert:cpu" and r["variant"] in ("tflite-fp32", "tflite-fp16", "tflite-int8"):
+            picked.setdefault(r["variant"], r)
+    outcomes = []
+    for i, (variant, drift) in enumerate([("tflite-fp32", 1.02), ("tflite-fp16", 1.15), ("tflite-int8", 1.4)]):
+        r = sustained(ResultRecord.from_dict(picked[variant]), drift)
+        mj = r.stats.mean_ms * 9.0  # about 9 W while it runs
+        energy = EnergyRecord(valid=True, why="", interval_s=0.02, intervals=90_000, seconds=1800.0, inferences=r.stats.count,
+                              mj_per_inference=mj, domains=(EnergyDomain("package-0 (intel-rapl:0)", "rapl", mj * r.stats.count / 1e3, 9.0 - i, 14.0),))  # fmt: skip
+        hot = i == 2
+        cond = DeviceConditions(before=ThermalState({"x86_pkg_temp (thermal_zone0)": 55.0}, {"cpu0": 2400.0}, "powersave"),
+                                after=ThermalState({"x86_pkg_temp (thermal_zone0)": 85.0}, {"cpu0": 1700.0 if hot else 2400.0}, "powersave"),
+                                throttled=hot, throttle_why="cpu0 fell from 2,400 to 1,700 MHz during the job" if hot else "",
+                                other_cpu_cores=0.9 if hot else 0.02, disturbed=hot, disturbance_max_cores=0.25, seconds=1800.0)  # fmt: skip
+        r = dataclasses.replace(r, energy=energy, conditions=cond, finished_at=dt.datetime.now(dt.timezone.utc).isoformat())
+        outcomes.append(JobOutcome(job_id=r.job_id, attempt=r.attempt, ok=True, record=r, agent_id=r.agent_id))
+    assert store.ingest_many(outcomes) == ["stored"] * len(outcomes)
+    return len(outcomes)
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] != "dump":
         sys.exit("usage: python -m tests.golden_demo dump DB_URL OUT.json")

@@ -117,7 +117,7 @@ def test_sustained_mode_keeps_latency_in_windows_with_the_drift_and_the_device_s
 
 def test_sustained_settings_that_cannot_work_are_refused_before_a_job_is_sent():
     assert BenchmarkSettings(sustained_s=600, timeout_s=900).problems() == []
-    assert "timeout_s=300 must be above sustained_s=600" in BenchmarkSettings(sustained_s=600, timeout_s=300).problems()[0]
+    assert "timeout_s=300 must be above sustained_s=600: raise timeout_s" in BenchmarkSettings(sustained_s=600, timeout_s=300).problems()[0]
     assert "more than 1000 windows" in BenchmarkSettings(sustained_s=600, sustained_window_s=0.1).problems()[0]
     assert "sustained_s must be between" in BenchmarkSettings(sustained_window_s=5).problems()[0]
 
@@ -177,3 +177,49 @@ def test_a_busy_device_is_refused_or_waited_for_as_the_agent_is_set(tmp_path, ti
     (wait,) = waited.record.conditions.waits
     assert wait.kind == "quiet" and wait.done and 0.8 <= wait.seconds < 30, wait
     assert not waited.record.conditions.disturbed
+
+
+# ---------------------------------------------------------------- readiness and the results table
+
+
+def _sustained(record, drift: float):
+    from tests.golden_demo import sustained
+
+    return sustained(record, drift, windows=2)
+
+
+def test_a_drift_budget_judges_sustained_runs_and_says_how_to_get_one(golden_record):
+    from controller.analysis.readiness import NO_SUSTAINED, candidates, judge, parse_budgets
+
+    rule = parse_budgets({"budgets": [{"devices": "*", "drift_ratio_max": 1.1}]}).for_capability(golden_record.capability)
+    slowed = _sustained(golden_record, 1.3)
+    slowed.check_consistent()
+    (c,) = candidates([slowed])
+    assert c.drift_ratio == pytest.approx(1.3, rel=0.01)
+    assert judge(c, rule, None).reasons[0].startswith("sustained p50 drift 1.3") and "> 1.1x" in judge(c, rule, None).reasons[0]
+    (steady,) = candidates([_sustained(golden_record, 1.0)])
+    assert judge(steady, rule, None).passed
+    (none,) = candidates([golden_record])
+    assert judge(none, rule, None).reasons == (NO_SUSTAINED,)
+
+
+def test_disturbed_and_throttled_records_are_counted_in_readiness_and_marked_in_the_table(golden_record):
+    import dataclasses
+
+    from controller.analysis.readiness import candidates
+    from controller.cli.render import conditions_notes, results_table
+    from protocol import DeviceConditions, ThermalState, Wait
+
+    c = DeviceConditions(before=ThermalState(), after=ThermalState(), throttled=True, throttle_why="cpu0 fell from 2,400 to 1,200 MHz",
+                         other_cpu_cores=1.5, disturbed=True, disturbance_max_cores=0.25, seconds=2.0,
+                         waits=(Wait("cooldown", 300.0, False, "gave up after 300 s: x86_pkg_temp at 80.0 °C"),))  # fmt: skip
+    bad = dataclasses.replace(golden_record, conditions=c)
+    (cand,) = candidates([bad, golden_record])
+    assert "1 of 2 record(s) disturbed by other processes' CPU use: run them again on a quiet, cool device" in cand.warnings
+    assert any(w.startswith("1 of 2 record(s) throttled") for w in cand.warnings)
+    notes = conditions_notes(bad)
+    assert notes[0] == "waited before the job: gave up after 300 s: x86_pkg_temp at 80.0 °C"
+    assert [n.split(":")[0] for n in notes[1:]] == ["disturbed", "throttled"]
+    table = results_table([_sustained(golden_record, 1.3)], width=120)
+    assert "drift" in [col.header for col in table.columns]  # shown at 120 columns for a sustained run
+    assert "drift" not in [col.header for col in results_table([golden_record], width=200).columns]

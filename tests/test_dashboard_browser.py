@@ -154,3 +154,35 @@ def test_explorer_shows_the_quantization_details_beside_fidelity(quant_url, brow
     page.screenshot(path=str(SCREENSHOTS / "explorer-quantization.png"), full_page=True)
     assert not errors, errors
     page.close()
+
+
+@pytest.fixture(scope="module")
+def conditions_url(tmp_path_factory):
+    """A dashboard on the golden runs and three sustained runs with energy figures, one disturbed and throttled."""
+    from tests.golden_demo import seed, seed_conditions
+
+    yield from _seeded(tmp_path_factory, "conditions", seed, seed_conditions)
+
+
+def test_explorer_draws_energy_sustained_runs_and_marks_disturbed_ones(conditions_url, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 3200})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{conditions_url}/explorer", wait_until="domcontentloaded")
+    heading = page.get_by_role("heading", name="Sustained runs: latency over time")
+    heading.wait_for(timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 6", timeout=60_000)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    page.wait_for_timeout(500)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    assert page.get_by_role("heading", name="Energy against latency").count() == 1
+    assert page.get_by_text("1 run(s) were disturbed", exact=False).count() == 1
+    legend = page.locator(".js-plotly-plot", has=page.locator(".legendtext", has_text="drift 1.40x")).first.locator(".legendtext")
+    assert sorted(legend.nth(i).text_content().rsplit("(", 1)[1] for i in range(legend.count())) == [
+        "drift 1.02x)", "drift 1.15x)", "drift 1.40x)"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    heading.scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "explorer-sustained.png"), full_page=True)
+    assert not errors, errors
+    page.close()

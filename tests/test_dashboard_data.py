@@ -330,3 +330,36 @@ def test_explorer_groups_average_energy_and_count_disturbed_and_throttled_runs(s
     assert row["disturbed_runs"] == 1 and row["throttled_runs"] == 0
     fig = charts.energy_vs_latency(g)
     assert list(fig.data[0].y) == [pytest.approx(3.0)]
+
+
+def test_sustained_runs_are_read_window_by_window_and_drawn(seeded):
+    from dashboard import charts
+    from tests.golden_demo import seed_conditions
+
+    store, engine = seeded
+    assert data.sustained(engine, Filters()).empty  # no sustained run yet: the Explorer leaves the section out
+    assert seed_conditions(store) == 3
+    runs = data.sustained(engine, Filters())
+    assert runs["run"].nunique() == 3 and len(runs) == 3 * 6
+    drift = runs.groupby("variant")["drift_ratio"].first()
+    assert drift["tflite-int8"] == pytest.approx(1.4, rel=0.02) and drift["tflite-fp32"] == pytest.approx(1.02, rel=0.02)
+    last = runs[runs["window"] == 6].set_index("variant")
+    first = runs[runs["window"] == 1].set_index("variant")
+    assert (last["p50_ms"] / first["p50_ms"]).to_dict() == pytest.approx(drift.to_dict())
+    assert list(runs[runs["variant"] == "tflite-int8"]["minute"]) == pytest.approx([0, 5, 10, 15, 20, 25])
+    assert data.sustained(engine, Filters(variants=("tflite-fp16",)))["variant"].unique().tolist() == ["tflite-fp16"]
+    fig = charts.sustained(runs)
+    assert len(fig.data) == 6  # per run: latency and the hottest zone
+    assert {t.name for t in fig.data if t.showlegend is not False} == set(
+        f"{r} (drift {d:.2f}x)" for r, d in runs.groupby("run")["drift_ratio"].first().items())
+    g = data.explorer_groups(engine, Filters(variants=("tflite-int8",)))
+    assert g["disturbed_runs"].sum() == 1 and g["throttled_runs"].sum() == 1
+
+
+def test_a_variant_has_one_colour_on_every_chart_whichever_variants_it_shows():
+    from dashboard.charts import variant_colours
+
+    every = variant_colours(["openvino-int8", "tflite-fp32", "tflite-int8", "my-own-variant"])
+    assert variant_colours(["tflite-int8"])["tflite-int8"] == every["tflite-int8"]
+    assert variant_colours(["my-own-variant"])["my-own-variant"] == every["my-own-variant"]
+    assert len(set(variant_colours(["tflite-fp32", "tflite-fp16", "tflite-int8", "openvino-fp32"]).values())) == 4

@@ -150,7 +150,8 @@ def _values_before_0008(store, record) -> dict:
     """A results row as fleetbench wrote it before 0008: the raw samples in the record JSON, no samples column
     (nor the columns of later revisions)."""
     values = store._result_values(record)
-    for column in ("samples", "profiled", "fallback_ops", "energy_mj", "energy_w", "disturbed", "throttled"):  # 0008's, 0009's, 0011's
+    for column in ("samples", "profiled", "fallback_ops", "energy_mj", "energy_w", "disturbed", "throttled",
+                   "drift_ratio"):  # 0008's, 0009's, 0011's, 0012's
         values.pop(column)
     values["record"] = record.to_dict()
     return values

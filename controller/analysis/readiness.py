@@ -1,3 +1,4 @@
+# size: the budgets file, the candidates merged from records and the verdict on each: one rule set, read in one place
 """Deployment readiness: a model's records held against a budgets file.
 
 A budgets file (YAML)::
@@ -17,6 +18,7 @@ A budgets file (YAML)::
         int8_time_share_min: 0.9             # int8 variants: share of the profiled node time in int8 (0-1)
         energy_per_inference_mj_max: 5       # millijoules per inference, from the device's own sensor
         power_w_max: 10                      # average watts over the latency phase (the sensor's first domain)
+        drift_ratio_max: 1.1                 # sustained runs: last window's p50 over the first's (settings.sustained_s)
 
 For each capability, the first rule whose ``devices`` matches applies; a
 capability no rule matches is judged against nothing but validity.
@@ -30,7 +32,10 @@ int8 time share the least of any profiled record (``profile: true``; a
 candidate without a profile fails a profile budget, and says how to get one),
 and the energy per inference and average power the highest of any record with
 a valid energy figure (a candidate with none fails an energy budget, with the
-device's reason: ``no energy sensor: ...``).
+device's reason: ``no energy sensor: ...``), and the drift the highest of any
+sustained run (``sustained_s``; a candidate with none fails a drift budget and
+says how to get one). Records that were disturbed or throttled are counted in a
+warning under the verdicts: their speed may not be the device's own.
 A percentile that has too few samples under the MLPerf LoadGen rule is not
 used: it is a failure reason of its own.
 
@@ -59,10 +64,11 @@ from protocol.stats import min_samples_for
 PERCENTILE_KEYS = {"p50_ms": 50, "p90_ms": 90, "p95_ms": 95, "p99_ms": 99}
 LIMIT_KEYS = ("accuracy_drop_max", "fidelity_min", "top1_agreement_min", "snr_db_min", "cosine_min", "memory_max_mb",
               "size_max_mb", "throughput_min", "fallback_ops_max", "int8_time_share_min", "energy_per_inference_mj_max",
-              "power_w_max")  # fmt: skip
+              "power_w_max", "drift_ratio_max")  # fmt: skip
 #: Budget keys that are fractions (0-1).
 FRACTION_KEYS = ("fidelity_min", "cosine_min", "int8_time_share_min")
 NO_PROFILE = "no profile: add `profile: true` to the sweep spec and run it again"
+NO_SUSTAINED = "no sustained run: add `sustained_s: 600` to the sweep's settings and run it again"
 MIB = 2**20
 TIE_POINTS = 0.1
 
@@ -88,6 +94,7 @@ class Budget:
     int8_time_share_min: float | None = None
     energy_per_inference_mj_max: float | None = None
     power_w_max: float | None = None
+    drift_ratio_max: float | None = None
 
     @property
     def percentile(self) -> int:
@@ -195,6 +202,8 @@ class Candidate:
     energy_mj: float | None = None
     power_w: float | None = None
     no_energy: str = ""
+    #: The highest drift ratio of its sustained runs (None without one).
+    drift_ratio: float | None = None
 
     @property
     def name(self) -> str:
@@ -219,6 +228,7 @@ def candidates(records: list[ResultRecord]) -> list[Candidate]:
         shares = [s for s in (int8_share(p) for p in profiles) if s is not None]
         least = min(shares) if shares else None
         energies = [r.energy for r in rs if r.energy is not None and r.energy.measured]
+        drifts = [r.sustained.drift_ratio for r in rs if r.sustained is not None and r.sustained.drift_ratio is not None]
         out.append(Candidate(
             capability=cap, variant=variant, threads=threads, device_name=rs[0].device_name, runs=len(rs),
             samples=int(ms.size), percentiles_ms={p: float(v) for p, v in pct.items()},
@@ -226,7 +236,7 @@ def candidates(records: list[ResultRecord]) -> list[Candidate]:
             snr_db=min(snr) if snr else None, cosine=min(cos) if cos else None,
             memory_mb=max(r.peak_rss_bytes for r in rs) / MIB, size_mb=rs[0].model_size_bytes / MIB,
             throughput_ips=float(statistics.median(tput)),
-            warnings=tuple(dict.fromkeys(w for r in rs if r.fidelity for w in r.fidelity.warnings)),
+            warnings=tuple(dict.fromkeys(w for r in rs if r.fidelity for w in r.fidelity.warnings)) + _condition_warnings(rs),
             fallback_ops=max(p.placement.fallback_ops for p in profiles) if profiles else None,
             target=profiles[0].placement.target if profiles else "",
             int8_share=least[0] if least else None, int8_by=least[1] if least else "",
@@ -234,8 +244,19 @@ def candidates(records: list[ResultRecord]) -> list[Candidate]:
             power_w=max(e.domains[0].avg_w for e in energies) if energies else None,
             no_energy=next((r.energy.why for r in rs if r.energy is not None and r.energy.why), "") or
             "no energy measured: these records come from an agent without the energy phase",
+            drift_ratio=max(drifts) if drifts else None,
         ))  # fmt: skip
     return out
+
+
+def _condition_warnings(rs: list[ResultRecord]) -> tuple[str, ...]:
+    """Records whose speed may not be the device's own: other processes busy during them, a clock that fell."""
+    out = []
+    for flag, what in (("disturbed", "disturbed by other processes' CPU use"), ("throttled", "throttled (a clock fell)")):
+        n = sum(1 for r in rs if r.conditions is not None and getattr(r.conditions, flag))
+        if n:
+            out.append(f"{n} of {len(rs)} record(s) {what}: run them again on a quiet, cool device")
+    return tuple(out)
 
 
 def _fp32_accuracy(c: Candidate, pool: list[Candidate]) -> float | None:
@@ -315,6 +336,11 @@ def judge(c: Candidate, budget: Budget, fp32_accuracy: float | None) -> Verdict:
             reasons.append(c.no_energy)
         elif value > limit:
             reasons.append(text.format(value, limit))
+    if budget.drift_ratio_max is not None:
+        if c.drift_ratio is None:
+            reasons.append(NO_SUSTAINED)
+        elif c.drift_ratio > budget.drift_ratio_max:
+            reasons.append(f"sustained p50 drift {c.drift_ratio:.3f}x > {budget.drift_ratio_max:g}x")
     return Verdict(c, budget, tuple(reasons), fp32_accuracy)
 
 

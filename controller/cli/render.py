@@ -36,7 +36,7 @@ RESULT_COLUMNS = [
     ("runtime", "left", 0), ("threads", "right", 0),
     ("p50 ms", "right", 1), ("p90 ms", "right", 6), ("inf/s", "right", 7), ("accuracy", "right", 3),
     ("fidelity", "right", 4), ("cosine", "right", 0), ("samples", "right", 0), ("KiB", "right", 5),
-    ("mJ/inf", "right", 0), ("valid", "left", 2),
+    ("mJ/inf", "right", 0), ("drift", "right", 0), ("valid", "left", 2),
 ]  # fmt: skip
 
 
@@ -83,6 +83,7 @@ def results_table(records: list[ResultRecord], title: str = "Results", wide: boo
             "accuracy": accuracy, "fidelity": fid,
             "cosine": "-" if r.fidelity is None else f"{r.fidelity.mean_cosine:.6f}", "samples": f"{r.stats.count:,}",
             "KiB": f"{r.model_size_bytes / 1024:,.1f}", "valid": valid, "mJ/inf": _energy_cell(r),
+            "drift": _drift_cell(r),
         })  # fmt: skip
 
     def need(col: str) -> int:  # the column's width with its padding and border
@@ -92,7 +93,9 @@ def results_table(records: list[ResultRecord], title: str = "Results", wide: boo
 
     columns = RESULT_COLUMNS
     if len({r.settings.threads for r in records}) > 1:  # rows that differ only in threads must say so
-        columns = [(c, j, 1) if c == "threads" else (c, j, p) for c, j, p in RESULT_COLUMNS]
+        columns = [(c, j, 1) if c == "threads" else (c, j, p) for c, j, p in columns]
+    if any(r.sustained is not None for r in records):  # sustained runs: their drift is what was asked for
+        columns = [(c, j, 3) if c == "drift" else (c, j, p) for c, j, p in columns]
     shown = [c for c in columns if wide or c[2] > 0]
     if not wide and width:
         while sum(need(c[0]) for c in shown) + 1 > width and len(shown) > 4:
@@ -119,13 +122,27 @@ def conditions_notes(r: ResultRecord) -> list[str]:
     c = r.conditions
     if c is None:
         return []
-    out = []
+    out = [f"waited before the job: {w.why}" for w in c.waits if not w.done]  # a wait that stopped at its limit
     if c.disturbed:
         out.append(f"disturbed: other processes used {c.other_cpu_cores:.2f} cores during the job "
                    f"(limit {c.disturbance_max_cores:g})")  # fmt: skip
     if c.throttled:
         out.append(f"throttled: {c.throttle_why}")
     return out
+
+
+#: A drift further than this from 1 is drawn in yellow.
+DRIFT_NOTABLE = 0.10
+
+
+def _drift_cell(r: ResultRecord) -> str:
+    """A sustained run's last-window p50 over its first, with how long it ran, or "-"."""
+    s = r.sustained
+    if s is None or s.drift_ratio is None:
+        return "-"
+    text = f"{s.drift_ratio:.2f}x / {s.seconds / 60:.0f} min" if s.seconds >= 120 else f"{s.drift_ratio:.2f}x / {s.seconds:.0f} s"
+    return f"[yellow]{text}[/]" if abs(s.drift_ratio - 1) > DRIFT_NOTABLE else text
+
 
 
 def _energy_cell(r: ResultRecord) -> str:
@@ -219,7 +236,8 @@ CSV_COLUMNS = ["job_id", "attempt", "model_name", "model_id", "variant", "capabi
                "fidelity_max_abs_error", "fidelity_worst_output", "fidelity_warnings", "precision", "model_size_bytes", "peak_rss_bytes",
                "loadgen_scenario", "loadgen_verdict", "fallback_ops", "partitions", "int8_share", "int8_by",
                "energy_mj_per_inference", "energy_avg_w", "energy_peak_w", "energy_domain", "energy_why",
-               "disturbed", "other_cpu_cores", "throttled", "cpu_affinity", "finished_at"]  # fmt: skip
+               "throughput_mj_per_inference", "disturbed", "other_cpu_cores", "throttled", "cpu_affinity",
+               "cooldown_s", "quiet_wait_s", "sustained_s", "drift_ratio", "finished_at"]  # fmt: skip
 
 
 def write_csv(records, out) -> None:

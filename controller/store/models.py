@@ -90,6 +90,8 @@ class Result(Base):
     #: Other processes' CPU time passed the job's limit; a clock fell during it (None: not recorded).
     disturbed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     throttled: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    #: A sustained run's last window's p50 over its first (issue 19, 0012); None when not sustained.
+    drift_ratio: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 # Attempt fencing: at most one current (not superseded) record per job.

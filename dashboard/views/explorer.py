@@ -1,5 +1,6 @@
 """Explorer: filter the records; latency against accuracy or fidelity with the Pareto front, latency
-distributions from the raw samples, size against latency, throughput against threads, what the accuracy-keeping
+distributions from the raw samples, size against latency, throughput against threads, energy against latency,
+sustained runs' latency over time, disturbed and throttled runs marked, what the accuracy-keeping
 int8 variants kept in float with the per-layer quantization report beside their fidelity, and the table."""
 
 import streamlit as st
@@ -51,6 +52,12 @@ with ui.page("Explorer", "Each point is the mean over the runs of one model × v
         st.plotly_chart(charts.energy_vs_latency(groups), key="explorer-energy")
         st.caption("Millijoules per inference over the latency phase, from each device's own sensor (RAPL, hwmon "
                    "rails, NVML); devices without one are left out, never estimated.")  # fmt: skip
+    runs = ui.query("sustained", f)
+    if not runs.empty:
+        st.subheader("Sustained runs: latency over time")
+        st.plotly_chart(charts.sustained(runs), key="explorer-sustained")
+        st.caption("Each point is one window's p50 (`sustained_s` runs the latency loop for minutes); drift is the "
+                   "last window's p50 over the first's. Below: the hottest thermal zone as each window closed.")  # fmt: skip
     marked = groups[(groups["disturbed_runs"] > 0) | (groups["throttled_runs"] > 0)]
     if not marked.empty:
         st.warning(f"{int(marked['disturbed_runs'].sum())} run(s) were disturbed (other processes' CPU time past the "
