@@ -3,6 +3,10 @@ processes' CPU time during the job (disturbance), and the CPU affinity the bench
 
 - temperatures: ``/sys/class/thermal/thermal_zone*/temp`` (m°C, named by ``type``);
 - clocks: ``/sys/devices/system/cpu/cpu*/cpufreq/scaling_cur_freq`` (kHz) and the governor;
+- the platform's throttle counters: ``/sys/devices/system/cpu/cpu*/thermal_throttle/{core,package}_throttle_count``
+  (Intel), which rise each time the hardware throttled;
+- NVIDIA GPUs through NVML (``nvidia-ml-py``, where a driver answers): temperature, SM clock, and the clock event
+  reasons that mean throttling (thermal or power slowdown, power cap);
 - disturbance: the utime + stime (``/proc/<pid>/stat``) of every process that is not this one or one of its
   ancestors (the agent that started it), over the job's wall time, in cores;
 - affinity: ``settings.cpu_affinity`` ("0", "0-3", "0,2") applied with ``os.sched_setaffinity`` and read
@@ -10,7 +14,7 @@ processes' CPU time during the job (disturbance), and the CPU affinity the bench
 
 The sysfs roots are settings (``FLEETBENCH_THERMAL_ROOT``, ``FLEETBENCH_CPUFREQ_ROOT``), so tests read
 recorded trees through this code. A clock that fell by more than :data:`THROTTLE_FALL` between the start and
-the end of the job marks the record throttled.
+the end of the job, a throttle counter that rose, or a throttle reason NVML reports mark the record throttled.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ def thermal_state():
         if raw and raw.lstrip("-").isdigit():
             temps[f"{kind} ({zone.name})"] = int(raw) / 1000
     mhz: dict[str, float] = {}
+    counts: dict[str, int] = {}
     governors: set[str] = set()
     croot = Path(os.environ.get(CPUFREQ_ENV) or CPUFREQ)
     for cpu in sorted(croot.glob("cpu[0-9]*")) if croot.is_dir() else []:
@@ -53,17 +58,71 @@ def thermal_state():
         gov = _read(cpu / "cpufreq" / "scaling_governor")
         if gov:
             governors.add(gov)
-    return ThermalState(temps_c=temps, cpu_mhz=mhz, governor=",".join(sorted(governors)))
+        for kind in ("core", "package"):
+            raw = _read(cpu / "thermal_throttle" / f"{kind}_throttle_count")
+            if raw and raw.isdigit():
+                counts[f"{cpu.name} {kind}"] = int(raw)
+    gpu_temps, gpu_mhz, flags = _gpus()
+    return ThermalState(temps_c={**temps, **gpu_temps}, cpu_mhz=mhz, governor=",".join(sorted(governors)), gpu_mhz=gpu_mhz,
+                        throttle_counts=counts, throttle_flags=flags)  # fmt: skip
+
+
+#: NVML clock event reasons that mean the GPU was slowed (not idle, not an application's own clock setting).
+NVML_THROTTLE = {"SwPowerCap": 0x4, "HwSlowdown": 0x8, "SwThermalSlowdown": 0x20, "HwThermalSlowdown": 0x40,
+                 "HwPowerBrakeSlowdown": 0x80}  # fmt: skip
+_nvml_handle: list = []  # [pynvml or None], once per process
+
+
+def _nvml():
+    if not _nvml_handle:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            _nvml_handle.append(pynvml)
+        except Exception:  # noqa: BLE001 - not installed, no driver: no GPU state (agent/energy.py says why)
+            _nvml_handle.append(None)
+    return _nvml_handle[0]
+
+
+def _gpus() -> tuple[dict[str, float], dict[str, float], tuple[str, ...]]:
+    """Each NVIDIA GPU's temperature (°C), SM clock (MHz) and active throttle reasons; empty without NVML."""
+    n = _nvml()
+    temps, mhz, flags = {}, {}, []
+    if n is None:
+        return temps, mhz, ()
+    try:
+        for i in range(n.nvmlDeviceGetCount()):
+            h = n.nvmlDeviceGetHandleByIndex(i)
+            temps[f"GPU {i} (nvml)"] = float(n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU))
+            mhz[f"GPU {i}"] = float(n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM))
+            reasons = getattr(n, "nvmlDeviceGetCurrentClocksEventReasons", None) or n.nvmlDeviceGetCurrentClocksThrottleReasons
+            bits = int(reasons(h))
+            flags += [f"GPU {i} {name}" for name, bit in NVML_THROTTLE.items() if bits & bit]
+    except Exception:  # noqa: BLE001 - a GPU that stops answering leaves what was read
+        pass
+    return temps, mhz, tuple(flags)
 
 
 def throttled(before, after) -> str:
-    """Why the record counts as throttled (a clock fell during the job), or ""."""
-    fell = [(cpu, b, after.cpu_mhz[cpu]) for cpu, b in before.cpu_mhz.items()
-            if cpu in after.cpu_mhz and b > 0 and after.cpu_mhz[cpu] < b * (1 - THROTTLE_FALL)]  # fmt: skip
-    if not fell:
-        return ""
-    cpu, b, a = max(fell, key=lambda f: (f[1] - f[2]) / f[1])
-    return f"{cpu} fell from {b:,.0f} to {a:,.0f} MHz during the job ({len(fell)} core(s) fell by more than {THROTTLE_FALL:.0%})"
+    """Why the record counts as throttled, or "": a CPU or GPU clock fell during the job, a throttle counter rose,
+    or NVML says a GPU is slowed."""
+    why = []
+    for clocks, what in (("cpu_mhz", "core(s)"), ("gpu_mhz", "GPU(s)")):
+        b_, a_ = getattr(before, clocks), getattr(after, clocks)
+        fell = [(k, b, a_[k]) for k, b in b_.items() if k in a_ and b > 0 and a_[k] < b * (1 - THROTTLE_FALL)]
+        if fell:
+            k, b, a = max(fell, key=lambda f: (f[1] - f[2]) / f[1])
+            why.append(f"{k} fell from {b:,.0f} to {a:,.0f} MHz during the job ({len(fell)} {what} fell by more than "
+                       f"{THROTTLE_FALL:.0%})")  # fmt: skip
+    rose = {k: after.throttle_counts[k] - n for k, n in before.throttle_counts.items() if after.throttle_counts.get(k, n) > n}
+    if rose:
+        k = max(rose, key=rose.get)
+        why.append(f"{k} throttle count rose by {rose[k]:,} during the job ({len(rose)} counter(s) rose)")
+    flags = list(dict.fromkeys(before.throttle_flags + after.throttle_flags))
+    if flags:
+        why.append("NVML reports " + ", ".join(flags))
+    return "; ".join(why)
 
 
 def _ancestors() -> set[int]:

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The litert:gpu check, as run on a lent NVIDIA H100 machine (Python 3.12, numpy,
 # no network, no celery): the agent's GPU probe, then bench/fidelity.py and
-# bench/litert_ab.py on MobileNetV2 fp32. Figures: docs/benchmarks.md.
+# bench/litert_ab.py on MobileNetV2 fp32, and energy per inference from NVML
+# beside latency (bench/nvml_energy.py). Figures: docs/benchmarks.md.
 #
 # Prepare here, in the repo root (ignored paths .whl/ and .gl/):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#       --platform manylinux_2_27_x86_64 -d .whl ai-edge-litert==2.3.0 backports.strenum ml_dtypes
+#       --platform manylinux_2_27_x86_64 -d .whl ai-edge-litert==2.3.0 backports.strenum ml_dtypes nvidia-ml-py
 #   pip wheel --no-deps -w .whl .
 #   fleetbench convert mobilenetv2.keras --variants tflite-fp32 ...   # copy the artifact to
 #       .whl/mobilenetv2_fp32.tflite
@@ -30,3 +31,5 @@ for n in 1000 5000; do
 done
 python3 bench/fidelity.py litert $M --capability litert:cpu --threads 16 --rounds 2 --iterations 300 --out "$OUT" 2>>"$OUT/stderr.txt"
 python3 bench/litert_ab.py $M --accelerator gpu --blocks 8 --per-block 2000 2>>"$OUT/stderr.txt" | tee "$OUT/ab.txt"
+# Energy per inference from NVML (total energy where the GPU has it, else sampled power), litert:gpu beside litert:cpu
+python3 bench/nvml_energy.py $M --rounds 3 --min-duration 5 --out "$OUT" 2>>"$OUT/stderr.txt" | tee "$OUT/nvml_energy.md"

@@ -729,6 +729,12 @@ class ThermalState(_Contract):
     temps_c: dict[str, float] = field(default_factory=dict)
     cpu_mhz: dict[str, float] = field(default_factory=dict)
     governor: str = ""
+    #: GPU clocks (MHz, the SM clock by GPU, from NVML); GPU temperatures are in ``temps_c``.
+    gpu_mhz: dict[str, float] = field(default_factory=dict)
+    #: The platform's throttle event counters (Intel ``thermal_throttle/*_throttle_count`` by core and package).
+    throttle_counts: dict[str, int] = field(default_factory=dict)
+    #: Throttling the platform says is active now (NVML's clock event reasons, by GPU).
+    throttle_flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -753,10 +759,11 @@ class DeviceConditions(_Contract):
         """What no real device reports: figures that are not finite or are negative, or more zones and cores
         than any device has."""
         values = [self.other_cpu_cores, self.disturbance_max_cores, self.seconds,
-                  *(v for st in (self.before, self.after) for v in (*st.temps_c.values(), *st.cpu_mhz.values()))]  # fmt: skip
+                  *(v for st in (self.before, self.after) for v in (*st.temps_c.values(), *st.cpu_mhz.values(), *st.gpu_mhz.values()))]  # fmt: skip
         if any(not math.isfinite(v) for v in values) or min(self.other_cpu_cores, self.seconds, self.disturbance_max_cores) < 0:
             return ["conditions figures must be finite (and cores and seconds >= 0)"]
-        sizes = [len(st.temps_c) + len(st.cpu_mhz) for st in (self.before, self.after)] + [len(self.affinity)]
+        sizes = [len(st.temps_c) + len(st.cpu_mhz) + len(st.gpu_mhz) + len(st.throttle_counts) + len(st.throttle_flags)
+                 for st in (self.before, self.after)] + [len(self.affinity)]  # fmt: skip
         if max(sizes) > 4096 or len(self.throttle_why) > 2000 or len(self.before.governor + self.after.governor) > 2000:
             return ["more than 4096 zones, cores or affinity entries, or an overlong text"]
         if len(self.waits) > 2 or any(not math.isfinite(w.seconds) or w.seconds < 0 or len(w.why) > 2000 for w in self.waits):

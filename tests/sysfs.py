@@ -103,11 +103,18 @@ class ThermalTree:
 
     def __init__(self, thermal: Path, cpus: Path, mhz: int = 2400):
         _copy("intel-laptop/class/thermal", thermal)  # x86_pkg_temp at 52 °C, acpitz at 41 °C
-        _copy("intel-laptop/devices/system/cpu", cpus)  # the powersave governor
+        _copy("intel-laptop/devices/system/cpu", cpus)  # the powersave governor, throttle counts 17 (core), 3 (package)
         self.thermal, self.cpus = thermal, cpus
         for c in (0, 1):
             self.set_mhz(c, mhz)
         (cpus / "cpuidle").mkdir(exist_ok=True)  # not a core
+
+    def throttle(self, cpu: int, times: int = 1) -> None:
+        """The hardware throttled core ``cpu`` ``times`` more times (its ``core_throttle_count`` rises)."""
+        path = self.cpus / f"cpu{cpu}" / "thermal_throttle" / "core_throttle_count"
+        tmp = path.with_name("core_throttle_count.new")
+        tmp.write_text(f"{int(path.read_text()) + times}\n")
+        os.replace(tmp, path)
 
     def set_temp(self, zone: int, celsius: float) -> None:
         path = self.thermal / f"thermal_zone{zone}" / "temp"

@@ -74,7 +74,14 @@ def test_the_agent_role_on_localhost(tmp_path):
         "fleetbench_agent_token": "agent-token-x",
         "fleetbench_agent_id": agent_id,
         "fleetbench_agent_openvino_devices": ["AUTO:CPU"],
+        # the RAPL rule goes to a folder of the test's (no udev, no root helper here)
+        "fleetbench_agent_udev_rules_dir": str(tmp_path / "udev"),
+        "fleetbench_agent_udev_reload": False,
+        "fleetbench_agent_system_become": False,
+        "fleetbench_agent_energy_group": "fleetlab",
+        "fleetbench_agent_cooldown_within_c": 3,
     }
+    (tmp_path / "udev").mkdir()
     (tmp_path / "vars.json").write_text(json.dumps(extra))
     cmd = [str(BIN / "ansible-playbook"), "-i", str(inv), "playbook-agents.yml", "-e", f"@{tmp_path / 'vars.json'}"]
     d = Dispatcher(broker.url)
@@ -86,6 +93,9 @@ def test_the_agent_role_on_localhost(tmp_path):
         assert cfg["broker"] == broker.url_on("127.0.0.2") and cfg["agent_id"] == agent_id
         assert cfg["token"] == "agent-token-x" and cfg["openvino_devices"] == ["AUTO:CPU"]
         assert oct((prefix / "agent.json").stat().st_mode & 0o777) == "0o600"  # it holds the password and the token
+        assert cfg["cooldown_within_c"] == 3.0 and cfg["on_disturbance"] == "record"
+        rule = (tmp_path / "udev" / "98-fleetbench-rapl.rules").read_text()
+        assert 'SUBSYSTEM=="powercap"' in rule and "chgrp fleetlab /sys%p/energy_uj" in rule and "chmod 0440" in rule
         # the installed agent, as the systemd unit would run it, registers with the controller
         agent = subprocess.Popen([str(prefix / "venv" / "bin" / "fleetbench-agent"), "--config", str(prefix / "agent.json")],
                                  stdout=open(tmp_path / "agent.log", "wb"), stderr=subprocess.STDOUT)  # fmt: skip

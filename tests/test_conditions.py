@@ -79,6 +79,26 @@ def test_thermal_state_and_a_clock_that_falls_mid_job(tmp_path, tiny_model, monk
         timer.cancel()
     assert hot.throttled and hot.after.cpu_mhz["cpu1"] == 1200.0
     assert hot.throttle_why.startswith("cpu1 fell from 2,400 to 1,200 MHz during the job")
+    assert steady.before.throttle_counts == {"cpu0 core": 17, "cpu0 package": 3, "cpu1 core": 17, "cpu1 package": 3}
+    tree.set_mhz(1, 2400)
+    timer = threading.Timer(0.5, lambda: tree.throttle(0, 5))  # the clock holds, but the hardware says it throttled
+    timer.start()
+    try:
+        counted = _job(tmp_path, tiny_model).record.conditions
+    finally:
+        timer.cancel()
+    assert counted.throttled and counted.throttle_why == "cpu0 core throttle count rose by 5 during the job (1 counter(s) rose)"
+
+
+def test_gpu_clocks_and_nvml_throttle_reasons_mark_a_record_throttled():
+    from agent.conditions import throttled
+    from protocol import ThermalState
+
+    cool = ThermalState(temps_c={"GPU 0 (nvml)": 40.0}, gpu_mhz={"GPU 0": 1980.0})
+    assert throttled(cool, cool) == ""
+    slowed = ThermalState(temps_c={"GPU 0 (nvml)": 88.0}, gpu_mhz={"GPU 0": 1410.0}, throttle_flags=("GPU 0 SwThermalSlowdown",))
+    assert throttled(cool, slowed) == ("GPU 0 fell from 1,980 to 1,410 MHz during the job (1 GPU(s) fell by more than 10%); "
+                                       "NVML reports GPU 0 SwThermalSlowdown")  # fmt: skip
 
 
 def test_bad_affinity_settings_are_refused_before_a_job_is_sent():
@@ -223,3 +243,14 @@ def test_disturbed_and_throttled_records_are_counted_in_readiness_and_marked_in_
     table = results_table([_sustained(golden_record, 1.3)], width=120)
     assert "drift" in [col.header for col in table.columns]  # shown at 120 columns for a sustained run
     assert "drift" not in [col.header for col in results_table([golden_record], width=200).columns]
+
+
+def test_the_example_sustained_sweep_parses_into_sustained_settings():
+    from pathlib import Path
+
+    from controller.sweeps.spec import parse_spec
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    spec = parse_spec((examples / "demo-sustained-sweep.yaml").read_text(), base_dir=examples)
+    assert spec.name == "demo-sustained"
+    assert [(s.sustained_s, s.window_s(), s.cpu_affinity) for s in spec.settings] == [(30.0, 5.0, "0")]
