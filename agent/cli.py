@@ -98,7 +98,11 @@ def _main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    unsafe = check_visibility_timeout(config.visibility_timeout_s, config.job_time_limit_s + prejob.max_wait_s)
+    unsafe = check_visibility_timeout(config.visibility_timeout_s, config.job_time_limit_s)
+    if not unsafe and prejob.active and config.visibility_timeout_s <= config.job_time_limit_s + prejob.max_wait_s:
+        unsafe = (f"the broker's visibility timeout ({config.visibility_timeout_s:g} s) must be longer than the job time "
+                  f"limit ({config.job_time_limit_s:g} s) plus the waits before a job (up to {prejob.max_wait_s:g} s: "
+                  "cooldown_s, quiet_wait_s): raise visibility_timeout_s or shorten the waits")  # fmt: skip
     if unsafe:
         print(f"error: {unsafe}", file=sys.stderr)
         return 2

@@ -58,10 +58,12 @@ def thermal_state():
         gov = _read(cpu / "cpufreq" / "scaling_governor")
         if gov:
             governors.add(gov)
-        for kind in ("core", "package"):
-            raw = _read(cpu / "thermal_throttle" / f"{kind}_throttle_count")
-            if raw and raw.isdigit():
-                counts[f"{cpu.name} {kind}"] = int(raw)
+        raw = _read(cpu / "thermal_throttle" / "core_throttle_count")
+        if raw and raw.isdigit():
+            counts[f"{cpu.name} core"] = int(raw)
+        raw = _read(cpu / "thermal_throttle" / "package_throttle_count")  # every core of a package shows its count
+        if raw and raw.isdigit():
+            counts[f"package {_read(cpu / 'topology' / 'physical_package_id') or 0}"] = int(raw)
     gpu_temps, gpu_mhz, flags = _gpus()
     return ThermalState(temps_c={**temps, **gpu_temps}, cpu_mhz=mhz, governor=",".join(sorted(governors)), gpu_mhz=gpu_mhz,
                         throttle_counts=counts, throttle_flags=flags)  # fmt: skip
@@ -136,10 +138,12 @@ def _ancestors() -> set[int]:
     return pids
 
 
-def other_cpu_seconds(mine: set[int] | None = None) -> float:
-    """CPU seconds (user + system) used so far by every process but ``mine`` (default: this one and its ancestors)."""
+def other_cpu_seconds(mine: set[int] | None = None, descendants_of: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by every process but ``mine`` (default: this one and its ancestors)
+    and, with ``descendants_of``, that process's children and theirs (an agent's fork server and the benchmark
+    child it is still reaping)."""
     mine = _ancestors() if mine is None else mine
-    total = 0
+    times: dict[int, tuple[int, int]] = {}  # pid -> (parent, ticks)
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) in mine:
             continue
@@ -148,10 +152,17 @@ def other_cpu_seconds(mine: set[int] | None = None) -> float:
             continue
         fields = stat.rsplit(")", 1)[1].split()
         try:
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the line)
+            times[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid; utime + stime
         except (IndexError, ValueError):
             continue
-    return total / _TICKS
+    if descendants_of is not None:
+        ours, grew = {descendants_of}, True
+        while grew:
+            new = {pid for pid, (parent, _) in times.items() if parent in ours and pid not in ours}
+            ours |= new
+            grew = bool(new)
+        times = {pid: v for pid, v in times.items() if pid not in ours}
+    return sum(ticks for _, ticks in times.values()) / _TICKS
 
 
 class Watch:
@@ -218,6 +229,10 @@ def sustained_record(samples_ns, m, readings: list, window_s: float):
 ON_DISTURBANCE = ("record", "wait", "refuse")
 
 
+#: How many idle readings per zone the cooldown's baseline is the coolest of.
+IDLE_READINGS = 20
+
+
 class DeviceBusy(Exception):
     """The device was busy before the job and the agent's ``on_disturbance`` is ``refuse``."""
 
@@ -244,6 +259,7 @@ class PreJob:
         self.sleep, self.clock = sleep, clock
         self.mine = _ancestors()
         self.baseline: dict[str, float] = {}
+        self._idle: dict[str, list[float]] = {}
         self._note(thermal_state().temps_c)
 
     @property
@@ -257,8 +273,17 @@ class PreJob:
         return self.cooldown_s + quiet
 
     def _note(self, temps: dict[str, float]) -> None:
+        """Each zone's baseline: ``idle_c``, else its coolest of the last :data:`IDLE_READINGS` readings taken
+        idle (at the start, and as each cooldown ends), so a room that warms moves it up again; a reading no
+        sensor gives (below -40 or above 150 °C) is a glitch, not a baseline."""
         for zone, c in temps.items():
-            self.baseline[zone] = min(c, self.baseline.get(zone, c)) if self.idle_c is None else self.idle_c
+            if self.idle_c is not None:
+                self.baseline[zone] = self.idle_c
+            elif -40.0 <= c <= 150.0:
+                recent = self._idle.setdefault(zone, [])
+                recent.append(c)
+                del recent[:-IDLE_READINGS]
+                self.baseline[zone] = min(recent)
 
     def _hot(self, temps: dict[str, float]) -> tuple[str, float, float] | None:
         """The zone furthest above its baseline by more than ``within_c``: (zone, °C, baseline), or None."""
@@ -280,8 +305,11 @@ class PreJob:
         while (hot := self._hot(temps)) and self.clock() - t0 < self.cooldown_s:
             self.sleep(min(1.0, max(0.0, self.cooldown_s - (self.clock() - t0))))
             temps = thermal_state().temps_c
-        self._note(temps)
         seconds = self.clock() - t0
+        if not temps:
+            return Wait(kind="cooldown", seconds=seconds, done=False,
+                        why=f"the thermal zones stopped answering after {seconds:.0f} s; ran without the cooldown")  # fmt: skip
+        self._note(temps)
         if hot:
             zone, c, idle = hot
             return Wait(kind="cooldown", seconds=seconds, done=False, why=f"gave up after {seconds:.0f} s: {zone} at "
@@ -292,9 +320,10 @@ class PreJob:
 
     def _busy(self) -> float:
         """Other processes' CPU use over one probe, in cores."""
-        cpu0, t0 = other_cpu_seconds(self.mine), self.clock()
+        agent = os.getpid()
+        cpu0, t0 = other_cpu_seconds(self.mine, agent), self.clock()
         self.sleep(self.probe_s)
-        return max(0.0, other_cpu_seconds(self.mine) - cpu0) / max(1e-9, self.clock() - t0)
+        return max(0.0, other_cpu_seconds(self.mine, agent) - cpu0) / max(1e-9, self.clock() - t0)
 
     def quiet(self, max_cores: float):
         from protocol import Wait

@@ -80,6 +80,8 @@ def measure_latency(
     max_ns = max(int(settings.max_duration_s * 1e9), sustained_ns)
     window_ns = int(settings.window_s() * 1e9) if sustained_ns else 0
     next_window = window_ns or max_ns + 1  # never reached outside sustained mode: the loop stops at max_ns
+    # the windows that fit in sustained_s (a sample past it, while min_iterations is still unmet, joins the last)
+    most = settings.windows() - 1
     boundaries: list[tuple[int, int]] = []
     samples: list[int] = []
     append = samples.append
@@ -100,7 +102,7 @@ def measure_latency(
         if elapsed >= max_ns:
             reason = STOP_MAX_DURATION
             break
-        if elapsed >= next_window:
+        if elapsed >= next_window and len(boundaries) < most:
             boundaries.append((n, elapsed))
             while next_window <= elapsed:  # an inference longer than a window: the empty ones are skipped
                 next_window += window_ns

@@ -31,13 +31,18 @@ def main() -> None:
     ap.add_argument("--min-duration", type=float, default=5.0, help="seconds of the latency phase (energy window)")
     ap.add_argument("--out", type=Path, default=Path("."))
     args = ap.parse_args()
+    import os
+
+    from agent.artifacts import FILE_ROOTS_ENV
+
+    os.environ[FILE_ROOTS_ENV] = str(args.model.resolve().parent)  # the benchmark child reads the file in place
     ref = ArtifactRef(sha256=sha256_file(args.model), uri=args.model.resolve().as_uri(),
                       size_bytes=args.model.stat().st_size, filename=args.model.name)  # fmt: skip
     settings = BenchmarkSettings(threads=1, warmup_iterations=50, min_iterations=500, min_duration_s=args.min_duration,
                                  timeout_s=600, throughput_requests=0)  # fmt: skip
     print("| capability | round | p50 ms | mJ/inf | avg W | peak W | domain (source) | intervals | why not valid |")
     print("|---|---|---|---|---|---|---|---|---|")
-    records = []
+    records, failed = [], False
     for cap in args.capabilities.split(","):
         for i in range(args.rounds):
             spec = JobSpec(job_id=new_job_id(), model_id=ref.sha256, model_name=args.model.stem, variant="as-given",
@@ -45,6 +50,7 @@ def main() -> None:
             outcome = run_job(spec.to_dict(), "nvml-bench")
             if not outcome.ok:
                 print(f"| {cap} | {i + 1} | - | - | - | - | - | - | {outcome.error_kind}: {outcome.error} |", flush=True)
+                failed = True
                 break
             r = outcome.record
             e = r.energy
@@ -56,6 +62,8 @@ def main() -> None:
             records.append(r.to_dict(samples="omit"))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "nvml_energy.json").write_text(json.dumps(records, indent=1))
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -579,16 +579,18 @@ def sustained(engine: Engine, f: Filters, limit: int = SUSTAINED_RECORDS) -> pd.
     JSON is read."""
     cols = (Result.job_id, Result.model_name, Result.variant, Result.capability, Result.device_name, Result.threads,
             Result.drift_ratio, Result.finished_at)  # fmt: skip
-    stmt = f.where(select(*cols, Result.record).where(Result.drift_ratio.is_not(None)))
-    df = _frame(engine, stmt.order_by(Result.finished_at.desc(), Result.id.desc()).limit(limit * 20))
+    stmt = f.where(select(Result.id, *cols).where(Result.drift_ratio.is_not(None)))
+    df = _frame(engine, stmt.order_by(Result.finished_at.desc(), Result.id.desc()))  # no JSON: a few columns a row
     columns = [c.key for c in cols] + ["run", "window", "minute", "p50_ms", "p99_ms", "hottest_c", "cpu_mhz"]
     if df.empty:
         return pd.DataFrame(columns=columns)
     df = df.drop_duplicates(["model_name", "variant", "capability", "device_name", "threads"]).head(limit)
+    records = dict(_frame(engine, select(Result.id, Result.record).where(Result.id.in_([int(i) for i in df["id"]]))).itertuples(index=False))
     rows = []
     for run in df.itertuples(index=False):
-        record = run.record if isinstance(run.record, dict) else json.loads(run.record)
-        label = f"{run.model_name} · {run.variant} · {run.device_name}" + (f" · {run.threads} threads" if run.threads != 1 else "")
+        record = records[run.id] if isinstance(records[run.id], dict) else json.loads(records[run.id])
+        label = f"{run.model_name} · {run.variant} · {run.capability} · {run.device_name}" + (
+            f" · {run.threads} threads" if run.threads != 1 else "")
         for i, w in enumerate((record.get("sustained") or {}).get("windows", [])):
             rows.append({**{c: getattr(run, c) for c in columns[:8]}, "run": label, "window": i + 1,
                          "minute": w["start_s"] / 60, "p50_ms": w["p50_ms"], "p99_ms": w["p99_ms"],

@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from protocol.samples import Samples, SamplesError
+from protocol.samples import MAX_SAMPLES, Samples, SamplesError
 from protocol.stats import Summary, summarize_ns, window_percentiles
 
 SCHEMA_VERSION = 1
@@ -353,6 +353,8 @@ class BenchmarkSettings(_Contract):
             out.append("min_duration_s must be >= 0")
         if self.max_iterations < self.min_iterations:
             out.append("max_iterations must be >= min_iterations")
+        if self.max_iterations > MAX_SAMPLES:
+            out.append(f"max_iterations must be at most {MAX_SAMPLES:,} (the most samples a record holds)")
         if self.max_duration_s < self.min_duration_s:
             out.append("max_duration_s must be >= min_duration_s")
         if self.timeout_s <= 0:
@@ -385,7 +387,7 @@ class BenchmarkSettings(_Contract):
             return []
         if not 0 < self.sustained_s <= MAX_SUSTAINED_S or self.sustained_window_s < 0:
             return [f"sustained_s must be between 0 and {MAX_SUSTAINED_S:g} s (and sustained_window_s >= 0)"]
-        if self.window_s() * MAX_WINDOWS < self.sustained_s:
+        if self.windows() > MAX_WINDOWS:
             return [f"sustained_window_s={self.sustained_window_s:g} makes more than {MAX_WINDOWS} windows; raise it"]
         if self.timeout_s <= self.sustained_s:
             return [f"timeout_s={self.timeout_s:g} must be above sustained_s={self.sustained_s:g}: raise timeout_s "
@@ -395,6 +397,10 @@ class BenchmarkSettings(_Contract):
     def window_s(self) -> float:
         """The sustained mode's window: ``sustained_window_s``, or a tenth of ``sustained_s``."""
         return self.sustained_window_s or self.sustained_s / 10
+
+    def windows(self) -> int:
+        """How many windows a sustained run has: those that fit in ``sustained_s`` (a last, shorter one counts)."""
+        return max(1, math.ceil(self.sustained_s / self.window_s() - 1e-9)) if self.sustained_s else 0
 
 
 @dataclass(frozen=True)
@@ -809,6 +815,9 @@ class Sustained(_Contract):
         """Where the windows do not follow from ``samples`` (their counts and percentiles are derived from them)."""
         if len(self.windows) > MAX_WINDOWS:
             return [f"more than {MAX_WINDOWS} windows"]
+        values = [self.seconds, self.window_s, *(v for w in self.windows for v in (w.start_s, w.hottest_c, w.cpu_mhz) if v is not None)]
+        if any(not math.isfinite(v) for v in values) or min(self.seconds, self.window_s, *(w.start_s for w in self.windows)) < 0:
+            return ["sustained figures must be finite (and seconds >= 0)"]
         if sum(w.count for w in self.windows) != len(samples) or any(w.count < 1 for w in self.windows):
             return ["window counts do not add up to the samples"]
         derived = window_percentiles(samples.array, [w.count for w in self.windows])

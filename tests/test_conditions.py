@@ -79,7 +79,7 @@ def test_thermal_state_and_a_clock_that_falls_mid_job(tmp_path, tiny_model, monk
         timer.cancel()
     assert hot.throttled and hot.after.cpu_mhz["cpu1"] == 1200.0
     assert hot.throttle_why.startswith("cpu1 fell from 2,400 to 1,200 MHz during the job")
-    assert steady.before.throttle_counts == {"cpu0 core": 17, "cpu0 package": 3, "cpu1 core": 17, "cpu1 package": 3}
+    assert steady.before.throttle_counts == {"cpu0 core": 17, "cpu1 core": 17, "package 0": 3}  # one per package
     tree.set_mhz(1, 2400)
     timer = threading.Timer(0.5, lambda: tree.throttle(0, 5))  # the clock holds, but the hardware says it throttled
     timer.start()
@@ -169,6 +169,19 @@ def test_cooldown_waits_until_every_zone_is_near_its_idle_baseline(tmp_path, mon
     assert gave_up.why == "gave up after 5 s: acpitz (thermal_zone1) at 60.0 °C, more than 3 °C above its idle 41.0 °C"
 
 
+def test_the_idle_baseline_follows_recent_idle_readings_and_ignores_glitches(tmp_path, monkeypatch):
+    from agent.conditions import IDLE_READINGS, PreJob
+
+    monkeypatch.setenv("FLEETBENCH_THERMAL_ROOT", str(tmp_path / "none"))
+    prejob = PreJob(cooldown_within_c=3)
+    prejob._note({"zone": 40.0})
+    prejob._note({"zone": -273.0})  # a sensor glitch
+    assert prejob.baseline["zone"] == 40.0
+    for _ in range(IDLE_READINGS):  # the room warmed: the old 40 °C falls out of the window
+        prejob._note({"zone": 45.0})
+    assert prejob.baseline["zone"] == 45.0
+
+
 def test_a_flat_cooldown_is_waited_and_recorded_on_the_job(tmp_path, tiny_model):
     from agent.conditions import PreJob
 
@@ -178,21 +191,47 @@ def test_a_flat_cooldown_is_waited_and_recorded_on_the_job(tmp_path, tiny_model)
     assert wait.kind == "cooldown" and wait.done and wait.seconds >= 0.3 and wait.why == "waited 0.3 s (cooldown_s)"
 
 
-def test_a_busy_device_is_refused_or_waited_for_as_the_agent_is_set(tmp_path, tiny_model):
-    from agent.conditions import PreJob
+def _stranger() -> int:
+    """A busy process that is not this one's descendant (its shell parent exits; init adopts it): other work."""
+    out = subprocess.run(["sh", "-c", f"{sys.executable} -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return int(out.stdout.strip())
 
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+def _kill(pid: int) -> None:
+    import contextlib
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_busy_device_is_refused_or_waited_for_as_the_agent_is_set(tmp_path, tiny_model):
+    from agent.conditions import PreJob, other_cpu_seconds
+
+    own = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # the agent's own child: not other work
+    try:
+        time.sleep(0.2)
+        alone = _job(tmp_path, tiny_model, prejob=PreJob(on_disturbance="refuse", probe_s=0.3))
+        assert alone.ok, alone.error
+        mine = {os.getpid()}
+        a, b = other_cpu_seconds(mine), other_cpu_seconds(mine, os.getpid())
+        time.sleep(0.5)
+        assert other_cpu_seconds(mine) - a >= 0.3 and other_cpu_seconds(mine, os.getpid()) - b < 0.2
+    finally:
+        own.kill()
+        own.wait()
+    busy = _stranger()
     try:
         time.sleep(0.2)
         refused = _job(tmp_path, tiny_model, prejob=PreJob(on_disturbance="refuse", probe_s=0.3))
         assert not refused.ok and refused.error_kind == ErrorKind.DEVICE_BUSY.value and ErrorKind.DEVICE_BUSY.retryable
         assert refused.error.startswith("device busy: other processes used ") and "on_disturbance=refuse" in refused.error
-        threading.Timer(1.0, busy.kill).start()  # the other work ends while the agent waits
+        threading.Timer(1.0, _kill, (busy,)).start()  # the other work ends while the agent waits
         waited = _job(tmp_path, tiny_model, prejob=PreJob(on_disturbance="wait", probe_s=0.3, quiet_wait_s=30),
                       disturbance_max_cores=0.5)  # fmt: skip
     finally:
-        busy.kill()
-        busy.wait()
+        _kill(busy)
     assert waited.ok, waited.error
     (wait,) = waited.record.conditions.waits
     assert wait.kind == "quiet" and wait.done and 0.8 <= wait.seconds < 30, wait

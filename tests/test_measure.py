@@ -119,3 +119,29 @@ def test_runtime_latency_replaces_the_clock_but_not_the_window():
                         runtime_latency_ns=lambda: next(reported))  # fmt: skip
     assert len(m.samples_ns) == 25  # the 0.05 s window is still measured by the clock (25 x 2 ms)
     assert m.samples_ns[:3] == [1000, 1001, 1002]
+
+
+@pytest.mark.parametrize("cost_ms, kw, boundaries", [
+    # 1 s in windows of 0.25 s: three boundaries, at the first sample past each quarter
+    (10, dict(sustained_s=1.0, sustained_window_s=0.25), [(25, 250 * MS), (50, 500 * MS), (75, 750 * MS)]),
+    # min_iterations keeps it running to 3 s: the samples past 1 s join the last window, no more are cut
+    (10, dict(sustained_s=1.0, sustained_window_s=0.25, min_iterations=300), [(25, 250 * MS), (50, 500 * MS), (75, 750 * MS)]),
+    # an inference longer than a window: the windows it spans are skipped, never empty
+    (300, dict(sustained_s=1.0, sustained_window_s=0.25, min_iterations=1), [(1, 300 * MS), (2, 600 * MS), (3, 900 * MS)]),
+    # a window that does not divide the run: the last, shorter one counts (0.4 + 0.4 + 0.2)
+    (100, dict(sustained_s=1.0, sustained_window_s=0.4), [(4, 400 * MS), (8, 800 * MS)]),
+])  # fmt: skip
+def test_sustained_mode_cuts_windows_only_within_sustained_s(cost_ms, kw, boundaries):
+    w = FakeWorkload(cost_ms * MS)
+    s = settings(**kw)
+    readings = []
+    m = measure_latency(w.run, s, clock=w.clock, on_window=lambda: readings.append(w.now))
+    assert m.stop_reason == STOP_MET and m.elapsed_ns >= 1000 * MS
+    assert list(m.boundaries) == boundaries and len(readings) == len(boundaries) <= s.windows() - 1
+
+
+def test_sustained_settings_bound_the_windows_and_the_samples():
+    assert BenchmarkSettings(sustained_s=1.0, sustained_window_s=0.4).windows() == 3
+    assert BenchmarkSettings(sustained_s=0.9, sustained_window_s=0.3).windows() == 3  # 0.9 / 0.3 is 3.0000000000000004
+    assert BenchmarkSettings(sustained_s=600).windows() == 10 and BenchmarkSettings().windows() == 0
+    assert "max_iterations must be at most 10,000,000" in BenchmarkSettings(max_iterations=10_000_001).problems()[0]

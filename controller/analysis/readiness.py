@@ -252,7 +252,7 @@ def candidates(records: list[ResultRecord]) -> list[Candidate]:
 def _condition_warnings(rs: list[ResultRecord]) -> tuple[str, ...]:
     """Records whose speed may not be the device's own: other processes busy during them, a clock that fell."""
     out = []
-    for flag, what in (("disturbed", "disturbed by other processes' CPU use"), ("throttled", "throttled (a clock fell)")):
+    for flag, what in (("disturbed", "disturbed by other processes' CPU use"), ("throttled", "throttled (a clock fell or the platform reported throttling)")):
         n = sum(1 for r in rs if r.conditions is not None and getattr(r.conditions, flag))
         if n:
             out.append(f"{n} of {len(rs)} record(s) {what}: run them again on a quiet, cool device")

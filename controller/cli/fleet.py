@@ -117,12 +117,22 @@ def agent_start(
     file_root: list[str] = typer.Option([], "--file-root", help="Read file:// artifacts only under this folder "
                                         "(repeatable; default: the controller's artifact store on this machine)."),  # fmt: skip
     probe: bool = typer.Option(False, "--probe", help="Print the capabilities found and exit."),
+    cooldown_s: Optional[float] = typer.Option(None, "--cooldown-s", help="Before each job, wait S seconds (or at most "
+                                               "S for --cooldown-within-c; default 300 then)."),  # fmt: skip
+    cooldown_within_c: Optional[float] = typer.Option(None, "--cooldown-within-c", help="Before each job, wait until "
+                                                      "every thermal zone is within C °C of its idle baseline."),  # fmt: skip
+    on_disturbance: Optional[str] = typer.Option(None, "--on-disturbance", help="Other processes busy before a job: "
+                                                 "record (default), wait, or refuse."),  # fmt: skip
     loglevel: str = typer.Option("INFO", help="Celery log level."),
 ) -> None:
     """Discover this machine's capabilities and serve them from the broker until stopped."""
     from agent.cli import main as agent_main
 
     argv = [f"--loglevel={loglevel}"]
+    for flag, value in (("--cooldown-s", cooldown_s), ("--cooldown-within-c", cooldown_within_c),
+                        ("--on-disturbance", on_disturbance)):  # fmt: skip
+        if value is not None:
+            argv += [flag, str(value)]
     for flag, value in (("--config", config), ("--broker", broker), ("--agent-id", agent_id)):
         if value:
             argv += [flag, value]
