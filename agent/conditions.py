@@ -243,8 +243,8 @@ class PreJob:
     target is set; then, with ``on_disturbance`` ``wait``, until other processes use at most the job's
     ``disturbance_max_cores`` over a ``probe_s`` probe (at most ``quiet_wait_s``), or ``refuse`` at once.
 
-    The idle baseline is ``idle_c`` for every zone where given, else each zone's coolest reading this agent has
-    seen (from its start, and before each job)."""
+    The idle baseline is ``idle_c`` for every zone where given, else each zone's coolest of its last
+    :data:`IDLE_READINGS` idle readings (at the agent's start, and as each cooldown ends)."""
 
     def __init__(self, cooldown_s: float = 0.0, cooldown_within_c: float = 0.0, idle_c: float | None = None,
                  on_disturbance: str = "record", quiet_wait_s: float = 60.0, probe_s: float = 1.0,

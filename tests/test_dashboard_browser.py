@@ -95,6 +95,24 @@ def _seeded(tmp_path_factory, name: str, *seeders):
     yield from _serve(url, root / "dashboard.log")
 
 
+def _open(browser, url: str, heading: str, ready: str, height: int, exact: bool = False):
+    """A page at ``url`` once ``heading`` and what ``ready`` (a JS condition) waits for are drawn and the script
+    run has finished, with no Streamlit exception or error box: (page, its heading, the page errors so far)."""
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url, wait_until="domcontentloaded")
+    found = page.get_by_role("heading", name=heading, exact=exact).first
+    found.wait_for(timeout=60_000)
+    # the heading can draw before what follows it (and before the status widget shows): wait for that too
+    page.wait_for_function(ready, timeout=60_000)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    page.wait_for_timeout(500)  # charts finish drawing
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    return page, found, errors
+
+
 @pytest.fixture(scope="module")
 def profiled_url(tmp_path_factory):
     """A dashboard on the golden profiled runs (tests/data/profile_runs.json)."""
@@ -104,16 +122,8 @@ def profiled_url(tmp_path_factory):
 
 
 def test_the_profile_page_renders_in_chromium(profiled_url, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 2200})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{profiled_url}/profile", wait_until="domcontentloaded")
-    page.get_by_role("heading", name="Profile", exact=True).first.wait_for(timeout=60_000)
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
-    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
-    page.wait_for_timeout(500)
-    assert page.locator('[data-testid="stException"]').count() == 0
-    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    page, _, errors = _open(browser, f"{profiled_url}/profile", "Profile",
+                            "document.querySelectorAll('.js-plotly-plot').length >= 2", height=2200, exact=True)  # fmt: skip
     assert page.locator('[data-testid="stMetric"]').count() >= 4 and page.locator('[data-testid="stDataFrame"]').count() >= 2
     for heading in ("Placement and precision coverage", "Time by op type", "Slowest nodes"):
         assert page.get_by_role("heading", name=heading).count() == 1
@@ -134,18 +144,8 @@ def quant_url(tmp_path_factory):
 
 
 def test_explorer_shows_the_quantization_details_beside_fidelity(quant_url, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 3200})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{quant_url}/explorer", wait_until="domcontentloaded")
-    heading = page.get_by_role("heading", name="Quantization: what each int8 variant kept, and where int8 loses")
-    heading.wait_for(timeout=60_000)
-    # the heading can draw before the tables below it (and before the status widget shows): wait for them too
-    page.wait_for_function("document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 3", timeout=60_000)
-    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
-    page.wait_for_timeout(500)
-    assert page.locator('[data-testid="stException"]').count() == 0
-    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    page, heading, errors = _open(browser, f"{quant_url}/explorer", "Quantization: what each int8 variant kept, and where int8 loses",
+                                  "document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 3", height=3200)  # fmt: skip
     assert page.locator('[data-testid="stDataFrame"]').count() >= 3  # the variants, one report, the selection
     assert page.get_by_text("Per-layer quantization error of").count() == 1
     assert page.get_by_text("rmse/scale is the error in quantization steps", exact=False).count() == 1
@@ -165,17 +165,8 @@ def conditions_url(tmp_path_factory):
 
 
 def test_explorer_draws_energy_sustained_runs_and_marks_disturbed_ones(conditions_url, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 3200})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{conditions_url}/explorer", wait_until="domcontentloaded")
-    heading = page.get_by_role("heading", name="Sustained runs: latency over time")
-    heading.wait_for(timeout=60_000)
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 6", timeout=60_000)
-    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
-    page.wait_for_timeout(500)
-    assert page.locator('[data-testid="stException"]').count() == 0
-    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    page, heading, errors = _open(browser, f"{conditions_url}/explorer", "Sustained runs: latency over time",
+                                  "document.querySelectorAll('.js-plotly-plot').length >= 6", height=3200)  # fmt: skip
     assert page.get_by_role("heading", name="Energy against latency").count() == 1
     assert page.get_by_text("1 run(s) were disturbed", exact=False).count() == 1
     legend = page.locator(".js-plotly-plot", has=page.locator(".legendtext", has_text="drift 1.40x")).first.locator(".legendtext")
