@@ -20,17 +20,18 @@ WORKDIR /home/fleetbench
 CMD ["fleetbench-agent", "--help"]
 
 FROM base AS controller
-# tf-keras and tfmot (quantization-aware training) without their declared dependencies: see the Makefile's QAT_PKGS
+# tf-keras and tfmot (quantization-aware training) and apache-otava (change points) without their declared
+# dependencies: see the Makefile's QAT_PKGS and OTAVA_PKG
 RUN pip install ".[controller]" dm-tree six \
     && pip install --no-deps "tf-keras==$(python -c 'from importlib.metadata import version; print(".".join(version("tensorflow-cpu").split(".")[:2]))').*" \
-       tensorflow-model-optimization==0.8.1 \
+       tensorflow-model-optimization==0.8.1 apache-otava==0.8.0 \
     && rm -rf /src && mkdir -p /data && chown fleetbench /data
 USER fleetbench
 WORKDIR /home/fleetbench
 CMD ["fleetbench", "--help"]
 
 FROM base AS dashboard
-RUN pip install ".[dashboard]" && rm -rf /src && mkdir -p /data && chown fleetbench /data
+RUN pip install ".[dashboard]" && pip install --no-deps apache-otava==0.8.0 && rm -rf /src && mkdir -p /data && chown fleetbench /data
 USER fleetbench
 WORKDIR /home/fleetbench
 EXPOSE 8501

@@ -18,6 +18,10 @@ TFLITE_PKGS  := tflite-runtime-nightly==2.20.0.dev20250409 'numpy<2'
 # at the same minor version as tf-keras: QAT_PKGS follows it), numpy, six, absl-py and dm-tree.
 QAT_PKGS = tf-keras==$$($(BIN)/python -c 'from importlib.metadata import version; print(".".join(version("tensorflow-cpu").split(".")[:2]))').* tensorflow-model-optimization==0.8.1
 QAT_DEPS = dm-tree six
+# Change points (issue 20): Apache Otava's E-Divisive, also with --no-deps: its metadata pins numpy 2.2 and
+# scipy 1.16 exactly and pulls BigQuery, Slack and Postgres clients; the code fleetbench calls
+# (otava.analysis, otava.change_point_divisive) imports numpy and scipy only.
+OTAVA_PKG = apache-otava==0.8.0
 
 # The dashboard's browser tests drive Debian's Chromium (never a browser downloaded at run time).
 APT_BROWSER := chromium chromium-driver
@@ -28,7 +32,7 @@ venv: $(STAMP)
 
 venv-tflite: $(TFLITE_STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -n "$(PYTHON)" || { echo "error: no python3.11 or python3 on PATH; install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || { echo "error: $(PYTHON) is older than 3.10; install Python 3.11"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "error: could not create a venv; on Debian/Ubuntu install python3.11-venv"; exit 1; }
@@ -36,6 +40,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[all]'
 	$(BIN)/python -m pip install --quiet $(QAT_DEPS)
 	$(BIN)/python -m pip install --quiet --no-deps $(QAT_PKGS)
+	$(BIN)/python -m pip install --quiet --no-deps $(OTAVA_PKG)
 	@touch $@
 
 demo: $(STAMP)

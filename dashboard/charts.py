@@ -190,9 +190,14 @@ def throughput_vs_threads(groups: pd.DataFrame) -> go.Figure:
     return _add(fig, placed)
 
 
-def history(points: pd.DataFrame, metric: str) -> go.Figure:
+#: how History draws a change point: (marker symbol, colour)
+CHANGE_MARKS = {"regression": ("x", "#d62728"), "improvement": ("triangle-down", "#2ca02c"), "acknowledged": ("circle-open", "#7f7f7f")}
+
+
+def history(points: pd.DataFrame, metric: str, marks: pd.DataFrame | None = None) -> go.Figure:
     """``metric`` over time, one chart per device, a line per variant (dashed past the first thread
-    setting); regressions as red crosses."""
+    setting); the change points in ``marks`` (``data.change_points``) on the first record of each new level:
+    regressions as red crosses, improvements as green triangles, acknowledged ones as grey rings."""
     label = METRICS[metric][0]
     key = points["device_name"].astype(str) + " · " + points["capability"].astype(str)
     devices = list(dict.fromkeys(sorted(key)))
@@ -201,6 +206,8 @@ def history(points: pd.DataFrame, metric: str) -> go.Figure:
     thread_dash = {t: d for t, d in zip(sorted(points["threads"].unique()), ("solid", "dash", "dot", "dashdot"))}
     shown: set[str] = set()
     placed: list = []
+    marks = marks if marks is not None else pd.DataFrame(columns=["device_name", "capability", "kind", "acked"])
+    mark_key = marks["device_name"].astype(str) + " · " + marks["capability"].astype(str)
     for i, device in enumerate(devices):
         sub = points[key == device]
         r, c = i // cols + 1, i % cols + 1
@@ -213,15 +220,19 @@ def history(points: pd.DataFrame, metric: str) -> go.Figure:
                 hovertemplate=f"{name}<br>%{{x|%Y-%m-%d %H:%M}}: %{{y:.4g}} (%{{customdata[0]}} run(s))<extra></extra>",
             ), r, c))  # fmt: skip
             shown.add(name)
-        bad = sub[sub["regression"]]
-        if len(bad):
+        here = marks[mark_key == device]
+        for what, (symbol, colour) in CHANGE_MARKS.items():
+            m = here[here["acked"]] if what == "acknowledged" else here[(here["kind"] == what) & ~here["acked"].astype(bool)]
+            if m.empty:
+                continue
             placed.append((go.Scatter(
-                x=bad["at"], y=scaled(bad, metric, "value"), mode="markers", name="regression", legendgroup="regression",
-                showlegend="regression" not in shown, marker=dict(symbol="x", size=11, color="#d62728"),
-                customdata=bad[["variant", "change"]].to_numpy(),
-                hovertemplate="regression: %{customdata[0]} %{y:.4g} (%{customdata[1]:+.1%})<extra></extra>",
+                x=m["at"], y=scaled(m, metric, "value"), mode="markers", name=what, legendgroup=what,
+                showlegend=what not in shown, marker=dict(symbol=symbol, size=12, color=colour, line=dict(width=2)),
+                customdata=m[["variant", "kind", "ratio", "p_value", "ack_note"]].to_numpy(),
+                hovertemplate="%{customdata[1]}: %{customdata[0]} %{customdata[2]:.3f}x (p=%{customdata[3]:.1g})"
+                              "<br>%{customdata[4]}<extra></extra>",
             ), r, c))  # fmt: skip
-            shown.add("regression")
+            shown.add(what)
     return _add(fig, placed)
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from controller.config import FLEET_RECORD_S
 from controller.jobs import FINAL_STATES, JobState
-from controller.store.models import AgentRow, JobRow, ModelRow, Result, SweepRow, VariantRow
+from controller.store.models import AgentRow, ChangePointRow, JobRow, ModelRow, Result, SweepRow, VariantRow
 from protocol import HEARTBEAT_S, HEARTBEAT_TTL_S, Profile
 from protocol.profiling import int8_share
 from protocol.samples import decode
@@ -429,19 +429,45 @@ def _day_bucket(engine: Engine):
     return func.date(Result.finished_at)
 
 
-def mark_regressions(df: pd.DataFrame, metric: str, window: int = 5, threshold: float = 0.10) -> pd.DataFrame:
-    """Add ``baseline`` (median of the previous ``window`` points of the same series) and ``regression``:
-    the value is worse than its baseline by more than ``threshold`` (a fraction)."""
-    worse_if_higher = METRICS[metric][1]
-    out = df.copy()
-    out["baseline"] = out.groupby(list(SERIES), sort=False)["value"].transform(
-        lambda s: s.shift(1).rolling(window, min_periods=1).median()
-    )
-    change = (out["value"] - out["baseline"]) / out["baseline"].abs()
-    out["change"] = change
-    out["regression"] = (change > threshold) if worse_if_higher else (change < -threshold)
-    out["regression"] = out["regression"].fillna(False).astype(bool)
-    return out
+def change_points(engine: Engine, f: Filters, metric: str) -> pd.DataFrame:
+    """The change points of every series in the selection, by the rule `fleetbench regressions` uses
+    (:func:`controller.analysis.changepoints.find`: E-Divisive, confirmed on the raw samples), with what was
+    acknowledged. One row per change point, placed at the first record of the new level; empty for a metric
+    change points are not found on."""
+    from controller.analysis.changepoints import METRICS as CP_METRICS, Point, Series, find
+
+    columns = [*SERIES, "throughput_requests", "at", "value", "kind", "ratio", "p_value", "before_value", "after_value",
+               "after_job", "acked", "ack_note", "cp_id"]  # fmt: skip
+    if metric not in CP_METRICS:
+        return pd.DataFrame(columns=columns)
+    column = getattr(Result, metric)
+    keys = (Result.model_name, Result.variant, Result.capability, Result.threads, Result.throughput_requests)
+    stmt = f.where(select(*keys, Result.device_name, Result.id, Result.job_id, Result.finished_at, column.label("value"))
+                   .where(column.is_not(None)))  # fmt: skip
+    df = _frame(engine, stmt.order_by(*keys, Result.finished_at, Result.id))
+    if df.empty:
+        return pd.DataFrame(columns=columns)
+    df["finished_at"] = _utc(df["finished_at"])
+
+    def samples_of(ids: list[int]) -> dict[int, np.ndarray]:
+        rows = _frame(engine, select(Result.id, Result.samples).where(Result.id.in_([int(i) for i in ids])))
+        return {int(i): decode(bytes(b)) for i, b in rows.itertuples(index=False) if b is not None}
+
+    acks = _frame(engine, select(ChangePointRow.id, ChangePointRow.after_job, ChangePointRow.acked_at, ChangePointRow.ack_note)
+                  .where(ChangePointRow.metric == metric))  # fmt: skip
+    acked = {r.after_job: r for r in acks.itertuples(index=False)}
+    rows = []
+    for key, g in df.groupby(["model_name", "variant", "capability", "threads", "throughput_requests"], sort=False):
+        points = [Point(int(r.id), r.job_id, r.finished_at, float(r.value)) for r in g.itertuples(index=False)]
+        for cp in find(Series(*key), metric, points, samples_of):
+            ack = acked.get(cp.after.job_id)
+            rows.append(dict(zip(("model_name", "variant", "capability", "threads", "throughput_requests"), key),
+                             device_name=g["device_name"].iloc[0], at=cp.after.at, value=cp.after.value, kind=cp.kind,
+                             ratio=cp.ratio, p_value=cp.p_value, before_value=cp.before_value, after_value=cp.after_value,
+                             after_job=cp.after.job_id, acked=bool(ack is not None and ack.acked_at is not None),
+                             ack_note=(ack.ack_note or "") if ack is not None else "",
+                             cp_id=int(ack.id) if ack is not None else None))  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
 
 
 # ---------------------------------------------------------------- compare
@@ -542,7 +568,7 @@ def compare(engine: Engine, a: Side, b: Side, metric: str = "p50_ms", threshold:
 
 __all__ = [
     "DashboardError", "Filters", "METRICS", "Side", "compare", "counts", "explorer_groups", "filter_options", "fleet",
-    "history", "hosts_by_capability", "latency_boxes", "mark_regressions", "pareto_front", "readonly_engine",
+    "change_points", "history", "hosts_by_capability", "latency_boxes", "pareto_front", "readonly_engine",
     "running_jobs", "selection_rows", "sweep_jobs", "sweeps",
 ]  # fmt: skip
 

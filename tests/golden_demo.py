@@ -98,6 +98,27 @@ def slowed(record, factor: float, job_id: str | None = None):
                                throughput_ips=record.throughput_ips / factor)  # fmt: skip
 
 
+def resampled(record, factor: float, seed: int, job_id: str, at: dt.datetime, tail: float = 1.0):
+    """Another run of ``record``: its real samples drawn again with replacement (``seed``), every one ``factor``
+    times longer, and the slowest 10% ``tail`` times longer again; statistics recomputed, finished at ``at``."""
+    import dataclasses
+
+    import numpy as np
+
+    from protocol import LatencyStats
+    from protocol.stats import summarize_ns
+
+    base = np.asarray(record.samples_ns, dtype=np.float64)
+    s = np.random.default_rng(seed).choice(base, size=base.size) * factor
+    if tail != 1.0:
+        s[s >= np.quantile(s, 0.9)] *= tail
+    samples = s.astype(np.int64).tolist()
+    stats = LatencyStats.from_summary(summarize_ns(samples), load_ms=record.stats.load_ms,
+                                      first_inference_ms=record.stats.first_inference_ms)  # fmt: skip
+    return dataclasses.replace(record, job_id=job_id, samples_ns=samples, stats=stats, finished_at=at.isoformat(),
+                               throughput_ips=record.throughput_ips / factor)  # fmt: skip
+
+
 def sustained(record, drift: float, windows: int = 6, minutes: float = 30.0, job_id: str | None = None):
     """``record`` as a sustained run of ``minutes`` in ``windows`` windows, each window its samples slowed a step
     further, to ``drift`` times in the last: the device heating (55 to 85 °C) and its clock falling as it does. Its

@@ -171,23 +171,26 @@ def test_history_points_then_daily_means_past_the_limit(seeded):
         data.history(engine, f, "p50_ms; DROP TABLE results")
 
 
-def _series(values, metric="p50_ms"):
-    n = len(values)
-    return pd.DataFrame(dict(model_name="m", variant="v", capability="c", device_name="d", threads=1,
-                             at=pd.date_range("2026-01-01", periods=n, tz="UTC"), value=values, runs=1))  # fmt: skip
+def test_history_marks_the_change_points_of_the_regressions_rule_with_their_acknowledgement(seeded, golden_record):
+    from controller.regressions import scan
+    from dashboard import charts
+    from tests.test_regressions import NOISE, _ingest
 
-
-@pytest.mark.parametrize("metric, values, flagged", [
-    ("p50_ms", [1.0, 1.02, 0.99, 1.01, 1.30, 1.0], [4]),  # a slow run
-    ("p50_ms", [1.0, 1.02, 0.99, 1.01, 0.70, 1.0], []),  # faster is not a regression
-    ("throughput_ips", [100, 101, 99, 100, 80, 100], [4]),  # throughput falls
-    ("accuracy_top1", [0.97, 0.97, 0.97, 0.85], [3]),  # accuracy falls
-    ("p50_ms", [1.0, 1.05, 1.08, 1.09], []),  # within 10 % of the median before it
-])  # fmt: skip
-def test_mark_regressions(metric, values, flagged):
-    marked = data.mark_regressions(_series(values), metric, window=5, threshold=0.10)
-    assert marked.index[marked["regression"]].tolist() == flagged
-    assert pd.isna(marked["baseline"].iloc[0])  # the first point has nothing to compare with
+    store, engine = seeded
+    _ingest(store, golden_record, list(NOISE[:12]) + list(NOISE[12:18] * 1.25), name="stepped")
+    f = Filters(models=("stepped",))
+    marks = data.change_points(engine, f, "p50_ms")
+    assert marks[["kind", "after_job", "acked"]].values.tolist() == [["regression", "stepped-012", False]]
+    assert marks["cp_id"].isna().all()  # found live; `fleetbench regressions` has not stored it yet
+    (cp,) = scan(store, metrics=("p50_ms",), model="stepped")  # the command finds the very same one
+    assert cp.after_job == "stepped-012" and cp.ratio == pytest.approx(marks["ratio"].iloc[0])
+    store.ack_change_point(cp.id, "expected: new preprocessing")
+    marks = data.change_points(engine, f, "p50_ms")
+    assert marks[["acked", "ack_note", "cp_id"]].values.tolist() == [[True, "expected: new preprocessing", cp.id]]
+    assert data.change_points(engine, f, "peak_rss_bytes").empty  # not a metric change points are looked for on
+    fig = charts.history(data.history(engine, f, "p50_ms"), "p50_ms", marks)
+    (ring,) = [t for t in fig.data if t.name == "acknowledged"]
+    assert len(ring.x) == 1 and not [t for t in fig.data if t.name == "regression"]
 
 
 def test_compare_two_demo_sweeps_and_an_injected_slowdown(seeded):

@@ -31,7 +31,7 @@ from controller.cli.render import (  # noqa: F401
     write_csv,
 )
 # each module registers its commands on import; this order is the order `fleetbench --help` lists them
-from controller.cli import models, quant, fleet, results, profiles, readiness, sweeps  # noqa: E402,F401,I001
+from controller.cli import models, quant, fleet, results, profiles, readiness, regressions, sweeps  # noqa: E402,F401,I001
 
 DEBUG_ENV = "FLEETBENCH_DEBUG"
 

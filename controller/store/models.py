@@ -232,3 +232,54 @@ class BaselineRow(Base):
     tag: Mapped[str] = mapped_column(String(100), primary_key=True)
     sweep_id: Mapped[str] = mapped_column(String(32), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ChangePointRow(Base):
+    """A change point found in a series (issue 20): model × variant × capability × threads × throughput requests,
+    one metric over time, between the record ``before_job`` and the record ``after_job`` (the first of the new
+    level). Found by ``fleetbench regressions`` (E-Divisive, confirmed on the raw samples); acknowledged by a
+    person; sent to the store's webhook once."""
+
+    __tablename__ = "change_points"
+    __table_args__ = (
+        UniqueConstraint("metric", "after_job", name="uq_change_points_metric_after"),
+        Index("ix_change_points_series", "model_name", "variant", "capability", "threads", "metric"),
+        Index("ix_change_points_after_at", "after_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    variant: Mapped[str] = mapped_column(String(64), nullable=False)
+    capability: Mapped[str] = mapped_column(String(128), nullable=False)
+    threads: Mapped[int] = mapped_column(Integer, nullable=False)
+    throughput_requests: Mapped[int] = mapped_column(Integer, nullable=False)
+    metric: Mapped[str] = mapped_column(String(32), nullable=False)
+    before_job: Mapped[str] = mapped_column(String(64), nullable=False)
+    after_job: Mapped[str] = mapped_column(String(64), nullable=False)
+    before_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    after_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    #: the new level over the old (medians of the raw samples for latency; of the records' values otherwise)
+    ratio: Mapped[float] = mapped_column(Float, nullable=False)
+    p_value: Mapped[float] = mapped_column(Float, nullable=False)
+    #: |ratio - 1|, the size of the change either way
+    magnitude: Mapped[float] = mapped_column(Float, nullable=False)
+    #: "regression" or "improvement"
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    before_value: Mapped[float] = mapped_column(Float, nullable=False)
+    after_value: Mapped[float] = mapped_column(Float, nullable=False)
+    detected_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    acked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ack_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the webhook took it (never sent twice); a sender holds ``notify_claim`` while it tries
+    notified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    notify_claim: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    notify_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class SettingRow(Base):
+    """A store-wide setting, by key (``webhook``: its URL and secret)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict] = mapped_column(JSONType, nullable=False)

@@ -1,41 +1,49 @@
-"""History: each metric over time per model × variant × device, regressions marked."""
+"""History: each metric over time per model × variant × device, with the change points `fleetbench regressions`
+finds (the same rule: E-Divisive, confirmed on the raw samples) marked, acknowledged ones too."""
 
 import dataclasses
 
 import streamlit as st
 
 from dashboard import charts, ui
-from dashboard.data import HISTORY_POINTS, METRICS, mark_regressions
+from dashboard.data import HISTORY_POINTS, METRICS
 
-with ui.page("History", "One model at a time: a chart per device, a line per variant. A point is a regression "
-             "when it is worse than the median of the five before it by more than the threshold."):  # fmt: skip
+with ui.page("History", "One model at a time: a chart per device, a line per variant. A change point is where a "
+             "series' level moved: found by E-Divisive and confirmed on the raw samples with `fleetbench compare`'s "
+             "test, the rule `fleetbench regressions` uses."):  # fmt: skip
     options = ui.query("filter_options")
     newest_first = options.sort_values("last", ascending=False)
     models = list(dict.fromkeys(newest_first["model_name"]))
-    top = st.columns([2, 1, 2, 1])
+    top = st.columns([2, 1, 2])
     model = top[0].selectbox("Model", models, key="history-model")
     of_model = options[options["model_name"] == model]
     threads = sorted(of_model["threads"].unique().tolist())
     usual = int(of_model.groupby("threads")["records"].sum().idxmax())
     picked_threads = top[1].multiselect("Threads", threads, default=[usual], key="history-threads")
     metric = top[2].selectbox("Metric", list(METRICS), format_func=lambda m: METRICS[m][0], key="history-metric")
-    threshold = top[3].slider("Regression threshold (%)", 1, 50, 10, key="history-threshold") / 100
     f = ui.filters(of_model, key="history", skip=("model_name",))
     f = dataclasses.replace(f, models=(model,), threads=tuple(int(t) for t in picked_threads))
     points = ui.query("history", f, metric)
     if points.empty:
         st.warning("No record in this selection has that metric; pick another metric or clear some filters.")
         st.stop()
-    marked = mark_regressions(points, metric, threshold=threshold)
-    n_bad = int(marked["regression"].sum())
-    a, b = st.columns(2)
-    a.metric("Regressions marked", n_bad)
-    b.metric("Points", len(marked))
+    marks = ui.query("change_points", f, metric)
+    open_regressions = marks[(marks["kind"] == "regression") & ~marks["acked"].astype(bool)]
+    a, b, c = st.columns(3)
+    a.metric("Unacknowledged regressions", len(open_regressions))
+    b.metric("Change points", len(marks))
+    c.metric("Points", len(points))
     if int(points["runs"].max()) > 1:
-        st.caption(f"More than {HISTORY_POINTS:,} records: one point per day (the mean of its runs).")
-    st.plotly_chart(charts.history(marked, metric), key="history-chart")
-    if n_bad:
-        st.subheader("Regressions")
-        bad = marked[marked["regression"]][["at", "variant", "capability", "device_name", "threads", "value",
-                                            "baseline", "change"]]  # fmt: skip
-        st.dataframe(bad.style.format({"change": "{:+.1%}"}), hide_index=True, width="stretch")
+        st.caption(f"More than {HISTORY_POINTS:,} records: one point per day (the mean of its runs); change points are "
+                   "found on every record.")  # fmt: skip
+    st.plotly_chart(charts.history(points, metric, marks), key="history-chart")
+    if metric not in ("p50_ms", "p90_ms", "p99_ms", "throughput_ips", "accuracy_top1", "fidelity_snr_db"):
+        st.caption("Change points are not looked for on this metric.")
+    if not marks.empty:
+        st.subheader("Change points")
+        shown = marks[["at", "variant", "capability", "threads", "kind", "before_value", "after_value", "ratio", "p_value",
+                       "acked", "ack_note", "cp_id", "after_job"]].sort_values("at", ascending=False)  # fmt: skip
+        st.dataframe(shown.style.format({"ratio": "{:.3f}x", "p_value": "{:.1g}"}), hide_index=True, width="stretch",
+                     key="history-change-points")  # fmt: skip
+        st.caption("Acknowledge one with `fleetbench regressions ack ID --note \"why\"` (ID: cp_id, once "
+                   "`fleetbench regressions` has stored it).")  # fmt: skip

@@ -1,0 +1,222 @@
+"""Change points over history (issue 20): E-Divisive candidates confirmed on the raw samples, on series made of
+a real record's samples (the golden demo run, drawn again per run), stored once on SQLite and PostgreSQL,
+acknowledged, and sent to a real HTTP receiver on loopback."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from protocol import JobOutcome
+from tests.golden_demo import resampled
+
+T0 = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+
+
+def _ingest(store, golden, factors, tails=None, name="cp-model"):
+    """One record per factor, a day apart; run-to-run noise is the real samples drawn again plus ``factors``."""
+    import dataclasses
+
+    tails = tails or [1.0] * len(factors)
+    outcomes = []
+    for i, (f, tail) in enumerate(zip(factors, tails)):
+        r = resampled(dataclasses.replace(golden, model_name=name), f, seed=i, job_id=f"{name}-{i:03d}",
+                      at=T0 + dt.timedelta(days=i), tail=tail)  # fmt: skip
+        outcomes.append(JobOutcome(job_id=r.job_id, attempt=r.attempt, ok=True, record=r, agent_id=r.agent_id))
+    assert store.ingest_many(outcomes) == ["stored"] * len(outcomes)
+
+
+NOISE = np.random.default_rng(42).normal(1.0, 0.02, 40)  # 2% run-to-run spread
+
+
+@pytest.mark.parametrize("name, factors, tails, metric, expected", [
+    ("a step", list(NOISE[:12]) + list(NOISE[12:18] * 1.25), None, "p50_ms", [("regression", 12)]),
+    ("noise alone", list(NOISE[:18]), None, "p50_ms", []),
+    ("an improvement", list(NOISE[:12]) + list(NOISE[12:18] * 0.7), None, "p50_ms", [("improvement", 12)]),
+    ("a tail-only change", list(NOISE[:12]) + list(NOISE[12:18]), [1.0] * 12 + [4.0] * 6, "p99_ms", [("regression", 12)]),
+])  # fmt: skip
+def test_change_points_from_a_table_of_series(store, golden_record, name, factors, tails, metric, expected):
+    from controller.regressions import scan
+
+    _ingest(store, golden_record, factors, tails)
+    found = scan(store, metrics=(metric,))
+    got = [(cp.kind, int(cp.after_job.rsplit("-", 1)[1])) for cp in found]
+    assert got == expected, name
+    if found:
+        cp = found[0]
+        assert cp.before_job == f"cp-model-{expected[0][1] - 1:03d}" and cp.p_value < 0.05
+        assert (cp.ratio > 1) == (expected[0][0] == "regression") or metric != "p50_ms"
+
+
+def test_a_drift_is_found_as_a_regression_somewhere_along_it(store, golden_record):
+    from controller.regressions import scan
+
+    _ingest(store, golden_record, list(NOISE[:20] * np.linspace(1.0, 1.4, 20)))
+    found = scan(store, metrics=("p50_ms",))
+    assert found and {cp.kind for cp in found} == {"regression"}
+
+
+def test_a_change_point_is_stored_once_and_acknowledged(store, golden_record):
+    from controller.regressions import scan
+
+    factors = list(NOISE[:12]) + list(NOISE[12:18] * 1.25)
+    _ingest(store, golden_record, factors)
+    (cp,) = scan(store, metrics=("p50_ms",))
+    assert scan(store, metrics=("p50_ms",)) == []  # nothing new the second time
+    _ingest(store, golden_record, [], name="other")
+    # more points of the new level arrive: the detector may move the change point, it is still the same one
+    more = [resampled(golden_record.__class__.from_dict({**golden_record.to_dict(), "model_name": "cp-model"}),
+                      1.25 * NOISE[18 + i], seed=100 + i, job_id=f"cp-model-{18 + i:03d}", at=T0 + dt.timedelta(days=18 + i))
+            for i in range(4)]  # fmt: skip
+    store.ingest_many([JobOutcome(job_id=r.job_id, attempt=1, ok=True, record=r, agent_id=r.agent_id) for r in more])
+    assert scan(store, metrics=("p50_ms",)) == []
+    assert [c.id for c in store.change_points()] == [cp.id]
+    acked = store.ack_change_point(cp.id, "expected: new preprocessing")
+    assert acked.ack_note == "expected: new preprocessing" and acked.acked_at is not None
+    (again,) = store.change_points(model="cp-model")
+    assert again.acked_at is not None and again.ack_note == "expected: new preprocessing"
+    assert store.ack_change_point(cp.id + 1000, "x") is None
+    assert store.unsent_regressions() == []  # acknowledged: not sent
+
+
+# ---------------------------------------------------------------- the webhook, against a real HTTP server
+
+
+class Receiver:
+    """An HTTP server on loopback that records what it is sent; ``fail_first`` answers 503 that many times."""
+
+    def __init__(self, fail_first: int = 0, status: int = 200):
+        import http.server
+        import threading
+
+        self.bodies: list[tuple[bytes, dict]] = []
+        self.fail_first, self.status, self.calls = fail_first, status, 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the stdlib's name
+                outer.calls += 1
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if outer.calls <= outer.fail_first:
+                    self.send_response(503)
+                else:
+                    outer.bodies.append((body, dict(self.headers)))
+                    self.send_response(outer.status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook/T000/secret-path"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver(fail_first=2)
+    yield r
+    r.close()
+
+
+def test_each_new_regression_reaches_the_webhook_once_signed_after_retries(store, golden_record, receiver):
+    import hashlib
+    import hmac
+    import json
+
+    from controller import regressions as reg
+
+    _ingest(store, golden_record, list(NOISE[:12]) + list(NOISE[12:18] * 1.25))
+    (cp,) = reg.scan(store, metrics=("p50_ms",))
+    assert reg.notify(store) == ([], [])  # no webhook set: nothing is sent, nothing is claimed
+    store.set_setting(reg.WEBHOOK_KEY, {"url": receiver.url, "secret": "s3cret"})
+    slept = []
+    sent, failed = reg.notify(store, poster=lambda url, secret, body: reg.post(url, secret, body, sleep=slept.append))
+    assert [c.id for c in sent] == [cp.id] and failed == [] and receiver.calls == 3 and slept == [0.5, 1.0]
+    (body, headers), = receiver.bodies
+    assert headers[reg.SIGNATURE_HEADER] == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    doc = json.loads(body)
+    assert doc["change_point"]["id"] == cp.id and doc["change_point"]["kind"] == "regression"
+    assert doc["text"].startswith(":rotating_light: fleetbench regression #") and f"ack {cp.id}" in doc["text"]
+    assert reg.notify(store) == ([], []) and receiver.calls == 3  # never twice
+    assert store.change_points()[0].notified_at is not None
+
+
+def test_a_webhook_that_refuses_is_given_up_and_tried_again_next_run(store, golden_record):
+    from controller import regressions as reg
+
+    refusing = Receiver(status=410)
+    try:
+        _ingest(store, golden_record, list(NOISE[:12]) + list(NOISE[12:18] * 1.25))
+        (cp,) = reg.scan(store, metrics=("p50_ms",))
+        store.set_setting(reg.WEBHOOK_KEY, {"url": refusing.url, "secret": None})
+        sent, ((failed, why),) = reg.notify(store, poster=lambda u, s, b: reg.post(u, s, b, sleep=lambda _: None))
+        assert sent == [] and failed.id == cp.id and why == "the webhook did not take it after 1 attempt(s): HTTP 410"
+        assert refusing.calls == 1  # a 4xx is final: not retried
+        assert store.claim_for_notify(cp.id)  # released for the next run
+        store.finish_notify(cp.id, "still failing")
+    finally:
+        refusing.close()
+    dead = "http://127.0.0.1:9/none"  # nothing listens on the discard port
+    store.set_setting(reg.WEBHOOK_KEY, {"url": dead})
+    sent, ((_, why),) = reg.notify(store, poster=lambda u, s, b: reg.post(u, s, b, sleep=lambda _: None))
+    assert why.startswith("the webhook did not take it after 4 attempt(s): ") and "Connection refused" in why
+
+
+def test_two_senders_never_send_one_change_point_twice(store, golden_record, receiver):
+    from controller import regressions as reg
+
+    _ingest(store, golden_record, list(NOISE[:12]) + list(NOISE[12:18] * 1.25))
+    (cp,) = reg.scan(store, metrics=("p50_ms",))
+    assert store.claim_for_notify(cp.id)  # a sender (`fleetbench serve`, say) holds it
+    store.set_setting(reg.WEBHOOK_KEY, {"url": receiver.url})
+    assert reg.notify(store) == ([], []) and receiver.calls == 0  # the other skips it
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_the_command_lists_gates_and_acknowledges(tmp_path, golden_record, receiver, monkeypatch):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from controller.store import Store
+
+    root = Path(__file__).resolve().parent.parent
+    store = Store(f"sqlite:///{tmp_path / 'fleetbench.db'}")
+    store.migrate()
+    _ingest(store, golden_record, list(NOISE[:12]) + list(NOISE[12:18] * 1.25))
+    store.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETBENCH_")}
+    env.update(PYTHONPATH=str(root), COLUMNS="120", FLEETBENCH_WEBHOOK_SECRET="s3cret")
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "controller.cli", *args, "--data-dir", str(tmp_path)],
+                              capture_output=True, text=True, env=env, cwd=root, timeout=300)  # fmt: skip
+
+    hook = run("regressions", "webhook", receiver.url)
+    assert hook.returncode == 0 and "signed with FLEETBENCH_WEBHOOK_SECRET" in hook.stdout
+    assert "secret-path" not in hook.stdout and "T000" not in hook.stdout  # a Slack URL's path is its secret
+    first = run("regressions", "--notify", "--metric", "p50_ms")
+    assert first.returncode == 1, first.stdout + first.stderr  # an unacknowledged regression: a nightly job fails
+    assert "1 change point(s), 1 new; 1 unacknowledged regression(s); sent 1 to the webhook" in first.stdout
+    assert "regression" in first.stdout and "cp-model-0"[:8] in first.stdout and receiver.calls == 3
+    doc = json.loads(run("regressions", "--format", "json", "--since", "2026-11-10", "--metric", "p50_ms").stdout)
+    (cp,) = doc["change_points"]
+    assert cp["kind"] == "regression" and cp["after_job"] == "cp-model-012" and cp["notified"] and doc["new"] == []
+    assert json.loads(run("regressions", "--format", "json", "--since", "2026-11-20").stdout)["change_points"] == []
+    acked = run("regressions", "ack", str(cp["id"]), "--note", "expected: new preprocessing")
+    assert acked.returncode == 0 and "expected: new preprocessing" in acked.stdout
+    after = run("regressions", "--metric", "p50_ms")
+    assert after.returncode == 0 and "acked:" in after.stdout and "preprocessing" in after.stdout and receiver.calls == 3
+    assert max(len(line) for line in after.stdout.splitlines()) <= 120
