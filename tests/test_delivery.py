@@ -227,7 +227,7 @@ def test_a_job_that_keeps_failing_goes_to_dead_letter(sqlite_store, clean_redis_
     agent = _online(_agent(clean_redis_url, tmp_path).start(), sched.dispatcher)
     try:
         # it runs past its own time limit every time: the child is killed, the job fails as a time-out
-        hang = BenchmarkSettings(threads=1, warmup_iterations=0, min_iterations=10**9, max_iterations=10**9,
+        hang = BenchmarkSettings(threads=1, warmup_iterations=0, min_iterations=10**7, max_iterations=10**7,
                                  min_duration_s=60, max_duration_s=60, timeout_s=1.5)  # fmt: skip
         sweep_id = _sweep(sched, tiny_model, tmp_path, [hang], max_attempts=2, name="dead-letter")
         counts = _tick_until(sched, sweep_id, _all_final, timeout_s=90)
