@@ -8,9 +8,12 @@ from pathlib import Path
 
 import streamlit as st
 
+from dashboard import ui
+
 HERE = Path(__file__).parent / "views"
 
 st.set_page_config(page_title="fleetbench", page_icon=":material/speed:", layout="wide")
+ui.gate()  # beyond loopback, a token first (`fleetbench dashboard` sets FLEETBENCH_DASHBOARD_TOKENS)
 PAGES = [
     st.Page(HERE / "fleet.py", title="Fleet", icon=":material/devices:", default=True),
     st.Page(HERE / "sweeps.py", title="Sweeps", icon=":material/play_circle:"),
@@ -18,5 +21,6 @@ PAGES = [
     st.Page(HERE / "compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page(HERE / "profile.py", title="Profile", icon=":material/stacked_bar_chart:"),
     st.Page(HERE / "history.py", title="History", icon=":material/timeline:"),
+    st.Page(HERE / "regressions.py", title="Regressions", icon=":material/notifications:"),
 ]
 st.navigation(PAGES).run()

@@ -197,7 +197,9 @@ CHANGE_MARKS = {"regression": ("x", "#d62728"), "improvement": ("triangle-down",
 def history(points: pd.DataFrame, metric: str, marks: pd.DataFrame | None = None) -> go.Figure:
     """``metric`` over time, one chart per device, a line per variant (dashed past the first thread
     setting); the change points in ``marks`` (``data.change_points``) on the first record of each new level:
-    regressions as red crosses, improvements as green triangles, acknowledged ones as grey rings."""
+    regressions as red crosses, improvements as green triangles, acknowledged ones as grey rings; the first record
+    of a new model version (a new source sha under the same name) as a purple diamond, and the records of a named
+    baseline (``points["baseline"]``, its tag) as orange stars. Hover shows each record's sweep labels."""
     label = METRICS[metric][0]
     key = points["device_name"].astype(str) + " · " + points["capability"].astype(str)
     devices = list(dict.fromkeys(sorted(key)))
@@ -213,13 +215,28 @@ def history(points: pd.DataFrame, metric: str, marks: pd.DataFrame | None = None
         r, c = i // cols + 1, i % cols + 1
         for (variant, threads), g in sub.groupby(["variant", "threads"]):
             name = variant if len(thread_dash) == 1 else f"{variant} · {threads}t"
+            info = g.assign(labels=g.get("labels", "").fillna("") if "labels" in g else "",
+                            version=g["model_id"].fillna("").str[:12] if "model_id" in g else "")  # fmt: skip
             placed.append((go.Scatter(
                 x=g["at"], y=scaled(g, metric, "value"), mode="lines+markers", name=name, legendgroup=name,
                 showlegend=name not in shown, marker=dict(size=5),
-                line=dict(color=colours[variant], dash=thread_dash.get(threads, "solid")), customdata=g[["runs"]].to_numpy(),
-                hovertemplate=f"{name}<br>%{{x|%Y-%m-%d %H:%M}}: %{{y:.4g}} (%{{customdata[0]}} run(s))<extra></extra>",
+                line=dict(color=colours[variant], dash=thread_dash.get(threads, "solid")),
+                customdata=info[["runs", "labels", "version"]].to_numpy(),
+                hovertemplate=f"{name}<br>%{{x|%Y-%m-%d %H:%M}}: %{{y:.4g}} (%{{customdata[0]}} run(s))"
+                              "<br>model version %{customdata[2]}<br>%{customdata[1]}<extra></extra>",
             ), r, c))  # fmt: skip
             shown.add(name)
+        for what, rows, symbol, colour in (("new model version", sub[sub["new_version"]] if "new_version" in sub else sub.iloc[:0], "diamond-open", "#9467bd"),
+                                           ("baseline", sub[sub["baseline"] != ""] if "baseline" in sub else sub.iloc[:0], "star", "#ff7f0e")):  # fmt: skip
+            if rows.empty:
+                continue
+            text = rows["baseline"] if what == "baseline" else "model " + rows["model_id"].str[:12]
+            placed.append((go.Scatter(
+                x=rows["at"], y=scaled(rows, metric, "value"), mode="markers", name=what, legendgroup=what,
+                showlegend=what not in shown, marker=dict(symbol=symbol, size=13, color=colour, line=dict(width=2)),
+                text=text, hovertemplate=f"{what}: %{{text}}<extra></extra>",
+            ), r, c))  # fmt: skip
+            shown.add(what)
         here = marks[mark_key == device]
         for what, (symbol, colour) in CHANGE_MARKS.items():
             m = here[here["acked"]] if what == "acknowledged" else here[(here["kind"] == what) & ~here["acked"].astype(bool)]

@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from controller.config import FLEET_RECORD_S
 from controller.jobs import FINAL_STATES, JobState
-from controller.store.models import AgentRow, ChangePointRow, JobRow, ModelRow, Result, SweepRow, VariantRow
+from controller.store.models import AgentRow, BaselineRow, ChangePointRow, JobRow, ModelRow, Result, SweepRow, VariantRow
 from protocol import HEARTBEAT_S, HEARTBEAT_TTL_S, Profile
 from protocol.profiling import int8_share
 from protocol.samples import decode
@@ -410,17 +410,41 @@ def history(engine: Engine, f: Filters, metric: str, max_points: int = HISTORY_P
     keys = [Result.model_name, Result.variant, Result.capability, Result.device_name, Result.threads]
     n = _frame(engine, f.where(select(func.count()).select_from(Result))).iloc[0, 0]
     if n <= max_points:
-        stmt = f.where(select(*keys, Result.finished_at.label("at"), column.label("value"), literal(1).label("runs")))
+        stmt = f.where(select(*keys, Result.finished_at.label("at"), column.label("value"), literal(1).label("runs"),
+                              Result.model_id, Result.sweep_id))  # fmt: skip
     else:
         day = _day_bucket(engine)
-        stmt = f.where(select(*keys, day.label("at"), _avg(column).label("value"), func.count().label("runs"))
+        stmt = f.where(select(*keys, day.label("at"), _avg(column).label("value"), func.count().label("runs"),
+                              func.max(Result.model_id).label("model_id"), literal(None).label("sweep_id"))
                        .group_by(*keys, day))  # fmt: skip
     df = _frame(engine, stmt)
     if df.empty:
         return df
     df["at"] = _utc(df["at"])
-    df = df.dropna(subset=["value"]).sort_values([*SERIES, "at"])
-    return df.reset_index(drop=True)
+    df = df.dropna(subset=["value"]).sort_values([*SERIES, "at"]).reset_index(drop=True)
+    labels = sweep_labels(engine)
+    df["labels"] = [labels.get(s, "") if isinstance(s, str) else "" for s in df["sweep_id"]]
+    # a model name whose source changed (a new sha) is a new version of the same model: where, in each series
+    df["new_version"] = df.groupby(list(SERIES), sort=False)["model_id"].transform(
+        lambda ids: (ids != ids.shift()) & ids.shift().notna())
+    return df
+
+
+def sweep_labels(engine: Engine) -> dict[str, str]:
+    """Each sweep's labels (the spec's ``labels:``) as "name=value, ..." by name; sweeps without any are left out."""
+    rows = _frame(engine, select(SweepRow.sweep_id, SweepRow.spec))
+    out = {}
+    for sweep_id, spec in rows.itertuples(index=False):
+        spec = spec if isinstance(spec, dict) else json.loads(spec)
+        labels = spec.get("labels") if isinstance(spec, dict) else None
+        if isinstance(labels, dict) and labels:
+            out[sweep_id] = ", ".join(f"{k}={labels[k]}" for k in sorted(labels))  # JSONB keeps no key order: by name
+    return out
+
+
+def baselines(engine: Engine) -> pd.DataFrame:
+    """The named baselines (`fleetbench baseline set`): tag and sweep, for History's markers."""
+    return _frame(engine, select(BaselineRow.tag, BaselineRow.sweep_id))
 
 
 def _day_bucket(engine: Engine):
@@ -468,6 +492,30 @@ def change_points(engine: Engine, f: Filters, metric: str) -> pd.DataFrame:
                              ack_note=(ack.ack_note or "") if ack is not None else "",
                              cp_id=int(ack.id) if ack is not None else None))  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
+
+
+#: the most change points the feed reads (the newest), before it sorts them by magnitude
+FEED_ROWS = 500
+
+
+def feed(engine: Engine, limit: int = FEED_ROWS) -> pd.DataFrame:
+    """The change points `fleetbench regressions` stored: the newest ``limit``, largest change first, each with
+    a ``history`` link to its series (``history?model=...&metric=...&threads=...``)."""
+    from urllib.parse import urlencode
+
+    c = ChangePointRow
+    stmt = (select(c.id, c.kind, c.magnitude, c.ratio, c.p_value, c.metric, c.model_name, c.variant, c.capability,
+                   c.threads, c.throughput_requests, c.before_value, c.after_value, c.after_at, c.after_job,
+                   c.acked_at, c.ack_note, c.notified_at)
+            .order_by(c.after_at.desc(), c.id.desc()).limit(limit))  # fmt: skip
+    df = _frame(engine, stmt)
+    if df.empty:
+        return df.assign(history=[], acked=[])
+    df["after_at"] = _utc(df["after_at"])
+    df["acked"] = df["acked_at"].notna()
+    df["history"] = [f"history?{urlencode({'model': m, 'metric': k, 'threads': t})}"
+                     for m, k, t in zip(df["model_name"], df["metric"], df["threads"])]  # fmt: skip
+    return df.drop(columns=["acked_at"]).sort_values(["magnitude", "after_at"], ascending=False).reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- compare
@@ -568,7 +616,7 @@ def compare(engine: Engine, a: Side, b: Side, metric: str = "p50_ms", threshold:
 
 __all__ = [
     "DashboardError", "Filters", "METRICS", "Side", "compare", "counts", "explorer_groups", "filter_options", "fleet",
-    "change_points", "history", "hosts_by_capability", "latency_boxes", "pareto_front", "readonly_engine",
+    "baselines", "change_points", "feed", "history", "sweep_labels", "hosts_by_capability", "latency_boxes", "pareto_front", "readonly_engine",
     "running_jobs", "selection_rows", "sweep_jobs", "sweeps",
 ]  # fmt: skip
 

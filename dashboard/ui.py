@@ -9,6 +9,7 @@ says what to do, and an empty database into "run `fleetbench demo` first".
 from __future__ import annotations
 
 import contextlib
+import hmac
 import datetime as dt
 import logging
 import os
@@ -51,6 +52,36 @@ def _slow(url: str, name: str, args: tuple, kwargs: tuple):
 def query(name: str, *args, live: bool = False, **kwargs):
     """``dashboard.data.<name>(engine, *args, **kwargs)``, cached."""
     return (_live if live else _slow)(db_url(), name, args, tuple(sorted(kwargs.items())))
+
+
+#: the tokens that open the dashboard (comma-separated); `fleetbench dashboard` sets it beyond loopback
+TOKENS_ENV = "FLEETBENCH_DASHBOARD_TOKENS"
+
+
+def _token_ok(given: str, tokens: list[str]) -> bool:
+    # bytes: compare_digest refuses a str with non-ASCII characters; every token is compared (no early exit)
+    found = False
+    for t in tokens:
+        found |= hmac.compare_digest(given.encode("utf-8", "replace"), t.encode("utf-8", "replace"))
+    return found
+
+
+def gate() -> None:
+    """With FLEETBENCH_DASHBOARD_TOKENS set, every page waits for one of its tokens (compared in constant time);
+    a session that gave one stays open."""
+    tokens = [t.strip() for t in os.environ.get(TOKENS_ENV, "").split(",") if t.strip()]
+    if not tokens or st.session_state.get("fleetbench-authed"):
+        return
+    st.title("fleetbench")
+    with st.form("fleetbench-login"):
+        given = st.text_input("Token", type="password", help="One of the API's user tokens (FLEETBENCH_API_TOKENS)")
+        sent = st.form_submit_button("Open")
+    if sent:
+        if _token_ok(given, tokens):
+            st.session_state["fleetbench-authed"] = True
+            st.rerun()
+        st.error("That is not one of this dashboard's tokens; ask whoever runs it for one.")
+    st.stop()
 
 
 @contextlib.contextmanager

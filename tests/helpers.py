@@ -102,11 +102,12 @@ class LocalDashboard:
     """`fleetbench dashboard` on a free loopback port, reading ``db_url``; ``start`` returns once Streamlit
     answers its health check (the browser tests and bench/dashboard.py use it)."""
 
-    def __init__(self, db_url: str, log_path: Path, port: int | None = None):
+    def __init__(self, db_url: str, log_path: Path, port: int | None = None, env: dict | None = None):
         self.db_url = db_url
         self.log_path = Path(log_path)
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
+        self.env = env
 
     @property
     def url(self) -> str:
@@ -116,7 +117,7 @@ class LocalDashboard:
         import urllib.request
 
         argv = [sys.executable, "-m", "controller.cli", "dashboard", "--port", str(self.port), "--db", self.db_url]
-        self.proc = spawn(argv, self.log_path)
+        self.proc = spawn(argv, self.log_path, env=None if self.env is None else {**os.environ, **self.env})
         deadline = time.monotonic() + timeout_s
         while True:
             try:

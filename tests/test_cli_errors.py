@@ -183,6 +183,7 @@ CONTROLLER_CASES = [
     (["readiness", "--model", "m", "--budgets", "{tmp}/budgets-latin1.yaml"], 2, "not UTF-8 text"),
     (["artifacts", "list", "--db", "foo://"], 2, "is not a database URL"),
     (["regressions", "--since", "last tuesday"], 2, "--since must be a date like 2026-12-01"),
+    (["dashboard", "--host", "0.0.0.0"], 2, "refusing to serve the dashboard on 0.0.0.0 without a token"),
     (["regressions", "--metric", "speed"], 2, "unknown metric(s) speed; known: p50_ms"),
     (["regressions", "--threshold", "5"], 2, "--threshold is a relative change between 0 and 1"),
     (["regressions", "ack", "7", "--note", "known"], 2, "no change point 7; `fleetbench regressions` lists them"),

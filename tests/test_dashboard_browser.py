@@ -21,11 +21,11 @@ def chromium() -> str:
     return path
 
 
-def _serve(url: str, log: Path):
+def _serve(url: str, log: Path, env: dict | None = None):
     """`fleetbench dashboard` on ``url``: yields the page's address, stops it after."""
     from controller.errors import ServiceError
 
-    dashboard = LocalDashboard(url, log)
+    dashboard = LocalDashboard(url, log, env=env)
     try:
         dashboard.start()
     except ServiceError as exc:
@@ -68,7 +68,7 @@ def test_every_page_renders_in_chromium(dashboard_url, browser, name, path, head
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
     assert page.locator(selector).count() >= at_least
-    for other in ("Fleet", "Sweeps", "Explorer", "Compare", "Profile", "History"):  # the navigation lists every page
+    for other in ("Fleet", "Sweeps", "Explorer", "Compare", "Profile", "History", "Regressions"):  # the navigation lists every page
         assert page.locator('[data-testid="stSidebarNav"]').get_by_text(other, exact=True).count() == 1
     if name in ("fleet", "explorer", "compare"):
         assert page.locator('[data-testid="stMetric"]').count() >= 4
@@ -175,5 +175,39 @@ def test_explorer_draws_energy_sustained_runs_and_marks_disturbed_ones(condition
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     heading.scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / "explorer-sustained.png"), full_page=True)
+    assert not errors, errors
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def locked_url(golden_demo_url, tmp_path_factory):
+    """The dashboard as `fleetbench dashboard --host 0.0.0.0` runs it: a token opens it."""
+    yield from _serve(golden_demo_url, tmp_path_factory.mktemp("dash-locked") / "dashboard.log",
+                      env={"FLEETBENCH_DASHBOARD_TOKENS": "team-token-1, team-token-2"})
+
+
+def test_a_token_opens_the_dashboard_and_nothing_else_does(locked_url, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{locked_url}/explorer", wait_until="domcontentloaded")
+    field = page.get_by_label("Token", exact=True)
+    field.wait_for(timeout=60_000)
+    assert page.get_by_role("heading", name="Explorer").count() == 0 and page.locator(".js-plotly-plot").count() == 0
+    field.fill("team-token-3")
+    page.get_by_role("button", name="Open").click()
+    page.get_by_text("That is not one of this dashboard's tokens").wait_for(timeout=30_000)
+    assert page.get_by_role("heading", name="Explorer").count() == 0
+    page.get_by_label("Token", exact=True).fill("team-token-2")
+    page.get_by_role("button", name="Open").click()
+    page.get_by_role("heading", name="Fleet", exact=True).first.wait_for(timeout=60_000)  # in: the first page
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Explorer", exact=True).click()  # the session stays open
+    page.get_by_role("heading", name="Explorer", exact=True).first.wait_for(timeout=60_000)
+    page.close()
+
+
+def test_a_shared_history_link_reopens_the_same_view(dashboard_url, browser):
+    page, _, errors = _open(browser, f"{dashboard_url}/history?model=digits-cnn&metric=p99_ms&threads=2", "History",
+                            "document.querySelectorAll('.js-plotly-plot').length >= 1", height=1200, exact=True)  # fmt: skip
+    assert page.get_by_text("p99 latency (ms)").count() >= 1  # the metric the link names, not the default p50
+    assert "metric=p99_ms" in page.url and "threads=2" in page.url
     assert not errors, errors
     page.close()

@@ -366,3 +366,45 @@ def test_a_variant_has_one_colour_on_every_chart_whichever_variants_it_shows():
     assert variant_colours(["tflite-int8"])["tflite-int8"] == every["tflite-int8"]
     assert variant_colours(["my-own-variant"])["my-own-variant"] == every["my-own-variant"]
     assert len(set(variant_colours(["tflite-fp32", "tflite-fp16", "tflite-int8", "openvino-fp32"]).values())) == 4
+
+
+def test_history_carries_sweep_labels_model_versions_and_baselines(seeded, golden_record):
+    import dataclasses
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from controller.store.models import Result, SweepRow
+    from dashboard import charts
+    from tests.test_regressions import NOISE, _ingest
+
+    store, engine = seeded
+    _ingest(store, golden_record, list(NOISE[:4]), name="versioned")
+    v2 = dataclasses.replace(golden_record, model_id="f" * 64, model_name="versioned")  # the same name, a new source
+    _ingest(store, v2, list(NOISE[4:7]), name="versioned-v2", start=4)
+    now = dt.datetime.now(dt.timezone.utc)
+    store.add_sweep(SweepRow(sweep_id="nightly-1", name="nightly", state="done", created_at=now, finished_at=now,
+                             spec={"name": "nightly", "labels": {"commit": "abc123", "branch": "main"}}), [])  # fmt: skip
+    store.set_baseline("release-1.2", "nightly-1")
+    with store.engine.begin() as conn:  # the second version's records came from two sweeps, the first of them labelled
+        conn.execute(sa.update(Result).where(Result.job_id.like("versioned-v2-%")).values(model_name="versioned"))
+        conn.execute(sa.update(Result).where(Result.job_id == "versioned-v2-000").values(sweep_id="nightly-1"))
+    points = data.history(engine, Filters(models=("versioned",)), "p50_ms")
+    assert len(points) == 7 and points["new_version"].tolist() == [False] * 4 + [True, False, False]
+    assert points["labels"].tolist() == [""] * 4 + ["branch=main, commit=abc123", "", ""]
+    assert data.baselines(engine).query("tag == 'release-1.2'")["sweep_id"].tolist() == ["nightly-1"]
+    fig = charts.history(points.assign(baseline=["", "", "", "", "release-1.2", "", ""]), "p50_ms")
+    names = {t.name: t for t in fig.data}
+    assert len(names["new model version"].x) == 1 and list(names["baseline"].text) == ["release-1.2"]
+    assert "branch=main, commit=abc123" in [row[1] for row in names["tflite-fp32"].customdata]
+
+
+def test_sweep_labels_are_checked_and_kept_as_text():
+    from controller.sweeps import SweepError, parse_spec
+
+    spec = parse_spec("models: [{id: m}]\nlabels: {commit: abc123, app: 2.4, build: 17}\n")
+    assert spec.labels == {"commit": "abc123", "app": "2.4", "build": "17"} and spec.raw["labels"] == spec.labels
+    for bad, words in (("labels: [a, b]", "labels: a mapping"), ("labels: {a: [1]}", "labels.a: a single value"),
+                       ("labels: {'a=b': 1}", "without '='")):  # fmt: skip
+        with pytest.raises(SweepError, match=words):
+            parse_spec(f"models: [{{id: m}}]\n{bad}\n")

@@ -9,7 +9,7 @@ import dashboard
 from dashboard.ui import DB_ENV, EMPTY
 
 VIEWS = Path(dashboard.__file__).parent / "views"
-PAGES = ("fleet", "sweeps", "explorer", "compare", "history")
+PAGES = ("fleet", "sweeps", "explorer", "compare", "history", "regressions")
 
 
 def run(page: str, url: str, monkeypatch) -> AppTest:
@@ -120,6 +120,49 @@ def test_history_shows_a_seeded_step_regression_and_its_acknowledgement(tmp_path
     st.cache_data.clear()  # the page caches its queries for a minute; a new visit after that sees the ack
     at = run("history", url, monkeypatch)
     assert metrics(at)["Unacknowledged regressions"] == "0" and metrics(at)["Change points"] == "1"
+
+
+def test_the_feed_lists_stored_change_points_largest_first_with_links_to_history(tmp_path, golden_record, monkeypatch):
+    from controller.regressions import scan
+    from controller.store import Store
+    from tests.test_regressions import NOISE, _ingest
+
+    url = f"sqlite:///{tmp_path / 'feed.db'}"
+    store = Store(url)
+    store.migrate()
+    _ingest(store, golden_record, list(NOISE[:12]) + list(NOISE[12:18] * 1.25), name="stepped")
+    at = run("regressions", url, monkeypatch)
+    assert "No change point stored yet" in at.info[0].value  # found only when `fleetbench regressions` runs
+    found = scan(store, metrics=("p50_ms", "p99_ms"))
+    store.close()
+    import streamlit as st
+
+    st.cache_data.clear()
+    at = run("regressions", url, monkeypatch)
+    assert metrics(at)["Unacknowledged regressions"] == str(len(found)) == "2"
+    table = at.dataframe[0].value
+    assert table["magnitude"].tolist() == sorted(table["magnitude"], reverse=True)
+    assert table["history"].iloc[0] == f"history?model=stepped&metric={table['metric'].iloc[0]}&threads=1"
+
+
+def test_a_history_link_opens_its_series(tmp_path, golden_record, monkeypatch):
+    from controller.store import Store
+    from tests.test_regressions import NOISE, _ingest
+
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    store = Store(url)
+    store.migrate()
+    _ingest(store, golden_record, list(NOISE[:6]), name="first")
+    _ingest(store, golden_record, list(NOISE[:6]), name="second")
+    store.close()
+    monkeypatch.setenv(DB_ENV, url)
+    at = AppTest.from_file(str(VIEWS / "history.py"), default_timeout=120)
+    at.query_params["model"], at.query_params["metric"] = "first", "p99_ms"
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="history-model").value == "first" and at.selectbox(key="history-metric").value == "p99_ms"
+    at.selectbox(key="history-model").set_value("second").run()
+    assert at.query_params["model"] == ["second"] or at.query_params["model"] == "second"  # the URL follows the view
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -15,7 +15,7 @@ from tests.golden_demo import resampled
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 
 
-def _ingest(store, golden, factors, tails=None, name="cp-model"):
+def _ingest(store, golden, factors, tails=None, name="cp-model", start: int = 0):
     """One record per factor, a day apart; run-to-run noise is the real samples drawn again plus ``factors``."""
     import dataclasses
 
@@ -23,7 +23,7 @@ def _ingest(store, golden, factors, tails=None, name="cp-model"):
     outcomes = []
     for i, (f, tail) in enumerate(zip(factors, tails)):
         r = resampled(dataclasses.replace(golden, model_name=name), f, seed=i, job_id=f"{name}-{i:03d}",
-                      at=T0 + dt.timedelta(days=i), tail=tail)  # fmt: skip
+                      at=T0 + dt.timedelta(days=start + i), tail=tail)  # fmt: skip
         outcomes.append(JobOutcome(job_id=r.job_id, attempt=r.attempt, ok=True, record=r, agent_id=r.agent_id))
     assert store.ingest_many(outcomes) == ["stored"] * len(outcomes)
 

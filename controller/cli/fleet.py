@@ -164,11 +164,15 @@ def worker(
 @app.command()
 def dashboard(
     port: int = typer.Option(8501, help="Port to serve on."),
-    host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 to let other machines in)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 to let other machines in: then a token, one "
+                             "of FLEETBENCH_API_TOKENS, opens it)."),
+    insecure: bool = typer.Option(False, "--insecure", help="Beyond loopback without a token (closed lab networks, "
+                                  "or behind a proxy that signs users in: docs/dashboard.md)."),  # fmt: skip
     data_dir: Optional[str] = DataDirOpt,
     db: Optional[str] = DbOpt,
 ) -> None:
-    """Serve the Streamlit dashboard (Fleet, Sweeps, Explorer, Compare, History) on the database, read-only."""
+    """Serve the Streamlit dashboard (Fleet, Sweeps, Explorer, Compare, Profile, History, Regressions) on the
+    database, read-only."""
     import importlib.util
     import os
     import sys
@@ -181,6 +185,14 @@ def dashboard(
     from dashboard.data import DashboardError, readonly_engine
     from dashboard.ui import DB_ENV
 
+    env = dict(os.environ)
+    if host not in ("127.0.0.1", "localhost", "::1") and not insecure:
+        tokens = os.environ.get("FLEETBENCH_API_TOKENS", "").strip()
+        if not any(t.strip() for t in tokens.split(",")):
+            _fail(f"refusing to serve the dashboard on {host} without a token: set FLEETBENCH_API_TOKENS (the API's "
+                  "user tokens open it), put it behind a proxy that signs users in and pass --insecure "
+                  "(docs/dashboard.md), or bind 127.0.0.1", code=2)  # fmt: skip
+        env["FLEETBENCH_DASHBOARD_TOKENS"] = tokens
     url = Paths.resolve(data_dir).db_url(db)
     try:
         readonly_engine(url).dispose()
@@ -192,4 +204,4 @@ def dashboard(
             "--client.showErrorDetails", "none", "--client.toolbarMode", "minimal"]  # fmt: skip
     console.print(f"fleetbench dashboard on [bold]http://{host}:{port}[/] reading {redact_url(url)} (Ctrl-C stops it)")
     sys.stdout.flush()
-    os.execve(sys.executable, argv, {**os.environ, DB_ENV: url})
+    os.execve(sys.executable, argv, {**env, DB_ENV: url})

@@ -61,6 +61,8 @@ class SweepSpec:
     raw: dict = field(default_factory=dict)
     #: where relative paths in ``raw`` were resolved from (kept with the sweep, for ``--resume``)
     base_dir: str | None = None
+    #: free labels (commit, branch, app version...): stored with the sweep, filterable, shown on hover
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def _expand(value):
@@ -224,10 +226,12 @@ def spec_from_dict(raw, base_dir: Path | None = None, *, server_paths: bool = Tr
     """
     if not isinstance(raw, dict):
         raise SweepError("the sweep spec must be a mapping with at least `models:`")
-    unknown = set(raw) - {"name", "models", "variants", "devices", "settings", "expire_after", "max_attempts", "profile"}
+    unknown = set(raw) - {"name", "models", "variants", "devices", "settings", "expire_after", "max_attempts", "profile",
+                          "labels"}  # fmt: skip
     if unknown:
         raise SweepError(f"unknown key(s) {', '.join(sorted(unknown))}; known: name, models, variants, devices, settings, "
-                         "expire_after, max_attempts, profile")  # fmt: skip
+                         "expire_after, max_attempts, profile, labels")  # fmt: skip
+    labels = check_labels(raw.get("labels"))
     models = []
     if not isinstance(raw.get("models") or [], list):
         raise SweepError("models: a list, e.g. [{path: model.keras}] or [{id: digits-cnn}]")
@@ -293,8 +297,33 @@ def spec_from_dict(raw, base_dir: Path | None = None, *, server_paths: bool = Tr
         name=_name(raw.get("name")), models=models, variants=list(variants), devices=devices,
         settings=settings,
         expire_after_s=parse_duration(raw.get("expire_after", DEFAULT_EXPIRE_S), "expire_after"),
-        max_attempts=max_attempts, raw=raw, base_dir=str(Path(base_dir).resolve()) if base_dir else None,
+        max_attempts=max_attempts, raw={**raw, "labels": labels} if labels else raw,
+        base_dir=str(Path(base_dir).resolve()) if base_dir else None, labels=labels,
     )  # fmt: skip
+
+
+#: the most labels a sweep carries, and their longest key and value
+MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE = 32, 64, 200
+
+
+def check_labels(raw) -> dict[str, str]:
+    """A spec's free ``labels:`` (``{commit: abc123, branch: main, app: 2.4.1}``) as text, or SweepError."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SweepError("labels: a mapping of names to values, e.g. {commit: abc123, branch: main}")
+    if len(raw) > MAX_LABELS:
+        raise SweepError(f"labels: at most {MAX_LABELS}, got {len(raw)}")
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, (dict, list)) or value is None:
+            raise SweepError(f"labels.{key}: a single value (text or a number), not {type(value).__name__}")
+        k, v = str(key).strip(), str(value).strip()
+        if not k or len(k) > MAX_LABEL_KEY or len(v) > MAX_LABEL_VALUE or "=" in k:
+            raise SweepError(f"labels.{key}: a name of 1-{MAX_LABEL_KEY} characters without '=' and a value of at most "
+                             f"{MAX_LABEL_VALUE}")  # fmt: skip
+        out[k] = v
+    return out
 
 
 def spec_of_sweep(sweep: SweepRow) -> SweepSpec:
