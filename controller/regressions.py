@@ -3,8 +3,9 @@ new unacknowledged regression sent to the store's webhook.
 
 :func:`scan` runs :func:`controller.analysis.changepoints.find` on every series and metric and stores what it has
 not stored yet; :func:`notify` posts each unsent regression to the webhook (``settings.webhook``: its URL and an
-optional secret for an HMAC-SHA256 signature), with retries and backoff, never twice for one change point. Both
-`fleetbench regressions --notify` (from a cron job) and `fleetbench serve` (after each ingest) call them.
+optional secret for an HMAC-SHA256 signature), with retries and backoff, never twice for one change point (it is
+claimed in the database first; a sender that dies between the POST and marking it sent leaves it to be sent again
+after ten minutes: at least once). `fleetbench regressions --notify`, from a cron job, calls them.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ def scan(store, metrics: tuple[str, ...] = DEFAULT_METRICS, model: str | None = 
     return new
 
 
+def _utc(when: dt.datetime) -> dt.datetime:
+    """A stored time in UTC (SQLite gives it back naive, PostgreSQL in its session's time zone)."""
+    return when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when.astimezone(dt.timezone.utc)
+
+
 def describe(cp: ChangePointRow) -> str:
     """One line for a person: what moved, by how much, where."""
     label = METRICS.get(cp.metric, (cp.metric,))[0]
@@ -73,13 +79,13 @@ def describe(cp: ChangePointRow) -> str:
 def payload(cp: ChangePointRow) -> dict:
     """The JSON the webhook receives: ``text`` for Slack (and anything that shows text), and the change point."""
     return {
-        "text": f":rotating_light: fleetbench {describe(cp)} {cp.after_at:%Y-%m-%d %H:%M} UTC. "
+        "text": f":rotating_light: fleetbench {describe(cp)} {_utc(cp.after_at):%Y-%m-%d %H:%M} UTC. "
                 f"Acknowledge with `fleetbench regressions ack {cp.id} --note ...`",
         "change_point": {
             "id": cp.id, "kind": cp.kind, "metric": cp.metric, "model": cp.model_name, "variant": cp.variant,
             "capability": cp.capability, "threads": cp.threads, "throughput_requests": cp.throughput_requests,
-            "before_job": cp.before_job, "after_job": cp.after_job, "before_at": cp.before_at.isoformat(),
-            "after_at": cp.after_at.isoformat(), "before_value": cp.before_value, "after_value": cp.after_value,
+            "before_job": cp.before_job, "after_job": cp.after_job, "before_at": _utc(cp.before_at).isoformat(),
+            "after_at": _utc(cp.after_at).isoformat(), "before_value": cp.before_value, "after_value": cp.after_value,
             "ratio": cp.ratio, "p_value": cp.p_value, "magnitude": cp.magnitude,
         },
     }  # fmt: skip
@@ -113,6 +119,8 @@ def post(url: str, secret: str | None, body: bytes, attempts: int = ATTEMPTS, ba
                 break
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             why = str(getattr(exc, "reason", exc))
+        except Exception as exc:  # noqa: BLE001 - a broken answer (IncompleteRead, ...): a failed attempt too
+            why = f"{type(exc).__name__}: {exc}"
     raise NotifyError(f"the webhook did not take it after {attempt + 1} attempt(s): {why}")
 
 

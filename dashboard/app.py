@@ -13,7 +13,6 @@ from dashboard import ui
 HERE = Path(__file__).parent / "views"
 
 st.set_page_config(page_title="fleetbench", page_icon=":material/speed:", layout="wide")
-ui.gate()  # beyond loopback, a token first (`fleetbench dashboard` sets FLEETBENCH_DASHBOARD_TOKENS)
 PAGES = [
     st.Page(HERE / "fleet.py", title="Fleet", icon=":material/devices:", default=True),
     st.Page(HERE / "sweeps.py", title="Sweeps", icon=":material/play_circle:"),
@@ -23,4 +22,6 @@ PAGES = [
     st.Page(HERE / "history.py", title="History", icon=":material/timeline:"),
     st.Page(HERE / "regressions.py", title="Regressions", icon=":material/notifications:"),
 ]
-st.navigation(PAGES).run()
+page = st.navigation(PAGES)  # first: the page a link names is kept while the token is asked for
+ui.gate()  # beyond loopback, a token first (`fleetbench dashboard` sets FLEETBENCH_DASHBOARD_TOKENS)
+page.run()

@@ -198,9 +198,9 @@ def test_a_token_opens_the_dashboard_and_nothing_else_does(locked_url, browser):
     assert page.get_by_role("heading", name="Explorer").count() == 0
     page.get_by_label("Token", exact=True).fill("team-token-2")
     page.get_by_role("button", name="Open").click()
-    page.get_by_role("heading", name="Fleet", exact=True).first.wait_for(timeout=60_000)  # in: the first page
-    page.locator('[data-testid="stSidebarNav"]').get_by_text("Explorer", exact=True).click()  # the session stays open
-    page.get_by_role("heading", name="Explorer", exact=True).first.wait_for(timeout=60_000)
+    page.get_by_role("heading", name="Explorer", exact=True).first.wait_for(timeout=60_000)  # the page it was sent to
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("History", exact=True).click()  # the session stays open
+    page.get_by_role("heading", name="History", exact=True).first.wait_for(timeout=60_000)
     page.close()
 
 

@@ -155,10 +155,11 @@ def test_a_history_link_opens_its_series(tmp_path, golden_record, monkeypatch):
     store = Store(url)
     store.migrate()
     _ingest(store, golden_record, list(NOISE[:6]), name="first")
-    _ingest(store, golden_record, list(NOISE[:6]), name="second")
+    _ingest(store, golden_record, list(NOISE[:6]), name="second", start=10)  # the newest: what History opens on
     store.close()
     monkeypatch.setenv(DB_ENV, url)
     at = AppTest.from_file(str(VIEWS / "history.py"), default_timeout=120)
+    assert AppTest.from_file(str(VIEWS / "history.py"), default_timeout=120).run().selectbox(key="history-model").value == "second"
     at.query_params["model"], at.query_params["metric"] = "first", "p99_ms"
     at.run()
     assert not at.exception

@@ -96,3 +96,10 @@ def test_the_env_example_names_only_variables_the_stack_uses():
     used = set(re.findall(r"\$\{([A-Z_]+)", COMPOSE_TEXT))
     listed = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), flags=re.M))
     assert listed <= used, listed - used
+
+
+def test_the_dashboard_container_has_the_token_it_needs_beyond_loopback():
+    # `fleetbench dashboard --host 0.0.0.0` refuses to start without FLEETBENCH_API_TOKENS (or --insecure)
+    dash = SERVICES["dashboard"]
+    assert "0.0.0.0" in dash["command"] and "--insecure" not in dash["command"]
+    assert "FLEETBENCH_API_TOKENS" in dash["environment"]

@@ -53,6 +53,9 @@ WINDOW = 30
 THRESHOLD = 0.05
 #: records on each side of a candidate whose samples the confirmation pools
 SIDE = 5
+#: a change point this close (in records) to a stored one of the same series, metric and kind is that one, moved by
+#: the points that arrived since (`fleetbench regressions` stores it once; History shows its acknowledgement)
+SAME_WITHIN = 2
 #: the fewest records a candidate needs on each side, within its neighbours: one slow run alone (the run-to-run
 #: spread of a shared machine reaches 13%) is not a new level (bench/regress.py --changepoints measured it)
 MIN_SIDE = 2
@@ -168,9 +171,9 @@ def find(series: Series, metric: str, points: Sequence[Point], samples_of: Calla
             if med_a == 0:
                 continue
             ratio, p_value = med_b / med_a, p_detect
-            if abs(ratio - 1.0) <= threshold:
+            if abs(med_b - med_a) <= threshold * abs(med_a):  # relative to the old level's size (an SNR may be < 0)
                 continue
-            kind = "regression" if (ratio > 1) == worse_if_higher else "improvement"
+            kind = "regression" if (med_b > med_a) == worse_if_higher else "improvement"
         out.append(Found(series=series, metric=metric, index=i, before=points[i - 1], after=points[i], ratio=ratio,
                          p_value=p_value, kind=kind, before_value=float(np.median([p.value for p in before])),
                          after_value=float(np.median([p.value for p in after]))))  # fmt: skip

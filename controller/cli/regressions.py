@@ -1,7 +1,8 @@
 """`fleetbench regressions`: the change points over every series' history, newest first; `ack` marks one as
 known; `webhook` sets where new regressions are sent.
 
-Exit codes: 0 no unacknowledged regression in the feed; 1 one or more (a nightly job gates on it); 2 bad input.
+Exit codes: 0 no unacknowledged regression in the feed; 1 one or more (a nightly job gates on it); 2 bad input or
+no detector (apache-otava missing); anything else that fails says so in one `error:` line.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from controller.cli.app import DataDirOpt, DbOpt, _fail, _open_store, app, console, err_console
+from controller.regressions import _utc
 
 regressions_app = typer.Typer(help="Change points over each series' history (E-Divisive, confirmed on the raw "
                               "samples): `fleetbench regressions`, `... ack ID --note TEXT`, `... webhook URL`.")  # fmt: skip
@@ -30,14 +32,14 @@ def _since(text: Optional[str]) -> Optional[dt.datetime]:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
         _fail(f"--since must be a date like 2026-12-01 or 2026-12-01T08:00; got '{text}'", code=2)
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc) if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 def _row(cp) -> dict:
     return {"id": cp.id, "kind": cp.kind, "metric": cp.metric, "model": cp.model_name, "variant": cp.variant,
             "capability": cp.capability, "threads": cp.threads, "throughput_requests": cp.throughput_requests,
-            "before_job": cp.before_job, "after_job": cp.after_job, "before_at": cp.before_at.isoformat(),
-            "after_at": cp.after_at.isoformat(), "before_value": cp.before_value, "after_value": cp.after_value,
+            "before_job": cp.before_job, "after_job": cp.after_job, "before_at": _utc(cp.before_at).isoformat(),
+            "after_at": _utc(cp.after_at).isoformat(), "before_value": cp.before_value, "after_value": cp.after_value,
             "ratio": cp.ratio, "p_value": cp.p_value, "magnitude": cp.magnitude,
             "acked": cp.acked_at is not None, "ack_note": cp.ack_note, "notified": cp.notified_at is not None}  # fmt: skip
 
@@ -58,7 +60,7 @@ def _table(rows) -> Table:
         status = f"acked: {escape(cp.ack_note or '')}" if cp.acked_at else ("[yellow]new[/]" if cp.kind == "regression" else "-")
         series = f"{escape(cp.model_name)} {escape(cp.variant)} {escape(cp.capability)} ×{cp.threads}" + (
             f" {cp.throughput_requests} req" if cp.throughput_requests else "")
-        table.add_row(str(cp.id), f"{cp.after_at:%Y-%m-%d %H:%M}\njob {cp.after_job[:8]}", series,
+        table.add_row(str(cp.id), f"{_utc(cp.after_at):%Y-%m-%d %H:%M}\njob {cp.after_job[:8]}", series,
                       SHORT.get(cp.metric, cp.metric), f"{cp.before_value:.4g} → {cp.after_value:.4g}",
                       f"{cp.ratio:.3f}x", f"{cp.p_value:.1g}", kind, status)  # fmt: skip
     return table
@@ -103,7 +105,7 @@ def regressions(
                 new = scan(store, tuple(metric) or DEFAULT_METRICS, model, threshold if threshold is not None else THRESHOLD,
                            on_series=lambda done, total: progress.update(task, completed=done, total=total))  # fmt: skip
         except DetectorMissing as exc:
-            _fail(str(exc))
+            _fail(str(exc), code=2)  # 1 means "a regression": a nightly gate must tell the two apart
         sent, failed = send(store) if notify else ([], [])
         rows = store.change_points(when, model)
     if metric:
@@ -167,11 +169,11 @@ def webhook(
                 console.print("no webhook set: `fleetbench regressions webhook URL`")
                 return
             parts = urlsplit(hook["url"])
-            console.print(f"webhook: {parts.scheme}://{parts.netloc}/... ({'signed' if hook.get('secret') else 'not signed'})")
+            console.print(f"webhook: {parts.scheme}://{parts.hostname}/... ({'signed' if hook.get('secret') else 'not signed'})")
             return
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            _fail(f"the webhook must be an http:// or https:// URL; got '{parts.scheme}://{parts.netloc}...'", code=2)
+            _fail(f"the webhook must be an http:// or https:// URL; got '{parts.scheme}://{parts.hostname or ''}...'", code=2)
         secret = os.environ.get(SECRET_ENV) or None
         store.set_setting(WEBHOOK_KEY, {"url": url, "secret": secret})
-    console.print(f"webhook set: {parts.scheme}://{parts.netloc}/... ({'signed with ' + SECRET_ENV if secret else 'not signed'})")
+    console.print(f"webhook set: {parts.scheme}://{parts.hostname}/... ({'signed with ' + SECRET_ENV if secret else 'not signed'})")

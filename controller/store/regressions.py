@@ -8,13 +8,11 @@ import datetime as dt
 import numpy as np
 from sqlalchemy import and_, false, or_, select, update
 
+from controller.analysis.changepoints import SAME_WITHIN
 from controller.store.base import StoreBase
 from controller.store.models import ChangePointRow, Result, SettingRow
 from protocol.samples import decode
 
-#: A change point this close (in records) to a stored one of the same series, metric and kind is that one, moved
-#: by the points that arrived since: it is not stored (nor sent) again.
-SAME_WITHIN = 2
 #: A sender that claimed a change point and went quiet for this long is presumed dead: another may send it.
 CLAIM_S = 600
 
@@ -75,8 +73,9 @@ class RegressionsStore(StoreBase):
         stmt = select(ChangePointRow)
         if since is not None:
             stmt = stmt.where(ChangePointRow.after_at >= since)
-        if model:
-            stmt = stmt.where(ChangePointRow.model_name == model)
+        if model:  # a name, or a model id prefix (as series_points takes it): the names of its records
+            names = select(Result.model_name).where(or_(Result.model_name == model, Result.model_id.startswith(model)))
+            stmt = stmt.where(ChangePointRow.model_name.in_(names))
         if ids is not None:
             stmt = stmt.where(ChangePointRow.id.in_(ids))
         with self._session() as session:
@@ -114,7 +113,7 @@ class RegressionsStore(StoreBase):
         stale = now - dt.timedelta(seconds=CLAIM_S)
         with self._write() as session:
             done = session.execute(update(ChangePointRow).where(
-                ChangePointRow.id == cp_id, ChangePointRow.notified_at.is_(None),
+                ChangePointRow.id == cp_id, ChangePointRow.notified_at.is_(None), ChangePointRow.acked_at.is_(None),
                 or_(ChangePointRow.notify_claim.is_(None), ChangePointRow.notify_claim < stale),
             ).values(notify_claim=now))  # fmt: skip
             return done.rowcount == 1
