@@ -70,7 +70,7 @@ def _table(rows) -> Table:
 def regressions(
     ctx: typer.Context,
     since: Optional[str] = typer.Option(None, help="Only change points whose new level began on or after this date."),
-    model: Optional[str] = typer.Option(None, help="Only this model (its name)."),
+    model: Optional[str] = typer.Option(None, help="Only this model (its name, or an id prefix)."),
     metric: list[str] = typer.Option([], "--metric", help="Only these metrics (repeatable): p50_ms, p90_ms, p99_ms, "
                                      "throughput_ips, accuracy_top1, fidelity_snr_db, energy_mj; default: all but p90_ms "
                                      "(throughput only where a throughput phase ran)."),  # fmt: skip
