@@ -97,8 +97,11 @@ def latency_vs_quality(groups: pd.DataFrame, quality: str) -> go.Figure:
 
 
 def latency_boxes(boxes: pd.DataFrame) -> go.Figure:
-    """Latency distributions (ms) from raw samples: one horizontal box per variant × device."""
+    """Latency distributions (ms) from raw samples: one horizontal box per variant × device (× model, when the
+    selection holds several: each box is one model's, never the samples of models that share a variant's name)."""
     labels = boxes["variant"] + " · " + boxes["device_name"] + " · " + boxes["hostname"]
+    if boxes["model_name"].nunique() > 1:
+        labels = boxes["model_name"] + " · " + labels
     colours = variant_colours(boxes["variant"])
     fig = go.Figure()
     for variant, colour in colours.items():
@@ -108,7 +111,8 @@ def latency_boxes(boxes: pd.DataFrame) -> go.Figure:
             upperfence=b["high"], orientation="h", name=variant, marker_color=colour, boxpoints=False,
         ))  # fmt: skip
     fig.update_layout(height=140 + 26 * len(boxes), margin=dict(t=30, l=10, r=10, b=10),
-                      xaxis_title="latency per inference (ms)", yaxis_title="variant · device · host",
+                      xaxis_title="latency per inference (ms)",
+                      yaxis_title=("model · " if boxes["model_name"].nunique() > 1 else "") + "variant · device · host",
                       legend_title="variant")  # fmt: skip
     return fig
 

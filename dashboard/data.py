@@ -50,6 +50,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "accuracy_top1": ("top-1 accuracy (%)", False),
     "fidelity_top1": ("fidelity: top-1 agreement with fp32 (%)", False),
     "fidelity_snr_db": ("fidelity: worst-output SNR vs fp32 (dB)", False),
+    "fidelity_cosine": ("fidelity: worst-output mean cosine vs fp32", False),
     "peak_rss_bytes": ("peak memory (MiB)", True),
 }
 #: Shown as percentages / MiB rather than fractions / bytes.
@@ -283,6 +284,7 @@ def explorer_groups(engine: Engine, f: Filters) -> pd.DataFrame:
             _avg(Result.accuracy_top1).label("accuracy_top1"),
             _avg(Result.fidelity_top1).label("fidelity_top1"),
             func.min(Result.fidelity_snr_db).label("fidelity_snr_db"),
+            func.min(Result.fidelity_cosine).label("fidelity_cosine"),
             func.max(Result.precision).label("precision"),
             _avg(Result.model_size_bytes).label("model_size_bytes"),
             func.max(Result.peak_rss_bytes).label("peak_rss_bytes"),
@@ -308,7 +310,8 @@ def quantization(engine: Engine, f: Filters) -> pd.DataFrame:
     columns = ["model_name", "variant", "details", "accuracy_top1", "fidelity_snr_db", "runs"]
     measured = f.where(
         select(Result.model_id, Result.artifact_sha256, _avg(Result.accuracy_top1).label("accuracy_top1"),
-               func.min(Result.fidelity_snr_db).label("fidelity_snr_db"), func.count().label("runs"))
+               func.min(Result.fidelity_snr_db).label("fidelity_snr_db"),
+            func.min(Result.fidelity_cosine).label("fidelity_cosine"), func.count().label("runs"))
         .group_by(Result.model_id, Result.artifact_sha256)
     )  # fmt: skip
     m = _frame(engine, measured)

@@ -408,3 +408,19 @@ def test_sweep_labels_are_checked_and_kept_as_text():
                        ("labels: {'a=b': 1}", "without '='")):  # fmt: skip
         with pytest.raises(SweepError, match=words):
             parse_spec(f"models: [{{id: m}}]\n{bad}\n")
+
+
+def test_latency_boxes_of_several_models_are_one_box_each(seeded, golden_record):
+    from dashboard import charts
+    from tests.test_regressions import NOISE, _ingest
+
+    store, engine = seeded
+    for name in ("model-a", "model-b"):  # two models whose variants share names, devices and hosts
+        _ingest(store, golden_record, list(NOISE[:1]), name=name)
+    boxes = data.latency_boxes(engine, Filters(models=("model-a", "model-b")))
+    assert sorted(boxes["model_name"]) == ["model-a", "model-b"]
+    fig = charts.latency_boxes(boxes)
+    labels = [y for trace in fig.data for y in trace.y]
+    assert len(labels) == len(set(labels)) == 2 and all(lbl.startswith(("model-a · ", "model-b · ")) for lbl in labels)
+    one = charts.latency_boxes(boxes[boxes["model_name"] == "model-a"])
+    assert not one.data[0].y[0].startswith("model-a")  # one model: no need to say which

@@ -67,6 +67,10 @@ def test_explorer(golden_demo_url, monkeypatch):
     assert metrics(at)["Records"] == "3" and metrics(at)["Variants"] == "1"
     at.radio[0].set_value("fidelity_top1").run()
     assert not at.exception and len(at.get("plotly_chart")) == 4
+    # every fidelity figure these records carry is offered (the demo's records have no SNR: they predate it)
+    assert at.radio[0].options == ["top-1 accuracy", "top-1 agreement with fp32", "worst-output mean cosine vs fp32"]
+    at.radio[0].set_value("fidelity_cosine").run()
+    assert not at.exception and len(at.get("plotly_chart")) == 4
 
 
 def test_compare(golden_demo_url, monkeypatch):

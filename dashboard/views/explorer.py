@@ -22,11 +22,10 @@ with ui.page("Explorer", "Each point is the mean over the runs of one model × v
     d.metric("Devices", groups["device_name"].nunique())
 
     st.subheader("Latency against quality, per device")
-    has_accuracy = groups["accuracy_top1"].notna().any()
-    quality = st.radio("Quality", ["accuracy_top1", "fidelity_top1", "fidelity_snr_db"], horizontal=True,
-                       key="explorer-quality", index=0 if has_accuracy else 2,
-                       format_func={"accuracy_top1": "top-1 accuracy", "fidelity_top1": "top-1 agreement with fp32",
-                                    "fidelity_snr_db": "worst-output SNR vs fp32"}.get)  # fmt: skip
+    names = {"accuracy_top1": "top-1 accuracy", "fidelity_snr_db": "worst-output SNR vs fp32",
+             "fidelity_top1": "top-1 agreement with fp32", "fidelity_cosine": "worst-output mean cosine vs fp32"}
+    carried = [q for q in names if groups[q].notna().any()] or ["accuracy_top1"]  # what these records measured
+    quality = st.radio("Quality", carried, horizontal=True, key="explorer-quality", format_func=names.get)
     if groups[quality].notna().any():
         st.plotly_chart(charts.latency_vs_quality(groups, quality), key="explorer-pareto")
         st.caption("Dotted line: the Pareto front (no other variant on that device is both faster and better).")
