@@ -9,7 +9,6 @@ says what to do, and an empty database into "run `fleetbench demo` first".
 from __future__ import annotations
 
 import contextlib
-import hmac
 import datetime as dt
 import logging
 import os
@@ -17,6 +16,7 @@ import os
 import streamlit as st
 
 from dashboard import data
+from protocol.redact import token_in
 
 #: Set by `fleetbench dashboard` (the URL is not put on the command line, where ps would show its password).
 DB_ENV = "FLEETBENCH_DASHBOARD_DB"
@@ -58,14 +58,6 @@ def query(name: str, *args, live: bool = False, **kwargs):
 TOKENS_ENV = "FLEETBENCH_DASHBOARD_TOKENS"
 
 
-def _token_ok(given: str, tokens: list[str]) -> bool:
-    # bytes: compare_digest refuses a str with non-ASCII characters; every token is compared (no early exit)
-    found = False
-    for t in tokens:
-        found |= hmac.compare_digest(given.encode("utf-8", "replace"), t.encode("utf-8", "replace"))
-    return found
-
-
 def gate() -> None:
     """With FLEETBENCH_DASHBOARD_TOKENS set, every page waits for one of its tokens (compared in constant time);
     a session that gave one stays open."""
@@ -77,7 +69,7 @@ def gate() -> None:
         given = st.text_input("Token", type="password", help="One of the API's user tokens (FLEETBENCH_API_TOKENS)")
         sent = st.form_submit_button("Open")
     if sent:
-        if _token_ok(given, tokens):
+        if token_in(given, tokens):
             st.session_state["fleetbench-authed"] = True
             st.rerun()
         st.error("That is not one of this dashboard's tokens; ask whoever runs it for one.")

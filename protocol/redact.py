@@ -12,6 +12,18 @@ import re
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s/]+)@")
 
 
+def token_in(given: str, tokens) -> bool:
+    """Whether ``given`` is one of ``tokens``, compared in constant time, every token each time (the API's bearer
+    tokens and the dashboard's login both ask this)."""
+    import hmac
+
+    found = False
+    for t in tokens:
+        # bytes: compare_digest refuses a str with non-ASCII characters (a TypeError, not a refusal)
+        found |= hmac.compare_digest(given.encode("utf-8", "replace"), t.encode("utf-8", "replace"))
+    return found
+
+
 def redact(text) -> str:
     """``text`` with every URL's password replaced by ``***`` (anything else is left as it is)."""
     return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(text))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 import os
 from dataclasses import dataclass, field
 
 from fastapi import Depends, Request
 
 from controller.api.errors import _err
+from protocol.redact import token_in
 
 
 @dataclass
@@ -23,8 +23,7 @@ class Tokens:
 
     def role(self, token: str) -> str | None:
         for role, tokens in (("user", self.users), ("agent", self.agents)):
-            # bytes: compare_digest refuses a str with non-ASCII characters (a TypeError, not a 401)
-            if any(hmac.compare_digest(token.encode("utf-8", "replace"), t.encode("utf-8", "replace")) for t in tokens):
+            if token_in(token, tokens):
                 return role
         return None
 
