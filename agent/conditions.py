@@ -221,8 +221,7 @@ def sustained_record(samples_ns, m, readings: list, window_s: float):
                         cpu_mhz=sum(st.cpu_mhz.values()) / len(st.cpu_mhz) if st.cpu_mhz else None)
         for (_, t_ns), n, (p50, p99), st in zip(starts, counts, window_percentiles(samples_ns, counts), readings)
     )  # fmt: skip
-    drift = windows[-1].p50_ms / windows[0].p50_ms if len(windows) > 1 and windows[0].p50_ms > 0 else None
-    return Sustained(seconds=m.elapsed_ns / 1e9, window_s=window_s, windows=windows, drift_ratio=drift)
+    return Sustained(seconds=m.elapsed_ns / 1e9, window_s=window_s, windows=windows, drift_ratio=Sustained.drift_of(windows))
 
 
 #: What an agent does when the device is busy before a job: run and mark the record, wait for quiet, or refuse.

@@ -811,6 +811,11 @@ class Sustained(_Contract):
     #: The last window's p50 over the first's (1.2: 20 % slower by the end); None with fewer than two windows.
     drift_ratio: Optional[float]
 
+    @staticmethod
+    def drift_of(windows) -> Optional[float]:
+        """The last window's p50 over the first's; None with fewer than two windows (or a first p50 of 0)."""
+        return windows[-1].p50_ms / windows[0].p50_ms if len(windows) > 1 and windows[0].p50_ms > 0 else None
+
     def problems(self, samples) -> list[str]:
         """Where the windows do not follow from ``samples`` (their counts and percentiles are derived from them)."""
         if len(self.windows) > MAX_WINDOWS:
@@ -824,7 +829,7 @@ class Sustained(_Contract):
         for i, (w, (p50, p99)) in enumerate(zip(self.windows, derived)):
             if not (_close(p50, w.p50_ms) and _close(p99, w.p99_ms)):
                 return [f"window {i + 1}'s percentiles do not match its samples"]
-        expected = self.windows[-1].p50_ms / self.windows[0].p50_ms if len(self.windows) > 1 and self.windows[0].p50_ms > 0 else None
+        expected = self.drift_of(self.windows)
         if (expected is None) != (self.drift_ratio is None) or (expected is not None and not _close(expected, self.drift_ratio)):
             return ["drift_ratio is not the last window's p50 over the first's"]
         return []
