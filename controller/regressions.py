@@ -20,7 +20,7 @@ import urllib.request
 from itertools import groupby
 from typing import Callable
 
-from controller.analysis.changepoints import METRICS, THRESHOLD, Point, Series, find
+from controller.analysis.changepoints import METRICS, THRESHOLD, Point, Series, find, watched
 from controller.store.models import ChangePointRow
 
 WEBHOOK_KEY = "webhook"
@@ -45,8 +45,8 @@ def scan(store, metrics: tuple[str, ...] = DEFAULT_METRICS, model: str | None = 
     for metric in metrics:
         rows = store.series_points(metric, model)
         for key, group in groupby(rows, key=lambda r: tuple(r[:5])):
-            if metric == "throughput_ips" and not key[4]:
-                continue  # single-stream throughput is 1 / mean latency: the latency series already say it
+            if not watched(metric, key[4]):
+                continue
             work.append((metric, Series(*key), [Point(id=r[5], job_id=r[6], at=r[7], value=float(r[8])) for r in group]))
     new: list[ChangePointRow] = []
     for done, (metric, series, points) in enumerate(work, 1):

@@ -461,7 +461,7 @@ def change_points(engine: Engine, f: Filters, metric: str) -> pd.DataFrame:
     (:func:`controller.analysis.changepoints.find`: E-Divisive, confirmed on the raw samples), with what was
     acknowledged. One row per change point, placed at the first record of the new level; empty for a metric
     change points are not found on."""
-    from controller.analysis.changepoints import METRICS as CP_METRICS, SAME_WITHIN, DetectorMissing, Point, Series, find
+    from controller.analysis.changepoints import METRICS as CP_METRICS, DetectorMissing, Point, Series, find, same, watched
 
     columns = [*SERIES, "throughput_requests", "at", "value", "kind", "ratio", "p_value", "before_value", "after_value",
                "after_job", "acked", "ack_note", "cp_id"]  # fmt: skip
@@ -485,8 +485,8 @@ def change_points(engine: Engine, f: Filters, metric: str) -> pd.DataFrame:
     stored = list(acks.itertuples(index=False))
     rows = []
     for key, g in df.groupby(["model_name", "variant", "capability", "threads", "throughput_requests"], sort=False):
-        if metric == "throughput_ips" and not key[4]:
-            continue  # as `fleetbench regressions`: single-stream throughput is 1 / mean latency
+        if not watched(metric, key[4]):
+            continue
         points = [Point(int(r.id), r.job_id, r.finished_at, float(r.value)) for r in g.itertuples(index=False)]
         try:
             found = find(Series(*key), metric, points, samples_of)
@@ -494,10 +494,9 @@ def change_points(engine: Engine, f: Filters, metric: str) -> pd.DataFrame:
             raise DashboardError(str(exc)) from None
         position = {p.job_id: i for i, p in enumerate(points)}
         device = dict(zip(g["job_id"], g["device_name"]))
-        for cp in found:  # the stored one it is: the same job, or one a record or two away of the same kind
+        for cp in found:  # the stored one it is, by the rule `fleetbench regressions` stores it by
             ack = next((r for r in stored if r.after_job == cp.after.job_id), None) or next(
-                (r for r in stored if r.kind == cp.kind and r.after_job in position
-                 and abs(position[r.after_job] - cp.index) <= SAME_WITHIN), None)  # fmt: skip
+                (r for r in stored if same(cp.after.job_id, cp.kind, r.after_job, r.kind, position)), None)
             rows.append(dict(zip(("model_name", "variant", "capability", "threads", "throughput_requests"), key),
                              device_name=device[cp.after.job_id], at=cp.after.at, value=cp.after.value, kind=cp.kind,
                              ratio=cp.ratio, p_value=cp.p_value, before_value=cp.before_value, after_value=cp.after_value,

@@ -73,6 +73,21 @@ def _confirm(metric: str, a_ns: np.ndarray, b_ns: np.ndarray, threshold: float, 
     return float(np.percentile(b_ns, q) / np.percentile(a_ns, q)), p_tail, tail_threshold
 
 
+def watched(metric: str, throughput_requests: int) -> bool:
+    """Whether change points are looked for on ``metric`` of a series: not single-stream throughput (1 / mean
+    latency: the latency series already say it)."""
+    return metric != "throughput_ips" or bool(throughput_requests)
+
+
+def same(job: str, kind: str, other_job: str, other_kind: str, positions: dict[str, int]) -> bool:
+    """Whether a change point found at ``job`` is the one stored at ``other_job``: the same record, or one at most
+    :data:`SAME_WITHIN` records away in the same direction (``positions``: job id -> index in the series)."""
+    if job == other_job:
+        return True
+    return (kind == other_kind and job in positions and other_job in positions
+            and abs(positions[job] - positions[other_job]) <= SAME_WITHIN)  # fmt: skip
+
+
 class DetectorMissing(RuntimeError):
     """apache-otava is not installed."""
 

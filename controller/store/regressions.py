@@ -8,7 +8,7 @@ import datetime as dt
 import numpy as np
 from sqlalchemy import and_, false, or_, select, update
 
-from controller.analysis.changepoints import SAME_WITHIN
+from controller.analysis.changepoints import same
 from controller.store.base import StoreBase
 from controller.store.models import ChangePointRow, Result, SettingRow
 from protocol.samples import decode
@@ -51,17 +51,13 @@ class RegressionsStore(StoreBase):
         new = []
         with self._write() as session:
             for row in rows:
-                same = select(ChangePointRow).where(
+                series = select(ChangePointRow).where(
                     ChangePointRow.model_name == row.model_name, ChangePointRow.variant == row.variant,
                     ChangePointRow.capability == row.capability, ChangePointRow.threads == row.threads,
                     ChangePointRow.throughput_requests == row.throughput_requests,
                     ChangePointRow.metric == row.metric)  # fmt: skip
-                stored = list(session.scalars(same))
-                if any(s.after_job == row.after_job for s in stored):
-                    continue
-                if positions and row.after_job in positions and any(
-                        s.kind == row.kind and s.after_job in positions
-                        and abs(positions[s.after_job] - positions[row.after_job]) <= SAME_WITHIN for s in stored):  # fmt: skip
+                stored = list(session.scalars(series))
+                if any(same(row.after_job, row.kind, s.after_job, s.kind, positions or {}) for s in stored):
                     continue
                 session.add(row)
                 new.append(row)

@@ -5,6 +5,7 @@ import dataclasses
 
 import streamlit as st
 
+from controller.analysis.changepoints import METRICS as CP_METRICS
 from dashboard import charts, ui
 from dashboard.data import HISTORY_POINTS, METRICS
 
@@ -51,7 +52,7 @@ with ui.page("History", "One model at a time: a chart per device, a line per var
         st.caption(f"More than {HISTORY_POINTS:,} records: one point per day (the mean of its runs); change points are "
                    "found on every record.")  # fmt: skip
     st.plotly_chart(charts.history(points, metric, marks), key="history-chart")
-    if metric not in ("p50_ms", "p90_ms", "p99_ms", "throughput_ips", "accuracy_top1", "fidelity_snr_db"):
+    if metric not in CP_METRICS:
         st.caption("Change points are not looked for on this metric.")
     if not marks.empty:
         st.subheader("Change points")
