@@ -144,7 +144,6 @@ def _drift_cell(r: ResultRecord) -> str:
     return f"[yellow]{text}[/]" if abs(s.drift_ratio - 1) > DRIFT_NOTABLE else text
 
 
-
 def _energy_cell(r: ResultRecord) -> str:
     """Millijoules per inference with the average watts, or "-" (no sensor, or an invalid window)."""
     e = r.energy
