@@ -5,7 +5,8 @@ new unacknowledged regression sent to the store's webhook.
 not stored yet; :func:`notify` posts each unsent regression to the webhook (``settings.webhook``: its URL and an
 optional secret for an HMAC-SHA256 signature), with retries and backoff, never twice for one change point (it is
 claimed in the database first; a sender that dies between the POST and marking it sent leaves it to be sent again
-after ten minutes: at least once). `fleetbench regressions --notify`, from a cron job, calls them.
+after ten minutes: at least once). `fleetbench regressions --notify`, from a cron job, calls them, and
+`fleetbench serve` calls :func:`after_sweeps` when a sweep's records are all in.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +25,7 @@ from typing import Callable
 from controller.analysis.changepoints import METRICS, THRESHOLD, Point, Series, find, watched
 from controller.store.models import ChangePointRow
 
+log = logging.getLogger("fleetbench.regressions")
 WEBHOOK_KEY = "webhook"
 SIGNATURE_HEADER = "X-Fleetbench-Signature"
 #: delivery attempts per change point, and the first wait between them (doubling)
@@ -144,3 +147,28 @@ def notify(store, poster=post) -> tuple[list[ChangePointRow], list[tuple[ChangeP
         store.finish_notify(cp.id, None)
         sent.append(cp)
     return sent, failed
+
+
+def after_sweeps(store, models: set[str]) -> tuple[list[ChangePointRow], list[ChangePointRow], list[str]]:
+    """What `fleetbench serve` does once sweeps finished: scan the series of their ``models`` and send the new
+    regressions (only when a webhook is set: without one, `fleetbench regressions` scans when asked).
+    Returns (new change points, sent, [why each failed]); never raises, it logs."""
+    from controller.analysis.changepoints import DetectorMissing
+
+    if not models or not (store.setting(WEBHOOK_KEY) or {}).get("url"):
+        return [], [], []
+    new: list[ChangePointRow] = []
+    try:
+        for name in sorted(models):
+            new += scan(store, model=name)
+    except DetectorMissing as exc:
+        log.warning("regressions: %s", exc)
+        return [], [], [str(exc)]
+    sent, failed = notify(store)
+    for cp, why in failed:
+        log.warning("regressions: change point #%s not sent (%s); the next finished sweep or "
+                    "`fleetbench regressions --notify` tries again", cp.id, why)  # fmt: skip
+    if new or sent:
+        log.info("regressions: %d new change point(s) in %s; sent %d to the webhook", len(new), ", ".join(sorted(models)),
+                 len(sent))  # fmt: skip
+    return new, sent, [why for _, why in failed]

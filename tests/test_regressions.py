@@ -236,3 +236,62 @@ def test_a_change_point_a_record_or_two_from_a_stored_one_is_that_one(store):
     assert len(store.add_change_points([row("j13")], positions)) == 1  # three away: another
     assert len(store.add_change_points([row("j11", kind="improvement")], positions)) == 1  # the other way: another
     assert store.add_change_points([row("j10")], positions) == []  # the very same
+
+
+def test_concurrent_scans_store_a_change_point_once(store):
+    """`fleetbench serve` and a cron job scanning at the same moment: one row, not two (PostgreSQL's read-committed
+    transactions would both see none stored without the store's lock, and all but one fail on the unique key)."""
+    import threading
+    import time
+
+    from sqlalchemy import event
+
+    from controller.store.models import ChangePointRow
+
+    barrier, stored, errors = threading.Barrier(4), [], []
+
+    @event.listens_for(store.engine, "after_cursor_execute")
+    def slow_read(conn, cursor, statement, *args):  # each scan reads the stored ones, then waits: a real race
+        if statement.lstrip().startswith("SELECT") and "FROM change_points" in statement:
+            time.sleep(0.3)
+
+    def scan_once():
+        row = ChangePointRow(model_name="m", variant="v", capability="c", threads=1, throughput_requests=0,
+                             metric="p50_ms", before_job="b", after_job="j10", before_at=T0, after_at=T0, ratio=1.2,
+                             p_value=0.001, magnitude=0.2, kind="regression", before_value=1.0, after_value=1.2,
+                             detected_at=T0)  # fmt: skip
+        barrier.wait()
+        try:
+            stored.extend(store.add_change_points([row], {"j10": 10}))
+        except Exception as exc:  # noqa: BLE001 - without the lock: the unique constraint's IntegrityError
+            errors.append(exc)
+
+    threads = [threading.Thread(target=scan_once) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(stored) == 1 and len(store.change_points()) == 1
+
+
+def test_serve_scans_and_sends_when_a_sweep_finishes(store, golden_record, receiver):
+    """`fleetbench serve`'s scheduler hands each finished sweep's models to the scan and the webhook."""
+    from controller import regressions as reg
+    from controller.api.state import ApiState
+    from controller.store.models import JobRow, SweepRow
+
+    _ingest(store, golden_record, list(NOISE[:12]) + list(NOISE[12:18] * 1.25))
+    job = {"model_id": "a" * 64, "model_name": "cp-model", "variant": golden_record.variant,
+           "capability": golden_record.capability, "settings": {}, "state": "succeeded", "created_at": T0,
+           "updated_at": T0}  # fmt: skip
+    store.add_sweep(SweepRow(sweep_id="s-nightly", name="nightly", spec={}, state="succeeded", created_at=T0),
+                    [JobRow(job_id="cp-model-017", sweep_id="s-nightly", **job)])  # fmt: skip
+    state = ApiState(store, None, None, None, None)
+    assert state.finished({"s-nightly"}).result(timeout=120) == ([], [], [])  # no webhook: nothing scanned or sent
+    assert store.change_points() == []
+    store.set_setting(reg.WEBHOOK_KEY, {"url": receiver.url, "secret": "s3cret"})
+    receiver.fail_first = 0
+    new, sent, failed = state.finished({"s-nightly"}).result(timeout=120)
+    assert [c.kind for c in new] == ["regression"] and [c.id for c in sent] == [new[0].id] and failed == []
+    assert len(receiver.bodies) == 1
+    assert state.finished({"s-nightly"}).result(timeout=120) == ([], [], []) and len(receiver.bodies) == 1

@@ -1,10 +1,12 @@
-"""What the routes share: the store, the artifacts, the tokens and limits, and the scheduler thread."""
+"""What the routes share: the store, the artifacts, the tokens and limits, and the scheduler thread (which also
+scans for regressions and sends them to the store's webhook when a sweep finishes)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import Request
 
@@ -12,8 +14,6 @@ from controller.config import FLEET_RECORD_S
 from controller.jobs import SweepState
 
 log = logging.getLogger("fleetbench.api")
-
-
 
 
 class ApiState:
@@ -34,6 +34,8 @@ class ApiState:
         self._scheduler = None
         self._stop = threading.Event()
         self.metrics = None  # controller.api.metrics.Metrics, set by create_app
+        self._running: set[str] = set()  # the sweeps running at the last tick
+        self._alerts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regressions")  # one scan at a time
 
     def scheduler(self):
         from controller.dispatch import Dispatcher
@@ -89,6 +91,8 @@ class ApiState:
             try:
                 s = self.scheduler()
                 running = [row.sweep_id for row in self.store.sweeps() if row.state == SweepState.RUNNING]
+                self.finished(self._running - set(running))
+                self._running = set(running)
                 with self.metrics.tick_seconds.time():  # /api/v1/metrics: fleetbench_scheduler_tick_seconds
                     for sweep_id in running:
                         s.tick(sweep_id)
@@ -99,6 +103,25 @@ class ApiState:
                 log.warning("scheduler: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                 time.sleep(2.0)
             time.sleep(0.5)
+
+
+    def finished(self, sweep_ids: set[str]):
+        """Sweeps whose records are all in: their models' series are scanned and new regressions sent to the
+        webhook, off the scheduler's thread (:func:`controller.regressions.after_sweeps`). Returns the future."""
+        if not sweep_ids:
+            return None
+        from controller.regressions import after_sweeps
+
+        def run():
+            try:
+                models = {j.model_name for sweep_id in sweep_ids for j in self.store.jobs(sweep_id)}
+                return after_sweeps(self.store, models)
+            except Exception as exc:  # noqa: BLE001 - a store outage: `fleetbench regressions --notify` catches up
+                log.warning("regressions after sweep(s) %s: %s", ", ".join(s[:8] for s in sorted(sweep_ids)),
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)  # fmt: skip
+                return [], [], [str(exc)]
+
+        return self._alerts.submit(run)
 
 
 def context(request: Request) -> "ApiState":

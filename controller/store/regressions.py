@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
-from sqlalchemy import and_, false, or_, select, update
+from sqlalchemy import and_, false, or_, select, text, update
 
 from controller.analysis.changepoints import same
 from controller.store.base import StoreBase
@@ -50,6 +50,10 @@ class RegressionsStore(StoreBase):
         that one (the detector moves a change point as points arrive)."""
         new = []
         with self._write() as session:
+            # `fleetbench serve` and a cron job may scan at once: PostgreSQL takes one at a time here (SQLite's
+            # writes are one at a time already), so neither stores what the other just stored
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(hashtext('fleetbench-change-points'))"))
             for row in rows:
                 series = select(ChangePointRow).where(
                     ChangePointRow.model_name == row.model_name, ChangePointRow.variant == row.variant,
