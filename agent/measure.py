@@ -17,6 +17,8 @@ two samples: what it reads is timed by neither).
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -27,6 +29,39 @@ from protocol import BenchmarkSettings
 STOP_MET = "minimums-met"
 STOP_MAX_ITERATIONS = "max-iterations"
 STOP_MAX_DURATION = "max-duration"
+
+
+#: Fault injection, to try a regression gate end to end (docs/readiness.md's nightly recipe): every timed
+#: inference is stretched by busy-waiting to this factor of its own time (1.10 = 10% slower). The record says so
+#: (an invalid record, with the reason), so an injected run is never mistaken for a measurement.
+SLOWDOWN_ENV = "FLEETBENCH_INJECT_SLOWDOWN"
+
+
+def injected_slowdown() -> float:
+    """The factor FLEETBENCH_INJECT_SLOWDOWN asks for (1.0 when unset); ValueError names a bad value."""
+    text = os.environ.get(SLOWDOWN_ENV, "").strip()
+    if not text:
+        return 1.0
+    try:
+        factor = float(text)
+    except ValueError:
+        factor = math.nan
+    if not 1.0 <= factor <= 10.0:
+        raise ValueError(f"{SLOWDOWN_ENV} must be a factor from 1.0 to 10 (1.10 = 10% slower); got '{text}'")
+    return factor
+
+
+def stretched(run: Callable[[], object], factor: float, clock: Callable[[], int] = time.perf_counter_ns):
+    """``run``, then a busy wait until the call has taken ``factor`` times its own time."""
+    def slower():
+        t0 = clock()
+        result = run()
+        until = t0 + int((clock() - t0) * factor)
+        while clock() < until:
+            pass
+        return result
+
+    return slower
 
 
 @dataclass(frozen=True)

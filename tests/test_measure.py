@@ -145,3 +145,24 @@ def test_sustained_settings_bound_the_windows_and_the_samples():
     assert BenchmarkSettings(sustained_s=0.9, sustained_window_s=0.3).windows() == 3  # 0.9 / 0.3 is 3.0000000000000004
     assert BenchmarkSettings(sustained_s=600).windows() == 10 and BenchmarkSettings().windows() == 0
     assert "max_iterations must be at most 10,000,000" in BenchmarkSettings(max_iterations=10_000_001).problems()[0]
+
+
+def test_an_injected_slowdown_stretches_each_timed_call_by_its_factor(monkeypatch):
+    from agent.measure import SLOWDOWN_ENV, injected_slowdown, stretched
+
+    w = FakeWorkload(cost_ns=MS)
+
+    def clock():  # the busy wait reads the clock: each read moves it 1 µs on
+        w.now += 1000
+        return w.now
+
+    m = measure_latency(stretched(w.run, 1.10, clock=clock), settings(), clock=clock)
+    assert all(int(1.10 * MS) <= s <= int(1.10 * MS) + 4000 for s in m.samples_ns), m.samples_ns
+    monkeypatch.delenv(SLOWDOWN_ENV, raising=False)
+    assert injected_slowdown() == 1.0
+    monkeypatch.setenv(SLOWDOWN_ENV, "1.1")
+    assert injected_slowdown() == 1.1
+    for bad in ("fast", "0.9", "nan", "11"):
+        monkeypatch.setenv(SLOWDOWN_ENV, bad)
+        with pytest.raises(ValueError, match=f"{SLOWDOWN_ENV} must be a factor from 1.0 to 10"):
+            injected_slowdown()

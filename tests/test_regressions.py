@@ -295,3 +295,71 @@ def test_serve_scans_and_sends_when_a_sweep_finishes(store, golden_record, recei
     assert [c.kind for c in new] == ["regression"] and [c.id for c in sent] == [new[0].id] and failed == []
     assert len(receiver.bodies) == 1
     assert state.finished({"s-nightly"}).result(timeout=120) == ([], [], []) and len(receiver.bodies) == 1
+
+
+# ---------------------------------------------------------------- the nightly recipe, end to end
+
+
+@pytest.fixture(scope="module")
+def small_cnn(tmp_path_factory):
+    """A real TFLite CNN of about a millisecond per inference (the tiny model's microseconds would let the injection's
+    own clock reads count)."""
+    from controller.demo_model import import_tf
+
+    tf = import_tf()
+    tf.keras.utils.set_random_seed(3)
+    model = tf.keras.Sequential([tf.keras.Input(shape=(64, 64, 3)), tf.keras.layers.Conv2D(16, 3, activation="relu"),
+                                 tf.keras.layers.Conv2D(16, 3, activation="relu"), tf.keras.layers.GlobalAveragePooling2D(),
+                                 tf.keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+    path = tmp_path_factory.mktemp("cnn") / "cnn.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path
+
+
+@pytest.mark.slow
+def test_a_nightly_job_catches_an_injected_10_percent_slowdown(tmp_path, small_cnn, receiver):
+    """docs/readiness.md's recipe: each night `fleetbench sweep` (a real agent, a real model) then `fleetbench
+    regressions --notify`; from one night on the agent runs 10% slower (FLEETBENCH_INJECT_SLOWDOWN=1.10). The
+    gate stays green until then, fails within a few nights of it, sends the regression once, and passes once it is
+    acknowledged."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "cnn.tflite").write_bytes(small_cnn.read_bytes())
+    spec = tmp_path / "nightly.yaml"
+    spec.write_text("name: nightly\nmodels: [{path: cnn.tflite}]\nvariants: [tflite-fp32]\ndevices: ['litert:cpu']\n"
+                    "settings: {threads: 1, min_iterations: 300, min_duration_s: 0.5}\n")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETBENCH_")}
+    env.update(FLEETBENCH_DISABLE_GPU_PROBE="1", COLUMNS="120", FLEETBENCH_WEBHOOK_SECRET="s3cret")
+    receiver.fail_first = 0
+
+    def cli(*args, **extra):
+        return subprocess.run([sys.executable, "-m", "controller.cli", *args, "--data-dir", str(tmp_path / "fb")],
+                              capture_output=True, text=True, env={**env, **extra}, timeout=600)  # fmt: skip
+
+    assert cli("regressions", "webhook", receiver.url).returncode == 0
+    nights, gate = [], None
+    for night in range(9):
+        slowed = night >= 5
+        run = cli("sweep", str(spec), **({"FLEETBENCH_INJECT_SLOWDOWN": "1.10"} if slowed else {}))
+        assert run.returncode == 0, run.stdout + run.stderr
+        (record,) = json.loads(cli("results", "nightly", "-f", "json").stdout)
+        assert record["validity"]["valid"] is not slowed, record["validity"]  # an injected run says so
+        nights.append(record["job_id"])
+        gate = cli("regressions", "--notify", "--metric", "p50_ms", "--format", "json")
+        if not slowed:
+            assert gate.returncode == 0 and json.loads(gate.stdout)["change_points"] == [], (night, gate.stdout)
+        elif gate.returncode == 1:
+            break
+    assert gate.returncode == 1, f"no regression after {len(nights) - 5} slowed night(s): {gate.stdout}{gate.stderr}"
+    (cp,) = json.loads(gate.stdout)["change_points"]
+    assert cp["kind"] == "regression" and cp["after_job"] == nights[5] and cp["before_job"] == nights[4]
+    assert 1.05 < cp["ratio"] < 1.20 and cp["notified"], cp
+    (body, headers), = receiver.bodies
+    assert json.loads(body)["change_point"]["id"] == cp["id"] and headers["X-Fleetbench-Signature"].startswith("sha256=")
+    assert cli("regressions", "ack", str(cp["id"]), "--note", "injected on purpose").returncode == 0
+    after = cli("regressions", "--notify", "--metric", "p50_ms", "--format", "json")
+    (acked,) = json.loads(after.stdout)["change_points"]
+    assert after.returncode == 0 and acked["ack_note"] == "injected on purpose" and len(receiver.bodies) == 1
