@@ -363,3 +363,18 @@ def test_a_nightly_job_catches_an_injected_10_percent_slowdown(tmp_path, small_c
     after = cli("regressions", "--notify", "--metric", "p50_ms", "--format", "json")
     (acked,) = json.loads(after.stdout)["change_points"]
     assert after.returncode == 0 and acked["ack_note"] == "injected on purpose" and len(receiver.bodies) == 1
+
+
+    # the model's source changes (a retrained model, another sha256) under the same name: its second version,
+    # whose history goes on in the same series, with the version change marked
+    from dashboard import data
+
+    other = small_cnn.read_bytes() + b"\0" * 16  # a new sha256 (trailing bytes a flatbuffer ignores); the same graph
+    (tmp_path / "cnn.tflite").write_bytes(other)
+    assert cli("sweep", str(spec)).returncode == 0
+    models = cli("models")
+    assert models.returncode == 0 and "v2" in models.stdout and "v1 (old)" in models.stdout, models.stdout
+    engine = data.readonly_engine(f"sqlite:///{tmp_path / 'fb' / 'fleetbench.db'}")
+    points = data.history(engine, data.Filters(models=("cnn",)), "p50_ms")
+    engine.dispose()
+    assert len(points) == len(nights) + 1 and points["new_version"].tolist() == [False] * len(nights) + [True]

@@ -95,6 +95,10 @@ def test_models_datasets_and_variants(store):
     assert store.find_model("aaaaaa").name == "net" and store.find_model("net").model_id == "a" * 64
     with pytest.raises(StoreError, match="no stored model matches 'zzz'"):
         store.find_model("zzz")
+    # the same name with another source: its second version, which the name now means
+    assert store.add_model("c" * 64, "net", "keras", "net.keras", 12) is True
+    assert store.find_model("net").model_id == "c" * 64 and store.find_model("aaaaaa").model_id == "a" * 64
+    assert store.versions(store.models()) == {"a" * 64: 1, "c" * 64: 2}
     art = {"sha256": "b" * 64, "uri": "file:///x", "size_bytes": 5, "filename": "x.tflite"}
     row = VariantRow(cache_key="k" * 64, model_id="a" * 64, variant="tflite-fp32", dataset_id=None, artifact=art,
                      reference=None, size_bytes=5, conversion_s=0.5, tool_versions={"tensorflow": "2"},

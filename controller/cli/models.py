@@ -262,16 +262,25 @@ def _run_conversion(plan, store, paths, broker, limits):
 def models(data_dir: Optional[str] = DataDirOpt, db: Optional[str] = DbOpt) -> None:
     """List stored source models."""
     with _open_store(data_dir, db) as (_, store):
-        rows = [(m, len({v.variant for v in store.variants(m.model_id)})) for m in store.models()]
+        found = store.models()
+        rows = [(m, len({v.variant for v in store.variants(m.model_id)})) for m in found]
+        version = store.versions(found)
     if not rows:
         console.print("No models yet: run `fleetbench convert MODEL` or `fleetbench demo`.")
         return
-    table = Table(title="Models", title_justify="left")
-    for col in ("id", "name", "kind", "file", "size KiB", "variants", "added"):
-        table.add_column(col)
+    latest: dict[str, int] = {}
+    for m in found:
+        latest[m.name] = max(latest.get(m.name, 0), version[m.model_id])
+    table = Table(title="Models", title_justify="left", caption_justify="left")
+    for col in ("id", "name", "version", "kind", "file", "size KiB", "variants", "added"):
+        table.add_column(col, justify="right" if col in ("version", "size KiB", "variants") else "left")
     for m, n in rows:
-        table.add_row(m.model_id[:12], m.name, m.kind, m.filename, f"{m.size_bytes / 1024:,.1f}", str(n),
-                      m.created_at.strftime("%Y-%m-%d %H:%M"))  # fmt: skip
+        v = version[m.model_id]
+        table.add_row(m.model_id[:12], escape(m.name), f"v{v}" + ("" if v == latest[m.name] else " (old)"), m.kind,
+                      escape(m.filename), f"{m.size_bytes / 1024:,.1f}", str(n), m.created_at.strftime("%Y-%m-%d %H:%M"))  # fmt: skip
+    if any(v > 1 for v in version.values()):
+        table.caption = ("A name whose source changed (a new sha256) has one version per source; its history runs across "
+                         "them. A name means its newest version; give the id for an older one.")  # fmt: skip
     console.print(table)
 
 

@@ -23,19 +23,30 @@ class CatalogStore(StoreBase):
             return list(session.scalars(select(ModelRow).order_by(ModelRow.created_at.desc())))
 
     def find_model(self, ref: str) -> ModelRow:
-        """A model by id, unique id prefix (>= 6 characters) or unique name."""
+        """A model by id, unique id prefix (>= 6 characters), or name: the newest version of that name (a name
+        whose source changed holds one version per source sha; give the id for an older one)."""
         with self._session() as session:
             rows = list(session.scalars(select(ModelRow).where(ModelRow.model_id == ref)))
             if not rows and len(ref) >= 6:
                 rows = list(session.scalars(select(ModelRow).where(ModelRow.model_id.startswith(ref))))
             if not rows:
-                rows = list(session.scalars(select(ModelRow).where(ModelRow.name == ref)))
+                newest = select(ModelRow).where(ModelRow.name == ref).order_by(ModelRow.created_at.desc()).limit(1)
+                rows = list(session.scalars(newest))
         if len(rows) == 1:
             return rows[0]
         if not rows:
             raise StoreError(f"no stored model matches '{ref}'; `fleetbench models` lists them")
         ids = ", ".join(r.model_id[:12] for r in rows)
         raise StoreError(f"'{ref}' matches {len(rows)} models ({ids}); give more of the id")
+
+    @staticmethod
+    def versions(models: list[ModelRow]) -> dict[str, int]:
+        """Each model id's version within its name: 1 for the first source stored under that name, and so on."""
+        out: dict[str, int] = {}
+        count: dict[str, int] = {}
+        for m in sorted(models, key=lambda m: (m.name, m.created_at, m.model_id)):
+            count[m.name] = out[m.model_id] = count.get(m.name, 0) + 1
+        return out
 
     def add_dataset(self, row: DatasetRow) -> bool:
         return self._add_once(row, row.dataset_id)
