@@ -59,15 +59,26 @@ def _add(fig: go.Figure, placed: list[tuple[go.Scatter, int, int]]) -> go.Figure
     return fig
 
 
+def facet_key(df: pd.DataFrame, *columns: str) -> pd.Series:
+    """Each row's chart title: ``columns`` joined by " · ", led by the model's name when ``df`` holds several models
+    (a chart never mixes models: their variants share names, not meaning)."""
+    lead = ("model_name",) if "model_name" in df and df["model_name"].nunique() > 1 else ()
+    parts = [df[c].astype(str) for c in (*lead, *columns)]
+    key = parts[0]
+    for part in parts[1:]:
+        key = key + " · " + part
+    return key
+
+
 def latency_vs_quality(groups: pd.DataFrame, quality: str) -> go.Figure:
-    """p50 latency (ms) against accuracy or fidelity (%), one chart per device, the Pareto front drawn."""
-    devices = sorted(groups["device_name"].astype(str) + " · " + groups["capability"].astype(str))
-    devices = list(dict.fromkeys(devices))
+    """p50 latency (ms) against accuracy or fidelity (%), one chart per device (per model × device with several
+    models), the Pareto front drawn."""
+    key = facet_key(groups, "device_name", "capability")
+    devices = list(dict.fromkeys(sorted(key)))
     fig, cols = _facets(len(devices), devices, "p50 latency (ms)", METRICS[quality][0])
     colours = variant_colours(groups["variant"])
     shown: set[str] = set()
     placed: list = []
-    key = groups["device_name"].astype(str) + " · " + groups["capability"].astype(str)
     for i, device in enumerate(devices):
         sub = groups[key == device]
         r, c = i // cols + 1, i % cols + 1
@@ -117,14 +128,28 @@ def latency_boxes(boxes: pd.DataFrame) -> go.Figure:
     return fig
 
 
+#: marker symbols, one per model where a scatter holds several
+MODEL_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star", "pentagon", "hexagon", "triangle-down")
+
+
 def _by_variant(groups: pd.DataFrame, x, y, custom: list[str], hover: str, x_title: str, y_title: str) -> go.Figure:
     """A scatter, one trace per variant in its colour; ``x``/``y`` take a variant's rows, ``hover`` follows
-    Plotly's template (``{variant}`` is filled in)."""
+    Plotly's template (``{variant}`` is filled in). With several models, each model has its own marker symbol
+    and the hover names it: every point is one model's, none is merged."""
     fig = go.Figure()
+    models = sorted(groups["model_name"].astype(str).unique()) if "model_name" in groups else []
+    symbol = {m: MODEL_SYMBOLS[i % len(MODEL_SYMBOLS)] for i, m in enumerate(models)}
+    several = len(models) > 1
     for variant, colour in variant_colours(groups["variant"]).items():
         g = groups[groups["variant"] == variant]
-        fig.add_trace(go.Scatter(x=x(g), y=y(g), mode="markers", name=variant, marker=dict(color=colour, size=9),
-                                 customdata=g[custom], hovertemplate=hover.replace("{variant}", variant)))  # fmt: skip
+        marker = dict(color=colour, size=9, symbol=[symbol[m] for m in g["model_name"].astype(str)] if several else "circle")
+        fig.add_trace(go.Scatter(x=x(g), y=y(g), mode="markers", name=variant, marker=marker,
+                                 customdata=g[[*custom, "model_name"]] if several else g[custom],
+                                 hovertemplate=(f"%{{customdata[{len(custom)}]}} · " if several else "")
+                                 + hover.replace("{variant}", variant)))  # fmt: skip
+    for m in models if several else ():  # a legend entry per model's symbol (no point of its own)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"model {m}", hoverinfo="skip",
+                                 marker=dict(color="#555", size=9, symbol=symbol[m])))  # fmt: skip
     fig.update_layout(height=420, margin=dict(t=30, l=10, r=10, b=10), xaxis_title=x_title, yaxis_title=y_title,
                       legend_title="variant")  # fmt: skip
     return fig
@@ -171,14 +196,16 @@ def sustained(windows: pd.DataFrame) -> go.Figure:
 
 
 def throughput_vs_threads(groups: pd.DataFrame) -> go.Figure:
-    """Throughput (inferences/s) against threads, a line per variant and requests in flight, per capability."""
-    caps = sorted(groups["capability"].unique())
+    """Throughput (inferences/s) against threads, a line per variant and requests in flight, per capability (per
+    model × capability with several models: a line never averages two models)."""
+    key = facet_key(groups, "capability")
+    caps = sorted(key.unique())
     fig, cols = _facets(len(caps), caps, "threads", "throughput (inferences/s)")
     colours = variant_colours(groups["variant"])
     shown: set[str] = set()
     placed: list = []
     for i, cap in enumerate(caps):
-        sub = groups[groups["capability"] == cap]
+        sub = groups[key == cap]
         r, c = i // cols + 1, i % cols + 1
         for (variant, requests), g in sub.groupby(["variant", "throughput_requests"]):
             g = g.groupby("threads", as_index=False)["throughput_ips"].mean().sort_values("threads")

@@ -108,25 +108,75 @@ def _show(title: str, exc: Exception) -> None:
              "please report it with that log.")  # fmt: skip
 
 
+# ---------------------------------------------------------------- shareable views
+# Every page keeps its choices in the URL's query string (st.query_params), so a copied link opens the same view:
+# a widget starts from the value its parameter names (when that is still one of its options) and writes its value
+# back on every run.
+
+
+def keep(param: str, value) -> None:
+    """Put a choice in the URL: a list as a repeated parameter; an empty one, or the page's default, removed."""
+    values = [str(v) for v in value] if isinstance(value, (list, tuple)) else [] if value is None else [str(value)]
+    if not values or values == [""]:
+        if param in st.query_params:
+            del st.query_params[param]
+    else:
+        st.query_params[param] = values if len(values) > 1 else values[0]
+
+
+def asked(param: str) -> list[str]:
+    """The values the URL gives ``param`` (repeated, or comma-separated)."""
+    return [v for given in st.query_params.get_all(param) for v in given.split(",") if v.strip()]
+
+
+def choice(where, label: str, options: list, key: str, param: str, default: int = 0, radio: bool = False,
+           to_param=str, **kw):  # fmt: skip
+    """A selectbox (or a horizontal radio) that starts from, and keeps, the URL's ``param`` (``to_param`` gives an
+    option's value there: a sweep's id rather than its long label, say)."""
+    names = [to_param(o) for o in options]
+    wanted = st.query_params.get(param)
+    index = names.index(wanted) if wanted in names else default
+    widget = where.radio if radio else where.selectbox
+    value = widget(label, options, index=index, key=key, **({"horizontal": True} if radio else {}), **kw)
+    keep(param, to_param(value))
+    return value
+
+
+def choices(where, label: str, options: list, key: str, param: str, default: list | None = None, **kw) -> list:
+    """A multiselect that starts from, and keeps, the URL's ``param``."""
+    by_name = {str(o): o for o in options}
+    linked = [by_name[v] for v in asked(param) if v in by_name]
+    value = where.multiselect(label, options, default=linked or default or [], key=key, **kw)
+    keep(param, value)
+    return value
+
+
+#: the URL parameter of each sidebar filter
+FILTER_PARAMS = {"model_name": ("Model", "model"), "variant": ("Variant", "variant"), "runtime": ("Runtime", "runtime"),
+                 "capability": ("Capability", "capability"), "device_name": ("Device", "device"),
+                 "hostname": ("Host", "host")}  # fmt: skip
+
+
 def filters(options, key: str, with_dates: bool = True, skip: tuple[str, ...] = ()) -> data.Filters:
-    """Sidebar multiselects over the stored combinations (each narrowed by the choices above it)."""
+    """Sidebar multiselects over the stored combinations (each narrowed by the choices above it), kept in the URL."""
     st.sidebar.header("Filter")
     chosen: dict[str, tuple[str, ...]] = {c: () for c in skip}
-    labels = {"model_name": "Model", "variant": "Variant", "runtime": "Runtime", "capability": "Capability",
-              "device_name": "Device", "hostname": "Host"}  # fmt: skip
     rest = options
-    for column, label in labels.items():
+    for column, (label, param) in FILTER_PARAMS.items():
         if column in skip:
             continue
         values = sorted(rest[column].dropna().unique().tolist())
-        picked = st.sidebar.multiselect(label, values, key=f"{key}-{column}", placeholder="any")
+        picked = choices(st.sidebar, label, values, key=f"{key}-{column}", param=param, placeholder="any")
         chosen[column] = tuple(picked)
         if picked:
             rest = rest[rest[column].isin(picked)]
     since = until = None
     if with_dates and not rest.empty:
         first, last = rest["first"].min().date(), rest["last"].max().date()
-        span = st.sidebar.date_input("Dates (UTC)", value=(first, last), min_value=first, max_value=last,
+        linked = [_date(v) for v in (st.query_params.get("since"), st.query_params.get("until"))]
+        start = linked[0] if linked[0] and first <= linked[0] <= last else first
+        end = linked[1] if linked[1] and start <= linked[1] <= last else last
+        span = st.sidebar.date_input("Dates (UTC)", value=(start, end), min_value=first, max_value=last,
                                      key=f"{key}-dates")  # fmt: skip
         if isinstance(span, (tuple, list)) and len(span) == 2:
             since, until = span
@@ -134,9 +184,26 @@ def filters(options, key: str, with_dates: bool = True, skip: tuple[str, ...] = 
             since = span[0]
         elif isinstance(span, dt.date):
             since = span
+        keep("since", since if since and since != first else None)
+        keep("until", until if until and until != last else None)
     return data.Filters(models=chosen["model_name"], variants=chosen["variant"], runtimes=chosen["runtime"],
                         capabilities=chosen["capability"], devices=chosen["device_name"], hosts=chosen["hostname"],
                         since=since, until=until)  # fmt: skip
+
+
+def _date(text: str | None) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def chart(fig, key: str) -> None:
+    """A Plotly chart with its toolbar always shown: "Download plot as png" saves it as fleetbench-<key>.png (tables
+    have their own CSV download, in the toolbar over them)."""
+    st.plotly_chart(fig, key=key, config={"displayModeBar": True, "displaylogo": False,
+                                          "toImageButtonOptions": {"format": "png", "filename": f"fleetbench-{key}",
+                                                                   "scale": 2}})  # fmt: skip
 
 
 def short_id(value) -> str:

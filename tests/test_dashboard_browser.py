@@ -211,3 +211,43 @@ def test_a_shared_history_link_reopens_the_same_view(dashboard_url, browser):
     assert "metric=p99_ms" in page.url and "threads=2" in page.url
     assert not errors, errors
     page.close()
+
+
+def test_a_shared_explorer_link_reopens_its_filters_and_every_chart_and_table_downloads(dashboard_url, browser):
+    """The sidebar filters and the quality axis come from the URL, and go back into it; each chart shows its
+    "Download plot as png" button, and a table's toolbar downloads it as CSV."""
+    page, _, errors = _open(browser, f"{dashboard_url}/explorer?variant=tflite-int8&variant=openvino-int8&quality=fidelity_cosine",
+                            "Explorer", "document.querySelectorAll('.js-plotly-plot').length >= 3", height=3000,
+                            exact=True)  # fmt: skip
+    chips = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').filter(has_text="Variant")
+    assert sorted(chips.locator("[data-tag]").all_inner_texts()) == ["openvino-int8", "tflite-int8"]
+    assert page.locator('[data-testid="stMetric"]').filter(has_text="Variants").get_by_text("2", exact=True).count() == 1
+    checked = page.get_by_role("radiogroup", name="Quality").locator('[data-testid="stRadioOption"][data-selected="true"]')
+    assert checked.inner_text() == "worst-output mean cosine vs fp32"  # the quality the link names, not the first
+    assert "variant=tflite-int8" in page.url and "quality=fidelity_cosine" in page.url
+    charts = page.locator(".js-plotly-plot").count()
+    assert page.locator('.modebar-btn[data-title="Download plot as a PNG"]').count() == charts >= 3
+    table = page.locator('[data-testid="stDataFrame"]').last
+    table.scroll_into_view_if_needed()
+    table.hover()
+    button = page.locator('[data-testid="stElementToolbar"] button[aria-label="Download as CSV"]').last
+    button.wait_for(timeout=10_000)
+    # Chromium offers a save dialog (showSaveFilePicker) no headless run answers: without it, Streamlit downloads
+    page.evaluate("() => { window.showSaveFilePicker = undefined; }")
+    with page.expect_download(timeout=30_000) as download:
+        button.click()
+    csv = Path(download.value.path()).read_text(encoding="utf-8-sig")  # with a BOM, for Excel
+    assert csv.splitlines()[0].startswith("model_name,variant") and {"tflite-int8", "openvino-int8"} <= set(csv.split(","))
+    assert not errors, errors
+    page.close()
+
+
+def test_a_shared_compare_link_reopens_the_same_pair(dashboard_url, browser):
+    page, _, errors = _open(browser, f"{dashboard_url}/compare?mode=two+variants&a=openvino-fp32&b=openvino-int8&metric=p99_ms",
+                            "Compare", "document.querySelectorAll('.js-plotly-plot').length >= 1", height=1400,
+                            exact=True)  # fmt: skip
+    assert page.get_by_text("B / A of p99 latency (ms)").count() >= 1
+    for label, value in (("A (baseline)", "openvino-fp32"), ("B (candidate)", "openvino-int8")):
+        assert page.get_by_role("combobox", name=label).input_value() == value
+    assert not errors, errors
+    page.close()

@@ -424,3 +424,31 @@ def test_latency_boxes_of_several_models_are_one_box_each(seeded, golden_record)
     assert len(labels) == len(set(labels)) == 2 and all(lbl.startswith(("model-a · ", "model-b · ")) for lbl in labels)
     one = charts.latency_boxes(boxes[boxes["model_name"] == "model-a"])
     assert not one.data[0].y[0].startswith("model-a")  # one model: no need to say which
+
+
+def test_explorer_charts_of_several_models_never_merge_them(seeded, golden_record):
+    """Pareto and throughput charts facet by model × device; the scatters give each model its own marker symbol
+    and name it on hover; with one model, nothing changes."""
+    from dashboard import charts
+    from tests.test_regressions import NOISE, _ingest
+
+    store, engine = seeded
+    for name, factor in (("model-a", 1.0), ("model-b", 2.0)):
+        _ingest(store, golden_record, [NOISE[0] * factor], name=name)
+    groups = data.explorer_groups(engine, Filters(models=("model-a", "model-b")))
+    assert sorted(groups["model_name"].unique()) == ["model-a", "model-b"]
+    titles = [a.text for a in charts.latency_vs_quality(groups, "accuracy_top1").layout.annotations]
+    assert sorted(titles) == sorted(f"{r.model_name} · {r.device_name} · {r.capability}" for r in groups.itertuples())
+    assert len(titles) == 2  # the two models on one device: two charts
+    throughput = charts.throughput_vs_threads(groups)
+    assert sorted(a.text for a in throughput.layout.annotations) == [f"model-a · {golden_record.capability}",
+                                                                      f"model-b · {golden_record.capability}"]  # fmt: skip
+    assert len(throughput.data) == 2  # one line per model, not one line averaging both
+    size = charts.size_vs_latency(groups)
+    points = [t for t in size.data if t.x[0] is not None]
+    assert len({s for t in points for s in t.marker.symbol}) == 2 and "%{customdata[2]} · " in points[0].hovertemplate
+    assert {t.name for t in size.data if t.x[0] is None} == {"model model-a", "model model-b"}
+    one = groups[groups["model_name"] == "model-a"]
+    assert [a.text for a in charts.latency_vs_quality(one, "accuracy_top1").layout.annotations] == [
+        f"{one['device_name'].iloc[0]} · {one['capability'].iloc[0]}"]
+    assert all(t.x[0] is not None for t in charts.size_vs_latency(one).data)

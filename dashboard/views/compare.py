@@ -14,7 +14,8 @@ with ui.page("Compare", f"Latency: coloured by the significance test of `fleetbe
              f"{regress.TAIL_THRESHOLD:.0%}). Other metrics: by plain ratio, beyond ±{THRESHOLD:.0%}."):  # fmt: skip
     sweeps = ui.query("sweeps")
     modes = ["two sweeps", "two variants", "two hosts of one capability"]
-    mode = st.radio("Compare", modes, horizontal=True, key="compare-mode", index=0 if len(sweeps) >= 2 else 1)
+    mode = ui.choice(st, "Compare", modes, key="compare-mode", param="mode", default=0 if len(sweeps) >= 2 else 1,
+                     radio=True)  # fmt: skip
     if mode == "two sweeps":
         if len(sweeps) < 2:
             st.info("Compare needs two sweeps, and this database has "
@@ -25,8 +26,8 @@ with ui.page("Compare", f"Latency: coloured by the significance test of `fleetbe
                   for r in sweeps.to_dict("records")}  # fmt: skip
         names = list(labels)
         col_a, col_b = st.columns(2)
-        pick_a = col_a.selectbox("A (baseline)", names, index=1, key="compare-a")
-        pick_b = col_b.selectbox("B (candidate)", names, index=0, key="compare-b")
+        pick_a = ui.choice(col_a, "A (baseline)", names, key="compare-a", param="a", default=1, to_param=labels.get)
+        pick_b = ui.choice(col_b, "B (candidate)", names, key="compare-b", param="b", to_param=labels.get)
         side_a, side_b = Side(sweep_id=labels[pick_a]), Side(sweep_id=labels[pick_b])
     elif mode == "two variants":
         order = {v: i for i, v in enumerate(charts.VARIANT_ORDER)}
@@ -35,8 +36,9 @@ with ui.page("Compare", f"Latency: coloured by the significance test of `fleetbe
         family = first.split("-")[0]
         second = next((v for v in (f"{family}-int8", *variants) if v != first and v in variants), first)
         col_a, col_b = st.columns(2)
-        var_a = col_a.selectbox("A (baseline)", variants, index=variants.index(first), key="compare-variant-a")
-        var_b = col_b.selectbox("B (candidate)", variants, index=variants.index(second), key="compare-variant-b")
+        var_a = ui.choice(col_a, "A (baseline)", variants, key="compare-variant-a", param="a", default=variants.index(first))
+        var_b = ui.choice(col_b, "B (candidate)", variants, key="compare-variant-b", param="b",
+                          default=variants.index(second))  # fmt: skip
         st.caption("Rows pair the two variants per model × capability × threads, over all their records.")
         side_a, side_b = Side(variant=var_a), Side(variant=var_b)
     else:
@@ -47,13 +49,13 @@ with ui.page("Compare", f"Latency: coloured by the significance test of `fleetbe
             st.info("No capability has records from two hosts yet; add a second agent with that capability, "
                     "or compare two sweeps.")  # fmt: skip
             st.stop()
-        cap = st.selectbox("Capability", caps, key="compare-cap")
+        cap = ui.choice(st, "Capability", caps, key="compare-cap", param="capability")
         names = sorted(hosts[hosts["capability"] == cap]["hostname"])
         col_a, col_b = st.columns(2)
-        host_a = col_a.selectbox("A (baseline)", names, index=0, key="compare-host-a")
-        host_b = col_b.selectbox("B (candidate)", names, index=1, key="compare-host-b")
+        host_a = ui.choice(col_a, "A (baseline)", names, key="compare-host-a", param="a")
+        host_b = ui.choice(col_b, "B (candidate)", names, key="compare-host-b", param="b", default=1)
         side_a, side_b = Side(hostname=host_a, capability=cap), Side(hostname=host_b, capability=cap)
-    metric = st.selectbox("Metric", list(METRICS), format_func=lambda m: METRICS[m][0], key="compare-metric")
+    metric = ui.choice(st, "Metric", list(METRICS), key="compare-metric", param="metric", format_func=lambda m: METRICS[m][0])
     table = ui.query("compare", side_a, side_b, metric, threshold=THRESHOLD)
     if table.empty:
         st.warning("These two have no records of that metric.")
@@ -62,7 +64,7 @@ with ui.page("Compare", f"Latency: coloured by the significance test of `fleetbe
               "only in B": "Only in B"}  # fmt: skip
     for col, (verdict, label) in zip(st.columns(len(labels)), labels.items()):
         col.metric(label, int(table["verdict"].eq(verdict).sum()))
-    st.plotly_chart(charts.compare_bars(table, metric), key="compare-chart")
+    ui.chart(charts.compare_bars(table, metric), "compare-chart")
     colour = {"worse": "background-color: #f8d7da", "better": "background-color: #d4edda"}
     styled = table.style.map(lambda v: colour.get(v, ""), subset=["verdict"]).format(
         {"a": "{:.4g}", "b": "{:.4g}", "ratio": "{:.3f}", "p_value": "{:.2g}"}, na_rep="-")  # fmt: skip

@@ -25,36 +25,36 @@ with ui.page("Explorer", "Each point is the mean over the runs of one model × v
     names = {"accuracy_top1": "top-1 accuracy", "fidelity_snr_db": "worst-output SNR vs fp32",
              "fidelity_top1": "top-1 agreement with fp32", "fidelity_cosine": "worst-output mean cosine vs fp32"}
     carried = [q for q in names if groups[q].notna().any()] or ["accuracy_top1"]  # what these records measured
-    quality = st.radio("Quality", carried, horizontal=True, key="explorer-quality", format_func=names.get)
+    quality = ui.choice(st, "Quality", carried, key="explorer-quality", param="quality", radio=True, format_func=names.get)
     if groups[quality].notna().any():
-        st.plotly_chart(charts.latency_vs_quality(groups, quality), key="explorer-pareto")
+        ui.chart(charts.latency_vs_quality(groups, quality), "explorer-pareto")
         st.caption("Dotted line: the Pareto front (no other variant on that device is both faster and better).")
     else:
         st.info("No record in this selection measured that; the variants were run without a data set.")
 
     st.subheader("Latency distributions (raw samples)")
     boxes = ui.query("latency_boxes", f)
-    st.plotly_chart(charts.latency_boxes(boxes), key="explorer-boxes")
+    ui.chart(charts.latency_boxes(boxes), "explorer-boxes")
     st.caption(f"The newest record of each variant × device (at most {SAMPLE_RECORDS}); whiskers at 1.5 × IQR.")
 
     left, right = st.columns(2)
     with left:
         st.subheader("Model size against latency")
-        st.plotly_chart(charts.size_vs_latency(groups), key="explorer-size")
+        ui.chart(charts.size_vs_latency(groups), "explorer-size")
     with right:
         st.subheader("Throughput against threads")
-        st.plotly_chart(charts.throughput_vs_threads(groups), key="explorer-threads")
+        ui.chart(charts.throughput_vs_threads(groups), "explorer-threads")
         st.caption("Dashed: measured with more than one request in flight.")
 
     if groups["energy_mj"].notna().any():
         st.subheader("Energy against latency")
-        st.plotly_chart(charts.energy_vs_latency(groups), key="explorer-energy")
+        ui.chart(charts.energy_vs_latency(groups), "explorer-energy")
         st.caption("Millijoules per inference over the latency phase, from each device's own sensor (RAPL, hwmon "
                    "rails, NVML); devices without one are left out, never estimated.")  # fmt: skip
     runs = ui.query("sustained", f)
     if not runs.empty:
         st.subheader("Sustained runs: latency over time")
-        st.plotly_chart(charts.sustained(runs), key="explorer-sustained")
+        ui.chart(charts.sustained(runs), "explorer-sustained")
         st.caption("Each point is one window's p50 (`sustained_s` runs the latency loop for minutes); drift is the "
                    "last window's p50 over the first's. Below: the hottest thermal zone as each window closed.")  # fmt: skip
     marked = groups[(groups["disturbed_runs"] > 0) | (groups["throttled_runs"] > 0)]

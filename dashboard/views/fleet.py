@@ -23,7 +23,7 @@ with ui.page("Fleet", f"Agents as the controller last recorded them; online mean
     per_cap = ui.query("hosts_by_capability").groupby("capability", as_index=False)["records"].sum()
     if len(per_cap):
         st.subheader("Records stored per capability")
-        st.plotly_chart(charts.records_per_capability(per_cap), key="fleet-records")
+        ui.chart(charts.records_per_capability(per_cap), "fleet-records")
     st.subheader("Running now")
     running = ui.query("running_jobs", live=True)
     if running.empty:

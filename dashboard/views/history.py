@@ -15,27 +15,22 @@ with ui.page("History", "One model at a time: a chart per device, a line per var
     options = ui.query("filter_options")
     newest_first = options.sort_values("last", ascending=False)
     models = list(dict.fromkeys(newest_first["model_name"]))
-    asked = st.query_params  # a shared link (?model=...&metric=...&threads=1,2) opens the same view
     top = st.columns([2, 1, 2])
-    model = top[0].selectbox("Model", models, key="history-model",
-                             index=models.index(asked["model"]) if asked.get("model") in models else 0)  # fmt: skip
+    model = ui.choice(top[0], "Model", models, key="history-model", param="model")  # a link's ?model=... opens it
     of_model = options[options["model_name"] == model]
     threads = sorted(of_model["threads"].unique().tolist())
     usual = int(of_model.groupby("threads")["records"].sum().idxmax())
-    linked = [int(t) for t in asked.get("threads", "").split(",") if t.strip().isdigit() and int(t) in threads]
-    picked_threads = top[1].multiselect("Threads", threads, default=linked or [usual], key="history-threads")
-    names = list(METRICS)
-    metric = top[2].selectbox("Metric", names, format_func=lambda m: METRICS[m][0], key="history-metric",
-                              index=names.index(asked["metric"]) if asked.get("metric") in names else 0)  # fmt: skip
-    st.query_params.update(model=model, metric=metric, threads=",".join(str(t) for t in picked_threads))
+    picked_threads = ui.choices(top[1], "Threads", threads, key="history-threads", param="threads", default=[usual])
+    metric = ui.choice(top[2], "Metric", list(METRICS), key="history-metric", param="metric",
+                       format_func=lambda m: METRICS[m][0])  # fmt: skip
     f = ui.filters(of_model, key="history", skip=("model_name",))
     f = dataclasses.replace(f, models=(model,), threads=tuple(int(t) for t in picked_threads))
     points = ui.query("history", f, metric)
-    label = st.sidebar.text_input("Sweep label", value=asked.get("label", ""), key="history-label",
-                                  placeholder="name=value, e.g. branch=main")  # fmt: skip
-    if label.strip() and not points.empty:
-        points = points[points["labels"].str.split(", ").apply(lambda ls: label.strip() in ls)]
-    st.query_params["label"] = label.strip()
+    label = st.sidebar.text_input("Sweep label", value=st.query_params.get("label", ""), key="history-label",
+                                  placeholder="name=value, e.g. branch=main").strip()  # fmt: skip
+    if label and not points.empty:
+        points = points[points["labels"].str.split(", ").apply(lambda ls: label in ls)]
+    ui.keep("label", label)
     tags = ui.query("baselines")
     points = points.assign(baseline=points["sweep_id"].map(tags.groupby("sweep_id")["tag"].agg(", ".join)).fillna("")
                            if not tags.empty and not points.empty else "")  # fmt: skip
@@ -51,7 +46,7 @@ with ui.page("History", "One model at a time: a chart per device, a line per var
     if int(points["runs"].max()) > 1:
         st.caption(f"More than {HISTORY_POINTS:,} records: one point per day (the mean of its runs); change points are "
                    "found on every record.")  # fmt: skip
-    st.plotly_chart(charts.history(points, metric, marks), key="history-chart")
+    ui.chart(charts.history(points, metric, marks), "history-chart")
     if metric not in CP_METRICS:
         st.caption("Change points are not looked for on this metric.")
     if not marks.empty:

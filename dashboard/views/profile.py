@@ -18,12 +18,16 @@ with ui.page("Profile", "From each job's profile phase (`profile: true` in a swe
                 "then reload this page.")  # fmt: skip
         st.stop()
     models = list(dict.fromkeys(rows["model_name"]))
-    model = st.selectbox("Model", models, key="profile-model")
+    linked_model = st.query_params.get("model")
+    model = ui.choice(st, "Model", models, key="profile-model", param="model")
+    if linked_model is not None and model != linked_model:  # the URL's A and B were another model's records
+        ui.keep("a", None)
+        ui.keep("b", None)
     of_model = rows[rows["model_name"] == model].reset_index(drop=True)
 
     st.subheader("Placement and precision coverage")
     cov = data.coverage(of_model)
-    st.plotly_chart(charts.precision_coverage(cov[cov["error"] == ""]), key="profile-coverage-chart")
+    ui.chart(charts.precision_coverage(cov[cov["error"] == ""]), "profile-coverage-chart")
     precisions = [c.removeprefix("share_") for c in cov.columns if c.startswith("share_")]
     shown = cov.drop(columns=["error"]).rename(columns=lambda c: c.removeprefix("share_"))
     percent = {p: "{:.0%}" for p in [*precisions, "int8"]}
@@ -39,9 +43,12 @@ with ui.page("Profile", "From each job's profile phase (`profile: true` in a swe
     first, second = data.default_pair(usable)
     left, right = st.columns(2)
     # keyed by model: another model's picks start from its own defaults
-    pick_a = left.selectbox("A", names, index=first, key=f"profile-a-{model}")
-    pick_b = right.selectbox("B (side by side)", [NONE, *names], index=0 if second is None else second + 1,
-                             key=f"profile-b-{model}")  # fmt: skip
+    def job(name: str) -> str:  # the URL names a record by its job id's first 8 characters
+        return name.rsplit(" · ", 1)[-1] if name != NONE else "none"
+
+    pick_a = ui.choice(left, "A", names, key=f"profile-a-{model}", param="a", default=first, to_param=job)
+    pick_b = ui.choice(right, "B (side by side)", [NONE, *names], key=f"profile-b-{model}", param="b",
+                       default=0 if second is None else second + 1, to_param=job)  # fmt: skip
     picked = {"A": usable.iloc[names.index(pick_a)]}
     if pick_b != NONE:
         picked["B"] = usable.iloc[names.index(pick_b)]
@@ -65,8 +72,8 @@ with ui.page("Profile", "From each job's profile phase (`profile: true` in a swe
             col.caption(p["op_time"])
 
     st.subheader("Time by op type")
-    st.plotly_chart(charts.op_type_bars({f"{side}: {r.variant}": data.op_types(r.profile) for side, r in picked.items()}),
-                    key="profile-op-types")  # fmt: skip
+    ui.chart(charts.op_type_bars({f"{side}: {r.variant}": data.op_types(r.profile) for side, r in picked.items()}),
+             "profile-op-types")
     st.subheader("Slowest nodes")
     for col, (side, r) in zip(st.columns(len(picked)), picked.items()):
         col.caption(f"{side}: {r.variant} on {r.capability}")

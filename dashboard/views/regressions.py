@@ -18,7 +18,8 @@ with ui.page("Regressions", "The change points `fleetbench regressions` found ov
     a.metric("Unacknowledged regressions", len(open_regressions))
     b.metric("Change points", len(cps))
     c.metric("Acknowledged", int(cps["acked"].sum()))
-    kinds = st.multiselect("Show", ["regression", "improvement"], default=["regression", "improvement"], key="feed-kinds")
+    kinds = ui.choices(st, "Show", ["regression", "improvement"], key="feed-kinds", param="kind",
+                       default=["regression", "improvement"])  # fmt: skip
     shown = cps[cps["kind"].isin(kinds)]
     st.dataframe(
         shown[["id", "kind", "magnitude", "ratio", "p_value", "metric", "model_name", "variant", "capability", "threads",

@@ -24,7 +24,7 @@ with ui.page("Sweeps", f"Refreshes every {LIVE_TTL_S} s.", needs="sweeps"):
     st.subheader("Jobs of a sweep")
     table = ui.query("sweeps", live=True)
     choices = {f"{r['name']} ({r['sweep_id']})": r["sweep_id"] for r in table.to_dict("records")}
-    picked = st.selectbox("Sweep", list(choices), key="sweeps-pick")
+    picked = ui.choice(st, "Sweep", list(choices), key="sweeps-pick", param="sweep")
     jobs = ui.query("sweep_jobs", choices[picked], live=True)
     failed = jobs[jobs["state"].isin([JobState.FAILED.value, JobState.DEAD_LETTER.value, JobState.EXPIRED.value])]
     waiting = jobs[jobs["state"] == JobState.WAITING.value]
