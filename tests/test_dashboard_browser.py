@@ -81,12 +81,12 @@ def test_every_page_renders_in_chromium(dashboard_url, browser, name, path, head
     page.close()
 
 
-def _seeded(tmp_path_factory, name: str, *seeders):
-    """A dashboard on a new SQLite store that each of ``seeders`` (store -> None) fills."""
+def _seeded(tmp_path_factory, name: str, *seeders, db: str | None = None):
+    """A dashboard on a new SQLite store (at ``db`` when given) that each of ``seeders`` (store -> None) fills."""
     from controller.store import Store
 
     root = tmp_path_factory.mktemp(f"dash-{name}")
-    url = f"sqlite:///{root / f'{name}.db'}"
+    url = db or f"sqlite:///{root / f'{name}.db'}"
     store = Store(url)
     store.migrate()
     for fill in seeders:
@@ -249,5 +249,59 @@ def test_a_shared_compare_link_reopens_the_same_pair(dashboard_url, browser):
     assert page.get_by_text("B / A of p99 latency (ms)").count() >= 1
     for label, value in (("A (baseline)", "openvino-fp32"), ("B (candidate)", "openvino-int8")):
         assert page.get_by_role("combobox", name=label).input_value() == value
+    assert not errors, errors
+    page.close()
+
+
+def _seed_step(golden_record):
+    """A series that is 25% slower from its 13th record on, where the model's second version arrived; the change
+    point stored as `fleetbench regressions` stores it."""
+    from tests.test_regressions import NOISE, _ingest
+
+    def fill(store):
+        from controller.regressions import scan
+
+        _ingest(store, golden_record, list(NOISE[:12]), name="cp-model")
+        _ingest(store, golden_record, list(NOISE[12:18] * 1.25), name="cp-model", start=12, model_id="f" * 64)
+        assert [cp.kind for cp in scan(store, metrics=("p50_ms",))] == ["regression"]
+
+    return fill
+
+
+@pytest.fixture(scope="module")
+def step_dashboard(tmp_path_factory, golden_record):
+    """(the dashboard's address, its database URL) on the seeded step."""
+    root = tmp_path_factory.mktemp("dash-step-db")
+    db = f"sqlite:///{root / 'step.db'}"
+    for url in _seeded(tmp_path_factory, "step", _seed_step(golden_record), db=db):
+        yield url, db
+
+
+def test_the_feed_shows_a_seeded_regression_and_opens_its_series_with_it_marked(step_dashboard, browser):
+    step_url, db = step_dashboard
+    page, _, errors = _open(browser, f"{step_url}/regressions", "Regressions",
+                            "document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 1", height=900,
+                            exact=True)  # fmt: skip
+    assert page.locator('[data-testid="stMetric"]').filter(has_text="Unacknowledged regressions").get_by_text(
+        "1", exact=True).count() == 1  # fmt: skip
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "regressions.png"), full_page=True)
+    from dashboard import data  # the grid draws its cells on a canvas: the link is read from the page's own data
+
+    engine = data.readonly_engine(db)
+    (link,) = data.feed(engine)["history"]
+    engine.dispose()
+    assert link == "history?model=cp-model&metric=p50_ms&threads=1"
+    history = f"{step_url}/{link}"
+    page.goto(history, wait_until="domcontentloaded")
+    page.get_by_role("heading", name="History", exact=True).first.wait_for(timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=60_000)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    page.wait_for_timeout(500)
+    legend = page.locator(".js-plotly-plot .legendtext").all_text_contents()
+    assert "regression" in legend and "new model version" in legend, legend
+    assert page.locator('[data-testid="stMetric"]').filter(has_text="Unacknowledged regressions").get_by_text(
+        "1", exact=True).count() == 1  # fmt: skip
+    page.screenshot(path=str(SCREENSHOTS / "history-regression.png"), full_page=True)
     assert not errors, errors
     page.close()

@@ -388,7 +388,7 @@ def test_history_carries_sweep_labels_model_versions_and_baselines(seeded, golde
     store.set_baseline("release-1.2", "nightly-1")
     with store.engine.begin() as conn:  # the second version's records came from two sweeps, the first of them labelled
         conn.execute(sa.update(Result).where(Result.job_id.like("versioned-v2-%")).values(model_name="versioned"))
-        conn.execute(sa.update(Result).where(Result.job_id == "versioned-v2-000").values(sweep_id="nightly-1"))
+        conn.execute(sa.update(Result).where(Result.job_id == "versioned-v2-004").values(sweep_id="nightly-1"))
     points = data.history(engine, Filters(models=("versioned",)), "p50_ms")
     assert len(points) == 7 and points["new_version"].tolist() == [False] * 4 + [True, False, False]
     assert points["labels"].tolist() == [""] * 4 + ["branch=main, commit=abc123", "", ""]

@@ -15,15 +15,16 @@ from tests.golden_demo import resampled
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 
 
-def _ingest(store, golden, factors, tails=None, name="cp-model", start: int = 0):
-    """One record per factor, a day apart; run-to-run noise is the real samples drawn again plus ``factors``."""
+def _ingest(store, golden, factors, tails=None, name="cp-model", start: int = 0, model_id: str | None = None):
+    """One record per factor, a day apart from day ``start`` (job ids ``name-<day>``); run-to-run noise is the real
+    samples drawn again plus ``factors``. ``model_id``: another version of the model (a new source sha)."""
     import dataclasses
 
     tails = tails or [1.0] * len(factors)
     outcomes = []
-    for i, (f, tail) in enumerate(zip(factors, tails)):
-        r = resampled(dataclasses.replace(golden, model_name=name), f, seed=i, job_id=f"{name}-{i:03d}",
-                      at=T0 + dt.timedelta(days=start + i), tail=tail)  # fmt: skip
+    model = dataclasses.replace(golden, model_name=name, model_id=model_id or golden.model_id)
+    for i, (f, tail) in enumerate(zip(factors, tails), start):
+        r = resampled(model, f, seed=i, job_id=f"{name}-{i:03d}", at=T0 + dt.timedelta(days=i), tail=tail)
         outcomes.append(JobOutcome(job_id=r.job_id, attempt=r.attempt, ok=True, record=r, agent_id=r.agent_id))
     assert store.ingest_many(outcomes) == ["stored"] * len(outcomes)
 

@@ -22,13 +22,15 @@ with ui.page("Regressions", "The change points `fleetbench regressions` found ov
                        default=["regression", "improvement"])  # fmt: skip
     shown = cps[cps["kind"].isin(kinds)]
     st.dataframe(
-        shown[["id", "kind", "magnitude", "ratio", "p_value", "metric", "model_name", "variant", "capability", "threads",
-               "before_value", "after_value", "after_at", "acked", "ack_note", "history"]],
+        shown[["id", "kind", "magnitude", "history", "metric", "model_name", "variant", "capability", "threads",
+               "before_value", "after_value", "ratio", "p_value", "after_at", "acked", "ack_note"]],
         hide_index=True, width="stretch", key="feed-table",
         column_config={"history": st.column_config.LinkColumn("series", display_text="open in History"),
                        "magnitude": st.column_config.NumberColumn("change", format="percent"),
                        "ratio": st.column_config.NumberColumn(format="%.3fx"),
                        "p_value": st.column_config.NumberColumn("p", format="%.1e"),
+                       "model_name": "model", "before_value": "before", "after_value": "after",
+                       "ack_note": "note",
                        "after_at": st.column_config.DatetimeColumn("since (UTC)", format="YYYY-MM-DD HH:mm")},
     )  # fmt: skip
     st.caption("Newest 500 change points, largest change first; `fleetbench regressions --format json` has them all.")
