@@ -115,18 +115,13 @@ def _show(title: str, exc: Exception) -> None:
 
 
 def keep(param: str, value) -> None:
-    """Put a choice in the URL: a list as a repeated parameter; an empty one, or the page's default, removed."""
+    """Put a choice in the URL: a list as a repeated parameter; an empty one removed."""
     values = [str(v) for v in value] if isinstance(value, (list, tuple)) else [] if value is None else [str(value)]
     if not values or values == [""]:
         if param in st.query_params:
             del st.query_params[param]
     else:
         st.query_params[param] = values if len(values) > 1 else values[0]
-
-
-def asked(param: str) -> list[str]:
-    """The values the URL gives ``param`` (repeated, or comma-separated)."""
-    return [v for given in st.query_params.get_all(param) for v in given.split(",") if v.strip()]
 
 
 def choice(where, label: str, options: list, key: str, param: str, default: int = 0, radio: bool = False,
@@ -145,7 +140,9 @@ def choice(where, label: str, options: list, key: str, param: str, default: int 
 def choices(where, label: str, options: list, key: str, param: str, default: list | None = None, **kw) -> list:
     """A multiselect that starts from, and keeps, the URL's ``param``."""
     by_name = {str(o): o for o in options}
-    linked = [by_name[v] for v in asked(param) if v in by_name]
+    linked = []
+    for given in st.query_params.get_all(param):  # repeated; or comma-separated ("threads=1,2"), unless a value
+        linked += [by_name[given]] if given in by_name else [by_name[v] for v in given.split(",") if v in by_name]
     value = where.multiselect(label, options, default=linked or default or [], key=key, **kw)
     keep(param, value)
     return value

@@ -336,3 +336,26 @@ def test_a_constant_reference_warning_reaches_the_candidate():
     by_variant = {c.variant: c for c in candidates(warned)}
     assert by_variant["tflite-int8"].warnings == ("output 'x': constant",)
     assert by_variant["tflite-fp32"].warnings == ()
+
+
+def test_a_name_means_the_version_that_has_records(store, golden_record):
+    """readiness NAME after the model's second version was stored but not yet benchmarked: the first version's
+    records, not "no records"; with --sweep, the version that sweep ran."""
+    import datetime as dt
+
+    from controller.cli.readiness import _model_records
+    from controller.store.models import JobRow, SweepRow
+    from protocol import JobOutcome
+
+    r, now = golden_record, dt.datetime.now(dt.timezone.utc)
+    v1 = r.model_id
+    assert store.add_model(v1, r.model_name, "keras", "m.keras", 10)
+    store.add_sweep(SweepRow(sweep_id="s-one", name="one", spec={}, state="done", created_at=now),
+                    [JobRow(job_id=r.job_id, sweep_id="s-one", model_id=v1, model_name=r.model_name, variant=r.variant,
+                            capability=r.capability, settings={}, state="running", created_at=now, updated_at=now)])  # fmt: skip
+    assert store.ingest(JobOutcome(job_id=r.job_id, attempt=r.attempt, ok=True, record=r, agent_id=r.agent_id)) == "stored"
+    assert store.add_model("e" * 64, golden_record.model_name, "keras", "m.keras", 12)  # v2, never benchmarked
+    assert store.find_model(golden_record.model_name).model_id == "e" * 64
+    for sweep in (None, "s-one"):
+        name, records = _model_records(store, golden_record.model_name, sweep)
+        assert name == golden_record.model_name and [x.model_id for x in records] == [v1], sweep

@@ -283,12 +283,13 @@ def test_serve_scans_and_sends_when_a_sweep_finishes(store, golden_record, recei
 
     _ingest(store, golden_record, list(NOISE[:12]) + list(NOISE[12:18] * 1.25))
     job = {"model_id": "a" * 64, "model_name": "cp-model", "variant": golden_record.variant,
-           "capability": golden_record.capability, "settings": {}, "state": "succeeded", "created_at": T0,
+           "capability": golden_record.capability, "settings": {}, "state": "done", "created_at": T0,
            "updated_at": T0}  # fmt: skip
-    store.add_sweep(SweepRow(sweep_id="s-nightly", name="nightly", spec={}, state="succeeded", created_at=T0),
+    store.add_sweep(SweepRow(sweep_id="s-nightly", name="nightly", spec={}, state="done", created_at=T0),
                     [JobRow(job_id="cp-model-017", sweep_id="s-nightly", **job)])  # fmt: skip
     state = ApiState(store, None, None, None, None)
-    assert state.finished({"s-nightly"}).result(timeout=120) == ([], [], [])  # no webhook: nothing scanned or sent
+    assert state.track(["s-nightly", "s-other"]) is None  # running: nothing to scan yet
+    assert state.track(["s-other"]).result(timeout=120) == ([], [], [])  # s-nightly ended; no webhook: nothing sent
     assert store.change_points() == []
     store.set_setting(reg.WEBHOOK_KEY, {"url": receiver.url, "secret": "s3cret"})
     receiver.fail_first = 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 
 from fastapi import Request
 
@@ -35,7 +35,7 @@ class ApiState:
         self._stop = threading.Event()
         self.metrics = None  # controller.api.metrics.Metrics, set by create_app
         self._running: set[str] = set()  # the sweeps running at the last tick
-        self._alerts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regressions")  # one scan at a time
+        self._scanning = threading.Lock()  # one regressions scan at a time
 
     def scheduler(self):
         from controller.dispatch import Dispatcher
@@ -91,8 +91,7 @@ class ApiState:
             try:
                 s = self.scheduler()
                 running = [row.sweep_id for row in self.store.sweeps() if row.state == SweepState.RUNNING]
-                self.finished(self._running - set(running))
-                self._running = set(running)
+                self.track(running)
                 with self.metrics.tick_seconds.time():  # /api/v1/metrics: fleetbench_scheduler_tick_seconds
                     for sweep_id in running:
                         s.tick(sweep_id)
@@ -105,23 +104,34 @@ class ApiState:
             time.sleep(0.5)
 
 
-    def finished(self, sweep_ids: set[str]):
-        """Sweeps whose records are all in: their models' series are scanned and new regressions sent to the
-        webhook, off the scheduler's thread (:func:`controller.regressions.after_sweeps`). Returns the future."""
+    def track(self, running: list[str]):
+        """The sweeps running now: those that ran at the last tick and no longer do go to :meth:`finished`."""
+        done, self._running = self._running - set(running), set(running)
+        return self.finished(done)
+
+    def finished(self, sweep_ids: set[str]) -> Future | None:
+        """Sweeps that left the running state (done, cancelled or superseded): their models' series are scanned and
+        new regressions sent to the webhook (:func:`controller.regressions.after_sweeps`) on a daemon thread, one
+        scan at a time, so neither the scheduler nor a shutdown waits for a slow webhook (a delivery cut short is
+        sent again later: `fleetbench regressions --notify` from cron stays the backstop). Returns its future."""
         if not sweep_ids:
             return None
         from controller.regressions import after_sweeps
 
-        def run():
-            try:
-                models = {j.model_name for sweep_id in sweep_ids for j in self.store.jobs(sweep_id)}
-                return after_sweeps(self.store, models)
-            except Exception as exc:  # noqa: BLE001 - a store outage: `fleetbench regressions --notify` catches up
-                log.warning("regressions after sweep(s) %s: %s", ", ".join(s[:8] for s in sorted(sweep_ids)),
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)  # fmt: skip
-                return [], [], [str(exc)]
+        future: Future = Future()
 
-        return self._alerts.submit(run)
+        def run():
+            with self._scanning:
+                try:
+                    models = {j.model_name for sweep_id in sweep_ids for j in self.store.jobs(sweep_id)}
+                    future.set_result(after_sweeps(self.store, models))
+                except Exception as exc:  # noqa: BLE001 - a store outage: `fleetbench regressions --notify` catches up
+                    log.warning("regressions after sweep(s) %s: %s", ", ".join(s[:8] for s in sorted(sweep_ids)),
+                                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)  # fmt: skip
+                    future.set_result(([], [], [str(exc)]))
+
+        threading.Thread(target=run, name="regressions", daemon=True).start()
+        return future
 
 
 def context(request: Request) -> "ApiState":

@@ -23,18 +23,30 @@ def _model_records(store, model: str, sweep: Optional[str]):
     """(model name, records): the model's records in ``sweep``, or the newest one per setting."""
     from controller.store import StoreError
 
+    by_name = False
     try:
         row = store.find_model(model)
         model_id, name = row.model_id, row.name
+        by_name = row.name == model and not row.model_id.startswith(model)  # a name: its newest version
     except StoreError:
         found = store.model_of_results(model)
         if found is None:
             raise
         model_id, name = found
     if sweep:
-        s = store.resolve_sweep(sweep)
-        return name, [r for r in store.sweep_results(s.sweep_id) if r.model_id == model_id]
-    return name, store.newest_results(model_id)
+        records = store.sweep_results(store.resolve_sweep(sweep).sweep_id)
+        mine = [r for r in records if r.model_id == model_id]
+        named = [r for r in records if r.model_name == name]
+        if not mine and by_name and named:  # the sweep ran another version of that name: the newest it ran
+            newest = max(named, key=lambda r: r.finished_at).model_id
+            mine = [r for r in named if r.model_id == newest]
+        return name, mine
+    records = store.newest_results(model_id)
+    if not records and by_name:  # the newest version has no record yet: the version that has the newest one
+        found = store.model_of_results(model)
+        if found is not None:
+            return found[1], store.newest_results(found[0])
+    return name, records
 
 
 def _why_absent(jobs, model_id: str, req: str) -> str:

@@ -30,7 +30,8 @@ class CatalogStore(StoreBase):
             if not rows and len(ref) >= 6:
                 rows = list(session.scalars(select(ModelRow).where(ModelRow.model_id.startswith(ref))))
             if not rows:
-                newest = select(ModelRow).where(ModelRow.name == ref).order_by(ModelRow.created_at.desc()).limit(1)
+                newest = (select(ModelRow).where(ModelRow.name == ref)
+                          .order_by(ModelRow.created_at.desc(), ModelRow.model_id.desc()).limit(1))  # as versions() counts
                 rows = list(session.scalars(newest))
         if len(rows) == 1:
             return rows[0]

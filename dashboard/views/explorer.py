@@ -71,8 +71,9 @@ with ui.page("Explorer", "Each point is the mean over the runs of one model × v
                      hide_index=True, width="stretch", key="explorer-quant")  # fmt: skip
         reported = [i for i, d in enumerate(quant["details"]) if d.get("layer_errors")]
         if reported:
-            pick = st.selectbox("Per-layer quantization error of", reported, key="explorer-quant-layers",
-                                format_func=lambda i: f"{quant.at[i, 'model_name']} · {quant.at[i, 'variant']}")  # fmt: skip
+            pick = ui.choice(st, "Per-layer quantization error of", reported, key="explorer-quant-layers", param="layers",
+                             format_func=lambda i: f"{quant.at[i, 'model_name']} · {quant.at[i, 'variant']}",
+                             to_param=lambda i: f"{quant.at[i, 'model_name']}:{quant.at[i, 'variant']}")  # fmt: skip
             layers = data.layer_errors(quant.at[pick, "details"])
             st.dataframe(layers.head(15), hide_index=True, width="stretch", key="explorer-quant-table")
             st.caption("Worst first, int8 against fp32 on the calibration split (from `fleetbench quant-report`, or the "
