@@ -49,6 +49,12 @@ SHORT = {"p50_ms": "p50 ms", "p90_ms": "p90 ms", "p99_ms": "p99 ms", "throughput
          "fidelity_snr_db": "SNR dB", "energy_mj": "mJ/inf"}  # fmt: skip
 
 
+def _p(p: float) -> str:
+    """A p-value as the table shows it: one digit, and "<1e-300" where the test's own float ran out (thousands of
+    samples a side that do not overlap give exactly 0)."""
+    return "<1e-300" if p < 1e-300 else f"{p:.1g}"
+
+
 def _table(rows) -> Table:
     table = Table(title="Change points (newest first)", title_justify="left", caption_justify="left")
     for col, justify, wrap in (("id", "right", False), ("since", "left", False), ("series", "left", True),
@@ -62,7 +68,7 @@ def _table(rows) -> Table:
             f" {cp.throughput_requests} req" if cp.throughput_requests else "")
         table.add_row(str(cp.id), f"{_utc(cp.after_at):%Y-%m-%d %H:%M}\njob {cp.after_job[:8]}", series,
                       SHORT.get(cp.metric, cp.metric), f"{cp.before_value:.4g} → {cp.after_value:.4g}",
-                      f"{cp.ratio:.3f}x", f"{cp.p_value:.1g}", kind, status)  # fmt: skip
+                      f"{cp.ratio:.3f}x", _p(cp.p_value), kind, status)  # fmt: skip
     return table
 
 
