@@ -364,7 +364,9 @@ def test_a_nightly_job_catches_an_injected_10_percent_slowdown(tmp_path, small_c
     assert gate.returncode == 1, f"no regression after {slowed_nights} slowed night(s); p50 ms {p50s}: {gate.stdout}{gate.stderr}"
     print(f"caught after {slowed_nights} slowed night(s); p50 ms per night {p50s}")
     (cp,) = json.loads(gate.stdout)["change_points"]
-    assert cp["kind"] == "regression" and cp["after_job"] == nights[BASELINE] and cp["before_job"] == nights[BASELINE - 1]
+    # at the first slowed night, or the second where the first happened to measure low (noise of a few %)
+    at = nights.index(cp["after_job"])
+    assert cp["kind"] == "regression" and at in (BASELINE, BASELINE + 1) and cp["before_job"] == nights[at - 1], (cp, p50s)
     assert 1.05 < cp["ratio"] < 1.20 and cp["notified"], cp
     (body, headers), = receiver.bodies
     assert json.loads(body)["change_point"]["id"] == cp["id"] and headers["X-Fleetbench-Signature"].startswith("sha256=")
