@@ -139,3 +139,24 @@ class LocalDashboard:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def at_once(fn, n: int) -> tuple[list, list[Exception]]:
+    """Call ``fn()`` from ``n`` threads released together (a barrier): (what the calls returned, what they raised)."""
+    import threading
+
+    barrier, answers, errors = threading.Barrier(n), [], []
+
+    def call():
+        barrier.wait()
+        try:
+            answers.append(fn())
+        except Exception as exc:  # noqa: BLE001 - the caller asserts on them
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers, errors

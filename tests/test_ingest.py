@@ -8,6 +8,7 @@ from controller.store.jobs import (
 )  # fmt: skip
 from controller.store.models import JobRow, SweepRow
 from protocol import JobOutcome
+from tests.helpers import at_once
 
 
 def _sweep(store, n_jobs=1, max_attempts=3):
@@ -34,21 +35,7 @@ def _failed(kind, attempt=1, job_id="job-0"):
 def test_the_same_result_three_times_concurrently_is_one_row(store, golden_record):
     _sweep(store)
     outcome = _ok(golden_record)
-    answers, errors = [], []
-    barrier = threading.Barrier(3)
-
-    def deliver():
-        try:
-            barrier.wait()
-            answers.append(store.ingest(outcome))
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=deliver) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers, errors = at_once(lambda: store.ingest(outcome), 3)
     assert not errors, errors
     assert sorted(answers) == [DUPLICATE, DUPLICATE, STORED]
     assert store.count_results() == 1 and len(store.sweep_results("s1")) == 1

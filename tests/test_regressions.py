@@ -242,14 +242,12 @@ def test_a_change_point_a_record_or_two_from_a_stored_one_is_that_one(store):
 def test_concurrent_scans_store_a_change_point_once(store):
     """`fleetbench serve` and a cron job scanning at the same moment: one row, not two (PostgreSQL's read-committed
     transactions would both see none stored without the store's lock, and all but one fail on the unique key)."""
-    import threading
     import time
 
     from sqlalchemy import event
 
     from controller.store.models import ChangePointRow
-
-    barrier, stored, errors = threading.Barrier(4), [], []
+    from tests.helpers import at_once
 
     @event.listens_for(store.engine, "after_cursor_execute")
     def slow_read(conn, cursor, statement, *args):  # each scan reads the stored ones, then waits: a real race
@@ -261,17 +259,10 @@ def test_concurrent_scans_store_a_change_point_once(store):
                              metric="p50_ms", before_job="b", after_job="j10", before_at=T0, after_at=T0, ratio=1.2,
                              p_value=0.001, magnitude=0.2, kind="regression", before_value=1.0, after_value=1.2,
                              detected_at=T0)  # fmt: skip
-        barrier.wait()
-        try:
-            stored.extend(store.add_change_points([row], {"j10": 10}))
-        except Exception as exc:  # noqa: BLE001 - without the lock: the unique constraint's IntegrityError
-            errors.append(exc)
+        return store.add_change_points([row], {"j10": 10})
 
-    threads = [threading.Thread(target=scan_once) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers, errors = at_once(scan_once, 4)  # without the lock: the unique constraint's IntegrityError in all but one
+    stored = [cp for new in answers for cp in new]
     assert errors == [] and len(stored) == 1 and len(store.change_points()) == 1
 
 
