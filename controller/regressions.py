@@ -6,7 +6,7 @@ not stored yet; :func:`notify` posts each unsent regression to the webhook (``se
 optional secret for an HMAC-SHA256 signature), with retries and backoff, never twice for one change point (it is
 claimed in the database first; a sender that dies between the POST and marking it sent leaves it to be sent again
 after ten minutes: at least once). `fleetbench regressions --notify`, from a cron job, calls them, and
-`fleetbench serve` calls :func:`after_sweeps` when a sweep's records are all in.
+`fleetbench serve` calls :func:`after_sweeps` when a sweep leaves the running state.
 """
 
 from __future__ import annotations
@@ -152,7 +152,8 @@ def notify(store, poster=post) -> tuple[list[ChangePointRow], list[tuple[ChangeP
 def after_sweeps(store, models: set[str]) -> tuple[list[ChangePointRow], list[ChangePointRow], list[str]]:
     """What `fleetbench serve` does once sweeps finished: scan the series of their ``models`` and send the new
     regressions (only when a webhook is set: without one, `fleetbench regressions` scans when asked).
-    Returns (new change points, sent, [why each failed]); never raises, it logs."""
+    Returns (new change points, sent, [why each failed]); a missing detector and failed deliveries are logged, a
+    store error is the caller's."""
     from controller.analysis.changepoints import DetectorMissing
 
     if not models or not (store.setting(WEBHOOK_KEY) or {}).get("url"):

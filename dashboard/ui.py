@@ -196,8 +196,8 @@ def _date(text: str | None) -> dt.date | None:
 
 
 def chart(fig, key: str) -> None:
-    """A Plotly chart with its toolbar always shown: "Download plot as png" saves it as fleetbench-<key>.png (tables
-    have their own CSV download, in the toolbar over them)."""
+    """A Plotly chart with its toolbar always shown: its "Download plot as a PNG" saves fleetbench-<key>.png at twice
+    the screen's resolution (tables have their own CSV download, in the toolbar over them)."""
     st.plotly_chart(fig, key=key, config={"displayModeBar": True, "displaylogo": False,
                                           "toImageButtonOptions": {"format": "png", "filename": f"fleetbench-{key}",
                                                                    "scale": 2}})  # fmt: skip

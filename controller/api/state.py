@@ -103,7 +103,6 @@ class ApiState:
                 time.sleep(2.0)
             time.sleep(0.5)
 
-
     def track(self, running: list[str]):
         """The sweeps running now: those that ran at the last tick and no longer do go to :meth:`finished`."""
         done, self._running = self._running - set(running), set(running)
