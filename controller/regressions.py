@@ -47,15 +47,15 @@ def scan(store, metrics: tuple[str, ...] = DEFAULT_METRICS, model: str | None = 
     work = []
     for metric in metrics:
         rows = store.series_points(metric, model)
-        for key, group in groupby(rows, key=lambda r: tuple(r[:5])):
+        for key, group in groupby(rows, key=lambda r: tuple(r[:6])):
             if not watched(metric, key[4]):
                 continue
-            work.append((metric, Series(*key), [Point(id=r[5], job_id=r[6], at=r[7], value=float(r[8])) for r in group]))
+            work.append((metric, Series(*key), [Point(id=r[6], job_id=r[7], at=r[8], value=float(r[9])) for r in group]))
     new: list[ChangePointRow] = []
     for done, (metric, series, points) in enumerate(work, 1):
         found = find(series, metric, points, store.samples_by_id, threshold=threshold)
         rows = [ChangePointRow(model_name=series.model_name, variant=series.variant, capability=series.capability,
-                               threads=series.threads, throughput_requests=series.throughput_requests, metric=metric,
+                               device_name=series.device_name, threads=series.threads, throughput_requests=series.throughput_requests, metric=metric,
                                before_job=f.before.job_id, after_job=f.after.job_id, before_at=f.before.at,
                                after_at=f.after.at, ratio=f.ratio, p_value=f.p_value, magnitude=f.magnitude, kind=f.kind,
                                before_value=f.before_value, after_value=f.after_value, detected_at=now) for f in found]  # fmt: skip
@@ -74,7 +74,7 @@ def _utc(when: dt.datetime) -> dt.datetime:
 def describe(cp: ChangePointRow) -> str:
     """One line for a person: what moved, by how much, where."""
     label = METRICS.get(cp.metric, (cp.metric,))[0]
-    series = Series(cp.model_name, cp.variant, cp.capability, cp.threads, cp.throughput_requests).label
+    series = Series(cp.model_name, cp.variant, cp.capability, cp.threads, cp.throughput_requests, cp.device_name).label
     return (f"{cp.kind} #{cp.id}: {label} of {series} {cp.before_value:.4g} -> {cp.after_value:.4g} "
             f"({cp.ratio:.3f}x, p={cp.p_value:.2g}) from job {cp.after_job[:8]} on")
 
@@ -86,8 +86,8 @@ def payload(cp: ChangePointRow) -> dict:
                 f"Acknowledge with `fleetbench regressions ack {cp.id} --note ...`",
         "change_point": {
             "id": cp.id, "kind": cp.kind, "metric": cp.metric, "model": cp.model_name, "variant": cp.variant,
-            "capability": cp.capability, "threads": cp.threads, "throughput_requests": cp.throughput_requests,
-            "before_job": cp.before_job, "after_job": cp.after_job, "before_at": _utc(cp.before_at).isoformat(),
+            "capability": cp.capability, "device": cp.device_name, "threads": cp.threads,
+            "throughput_requests": cp.throughput_requests, "before_job": cp.before_job, "after_job": cp.after_job, "before_at": _utc(cp.before_at).isoformat(),
             "after_at": _utc(cp.after_at).isoformat(), "before_value": cp.before_value, "after_value": cp.after_value,
             "ratio": cp.ratio, "p_value": cp.p_value, "magnitude": cp.magnitude,
         },

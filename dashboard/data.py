@@ -468,8 +468,9 @@ def change_points(engine: Engine, f: Filters, metric: str) -> pd.DataFrame:
     if metric not in CP_METRICS:
         return pd.DataFrame(columns=columns)
     column = getattr(Result, metric)
-    keys = (Result.model_name, Result.variant, Result.capability, Result.threads, Result.throughput_requests)
-    stmt = f.where(select(*keys, Result.device_name, Result.id, Result.job_id, Result.finished_at, column.label("value"))
+    keys = (Result.model_name, Result.variant, Result.capability, Result.threads, Result.throughput_requests,
+            Result.device_name)  # a series, as `fleetbench regressions` keys it (changepoints.Series)
+    stmt = f.where(select(*keys, Result.id, Result.job_id, Result.finished_at, column.label("value"))
                    .where(column.is_not(None)))  # fmt: skip
     df = _frame(engine, stmt.order_by(*keys, Result.finished_at, Result.id))
     if df.empty:
@@ -484,7 +485,8 @@ def change_points(engine: Engine, f: Filters, metric: str) -> pd.DataFrame:
                                  ChangePointRow.ack_note).where(ChangePointRow.metric == metric))  # fmt: skip
     stored = list(acks.itertuples(index=False))
     rows = []
-    for key, g in df.groupby(["model_name", "variant", "capability", "threads", "throughput_requests"], sort=False):
+    series_keys = ["model_name", "variant", "capability", "threads", "throughput_requests", "device_name"]
+    for key, g in df.groupby(series_keys, sort=False):
         if not watched(metric, key[4]):
             continue
         points = [Point(int(r.id), r.job_id, r.finished_at, float(r.value)) for r in g.itertuples(index=False)]
@@ -493,12 +495,10 @@ def change_points(engine: Engine, f: Filters, metric: str) -> pd.DataFrame:
         except DetectorMissing as exc:
             raise DashboardError(str(exc)) from None
         position = {p.job_id: i for i, p in enumerate(points)}
-        device = dict(zip(g["job_id"], g["device_name"]))
         for cp in found:  # the stored one it is, by the rule `fleetbench regressions` stores it by
             ack = next((r for r in stored if r.after_job == cp.after.job_id), None) or next(
                 (r for r in stored if same(cp.after.job_id, cp.kind, r.after_job, r.kind, position)), None)
-            rows.append(dict(zip(("model_name", "variant", "capability", "threads", "throughput_requests"), key),
-                             device_name=device[cp.after.job_id], at=cp.after.at, value=cp.after.value, kind=cp.kind,
+            rows.append(dict(zip(series_keys, key), at=cp.after.at, value=cp.after.value, kind=cp.kind,
                              ratio=cp.ratio, p_value=cp.p_value, before_value=cp.before_value, after_value=cp.after_value,
                              after_job=cp.after.job_id, acked=bool(ack is not None and ack.acked_at is not None),
                              ack_note=(ack.ack_note or "") if ack is not None else "",
@@ -512,12 +512,12 @@ FEED_ROWS = 500
 
 def feed(engine: Engine, limit: int = FEED_ROWS) -> pd.DataFrame:
     """The change points `fleetbench regressions` stored: the newest ``limit``, largest change first, each with
-    a ``history`` link to its series (``history?model=...&metric=...&threads=...``)."""
+    a ``history`` link to its series (``history?model=...&metric=...&threads=...&device=...``)."""
     from urllib.parse import urlencode
 
     c = ChangePointRow
     stmt = (select(c.id, c.kind, c.magnitude, c.ratio, c.p_value, c.metric, c.model_name, c.variant, c.capability,
-                   c.threads, c.throughput_requests, c.before_value, c.after_value, c.after_at, c.after_job,
+                   c.device_name, c.threads, c.throughput_requests, c.before_value, c.after_value, c.after_at, c.after_job,
                    c.acked_at, c.ack_note, c.notified_at)
             .order_by(c.after_at.desc(), c.id.desc()).limit(limit))  # fmt: skip
     df = _frame(engine, stmt)
@@ -525,8 +525,8 @@ def feed(engine: Engine, limit: int = FEED_ROWS) -> pd.DataFrame:
         return df.assign(history=[], acked=[])
     df["after_at"] = _utc(df["after_at"])
     df["acked"] = df["acked_at"].notna()
-    df["history"] = [f"history?{urlencode({'model': m, 'metric': k, 'threads': t})}"
-                     for m, k, t in zip(df["model_name"], df["metric"], df["threads"])]  # fmt: skip
+    df["history"] = [f"history?{urlencode({'model': m, 'metric': k, 'threads': t, **({'device': d} if d else {})})}"
+                     for m, k, t, d in zip(df["model_name"], df["metric"], df["threads"], df["device_name"])]  # fmt: skip
     return df.drop(columns=["acked_at"]).sort_values(["magnitude", "after_at"], ascending=False).reset_index(drop=True)
 
 

@@ -277,7 +277,7 @@ def step_dashboard(tmp_path_factory, golden_record):
         yield url, db
 
 
-def test_the_feed_shows_a_seeded_regression_and_opens_its_series_with_it_marked(step_dashboard, browser):
+def test_the_feed_shows_a_seeded_regression_and_opens_its_series_with_it_marked(step_dashboard, browser, golden_record):
     step_url, db = step_dashboard
     page, _, errors = _open(browser, f"{step_url}/regressions", "Regressions",
                             "document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 1", height=900,
@@ -291,7 +291,7 @@ def test_the_feed_shows_a_seeded_regression_and_opens_its_series_with_it_marked(
     engine = data.readonly_engine(db)
     (link,) = data.feed(engine)["history"]
     engine.dispose()
-    assert link == "history?model=cp-model&metric=p50_ms&threads=1"
+    assert link == f"history?model=cp-model&metric=p50_ms&threads=1&device={golden_record.device_name.replace(' ', '+')}"
     history = f"{step_url}/{link}"
     page.goto(history, wait_until="domcontentloaded")
     page.get_by_role("heading", name="History", exact=True).first.wait_for(timeout=60_000)

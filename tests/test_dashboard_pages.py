@@ -148,7 +148,8 @@ def test_the_feed_lists_stored_change_points_largest_first_with_links_to_history
     table = at.dataframe[0].value
     assert table["magnitude"].tolist() == sorted(table["magnitude"], reverse=True)
     assert table["model_name"].tolist() == ["leapt", "stepped"]  # the larger change first
-    assert table["history"].iloc[1] == "history?model=stepped&metric=p50_ms&threads=1"
+    device = golden_record.device_name.replace(" ", "+")  # the series' device: the link opens that one
+    assert table["history"].iloc[1] == f"history?model=stepped&metric=p50_ms&threads=1&device={device}"
 
 
 def test_a_history_link_opens_its_series(tmp_path, golden_record, monkeypatch):

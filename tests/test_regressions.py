@@ -84,6 +84,23 @@ def test_a_change_point_is_stored_once_and_acknowledged(store, golden_record):
 # ---------------------------------------------------------------- the webhook, against a real HTTP server
 
 
+def test_two_kinds_of_hardware_under_one_capability_are_two_series(store, golden_record):
+    """A Pi joins the fleet's litert:cpu agents and runs the series from night 12 on, 30% slower than the server
+    did: that is another device, not a regression. A real step on one device is still found, on that device."""
+    import dataclasses
+
+    from controller.regressions import describe, scan
+
+    pi = dataclasses.replace(golden_record, device_name="Raspberry Pi 5 (Cortex-A76)")
+    _ingest(store, golden_record, list(NOISE[:12]), name="fleet-model")
+    _ingest(store, pi, list(NOISE[12:18] * 1.3), name="fleet-model", start=12)
+    assert scan(store, metrics=("p50_ms",)) == []  # mixed into one series, this was a 30% "regression"
+    _ingest(store, pi, list(NOISE[18:24] * 1.3 * 1.25), name="fleet-model", start=18)  # the Pi itself slows down
+    (cp,) = scan(store, metrics=("p50_ms",))
+    assert cp.kind == "regression" and cp.device_name == pi.device_name and cp.after_job == "fleet-model-018"
+    assert "Raspberry Pi 5" in describe(cp)
+
+
 class Receiver:
     """An HTTP server on loopback that records what it is sent; ``fail_first`` answers 503 that many times."""
 

@@ -374,3 +374,36 @@ def test_sqlite_is_in_wal_mode_and_concurrent_read_then_write_transactions_never
     reader.dispose()
     a.close()
     b.close()
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_migration_0014_gives_stored_change_points_their_device(db, request, tmp_path, golden_record):
+    """A change point stored at 0013 gets the device of its first new record, so the scan that finds it again
+    (now per device) knows it: no second row, no second alert."""
+    import sqlalchemy as sa
+
+    from controller.regressions import scan
+    from controller.store.models import Base
+    from tests.test_regressions import NOISE, T0, _ingest
+
+    url, kwargs = request.getfixturevalue("pg_url") if db == "postgresql" else (None, {})
+    store = _store_at(tmp_path, "0013", url, **kwargs)
+    try:
+        _ingest(store, golden_record, list(NOISE[:12]) + list(NOISE[12:18] * 1.25))  # results: as at 0013
+        with store.engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO change_points (model_name, variant, capability, threads, throughput_requests, metric, "
+                "before_job, after_job, before_at, after_at, ratio, p_value, magnitude, kind, before_value, after_value, "
+                "detected_at, notified_at) VALUES ('cp-model', :variant, :capability, 1, 0, 'p50_ms', 'cp-model-011', "
+                "'cp-model-012', :t, :t, 1.25, 0.001, 0.25, 'regression', 1.0, 1.25, :t, :t)"),
+                {"variant": golden_record.variant, "capability": golden_record.capability, "t": T0})  # fmt: skip
+        store.migrate()  # 0014
+        (stored,) = store.change_points()
+        assert stored.device_name == golden_record.device_name
+        assert scan(store, metrics=("p50_ms",)) == [] and len(store.change_points()) == 1  # the same one: not new
+    finally:
+        if db == "postgresql":
+            Base.metadata.drop_all(store.engine)
+            with store.engine.begin() as conn:
+                conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+        store.close()

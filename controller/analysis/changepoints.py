@@ -99,11 +99,15 @@ class Series:
     capability: str
     threads: int
     throughput_requests: int = 0
+    #: the hardware the records report: one capability name covers unlike devices (litert:cpu on a Pi, on a server)
+    device_name: str = ""
 
     @property
     def label(self) -> str:
         extra = f", {self.throughput_requests} req" if self.throughput_requests else ""
-        return f"{self.model_name} {self.variant} on {self.capability} ({self.threads} thread{'s' if self.threads != 1 else ''}{extra})"
+        device = f" · {self.device_name}" if self.device_name else ""
+        return (f"{self.model_name} {self.variant} on {self.capability}{device} "
+                f"({self.threads} thread{'s' if self.threads != 1 else ''}{extra})")
 
 
 @dataclass(frozen=True)

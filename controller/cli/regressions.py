@@ -37,7 +37,8 @@ def _since(text: Optional[str]) -> Optional[dt.datetime]:
 
 def _row(cp) -> dict:
     return {"id": cp.id, "kind": cp.kind, "metric": cp.metric, "model": cp.model_name, "variant": cp.variant,
-            "capability": cp.capability, "threads": cp.threads, "throughput_requests": cp.throughput_requests,
+            "capability": cp.capability, "device": cp.device_name, "threads": cp.threads,
+            "throughput_requests": cp.throughput_requests,
             "before_job": cp.before_job, "after_job": cp.after_job, "before_at": _utc(cp.before_at).isoformat(),
             "after_at": _utc(cp.after_at).isoformat(), "before_value": cp.before_value, "after_value": cp.after_value,
             "ratio": cp.ratio, "p_value": cp.p_value, "magnitude": cp.magnitude,
@@ -65,7 +66,8 @@ def _table(rows) -> Table:
         kind = "[red]regression[/]" if cp.kind == "regression" else "[green]improvement[/]"
         status = f"acked: {escape(cp.ack_note or '')}" if cp.acked_at else ("[yellow]new[/]" if cp.kind == "regression" else "-")
         series = f"{escape(cp.model_name)} {escape(cp.variant)} {escape(cp.capability)} ×{cp.threads}" + (
-            f" {cp.throughput_requests} req" if cp.throughput_requests else "")
+            f" {cp.throughput_requests} req" if cp.throughput_requests else "") + (
+            f"\n{escape(cp.device_name)}" if cp.device_name else "")
         table.add_row(str(cp.id), f"{_utc(cp.after_at):%Y-%m-%d %H:%M}\njob {cp.after_job[:8]}", series,
                       SHORT.get(cp.metric, cp.metric), f"{cp.before_value:.4g} → {cp.after_value:.4g}",
                       f"{cp.ratio:.3f}x", _p(cp.p_value), kind, status)  # fmt: skip

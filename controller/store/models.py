@@ -235,7 +235,7 @@ class BaselineRow(Base):
 
 
 class ChangePointRow(Base):
-    """A change point found in a series (issue 20): model × variant × capability × threads × throughput requests,
+    """A change point found in a series (issue 20): model × variant × capability × device × threads × throughput requests,
     one metric over time, between the record ``before_job`` and the record ``after_job`` (the first of the new
     level). Found by ``fleetbench regressions`` (E-Divisive, confirmed on the raw samples); acknowledged by a
     person; sent to the store's webhook once."""
@@ -243,7 +243,7 @@ class ChangePointRow(Base):
     __tablename__ = "change_points"
     __table_args__ = (
         UniqueConstraint("metric", "after_job", name="uq_change_points_metric_after"),
-        Index("ix_change_points_series", "model_name", "variant", "capability", "threads", "metric"),
+        Index("ix_change_points_series", "model_name", "variant", "capability", "device_name", "threads", "metric"),
         Index("ix_change_points_after_at", "after_at"),
     )
 
@@ -251,6 +251,8 @@ class ChangePointRow(Base):
     model_name: Mapped[str] = mapped_column(String(200), nullable=False)
     variant: Mapped[str] = mapped_column(String(64), nullable=False)
     capability: Mapped[str] = mapped_column(String(128), nullable=False)
+    #: the device name the series' records report (migration 0014; "" where none was known)
+    device_name: Mapped[str] = mapped_column(String(200), nullable=False, default="", server_default="")
     threads: Mapped[int] = mapped_column(Integer, nullable=False)
     throughput_requests: Mapped[int] = mapped_column(Integer, nullable=False)
     metric: Mapped[str] = mapped_column(String(32), nullable=False)

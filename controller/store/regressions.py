@@ -25,10 +25,11 @@ class RegressionsStore(StoreBase):
     """Series, change points, acknowledgements, the webhook's setting and its deliveries."""
 
     def series_points(self, metric: str, model: str | None = None) -> list[tuple]:
-        """(model_name, variant, capability, threads, throughput_requests, id, job_id, finished_at, value) of every
-        current record with ``metric``, oldest first within each series."""
+        """(model_name, variant, capability, threads, throughput_requests, device_name, id, job_id, finished_at,
+        value) of every current record with ``metric``, oldest first within each series."""
         column = getattr(Result, metric)
-        keys = (Result.model_name, Result.variant, Result.capability, Result.threads, Result.throughput_requests)
+        keys = (Result.model_name, Result.variant, Result.capability, Result.threads, Result.throughput_requests,
+                Result.device_name)
         stmt = select(*keys, Result.id, Result.job_id, Result.finished_at, column).where(
             Result.superseded == false(), column.is_not(None))
         if model:
@@ -58,6 +59,7 @@ class RegressionsStore(StoreBase):
                 series = select(ChangePointRow).where(
                     ChangePointRow.model_name == row.model_name, ChangePointRow.variant == row.variant,
                     ChangePointRow.capability == row.capability, ChangePointRow.threads == row.threads,
+                    ChangePointRow.device_name == (row.device_name or ""),
                     ChangePointRow.throughput_requests == row.throughput_requests,
                     ChangePointRow.metric == row.metric)  # fmt: skip
                 stored = list(session.scalars(series))

@@ -22,14 +22,14 @@ with ui.page("Regressions", "The change points `fleetbench regressions` found ov
                        default=["regression", "improvement"])  # fmt: skip
     shown = cps[cps["kind"].isin(kinds)]
     st.dataframe(
-        shown[["id", "kind", "magnitude", "history", "metric", "model_name", "variant", "capability", "threads",
+        shown[["id", "kind", "magnitude", "history", "metric", "model_name", "variant", "capability", "device_name", "threads",
                "before_value", "after_value", "ratio", "p_value", "after_at", "acked", "ack_note"]],
         hide_index=True, width="stretch", key="feed-table",
         column_config={"history": st.column_config.LinkColumn("series", display_text="open in History"),
                        "magnitude": st.column_config.NumberColumn("change", format="percent"),
                        "ratio": st.column_config.NumberColumn(format="%.3fx"),
                        "p_value": st.column_config.NumberColumn("p", format="%.1e"),
-                       "model_name": "model", "before_value": "before", "after_value": "after",
+                       "model_name": "model", "device_name": "device", "before_value": "before", "after_value": "after",
                        "ack_note": "note",
                        "after_at": st.column_config.DatetimeColumn("since (UTC)", format="YYYY-MM-DD HH:mm")},
     )  # fmt: skip
