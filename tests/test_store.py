@@ -231,7 +231,6 @@ def test_migration_0008_moves_raw_samples_to_the_compact_column_and_back(db, req
     from alembic import command
     from alembic.config import Config
 
-    from controller.store.models import Base
     from controller.store.store import MIGRATIONS
     from protocol.samples import decode
 
@@ -271,11 +270,20 @@ def test_migration_0008_moves_raw_samples_to_the_compact_column_and_back(db, req
         back = [json.loads(b) if isinstance(b, str) else b for b in back]
         assert [b["samples_ns"] for b in back] == [list(r.samples_ns) for r in records]
     finally:
-        if db == "postgresql":
-            Base.metadata.drop_all(store.engine)
-            with store.engine.begin() as conn:
-                conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
-        store.close()
+        _close(store, drop=db == "postgresql")
+
+
+def _close(store, drop: bool) -> None:
+    """Close ``store``; with ``drop``, first empty its schema (a PostgreSQL test schema is shared by the next test)."""
+    import sqlalchemy as sa
+
+    from controller.store.models import Base
+
+    if drop:
+        Base.metadata.drop_all(store.engine)
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+    store.close()
 
 
 def _with_samples(record, ns, **changes):
@@ -383,7 +391,6 @@ def test_migration_0014_gives_stored_change_points_their_device(db, request, tmp
     import sqlalchemy as sa
 
     from controller.regressions import scan
-    from controller.store.models import Base
     from tests.test_regressions import NOISE, T0, _ingest
 
     url, kwargs = request.getfixturevalue("pg_url") if db == "postgresql" else (None, {})
@@ -402,8 +409,4 @@ def test_migration_0014_gives_stored_change_points_their_device(db, request, tmp
         assert stored.device_name == golden_record.device_name
         assert scan(store, metrics=("p50_ms",)) == [] and len(store.change_points()) == 1  # the same one: not new
     finally:
-        if db == "postgresql":
-            Base.metadata.drop_all(store.engine)
-            with store.engine.begin() as conn:
-                conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
-        store.close()
+        _close(store, drop=db == "postgresql")
