@@ -16,6 +16,11 @@ from protocol.errors import ErrorKind
 from tests.sysfs import ThermalTree
 
 
+#: a process that keeps one core busy for at most a minute: a test run killed half-way leaves no busy orphan (one
+#: that outlived a killed run once made a later full run's timings and disturbance tests fail)
+BUSY = "import itertools, time; end = time.monotonic() + 60; any(time.monotonic() > end for _ in itertools.count())"
+
+
 def _job(tmp_path, tiny_model, prejob=None, **settings):
     base = dict(threads=1, warmup_iterations=5, min_iterations=50, min_duration_s=1.0, timeout_s=120)
     art = ArtifactStore(tmp_path / "artifacts").put_file(tiny_model["path"])
@@ -39,7 +44,7 @@ def test_the_benchmark_child_runs_on_the_cores_it_is_pinned_to(tmp_path, tiny_mo
 def test_a_busy_process_during_the_job_marks_it_disturbed(tmp_path, tiny_model):
     quiet = _job(tmp_path, tiny_model)
     assert quiet.ok, quiet.error
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    busy = subprocess.Popen([sys.executable, "-c", BUSY])
     try:
         time.sleep(0.2)
         loud = _job(tmp_path, tiny_model)
@@ -193,7 +198,7 @@ def test_a_flat_cooldown_is_waited_and_recorded_on_the_job(tmp_path, tiny_model)
 
 def _stranger() -> int:
     """A busy process that is not this one's descendant (its shell parent exits; init adopts it): other work."""
-    out = subprocess.run(["sh", "-c", f"{sys.executable} -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
+    out = subprocess.run(["sh", "-c", f"{sys.executable} -c '{BUSY}' >/dev/null 2>&1 & echo $!"],
                          capture_output=True, text=True, check=True)  # fmt: skip
     return int(out.stdout.strip())
 
@@ -209,7 +214,7 @@ def _kill(pid: int) -> None:
 def test_a_busy_device_is_refused_or_waited_for_as_the_agent_is_set(tmp_path, tiny_model):
     from agent.conditions import PreJob, other_cpu_seconds
 
-    own = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # the agent's own child: not other work
+    own = subprocess.Popen([sys.executable, "-c", BUSY])  # the agent's own child: not other work
     try:
         time.sleep(0.2)
         alone = _job(tmp_path, tiny_model, prejob=PreJob(on_disturbance="refuse", probe_s=0.3))
