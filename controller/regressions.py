@@ -79,18 +79,25 @@ def describe(cp: ChangePointRow) -> str:
             f"({cp.ratio:.3f}x, p={cp.p_value:.2g}) from job {cp.after_job[:8]} on")
 
 
+def as_dict(cp: ChangePointRow) -> dict:
+    """A change point as JSON gives it (the webhook's ``change_point``; `fleetbench regressions --format json` adds
+    its acknowledgement and delivery)."""
+    return {
+        "id": cp.id, "kind": cp.kind, "metric": cp.metric, "model": cp.model_name, "variant": cp.variant,
+        "capability": cp.capability, "device": cp.device_name, "threads": cp.threads,
+        "throughput_requests": cp.throughput_requests, "before_job": cp.before_job, "after_job": cp.after_job,
+        "before_at": _utc(cp.before_at).isoformat(), "after_at": _utc(cp.after_at).isoformat(),
+        "before_value": cp.before_value, "after_value": cp.after_value, "ratio": cp.ratio, "p_value": cp.p_value,
+        "magnitude": cp.magnitude,
+    }  # fmt: skip
+
+
 def payload(cp: ChangePointRow) -> dict:
     """The JSON the webhook receives: ``text`` for Slack (and anything that shows text), and the change point."""
     return {
         "text": f":rotating_light: fleetbench {describe(cp)} {_utc(cp.after_at):%Y-%m-%d %H:%M} UTC. "
                 f"Acknowledge with `fleetbench regressions ack {cp.id} --note ...`",
-        "change_point": {
-            "id": cp.id, "kind": cp.kind, "metric": cp.metric, "model": cp.model_name, "variant": cp.variant,
-            "capability": cp.capability, "device": cp.device_name, "threads": cp.threads,
-            "throughput_requests": cp.throughput_requests, "before_job": cp.before_job, "after_job": cp.after_job, "before_at": _utc(cp.before_at).isoformat(),
-            "after_at": _utc(cp.after_at).isoformat(), "before_value": cp.before_value, "after_value": cp.after_value,
-            "ratio": cp.ratio, "p_value": cp.p_value, "magnitude": cp.magnitude,
-        },
+        "change_point": as_dict(cp),
     }  # fmt: skip
 
 

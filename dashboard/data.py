@@ -310,8 +310,7 @@ def quantization(engine: Engine, f: Filters) -> pd.DataFrame:
     columns = ["model_name", "variant", "details", "accuracy_top1", "fidelity_snr_db", "runs"]
     measured = f.where(
         select(Result.model_id, Result.artifact_sha256, _avg(Result.accuracy_top1).label("accuracy_top1"),
-               func.min(Result.fidelity_snr_db).label("fidelity_snr_db"),
-            func.min(Result.fidelity_cosine).label("fidelity_cosine"), func.count().label("runs"))
+               func.min(Result.fidelity_snr_db).label("fidelity_snr_db"), func.count().label("runs"))
         .group_by(Result.model_id, Result.artifact_sha256)
     )  # fmt: skip
     m = _frame(engine, measured)

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from controller.cli.app import DataDirOpt, DbOpt, _fail, _open_store, app, console, err_console
-from controller.regressions import _utc
+from controller.regressions import _utc, as_dict
 
 regressions_app = typer.Typer(help="Change points over each series' history (E-Divisive, confirmed on the raw "
                               "samples): `fleetbench regressions`, `... ack ID --note TEXT`, `... webhook URL`.")  # fmt: skip
@@ -36,13 +36,7 @@ def _since(text: Optional[str]) -> Optional[dt.datetime]:
 
 
 def _row(cp) -> dict:
-    return {"id": cp.id, "kind": cp.kind, "metric": cp.metric, "model": cp.model_name, "variant": cp.variant,
-            "capability": cp.capability, "device": cp.device_name, "threads": cp.threads,
-            "throughput_requests": cp.throughput_requests,
-            "before_job": cp.before_job, "after_job": cp.after_job, "before_at": _utc(cp.before_at).isoformat(),
-            "after_at": _utc(cp.after_at).isoformat(), "before_value": cp.before_value, "after_value": cp.after_value,
-            "ratio": cp.ratio, "p_value": cp.p_value, "magnitude": cp.magnitude,
-            "acked": cp.acked_at is not None, "ack_note": cp.ack_note, "notified": cp.notified_at is not None}  # fmt: skip
+    return {**as_dict(cp), "acked": cp.acked_at is not None, "ack_note": cp.ack_note, "notified": cp.notified_at is not None}
 
 
 #: the feed's short names of the metrics
