@@ -44,7 +44,9 @@ def _preload() -> None:
             create(runtime).version  # importlib.metadata's first look-up is slow
         except Exception:  # noqa: BLE001 - a runtime this device lacks
             pass
-    for heavy in ("numpy.random", "multiprocessing", "ai_edge_litert.interpreter", "openvino", "tflite_runtime.interpreter"):
+    # openvino.runtime: 2022.3's API (NCS2 hosts), whose top-level package is empty
+    for heavy in ("numpy.random", "multiprocessing", "ai_edge_litert.interpreter", "openvino", "openvino.runtime",
+                  "tflite_runtime.interpreter"):  # fmt: skip
         try:
             importlib.import_module(heavy)
         except Exception:  # noqa: BLE001 - a runtime this device lacks

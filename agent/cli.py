@@ -108,6 +108,11 @@ def _main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.update(config.child_env())  # the one hand-over to the probes and benchmark children (agent/config.py)
     caps, missing = probe_all()
+    from agent.host import host_facts
+
+    facts = host_facts()
+    print(f"machine {facts.machine}" + (f", emulated ({facts.emulated_by}): its records are marked emulated"
+                                        if facts.emulated_by else ""), flush=True)  # fmt: skip
     for cap in caps:
         print(f"capability {cap.name}: {cap.runtime} {cap.runtime_version}, {cap.device_name}", flush=True)
     for what, reason in missing.items():
@@ -128,9 +133,9 @@ def _main(argv: list[str] | None = None) -> int:
         print("error: no broker given; pass --broker redis://HOST:6379/0 or set FLEETBENCH_BROKER_URL", file=sys.stderr)
         return 2
 
-    from agent.host import host_facts
     from agent.presence import Heartbeat
     from protocol import AgentInventory, agent_queue, queue_for, utc_now
+    from protocol.machines import with_machine
 
     config = config.with_agent_id(config.agent_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
     agent_id = config.agent_id
@@ -156,7 +161,8 @@ def _main(argv: list[str] | None = None) -> int:
     from agent.runner import ForkServer
 
     context.forkserver = ForkServer().start()  # imports the runtimes while the worker connects
-    queues = [queue_for(c.name) for c in caps] + [agent_queue(agent_id)]
+    # each capability's queue, and the same @ this machine (litert:cpu@aarch64: protocol/machines.py)
+    queues = [queue_for(n) for n in sorted(with_machine([c.name for c in caps], host_facts().machine))] + [agent_queue(agent_id)]
     inventory = AgentInventory(
         agent_id=agent_id, host=host_facts(), capabilities=tuple(caps), started_at=utc_now(), heartbeat_at=utc_now()
     )

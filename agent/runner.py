@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Sequence
 
 from agent import conditions
+from agent.host import host_facts
 from protocol import ContractError, JobOutcome, JobSpec
 from protocol.errors import ErrorKind
+from protocol.machines import split_selector
 from protocol.private import create_private
 from protocol.proc import die_with_parent, signal_name
 
@@ -184,6 +186,13 @@ def run_job(
     problems = spec.settings.problems()
     if problems:
         return _failed(spec, ErrorKind.BAD_SPEC, "invalid benchmark settings: " + "; ".join(problems), agent_id)
+    capability, machine = split_selector(spec.capability)
+    if machine:  # routed by architecture (litert:cpu@aarch64): what runs, and is recorded, is the capability
+        here = host_facts().machine
+        if machine != here:
+            return _failed(spec, ErrorKind.UNSUPPORTED_DEVICE, f"the job asks for {spec.capability} but this agent is "
+                           f"{here or 'of an unknown machine'}: it reached the wrong agent's queue", agent_id)  # fmt: skip
+        spec = dataclasses.replace(spec, capability=capability)
     waits = ()
     if prejob is not None and prejob.active:  # before the child's clock starts: waiting is not the job's time
         try:

@@ -27,6 +27,7 @@ from protocol import (
     JobSpec,
     queue_for,
 )
+from protocol.machines import offered
 from protocol.records import ContractError
 
 
@@ -93,7 +94,7 @@ class Dispatcher:
 
     def agents_offering(self, capability: str) -> list[str]:
         """Ids of live agents offering ``capability``."""
-        return [a.agent_id for a in self.live_agents() if any(c.name == capability for c in a.capabilities)]
+        return [a.agent_id for a in self.live_agents() if capability in offered(a)]
 
     def ping(self) -> None:
         """Fail fast, with advice, when the broker does not answer."""

@@ -29,5 +29,7 @@ def sweep_view(row, counts: dict[str, int], jobs: list | None = None) -> dict:
 
 def agent_view(row, online: bool | None) -> dict:
     """One agent (an ``AgentRow``) as last seen; ``online`` None when the fleet's broker was not asked."""
+    host = row.inventory.get("host") or {}
     return dict(agent_id=row.agent_id, hostname=row.hostname, online=online, last_heartbeat=_iso(row.last_heartbeat),
-                capabilities=row.inventory["capabilities"])  # fmt: skip
+                capabilities=row.inventory["capabilities"], machine=host.get("machine", ""),
+                emulated_by=host.get("emulated_by", ""))  # fmt: skip

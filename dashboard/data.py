@@ -143,8 +143,8 @@ def fleet(engine: Engine, now: dt.datetime | None = None) -> pd.DataFrame:
     agents = _frame(engine, select(AgentRow.agent_id, AgentRow.hostname, AgentRow.inventory, AgentRow.last_heartbeat))
     running = _frame(engine, select(JobRow.agent_id, func.count().label("running"))
                      .where(JobRow.state == JobState.RUNNING.value).group_by(JobRow.agent_id))  # fmt: skip
-    cols = ["agent", "host", "status", "last heartbeat", "capability", "device", "runtime version", "precisions",
-            "jobs running"]  # fmt: skip
+    cols = ["agent", "host", "machine", "status", "last heartbeat", "capability", "device", "runtime version",
+            "precisions", "jobs running"]  # fmt: skip
     if agents.empty:
         return pd.DataFrame(columns=cols)
     beat = _utc(agents["last_heartbeat"])
@@ -153,8 +153,10 @@ def fleet(engine: Engine, now: dt.datetime | None = None) -> pd.DataFrame:
     for (_, a), when in zip(agents.iterrows(), beat):  # one row per agent: tens, not thousands
         online = (now - when.to_pydatetime()).total_seconds() <= ONLINE_WINDOW_S
         status = "online" if online else f"offline since {when:%Y-%m-%d %H:%M} UTC"
+        host = a["inventory"].get("host") or {}
+        machine = (host.get("machine") or "-") + (" (emulated)" if host.get("emulated_by") else "")
         for c in a["inventory"]["capabilities"] or [{}]:
-            rows.append([a["agent_id"], a["hostname"], status, when, c.get("name", "-"), c.get("device_name", "-"),
+            rows.append([a["agent_id"], a["hostname"], machine, status, when, c.get("name", "-"), c.get("device_name", "-"),
                          c.get("runtime_version", "-"), ", ".join(c.get("precisions") or ()),
                          int(busy.get(a["agent_id"], 0))])  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
@@ -231,9 +233,13 @@ class Filters:
     since: dt.date | None = None
     until: dt.date | None = None  # inclusive
     sweep_id: str | None = None
+    #: keep records of emulated agents (qemu-user: their timings are not a device's); left out by default
+    emulated: bool = False
 
     def where(self, stmt):
         stmt = stmt.where(Result.superseded == false())
+        if not self.emulated:
+            stmt = stmt.where(Result.emulated == false())
         for column, values in (
             (Result.model_name, self.models), (Result.variant, self.variants), (Result.runtime, self.runtimes),
             (Result.capability, self.capabilities), (Result.device_name, self.devices), (Result.hostname, self.hosts),
@@ -256,8 +262,8 @@ def _day_start(day: dt.date) -> dt.datetime:
 
 
 def filter_options(engine: Engine) -> pd.DataFrame:
-    """Every stored combination of the filter columns (and threads), with its record count and time span."""
-    cols = [getattr(Result, c) for c in GROUP_COLUMNS] + [Result.threads]
+    """Every stored combination of the filter columns (and threads, and emulation), with its record count and time span."""
+    cols = [getattr(Result, c) for c in GROUP_COLUMNS] + [Result.threads, Result.emulated]
     stmt = (
         select(*cols, func.count().label("records"), func.min(Result.finished_at).label("first"),
                func.max(Result.finished_at).label("last"))
@@ -541,9 +547,12 @@ class Side:
     hostname: str | None = None
     capability: str | None = None
     variant: str | None = None
+    emulated: bool = False  # as Filters.emulated
 
     def where(self, stmt):
         stmt = stmt.where(Result.superseded == false())
+        if not self.emulated:
+            stmt = stmt.where(Result.emulated == false())
         if self.variant:
             stmt = stmt.where(Result.variant == self.variant)
         if self.sweep_id:

@@ -158,7 +158,8 @@ def filters(options, key: str, with_dates: bool = True, skip: tuple[str, ...] = 
     """Sidebar multiselects over the stored combinations (each narrowed by the choices above it), kept in the URL."""
     st.sidebar.header("Filter")
     chosen: dict[str, tuple[str, ...]] = {c: () for c in skip}
-    rest = options
+    emulated = emulated_toggle(options)
+    rest = options if emulated or options.empty else options[~options["emulated"].astype(bool)]
     for column, (label, param) in FILTER_PARAMS.items():
         if column in skip:
             continue
@@ -185,7 +186,22 @@ def filters(options, key: str, with_dates: bool = True, skip: tuple[str, ...] = 
         keep("until", until if until and until != last else None)
     return data.Filters(models=chosen["model_name"], variants=chosen["variant"], runtimes=chosen["runtime"],
                         capabilities=chosen["capability"], devices=chosen["device_name"], hosts=chosen["hostname"],
-                        since=since, until=until)  # fmt: skip
+                        since=since, until=until, emulated=emulated)  # fmt: skip
+
+
+def emulated_toggle(options) -> bool:
+    """Whether to keep emulated agents' records (off by default; the choice is kept in the URL as ``emulated=1``),
+    shown only where some exist, with how many are left out."""
+    if options.empty or "emulated" not in options or not options["emulated"].astype(bool).any():
+        return False
+    n = int(options.loc[options["emulated"].astype(bool), "records"].sum())
+    on = st.sidebar.toggle("Include emulated runs", value=st.query_params.get("emulated") == "1", key="emulated",
+                           help="Records of agents under CPU emulation (qemu-user). Their accuracy and fidelity are "
+                                "real; their timings are the emulator's, not a device's.")  # fmt: skip
+    keep("emulated", "1" if on else None)
+    if not on:
+        st.sidebar.caption(f"{n} record(s) of emulated agents left out: their timings are qemu's, not a device's.")
+    return on
 
 
 def _date(text: str | None) -> dt.date | None:

@@ -17,7 +17,7 @@ def record_fields(r) -> dict:
     return dict(
         job_id=r.job_id, attempt=r.attempt, model_name=r.model_name, model_id=r.model_id, variant=r.variant,
         capability=r.capability, device=r.device, device_name=r.device_name, agent_id=r.agent_id,
-        hostname=r.host.hostname, runtime=r.runtime, runtime_version=r.runtime_version,
+        hostname=r.host.hostname, machine=r.host.machine, emulated_by=r.host.emulated_by, runtime=r.runtime, runtime_version=r.runtime_version,
         artifact_sha256=r.artifact_sha256, threads=r.settings.threads,
         throughput_requests=t.requests if t else 0, p50_ms=r.stats.p50_ms, p90_ms=r.stats.p90_ms,
         p99_ms=r.stats.p99_ms, mean_ms=r.stats.mean_ms, samples=r.stats.count, valid=r.validity.valid,

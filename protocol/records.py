@@ -433,6 +433,11 @@ class HostFacts(_Contract):
     ram_bytes: int
     os: str
     python: str
+    #: The machine architecture as ``uname -m`` names it (x86_64, aarch64); "" from agents before it was sent.
+    machine: str = ""
+    #: How this agent's CPU is emulated (e.g. "qemu-user: aarch64 on an x86_64 kernel"); "" when native.
+    #: Timings under emulation are not the device's: records carry it, and views leave them out by default.
+    emulated_by: str = ""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def test_record_carries_what_the_contract_promises(golden_record):
         "throughput_ips", "accuracy_top1", "started_at", "finished_at",
     ]:  # fmt: skip
         assert key in d, key
-    assert set(d["host"]) == {"hostname", "cpu_model", "cpu_cores", "ram_bytes", "os", "python"}
+    assert set(d["host"]) == {"hostname", "cpu_model", "cpu_cores", "ram_bytes", "os", "python", "machine", "emulated_by"}
     assert {"threads", "warmup_iterations", "min_iterations", "min_duration_s"} <= set(d["settings"])
     assert {"load_ms", "first_inference_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms",
             "min_ms", "max_ms"} <= set(d["stats"])  # fmt: skip

@@ -155,7 +155,7 @@ def _values_before_0008(store, record) -> dict:
     (nor the columns of later revisions)."""
     values = store._result_values(record)
     for column in ("samples", "profiled", "fallback_ops", "energy_mj", "energy_w", "disturbed", "throttled",
-                   "drift_ratio"):  # 0008's, 0009's, 0011's, 0012's
+                   "drift_ratio", "machine", "emulated"):  # 0008's, 0009's, 0011's, 0012's, 0015's
         values.pop(column)
     values["record"] = record.to_dict()
     return values
@@ -384,6 +384,25 @@ def test_sqlite_is_in_wal_mode_and_concurrent_read_then_write_transactions_never
     b.close()
 
 
+def _ingest_as_at(store, golden, factors) -> None:
+    """tests.test_regressions._ingest's records, stored as an older fleetbench wrote them: only the columns the
+    ``results`` table has at the store's revision."""
+    import dataclasses
+
+    import sqlalchemy as sa
+
+    from tests.test_regressions import T0, resampled
+
+    model = dataclasses.replace(golden, model_name="cp-model")
+    with store.engine.begin() as conn:
+        table = sa.Table("results", sa.MetaData(), autoload_with=conn)
+        rows = []
+        for i, f in enumerate(factors):
+            r = resampled(model, f, seed=i, job_id=f"cp-model-{i:03d}", at=T0 + dt.timedelta(days=i))
+            rows.append({k: v for k, v in store._result_values(r).items() if k in table.c})
+        conn.execute(table.insert(), rows)
+
+
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_migration_0014_gives_stored_change_points_their_device(db, request, tmp_path, golden_record):
     """A change point stored at 0013 gets the device of its first new record, so the scan that finds it again
@@ -391,12 +410,12 @@ def test_migration_0014_gives_stored_change_points_their_device(db, request, tmp
     import sqlalchemy as sa
 
     from controller.regressions import scan
-    from tests.test_regressions import NOISE, T0, _ingest
+    from tests.test_regressions import NOISE, T0
 
     url, kwargs = request.getfixturevalue("pg_url") if db == "postgresql" else (None, {})
     store = _store_at(tmp_path, "0013", url, **kwargs)
     try:
-        _ingest(store, golden_record, list(NOISE[:12]) + list(NOISE[12:18] * 1.25))  # results: as at 0013
+        _ingest_as_at(store, golden_record, list(NOISE[:12]) + list(NOISE[12:18] * 1.25))  # results: as at 0013
         with store.engine.begin() as conn:
             conn.execute(sa.text(
                 "INSERT INTO change_points (model_name, variant, capability, threads, throughput_requests, metric, "
@@ -408,5 +427,33 @@ def test_migration_0014_gives_stored_change_points_their_device(db, request, tmp
         (stored,) = store.change_points()
         assert stored.device_name == golden_record.device_name
         assert scan(store, metrics=("p50_ms",)) == [] and len(store.change_points()) == 1  # the same one: not new
+    finally:
+        _close(store, drop=db == "postgresql")
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_migration_0015_stamps_each_record_with_its_machine_and_emulation(db, request, tmp_path, golden_record):
+    """Records stored before 0015 say no machine and no emulation; a record of an emulated aarch64 agent says
+    both, and the dashboard's queries leave it out unless asked."""
+    import dataclasses
+
+    import sqlalchemy as sa
+
+    from dashboard.data import Filters, explorer_groups
+
+    url, kwargs = request.getfixturevalue("pg_url") if db == "postgresql" else (None, {})
+    store = _store_at(tmp_path, "0014", url, **kwargs)
+    try:
+        _ingest_as_at(store, golden_record, [1.0])  # job cp-model-000, as at 0014
+        store.migrate()
+        host = dataclasses.replace(golden_record.host, machine="aarch64", emulated_by="qemu-user: aarch64 on an x86_64 kernel")
+        emulated = dataclasses.replace(golden_record, job_id="on-qemu", host=host, model_name="cp-model")
+        assert store.add_result(emulated)
+        with store.engine.connect() as conn:
+            rows = dict(conn.execute(sa.text("SELECT job_id, machine || ':' || CAST(emulated AS INTEGER) FROM results")).all())
+        assert rows == {"cp-model-000": ":0", "on-qemu": "aarch64:1"}
+        # each a group of its own; the emulated one only when asked for
+        runs = lambda f: int(explorer_groups(store.engine, f)["runs"].sum())  # noqa: E731
+        assert (runs(Filters()), runs(Filters(emulated=True))) == (1, 2)
     finally:
         _close(store, drop=db == "postgresql")

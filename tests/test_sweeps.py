@@ -11,6 +11,9 @@ import pytest
 from controller.sweeps import SweepError, expand_targets, parse_duration, parse_spec
 
 KNOWN = {"litert:cpu": {"a1", "a2"}, "openvino:CPU": {"a1"}, "openvino:GPU": {"a2"}, "tflite:cpu": {"pi"}}
+# as Scheduler.known_capabilities gives them: each name also @ its agents' machine (a1, a2: x86_64; pi: aarch64)
+KNOWN |= {"litert:cpu@x86_64": {"a1", "a2"}, "openvino:CPU@x86_64": {"a1"}, "openvino:GPU@x86_64": {"a2"},
+          "tflite:cpu@aarch64": {"pi"}}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -98,6 +101,11 @@ def test_durations(value, seconds):
         (["agent:a2"], ["tflite-fp32", "openvino-fp32"],
          {"tflite-fp32": [("litert:cpu", "a2")], "openvino-fp32": [("openvino:GPU", "a2")]}),
         (["*"], ["tflite-int8"], {"tflite-int8": [("litert:cpu", None), ("tflite:cpu", None)]}),
+        # by machine: a name @ an architecture (Debian's and Apple's names too), or a glob @ one
+        (["litert:cpu@x86_64"], ["tflite-fp32"], {"tflite-fp32": [("litert:cpu@x86_64", None)]}),
+        (["tflite:cpu@arm64"], ["tflite-fp32"], {"tflite-fp32": [("tflite:cpu@aarch64", None)]}),
+        (["*@aarch64"], ["tflite-fp32"], {"tflite-fp32": [("tflite:cpu@aarch64", None)]}),
+        (["litert:cpu@aarch64"], ["tflite-fp32"], {"tflite-fp32": [("litert:cpu@aarch64", None)]}),  # waits for one
     ],
 )  # fmt: skip
 def test_selectors_expand_over_the_fleet(devices, variants, expected):
@@ -111,6 +119,8 @@ def test_selectors_expand_over_the_fleet(devices, variants, expected):
         (["npu:*"], ["tflite-fp32"], "matches no capability"),
         (["openvino:CPU"], ["tflite-fp32"], "offers no runtime for the variants"),
         (["cpu"], ["tflite-fp32"], "is not a capability"),
+        (["litert:cpu@"], ["tflite-fp32"], "names no machine after '@'"),
+        (["*@riscv64"], ["tflite-fp32"], "matches no capability"),
     ],
 )
 def test_selectors_that_match_nothing_are_errors(devices, variants, error):

@@ -1,3 +1,4 @@
+# size: one backend whole: its API (2022.3's or current), probe, load and run, throughput pool, PERF_COUNT profile
 """OpenVINO backend: every device ``Core().available_devices`` reports.
 
 Capabilities are ``openvino:<DEVICE>`` (CPU, GPU, NPU, and MYRIAD on the
@@ -8,15 +9,19 @@ it). Each listed string is offered only if the probe really compiles the
 bundled probe model on it. Artifacts are IR tars (``model.xml`` +
 ``model.bin``) made by :func:`protocol.packing.pack_files`.
 
-API versions: the current ``openvino`` package exposes ``Core`` at the top
+API versions: the current ``openvino`` package exposes its API at the top
 level; the 2022.3 LTS line (the last with the MYRIAD plugin, Python <= 3.10)
-has it in ``openvino.runtime``. :func:`_core_class` picks whichever exists.
+has it in ``openvino.runtime``. :func:`api` picks whichever exists, and every
+OpenVINO name the backend uses comes from it. ``$FLEETBENCH_OPENVINO_API=runtime``
+forces ``openvino.runtime`` (OpenVINO 2023.x still ships it), so the NCS2 hosts'
+code path runs, and is tested, on a newer OpenVINO.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import re
 import tempfile
 import threading
 import time
@@ -30,25 +35,69 @@ from agent.errors import JobError
 from protocol import Profile, ProfileNode
 from protocol.errors import ErrorKind, ov_error_line
 from protocol.packing import unpack
-from protocol.profiling import openvino_precision, partitions, summarize
+from protocol.profiling import canonical_precision, openvino_precision, partitions, summarize
+
+#: ``runtime``: use OpenVINO through ``openvino.runtime``, 2022.3 LTS's API, even where the top-level one exists.
+API_ENV = "FLEETBENCH_OPENVINO_API"
 
 
-def _core_class():
-    """``Core`` from ``openvino`` (2023.1+) or ``openvino.runtime`` (2022.3 LTS)."""
-    for module in ("openvino", "openvino.runtime"):
+def api():
+    """The module the backend uses OpenVINO through: ``openvino`` (2023.1+), else ``openvino.runtime`` (2022.3
+    LTS, whose top-level package has no API); only ``openvino.runtime`` when ``$FLEETBENCH_OPENVINO_API=runtime``."""
+    forced = os.environ.get(API_ENV, "")
+    if forced not in ("", "runtime"):
+        raise Unavailable(f"{API_ENV}={forced!r} is not a choice: set it to 'runtime' (OpenVINO 2022.3's API) "
+                          "or unset it")  # fmt: skip
+    for module in ("openvino.runtime",) if forced else ("openvino", "openvino.runtime"):
         try:
             mod = importlib.import_module(module)
         except ImportError:
             continue
-        core = getattr(mod, "Core", None)
-        if core is not None:
-            return core
+        if getattr(mod, "Core", None) is not None:
+            return mod
+    if forced:
+        raise Unavailable(f"{API_ENV}=runtime, but openvino.runtime is not importable (OpenVINO 2025 and newer "
+                          "dropped it): unset it, or install openvino<2025")  # fmt: skip
     raise Unavailable(
         "openvino is not importable; install it with `pip install 'fleetbench[agent]'` "
         "(NCS2 hosts: `pip install openvino==2022.3.2` on Python <= 3.10)"
     )
 
 
+def _core_class():
+    """``Core`` of :func:`api`."""
+    return api().Core
+
+
+def _rt(info, key: str) -> str:
+    """``rt_info[key]`` as a string: 2022.3 returns ``str`` itself, 2023.1 and newer an ``OVAny``."""
+    value = info[key]
+    return value if isinstance(value, str) else value.astype(str)
+
+
+def _probe_ir() -> tuple[bytes, bytes]:
+    """The probe model as IR (XML, weights): a 3x3 convolution and a ReLU on a 1x3x16x16 input. OpenVINO 2022.3
+    reads IR, ONNX, Paddle and TensorFlow models, not the bundled ``.tflite`` probe model."""
+    x, w, y = ("".join(f"<dim>{d}</dim>" for d in shape) for shape in ((1, 3, 16, 16), (8, 3, 3, 3), (1, 8, 16, 16)))
+    xml = f"""<?xml version="1.0"?><net name="fleetbench-probe" version="11"><layers>
+<layer id="0" name="x" type="Parameter" version="opset1"><data shape="1,3,16,16" element_type="f32"/>
+ <output><port id="0" precision="FP32">{x}</port></output></layer>
+<layer id="1" name="w" type="Const" version="opset1"><data element_type="f32" shape="8,3,3,3" offset="0" size="864"/>
+ <output><port id="0" precision="FP32">{w}</port></output></layer>
+<layer id="2" name="conv" type="Convolution" version="opset1">
+ <data strides="1,1" dilations="1,1" pads_begin="1,1" pads_end="1,1" auto_pad="explicit"/>
+ <input><port id="0">{x}</port><port id="1">{w}</port></input>
+ <output><port id="2" precision="FP32">{y}</port></output></layer>
+<layer id="3" name="relu" type="ReLU" version="opset1">
+ <input><port id="0">{y}</port></input><output><port id="1" precision="FP32">{y}</port></output></layer>
+<layer id="4" name="y" type="Result" version="opset1"><input><port id="0">{y}</port></input></layer>
+</layers><edges>
+<edge from-layer="0" from-port="0" to-layer="2" to-port="0"/>
+<edge from-layer="1" from-port="0" to-layer="2" to-port="1"/>
+<edge from-layer="2" from-port="2" to-layer="3" to-port="0"/>
+<edge from-layer="3" from-port="1" to-layer="4" to-port="0"/>
+</edges></net>"""
+    return xml.encode(), np.full((8, 3, 3, 3), 0.1, np.float32).tobytes()
 
 
 def extra_devices() -> list[str]:
@@ -94,20 +143,36 @@ def runtime_precision(compiled) -> tuple[str, dict[str, int]]:
         rows = []
         for op in ops:
             info = op.get_rt_info()
-            rows.append((info["layerType"].astype(str), info["runtimePrecision"].astype(str)))
+            rows.append((_rt(info, "layerType"), _rt(info, "runtimePrecision")))
     except Exception:  # noqa: BLE001 - a plugin without execution-graph rt_info
         return "", {}
     chosen = [p for t, p in rows if t in COMPUTE_LAYERS] or [p for t, p in rows if t not in _SKIP_LAYERS]
     counts: dict[str, int] = {}
     for p in chosen:
-        if p and p not in ("undefined", "dynamic"):
+        p = canonical_precision(p) or p.lower()  # 2022.3 says FP32, I8, BF16 where 2023.1 and newer say f32, i8, bf16
+        if p and p not in ("undefined", "dynamic", "unspecified"):
             counts[p] = counts.get(p, 0) + 1
     order = sorted(counts, key=lambda p: (-counts[p], p))
     return "+".join(order), counts
 
 
+def _runtime_layers(compiled) -> dict | None:
+    """{runtime node: its rt_info} of a compiled model; None when the plugin exposes no runtime model (2022.3's
+    HETERO and AUTO answer NOT_IMPLEMENTED)."""
+    try:
+        return {op.get_friendly_name(): op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops()}
+    except Exception:  # noqa: BLE001 - any plugin's refusal
+        return None
+
+
 def _version() -> str:
-    return dist_version("openvino", "openvino-dev")
+    found = dist_version("openvino", "openvino-dev")
+    if found == "unknown":  # installed from Intel's archive (setupvars.sh), as on many NCS2 hosts: no pip metadata
+        try:
+            found = str(api().get_version()).split("-")[0] or found
+        except Exception:  # noqa: BLE001 - not importable: the probe says why
+            pass
+    return found
 
 
 #: PERF_COUNT's statuses, as a profile names them.
@@ -122,13 +187,11 @@ class AsyncQueuePool:
     mode = "openvino-async-queue"
 
     def __init__(self, core, model, device: str, n: int, inputs: list[np.ndarray], threads: int, extra: dict):
-        from openvino import AsyncInferQueue
-
         config = {"PERFORMANCE_HINT": "THROUGHPUT", "PERFORMANCE_HINT_NUM_REQUESTS": n, **extra}
         if threads > 0 and device == "CPU":
             config["INFERENCE_NUM_THREADS"] = threads
         compiled = core.compile_model(model, device, config)
-        self.queue = AsyncInferQueue(compiled, n)
+        self.queue = api().AsyncInferQueue(compiled, n)
         for request in self.queue:
             for i, array in enumerate(inputs):
                 tensor = request.get_input_tensor(i)
@@ -197,7 +260,10 @@ class Backend:
     def _try_compile(self, device: str) -> str | None:
         """None if the bundled probe model compiles on ``device``, else why not."""
         try:
-            self.core().compile_model(str(PROBE_MODEL), device)
+            if api().__name__ == "openvino.runtime":
+                self.core().compile_model(self.core().read_model(*_probe_ir()), device)
+            else:
+                self.core().compile_model(str(PROBE_MODEL), device)
         except Exception as exc:  # noqa: BLE001 - any failure means not offered
             return f"OpenVINO cannot compile a model for {device}: {ov_error_line(exc)}"
         return None
@@ -327,27 +393,32 @@ class Backend:
                     row[2] = status
                 row[1] = info.exec_type or row[1]
                 row[3] += info.real_time.total_seconds() * 1e6
-        layers = {op.get_friendly_name(): op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops()}
-        target, places, partitions, notes = self._placement(compiled, layers)
+        layers = _runtime_layers(compiled)
+        profiled = [name for name, row in totals.items() if row[0] not in _NOT_NODES]
+        target, places, partitions, notes = self._placement(compiled, layers, profiled)
+        if layers is None:
+            notes += ("the compiled model exposes no runtime model (as OpenVINO 2022.3's HETERO and AUTO): each "
+                      "node's precision is its exec_type's",)  # fmt: skip
         nodes = []
-        for name, (node_type, exec_type, status, us) in totals.items():
-            if node_type in _NOT_NODES:
-                continue
-            info = layers.get(name)
-            rt = info["runtimePrecision"].astype(str) if info is not None and "runtimePrecision" in info else ""
+        for name in profiled:
+            node_type, exec_type, status, us = totals[name]
+            info = (layers or {}).get(name)
+            rt = _rt(info, "runtimePrecision") if info is not None and "runtimePrecision" in info else ""
             nodes.append(ProfileNode(name=name, op_type=node_type, place=places.get(name, target),
                                      precision=openvino_precision(exec_type, rt), exec_type=exec_type,
                                      time_ms=us / done / 1000, status=status))  # fmt: skip
         return summarize(nodes, source="openvino PERF_COUNT (profiling_info)", runs=done, target=target,
                          partitions=partitions, latency_ms=latency_ms / done, notes=notes)  # fmt: skip
 
-    def _placement(self, compiled, layers: dict) -> tuple[str, dict[str, str], int, tuple[str, ...]]:
+    def _placement(self, compiled, layers: dict | None, profiled: list[str]) -> tuple[str, dict, int, tuple[str, ...]]:
         """(the target device, {runtime node: device} where not the target, the target's partitions, notes).
 
         A plain device runs every node: one partition. HETERO places each op of the model on one of its devices
         (``query_model``): the first device listed is the target, the rest fallback, and the target's
-        partitions are counted as HETERO cuts them (:func:`partitions`). AUTO and MULTI run on the devices
-        they chose for this compile."""
+        partitions are counted as HETERO cuts them (:func:`partitions`). The runtime model's nodes (``layers``)
+        name the ops they came from; without a runtime model (None: 2022.3's HETERO) the ``profiled`` nodes'
+        own names do (``subgraph<N>: <op>`` on 2022.3). AUTO and MULTI run on the devices they chose for this
+        compile."""
         head, _, rest = self._device.partition(":")
         if head in ("AUTO", "MULTI"):
             try:
@@ -359,16 +430,16 @@ class Backend:
             return self._device, {}, 1, ()
         target = rest.split(",")[0]
         affinity = {str(k): str(v) for k, v in self.core().query_model(self._model, self._device).items()}
-        places, unmapped = {}, 0
-        for name, info in layers.items():
-            if info["layerType"].astype(str) in ("Input", "Output", "Const"):
+        found: dict[str, str | None] = {}  # runtime node -> the device of the first op it came from
+        if layers is None:
+            found = {name: affinity.get(re.sub(r"^subgraph\d+: ", "", name)) for name in profiled}
+        for name, info in (layers or {}).items():
+            if _rt(info, "layerType") in ("Input", "Output", "Const"):
                 continue
-            originals = info["originalLayersNames"].astype(str).split(",") if "originalLayersNames" in info else []
-            devices = [affinity[o] for o in originals if o in affinity]
-            if not devices:
-                unmapped += 1
-            elif devices[0] != target:
-                places[name] = devices[0]
+            originals = _rt(info, "originalLayersNames").split(",") if "originalLayersNames" in info else []
+            found[name] = next((affinity[o] for o in originals if o in affinity), None)
+        places = {name: device for name, device in found.items() if device is not None and device != target}
+        unmapped = sum(device is None for device in found.values())
         ops = [op for op in self._model.get_ordered_ops() if op.get_type_name() not in ("Parameter", "Result", "Constant")]
         names = {op.get_friendly_name() for op in ops}
         edges = [(port.get_source_output().get_node().get_friendly_name(), op.get_friendly_name())

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from controller.cli.app import DataDirOpt, DbOpt, _fail, _open_store, _writable_parent, app, console
+from controller.cli.app import DataDirOpt, DbOpt, _fail, _open_store, _writable_parent, app, console, err_console
 
 baseline_app = typer.Typer(help="Named baselines: a tag pointing at a sweep, for `fleetbench compare baseline:TAG ...`.")
 app.add_typer(baseline_app, name="baseline")
@@ -49,6 +49,30 @@ def _model_records(store, model: str, sweep: Optional[str]):
     return name, records
 
 
+EmulatedOpt = typer.Option(False, "--include-emulated",
+                           help="Keep records of emulated agents (qemu-user): their timings are not a device's.")  # fmt: skip
+
+
+def _native(records: list, include_emulated: bool) -> list:
+    """``records`` without those of emulated agents (unless kept), saying on stderr how many were left out."""
+    if include_emulated:
+        return records
+    kept = [r for r in records if not r.host.emulated_by]
+    if len(kept) < len(records):
+        err_console.print(f"note: {len(records) - len(kept)} record(s) of emulated agents left out: their timings are "
+                          "qemu's, not a device's (--include-emulated keeps them)", highlight=False)  # fmt: skip
+    return kept
+
+
+def _judged(records: list, include_emulated: bool, model: str, sweep: Optional[str]) -> list:
+    """The records readiness judges (:func:`_native`); none is an error that says why."""
+    kept = _native(records, include_emulated)
+    if not kept:
+        _fail(f"no records of {model}" + (f" in sweep {sweep}" if sweep else "") + (
+              ": only emulated agents' (--include-emulated judges them)" if records else ": benchmark it first"), code=2)  # fmt: skip
+    return kept
+
+
 def _why_absent(jobs, model_id: str, req: str) -> str:
     """Why no record of the model matches ``req``: the errors of its failed jobs there, if any."""
     import fnmatch
@@ -67,6 +91,7 @@ def readiness(
     sweep: Optional[str] = typer.Option(None, help="Judge this sweep's records (id, name or baseline:TAG); default: the newest."),
     junit: Optional[Path] = typer.Option(None, help="Write JUnit XML here (one test case per capability x variant)."),
     report: Optional[Path] = typer.Option(None, help="Write a self-contained report here (.html, or .md)."),
+    include_emulated: bool = EmulatedOpt,
     data_dir: Optional[str] = DataDirOpt,
     db: Optional[str] = DbOpt,
 ) -> None:
@@ -90,8 +115,7 @@ def readiness(
             store_jobs = store.jobs()
         except StoreError as exc:
             _fail(str(exc), code=2)
-    if not records:
-        _fail(f"no records of {model}" + (f" in sweep {sweep}" if sweep else "") + ": benchmark it first", code=2)
+    records = _judged(records, include_emulated, model, sweep)
     result = assess(name, records, spec, why_absent=lambda req: _why_absent(store_jobs, records[0].model_id, req))
     table = Table(title=f"Readiness of {name}" + (f" (sweep {sweep})" if sweep else " (newest records)"),
                   title_justify="left")  # fmt: skip
@@ -130,6 +154,7 @@ def compare(
     threshold: float = typer.Option(0.15, help="Smallest relative change of the median that counts (0.15 = 15%)."),
     tail_threshold: float = typer.Option(0.25, help="Smallest relative change of the 99%-trimmed mean that counts (0.25 = 25%)."),
     fmt: str = typer.Option("table", "--format", help="table or json"),
+    include_emulated: bool = EmulatedOpt,
     data_dir: Optional[str] = DataDirOpt,
     db: Optional[str] = DbOpt,
 ) -> None:
@@ -147,7 +172,7 @@ def compare(
             a, b = store.resolve_sweep(baseline), store.resolve_sweep(candidate)
         except StoreError as exc:
             _fail(str(exc), code=2)
-        ra, rb = store.sweep_results(a.sweep_id), store.sweep_results(b.sweep_id)
+        ra, rb = (_native(store.sweep_results(s.sweep_id), include_emulated) for s in (a, b))
     if not ra or not rb:
         _fail(f"sweep {(a if not ra else b).sweep_id} has no records to compare", code=2)
     try:
@@ -158,8 +183,7 @@ def compare(
     improvements = [r for r in rows if r.verdict == IMPROVEMENT]
     if fmt == "json":
         print(json.dumps({"baseline": a.sweep_id, "candidate": b.sweep_id, "alpha": alpha, "threshold": threshold,
-                          "tail_threshold": tail_threshold,
-                          "regressions": [r.to_dict() for r in regressions],
+                          "tail_threshold": tail_threshold, "regressions": [r.to_dict() for r in regressions],
                           "improvements": [r.to_dict() for r in improvements],
                           "all": [r.to_dict() for r in rows]}, indent=1))  # fmt: skip
     else:

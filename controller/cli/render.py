@@ -76,7 +76,8 @@ def results_table(records: list[ResultRecord], title: str = "Results", wide: boo
         accuracy = r.accuracy.headline() if r.accuracy else ("-" if r.accuracy_top1 is None else f"{r.accuracy_top1:.4f}")
         rows.append({
             "model": r.model_name, "variant": variant, "ran in": r.precision or "-",
-            "device": r.capability if not wide else f"{r.capability}\n[dim]{r.device_name}[/]",
+            "device": (r.capability if not wide else f"{r.capability}\n[dim]{r.device_name}[/]") + (
+                note(f"an emulated agent ({r.host.emulated_by}): its timings are not the device's") if r.host.emulated_by else ""),
             "runtime": f"{r.runtime} {r.runtime_version}", "threads": str(r.settings.threads),
             "p50 ms": _fmt_ms(r.stats.p50_ms), "p90 ms": _fmt_ms(r.stats.p90_ms),
             "inf/s": f"{r.throughput.ips:,.0f} ({r.throughput.requests} req)" if r.throughput else f"{r.throughput_ips:,.0f}",
@@ -224,11 +225,14 @@ def fleet_table(title: str, agents: list[dict], width: int | None = None) -> Tab
         when = a["last_heartbeat"].strftime("%Y-%m-%d %H:%M:%S UTC")
         short = a["last_heartbeat"].strftime("%H:%M:%S UTC") if narrow and a["last_heartbeat"].date() == today else when
         status = {None: "unknown", True: "[green]online[/]"}.get(a["online"], f"[yellow]offline[/] since {short}")
-        table.add_row(a["agent_id"], a["hostname"], caps, status, *(() if narrow else (when,)))
+        machine = a.get("machine", "") + (" [yellow](emulated)[/]" if a.get("emulated_by") else "")
+        host = a["hostname"] + (f"\n[dim]{machine}[/]" if machine else "")
+        table.add_row(a["agent_id"], host, caps, status, *(() if narrow else (when,)))
     return table
 
 
-CSV_COLUMNS = ["job_id", "attempt", "model_name", "model_id", "variant", "capability", "device_name", "agent_id",
+CSV_COLUMNS = ["job_id", "attempt", "model_name", "model_id", "variant", "capability", "device_name", "agent_id", "machine",
+               "emulated_by",
                "runtime", "runtime_version", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "samples", "valid",
                "throughput_ips", "accuracy_top1", "accuracy_task", "accuracy_top5", "accuracy_mean_iou", "accuracy_mae",
                "accuracy_rmse", "top1_agreement", "fidelity_snr_db", "fidelity_cosine",

@@ -39,10 +39,10 @@ class MemoryFleet:
 
     # ------------------------------------------------------------ the test's side: playing the agents
 
-    def add_agent(self, agent_id: str, *capabilities: str) -> None:
+    def add_agent(self, agent_id: str, *capabilities: str, machine: str = "x86_64") -> None:
         caps = tuple(CapabilityInfo(name=c, runtime=c.split(":")[0], runtime_version="0", device=c.split(":")[1],
                                     device_name=c) for c in capabilities)  # fmt: skip
-        host = HostFacts(hostname=agent_id, cpu_model="test", cpu_cores=1, ram_bytes=1, os="test", python="3")
+        host = HostFacts(hostname=agent_id, cpu_model="test", cpu_cores=1, ram_bytes=1, os="test", python="3", machine=machine)
         self.agents[agent_id] = AgentInventory(agent_id=agent_id, host=host, capabilities=caps, started_at=utc_now(),
                                                heartbeat_at=utc_now())  # fmt: skip
 

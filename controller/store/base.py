@@ -21,7 +21,7 @@ from protocol.samples import Samples
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest Alembic revision. `migrate()` skips Alembic (a slow import) when
 #: the database is already there; a test keeps this equal to the scripts' head.
-HEAD_REVISION = "0014"
+HEAD_REVISION = "0015"
 
 
 #: Set while a store method writes: SQLite then begins with BEGIN IMMEDIATE (see _sqlite_wal).
@@ -197,6 +197,8 @@ class StoreBase:
             disturbed=flat["disturbed"],
             throttled=flat["throttled"],
             drift_ratio=flat["drift_ratio"],
+            machine=flat["machine"][:32],
+            emulated=bool(flat["emulated_by"]),
         )
 
     def _add_once(self, row, key) -> bool:

@@ -92,6 +92,10 @@ class Result(Base):
     throttled: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     #: A sustained run's last window's p50 over its first (issue 19, 0012); None when not sustained.
     drift_ratio: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The agent's machine architecture (HostFacts.machine; "" before issue 21, 0015) and whether its CPU was
+    #: emulated (qemu-user): such timings are not the device's, and views leave them out by default.
+    machine: Mapped[str] = mapped_column(String(32), nullable=False, default="", server_default="")
+    emulated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
 
 
 # Attempt fencing: at most one current (not superseded) record per job.

@@ -37,6 +37,7 @@ from controller.store.models import JobRow, SweepRow
 from controller.sweeps.spec import BASE_DIR_KEY, DEFAULT_EXPIRE_S, SweepError, SweepSpec
 from controller.sweeps.targets import expand_targets
 from protocol import ArtifactRef, BenchmarkSettings, JobSpec, agent_queue
+from protocol.machines import offered, with_machine
 from protocol.errors import ErrorKind
 
 log = logging.getLogger("fleetbench.scheduler")
@@ -133,8 +134,9 @@ class Scheduler:
         for inv in self.fleet.live_agents():
             self.store.record_agent(inv)
         for row in self.store.agents():
-            for c in row.inventory["capabilities"]:
-                known.setdefault(c["name"], set()).add(row.agent_id)
+            machine = (row.inventory.get("host") or {}).get("machine", "")
+            for name in with_machine([c["name"] for c in row.inventory["capabilities"]], machine):
+                known.setdefault(name, set()).add(row.agent_id)
         return known
 
     def submit(self, spec: SweepSpec, models: list[ModelVariants], *, confirm: bool = False) -> str:
@@ -287,7 +289,7 @@ class Scheduler:
         """
         self.drain()
         t = now()
-        fleet = jobs.FleetView({inv.agent_id: {c.name for c in inv.capabilities} for inv in self.fleet.live_agents()})
+        fleet = jobs.FleetView({inv.agent_id: offered(inv) for inv in self.fleet.live_agents()})
         sweep = self.store.get_sweep(sweep_id)
         expire_s = float(sweep.spec.get("expire_after", DEFAULT_EXPIRE_S))
         self._take_starts(fleet, t, expire_s)

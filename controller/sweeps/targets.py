@@ -6,6 +6,7 @@ import fnmatch
 
 from controller.convert.variants import FAMILY_RUNTIMES, VARIANTS
 from controller.sweeps.spec import SweepError
+from protocol.machines import split_selector
 
 
 
@@ -21,16 +22,23 @@ def expand_targets(devices: list[str], variants: list[str], known: dict[str, set
     agents: dict[str, set[str]] = {}
     for cap, ids in known.items():
         for a in ids:
-            agents.setdefault(a, set()).add(cap)
+            if "@" not in cap:  # an agent pinned by id runs its capabilities, whatever its machine
+                agents.setdefault(a, set()).add(cap)
     out: dict[str, list[tuple[str, str | None]]] = {v: [] for v in variants}
     for sel in devices:
+        if "@" in sel and not sel.startswith("agent:"):  # a machine named as Debian or Apple names it: arm64 -> aarch64
+            name, machine = split_selector(sel)
+            if not machine:
+                raise SweepError(f"devices: '{sel}' names no machine after '@'; e.g. 'litert:cpu@aarch64'")
+            sel = f"{name}@{machine}"
         if sel.startswith("agent:"):
             agent = sel.removeprefix("agent:")
             if agent not in agents:
                 raise SweepError(f"devices: no agent '{agent}' has been seen; `fleetbench fleet` lists the agents")
             targets = [(c, agent) for c in sorted(agents[agent])]
         elif any(ch in sel for ch in "*?["):
-            targets = [(c, None) for c in sorted(known) if fnmatch.fnmatchcase(c, sel)]
+            # 'litert:*' matches capabilities on any machine; 'litert:*@aarch64' those of aarch64 agents
+            targets = [(c, None) for c in sorted(known) if ("@" in c) == ("@" in sel) and fnmatch.fnmatchcase(c, sel)]
             if not targets:
                 shown = ", ".join(sorted(known)) or "none yet (start an agent)"
                 raise SweepError(f"devices: '{sel}' matches no capability the fleet has shown; known: {shown}")

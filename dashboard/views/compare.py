@@ -1,6 +1,8 @@
 """Compare: two sweeps, two variants, or two hosts of one capability, side by side; latency judged by the
 significance test."""
 
+import dataclasses
+
 import streamlit as st
 
 from controller.analysis import regress
@@ -55,6 +57,8 @@ with ui.page("Compare", f"Latency: coloured by the significance test of `fleetbe
         host_a = ui.choice(col_a, "A (baseline)", names, key="compare-host-a", param="a")
         host_b = ui.choice(col_b, "B (candidate)", names, key="compare-host-b", param="b", default=1)
         side_a, side_b = Side(hostname=host_a, capability=cap), Side(hostname=host_b, capability=cap)
+    if ui.emulated_toggle(ui.query("filter_options")):
+        side_a, side_b = (dataclasses.replace(s, emulated=True) for s in (side_a, side_b))
     metric = ui.choice(st, "Metric", list(METRICS), key="compare-metric", param="metric", format_func=lambda m: METRICS[m][0])
     table = ui.query("compare", side_a, side_b, metric, threshold=THRESHOLD)
     if table.empty:
