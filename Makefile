@@ -11,7 +11,7 @@ TFLITE_VENV  := .venv-tflite
 TFLITE_STAMP := $(TFLITE_VENV)/.installed
 TFLITE_PKGS  := tflite-runtime-nightly==2.20.0.dev20250409 'numpy<2'
 # NCS2 hosts run OpenVINO 2022.3 LTS (the last line with the MYRIAD plugin), whose Core lives in
-# openvino.runtime. It has no wheel for Python 3.11; 2023.3 LTS, the newest line that still ships that API,
+# openvino.runtime. It has no wheel for Python 3.11; 2023.3 LTS, the LTS line nearest 2022.3 that still ships that API,
 # does, and its tests (tests/test_openvino_legacy.py) run the agent's child on it with
 # FLEETBENCH_OPENVINO_API=runtime. numpy stays below 1.25, as 2022.3 requires, so the agent runs on the numpy
 # an NCS2 host has (2023.3 itself would take numpy 2).

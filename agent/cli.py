@@ -121,7 +121,9 @@ def _main(argv: list[str] | None = None) -> int:
         wanted = set(config.capabilities)
         unknown = wanted - {c.name for c in caps}
         if unknown:
-            print(f"error: this device does not offer {', '.join(sorted(unknown))}", file=sys.stderr)
+            hint = ("; name capabilities without @machine (an agent serves litert:cpu and litert:cpu@<its machine> "
+                    "both)") if any("@" in u for u in unknown) else ""  # fmt: skip
+            print(f"error: this device does not offer {', '.join(sorted(unknown))}{hint}", file=sys.stderr)
             return 2
         caps = [c for c in caps if c.name in wanted]
     if args.probe:
@@ -162,7 +164,9 @@ def _main(argv: list[str] | None = None) -> int:
 
     context.forkserver = ForkServer().start()  # imports the runtimes while the worker connects
     # each capability's queue, and the same @ this machine (litert:cpu@aarch64: protocol/machines.py)
-    queues = [queue_for(n) for n in sorted(with_machine([c.name for c in caps], host_facts().machine))] + [agent_queue(agent_id)]
+    facts = host_facts()
+    served = with_machine([c.name for c in caps], facts.machine, bool(facts.emulated_by))
+    queues = [queue_for(n) for n in sorted(served)] + [agent_queue(agent_id)]
     inventory = AgentInventory(
         agent_id=agent_id, host=host_facts(), capabilities=tuple(caps), started_at=utc_now(), heartbeat_at=utc_now()
     )

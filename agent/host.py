@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
 import socket
+import struct
 from pathlib import Path
 
 from protocol import HostFacts
@@ -36,17 +38,29 @@ def _read(path: Path) -> str:
         return ""
 
 
+#: The qemu-user target that runs each machine's binaries (qemu names 32-bit Arm "arm" and 32-bit x86 "i386").
+QEMU_TARGET = {"armv7l": "arm", "armv6l": "arm", "armv8l": "arm", "i686": "i386", "i586": "i386"}
+
+
 def emulation(machine: str, kernel_arch: Path = KERNEL_ARCH, binfmt: Path = BINFMT, cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """How this process's ``machine`` is emulated, or "" when it runs natively.
 
-    Three signs, the first that speaks wins: the kernel's own architecture (``/proc/sys/kernel/arch``)
-    differs from the machine ``uname`` gives, beyond compat mode (an armv7l process on an aarch64
-    kernel is native); binfmt_misc hands binaries of this machine to a qemu interpreter; the CPU in
-    ``/proc/cpuinfo`` is another architecture's (qemu-user shows the host's).
+    The first sign that speaks wins: the kernel's own architecture (``/proc/sys/kernel/arch``, Linux 6.1+), which
+    user-mode emulators do not fake, differs from the machine ``uname`` gives, beyond compat mode (an armv7l
+    userland on an aarch64 kernel is native); ``/proc/cpuinfo`` shows this machine's own kind of CPU (native) or
+    another's (qemu-user shows the host's); binfmt_misc hands this machine's binaries to a qemu interpreter.
     """
     kernel = _read(kernel_arch).strip()
     if kernel:
-        return "" if runs_natively(machine, kernel) else f"qemu-user: {machine} on an {canonical(kernel)} kernel"
+        return "" if runs_natively(machine, kernel) else f"qemu-user or alike: {machine} on an {canonical(kernel)} kernel"
+    info = _read(cpuinfo)
+    arm = machine.startswith(("aarch64", "arm"))
+    x86 = machine in ("x86_64", "i686", "i586")
+    if info and ((arm and "CPU implementer" in info) or (x86 and "vendor_id" in info)):
+        return ""  # the CPU is this machine's kind
+    if info and ((arm and "vendor_id" in info) or (x86 and "CPU implementer" in info)):
+        return f"qemu-user or alike: {machine} on an {'x86' if arm else 'Arm'} CPU (/proc/cpuinfo)"
+    target = QEMU_TARGET.get(machine, machine)
     try:
         handlers = [p for p in binfmt.iterdir() if p.name not in ("register", "status")]
     except OSError:
@@ -54,14 +68,9 @@ def emulation(machine: str, kernel_arch: Path = KERNEL_ARCH, binfmt: Path = BINF
     for h in handlers:
         text = _read(h)
         interp = next((ln.split(None, 1)[1] for ln in text.splitlines() if ln.startswith("interpreter ")), "")
-        if text.startswith("enabled") and f"qemu-{machine}" in interp:
+        # Debian: /usr/libexec/qemu-binfmt/aarch64-binfmt-P; static builds: /usr/bin/qemu-aarch64-static
+        if text.startswith("enabled") and re.fullmatch(rf"(qemu-)?{re.escape(target)}(-static|-binfmt-P)?", Path(interp).name):
             return f"qemu-user: binfmt_misc runs {machine} binaries through {interp}"
-    info = _read(cpuinfo)
-    arm = machine.startswith(("aarch64", "arm"))
-    if info and arm and "vendor_id" in info and "CPU implementer" not in info:
-        return f"qemu-user: {machine} on an x86 CPU (/proc/cpuinfo)"
-    if info and machine in ("x86_64", "i686") and "CPU implementer" in info:
-        return f"qemu-user: {machine} on an Arm CPU (/proc/cpuinfo)"
     return ""
 
 
@@ -79,9 +88,17 @@ def _ram_bytes() -> int:
         return 0
 
 
+def _userland(machine: str) -> str:
+    """The machine this Python's binaries are built for: ``uname`` gives the kernel's, and a 32-bit userland on a
+    64-bit kernel (Raspberry Pi OS 32-bit on a Pi 4 or 5) runs armv7l wheels, not aarch64 ones."""
+    if struct.calcsize("P") == 4:
+        return {"aarch64": "armv7l", "x86_64": "i686"}.get(machine, machine)
+    return machine
+
+
 @functools.lru_cache(maxsize=1)
 def host_facts() -> HostFacts:
-    machine = canonical(platform.machine())
+    machine = _userland(canonical(platform.machine()))
     emulated_by = emulation(machine)
     model = _cpu_model()
     return HostFacts(

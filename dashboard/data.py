@@ -475,6 +475,7 @@ def change_points(engine: Engine, f: Filters, metric: str) -> pd.DataFrame:
     column = getattr(Result, metric)
     keys = (Result.model_name, Result.variant, Result.capability, Result.threads, Result.throughput_requests,
             Result.device_name)  # a series, as `fleetbench regressions` keys it (changepoints.Series)
+    f = dataclasses.replace(f, emulated=False)  # as `fleetbench regressions`: no emulated series has change points
     stmt = f.where(select(*keys, Result.id, Result.job_id, Result.finished_at, column.label("value"))
                    .where(column.is_not(None)))  # fmt: skip
     df = _frame(engine, stmt.order_by(*keys, Result.finished_at, Result.id))

@@ -189,6 +189,11 @@ def filters(options, key: str, with_dates: bool = True, skip: tuple[str, ...] = 
                         since=since, until=until, emulated=emulated)  # fmt: skip
 
 
+def has_emulated() -> bool:
+    options = query("filter_options")
+    return not options.empty and bool(options["emulated"].astype(bool).any())
+
+
 def emulated_toggle(options) -> bool:
     """Whether to keep emulated agents' records (off by default; the choice is kept in the URL as ``emulated=1``),
     shown only where some exist, with how many are left out."""

@@ -27,9 +27,10 @@ def split_selector(capability: str) -> tuple[str, str]:
     return name, canonical(machine)
 
 
-def with_machine(names, machine: str) -> set[str]:
-    """What an agent on ``machine`` serves: each capability name, and each name ``@machine``."""
-    out = set(names)
+def with_machine(names, machine: str, emulated: bool = False) -> set[str]:
+    """What an agent on ``machine`` serves: each capability name, and each name ``@machine``. An emulated agent
+    serves only the ``@machine`` names: a job that names no machine never lands on an emulator by chance."""
+    out = set() if emulated and machine else set(names)
     if machine:
         out |= {f"{n}@{canonical(machine)}" for n in names}
     return out
@@ -37,7 +38,8 @@ def with_machine(names, machine: str) -> set[str]:
 
 def offered(inventory) -> set[str]:
     """Every name an agent's inventory (an AgentInventory) is served by: :func:`with_machine` of its capabilities."""
-    return with_machine([c.name for c in inventory.capabilities], inventory.host.machine)
+    host = inventory.host
+    return with_machine([c.name for c in inventory.capabilities], host.machine, bool(host.emulated_by))
 
 
 def runs_natively(machine: str, kernel: str) -> bool:

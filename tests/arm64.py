@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -70,7 +72,8 @@ def agent_requirements() -> list[str]:
 
 
 def key() -> str:
-    what = [SUITE, MIRROR, DEBIAN_PACKAGES, agent_requirements(), PLATFORMS, ANSIBLE_PACKAGE]
+    """A hash of what the root holds: the suite, its packages, the wheels' requirements and tags, and the recipe."""
+    what = [SUITE, MIRROR, DEBIAN_PACKAGES, agent_requirements(), _platform_args(), ANSIBLE_PACKAGE, inspect.getsource(build)]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
@@ -99,14 +102,17 @@ def ready() -> bool:
 
 
 def _aarch64_handler() -> str:
-    """The name of an enabled binfmt_misc handler that runs aarch64 binaries with the F flag, or ""."""
+    """The name of an enabled binfmt_misc handler that runs aarch64 binaries (qemu-aarch64, not aarch64_be) with
+    the F flag, or ""."""
     for entry in BINFMT_DIR.iterdir() if (BINFMT_DIR / "status").exists() else ():
         if entry.name in ("register", "status"):
             continue
         with contextlib.suppress(OSError):
-            text = entry.read_text()
-            flags = next((ln.split(None, 1)[1] for ln in text.splitlines() if ln.startswith("flags:")), "")
-            if text.startswith("enabled") and "qemu-aarch64" in text and "F" in flags:
+            lines = entry.read_text().splitlines()
+            field = {ln.split(None, 1)[0]: ln.split(None, 1)[-1] for ln in lines[1:] if " " in ln}
+            interp = Path(field.get("interpreter", "")).name
+            if lines[:1] == ["enabled"] and re.fullmatch(r"(qemu-)?aarch64(-static|-binfmt-P)?", interp) \
+                    and "F" in field.get("flags:", ""):
                 return entry.name
     return ""
 
@@ -119,7 +125,10 @@ def binfmt():
         subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT_DIR)], check=True)
         mounted = True
     try:
-        if not _aarch64_handler():
+        found = _aarch64_handler()
+        if found == BINFMT_NAME:  # ours, left by a run that was killed: this run removes it
+            registered = True
+        elif not found:
             if (BINFMT_DIR / BINFMT_NAME).exists():  # ours, left disabled or without F: replace it
                 (BINFMT_DIR / BINFMT_NAME).write_text("-1")
             (BINFMT_DIR / "register").write_text(BINFMT_LINE)
@@ -154,8 +163,9 @@ def build(say=print) -> Path:
     why = problem()
     if why:
         raise RuntimeError(why)
+    for stale in dest.parent.glob("*.tmp*"):  # a build that was killed (its mounts ended with its namespace)
+        shutil.rmtree(stale, ignore_errors=True)
     work = dest.with_name(dest.name + f".tmp{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
     root = work / "root"
     started = time.monotonic()
     with binfmt():
@@ -163,7 +173,9 @@ def build(say=print) -> Path:
         subprocess.run(["debootstrap", "--arch=arm64", "--variant=minbase", "--foreign", f"--include={','.join(DEBIAN_PACKAGES)}",
                         SUITE, str(root), MIRROR], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
         say("arm64: debootstrap's second stage, under qemu-user")
-        subprocess.run(["chroot", str(root), "/debootstrap/debootstrap", "--second-stage"], check=True, stdout=subprocess.DEVNULL)
+        # in a mount namespace of its own: the /proc and /sys it mounts in the root end with it, even if killed
+        subprocess.run(["unshare", "--mount", "--propagation", "private", "chroot", str(root), "/debootstrap/debootstrap",
+                        "--second-stage"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     say("arm64: the agent's aarch64 wheels, from PyPI, installed from this side (pip --target)")
     wheels = root / WHEELS.lstrip("/")
     _pip("download", "-d", str(wheels), *_platform_args(), *agent_requirements())

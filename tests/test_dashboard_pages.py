@@ -220,3 +220,32 @@ def test_compare_after_a_single_demo_run_compares_two_variants(tmp_path, monkeyp
     m = metrics(at)
     assert int(m["Worse in B"]) + int(m["Better in B"]) + int(m["Same"]) == 1  # tflite-fp32 → tflite-int8 on litert:cpu
     assert len(at.get("plotly_chart")) == 1
+
+
+def test_emulated_records_are_left_out_until_asked_for(tmp_path, golden_record, monkeypatch):
+    """An emulated agent's record (qemu-user) is out of Explorer and the Fleet page's device counts by default,
+    with a sidebar caption saying how many; the switch (kept in the URL) brings it in."""
+    import dataclasses
+
+    import streamlit as st
+
+    from controller.store import Store
+
+    url = f"sqlite:///{tmp_path / 'mixed.db'}"
+    store = Store(url)
+    store.migrate()
+    pi = dataclasses.replace(golden_record.host, machine="aarch64", emulated_by="qemu-user: aarch64 on an x86_64 kernel",
+                             cpu_model="aarch64 emulated")  # fmt: skip
+    assert store.add_result(golden_record)
+    assert store.add_result(dataclasses.replace(golden_record, job_id="on-qemu", host=pi, device_name="aarch64 emulated"))
+    store.close()
+    st.cache_data.clear()
+    at = run("explorer", url, monkeypatch)
+    assert metrics(at)["Records"] == "1" and metrics(at)["Devices"] == "1"
+    (toggle,) = [t for t in at.sidebar.toggle if t.label == "Include emulated runs"]
+    assert not toggle.value
+    assert any("1 record(s) of emulated agents left out" in c.value for c in at.sidebar.caption)
+    toggle.set_value(True).run()
+    assert not at.exception and metrics(at)["Records"] == "2" and metrics(at)["Devices"] == "2"
+    assert at.query_params.get("emulated") in ("1", ["1"])
+    assert not any("emulated agents left out" in c.value for c in at.sidebar.caption)

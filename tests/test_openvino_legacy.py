@@ -2,7 +2,7 @@
 
 NCS2 sticks need the MYRIAD plugin, whose last line is OpenVINO 2022.3 LTS (Python <= 3.10, ``Core`` in
 ``openvino.runtime`` and no API at the top level). It has no wheel for the Python these tests run on, so they
-run the agent in ``.venv-openvino-legacy`` (made by ``make test``): OpenVINO 2023.3 LTS, the newest line that
+run the agent in ``.venv-openvino-legacy`` (made by ``make test``): OpenVINO 2023.3 LTS, the LTS line nearest 2022.3 that
 still ships ``openvino.runtime`` (beside numpy < 1.25, as on 2022.3), with ``FLEETBENCH_OPENVINO_API=runtime``,
 which makes the backend take every OpenVINO name it uses (Core, AsyncInferQueue, get_version) from that module
 and probe configured device strings with an IR model, as it does on 2022.3. The children also lose the top-level
@@ -209,6 +209,6 @@ def test_the_api_variable_takes_only_runtime(monkeypatch):
     with pytest.raises(Unavailable, match="set it to 'runtime'"):
         api()
     monkeypatch.setenv("FLEETBENCH_OPENVINO_API", "runtime")
-    monkeypatch.setitem(sys.modules, "openvino.runtime", None)  # OpenVINO 2025 and newer
+    monkeypatch.setitem(sys.modules, "openvino.runtime", None)  # OpenVINO 2026 and newer
     with pytest.raises(Unavailable, match="openvino.runtime is not importable"):
         api()

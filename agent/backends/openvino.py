@@ -13,7 +13,7 @@ API versions: the current ``openvino`` package exposes its API at the top
 level; the 2022.3 LTS line (the last with the MYRIAD plugin, Python <= 3.10)
 has it in ``openvino.runtime``. :func:`api` picks whichever exists, and every
 OpenVINO name the backend uses comes from it. ``$FLEETBENCH_OPENVINO_API=runtime``
-forces ``openvino.runtime`` (OpenVINO 2023.x still ships it), so the NCS2 hosts'
+forces ``openvino.runtime`` (OpenVINO 2023.x to 2025.x still ship it), so the NCS2 hosts'
 code path runs, and is tested, on a newer OpenVINO.
 """
 
@@ -56,8 +56,8 @@ def api():
         if getattr(mod, "Core", None) is not None:
             return mod
     if forced:
-        raise Unavailable(f"{API_ENV}=runtime, but openvino.runtime is not importable (OpenVINO 2025 and newer "
-                          "dropped it): unset it, or install openvino<2025")  # fmt: skip
+        raise Unavailable(f"{API_ENV}=runtime, but openvino.runtime is not importable (OpenVINO 2026 and newer "
+                          "dropped it): unset it, or install openvino<2026")  # fmt: skip
     raise Unavailable(
         "openvino is not importable; install it with `pip install 'fleetbench[agent]'` "
         "(NCS2 hosts: `pip install openvino==2022.3.2` on Python <= 3.10)"

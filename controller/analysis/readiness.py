@@ -57,6 +57,7 @@ from typing import Callable
 
 import numpy as np
 
+from controller.analysis.regress import mixed_capabilities, place
 from protocol import ResultRecord
 from protocol.profiling import int8_share
 from protocol.stats import min_samples_for
@@ -107,11 +108,18 @@ class Budgets:
     required: tuple[str, ...]
     rules: tuple[Budget, ...]
 
-    def for_capability(self, capability: str) -> Budget:
+    def for_capability(self, capability: str, machine: str = "") -> Budget:
         for rule in self.rules:
-            if fnmatch.fnmatchcase(capability, rule.devices):
+            if matches(capability, rule.devices, machine):
                 return rule
         return Budget(devices=capability)
+
+
+def matches(capability: str, pattern: str, machine: str = "") -> bool:
+    """Whether a capability (a candidate's, maybe ``litert:cpu@aarch64`` where machines differ) is one ``pattern``
+    names: the pattern may name the capability alone (``litert:*``) or with the machine (``litert:*@aarch64``)."""
+    base = capability.partition("@")[0]
+    return any(fnmatch.fnmatchcase(name, pattern) for name in (capability, base) + ((f"{base}@{machine}",) if machine else ()))
 
 
 def parse_budgets(doc: dict, source: str = "budgets") -> Budgets:
@@ -175,7 +183,7 @@ def load_budgets(path: Path) -> Budgets:
 
 @dataclass(frozen=True)
 class Candidate:
-    capability: str
+    capability: str  # with "@<machine>" where the records' machines differ
     variant: str
     threads: int
     device_name: str
@@ -204,6 +212,8 @@ class Candidate:
     no_energy: str = ""
     #: The highest drift ratio of its sustained runs (None without one).
     drift_ratio: float | None = None
+    #: the machine architecture its records ran on ("" from agents that did not say)
+    machine: str = ""
 
     @property
     def name(self) -> str:
@@ -211,10 +221,14 @@ class Candidate:
 
 
 def candidates(records: list[ResultRecord]) -> list[Candidate]:
-    """Merge records per capability × variant × threads (see the module docstring)."""
+    """Merge records per capability × variant × threads (see the module docstring), never across machines: where
+    one capability's records come from several (an x86-64 server and an aarch64 board both run ``litert:cpu``),
+    each candidate's capability names its machine (``litert:cpu@aarch64``)."""
+    mixed = mixed_capabilities(records)
     groups: dict[tuple, list[ResultRecord]] = {}
     for r in records:
-        groups.setdefault((r.capability, r.variant, r.settings.threads), []).append(r)
+        cap = r.capability if r.capability not in mixed else f"{r.capability}@{place(r)}"
+        groups.setdefault((cap, r.variant, r.settings.threads), []).append(r)
     out = []
     for (cap, variant, threads), rs in sorted(groups.items()):
         ms = np.concatenate([np.asarray(r.samples_ns, dtype=np.float64) for r in rs]) / 1e6
@@ -230,7 +244,7 @@ def candidates(records: list[ResultRecord]) -> list[Candidate]:
         energies = [r.energy for r in rs if r.energy is not None and r.energy.measured]
         drifts = [r.sustained.drift_ratio for r in rs if r.sustained is not None and r.sustained.drift_ratio is not None]
         out.append(Candidate(
-            capability=cap, variant=variant, threads=threads, device_name=rs[0].device_name, runs=len(rs),
+            capability=cap, machine=rs[0].host.machine, variant=variant, threads=threads, device_name=rs[0].device_name, runs=len(rs),
             samples=int(ms.size), percentiles_ms={p: float(v) for p, v in pct.items()},
             accuracy=float(np.mean(acc)) if acc else None, fidelity=float(np.mean(fid)) if fid else None,
             snr_db=min(snr) if snr else None, cosine=min(cos) if cos else None,
@@ -409,12 +423,12 @@ def assess(
 ) -> Readiness:
     """``why_absent(req)``: why no record matches a required class (the store's failed jobs, say)."""
     pool = candidates(records)
-    verdicts = [judge(c, budgets.for_capability(c.capability), _fp32_accuracy(c, pool)) for c in pool]
-    passing_caps = sorted({v.candidate.capability for v in verdicts if v.passed})
-    required = {r: [c for c in passing_caps if fnmatch.fnmatchcase(c, r)] for r in budgets.required}
+    verdicts = [judge(c, budgets.for_capability(c.capability, c.machine), _fp32_accuracy(c, pool)) for c in pool]
+    passing = {(v.candidate.capability, v.candidate.machine) for v in verdicts if v.passed}
+    required = {r: sorted({c for c, m in passing if matches(c, r, m)}) for r in budgets.required}
     absent = {
         r: why_absent(r) or "no variant was benchmarked there; add it to a sweep's devices"
-        for r in budgets.required if not any(fnmatch.fnmatchcase(c.capability, r) for c in pool)
+        for r in budgets.required if not any(matches(c.capability, r, c.machine) for c in pool)
     }  # fmt: skip
     return Readiness(model, verdicts, recommend(verdicts), required, absent)
 

@@ -107,14 +107,29 @@ def _trimmed_mean(x: np.ndarray) -> float:
     return float(x[x <= np.percentile(x, 99)].mean())
 
 
-def _key(r: ResultRecord) -> tuple[str, str, str, int]:
-    return (r.model_name, r.variant, r.capability, r.settings.threads)
+def _key(r: ResultRecord, mixed: set[str]) -> tuple[str, str, str, int]:
+    """Model, variant, capability (``@<machine>`` where ``mixed`` says its records come from several), threads."""
+    cap = r.capability if r.capability not in mixed else f"{r.capability}@{place(r)}"
+    return (r.model_name, r.variant, cap, r.settings.threads)
 
 
-def _samples(records: list[ResultRecord]) -> dict[tuple, np.ndarray]:
+def place(r: ResultRecord) -> str:
+    """Where a record ran, as far as pooling goes: its machine, and whether that was emulated."""
+    return r.host.machine + (" (emulated)" if r.host.emulated_by else "")
+
+
+def mixed_capabilities(records: list[ResultRecord]) -> set[str]:
+    """The capabilities whose records come from more than one :func:`place`: never pooled across them."""
+    places: dict[str, set[str]] = {}
+    for r in records:
+        places.setdefault(r.capability, set()).add(place(r))
+    return {c for c, p in places.items() if len(p) > 1}
+
+
+def _samples(records: list[ResultRecord], mixed: set[str]) -> dict[tuple, np.ndarray]:
     out: dict[tuple, list] = {}
     for r in records:
-        out.setdefault(_key(r), []).append(np.asarray(r.samples_ns, dtype=np.int64))
+        out.setdefault(_key(r, mixed), []).append(np.asarray(r.samples_ns, dtype=np.int64))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -125,7 +140,8 @@ def compare(baseline: list[ResultRecord], candidate: list[ResultRecord], alpha: 
         raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
     if threshold < 0 or tail_threshold < 0:
         raise ValueError(f"the thresholds are relative changes >= 0, got {threshold} and {tail_threshold}")
-    a, b = _samples(baseline), _samples(candidate)
+    mixed = mixed_capabilities(list(baseline) + list(candidate))
+    a, b = _samples(baseline, mixed), _samples(candidate, mixed)
     out = []
     for key in sorted(set(a) | set(b)):
         sa, sb = a.get(key), b.get(key)

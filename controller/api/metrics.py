@@ -69,12 +69,13 @@ class Metrics:
         from prometheus_client.core import GaugeMetricFamily
 
         from protocol import RESULTS_KEY, queue_for
+        from protocol.machines import offered
 
         d = self.state.scheduler().dispatcher
         online: dict[str, int] = {}
         for inv in d.live_agents():
-            for c in inv.capabilities:
-                online[c.name] = online.get(c.name, 0) + 1
+            for name in offered(inv):  # each queue's name, litert:cpu@aarch64 too: its depth has its agents beside it
+                online[name] = online.get(name, 0) + 1
         agents = GaugeMetricFamily("fleetbench_agents_online", "Live agents offering a capability", labels=["capability"])
         depth = GaugeMetricFamily("fleetbench_queue_depth", "Messages waiting on a capability's queue",
                                   labels=["capability"])  # fmt: skip

@@ -69,15 +69,16 @@ def _judged(records: list, include_emulated: bool, model: str, sweep: Optional[s
     kept = _native(records, include_emulated)
     if not kept:
         _fail(f"no records of {model}" + (f" in sweep {sweep}" if sweep else "") + (
-              ": only emulated agents' (--include-emulated judges them)" if records else ": benchmark it first"), code=2)  # fmt: skip
+              f" from a device: its {len(records)} record(s) come from emulated agents (--include-emulated judges them)"
+              if records else ": benchmark it first"), code=2)  # fmt: skip
     return kept
 
 
 def _why_absent(jobs, model_id: str, req: str) -> str:
     """Why no record of the model matches ``req``: the errors of its failed jobs there, if any."""
-    import fnmatch
+    from controller.analysis.readiness import matches
 
-    failed = [j for j in jobs if j.model_id == model_id and fnmatch.fnmatchcase(j.capability, req) and j.reason]
+    failed = [j for j in jobs if j.model_id == model_id and matches(j.capability, req) and j.reason]
     if not failed:
         return ""
     reasons = sorted({f"{j.variant} on {j.capability}: {j.reason.splitlines()[0][:200]}" for j in failed})

@@ -26,12 +26,13 @@ class RegressionsStore(StoreBase):
 
     def series_points(self, metric: str, model: str | None = None) -> list[tuple]:
         """(model_name, variant, capability, threads, throughput_requests, device_name, id, job_id, finished_at,
-        value) of every current record with ``metric``, oldest first within each series."""
+        value) of every current record with ``metric``, oldest first within each series. Emulated agents' records
+        are no series: their timings are the emulator's (a change there is qemu's, not the model's)."""
         column = getattr(Result, metric)
         keys = (Result.model_name, Result.variant, Result.capability, Result.threads, Result.throughput_requests,
                 Result.device_name)
         stmt = select(*keys, Result.id, Result.job_id, Result.finished_at, column).where(
-            Result.superseded == false(), column.is_not(None))
+            Result.superseded == false(), Result.emulated == false(), column.is_not(None))
         if model:
             stmt = stmt.where(or_(Result.model_name == model, Result.model_id.startswith(model)))
         with self._session() as session:

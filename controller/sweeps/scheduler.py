@@ -134,8 +134,10 @@ class Scheduler:
         for inv in self.fleet.live_agents():
             self.store.record_agent(inv)
         for row in self.store.agents():
-            machine = (row.inventory.get("host") or {}).get("machine", "")
-            for name in with_machine([c["name"] for c in row.inventory["capabilities"]], machine):
+            host = row.inventory.get("host") or {}
+            names = with_machine([c["name"] for c in row.inventory["capabilities"]], host.get("machine", ""),
+                                 bool(host.get("emulated_by")))  # fmt: skip
+            for name in names:
                 known.setdefault(name, set()).add(row.agent_id)
         return known
 

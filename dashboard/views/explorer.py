@@ -3,6 +3,8 @@ distributions from the raw samples, size against latency, throughput against thr
 sustained runs' latency over time, disturbed and throttled runs marked, what the accuracy-keeping
 int8 variants kept in float with the per-layer quantization report beside their fidelity, and the table."""
 
+import dataclasses
+
 import streamlit as st
 
 from controller.analysis.quantization import details_summary
@@ -13,7 +15,8 @@ with ui.page("Explorer", "Each point is the mean over the runs of one model × v
     f = ui.filters(ui.query("filter_options"), key="explorer")
     groups = ui.query("explorer_groups", f)
     if groups.empty:
-        st.warning("No record matches these filters; clear some of them in the sidebar.")
+        st.warning("No record matches these filters; clear some of them in the sidebar" + (
+            ", or include emulated runs (the switch there)." if not f.emulated and ui.has_emulated() else "."))
         st.stop()
     a, b, c, d = st.columns(4)
     a.metric("Records", int(groups["runs"].sum()))
@@ -63,7 +66,7 @@ with ui.page("Explorer", "Each point is the mean over the runs of one model × v
                    f"limit) and {int(marked['throttled_runs'].sum())} throttled (a clock fell during the job): "
                    "the disturbed_runs and throttled_runs columns of the selection show where.")  # fmt: skip
 
-    quant = ui.query("quantization", f)
+    quant = ui.query("quantization", dataclasses.replace(f, emulated=True))  # accuracy, fidelity: real under emulation too
     if not quant.empty:
         st.subheader("Quantization: what each int8 variant kept, and where int8 loses")
         shown_q = quant.assign(found=[details_summary(d) for d in quant["details"]]).drop(columns=["details"])
