@@ -197,8 +197,10 @@ def sustained(windows: pd.DataFrame) -> go.Figure:
 
 def throughput_vs_threads(groups: pd.DataFrame) -> go.Figure:
     """Throughput (inferences/s) against threads, a line per variant and requests in flight, per capability (per
-    model × capability with several models: a line never averages two models)."""
-    key = facet_key(groups, "capability")
+    model × capability with several models, and per device where a capability ran on several: a line never
+    averages two models, nor an x86-64 server with an aarch64 board)."""
+    several = "device_name" in groups and groups.groupby("capability")["device_name"].transform("nunique").gt(1).any()
+    key = facet_key(groups, "capability", "device_name") if several else facet_key(groups, "capability")
     caps = sorted(key.unique())
     fig, cols = _facets(len(caps), caps, "threads", "throughput (inferences/s)")
     colours = variant_colours(groups["variant"])

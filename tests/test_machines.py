@@ -92,3 +92,31 @@ def test_the_scheduler_sends_a_machine_selector_only_to_that_machine(fleet_store
     assert sched.tick(sid) == {"queued": 1}
     (sent,) = fleet.sent
     assert sent.queue == "fleetbench.cap.litert:cpu@aarch64" and sent.spec.capability == "litert:cpu@aarch64"
+
+
+def test_an_emulated_agent_serves_only_its_machine_queues():
+    assert with_machine(["litert:cpu"], "aarch64", emulated=True) == {"litert:cpu@aarch64"}
+
+
+def test_readiness_and_compare_never_pool_one_capability_across_machines(golden_record):
+    from controller.analysis.readiness import assess, parse_budgets
+    from controller.analysis.regress import compare
+
+    def on(machine, job, emulated=""):
+        return dataclasses.replace(golden_record, job_id=job, host=dataclasses.replace(golden_record.host, machine=machine,
+                                                                                       emulated_by=emulated))  # fmt: skip
+
+    server, pi = on("x86_64", "s1"), on("aarch64", "p1")
+    cap = golden_record.capability
+    budgets = parse_budgets({"required": [f"{cap}@aarch64"], "budgets": [{"devices": f"{cap.split(':')[0]}:*@aarch64",
+                                                                           "p90_ms": 1e6}]})  # fmt: skip
+    result = assess("m", [server, pi], budgets)
+    assert sorted(v.candidate.capability for v in result.verdicts) == [f"{cap}@aarch64", f"{cap}@x86_64"]
+    assert all(v.candidate.runs == 1 for v in result.verdicts)  # one record each: not pooled
+    assert result.required == {f"{cap}@aarch64": [f"{cap}@aarch64"]} and result.ready
+    # one machine only: the capability as it ran, and a budget naming the machine still applies
+    alone = assess("m", [pi], budgets)
+    assert [v.candidate.capability for v in alone.verdicts] == [cap] and alone.ready
+    assert alone.verdicts[0].budget.devices.endswith("@aarch64")
+    rows = compare([server, pi], [on("x86_64", "s2"), on("aarch64", "p2", "qemu-user or alike: aarch64 on an x86_64 kernel")])
+    assert sorted(r.capability for r in rows) == [f"{cap}@aarch64", f"{cap}@aarch64 (emulated)", f"{cap}@x86_64"]
