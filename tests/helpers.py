@@ -160,3 +160,16 @@ def at_once(fn, n: int) -> tuple[list, list[Exception]]:
     for t in threads:
         t.join()
     return answers, errors
+
+
+def tiny_sweep(folder: Path, tiny_model: dict, spec_lines: str) -> Path:
+    """``folder`` holding the tests' tiny model (``tiny.tflite``), its data (``tiny.npz``) and a sweep spec of
+    ``spec_lines`` (YAML, naming them by those file names); returns the spec's path."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "tiny.npz", x=tiny_model["x"], y=tiny_model["y"])
+    (folder / "tiny.tflite").write_bytes(tiny_model["path"].read_bytes())
+    spec = folder / "sweep.yaml"
+    spec.write_text(spec_lines)
+    return spec

@@ -18,11 +18,12 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests import arm64
 from tests.conftest import IN_CI
+from tests.helpers import tiny_sweep
+from tests.test_ansible import _env as ansible_env
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -135,12 +136,8 @@ def test_a_sweep_across_x86_64_and_an_emulated_aarch64_agent(machine, tmp_path, 
     from controller.dispatch import Dispatcher
     from controller.store import Store
 
-    model_dir = tmp_path / "in"
-    model_dir.mkdir()
-    np.savez(model_dir / "tiny.npz", x=tiny_model["x"], y=tiny_model["y"])
-    (model_dir / "tiny.tflite").write_bytes(tiny_model["path"].read_bytes())
-    spec = model_dir / "sweep.yaml"
-    spec.write_text(
+    spec = tiny_sweep(
+        tmp_path / "in", tiny_model,
         "name: mixed\n"
         "models: [{path: tiny.tflite, data: tiny.npz, calibration_size: 4}]\n"
         "variants: [tflite-fp32]\n"
@@ -245,9 +242,7 @@ def test_the_agent_role_on_the_arm64_root(machine, tmp_path):
         "fleetbench_agent_id": agent_id,
     }
     (tmp_path / "vars.json").write_text(json.dumps(extra))
-    env = dict(os.environ, ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
-               ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"), ANSIBLE_ROLES_PATH=str(ROOT / "ansible" / "roles"),
-               ANSIBLE_COLLECTIONS_PATH=str(machine.collections), PATH=f"{BIN}:{os.environ.get('PATH', '')}")  # fmt: skip
+    env = dict(ansible_env(tmp_path), ANSIBLE_COLLECTIONS_PATH=str(machine.collections))  # community.general: chroot
     playbook = [str(BIN / "ansible-playbook"), "-i", str(inv), "playbook-agents.yml", "-e", f"@{tmp_path / 'vars.json'}"]
     d = Dispatcher(broker.url)
     agent = None

@@ -5,10 +5,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from controller.sweeps import SweepError, expand_targets, parse_duration, parse_spec
+from tests.helpers import tiny_sweep
 
 KNOWN = {"litert:cpu": {"a1", "a2"}, "openvino:CPU": {"a1"}, "openvino:GPU": {"a2"}, "tflite:cpu": {"pi"}}
 # as Scheduler.known_capabilities gives them: each name also @ its agents' machine (a1, a2: x86_64; pi: aarch64)
@@ -132,12 +132,8 @@ def test_selectors_that_match_nothing_are_errors(devices, variants, error):
 @pytest.mark.slow
 def test_sweep_cli_end_to_end(tmp_path, tiny_model):
     """Convert, benchmark on every local capability, wait for a device nobody has, report."""
-    model_dir = tmp_path / "in"
-    model_dir.mkdir()
-    np.savez(model_dir / "tiny.npz", x=tiny_model["x"], y=tiny_model["y"])
-    (model_dir / "tiny.tflite").write_bytes(tiny_model["path"].read_bytes())
-    spec = model_dir / "sweep.yaml"
-    spec.write_text(
+    spec = tiny_sweep(
+        tmp_path / "in", tiny_model,
         "name: e2e\n"
         "models: [{path: tiny.tflite, data: tiny.npz, calibration_size: 4}]\n"
         "variants: [tflite-fp32, openvino-fp32, openvino-fp16]\n"
