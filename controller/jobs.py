@@ -124,8 +124,8 @@ class FleetView:
         object.__setattr__(self, "offered", frozenset().union(*self.live.values()))
 
     def can_run(self, job: Job) -> bool:
-        if job.pinned_agent:
-            return job.capability in self.live.get(job.pinned_agent, ())
+        if job.pinned_agent:  # its own queue: any capability it has, whatever queues it serves (an emulated agent's)
+            return job.capability.partition("@")[0] in {n.partition("@")[0] for n in self.live.get(job.pinned_agent, ())}
         return job.capability in self.offered
 
 

@@ -120,3 +120,19 @@ def test_readiness_and_compare_never_pool_one_capability_across_machines(golden_
     assert alone.verdicts[0].budget.devices.endswith("@aarch64")
     rows = compare([server, pi], [on("x86_64", "s2"), on("aarch64", "p2", "qemu-user or alike: aarch64 on an x86_64 kernel")])
     assert sorted(r.capability for r in rows) == [f"{cap}@aarch64", f"{cap}@aarch64 (emulated)", f"{cap}@x86_64"]
+
+
+def test_an_emulated_agent_pinned_by_id_gets_its_job(fleet_store):
+    """An emulated agent serves only @machine queues, but a job pinned to it by id (agent:<id>) still reaches it."""
+    from controller.fleet.memory import MemoryFleet
+    from tests.test_jobs import _sweep
+
+    fleet = MemoryFleet(fleet_store)
+    fleet.add_agent("qemu-pi", "litert:cpu", machine="aarch64")
+    inv = fleet.agents["qemu-pi"]
+    fleet.agents["qemu-pi"] = dataclasses.replace(inv, host=dataclasses.replace(inv.host, emulated_by="qemu-user"))
+    fleet_store.record_agent(fleet.agents["qemu-pi"])
+    sched, sid = _sweep(fleet_store, fleet, devices=("agent:qemu-pi",))
+    assert sched.tick(sid) == {"queued": 1}
+    (sent,) = fleet.sent
+    assert sent.queue == "fleetbench.agent.qemu-pi" and sent.spec.capability == "litert:cpu"

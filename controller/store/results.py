@@ -32,10 +32,10 @@ class ResultsStore(StoreBase):
             return [record_of(r, b) for r, b in session.execute(stmt)]
 
     def newest_results(self, model_id: str) -> list[ResultRecord]:
-        """The newest current record of each capability × variant × threads of a model (picked in SQL); an emulated
-        agent's newest apart from a device's, so that leaving emulated records out never hides a device's."""
+        """The newest current record of each capability × variant × threads of a model on each machine (picked in
+        SQL): a server's newest never hides a board's, nor an emulated agent's a device's."""
         rank = func.row_number().over(
-            partition_by=(Result.capability, Result.variant, Result.threads, Result.emulated),
+            partition_by=(Result.capability, Result.variant, Result.threads, Result.machine, Result.emulated),
             order_by=(Result.finished_at.desc(), Result.id.desc()),
         )
         ranked = (

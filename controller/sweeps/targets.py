@@ -21,9 +21,8 @@ def expand_targets(devices: list[str], variants: list[str], known: dict[str, set
     """
     agents: dict[str, set[str]] = {}
     for cap, ids in known.items():
-        for a in ids:
-            if "@" not in cap:  # an agent pinned by id runs its capabilities, whatever its machine
-                agents.setdefault(a, set()).add(cap)
+        for a in ids:  # an agent pinned by id runs its capabilities, whatever queues it serves
+            agents.setdefault(a, set()).add(cap.partition("@")[0])
     out: dict[str, list[tuple[str, str | None]]] = {v: [] for v in variants}
     for sel in devices:
         if "@" in sel and not sel.startswith("agent:"):  # a machine named as Debian or Apple names it: arm64 -> aarch64
