@@ -578,11 +578,25 @@ def hosts_by_capability(engine: Engine) -> pd.DataFrame:
 TESTED_METRICS = ("p50_ms", "p90_ms", "p99_ms")
 
 
-def _side_samples(engine: Engine, side: Side, limit: int, by_variant: bool = True) -> dict[tuple, np.ndarray]:
+def _place(df: pd.DataFrame) -> pd.Series:
+    """Where each row ran, as far as pooling goes (controller.analysis.regress.place): machine, and emulation."""
+    return df["machine"].astype(str) + np.where(df["emulated"].astype(bool), " (emulated)", "")
+
+
+def _relabel(df: pd.DataFrame, mixed: set[str]) -> pd.DataFrame:
+    """``df`` with the capabilities in ``mixed`` named with where they ran (``litert:cpu@aarch64``)."""
+    if not df.empty and mixed:
+        many = df["capability"].isin(mixed)
+        df.loc[many, "capability"] = df.loc[many, "capability"] + "@" + _place(df[many])
+    return df.drop(columns=["machine", "emulated"], errors="ignore")
+
+
+def _side_samples(engine: Engine, side: Side, limit: int, by_variant: bool = True,
+                  mixed: frozenset = frozenset()) -> dict[tuple, np.ndarray]:  # fmt: skip
     """Raw samples (ns) of the newest ``limit`` records of a side, concatenated per compare key."""
     stmt = side.where(select(Result.model_name, Result.variant, Result.capability, Result.threads,
-                             Result.samples))  # fmt: skip
-    df = _frame(engine, stmt.order_by(Result.id.desc()).limit(limit))
+                             Result.machine, Result.emulated, Result.samples))  # fmt: skip
+    df = _relabel(_frame(engine, stmt.order_by(Result.id.desc()).limit(limit)), mixed)
     out: dict[tuple, list] = {}
     for row in df.itertuples(index=False):  # at most `limit` records
         key = (row.model_name, row.variant if by_variant else "", row.capability, int(row.threads))
@@ -604,13 +618,19 @@ def compare(engine: Engine, a: Side, b: Side, metric: str = "p50_ms", threshold:
     column = getattr(Result, metric)
     by_variant = not (a.variant or b.variant)  # comparing two variants: pair them up across variants
     variant = Result.variant if by_variant else literal(f"{a.variant} → {b.variant}")
-    keys = [Result.model_name, Result.capability, Result.threads] + ([Result.variant] if by_variant else [])
+    # per machine too: where one capability ran on several (a server, a board), the two are never averaged
+    keys = [Result.model_name, Result.capability, Result.threads, Result.machine, Result.emulated] + (
+        [Result.variant] if by_variant else [])
     frames = []
     for label, side in (("a", a), ("b", b)):
         stmt = side.where(select(Result.model_name, variant.label("variant"), Result.capability, Result.threads,
-                                 _avg(column).label(label), func.count().label(f"{label}_runs"))
-                          .group_by(*keys))  # fmt: skip
+                                 Result.machine, Result.emulated, _avg(column).label(label),
+                                 func.count().label(f"{label}_runs")).group_by(*keys))  # fmt: skip
         frames.append(_frame(engine, stmt))
+    both = pd.concat(frames)
+    mixed = frozenset() if both.empty else frozenset(
+        both.assign(place=_place(both)).groupby("capability")["place"].nunique().loc[lambda n: n > 1].index)
+    frames = [_relabel(f, mixed) for f in frames]
     on = ["model_name", "variant", "capability", "threads"]
     merged = frames[0].merge(frames[1], on=on, how="outer")
     if merged.empty:
@@ -624,8 +644,8 @@ def compare(engine: Engine, a: Side, b: Side, metric: str = "p50_ms", threshold:
                                   ["only in B", "only in A", "worse", "better"], default="same")  # fmt: skip
     merged["p_value"] = np.nan
     if metric in TESTED_METRICS:
-        sa = _side_samples(engine, a, sample_records, by_variant)
-        sb = _side_samples(engine, b, sample_records, by_variant)
+        sa = _side_samples(engine, a, sample_records, by_variant, mixed)
+        sb = _side_samples(engine, b, sample_records, by_variant, mixed)
         for i, row in merged.iterrows():  # one test per paired key: tens of rows
             key = (row["model_name"], row["variant"] if by_variant else "", row["capability"], int(row["threads"]))
             if key in sa and key in sb and sa[key].size > 1 and sb[key].size > 1:

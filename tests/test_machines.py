@@ -136,3 +136,21 @@ def test_an_emulated_agent_pinned_by_id_gets_its_job(fleet_store):
     assert sched.tick(sid) == {"queued": 1}
     (sent,) = fleet.sent
     assert sent.queue == "fleetbench.agent.qemu-pi" and sent.spec.capability == "litert:cpu"
+
+
+def test_the_dashboards_compare_never_averages_two_machines(tmp_path, golden_record):
+    from controller.store import Store
+    from dashboard.data import Side, compare
+
+    store = Store(f"sqlite:///{tmp_path / 'fb.db'}")
+    store.migrate()
+    try:
+        for job, machine in (("s1", "x86_64"), ("p1", "aarch64")):
+            host = dataclasses.replace(golden_record.host, machine=machine)
+            assert store.add_result(dataclasses.replace(golden_record, job_id=job, host=host))
+        table = compare(store.engine, Side(), Side())
+        cap = golden_record.capability
+        assert sorted(table["capability"]) == [f"{cap}@aarch64", f"{cap}@x86_64"]
+        assert (table["a_runs"] == 1).all() and (table["verdict"] == "same").all()
+    finally:
+        store.close()
