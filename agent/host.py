@@ -60,18 +60,27 @@ def emulation(machine: str, kernel_arch: Path = KERNEL_ARCH, binfmt: Path = BINF
         return ""  # the CPU is this machine's kind
     if info and ((arm and "vendor_id" in info) or (x86 and "CPU implementer" in info)):
         return f"qemu-user or alike: {machine} on an {'x86' if arm else 'Arm'} CPU (/proc/cpuinfo)"
-    target = QEMU_TARGET.get(machine, machine)
-    try:
-        handlers = [p for p in binfmt.iterdir() if p.name not in ("register", "status")]
-    except OSError:
-        handlers = []
-    for h in handlers:
-        text = _read(h)
-        interp = next((ln.split(None, 1)[1] for ln in text.splitlines() if ln.startswith("interpreter ")), "")
-        # Debian: /usr/libexec/qemu-binfmt/aarch64-binfmt-P; static builds: /usr/bin/qemu-aarch64-static
-        if text.startswith("enabled") and re.fullmatch(rf"(qemu-)?{re.escape(target)}(-static|-binfmt-P)?", Path(interp).name):
-            return f"qemu-user: binfmt_misc runs {machine} binaries through {interp}"
+    for _, interp, _ in qemu_handlers(QEMU_TARGET.get(machine, machine), binfmt):
+        return f"qemu-user: binfmt_misc runs {machine} binaries through {interp}"
     return ""
+
+
+def qemu_handlers(target: str, binfmt: Path = BINFMT) -> list[tuple[str, str, str]]:
+    """(name, interpreter, flags) of each enabled binfmt_misc handler whose interpreter is qemu-user for ``target``
+    (qemu's name: aarch64, arm, i386): Debian's ``/usr/libexec/qemu-binfmt/aarch64-binfmt-P``, a static build's
+    ``/usr/bin/qemu-aarch64-static``; not another target's (``aarch64_be``)."""
+    try:
+        entries = sorted(p for p in binfmt.iterdir() if p.name not in ("register", "status"))
+    except OSError:
+        return []
+    out = []
+    for entry in entries:
+        lines = _read(entry).splitlines()
+        field = {k.rstrip(":"): v for k, _, v in (ln.partition(" ") for ln in lines[1:])}
+        interp = field.get("interpreter", "")
+        if lines[:1] == ["enabled"] and re.fullmatch(rf"(qemu-)?{re.escape(target)}(-static|-binfmt-P)?", Path(interp).name):
+            out.append((entry.name, interp, field.get("flags", "")))
+    return out
 
 
 def _ram_bytes() -> int:

@@ -189,17 +189,23 @@ def filters(options, key: str, with_dates: bool = True, skip: tuple[str, ...] = 
                         since=since, until=until, emulated=emulated)  # fmt: skip
 
 
+def _emulated_records(options) -> int:
+    """How many of the stored records (``filter_options``' counts) are emulated agents'."""
+    if options.empty or "emulated" not in options:
+        return 0
+    return int(options.loc[options["emulated"].astype(bool), "records"].sum())
+
+
 def has_emulated() -> bool:
-    options = query("filter_options")
-    return not options.empty and bool(options["emulated"].astype(bool).any())
+    return _emulated_records(query("filter_options")) > 0
 
 
 def emulated_toggle(options) -> bool:
     """Whether to keep emulated agents' records (off by default; the choice is kept in the URL as ``emulated=1``),
     shown only where some exist, with how many are left out."""
-    if options.empty or "emulated" not in options or not options["emulated"].astype(bool).any():
+    n = _emulated_records(options)
+    if not n:
         return False
-    n = int(options.loc[options["emulated"].astype(bool), "records"].sum())
     on = st.sidebar.toggle("Include emulated runs", value=st.query_params.get("emulated") == "1", key="emulated",
                            help="Records of agents under CPU emulation (qemu-user). Their accuracy and fidelity are "
                                 "real; their timings are the emulator's, not a device's.")  # fmt: skip

@@ -26,7 +26,6 @@ import inspect
 import json
 import os
 import platform
-import re
 import shlex
 import shutil
 import subprocess
@@ -104,17 +103,9 @@ def ready() -> bool:
 def _aarch64_handler() -> str:
     """The name of an enabled binfmt_misc handler that runs aarch64 binaries (qemu-aarch64, not aarch64_be) with
     the F flag, or ""."""
-    for entry in BINFMT_DIR.iterdir() if (BINFMT_DIR / "status").exists() else ():
-        if entry.name in ("register", "status"):
-            continue
-        with contextlib.suppress(OSError):
-            lines = entry.read_text().splitlines()
-            field = {ln.split(None, 1)[0]: ln.split(None, 1)[-1] for ln in lines[1:] if " " in ln}
-            interp = Path(field.get("interpreter", "")).name
-            if lines[:1] == ["enabled"] and re.fullmatch(r"(qemu-)?aarch64(-static|-binfmt-P)?", interp) \
-                    and "F" in field.get("flags:", ""):
-                return entry.name
-    return ""
+    from agent.host import qemu_handlers
+
+    return next((name for name, _, flags in qemu_handlers("aarch64", BINFMT_DIR) if "F" in flags), "")
 
 
 @contextlib.contextmanager

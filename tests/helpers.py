@@ -173,3 +173,23 @@ def tiny_sweep(folder: Path, tiny_model: dict, spec_lines: str) -> Path:
     spec = folder / "sweep.yaml"
     spec.write_text(spec_lines)
     return spec
+
+
+def unavailable(why: str):
+    """A test's set-up is missing here: skip it, except under CI=true, where `make test` makes everything, so fail."""
+    import pytest
+
+    from tests.conftest import IN_CI
+
+    if IN_CI:
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+def venv_python(venv: str) -> str:
+    """The Python of one of the venvs `make test` makes beside .venv (``.venv-tflite``, ``.venv-openvino-legacy``);
+    :func:`unavailable` where it is missing."""
+    python = Path(__file__).resolve().parent.parent / venv / "bin" / "python"
+    if not python.exists():
+        unavailable(f"no {venv}: run `make {venv.lstrip('.')}` (or `make test`, which makes it)")
+    return str(python)

@@ -21,19 +21,12 @@ from pathlib import Path
 import pytest
 
 from tests import arm64
-from tests.conftest import IN_CI
-from tests.helpers import tiny_sweep
+from tests.helpers import tiny_sweep, unavailable
 from tests.test_ansible import _env as ansible_env
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 ARM_ENV = {"FLEETBENCH_DISABLE_GPU_PROBE": "1"}
-
-
-def _unavailable(why: str):
-    if IN_CI:
-        pytest.fail(why)
-    pytest.skip(why)
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +35,9 @@ def machine(tmp_path_factory):
     (binfmt_misc) for as long as the module's tests do."""
     why = arm64.problem()
     if why:
-        _unavailable(why)
+        unavailable(why)
     if not arm64.ready():
-        _unavailable(f"no arm64 root in {arm64.folder()}: run `make arm64` (or `make test`, which makes it)")
+        unavailable(f"no arm64 root in {arm64.folder()}: run `make arm64` (or `make test`, which makes it)")
     work = tmp_path_factory.mktemp("arm64")
     wheels = work / "wheels"
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],

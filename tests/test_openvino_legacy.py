@@ -31,6 +31,7 @@ from agent.runner import run_job
 from controller.artifacts import ArtifactStore
 from protocol import BenchmarkSettings, JobSpec
 from protocol.packing import pack_files
+from tests.helpers import venv_python
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = BenchmarkSettings(threads=1, warmup_iterations=2, min_iterations=700, min_duration_s=0.0, timeout_s=180)
@@ -40,13 +41,7 @@ PROFILED = BenchmarkSettings(threads=1, warmup_iterations=2, min_iterations=100,
 
 @pytest.fixture(scope="module")
 def legacy_python():
-    python = ROOT / ".venv-openvino-legacy" / "bin" / "python"
-    if not python.exists():
-        message = "no .venv-openvino-legacy: run `make venv-openvino-legacy` (or `make test`, which makes it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return str(python)
+    return venv_python(".venv-openvino-legacy")
 
 
 #: Run at the start of each child (a sitecustomize): OpenVINO 2022.3's top-level package holds submodules only,

@@ -20,6 +20,7 @@ from controller.artifacts import ArtifactStore
 from protocol import BenchmarkSettings, ContractError, JobSpec, ProfileNode, ResultRecord
 from protocol import profiling as P
 from protocol.records import PROFILE_TOP_NODES, Profile
+from tests.helpers import venv_python
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = BenchmarkSettings(threads=1, warmup_iterations=2, min_iterations=200, min_duration_s=0.0, timeout_s=180,
@@ -289,10 +290,7 @@ def test_the_passthrough_delegate_claims_nothing_and_that_is_full_fallback(tmp_p
 
 
 def test_tflite_runtime_says_it_has_no_per_op_time(tmp_path, cumsum_model, monkeypatch):
-    python = ROOT / ".venv-tflite" / "bin" / "python"
-    if not python.exists():
-        pytest.fail("no .venv-tflite: run `make venv-tflite`") if __import__("os").environ.get("CI") else pytest.skip(
-            "no .venv-tflite")  # fmt: skip
+    python = venv_python(".venv-tflite")
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     r = _profiled(_job(ArtifactStore(tmp_path / "a"), cumsum_model, "tflite-fp32", "tflite:cpu"),
                   child_argv=[str(python), "-m", "agent.child"])  # fmt: skip

@@ -8,12 +8,13 @@ fails where it should. What stays untested here: third-party packages' own Pytho
 """
 
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 VERMIN = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())",
@@ -23,10 +24,7 @@ VERMIN = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())",
 @pytest.fixture(scope="module", autouse=True)
 def vermin_installed():
     if importlib.util.find_spec("vermin") is None:
-        message = "vermin is not installed: run `make venv` (the `dev` extra has it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("vermin is not installed: run `make venv` (the `dev` extra has it)")
 
 
 def test_agent_and_protocol_run_on_python_3_10():

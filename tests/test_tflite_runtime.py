@@ -6,7 +6,6 @@ bare device: no LiteRT, no OpenVINO, no Celery.
 """
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from controller.artifacts import ArtifactStore
 from controller.bundles import create_bundle, import_results
 from protocol import BenchmarkSettings, JobSpec
 from protocol.bundles import read_results
+from tests.helpers import venv_python
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = BenchmarkSettings(threads=1, warmup_iterations=2, min_iterations=700, min_duration_s=0.0, timeout_s=120)
@@ -24,13 +24,7 @@ FAST = BenchmarkSettings(threads=1, warmup_iterations=2, min_iterations=700, min
 
 @pytest.fixture(scope="module")
 def tflite_python():
-    python = ROOT / ".venv-tflite" / "bin" / "python"
-    if not python.exists():
-        message = "no .venv-tflite: run `make venv-tflite` (or `make test`, which makes it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return str(python)
+    return venv_python(".venv-tflite")
 
 
 @pytest.fixture

@@ -57,7 +57,7 @@ from typing import Callable
 
 import numpy as np
 
-from controller.analysis.regress import mixed_capabilities, place
+from controller.analysis.regress import labelled, mixed_capabilities
 from protocol import ResultRecord
 from protocol.profiling import int8_share
 from protocol.stats import min_samples_for
@@ -227,8 +227,7 @@ def candidates(records: list[ResultRecord]) -> list[Candidate]:
     mixed = mixed_capabilities(records)
     groups: dict[tuple, list[ResultRecord]] = {}
     for r in records:
-        cap = r.capability if r.capability not in mixed else f"{r.capability}@{place(r)}"
-        groups.setdefault((cap, r.variant, r.settings.threads), []).append(r)
+        groups.setdefault((labelled(r, mixed), r.variant, r.settings.threads), []).append(r)
     out = []
     for (cap, variant, threads), rs in sorted(groups.items()):
         ms = np.concatenate([np.asarray(r.samples_ns, dtype=np.float64) for r in rs]) / 1e6

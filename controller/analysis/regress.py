@@ -108,9 +108,13 @@ def _trimmed_mean(x: np.ndarray) -> float:
 
 
 def _key(r: ResultRecord, mixed: set[str]) -> tuple[str, str, str, int]:
-    """Model, variant, capability (``@<machine>`` where ``mixed`` says its records come from several), threads."""
-    cap = r.capability if r.capability not in mixed else f"{r.capability}@{place(r)}"
-    return (r.model_name, r.variant, cap, r.settings.threads)
+    return (r.model_name, r.variant, labelled(r, mixed), r.settings.threads)
+
+
+def labelled(r: ResultRecord, mixed: set[str]) -> str:
+    """The record's capability, ``@`` where it ran when ``mixed`` (:func:`mixed_capabilities`) says its records
+    come from several places: ``litert:cpu@aarch64``."""
+    return r.capability if r.capability not in mixed else f"{r.capability}@{place(r)}"
 
 
 def place(r: ResultRecord) -> str:
