@@ -120,6 +120,8 @@ def test_selectors_expand_over_the_fleet(devices, variants, expected):
         (["openvino:CPU"], ["tflite-fp32"], "offers no runtime for the variants"),
         (["cpu"], ["tflite-fp32"], "is not a capability"),
         (["litert:cpu@"], ["tflite-fp32"], "names no machine after '@'"),
+        (["litert:cpu@arm 64"], ["tflite-fp32"], "has a space in it"),
+        (["litert: cpu"], ["tflite-fp32"], "has a space in it"),
         (["*@riscv64"], ["tflite-fp32"], "matches no capability"),
     ],
 )

@@ -25,6 +25,8 @@ def expand_targets(devices: list[str], variants: list[str], known: dict[str, set
             agents.setdefault(a, set()).add(cap.partition("@")[0])
     out: dict[str, list[tuple[str, str | None]]] = {v: [] for v in variants}
     for sel in devices:
+        if any(ch.isspace() for ch in sel):  # a queue's name holds none: it would fail only when the job is sent
+            raise SweepError(f"devices: '{sel}' has a space in it; selectors are like 'litert:cpu', 'litert:cpu@aarch64'")
         if "@" in sel and not sel.startswith("agent:"):  # a machine named as Debian or Apple names it: arm64 -> aarch64
             name, machine = split_selector(sel)
             if not machine:
