@@ -142,7 +142,6 @@ def _main(argv: list[str] | None = None) -> int:
     config = config.with_agent_id(config.agent_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
     agent_id = config.agent_id
     os.environ.update(config.child_env())  # now with the agent's id, which its benchmark children stamp
-    import redis
 
     from agent import outbox as outbox_mod
     from agent.worker import app, context
@@ -151,15 +150,20 @@ def _main(argv: list[str] | None = None) -> int:
     app.conf.result_backend = config.broker
     app.conf.broker_transport_options = {"visibility_timeout": config.visibility_timeout_s}
     app.conf.result_backend_transport_options = {"visibility_timeout": config.visibility_timeout_s}
+    # nobody sends an agent control commands (its presence and its jobs' fences are protocol/presence.py's and
+    # protocol/keys.py's): no pidbox connection, so an agent holds two connections in all (docs/fleet-setup.md)
+    app.conf.worker_enable_remote_control = False
     # the child's own timeout fires first; this is Celery's last resort
     app.conf.task_time_limit = config.job_time_limit_s + prejob.max_wait_s + 60
     context.prejob = prejob
     outbox = outbox_mod.Outbox(outbox_mod.default_path(agent_id))
     context.outbox, context.job_time_limit_s = outbox, config.job_time_limit_s
-    context.redis = redis.Redis.from_url(config.broker, socket_timeout=5, socket_connect_timeout=5)
+    from agent.presence import broker_client
+
+    context.redis = broker_client(config.broker)  # fences, starts, the relay and the heartbeat: one connection
     if len(outbox):  # said before the relay starts, which may empty the outbox at once
         print(f"outbox {outbox.path}: {len(outbox)} result(s) from before a restart, relaying", flush=True)
-    context.relay = outbox_mod.Relay(outbox, config.broker).start()
+    context.relay = outbox_mod.Relay(outbox, context.redis).start()
     from agent.runner import ForkServer
 
     context.forkserver = ForkServer().start()  # imports the runtimes while the worker connects
@@ -180,7 +184,7 @@ def _main(argv: list[str] | None = None) -> int:
         sig.connect(lambda logger=None, **kw: install_log_filter(logger), weak=False)
     install_log_filter()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    heartbeat = Heartbeat(config.broker, inventory)
+    heartbeat = Heartbeat(context.redis, inventory)
     heartbeat.start()
     print(f"agent {agent_id} serving {', '.join(c.name for c in caps)}", flush=True)
     try:
@@ -194,6 +198,7 @@ def _main(argv: list[str] | None = None) -> int:
                 "--concurrency=1",
                 "--without-gossip",
                 "--without-mingle",
+                "--without-heartbeat",  # Celery's own heartbeat events: presence is protocol/presence.py's
                 f"--loglevel={args.loglevel}",
             ]
         )

@@ -121,11 +121,12 @@ class Outbox:
 class Relay:
     """A thread that pushes the outbox to the broker's results list, retrying while it is down."""
 
-    def __init__(self, outbox: Outbox, broker_url: str, interval_s: float = 1.0, max_backoff_s: float = 15.0):
+    def __init__(self, outbox: Outbox, broker, interval_s: float = 1.0, max_backoff_s: float = 15.0):
+        """``broker``: a URL, or the agent's shared client (agent.presence.broker_client)."""
         import redis
 
         self.outbox = outbox
-        self.redis = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=5)
+        self.redis = redis.Redis.from_url(broker, socket_timeout=5, socket_connect_timeout=5) if isinstance(broker, str) else broker
         self.interval_s, self.max_backoff_s = interval_s, max_backoff_s
         self._wake = threading.Event()
         self._stop = threading.Event()

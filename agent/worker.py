@@ -91,8 +91,9 @@ def _gate(spec: dict) -> JobOutcome | None:
     return None
 
 
-# The agent announces a start itself (_gate): Celery's STARTED write to the result backend is not made.
-@app.task(name=BENCHMARK_TASK, track_started=False)
+# The agent announces a start itself (_gate), and its outcome goes through the outbox to the results list: nothing
+# is written to Celery's result backend for a job (no connection for it, and no result kept a day per job).
+@app.task(name=BENCHMARK_TASK, track_started=False, ignore_result=True)
 def benchmark(spec: dict | None = None, *extra, **kwargs) -> dict:
     if not isinstance(spec, dict) or extra or kwargs:  # a message of the right task name but not from a controller
         log.error("refused a job message whose argument is a %s, not a job spec", type(spec).__name__)

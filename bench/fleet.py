@@ -157,14 +157,15 @@ def sweep_size(work: Path, art, sizes: list[int]) -> dict:
 def send_rate(work: Path, art, n: int) -> dict:
     """Jobs per second the scheduler sends (stored as queued, fenced, on the broker) for a sweep of ``n``
     jobs, with a heartbeat but no agent taking them: the send path alone, as far as the broker."""
-    from protocol import AGENT_KEY_PREFIX, AgentInventory, CapabilityInfo, HostFacts, utc_now
+    from agent.presence import Heartbeat
+    from protocol import AgentInventory, CapabilityInfo, HostFacts, utc_now
 
     settings = [BenchmarkSettings(threads=1, min_iterations=10 + i) for i in range(n)]
     with local_fleet(work, "send", 0) as (store, sched):
         host = HostFacts(hostname="ghost", cpu_model="-", cpu_cores=1, ram_bytes=1, os="-", python="3")
         inv = AgentInventory(agent_id="ghost", host=host, started_at=utc_now(), heartbeat_at=utc_now(),
                              capabilities=(CapabilityInfo("litert:cpu", "litert", "0", "cpu", "-"),))  # fmt: skip
-        sched.dispatcher.redis.set(AGENT_KEY_PREFIX + "ghost", inv.to_json(), ex=600)
+        Heartbeat(sched.dispatcher.redis, inv).beat()  # one beat: live for HEARTBEAT_TTL_S, longer than the sends
         sweep_id = sweep(sched, art, settings, "send")
         t0 = time.perf_counter()
         while sched.tick(sweep_id).get("queued", 0) < n:

@@ -116,12 +116,14 @@ class Send:
 class FleetView:
     """The live agents at one tick: agent id -> the capabilities it offers."""
 
-    live: dict[str, set[str]] = field(default_factory=dict)
-    #: every capability some live agent offers; made once per tick, read for every job
-    offered: frozenset[str] = field(init=False, default=frozenset())
+    live: dict[str, set[str] | frozenset[str]] = field(default_factory=dict)
+    #: every capability some live agent offers, read for every job: made from ``live`` unless given (a
+    #: presence mirror keeps it up to date as agents come and go)
+    offered: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "offered", frozenset().union(*self.live.values()))
+        if self.offered is None:
+            object.__setattr__(self, "offered", frozenset().union(*self.live.values()))
 
     def can_run(self, job: Job) -> bool:
         if job.pinned_agent:  # its own queue: any capability it has, whatever queues it serves (an emulated agent's)

@@ -24,12 +24,8 @@ CELERY_SETTINGS = {
 }
 
 
-#: Agents keep ``AGENT_KEY_PREFIX + agent_id`` (an AgentInventory as JSON) in
-#: the broker's Redis, refreshed every HEARTBEAT_S and expiring after
-#: HEARTBEAT_TTL_S: a key that is gone means the agent is gone.
-AGENT_KEY_PREFIX = "fleetbench:agent:"
-HEARTBEAT_S = 5.0
-HEARTBEAT_TTL_S = 15
+#: Agents' heartbeats and inventories: protocol/presence.py (one sorted set and one hash for the fleet).
+from protocol.presence import HEARTBEAT_S, HEARTBEAT_TTL_S  # noqa: E402,F401 (re-exported)
 
 
 #: Agents push every JobOutcome (JSON) onto this Redis list, from their outbox;

@@ -1,5 +1,5 @@
 """Helpers the tests share, and bench/ uses too (bench imports these, never a test module): waiting on one
-agent task through Celery's result backend, the dashboard on a free port, and the browser's settings."""
+agent job through the broker's results list, the dashboard on a free port, and the browser's settings."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable
-
-from kombu.exceptions import OperationalError
 
 from controller.errors import DispatchError, ServiceError
 from controller.jobs import JobState
@@ -25,7 +23,7 @@ WAITING_FOR_DEVICE, QUEUED, RUNNING = JobState.WAITING.value, JobState.QUEUED.va
 
 def wait_outcome(
     dispatcher,
-    result,
+    sent,
     spec: JobSpec,
     on_state: Callable[[str], None] = lambda s: None,
     check: Callable[[], None] = lambda: None,
@@ -33,27 +31,42 @@ def wait_outcome(
     device_check_s: float = 2.0,
     grace_s: float = 60.0,
 ) -> JobOutcome:
-    """Wait for a job's outcome on Celery's result backend, reporting its state; ``check`` may raise to abort.
+    """Wait for the outcome of one job ``sent`` to an agent, reporting its state; ``check`` may raise to abort.
 
-    For tests that watch one agent task directly. fleetbench itself never reads an outcome from here: it
-    comes through the agent's outbox and the collector (controller.sweeps.Scheduler).
-
-    Gives up ``grace_s`` after the job's own timeout.
+    For tests that watch one agent task without a collector: the outcome is read where the agent's outbox
+    puts it, the broker's results list (it is left there), and the start where the agent announces it.
+    Agents store no Celery result for a job (``ignore_result``), so ``sent`` (what ``send_task`` returned)
+    is not read. Gives up ``grace_s`` after the job's own timeout.
     """
+    import json
+
+    import redis
+
+    from protocol import RESULTS_KEY, STARTED_KEY
+
     limit_s = spec.settings.timeout_s + grace_s
     deadline = time.monotonic() + limit_s
     next_device_check = 0.0
     state = None
+    mine = (spec.job_id, spec.attempt or 1)
+
+    def ids(raw) -> tuple:
+        try:
+            d = json.loads(raw)
+            return d.get("job_id"), d.get("attempt")
+        except (ValueError, AttributeError):
+            return None, None
+
     while True:
         try:
-            ready = result.ready()
-            celery_state = result.state
-        except OperationalError as exc:
+            found = [raw for raw in dispatcher.redis.lrange(RESULTS_KEY, 0, -1) if ids(raw) == mine]
+            started = any(ids(raw) == mine for raw in dispatcher.redis.lrange(STARTED_KEY, 0, -1))
+        except redis.exceptions.RedisError as exc:
             raise DispatchError(dispatcher._broker_down(exc)) from None
-        if ready:
+        if found:
             break
         now = time.monotonic()
-        if celery_state == "STARTED":
+        if started:
             new_state = RUNNING
         elif now >= next_device_check:
             next_device_check = now + device_check_s
@@ -70,10 +83,8 @@ def wait_outcome(
                 f"(last state: {state}); is an agent with {spec.capability} running?"
             )
         time.sleep(poll_s)
-    if result.failed():
-        raise DispatchError(f"job {spec.job_id} failed inside the agent's task: {result.result!r}")
     try:
-        return JobOutcome.from_dict(result.get(timeout=5))
+        return JobOutcome.from_json(found[-1])
     except ContractError as exc:
         raise DispatchError(f"agent answered job {spec.job_id} with a malformed outcome: {exc}") from None
 

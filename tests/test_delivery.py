@@ -18,7 +18,7 @@ from controller.errors import DispatchError
 from controller.store import Store, StoreError
 from controller.store.jobs import DEAD_LETTER, DONE, RUNNING
 from controller.sweeps import ModelVariants, Scheduler, SweepSpec
-from protocol import BENCHMARK_TASK, RESULTS_KEY, BenchmarkSettings, JobSpec, agent_queue, new_job_id
+from protocol import BENCHMARK_TASK, RESULTS_KEY, STARTED_KEY, BenchmarkSettings, JobSpec, agent_queue, new_job_id
 from tests.helpers import wait_outcome
 
 #: max_iterations: a job asked for seconds of sampling gets them (up to a million samples). The tiny model takes
@@ -95,7 +95,9 @@ def test_pickle_message_is_refused_and_never_run(clean_redis_url, tmp_path, tiny
         outcome = wait_outcome(d, d.app.send_task(BENCHMARK_TASK, args=[spec2.to_dict()], queue=agent_queue(agent.agent_id),
                                          task_id=f"{spec2.job_id}.1"), spec2, check=agent.check_alive)  # fmt: skip
         assert outcome.ok
-        assert pickled.state == "PENDING"  # never started, never finished
+        assert pickled.id.startswith(spec.job_id)
+        seen = [json.loads(x)["job_id"] for key in (STARTED_KEY, RESULTS_KEY) for x in d.redis.lrange(key, 0, -1)]
+        assert spec2.job_id in seen and spec.job_id not in seen  # never started, never finished
         log = agent.log_path.read_text()
         assert "refused a task message and discarded it: Refusing to deserialize untrusted content" in log, log[-3000:]
         assert "Traceback" not in log  # one line, not Celery's traceback and body dump
@@ -262,8 +264,10 @@ def test_items_on_a_queue_that_are_not_task_messages_do_not_stop_the_agent(clean
         log = agent.log_path.read_text()
         assert "Unrecoverable error" not in log
         assert log.count("that is not a Celery task message") == len(junk), log[-3000:]
-        for r in bad_args:
-            assert r.get(timeout=30, propagate=False)["error_kind"] == "bad-spec"
+        # the three that are no job spec at all are refused in one line each; "j" has an id: its refusal is an outcome
+        assert log.count("refused a job message whose argument is") == 3, log[-3000:]
+        outcomes = {json.loads(x)["job_id"]: json.loads(x).get("error_kind") for x in d.redis.lrange(RESULTS_KEY, 0, -1)}
+        assert len(bad_args) == 4 and {k for k, v in outcomes.items() if v == "bad-spec"} == {"j"}, outcomes
         assert "AttributeError" not in log and d.redis.llen(queue) == 0
     finally:
         agent.stop()

@@ -354,11 +354,15 @@ def test_a_tick_looks_only_at_the_jobs_something_happened_to(fleet_store, monkey
     assert sched.tick(sid) == {"queued": 5, "running": 3} and loaded == []
     fleet.remove_agent("a1")
     assert sched.tick(sid) == {"queued": 5, "pending": 3}  # its three are seen lost
-    assert len(loaded) == 8  # the queued and running ones, once
+    assert sorted(j.job_id for j in loaded) == sorted(ids[:3])  # only the jobs running on it: a2 still takes the queued
     loaded.clear()
     monkeypatch.setattr(S, "FULL_PASS_S", -1.0)
-    assert sched.tick(sid) == {"queued": 8}  # the three sent again; the full pass looked at every active job
-    assert len(loaded) == 8
+    assert sched.tick(sid) == {"queued": 8}  # the three sent again ...
+    assert sorted(j.job_id for j in loaded) == sorted(ids[:3])  # ... and the full pass read only what could move
+    loaded.clear()
+    fleet_store.update_job(ids[5], state="running", agent_id="ghost")  # a move no event told the scheduler of
+    assert sched.tick(sid) == {"queued": 7, "pending": 1}  # the full pass heals it: ghost is not live
+    assert [j.job_id for j in loaded] == [ids[5]]
 
 
 def _count(loaded: list, rows: list) -> list:
@@ -384,3 +388,26 @@ def test_a_send_the_broker_fails_goes_back_to_pending_and_is_sent_again_as_a_new
     assert sched.tick(sid) == {"queued": 3}
     assert sorted(s.spec.attempt for s in fleet.sent) == [2, 2, 2]  # attempt 1 may have gone out: it is fenced off
     assert all(fleet.fences[s.spec.job_id] == 2 for s in fleet.sent)
+
+
+def test_a_lost_agent_among_hundreds_touches_only_its_own_job(fleet_store, golden_record, monkeypatch):
+    """1% of 300 busy agents crash: each of their jobs is sent again, and the tick reads only those jobs
+    from the store, not every running one (controller.fleet.presence's change log)."""
+    fleet = MemoryFleet(fleet_store)
+    for i in range(300):
+        fleet.add_agent(f"a{i:03d}", "litert:cpu")
+    sched, sid = _sweep(fleet_store, fleet, n_threads=300)
+    assert sched.tick(sid) == {"queued": 300}
+    for i, sent in enumerate(fleet.sent):
+        fleet.start(sent.spec.job_id, f"a{i:03d}")
+    assert sched.tick(sid) == {"running": 300}
+    loaded, real = [], fleet_store.jobs
+    monkeypatch.setattr(fleet_store, "jobs", lambda *a, **k: _count(loaded, real(*a, **k)))
+    lost = {"a007", "a150", "a299"}
+    for agent in lost:
+        fleet.remove_agent(agent)
+    assert sched.tick(sid) == {"running": 297, "pending": 3}
+    assert {j.agent_id for j in loaded} == lost and len(loaded) == 3  # not the 297 still running
+    assert sched.tick(sid) == {"running": 297, "queued": 3}
+    resent = [s.spec for s in fleet.sent[300:]]
+    assert len(resent) == 3 and {s.attempt for s in resent} == {2}

@@ -130,7 +130,7 @@ def test_an_emulated_agent_pinned_by_id_gets_its_job(fleet_store):
     fleet = MemoryFleet(fleet_store)
     fleet.add_agent("qemu-pi", "litert:cpu", machine="aarch64")
     inv = fleet.agents["qemu-pi"]
-    fleet.agents["qemu-pi"] = dataclasses.replace(inv, host=dataclasses.replace(inv.host, emulated_by="qemu-user"))
+    fleet.put_agent(dataclasses.replace(inv, host=dataclasses.replace(inv.host, emulated_by="qemu-user")))
     fleet_store.record_agent(fleet.agents["qemu-pi"])
     sched, sid = _sweep(fleet_store, fleet, devices=("agent:qemu-pi",))
     assert sched.tick(sid) == {"queued": 1}

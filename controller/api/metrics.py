@@ -69,13 +69,10 @@ class Metrics:
         from prometheus_client.core import GaugeMetricFamily
 
         from protocol import RESULTS_KEY, queue_for
-        from protocol.machines import offered
 
         d = self.state.scheduler().dispatcher
-        online: dict[str, int] = {}
-        for inv in d.live_agents():
-            for name in offered(inv):  # each queue's name, litert:cpu@aarch64 too: its depth has its agents beside it
-                online[name] = online.get(name, 0) + 1
+        # each queue's name, litert:cpu@aarch64 too (protocol.machines.offered): its depth has its agents beside it
+        online = {name: len(ids) for name, ids in d.sync_presence().by_capability.items()}
         agents = GaugeMetricFamily("fleetbench_agents_online", "Live agents offering a capability", labels=["capability"])
         depth = GaugeMetricFamily("fleetbench_queue_depth", "Messages waiting on a capability's queue",
                                   labels=["capability"])  # fmt: skip

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from controller.collector import REFUSED, _check, ids_of
 from controller.fleet.port import Delivered, Event, SetAside
+from controller.fleet.presence import FleetMirror
 from protocol import AgentInventory, CapabilityInfo, HostFacts, JobOutcome, JobSpec, queue_for, utc_now
 
 
@@ -36,6 +37,7 @@ class MemoryFleet:
     #: starts not yet told to the scheduler (started_events)
     _announced: dict[tuple[str, int], str] = field(default_factory=dict)
     _inbox: list[str] = field(default_factory=list)
+    mirror: FleetMirror = field(default_factory=FleetMirror)
 
     # ------------------------------------------------------------ the test's side: playing the agents
 
@@ -43,11 +45,17 @@ class MemoryFleet:
         caps = tuple(CapabilityInfo(name=c, runtime=c.split(":")[0], runtime_version="0", device=c.split(":")[1],
                                     device_name=c) for c in capabilities)  # fmt: skip
         host = HostFacts(hostname=agent_id, cpu_model="test", cpu_cores=1, ram_bytes=1, os="test", python="3", machine=machine)
-        self.agents[agent_id] = AgentInventory(agent_id=agent_id, host=host, capabilities=caps, started_at=utc_now(),
-                                               heartbeat_at=utc_now())  # fmt: skip
+        self.put_agent(AgentInventory(agent_id=agent_id, host=host, capabilities=caps, started_at=utc_now(),
+                                      heartbeat_at=utc_now()))  # fmt: skip
+
+    def put_agent(self, inventory: AgentInventory) -> None:
+        """An agent joins, or comes back with this inventory."""
+        self.agents[inventory.agent_id] = inventory
+        self.mirror.apply(inventory.agent_id, inventory)
 
     def remove_agent(self, agent_id: str) -> None:
         self.agents.pop(agent_id)
+        self.mirror.apply(agent_id, None)
 
     def last_sent(self, job_id: str) -> JobSpec:
         return next(s.spec for s in reversed(self.sent) if s.spec.job_id == job_id)
@@ -82,6 +90,9 @@ class MemoryFleet:
 
     def live_agents(self) -> list[AgentInventory]:
         return list(self.agents.values())
+
+    def presence(self) -> FleetMirror:
+        return self.mirror
 
     def drain_outcomes(self, block_s: float = 0.0) -> list[Event]:
         events: list[Event] = []

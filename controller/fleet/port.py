@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Union
 
+from controller.fleet.presence import FleetMirror
 from protocol import AgentInventory, JobOutcome, JobSpec
 
 
@@ -50,6 +51,11 @@ class FleetPort(Protocol):
 
     def live_agents(self) -> list[AgentInventory]:
         """The agents whose heartbeat is current."""
+        ...
+
+    def presence(self) -> FleetMirror:
+        """The live agents, brought up to date: a :class:`~controller.fleet.presence.FleetMirror`, whose
+        changes since a generation say which agents came and went (a tick's cost follows those, not the fleet)."""
         ...
 
     def drain_outcomes(self, block_s: float = 0.0) -> list[Event]:

@@ -55,6 +55,12 @@ def _sqlite_wal(engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if _WRITING.get() else "BEGIN")
 
 
+def _in_parts(ids, size: int = 500):
+    """``ids`` in lists of at most ``size``, in order: SQLite's bound-parameter limit, and plans that stay short."""
+    ids = list(ids)
+    return (ids[i : i + size] for i in range(0, len(ids), size))
+
+
 class StoreError(RuntimeError):
     """The database cannot be used; the message says which and what to do."""
 

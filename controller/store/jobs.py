@@ -13,12 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import false, func, insert, select, text
+from sqlalchemy import false, func, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from controller import jobs
 from controller.jobs import Ingest, JobState, SweepState
-from controller.store.base import StoreBase, StoreError, _write_error, record_of
+from controller.store.base import StoreBase, StoreError, _in_parts, _write_error, as_utc, record_of
 from controller.store.models import BaselineRow, JobRow, Result, SweepRow
 from protocol import JobOutcome, ResultRecord
 
@@ -34,12 +34,6 @@ STORED, DUPLICATE, LATE, RETRY, FAILED_FINAL, UNKNOWN = (a.value for a in Ingest
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def _in_parts(ids, size: int = 500):
-    """``ids`` in lists of at most ``size``, in order: SQLite's bound-parameter limit, and plans that stay short."""
-    ids = list(ids)
-    return (ids[i : i + size] for i in range(0, len(ids), size))
 
 
 class JobsStore(StoreBase):
@@ -162,7 +156,11 @@ class JobsStore(StoreBase):
     # ------------------------------------------------------------ jobs
 
     def jobs(self, sweep_id: str | None = None, states: tuple[str, ...] | None = None,
-             expiring_before: dt.datetime | None = None) -> list[JobRow]:  # fmt: skip
+             expiring_before: dt.datetime | None = None, *, agents=None, capabilities=None, pinned=None,
+             unoffered=None) -> list[JobRow]:  # fmt: skip
+        """Jobs, oldest first. With any of ``agents`` (on one of these agents), ``capabilities`` or ``pinned``
+        (pinned to one of these agents), only those that match one of them (none when all are empty). With
+        ``unoffered`` (the capabilities the fleet offers), only those pinned or of a capability not in it."""
         stmt = select(JobRow).order_by(JobRow.created_at, JobRow.job_id)
         if sweep_id:
             stmt = stmt.where(JobRow.sweep_id == sweep_id)
@@ -170,8 +168,23 @@ class JobsStore(StoreBase):
             stmt = stmt.where(JobRow.state.in_(states))
         if expiring_before is not None:
             stmt = stmt.where(JobRow.expires_at.isnot(None), JobRow.expires_at <= expiring_before)
+        if unoffered is not None:
+            stmt = stmt.where(or_(JobRow.pinned_agent.isnot(None), JobRow.capability.not_in(sorted(unoffered))))
+        if agents is None and capabilities is None and pinned is None:
+            with self._session() as session:
+                return list(session.scalars(stmt))
+        found: dict[str, JobRow] = {}
         with self._session() as session:
-            return list(session.scalars(stmt))
+            for column, values in ((JobRow.agent_id, agents), (JobRow.capability, capabilities), (JobRow.pinned_agent, pinned)):
+                for part in _in_parts(sorted(values or ())):
+                    found.update((j.job_id, j) for j in session.scalars(stmt.where(column.in_(part))))
+        return sorted(found.values(), key=lambda j: (as_utc(j.created_at), j.job_id))
+
+    def running_on(self, sweep_id: str) -> list[tuple[str, str | None]]:
+        """(job id, agent id) of a sweep's running jobs: two columns, not the rows (a fleet runs thousands)."""
+        stmt = select(JobRow.job_id, JobRow.agent_id).where(JobRow.sweep_id == sweep_id, JobRow.state == RUNNING)
+        with self._session() as session:
+            return [tuple(r) for r in session.execute(stmt)]
 
     def get_job(self, job_id: str) -> JobRow | None:
         with self._session() as session:

@@ -37,7 +37,7 @@ from controller.store.models import JobRow, SweepRow
 from controller.sweeps.spec import BASE_DIR_KEY, DEFAULT_EXPIRE_S, SweepError, SweepSpec
 from controller.sweeps.targets import expand_targets
 from protocol import ArtifactRef, BenchmarkSettings, JobSpec, agent_queue
-from protocol.machines import offered, with_machine
+from protocol.machines import with_machine
 from protocol.errors import ErrorKind
 
 log = logging.getLogger("fleetbench.scheduler")
@@ -131,8 +131,7 @@ class Scheduler:
 
     def known_capabilities(self) -> dict[str, set[str]]:
         known: dict[str, set[str]] = {}
-        for inv in self.fleet.live_agents():
-            self.store.record_agent(inv)
+        self.store.record_agents(self.fleet.live_agents())
         for row in self.store.agents():
             host = row.inventory.get("host") or {}
             names = with_machine([c["name"] for c in row.inventory["capabilities"]], host.get("machine", ""),
@@ -284,19 +283,21 @@ class Scheduler:
         """Collect outcomes (waiting up to ``wait_s`` for one), take in the starts agents announced, then
         move the jobs something happened to one step; returns the counts by state.
 
-        The work is proportional to events, not to active jobs: pending jobs are sent; queued and
-        running jobs are looked at only when agents went away (or their start was announced); waiting
-        jobs only when agents came or their expiry is due. Every :data:`FULL_PASS_S` (and on a sweep's
-        first tick here) every active job is looked at, so a missed event heals on its own.
+        The work is proportional to events, not to active jobs or agents: pending jobs are sent; queued
+        and running jobs are looked at only when the agents they need went away (or their start was
+        announced); waiting jobs only when agents came or their expiry is due. Every :data:`FULL_PASS_S` (and on a sweep's
+        first tick here) every active job a rule could move is looked at (a queued job whose capability is
+        offered, or a running one whose agent is live, is not read), so a missed event heals on its own.
         """
         self.drain()
         t = now()
-        fleet = jobs.FleetView({inv.agent_id: offered(inv) for inv in self.fleet.live_agents()})
+        mirror = self.fleet.presence()
+        fleet = mirror.view()
         sweep = self.store.get_sweep(sweep_id)
         expire_s = float(sweep.spec.get("expire_after", DEFAULT_EXPIRE_S))
         self._take_starts(fleet, t, expire_s)
         sends, changes = [], []
-        for job in self._due(sweep_id, fleet, t):
+        for job in self._due(sweep_id, mirror, t):
             step = jobs.on_tick(job, fleet, t, expire_s)
             if isinstance(step, jobs.Send):
                 sends.append((job, step.attempt))
@@ -311,22 +312,35 @@ class Scheduler:
             self.store.set_sweep_state(sweep_id, SweepState.DONE.value, only_from=SweepState.RUNNING.value)  # not over a cancel made meanwhile
         return counts
 
-    def _due(self, sweep_id: str, fleet: jobs.FleetView, t) -> list[JobRow]:
-        """The active jobs of a sweep that this tick must look at (see :meth:`tick`)."""
-        last, full_at = self._seen.get(sweep_id, (None, 0.0))
+    def _due(self, sweep_id: str, mirror, t) -> list[JobRow]:
+        """The active jobs of a sweep that this tick must look at (see :meth:`tick`): pending ones; those the
+        fleet's changes since the sweep's last tick touch (running on an agent that went away, queued for a
+        capability nobody offers now or for an agent that lost it, waiting for one that came); waiting ones
+        whose expiry is due. Never every queued job because one agent of thousands went away."""
+        seen, full_at = self._seen.get(sweep_id, (None, 0.0))
         clock = time.monotonic()
-        states = [PENDING]
-        if last is None or clock - full_at > FULL_PASS_S:
-            states, full_at = [PENDING, WAITING, QUEUED, RUNNING], clock
+        fleet = mirror.view()
+        changes = mirror.changes_since(seen) if seen is not None else None
+        full = changes is None or clock - full_at > FULL_PASS_S
+        self._seen[sweep_id] = (mirror.generation, clock if full else full_at)
+        if full:  # every job a rule could move now: those it would leave as they are are not read
+            rows = self.store.jobs(sweep_id, states=(PENDING, WAITING))
+            rows += self.store.jobs(sweep_id, states=(QUEUED,), unoffered=fleet.offered)
+            lost = [job_id for job_id, agent in self.store.running_on(sweep_id) if agent and agent not in fleet.live]
+            rows += self.store.jobs_by_id(lost, states=(RUNNING,))
         else:
-            if any(not caps <= fleet.live.get(a, set()) for a, caps in last.live.items()):  # something went away
-                states += [QUEUED, RUNNING]
-            if any(not caps <= last.live.get(a, set()) for a, caps in fleet.live.items()):  # something came
-                states.append(WAITING)
-        self._seen[sweep_id] = (fleet, full_at)
-        rows = self.store.jobs(sweep_id, states=tuple(states))
-        if WAITING not in states:
-            rows += self.store.jobs(sweep_id, states=(WAITING,), expiring_before=t)
+            rows = self.store.jobs(sweep_id, states=(PENDING,))
+            gone = [a for a in changes.left if a not in fleet.live]
+            lost = {c for caps in changes.left.values() for c in caps if c not in fleet.offered}
+            if gone:
+                rows += self.store.jobs(sweep_id, states=(RUNNING,), agents=gone)
+            if lost or changes.left:
+                rows += self.store.jobs(sweep_id, states=(QUEUED,), capabilities=lost, pinned=list(changes.left))
+            if changes.joined:
+                came = {c for caps in changes.joined.values() for c in caps}
+                rows += self.store.jobs(sweep_id, states=(WAITING,), capabilities=came, pinned=list(changes.joined))
+            have = {j.job_id for j in rows}
+            rows += [j for j in self.store.jobs(sweep_id, states=(WAITING,), expiring_before=t) if j.job_id not in have]
         if self._recheck:
             have = {j.job_id for j in rows}
             active = self.store.jobs_by_id(self._recheck, states=(QUEUED, RUNNING, WAITING))
