@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Float, case, cast, create_engine, false, func, inspect, literal, select
+from sqlalchemy import Float, case, cast, create_engine, false, func, inspect, literal, or_, select, true
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
@@ -135,31 +135,155 @@ def counts(engine: Engine) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- fleet
+# Built for 10,000 agents: counts, the per-capability summary and the agent list's search and paging run in SQL; only
+# one page of inventories (PAGE_SIZE) is read as JSON for the page. fleet() reads every inventory, flattened with
+# numpy rather than row by row.
+
+#: Agents per page of the Fleet page's list.
+PAGE_SIZE = 50
+#: The device classes of docs/design (the Fleet page's summary), in their order; a capability of none is "other".
+DEVICE_CLASSES = ("CPU", "GPU", "NCS2", "FPGA", "NPU", "other")
+FLEET_COLUMNS = ["agent", "host", "machine", "status", "last heartbeat", "capability", "device", "runtime version",
+                 "precisions", "jobs running"]  # fmt: skip
+AGENT_COLUMNS = ["agent", "host", "machine", "capabilities", "status", "last heartbeat", "jobs running"]
+SUMMARY_COLUMNS = ["device class", "capability", "online", "offline", "total"]
+STATUSES = ("all", "online", "offline")
+
+
+def device_class(capability: str) -> str:
+    """The device class of a capability (``openvino:MYRIAD`` -> NCS2), by its device part; ``@machine`` ignored.
+
+    CPU: ``litert:cpu``, ``openvino:CPU``; GPU: ``litert:gpu``, ``tflite:gpu``, ``openvino:GPU`` (and ``GPU.1``);
+    NCS2: ``openvino:MYRIAD``; FPGA: anything naming an FPGA (``openvino:HETERO:FPGA,CPU``, a TFLite external
+    delegate ``tflite:fpga``); NPU: ``openvino:NPU``, ``litert:npu``; anything else: "other".
+    """
+    name = str(capability).partition("@")[0]
+    device = name.partition(":")[2].upper()
+    if "FPGA" in device:
+        return "FPGA"
+    head = device.partition(".")[0]  # OpenVINO numbers devices of a kind: GPU.0, GPU.1
+    return {"CPU": "CPU", "GPU": "GPU", "MYRIAD": "NCS2", "NPU": "NPU"}.get(head, "other")
+
+
+def _cutoff(now: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
+    """(now, the oldest heartbeat that still counts as online)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return now, now - dt.timedelta(seconds=ONLINE_WINDOW_S)
+
+
+def _running_per_agent():
+    return (select(func.count()).where(JobRow.agent_id == AgentRow.agent_id, JobRow.state == JobState.RUNNING.value)
+            .correlate(AgentRow).scalar_subquery())  # fmt: skip
+
+
+def _agent_frame(agents: pd.DataFrame, now: dt.datetime) -> pd.DataFrame:
+    """Per agent (rows of agent_id, hostname, inventory, last_heartbeat, running): its machine and status."""
+    beat = _utc(agents["last_heartbeat"])
+    hosts = [inv.get("host") or {} for inv in agents["inventory"]]
+    machine = pd.Series([h.get("machine") or "-" for h in hosts], index=agents.index, dtype=object)
+    emulated = np.fromiter((bool(h.get("emulated_by")) for h in hosts), bool, len(hosts))
+    online = (pd.Timestamp(now) - beat) <= pd.Timedelta(seconds=ONLINE_WINDOW_S)
+    return pd.DataFrame({
+        "agent": agents["agent_id"], "host": agents["hostname"],
+        "machine": machine.where(~emulated, machine + " (emulated)"),
+        "status": np.where(online, "online", "offline since " + beat.dt.strftime("%Y-%m-%d %H:%M") + " UTC"),
+        "last heartbeat": beat, "jobs running": agents["running"].fillna(0).astype(int),
+    })  # fmt: skip
 
 
 def fleet(engine: Engine, now: dt.datetime | None = None) -> pd.DataFrame:
     """One row per agent × capability: device, precisions, status, last heartbeat, jobs running now."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    agents = _frame(engine, select(AgentRow.agent_id, AgentRow.hostname, AgentRow.inventory, AgentRow.last_heartbeat))
-    running = _frame(engine, select(JobRow.agent_id, func.count().label("running"))
-                     .where(JobRow.state == JobState.RUNNING.value).group_by(JobRow.agent_id))  # fmt: skip
-    cols = ["agent", "host", "machine", "status", "last heartbeat", "capability", "device", "runtime version",
-            "precisions", "jobs running"]  # fmt: skip
+    now, _ = _cutoff(now)
+    agents = _frame(engine, select(AgentRow.agent_id, AgentRow.hostname, AgentRow.inventory, AgentRow.last_heartbeat,
+                                   _running_per_agent().label("running")).order_by(AgentRow.agent_id))  # fmt: skip
     if agents.empty:
-        return pd.DataFrame(columns=cols)
-    beat = _utc(agents["last_heartbeat"])
-    busy = dict(zip(running["agent_id"], running["running"]))
-    rows = []
-    for (_, a), when in zip(agents.iterrows(), beat):  # one row per agent: tens, not thousands
-        online = (now - when.to_pydatetime()).total_seconds() <= ONLINE_WINDOW_S
-        status = "online" if online else f"offline since {when:%Y-%m-%d %H:%M} UTC"
-        host = a["inventory"].get("host") or {}
-        machine = (host.get("machine") or "-") + (" (emulated)" if host.get("emulated_by") else "")
-        for c in a["inventory"]["capabilities"] or [{}]:
-            rows.append([a["agent_id"], a["hostname"], machine, status, when, c.get("name", "-"), c.get("device_name", "-"),
-                         c.get("runtime_version", "-"), ", ".join(c.get("precisions") or ()),
-                         int(busy.get(a["agent_id"], 0))])  # fmt: skip
-    return pd.DataFrame(rows, columns=cols)
+        return pd.DataFrame(columns=FLEET_COLUMNS)
+    per_agent = _agent_frame(agents, now)
+    caps = [inv.get("capabilities") or [{}] for inv in agents["inventory"]]
+    flat = [c for cs in caps for c in cs]
+    rows = per_agent.iloc[np.repeat(np.arange(len(caps)), [len(cs) for cs in caps])].reset_index(drop=True)
+    return rows.assign(
+        capability=[c.get("name", "-") for c in flat], device=[c.get("device_name", "-") for c in flat],
+        **{"runtime version": [c.get("runtime_version", "-") for c in flat],
+           "precisions": [", ".join(c.get("precisions") or ()) for c in flat]},
+    )[FLEET_COLUMNS]  # fmt: skip
+
+
+def fleet_counts(engine: Engine, now: dt.datetime | None = None) -> dict[str, int]:
+    """Agents, online, offline (by the last heartbeat) and jobs running now, counted in SQL."""
+    _, cutoff = _cutoff(now)
+    stmt = select(
+        select(func.count()).select_from(AgentRow).scalar_subquery(),
+        select(func.count()).select_from(AgentRow).where(AgentRow.last_heartbeat >= cutoff).scalar_subquery(),
+        select(func.count()).select_from(JobRow).where(JobRow.state == JobState.RUNNING.value).scalar_subquery(),
+    )
+    agents, online, running = (int(v) for v in _frame(engine, stmt).iloc[0])
+    return {"agents": agents, "online": online, "offline": agents - online, "jobs running": running}
+
+
+def _capabilities_of_agents(engine: Engine):
+    """(last_heartbeat, capability): one row per capability of each agent, the inventories' JSON unnested in SQL."""
+    if engine.dialect.name == "postgresql":
+        caps = func.jsonb_array_elements(AgentRow.inventory["capabilities"]).table_valued("value").lateral("cap")
+        name = caps.c.value.op("->>")("name")
+    else:
+        caps = func.json_each(AgentRow.inventory, "$.capabilities").table_valued("value").alias("cap")
+        name = func.json_extract(caps.c.value, "$.name")
+    return select(AgentRow.last_heartbeat, name.label("capability")).select_from(AgentRow).join(caps, true())
+
+
+def fleet_summary(engine: Engine, now: dt.datetime | None = None) -> pd.DataFrame:
+    """Agents online and offline per device class and capability (counted in SQL), classes in DEVICE_CLASSES' order."""
+    _, cutoff = _cutoff(now)
+    each = _capabilities_of_agents(engine).subquery()
+    stmt = (select(each.c.capability, func.sum(case((each.c.last_heartbeat >= cutoff, 1), else_=0)).label("online"),
+                   func.count().label("total")).group_by(each.c.capability))  # fmt: skip
+    df = _frame(engine, stmt).dropna(subset=["capability"])
+    if df.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    df[["online", "total"]] = df[["online", "total"]].astype(int)
+    df["offline"] = df["total"] - df["online"]
+    names = df["capability"].unique()
+    df["device class"] = pd.Categorical(df["capability"].map(dict(zip(names, map(device_class, names)))),
+                                        categories=DEVICE_CLASSES, ordered=True)  # fmt: skip
+    df = df.sort_values(["device class", "capability"]).reset_index(drop=True)
+    df["device class"] = df["device class"].astype(str)
+    return df[SUMMARY_COLUMNS]
+
+
+def fleet_agents(engine: Engine, search: str = "", status: str = "all", page: int = 1, page_size: int = PAGE_SIZE,
+                 now: dt.datetime | None = None) -> tuple[pd.DataFrame, int]:  # fmt: skip
+    """One page of agents (by agent id), those whose id or host contains ``search`` (any case) and whose status is
+    ``status`` (all, online, offline), searched and paged in SQL: (the page, how many agents match in all)."""
+    if status not in STATUSES:
+        raise ValueError(f"status is one of {STATUSES}, not {status!r}")
+    now, cutoff = _cutoff(now)
+    where = []
+    if search.strip():
+        text = search.strip().lower()
+        where.append(or_(func.lower(AgentRow.agent_id).contains(text, autoescape=True),
+                         func.lower(AgentRow.hostname).contains(text, autoescape=True)))  # fmt: skip
+    if status != "all":
+        where.append(AgentRow.last_heartbeat >= cutoff if status == "online" else AgentRow.last_heartbeat < cutoff)
+    total = int(_frame(engine, select(func.count()).select_from(AgentRow).where(*where)).iloc[0, 0])
+    stmt = (select(AgentRow.agent_id, AgentRow.hostname, AgentRow.inventory, AgentRow.last_heartbeat,
+                   _running_per_agent().label("running"))
+            .where(*where).order_by(AgentRow.agent_id).limit(page_size).offset(max(page - 1, 0) * page_size))  # fmt: skip
+    agents = _frame(engine, stmt)
+    if agents.empty:
+        return pd.DataFrame(columns=AGENT_COLUMNS), total
+    rows = _agent_frame(agents, now)
+    rows["capabilities"] = [", ".join(c.get("name", "-") for c in inv.get("capabilities") or ()) or "-"
+                            for inv in agents["inventory"]]  # fmt: skip
+    return rows[AGENT_COLUMNS], total
+
+
+def page_caption(page: int, shown: int, total: int, page_size: int = PAGE_SIZE) -> str:
+    """The caption over a page of agents: "agents 51–100 of 10,000" for the second page of 50."""
+    if not total:
+        return "no agent matches"
+    first = (page - 1) * page_size + 1
+    return f"agents {first:,}–{first + shown - 1:,} of {total:,}"
 
 
 def running_jobs(engine: Engine) -> pd.DataFrame:

@@ -305,3 +305,71 @@ def test_the_feed_shows_a_seeded_regression_and_opens_its_series_with_it_marked(
     page.screenshot(path=str(SCREENSHOTS / "history-regression.png"), full_page=True)
     assert not errors, errors
     page.close()
+
+
+#: the accessible copy of a grid's drawn rows (Streamlit draws a table's cells on a canvas, and keeps them, for
+#: screen readers, in a <table> inside it): a list of rows, each a list of cell texts
+GRID_ROWS = "el => [...el.querySelectorAll('table[role=grid] tbody tr')].map(tr => [...tr.querySelectorAll('td')].map(td => td.textContent))"
+
+
+@pytest.fixture(scope="module")
+def fleet_10k_url(tmp_path_factory):
+    """A dashboard on 10,000 agents of six kinds (tests/fleet_seed.py): one in five offline, 2 jobs running."""
+    import datetime as dt
+
+    from tests.fleet_seed import agent_id, insert_agents
+
+    # the live agents beat 10 minutes ahead: still online however long the dashboard takes to start
+    now = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=10)
+    yield from _seeded(tmp_path_factory, "fleet10k", lambda store: insert_agents(store.engine, 10_000, now,
+                                                                                running={agent_id(1): 2}))  # fmt: skip
+
+
+def test_the_fleet_page_with_10000_agents_counts_searches_and_pages(fleet_10k_url, browser):
+    page, _, errors = _open(browser, f"{fleet_10k_url}/", "Fleet", "document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 2",
+                            height=2600, exact=True)  # fmt: skip
+    page.get_by_text("agents 1–50 of 10,000", exact=True).wait_for(timeout=30_000)
+    metrics = {m.split("\n")[0]: m.split("\n")[-1] for m in page.locator('[data-testid="stMetric"]').all_inner_texts()}
+    assert metrics == {"Agents": "10,000", "Online": "8,000", "Offline": "2,000", "Capabilities": "11",
+                       "Jobs running": "2"}  # fmt: skip
+    assert page.get_by_role("heading", name="By device class and capability").count() == 1
+    grids = page.locator('[data-testid="stDataFrame"]')
+    # agent i has the capabilities of PROFILES[i % 6] and is offline when i % 5 == 0
+    assert grids.nth(0).evaluate(GRID_ROWS) == [
+        ["CPU", "litert:cpu", "3999", "1001", "5000"],
+        ["CPU", "openvino:CPU", "5334", "1333", "6667"],
+        ["GPU", "litert:gpu", "1334", "333", "1667"],
+        ["GPU", "openvino:GPU", "1333", "333", "1666"],
+        ["GPU", "tflite:gpu", "1334", "333", "1667"],
+        ["NCS2", "openvino:MYRIAD", "1334", "333", "1667"],
+        ["FPGA", "openvino:HETERO:FPGA,CPU", "1334", "333", "1667"],
+        ["FPGA", "tflite:fpga", "1334", "333", "1667"],
+        ["NPU", "litert:npu", "1333", "333", "1666"],
+        ["NPU", "openvino:NPU", "1333", "333", "1666"],
+        ["other", "tflite:edgetpu", "1332", "334", "1666"],
+    ]
+    first, second = grids.nth(1).evaluate(GRID_ROWS)[:2]
+    assert first[:2] == ["agent-00000", "edge-00000"] and first[2].startswith("offline since ")  # 0 % 5 == 0
+    assert second[:3] == ["agent-00001", "edge-00001", "online"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "fleet-10k.png"), full_page=True)
+
+    page.get_by_role("button", name="Next", exact=True).click()  # the second page
+    page.get_by_text("agents 51–100 of 10,000", exact=True).wait_for(timeout=30_000)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=30_000)
+    page.wait_for_timeout(500)
+    rows = page.locator('[data-testid="stDataFrame"]').nth(1).evaluate(GRID_ROWS)
+    assert rows[0][0] == "agent-00050" and "page=2" in page.url
+
+    box = page.get_by_label("Search agent id or host")  # one agent, by its id: the search starts at its first page
+    box.fill("AGENT-04242")
+    box.press("Enter")
+    page.get_by_text("agents 1–1 of 1", exact=True).wait_for(timeout=30_000)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=30_000)
+    page.wait_for_timeout(500)
+    rows = page.locator('[data-testid="stDataFrame"]').nth(1).evaluate(GRID_ROWS)
+    assert [r[:3] for r in rows] == [["agent-04242", "edge-04242", "online"]]
+    assert "q=AGENT-04242" in page.url and "page=" not in page.url
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert not errors, errors
+    page.close()

@@ -16,15 +16,20 @@ from tests.golden_demo import GOLDEN, seed, seed_quant, slowed
 DOC = json.loads(GOLDEN.read_text())
 
 
-@pytest.fixture
-def seeded(store, request):
-    seed(store)
+def _reader(store, request):
+    """The dashboard's read-only engine on ``store`` (on PostgreSQL, in the test's schema)."""
     url = store.url
     if store.engine.dialect.name == "postgresql":
         _, kwargs = request.getfixturevalue("pg_url")
         url = sa.engine.make_url(store.url).update_query_dict(
             {"options": kwargs["connect_args"]["options"]}).render_as_string(hide_password=False)  # fmt: skip
-    engine = data.readonly_engine(url)
+    return data.readonly_engine(url)
+
+
+@pytest.fixture
+def seeded(store, request):
+    seed(store)
+    engine = _reader(store, request)
     yield store, engine
     engine.dispose()
 
@@ -69,6 +74,100 @@ def test_running_jobs_are_counted_per_agent(seeded):
     assert data.fleet(engine).set_index("agent").get("jobs running") is not None
     running = data.running_jobs(engine)
     assert list(running["agent"]) == ["agent-x"] and list(running["variant"]) == [job["variant"]]
+
+
+FLEET_NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture
+def mixed_fleet(store, request):
+    """300 agents of six kinds (tests/fleet_seed.py): 50 of each, 10 of each offline; 3 jobs running."""
+    from tests.fleet_seed import insert_agents
+
+    insert_agents(store.engine, 300, FLEET_NOW, running={"agent-00007": 2, "agent-00010": 1})
+    engine = _reader(store, request)
+    yield engine
+    engine.dispose()
+
+
+@pytest.mark.parametrize("capability, expected", [
+    ("litert:cpu", "CPU"), ("openvino:CPU", "CPU"), ("litert:cpu@aarch64", "CPU"), ("openvino:CPU@x86_64", "CPU"),
+    ("litert:gpu", "GPU"), ("tflite:gpu", "GPU"), ("openvino:GPU", "GPU"), ("openvino:GPU.1", "GPU"),
+    ("openvino:MYRIAD", "NCS2"), ("openvino:MYRIAD@x86_64", "NCS2"),
+    ("openvino:HETERO:FPGA,CPU", "FPGA"), ("tflite:fpga", "FPGA"), ("tflite:intel-fpga@aarch64", "FPGA"),
+    ("openvino:NPU", "NPU"), ("litert:npu", "NPU"),
+    ("tflite:edgetpu", "other"), ("openvino:HETERO:GPU,CPU", "other"), ("litert:cpux", "other"), ("cpu", "other"),
+])  # fmt: skip
+def test_device_class_of_a_capability(capability, expected):
+    assert data.device_class(capability) == expected
+
+
+def test_fleet_summary_counts_agents_per_device_class_and_capability(mixed_fleet):
+    table = data.fleet_summary(mixed_fleet, now=FLEET_NOW)
+    assert list(table.columns) == ["device class", "capability", "online", "offline", "total"]
+    assert table.values.tolist() == [
+        ["CPU", "litert:cpu", 120, 30, 150],
+        ["CPU", "openvino:CPU", 160, 40, 200],
+        ["GPU", "litert:gpu", 40, 10, 50],
+        ["GPU", "openvino:GPU", 40, 10, 50],
+        ["GPU", "tflite:gpu", 40, 10, 50],
+        ["NCS2", "openvino:MYRIAD", 40, 10, 50],
+        ["FPGA", "openvino:HETERO:FPGA,CPU", 40, 10, 50],
+        ["FPGA", "tflite:fpga", 40, 10, 50],
+        ["NPU", "litert:npu", 40, 10, 50],
+        ["NPU", "openvino:NPU", 40, 10, 50],
+        ["other", "tflite:edgetpu", 40, 10, 50],
+    ]
+    assert data.fleet_counts(mixed_fleet, now=FLEET_NOW) == {"agents": 300, "online": 240, "offline": 60,
+                                                             "jobs running": 3}  # fmt: skip
+    # the window's edge: a heartbeat ONLINE_WINDOW_S old is online, one a second older is not
+    edge = FLEET_NOW + dt.timedelta(seconds=data.ONLINE_WINDOW_S)
+    assert data.fleet_counts(mixed_fleet, now=edge)["online"] == 240
+    assert data.fleet_counts(mixed_fleet, now=edge + dt.timedelta(seconds=1))["online"] == 0
+    later = data.fleet_summary(mixed_fleet, now=FLEET_NOW + dt.timedelta(days=1))
+    assert (later["online"] == 0).all() and later["offline"].tolist() == table["total"].tolist()
+    # the per-capability rows of fleet() say the same
+    rows = data.fleet(mixed_fleet, now=FLEET_NOW)
+    assert len(rows) == 800 and rows["agent"].nunique() == 300
+    per_cap = rows.assign(online=rows["status"].eq("online")).groupby("capability")["online"].agg(["sum", "size"])
+    assert per_cap.loc[table["capability"], "sum"].tolist() == table["online"].tolist()
+    assert per_cap.loc[table["capability"], "size"].tolist() == table["total"].tolist()
+
+
+def test_fleet_agents_are_searched_filtered_and_paged_in_sql(mixed_fleet):
+    def agents(**kw):
+        page, total = data.fleet_agents(mixed_fleet, now=FLEET_NOW, **kw)
+        return page, total
+
+    first, total = agents()
+    assert total == 300 and first["agent"].tolist() == [f"agent-{i:05d}" for i in range(50)]
+    assert list(first.columns) == ["agent", "host", "machine", "capabilities", "status", "last heartbeat", "jobs running"]
+    second, _ = agents(page=2)
+    assert second["agent"].tolist() == [f"agent-{i:05d}" for i in range(50, 100)]
+    assert data.page_caption(2, len(second), total) == "agents 51–100 of 300"
+    last, _ = agents(page=6)
+    assert last["agent"].iloc[-1] == "agent-00299" and len(last) == 50
+    beyond, total = agents(page=7)
+    assert beyond.empty and total == 300
+    one, total = agents(search="AGENT-00007")  # any case
+    assert total == 1 and one.to_dict("records") == [{
+        "agent": "agent-00007", "host": "edge-00007", "machine": "aarch64",
+        "capabilities": "litert:cpu, litert:gpu, tflite:gpu", "status": "online",
+        "last heartbeat": pd.Timestamp(FLEET_NOW), "jobs running": 2}]  # fmt: skip
+    hosts, total = agents(search="Edge-0012")  # a host's name, not an agent id
+    assert total == 10 and hosts["host"].tolist() == [f"edge-{i:05d}" for i in range(120, 130)]
+    offline, total = agents(status="offline", page=2)
+    assert total == 60 and offline["agent"].tolist() == [f"agent-{i:05d}" for i in range(250, 300, 5)]
+    assert (offline["status"] == "offline since 2026-06-01 11:00 UTC").all()
+    assert agents(status="offline", search="edge-001")[1] == 20 and agents(status="online")[1] == 240
+    emulated, _ = agents(search="agent-00005")
+    assert emulated["machine"].tolist() == ["aarch64 (emulated)"]
+    assert emulated["capabilities"].tolist() == ["litert:cpu, tflite:edgetpu"]
+    for wildcard in ("%", "_"):  # LIKE's wildcards are searched for as they are
+        assert agents(search=wildcard)[1] == 0
+    assert agents(search="no-such-agent")[1] == 0 and data.page_caption(1, 0, 0) == "no agent matches"
+    with pytest.raises(ValueError):
+        agents(status="busy")
 
 
 def _sweep(name, jobs):

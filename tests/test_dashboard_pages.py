@@ -40,11 +40,50 @@ def test_fleet(golden_demo_url, monkeypatch):
     engine.dispose()
     at = run("fleet", golden_demo_url, monkeypatch)
     assert at.title[0].value == "Fleet"
-    assert metrics(at) == {"Agents": "3", "Online": "1", "Capabilities": "2", "Jobs running": "0"}
-    table = at.dataframe[0].value
-    assert set(table["capability"]) == {"litert:cpu", "openvino:CPU"}
-    assert (table["status"] == "online").sum() == 2  # the newest agent's two capabilities
-    assert table["status"].str.startswith("offline since").sum() == 4
+    assert metrics(at) == {"Agents": "3", "Online": "1", "Offline": "2", "Capabilities": "2", "Jobs running": "0"}
+    summary = at.dataframe[0].value
+    assert summary.values.tolist() == [["CPU", "litert:cpu", 1, 2, 3], ["CPU", "openvino:CPU", 1, 2, 3]]
+    table = at.dataframe[1].value
+    assert len(table) == 3 and (table["capabilities"] == "litert:cpu, openvino:CPU").all()
+    assert (table["status"] == "online").sum() == 1  # the newest agent
+    assert table["status"].str.startswith("offline since").sum() == 2
+    assert at.caption[-2].value == "agents 1–3 of 3" and at.caption[-1].value == "No job is running."
+
+
+def test_fleet_search_status_and_pages(tmp_path, monkeypatch):
+    """300 agents (tests/fleet_seed.py): the page's search, status filter and page controls, kept in the URL."""
+    import datetime as dt
+
+    from controller.store import Store
+    from tests.fleet_seed import insert_agents
+
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    store = Store(url)
+    store.migrate()
+    insert_agents(store.engine, 300, dt.datetime.now(dt.timezone.utc))
+    store.close()
+    at = run("fleet", url, monkeypatch)
+    assert metrics(at) == {"Agents": "300", "Online": "240", "Offline": "60", "Capabilities": "11", "Jobs running": "0"}
+
+    def shown():
+        return at.dataframe[1].value["agent"].tolist(), [c.value for c in at.caption]
+
+    agents, captions = shown()
+    assert agents == [f"agent-{i:05d}" for i in range(50)] and "agents 1–50 of 300" in captions
+    at.button(key="fleet-next").click().run()
+    agents, captions = shown()
+    assert agents[0] == "agent-00050" and "agents 51–100 of 300" in captions and at.query_params["page"] == "2"
+    at.radio(key="fleet-status").set_value("offline").run()  # back to the first page
+    agents, captions = shown()
+    assert agents[:2] == ["agent-00000", "agent-00005"] and "agents 1–50 of 60" in captions
+    at.number_input(key="fleet-page").set_value(2).run()
+    agents, captions = shown()
+    assert len(agents) == 10 and "agents 51–60 of 60" in captions and at.button(key="fleet-next").disabled
+    at.text_input(key="fleet-search").input("EDGE-0012").run()
+    agents, captions = shown()
+    assert agents == ["agent-00120", "agent-00125"] and "agents 1–2 of 2" in captions
+    assert at.query_params["q"] == "EDGE-0012" and at.query_params["status"] == "offline"
+    assert "page" not in at.query_params
 
 
 def test_sweeps(golden_demo_url, monkeypatch):
