@@ -79,8 +79,9 @@ class Scheduler:
         self.artifact_ref = artifact_ref
         self.errors: list[str] = []
         self._threads: list[threading.Thread] = []
-        #: sweep id -> (the fleet at its last tick, when its last full pass was): what _due compares against
-        self._seen: dict[str, tuple[jobs.FleetView | None, float]] = {}
+        #: sweep id -> (the fleet mirror's generation at its last tick, when its last full pass was): what _due
+        #: asks the mirror's changes since
+        self._seen: dict[str, tuple[int | None, float]] = {}
         #: jobs to look at on the next tick whatever happens (started on an agent already gone)
         self._recheck: set[str] = set()
         #: set when the process that runs this scheduler is going away (Ctrl-C, a lost embedded broker): a
