@@ -18,6 +18,9 @@ from agent.oneline import OneLineParser
 from protocol import JOB_TIME_LIMIT_S, VISIBILITY_TIMEOUT_S, check_broker_url, check_visibility_timeout
 
 
+#: seconds an idle agent's Celery consumer waits on the broker before it asks again (docs/fleet-setup.md)
+POLL_S = 5.0
+
 def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="fleetbench-agent",
@@ -148,10 +151,13 @@ def _main(argv: list[str] | None = None) -> int:
 
     app.conf.broker_url = config.broker
     app.conf.result_backend = config.broker
-    app.conf.broker_transport_options = {"visibility_timeout": config.visibility_timeout_s}
+    # an idle agent asks for a job every POLL_S (kombu's BRPOP timeout, 1 s by default: 10,000 BRPOPs a second
+    # from an idle fleet of 10,000); a message still arrives at once. Keepalive drops a dead board's socket.
+    app.conf.broker_transport_options = {"visibility_timeout": config.visibility_timeout_s, "polling_interval": POLL_S,
+                                         "socket_keepalive": True}  # fmt: skip
     app.conf.result_backend_transport_options = {"visibility_timeout": config.visibility_timeout_s}
     # nobody sends an agent control commands (its presence and its jobs' fences are protocol/presence.py's and
-    # protocol/keys.py's): no pidbox connection, so an agent holds two connections in all (docs/fleet-setup.md)
+    # protocol/keys.py's): no pidbox connection; an agent holds four in all (docs/fleet-setup.md, "Sizing")
     app.conf.worker_enable_remote_control = False
     # the child's own timeout fires first; this is Celery's last resort
     app.conf.task_time_limit = config.job_time_limit_s + prejob.max_wait_s + 60
@@ -160,7 +166,7 @@ def _main(argv: list[str] | None = None) -> int:
     context.outbox, context.job_time_limit_s = outbox, config.job_time_limit_s
     from agent.presence import broker_client
 
-    context.redis = broker_client(config.broker)  # fences, starts, the relay and the heartbeat: one connection
+    context.redis = broker_client(config.broker)  # fences, starts and the outbox's relay: one connection
     if len(outbox):  # said before the relay starts, which may empty the outbox at once
         print(f"outbox {outbox.path}: {len(outbox)} result(s) from before a restart, relaying", flush=True)
     context.relay = outbox_mod.Relay(outbox, context.redis).start()
@@ -184,7 +190,7 @@ def _main(argv: list[str] | None = None) -> int:
         sig.connect(lambda logger=None, **kw: install_log_filter(logger), weak=False)
     install_log_filter()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    heartbeat = Heartbeat(context.redis, inventory)
+    heartbeat = Heartbeat(config.broker, inventory)  # a connection of its own: never behind a large result's push
     heartbeat.start()
     print(f"agent {agent_id} serving {', '.join(c.name for c in caps)}", flush=True)
     try:

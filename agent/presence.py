@@ -17,8 +17,9 @@ from protocol.presence import BEAT_SCRIPT, FLEET_KEYS, LEAVE_SCRIPT
 
 
 def broker_client(broker_url: str, name: str = "fleetbench-agent") -> redis.Redis:
-    """The agent's one connection to the broker beside Celery's: heartbeat, fences, starts and the outbox's
-    relay share it, one command at a time (a fleet of 10,000 agents is then 20,000 connections, not 50,000)."""
+    """One connection to the broker, for one command at a time: the agent's fences, starts and outbox relay
+    share one, and its heartbeat has its own (so a beat never waits behind a large result's push). With
+    Celery's two, an agent holds four (docs/fleet-setup.md, "Sizing the broker and the database")."""
     pool = redis.BlockingConnectionPool.from_url(broker_url, max_connections=1, timeout=20, socket_timeout=5,
                                                  socket_connect_timeout=5, socket_keepalive=True,
                                                  client_name=name)  # fmt: skip
@@ -34,7 +35,7 @@ class Heartbeat(threading.Thread):
     def __init__(self, broker: str | redis.Redis, inventory: AgentInventory):
         super().__init__(name="fleetbench-heartbeat", daemon=True)
         self._own = isinstance(broker, str)
-        self.client = broker_client(broker) if isinstance(broker, str) else broker
+        self.client = broker_client(broker, "fleetbench-heartbeat") if isinstance(broker, str) else broker
         self.inventory = inventory
         self._beat = self.client.register_script(BEAT_SCRIPT)
         self._leave = self.client.register_script(LEAVE_SCRIPT)

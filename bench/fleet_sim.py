@@ -515,6 +515,7 @@ def agent_connections(work: Path, model: Path) -> dict:
     """Redis connections one real agent (``python -m agent``, and every process it started) holds: idle, and
     after running a real job. Counted from the operating system's sockets (psutil), not guessed."""
     import psutil
+    import redis
 
     from controller.artifacts import ArtifactStore
     from controller.dispatch import Dispatcher
@@ -536,6 +537,13 @@ def agent_connections(work: Path, model: Path) -> dict:
         agent.start().wait_ready(lambda: "conn-agent" in {a.agent_id for a in d.live_agents()}, timeout_s=120)
         time.sleep(2 * HEARTBEAT_S)
         idle = held()
+        probe = redis.Redis.from_url(server.url)
+        before, t0 = probe.info("commandstats"), time.perf_counter()
+        time.sleep(6 * HEARTBEAT_S)  # nobody but the agent talks to this Redis meanwhile
+        after, minutes = probe.info("commandstats"), (time.perf_counter() - t0) / 60
+        calls = {k.removeprefix("cmdstat_"): v["calls"] - before.get(k, {"calls": 0})["calls"] for k, v in after.items()}
+        calls.pop("info", None)
+        per_min = {k: round(v / minutes, 1) for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if v}
         art = ArtifactStore(work / "conn-artifacts").put_file(model)
         spec = JobSpec(job_id=new_job_id(), model_id="tiny", model_name="tiny", variant="tflite-fp32", capability="litert:cpu",
                        artifact=art, settings=BenchmarkSettings(min_iterations=50, min_duration_s=0.0, warmup_iterations=2))  # fmt: skip
@@ -546,7 +554,9 @@ def agent_connections(work: Path, model: Path) -> dict:
         agent.stop()
         d.close()
         server.stop()
-    return {"Redis connections per agent, idle": idle, "Redis connections per agent, after a job": busy}
+    return {"Redis connections per agent, idle": idle, "Redis connections per agent, after a job": busy,
+            "Redis commands per idle agent per minute": round(sum(per_min.values()), 1),
+            "of which (per minute)": per_min}  # fmt: skip
 
 
 def _running_jobs(ctl: Controller, sweep_id: str) -> dict[str, str]:

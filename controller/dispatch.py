@@ -82,16 +82,28 @@ class Dispatcher:
             return self._presence
 
     def sync_presence(self):
-        """Bring the mirror of the live agents up to date (one round trip) and return it (a FleetMirror)."""
+        """Bring the mirror of the live agents up to date (one round trip) and return it (a FleetMirror).
+        Read it only while holding ``self._lock``: the API's requests and the scheduler's thread sync it."""
         try:
             with self._lock:
                 return self.presence.sync()
         except redis.exceptions.RedisError as exc:
             raise DispatchError(self._broker_down(exc)) from None
 
+    def presence_snapshot(self, since: int | None = None):
+        """Sync, then the fleet taken whole (a Snapshot: its generation, view and changes since ``since``)."""
+        with self._lock:
+            return self.sync_presence().snapshot(since)
+
     def live_agents(self) -> list[AgentInventory]:
         """Agents whose heartbeat has not expired, by agent id."""
-        return sorted(self.sync_presence().agents.values(), key=lambda a: a.agent_id)
+        with self._lock:
+            return sorted(self.sync_presence().agents.values(), key=lambda a: a.agent_id)
+
+    def online_counts(self) -> dict[str, int]:
+        """How many live agents offer each capability (and each @ machine)."""
+        with self._lock:
+            return {name: len(ids) for name, ids in self.sync_presence().by_capability.items()}
 
     def record_live_agents(self, store, touch_every_s: float = FLEET_RECORD_S) -> set[str]:
         """Keep the store's agents (what `fleetbench fleet` and the Fleet page list) up to date; returns the live ids.
@@ -99,8 +111,8 @@ class Dispatcher:
         An inventory is written when it changes (an agent joins, or comes back with other capabilities), and
         every ``touch_every_s`` the live agents' last-seen time is written for all of them in a few statements,
         so a fleet of 10,000 costs a handful of SQL statements per interval, not 10,000."""
-        mirror = self.sync_presence()
         with self._lock:
+            mirror = self.sync_presence()
             changed = self.presence.take_changed()
             live = set(mirror.agents)
             now, due = self.presence.now, time.monotonic() - self._touched >= touch_every_s
@@ -117,7 +129,8 @@ class Dispatcher:
 
     def agents_offering(self, capability: str) -> list[str]:
         """Ids of live agents offering ``capability``."""
-        return sorted(self.sync_presence().offering(capability))
+        with self._lock:
+            return sorted(self.sync_presence().offering(capability))
 
     def ping(self) -> None:
         """Fail fast, with advice, when the broker does not answer."""

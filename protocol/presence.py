@@ -24,15 +24,22 @@ FLEET_INVENTORIES = "fleetbench:fleet:inventories"
 FLEET_CHANGES = "fleetbench:fleet:changes"
 #: bumped on every join, change and departure
 FLEET_SEQ = "fleetbench:fleet:seq"
+#: set by the first sync on an empty broker: another value means the broker lost its data since
+FLEET_EPOCH = "fleetbench:fleet:epoch"
 #: the keys every script takes, in this order
-FLEET_KEYS = (FLEET_BEATS, FLEET_INVENTORIES, FLEET_CHANGES, FLEET_SEQ)
+FLEET_KEYS = (FLEET_BEATS, FLEET_INVENTORIES, FLEET_CHANGES, FLEET_SEQ, FLEET_EPOCH)
+#: FLEET_CHANGES keeps the marks of the last this many changes; a controller further behind (or new, or
+#: whose broker lost its data) reads the fleet itself again: FLEET_BEATS and FLEET_INVENTORIES
+KEEP_CHANGES = 100_000
 
 #: An agent beats this often ...
 HEARTBEAT_S = 5.0
 #: ... and is gone when its last beat is older than this (three beats missed).
 HEARTBEAT_TTL_S = 15
 
-_NOW = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) + tonumber(t[2]) / 1000000\n"
+# Redis 5 and 6 replicate a script that reads TIME and then writes only as its effects, after this call (7 always)
+_NOW = ("if redis.replicate_commands then redis.replicate_commands() end\n"
+        "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) + tonumber(t[2]) / 1000000\n")
 _CHANGED = "local s = redis.call('INCR', KEYS[4])\nredis.call('ZADD', KEYS[3], s, {id})\n"
 
 #: ARGV: agent id, inventory JSON. Scores the beat; stores the inventory and counts a change only when the
@@ -60,13 +67,19 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 )
 
 #: ARGV: the last FLEET_SEQ the caller saw, the TTL (s), the most agents to expire or report in one call.
-#: Removes the agents whose last beat is older than the TTL (each counts as a change), then returns
-#: ``{now, seq, {id, changed-at, inventory or nil, last beat or nil, ...}}`` for every agent changed since
-#: the caller's value, oldest change first, at most the limit (the caller asks again while it is behind).
-#: ``seq`` lower than the caller's value means the broker lost its data: the caller starts again from 0.
+#: Removes the agents whose last beat is older than the TTL (each counts as a change), forgets the marks
+#: older than KEEP_CHANGES changes, then returns ``{now, seq, epoch, oldest kept, {id, changed-at,
+#: inventory or nil, last beat or nil, ...}}`` for every agent changed since the caller's value, oldest
+#: change first, at most the limit (the caller asks again while it is behind). A caller whose epoch differs
+#: (the broker lost its data) or whose value is older than the oldest kept reads the fleet itself again.
 SYNC_SCRIPT = (
     _NOW
-    + """local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[2])), 'LIMIT', 0, tonumber(ARGV[3]))
+    + """local epoch = redis.call('GET', KEYS[5])
+if not epoch then
+  epoch = t[1] .. '.' .. t[2]
+  redis.call('SET', KEYS[5], epoch)
+end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[2])), 'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
@@ -74,6 +87,8 @@ for _, id in ipairs(expired) do
     + _CHANGED.format(id="id")
     + """end
 local seq = redis.call('GET', KEYS[4]) or '0'
+local oldest = tonumber(seq) - """ + str(KEEP_CHANGES) + """
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. oldest)
 local changed = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 for i = 1, #changed, 2 do
@@ -83,6 +98,6 @@ for i = 1, #changed, 2 do
   out[#out + 1] = redis.call('HGET', KEYS[2], id) or false
   out[#out + 1] = redis.call('ZSCORE', KEYS[1], id) or false
 end
-return {string.format('%.6f', now), seq, out}
+return {string.format('%.6f', now), seq, epoch, tostring(oldest), out}
 """
 )

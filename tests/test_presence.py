@@ -15,7 +15,7 @@ from sqlalchemy import event
 from agent.presence import Heartbeat, stable
 from controller.fleet.presence import FleetMirror, RedisPresence
 from protocol import AgentInventory, CapabilityInfo, HostFacts, utc_now
-from protocol.presence import BEAT_SCRIPT, FLEET_BEATS, FLEET_INVENTORIES, FLEET_KEYS
+from protocol.presence import BEAT_SCRIPT, FLEET_BEATS, FLEET_INVENTORIES, FLEET_KEYS, LEAVE_SCRIPT
 
 _index = itertools.count(1)
 
@@ -76,6 +76,19 @@ def test_mirror_indexes_capabilities_and_logs_changes():
         m.apply(f"c{i}", inv(f"c{i}", "litert:gpu"))
     assert m.changes_since(g) is None  # the log of 4 no longer reaches back: the reader looks at everything
     assert m.changes_since(m.generation - 1).joined == {"c3": {"litert:gpu", "litert:gpu@x86_64"}}
+    snap = m.snapshot(m.generation - 1)
+    assert snap.generation == m.generation and set(snap.changes.joined) == {"c3"} and "c3" in snap.view.live
+
+
+def test_an_agent_that_offers_nothing_still_comes_and_goes():
+    """Review of issue 22: its stick pulled (it offers nothing), then crashed: its leaving is still a change."""
+    m = FleetMirror()
+    m.apply("pi", inv("pi", "openvino:MYRIAD"))
+    m.apply("pi", inv("pi"))  # offers nothing now, still live
+    g = m.generation
+    assert "pi" in m.view().live
+    assert m.apply("pi", None)
+    assert m.changes_since(g).left == {"pi": frozenset()} and "pi" not in m.view().live
 
 
 # ------------------------------------------------------------------ Redis
@@ -120,7 +133,7 @@ def test_a_sync_is_one_round_trip_whatever_the_fleet(url, n):
     beat_many(client, [inv(f"agent-{i:05d}", "litert:cpu" if i % 2 else "openvino:CPU") for i in range(n)])
     p = RedisPresence(client, batch=500)
     assert len(p.sync().agents) == n
-    assert p.calls == -(-n // 500)  # catching up at start: one call per batch
+    assert p.calls == 3  # the first: a sync, the fleet read whole, a sync for what changed meanwhile
     beat_many(client, [inv("agent-00003", "litert:cpu", "litert:gpu")])  # one agent changed
     sent, execute = [], client.execute_command
     client.execute_command = lambda *a, **kw: (sent.append(a[0]), execute(*a, **kw))[1]
@@ -138,6 +151,23 @@ def test_a_broker_that_lost_its_data_is_read_again(url):
     beat_many(client, [inv("c", "openvino:CPU")])
     assert set(p.sync().agents) == {"c"}
     assert p.mirror.offering("litert:cpu") == set()
+
+
+def test_a_controller_too_far_behind_reads_the_fleet_again(url):
+    """The changes' marks are kept for KEEP_CHANGES changes; one behind that reads the fleet whole."""
+    from protocol.presence import FLEET_CHANGES, FLEET_SEQ, KEEP_CHANGES
+
+    client = redis_mod.Redis.from_url(url)
+    beat_many(client, [inv("old", "litert:cpu"), inv("gone", "litert:cpu")])
+    p = RedisPresence(client)
+    assert set(p.sync().agents) == {"old", "gone"}
+    client.register_script(LEAVE_SCRIPT)(keys=FLEET_KEYS, args=["gone"])
+    client.set(FLEET_SEQ, 3 * KEEP_CHANGES)  # as if 300,000 changes happened since
+    beat_many(client, [inv("new", "openvino:CPU")])
+    fresh = RedisPresence(client)
+    assert set(fresh.sync().agents) == {"old", "new"}  # a new controller: "old" changed long ago, read all the same
+    assert {m.decode() for m in client.zrange(FLEET_CHANGES, 0, -1)} == {"new"}  # the old marks are forgotten
+    assert set(p.sync().agents) == {"old", "new"} and p.calls == 3  # the one behind: sync, read whole, sync
 
 
 def test_an_inventory_of_another_schema_is_not_live(url):

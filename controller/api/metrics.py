@@ -72,7 +72,7 @@ class Metrics:
 
         d = self.state.scheduler().dispatcher
         # each queue's name, litert:cpu@aarch64 too (protocol.machines.offered): its depth has its agents beside it
-        online = {name: len(ids) for name, ids in d.sync_presence().by_capability.items()}
+        online = d.online_counts()
         agents = GaugeMetricFamily("fleetbench_agents_online", "Live agents offering a capability", labels=["capability"])
         depth = GaugeMetricFamily("fleetbench_queue_depth", "Messages waiting on a capability's queue",
                                   labels=["capability"])  # fmt: skip

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from controller.collector import REFUSED, _check, ids_of
 from controller.fleet.port import Delivered, Event, SetAside
-from controller.fleet.presence import FleetMirror
+from controller.fleet.presence import FleetMirror, Snapshot
 from protocol import AgentInventory, CapabilityInfo, HostFacts, JobOutcome, JobSpec, queue_for, utc_now
 
 
@@ -91,8 +91,8 @@ class MemoryFleet:
     def live_agents(self) -> list[AgentInventory]:
         return list(self.agents.values())
 
-    def presence(self) -> FleetMirror:
-        return self.mirror
+    def presence(self, since: int | None = None) -> Snapshot:
+        return self.mirror.snapshot(since)
 
     def drain_outcomes(self, block_s: float = 0.0) -> list[Event]:
         events: list[Event] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Union
 
-from controller.fleet.presence import FleetMirror
+from controller.fleet.presence import Snapshot
 from protocol import AgentInventory, JobOutcome, JobSpec
 
 
@@ -53,9 +53,9 @@ class FleetPort(Protocol):
         """The agents whose heartbeat is current."""
         ...
 
-    def presence(self) -> FleetMirror:
-        """The live agents, brought up to date: a :class:`~controller.fleet.presence.FleetMirror`, whose
-        changes since a generation say which agents came and went (a tick's cost follows those, not the fleet)."""
+    def presence(self, since: int | None = None) -> Snapshot:
+        """The live agents, brought up to date and taken whole: a :class:`~controller.fleet.presence.Snapshot`
+        with what came and went since generation ``since`` (a tick's cost follows those, not the fleet)."""
         ...
 
     def drain_outcomes(self, block_s: float = 0.0) -> list[Event]:

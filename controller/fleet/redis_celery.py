@@ -53,8 +53,8 @@ class RedisCeleryFleet:
     def live_agents(self) -> list[AgentInventory]:
         return self.dispatcher.live_agents()
 
-    def presence(self):
-        return self.dispatcher.sync_presence()
+    def presence(self, since: int | None = None):
+        return self.dispatcher.presence_snapshot(since)
 
     def drain_outcomes(self, block_s: float = 0.0) -> list[Event]:
         self.collector.drain(block_s=block_s)  # a StoreError keeps what was heard for the next call

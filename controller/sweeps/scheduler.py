@@ -292,20 +292,24 @@ class Scheduler:
         """
         self.drain()
         t = now()
-        mirror = self.fleet.presence()
-        fleet = mirror.view()
+        snap = self.fleet.presence(self._seen.get(sweep_id, (None, 0.0))[0])
+        fleet = snap.view
         sweep = self.store.get_sweep(sweep_id)
         expire_s = float(sweep.spec.get("expire_after", DEFAULT_EXPIRE_S))
         self._take_starts(fleet, t, expire_s)
         sends, changes = [], []
-        for job in self._due(sweep_id, mirror, t):
-            step = jobs.on_tick(job, fleet, t, expire_s)
-            if isinstance(step, jobs.Send):
-                sends.append((job, step.attempt))
-            elif step is not None:
-                changes.append((job.job_id, step, job.state))
-        self._apply_many(changes)
-        self._send_many(sends[:SEND_BATCH])  # the rest stay pending, for the next tick
+        try:
+            for job in self._due(sweep_id, snap, t):
+                step = jobs.on_tick(job, fleet, t, expire_s)
+                if isinstance(step, jobs.Send):
+                    sends.append((job, step.attempt))
+                elif step is not None:
+                    changes.append((job.job_id, step, job.state))
+            self._apply_many(changes)
+            self._send_many(sends[:SEND_BATCH])  # the rest stay pending, for the next tick
+        except BaseException:
+            self._seen.pop(sweep_id, None)  # the changes it took in were not acted on: its next tick looks at all
+            raise
         if wait_s > 0:
             self.drain(block_s=wait_s)  # after sending: wake as soon as an outcome arrives
         counts = self.store.job_counts(sweep_id)
@@ -313,17 +317,16 @@ class Scheduler:
             self.store.set_sweep_state(sweep_id, SweepState.DONE.value, only_from=SweepState.RUNNING.value)  # not over a cancel made meanwhile
         return counts
 
-    def _due(self, sweep_id: str, mirror, t) -> list[JobRow]:
+    def _due(self, sweep_id: str, snap, t) -> list[JobRow]:
         """The active jobs of a sweep that this tick must look at (see :meth:`tick`): pending ones; those the
         fleet's changes since the sweep's last tick touch (running on an agent that went away, queued for a
         capability nobody offers now or for an agent that lost it, waiting for one that came); waiting ones
         whose expiry is due. Never every queued job because one agent of thousands went away."""
-        seen, full_at = self._seen.get(sweep_id, (None, 0.0))
+        _, full_at = self._seen.get(sweep_id, (None, 0.0))
         clock = time.monotonic()
-        fleet = mirror.view()
-        changes = mirror.changes_since(seen) if seen is not None else None
+        fleet, changes = snap.view, snap.changes
         full = changes is None or clock - full_at > FULL_PASS_S
-        self._seen[sweep_id] = (mirror.generation, clock if full else full_at)
+        self._seen[sweep_id] = (snap.generation, clock if full else full_at)
         if full:  # every job a rule could move now: those it would leave as they are are not read
             rows = self.store.jobs(sweep_id, states=(PENDING, WAITING))
             rows += self.store.jobs(sweep_id, states=(QUEUED,), unoffered=fleet.offered)
