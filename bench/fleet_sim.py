@@ -287,10 +287,11 @@ class Controller:
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, FLEETBENCH_API_TOKENS=TOKEN, FLEETBENCH_AGENT_TOKENS=TOKEN + "-agent")
-        self.log = open(work / "serve.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "--port", str(self.port), "--broker",
-                                      self.broker, "--db", self.db, "--data-dir", str(work / "data")],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
+        from protocol.proc import spawn
+
+        # told to die with this process: a bench killed (a test's timeout) leaves no controller behind
+        self.proc = spawn([sys.executable, "-m", "controller.cli", "serve", "--port", str(self.port), "--broker",
+                           self.broker, "--db", self.db, "--data-dir", str(work / "data")], work / "serve.log", env=env)  # fmt: skip
         from controller.client import ApiClient
 
         self.api = ApiClient(self.url, TOKEN, timeout_s=120)
@@ -325,7 +326,6 @@ class Controller:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        self.log.close()
         self.redis_server.stop()
         if self.schema:
             import sqlalchemy
