@@ -35,9 +35,6 @@ class Changes:
     left: dict[str, frozenset[str]]
     joined: dict[str, frozenset[str]]
 
-    def __bool__(self) -> bool:
-        return bool(self.left or self.joined)
-
 
 @dataclass(frozen=True)
 class Snapshot:
