@@ -18,7 +18,8 @@ from agent import backends, conditions, energy
 from agent.artifacts import local_path
 from agent.errors import JobError
 from agent.host import host_facts
-from agent.measure import SLOWDOWN_ENV, injected_slowdown, measure_latency, measure_throughput, stretched, timed
+from agent.measure import (FLOOR_ENV, SLOWDOWN_ENV, injected_floor_ms, injected_slowdown, measure_latency,
+                           measure_throughput, padded, stretched, timed)
 from protocol import (ContractError, Fidelity, JobSpec, LatencyStats, Profile, ResultRecord, TaskAccuracy, Throughput,
                       Validity, utc_now)  # fmt: skip
 from protocol import accuracy as accuracy_mod
@@ -208,7 +209,7 @@ def execute(spec: JobSpec, agent_id: str, deadline: float | None = None) -> Resu
 
     try:
         conditions.apply_affinity(spec.settings.cpu_affinity)  # before the runtime makes its threads
-        slowdown = injected_slowdown()
+        slowdown, floor_ms = injected_slowdown(), injected_floor_ms()
     except ValueError as exc:
         raise JobError(ErrorKind.BAD_SPEC, str(exc)) from None
     started_at = utc_now()
@@ -229,8 +230,10 @@ def execute(spec: JobSpec, agent_id: str, deadline: float | None = None) -> Resu
     readings: list = []  # sustained mode: the thermal state as each window closes
     on_window = (lambda: readings.append(conditions.thermal_state())) if spec.settings.sustained_s else None
     run, runtime_ns = backend.run, getattr(backend, "runtime_latency_ns", None)
+    if floor_ms:  # fault injection (FLEETBENCH_INJECT_FLOOR_MS): the clock times the padded call
+        run, runtime_ns = padded(run, int(floor_ms * 1e6)), None
     if slowdown != 1.0:  # fault injection (FLEETBENCH_INJECT_SLOWDOWN): the clock times the stretched call
-        run, runtime_ns = stretched(backend.run, slowdown), None
+        run, runtime_ns = stretched(run, slowdown), None
     try:
         m = measure_latency(run, spec.settings, runtime_latency_ns=runtime_ns, on_window=on_window)
     except Exception as exc:  # a runtime error during invoke is the model's fault, not the agent's
@@ -280,6 +283,8 @@ def execute(spec: JobSpec, agent_id: str, deadline: float | None = None) -> Resu
     reasons = tuple(summary.invalid_reasons) + tuple(m.problems(spec.settings))
     if slowdown != 1.0:
         reasons += (f"injected slowdown: each inference stretched {slowdown:g}x ({SLOWDOWN_ENV}); not a measurement",)
+    if floor_ms:
+        reasons += (f"injected floor: each inference padded to at least {floor_ms:g} ms ({FLOOR_ENV}); not a measurement",)
     stats = LatencyStats.from_summary(summary, load_ms=load_ns / 1e6, first_inference_ms=m.first_inference_ns / 1e6)
     return ResultRecord(
         job_id=spec.job_id,

@@ -51,6 +51,41 @@ def injected_slowdown() -> float:
     return factor
 
 
+#: Fault injection's steady clock, with or without the slowdown: every timed inference takes at least this many ms
+#: (a busy wait to that deadline), so the run's level is the clock's, not the host's. The nightly recipe can then
+#: be tried on a shared machine whose runs differ by more than the slowdown it injects (docs/readiness.md). The
+#: record says so as the slowdown does.
+FLOOR_ENV = "FLEETBENCH_INJECT_FLOOR_MS"
+
+
+def injected_floor_ms() -> float:
+    """The floor FLEETBENCH_INJECT_FLOOR_MS asks for (0.0 when unset); ValueError names a bad value."""
+    text = os.environ.get(FLOOR_ENV, "").strip()
+    if not text:
+        return 0.0
+    try:
+        floor = float(text)
+    except ValueError:
+        floor = math.nan
+    if not 0.0 < floor <= 1000.0:
+        raise ValueError(f"{FLOOR_ENV} must be a time in ms above 0 and at most 1000 (1 = each inference takes "
+                         f"at least 1 ms); got '{text}'")  # fmt: skip
+    return floor
+
+
+def padded(run: Callable[[], object], floor_ns: int, clock: Callable[[], int] = time.perf_counter_ns):
+    """``run``, then a busy wait until the call has taken at least ``floor_ns``."""
+    def slower():
+        t0 = clock()
+        result = run()
+        until = t0 + floor_ns
+        while clock() < until:
+            pass
+        return result
+
+    return slower
+
+
 def stretched(run: Callable[[], object], factor: float, clock: Callable[[], int] = time.perf_counter_ns):
     """``run``, then a busy wait until the call has taken ``factor`` times its own time."""
     def slower():

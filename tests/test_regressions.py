@@ -334,8 +334,14 @@ BASELINE = 8
 def test_a_nightly_job_catches_an_injected_10_percent_slowdown(tmp_path, small_cnn, receiver):
     """docs/readiness.md's recipe: each night `fleetbench sweep` (a real agent, a real model) then `fleetbench
     regressions --notify`; after eight normal nights the agent runs 10% slower (FLEETBENCH_INJECT_SLOWDOWN=1.10).
-    The gate stays green until then, fails within six nights of it (two or three, as a rule), sends the regression once, and passes once it is
-    acknowledged."""
+    The gate stays green until then, fails within six nights of it, at the first slowed night, sends the regression
+    once, and passes once it is acknowledged.
+
+    Every night runs with FLEETBENCH_INJECT_FLOOR_MS=1: each inference of the 0.2 ms CNN is padded to 1 ms, so the
+    nights' level is the clock's, not the host's. On this shared VM one night's p50 of the bare CNN ranged from 0.22
+    to 0.38 ms (another tenant on the host; nothing in the VM was busy), which hides a 10% step from any detector and
+    failed this test in CI. How soon the detector catches a 10% step in real noise is bench/regress.py's to measure
+    (docs/benchmarks.md), not a test's."""
     import json
     import os
     import subprocess
@@ -347,6 +353,7 @@ def test_a_nightly_job_catches_an_injected_10_percent_slowdown(tmp_path, small_c
                     "settings: {threads: 1, min_iterations: 300, min_duration_s: 0.5}\n")  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETBENCH_")}
     env.update(FLEETBENCH_DISABLE_GPU_PROBE="1", COLUMNS="120", FLEETBENCH_WEBHOOK_SECRET="s3cret")
+    steady = {"FLEETBENCH_INJECT_FLOOR_MS": "1"}
     receiver.fail_first = 0
 
     def cli(*args, **extra):
@@ -357,10 +364,12 @@ def test_a_nightly_job_catches_an_injected_10_percent_slowdown(tmp_path, small_c
     nights, p50s, gate = [], [], None
     for night in range(BASELINE + 6):
         slowed = night >= BASELINE
-        run = cli("sweep", str(spec), **({"FLEETBENCH_INJECT_SLOWDOWN": "1.10"} if slowed else {}))
+        run = cli("sweep", str(spec), **steady, **({"FLEETBENCH_INJECT_SLOWDOWN": "1.10"} if slowed else {}))
         assert run.returncode == 0, run.stdout + run.stderr
         (record,) = json.loads(cli("results", "nightly", "-f", "json").stdout)
-        assert record["validity"]["valid"] is not slowed, record["validity"]  # an injected run says so
+        reasons = " ".join(record["validity"]["reasons"])  # an injected run says so, and never passes for a measurement
+        assert not record["validity"]["valid"] and "injected floor" in reasons, record["validity"]
+        assert ("injected slowdown: each inference stretched 1.1x" in reasons) is slowed, record["validity"]
         nights.append(record["job_id"])
         p50s.append(round(record["stats"]["p50_ms"], 4))
         gate = cli("regressions", "--notify", "--metric", "p50_ms", "--format", "json")
@@ -372,10 +381,9 @@ def test_a_nightly_job_catches_an_injected_10_percent_slowdown(tmp_path, small_c
     assert gate.returncode == 1, f"no regression after {slowed_nights} slowed night(s); p50 ms {p50s}: {gate.stdout}{gate.stderr}"
     print(f"caught after {slowed_nights} slowed night(s); p50 ms per night {p50s}")
     (cp,) = json.loads(gate.stdout)["change_points"]
-    # at the first slowed night, or the second where the first happened to measure low (noise of a few %)
-    at = nights.index(cp["after_job"])
-    assert cp["kind"] == "regression" and at in (BASELINE, BASELINE + 1) and cp["before_job"] == nights[at - 1], (cp, p50s)
-    assert 1.05 < cp["ratio"] < 1.20 and cp["notified"], cp
+    at = nights.index(cp["after_job"])  # at the first slowed night: 1 ms, then 1.1 ms
+    assert cp["kind"] == "regression" and at == BASELINE and cp["before_job"] == nights[at - 1], (cp, p50s)
+    assert 1.07 < cp["ratio"] < 1.13 and cp["notified"], cp
     (body, headers), = receiver.bodies
     assert json.loads(body)["change_point"]["id"] == cp["id"] and headers["X-Fleetbench-Signature"].startswith("sha256=")
     assert cli("regressions", "ack", str(cp["id"]), "--note", "injected on purpose").returncode == 0
