@@ -266,6 +266,7 @@ def execute(spec: JobSpec, agent_id: str, deadline: float | None = None) -> Resu
     if spec.settings.loadgen_scenario:
         from agent.loadgen import run_scenario
 
+        # (under fault injection this p50 is the injected one: the record is invalid whatever LoadGen makes of it)
         loadgen = run_scenario(backend.run, spec.settings, expected_latency_ns=int(summary.p50_ms * 1e6))
 
     accuracy, fidelity = None, None
@@ -284,7 +285,8 @@ def execute(spec: JobSpec, agent_id: str, deadline: float | None = None) -> Resu
     if slowdown != 1.0:
         reasons += (f"injected slowdown: each inference stretched {slowdown:g}x ({SLOWDOWN_ENV}); not a measurement",)
     if floor_ms:
-        reasons += (f"injected floor: each inference padded to at least {floor_ms:g} ms ({FLOOR_ENV}); not a measurement",)
+        reasons += (f"injected floor: each inference padded to at least {floor_ms:g} ms ({FLOOR_ENV}); "
+                    "not a measurement",)
     stats = LatencyStats.from_summary(summary, load_ms=load_ns / 1e6, first_inference_ms=m.first_inference_ns / 1e6)
     return ResultRecord(
         job_id=spec.job_id,

@@ -1,9 +1,10 @@
 """What an idle fleet's job polls cost the broker: N clients each asking for a job with Celery's `BRPOP`
-(a 1 s wait, agent/cli.py's POLL_S) on an empty queue, as N idle agents do between jobs.
+(agent/cli.py's POLL_S wait, 1 s) on an empty queue, as N idle agents do between jobs.
 
     .venv/bin/python bench/idle_polls.py [--clients 1000,10000] [--seconds 20]
 
-For each N it starts a private redis-server (maxclients raised as docker-compose.yml does), runs
+For each N it starts a private redis-server (maxclients raised as docker-compose.yml does; N needs N open
+files here too, and the script says so when the limit is lower), runs
 ``redis-benchmark -c N ... BRPOP <empty queue> 1`` against it for about ``--seconds``, and reads the
 server's CPU time from /proc before and after: the broker's share of one core that N idle agents' polls
 take. redis-benchmark is C, so the clients cost little beside it; the run's own duration is printed so the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.cli import POLL_S  # noqa: E402
 from protocol.proc import free_port  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -36,27 +39,37 @@ def cpu_s(pid: int) -> float:
 
 
 def point(n: int, seconds: float, work: Path) -> dict:
-    port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--maxclients", str(n + 100), "--dir", str(work)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    port, log = free_port(), work / f"redis-{n}.log"
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--maxclients", str(n + 100), "--dir", str(work), "--logfile", str(log)]  # fmt: skip
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
-        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
-            if time.monotonic() > deadline:
-                raise SystemExit(f"error: redis-server on port {port} did not answer within 10 s")
+        ping = ["redis-cli", "-p", str(port), "ping"]
+        while subprocess.run(ping, capture_output=True, text=True).stdout.strip() != "PONG":
+            if server.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace").strip()[-300:] if log.exists() else ""
+                raise SystemExit(f"error: redis-server on port {port} did not come up: {tail}")
             time.sleep(0.1)
+        polls = int(n * seconds)
         before, t0 = cpu_s(server.pid), time.perf_counter()
-        bench = subprocess.run(["redis-benchmark", "-p", str(port), "-c", str(n), "-n", str(int(n * seconds)), "-q",
-                                "BRPOP", "fb:idle-polls:empty", "1"], capture_output=True, text=True)  # fmt: skip
+        bench = subprocess.run(["redis-benchmark", "-p", str(port), "-c", str(n), "-n", str(polls), "-q",
+                                "BRPOP", "fb:idle-polls:empty", f"{POLL_S:g}"], capture_output=True, text=True)  # fmt: skip
         wall, used = time.perf_counter() - t0, cpu_s(server.pid) - before
         if bench.returncode != 0:
             raise SystemExit(f"error: redis-benchmark failed: {(bench.stderr or bench.stdout).strip()[-300:]}")
-        return {"clients": n, "polls": int(n * seconds), "seconds": round(wall, 1), "polls/s": round(n * seconds / wall),
-                "redis CPU s": round(used, 2), "redis core %": round(100 * used / wall, 1)}  # fmt: skip
+        if wall < seconds * POLL_S * 0.9:  # every BRPOP waits its whole poll on an empty queue: faster is an error
+            raise SystemExit(f"error: {polls:,} polls ended in {wall:.1f} s, under their {POLL_S:g} s waits: "
+                             f"redis-benchmark said {bench.stdout.strip()[-200:]!r}")  # fmt: skip
+        return {"clients": n, "polls": polls, "seconds": round(wall, 1), "polls/s": round(polls / wall),
+                "Redis CPU s": round(used, 2), "Redis core %": round(100 * used / wall, 1)}  # fmt: skip
     finally:
         server.terminate()
-        server.wait()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,17 +77,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", default="1000,10000", help="idle agents to stand for, comma-separated")
     p.add_argument("--seconds", type=float, default=20.0, help="how long each point polls")
     args = p.parse_args(argv)
+    sizes = [int(n) for n in args.clients.split(",") if n.strip()]
+    if not sizes or min(sizes) < 1 or args.seconds <= 0:
+        print("error: --clients takes fleet sizes of 1 or more (1000,10000) and --seconds a time above 0",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < max(sizes) + 200:
+        print(f"error: {max(sizes):,} clients need {max(sizes) + 200:,} open files and the limit is {soft:,}: "
+              f"run `ulimit -n {max(sizes) + 1000}` first", file=sys.stderr)  # fmt: skip
+        return 2
     for tool in ("redis-server", "redis-benchmark", "redis-cli"):
         if shutil.which(tool) is None:
             print(f"error: {tool} is not installed: apt-get install redis-server redis-tools", file=sys.stderr)
             return 1
-    work = Path(tempfile.mkdtemp(prefix="idle-polls-"))
-    rows = [point(int(n), args.seconds, work) for n in args.clients.split(",") if n.strip()]
+    with tempfile.TemporaryDirectory(prefix="idle-polls-") as work:
+        rows = [point(n, args.seconds, Path(work)) for n in sizes]
     cols = list(rows[0])
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(f"{r[c]:,}" for c in cols) + " |")
-    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
