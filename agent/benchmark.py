@@ -19,7 +19,7 @@ from agent.artifacts import local_path
 from agent.errors import JobError
 from agent.host import host_facts
 from agent.measure import (FLOOR_ENV, SLOWDOWN_ENV, injected_floor_ms, injected_slowdown, measure_latency,
-                           measure_throughput, padded, stretched, timed)
+                           measure_throughput, stretched, timed)
 from protocol import (ContractError, Fidelity, JobSpec, LatencyStats, Profile, ResultRecord, TaskAccuracy, Throughput,
                       Validity, utc_now)  # fmt: skip
 from protocol import accuracy as accuracy_mod
@@ -230,10 +230,8 @@ def execute(spec: JobSpec, agent_id: str, deadline: float | None = None) -> Resu
     readings: list = []  # sustained mode: the thermal state as each window closes
     on_window = (lambda: readings.append(conditions.thermal_state())) if spec.settings.sustained_s else None
     run, runtime_ns = backend.run, getattr(backend, "runtime_latency_ns", None)
-    if floor_ms:  # fault injection (FLEETBENCH_INJECT_FLOOR_MS): the clock times the padded call
-        run, runtime_ns = padded(run, int(floor_ms * 1e6)), None
-    if slowdown != 1.0:  # fault injection (FLEETBENCH_INJECT_SLOWDOWN): the clock times the stretched call
-        run, runtime_ns = stretched(run, slowdown), None
+    if slowdown != 1.0 or floor_ms:  # fault injection (FLEETBENCH_INJECT_SLOWDOWN, _FLOOR_MS): the clock times it
+        run, runtime_ns = stretched(backend.run, slowdown, floor_ns=int(floor_ms * 1e6)), None
     try:
         m = measure_latency(run, spec.settings, runtime_latency_ns=runtime_ns, on_window=on_window)
     except Exception as exc:  # a runtime error during invoke is the model's fault, not the agent's

@@ -39,16 +39,7 @@ SLOWDOWN_ENV = "FLEETBENCH_INJECT_SLOWDOWN"
 
 def injected_slowdown() -> float:
     """The factor FLEETBENCH_INJECT_SLOWDOWN asks for (1.0 when unset); ValueError names a bad value."""
-    text = os.environ.get(SLOWDOWN_ENV, "").strip()
-    if not text:
-        return 1.0
-    try:
-        factor = float(text)
-    except ValueError:
-        factor = math.nan
-    if not 1.0 <= factor <= 10.0:
-        raise ValueError(f"{SLOWDOWN_ENV} must be a factor from 1.0 to 10 (1.10 = 10% slower); got '{text}'")
-    return factor
+    return _injected(SLOWDOWN_ENV, 1.0, lambda v: 1.0 <= v <= 10.0, "a factor from 1.0 to 10 (1.10 = 10% slower)")
 
 
 #: Fault injection's steady clock, with or without the slowdown: every timed inference takes at least this many ms
@@ -60,38 +51,31 @@ FLOOR_ENV = "FLEETBENCH_INJECT_FLOOR_MS"
 
 def injected_floor_ms() -> float:
     """The floor FLEETBENCH_INJECT_FLOOR_MS asks for (0.0 when unset); ValueError names a bad value."""
-    text = os.environ.get(FLOOR_ENV, "").strip()
+    return _injected(FLOOR_ENV, 0.0, lambda v: 0.0 < v <= 1000.0,
+                     "a time in ms above 0 and at most 1000 (1 = each inference takes at least 1 ms)")  # fmt: skip
+
+
+def _injected(name: str, unset: float, ok: Callable[[float], bool], rule: str) -> float:
+    text = os.environ.get(name, "").strip()
     if not text:
-        return 0.0
+        return unset
     try:
-        floor = float(text)
+        value = float(text)
     except ValueError:
-        floor = math.nan
-    if not 0.0 < floor <= 1000.0:
-        raise ValueError(f"{FLOOR_ENV} must be a time in ms above 0 and at most 1000 (1 = each inference takes "
-                         f"at least 1 ms); got '{text}'")  # fmt: skip
-    return floor
+        value = math.nan
+    if not ok(value):  # nan fails every comparison
+        raise ValueError(f"{name} must be {rule}; got '{text}'")
+    return value
 
 
-def padded(run: Callable[[], object], floor_ns: int, clock: Callable[[], int] = time.perf_counter_ns):
-    """``run``, then a busy wait until the call has taken at least ``floor_ns``."""
+def stretched(run: Callable[[], object], factor: float, clock: Callable[[], int] = time.perf_counter_ns,
+              floor_ns: int = 0):  # fmt: skip
+    """``run``, then a busy wait until the call has taken ``factor`` times its own time, or times ``floor_ns``
+    where the call took less (the floor first, then the slowdown: 1 ms, then 1.1 ms)."""
     def slower():
         t0 = clock()
         result = run()
-        until = t0 + floor_ns
-        while clock() < until:
-            pass
-        return result
-
-    return slower
-
-
-def stretched(run: Callable[[], object], factor: float, clock: Callable[[], int] = time.perf_counter_ns):
-    """``run``, then a busy wait until the call has taken ``factor`` times its own time."""
-    def slower():
-        t0 = clock()
-        result = run()
-        until = t0 + int((clock() - t0) * factor)
+        until = t0 + int(max(clock() - t0, floor_ns) * factor)
         while clock() < until:
             pass
         return result

@@ -171,7 +171,7 @@ def test_an_injected_slowdown_stretches_each_timed_call_by_its_factor(monkeypatc
 def test_an_injected_floor_pads_each_timed_call_to_it_and_the_slowdown_stretches_that(monkeypatch):
     """FLEETBENCH_INJECT_FLOOR_MS: a call faster than the floor takes the floor, a slower one its own time; with the
     slowdown on top, the floor is stretched (the nightly test's steady 1 ms, then 1.1 ms, whatever the host does)."""
-    from agent.measure import FLOOR_ENV, injected_floor_ms, padded, stretched
+    from agent.measure import FLOOR_ENV, injected_floor_ms, stretched
 
     def clock():  # the busy wait reads the clock: each read moves the workload's 1 µs on
         w.now += 1000
@@ -179,11 +179,11 @@ def test_an_injected_floor_pads_each_timed_call_to_it_and_the_slowdown_stretches
 
     for cost_ns, floor_ns, expect in ((MS // 4, MS, MS), (2 * MS, MS, 2 * MS)):
         w = FakeWorkload(cost_ns=cost_ns)
-        m = measure_latency(padded(w.run, floor_ns, clock=clock), settings(), clock=clock)
+        m = measure_latency(stretched(w.run, 1.0, clock=clock, floor_ns=floor_ns), settings(), clock=clock)
         assert all(expect <= s <= expect + 4000 for s in m.samples_ns), (cost_ns, m.samples_ns[:5])
     w = FakeWorkload(cost_ns=MS // 4)  # the floor, then 10% of it
-    m = measure_latency(stretched(padded(w.run, MS, clock=clock), 1.10, clock=clock), settings(), clock=clock)
-    assert all(int(1.10 * MS) <= s <= int(1.10 * MS) + 6000 for s in m.samples_ns), m.samples_ns[:5]
+    m = measure_latency(stretched(w.run, 1.10, clock=clock, floor_ns=MS), settings(), clock=clock)
+    assert all(int(1.10 * MS) <= s <= int(1.10 * MS) + 4000 for s in m.samples_ns), m.samples_ns[:5]
     monkeypatch.delenv(FLOOR_ENV, raising=False)
     assert injected_floor_ms() == 0.0
     monkeypatch.setenv(FLOOR_ENV, " 1.5 ")
