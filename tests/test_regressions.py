@@ -339,7 +339,7 @@ def test_a_nightly_job_catches_an_injected_10_percent_slowdown(tmp_path, small_c
 
     Every night runs with FLEETBENCH_INJECT_FLOOR_MS=1: each inference of the 0.2 ms CNN is padded to 1 ms, so the
     nights' level is the clock's, not the host's. On this shared VM one night's p50 of the bare CNN ranged from 0.22
-    to 0.38 ms (another tenant on the host; nothing in the VM was busy), which hides a 10% step from any detector and
+    to 0.38 ms (the host's doing: nothing in the VM was busy), which hides a 10% step from any detector and
     failed this test in CI. How soon the detector catches a 10% step in real noise is bench/regress.py's to measure
     (docs/benchmarks.md), not a test's."""
     import json
