@@ -9,9 +9,10 @@ only whether an attempt has started).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import redis
 from celery import Celery
@@ -81,29 +82,31 @@ class Dispatcher:
                 self._presence = RedisPresence(self.redis)
             return self._presence
 
-    def sync_presence(self):
-        """Bring the mirror of the live agents up to date (one round trip) and return it (a FleetMirror).
-        Read it only while holding ``self._lock``: the API's requests and the scheduler's thread sync it."""
-        try:
-            with self._lock:
-                return self.presence.sync()
-        except redis.exceptions.RedisError as exc:
-            raise DispatchError(self._broker_down(exc)) from None
+    @contextlib.contextmanager
+    def _synced(self) -> Iterator:
+        """The mirror of the live agents (a FleetMirror), brought up to date (one round trip) and read under the
+        lock: the API's requests and the scheduler's thread both sync it."""
+        with self._lock:
+            try:
+                mirror = self.presence.sync()
+            except redis.exceptions.RedisError as exc:
+                raise DispatchError(self._broker_down(exc)) from None
+            yield mirror
 
     def presence_snapshot(self, since: int | None = None):
         """Sync, then the fleet taken whole (a Snapshot: its generation, view and changes since ``since``)."""
-        with self._lock:
-            return self.sync_presence().snapshot(since)
+        with self._synced() as mirror:
+            return mirror.snapshot(since)
 
     def live_agents(self) -> list[AgentInventory]:
         """Agents whose heartbeat has not expired, by agent id."""
-        with self._lock:
-            return sorted(self.sync_presence().agents.values(), key=lambda a: a.agent_id)
+        with self._synced() as mirror:
+            return sorted(mirror.agents.values(), key=lambda a: a.agent_id)
 
     def online_counts(self) -> dict[str, int]:
         """How many live agents offer each capability (and each @ machine)."""
-        with self._lock:
-            return {name: len(ids) for name, ids in self.sync_presence().by_capability.items()}
+        with self._synced() as mirror:
+            return {name: len(ids) for name, ids in mirror.by_capability.items()}
 
     def record_live_agents(self, store, touch_every_s: float = FLEET_RECORD_S) -> set[str]:
         """Keep the store's agents (what `fleetbench fleet` and the Fleet page list) up to date; returns the live ids.
@@ -111,8 +114,7 @@ class Dispatcher:
         An inventory is written when it changes (an agent joins, or comes back with other capabilities), and
         every ``touch_every_s`` the live agents' last-seen time is written for all of them in a few statements,
         so a fleet of 10,000 costs a handful of SQL statements per interval, not 10,000."""
-        with self._lock:
-            mirror = self.sync_presence()
+        with self._synced() as mirror:
             changed = self.presence.take_changed()
             live = set(mirror.agents)
             now, due = self.presence.now, time.monotonic() - self._touched >= touch_every_s
@@ -129,8 +131,8 @@ class Dispatcher:
 
     def agents_offering(self, capability: str) -> list[str]:
         """Ids of live agents offering ``capability``."""
-        with self._lock:
-            return sorted(self.sync_presence().offering(capability))
+        with self._synced() as mirror:
+            return sorted(mirror.offering(capability))
 
     def ping(self) -> None:
         """Fail fast, with advice, when the broker does not answer."""
