@@ -49,7 +49,6 @@ import json
 import multiprocessing as mp
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -280,14 +279,11 @@ class Controller:
             self.db = pg + ("&" if "?" in pg else "?") + "options=" + urllib.parse.quote(f"-csearch_path={self.schema}")
         else:
             self.db = f"sqlite:///{work / 'fleetsim.db'}"
-        import socket
+        from protocol.proc import free_port, spawn
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, FLEETBENCH_API_TOKENS=TOKEN, FLEETBENCH_AGENT_TOKENS=TOKEN + "-agent")
-        from protocol.proc import spawn
 
         # told to die with this process: a bench killed (a test's timeout) leaves no controller behind
         self.proc = spawn([sys.executable, "-m", "controller.cli", "serve", "--port", str(self.port), "--broker",
@@ -321,11 +317,9 @@ class Controller:
         return out
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        from protocol.proc import stop
+
+        stop(self.proc, grace_s=30)
         self.redis_server.stop()
         if self.schema:
             import sqlalchemy

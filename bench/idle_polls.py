@@ -3,10 +3,10 @@
 
     .venv/bin/python bench/idle_polls.py [--clients 1000,10000] [--seconds 20]
 
-For each N it starts a private redis-server (maxclients raised as docker-compose.yml does; N needs N open
-files here too, and the script says so when the limit is lower), runs
+For each N it starts a private redis-server (controller.embedded.RedisServer, maxclients raised as
+docker-compose.yml does; N needs N open files here too, and the script says so when the limit is lower), runs
 ``redis-benchmark -c N ... BRPOP <empty queue> 1`` against it for about ``--seconds``, and reads the
-server's CPU time from /proc before and after: the broker's share of one core that N idle agents' polls
+server's CPU time (psutil) before and after: the broker's share of one core that N idle agents' polls
 take. redis-benchmark is C, so the clients cost little beside it; the run's own duration is printed so the
 poll rate (N a second when every BRPOP waits its whole second) can be checked. Prints one markdown table;
 copy it to docs/benchmarks.md.
@@ -15,7 +15,6 @@ copy it to docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import shutil
 import subprocess
@@ -24,38 +23,32 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.cli import POLL_S  # noqa: E402
-from protocol.proc import free_port  # noqa: E402
+from controller.embedded import RedisServer  # noqa: E402
+from controller.errors import ServiceError  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
 
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` (/proc/<pid>/stat fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+def cpu_s(proc: psutil.Process) -> float:
+    """User + system CPU seconds of ``proc``, its threads' included."""
+    t = proc.cpu_times()
+    return t.user + t.system
 
 
 def point(n: int, seconds: float, work: Path) -> dict:
-    port, log = free_port(), work / f"redis-{n}.log"
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--maxclients", str(n + 100), "--dir", str(work), "--logfile", str(log)]  # fmt: skip
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        ping = ["redis-cli", "-p", str(port), "ping"]
-        while subprocess.run(ping, capture_output=True, text=True).stdout.strip() != "PONG":
-            if server.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text(errors="replace").strip()[-300:] if log.exists() else ""
-                raise SystemExit(f"error: redis-server on port {port} did not come up: {tail}")
-            time.sleep(0.1)
-        polls = int(n * seconds)
-        before, t0 = cpu_s(server.pid), time.perf_counter()
-        bench = subprocess.run(["redis-benchmark", "-p", str(port), "-c", str(n), "-n", str(polls), "-q",
+        server = RedisServer(work / f"redis-{n}", work / f"redis-{n}.log", args=("--maxclients", str(n + 100))).start()
+    except ServiceError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    try:
+        proc, polls = psutil.Process(server.proc.pid), int(n * seconds)
+        before, t0 = cpu_s(proc), time.perf_counter()
+        bench = subprocess.run(["redis-benchmark", "-p", str(server.port), "-c", str(n), "-n", str(polls), "-q",
                                 "BRPOP", "fb:idle-polls:empty", f"{POLL_S:g}"], capture_output=True, text=True)  # fmt: skip
-        wall, used = time.perf_counter() - t0, cpu_s(server.pid) - before
+        wall, used = time.perf_counter() - t0, cpu_s(proc) - before
         if bench.returncode != 0:
             raise SystemExit(f"error: redis-benchmark failed: {(bench.stderr or bench.stdout).strip()[-300:]}")
         if wall < seconds * POLL_S * 0.9:  # every BRPOP waits its whole poll on an empty queue: faster is an error
@@ -64,12 +57,7 @@ def point(n: int, seconds: float, work: Path) -> dict:
         return {"clients": n, "polls": polls, "seconds": round(wall, 1), "polls/s": round(polls / wall),
                 "Redis CPU s": round(used, 2), "Redis core %": round(100 * used / wall, 1)}  # fmt: skip
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,10 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {max(sizes):,} clients need {max(sizes) + 200:,} open files and the limit is {soft:,}: "
               f"run `ulimit -n {max(sizes) + 1000}` first", file=sys.stderr)  # fmt: skip
         return 2
-    for tool in ("redis-server", "redis-benchmark", "redis-cli"):
-        if shutil.which(tool) is None:
-            print(f"error: {tool} is not installed: apt-get install redis-server redis-tools", file=sys.stderr)
-            return 1
+    if shutil.which("redis-benchmark") is None:  # redis-server: controller.embedded finds it, or says how to get it
+        print("error: redis-benchmark is not installed: apt-get install redis-tools", file=sys.stderr)
+        return 1
     with tempfile.TemporaryDirectory(prefix="idle-polls-") as work:
         rows = [point(n, args.seconds, Path(work)) for n in sizes]
     cols = list(rows[0])

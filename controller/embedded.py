@@ -47,15 +47,17 @@ class RedisServer:
     Tests of lost links and stopped brokers give ``bind`` (extra addresses to
     listen on) and ``persist`` (an append-only file, as a fleet's Redis has).
     Reachable beyond loopback, it requires a password (a random one, in its URLs),
-    as agents insist on one there (``protocol.check_broker_url``).
+    as agents insist on one there (``protocol.check_broker_url``). ``args`` go to redis-server as they are
+    (bench/idle_polls.py raises ``--maxclients``).
     """
 
     def __init__(self, workdir: Path, log_path: Path, port: int | None = None, bind: tuple[str, ...] = (),
-                 persist: bool = False):  # fmt: skip
+                 persist: bool = False, args: tuple[str, ...] = ()):  # fmt: skip
         self.workdir = Path(workdir)
         self.log_path = Path(log_path)
         self.port = port or free_port()
         self.bind = bind
+        self.args = tuple(args)
         self.persist = persist
         self.password = secrets.token_urlsafe(16) if bind else ""
         self.proc: subprocess.Popen | None = None
@@ -83,6 +85,7 @@ class RedisServer:
             "--dir", str(self.workdir),
             "--daemonize", "no",
             *(["--requirepass", self.password] if self.password else []),
+            *self.args,
         ]  # fmt: skip
         self.proc = spawn(argv, self.log_path)
         client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password or None, socket_connect_timeout=0.5)
